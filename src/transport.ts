@@ -1,0 +1,151 @@
+/**
+ * The Transport contract: how the engine talks to a backend. Types and MUST
+ * clauses only, no runtime code. `@offline-first/sync/transport/rest`
+ * implements it over `fetch` for any backend that follows the wire contract
+ * (docs/contract.md); a test double or another protocol can implement it
+ * too.
+ *
+ * @module
+ */
+
+import type { SyncError } from "./errors.ts";
+import type { JsonObject, JsonValue } from "./json.ts";
+
+/** Common options of every call. */
+export interface TransportCallOptions {
+  /** Aborts the call; pending requests are cancelled. */
+  readonly signal?: AbortSignal;
+}
+
+/** One page request of a pull. */
+export interface PullRequest {
+  /** The table (the REST path segment). */
+  readonly kind: string;
+  /** The `updated_at` of the last item received; `null` on a first pull. */
+  readonly updatedSince: string | null;
+  /** The id of the last item received; `null` on a first pull. */
+  readonly afterId: string | null;
+  /** The page size. */
+  readonly limit: number;
+  /** The opaque token the previous page returned, if any. */
+  readonly pageToken: string | null;
+}
+
+/** One page of a pull. */
+export interface PullPage {
+  /** The records, ordered by `(updated_at, id)`; tombstones included. */
+  readonly items: readonly JsonObject[];
+  /** The opaque hint for the next page, or `null`. */
+  readonly nextPageToken: string | null;
+  /** The server's clock from the response's `Date` header (ms), if sent. */
+  readonly serverDate?: number;
+}
+
+/** One write to push. */
+export interface PushOp {
+  /** The op's id (stable across attempts). */
+  readonly opId: string;
+  /**
+   * The idempotency key of this attempt's form of the op: repeated unchanged
+   * when the same body is re-sent, fresh when the body differs.
+   */
+  readonly key: string;
+  /** The table. */
+  readonly kind: string;
+  /** The record's id. */
+  readonly id: string;
+  /** Whether the op writes or deletes the record. */
+  readonly type: "upsert" | "delete";
+  /** The record to store (upsert); `null` for a delete. */
+  readonly payload: JsonObject | null;
+  /** The server version the write is based on; `null` when unknown. */
+  readonly baseUpdatedAt: string | null;
+  /** Whether the write skips the server's version check. */
+  readonly force: boolean;
+}
+
+/** The outcome of one {@linkcode PushOp}. */
+export type PushResult =
+  /** Accepted (2xx, or 404 on a delete). */
+  | {
+    readonly type: "ok";
+    /** The HTTP status. */
+    readonly status: number;
+    /** The stored record, or `null` when the server sent none. */
+    readonly record: JsonObject | null;
+    /** The server's clock from the `Date` header (ms), if sent. */
+    readonly serverDate?: number;
+  }
+  /** The server holds a different version (409). */
+  | {
+    readonly type: "conflict";
+    /** The server's current record; `null` if it sent none. */
+    readonly current: JsonObject | null;
+    /** The current record's `updated_at`, if known. */
+    readonly serverTimestamp: string | null;
+    /** The server's clock from the `Date` header (ms), if sent. */
+    readonly serverDate?: number;
+  }
+  /** Definitively refused (400, 403, 413, 422, other 4xx): never retried. */
+  | {
+    readonly type: "rejected";
+    /** The error, with its status, code and body. */
+    readonly error: SyncError;
+    /** The response body. */
+    readonly body: JsonValue | null;
+  }
+  /** Failed in a way that may pass later (network, 408, 429, 5xx). */
+  | {
+    readonly type: "retry";
+    /** The error. */
+    readonly error: SyncError;
+    /** How long the server asked to wait, in milliseconds, if it did. */
+    readonly retryAfterMs: number | null;
+  };
+
+/**
+ * How the engine reaches a backend.
+ *
+ * Every transport MUST:
+ *
+ * 1. Send each {@linkcode PushOp} with its `key` as idempotency key, so that
+ *    a re-sent op is applied once.
+ * 2. Return one {@linkcode PushResult} per op, in the same order, and
+ *    deliver ops of one record in the order given (the engine never gives
+ *    two ops of one record in one call).
+ * 3. Reject a whole call only for what concerns every op: `AuthError` once
+ *    credentials are refused for good, `ClosedError` after close, an abort.
+ *    Per-op failures are values.
+ * 4. For a pull, return items only from a response that parsed completely;
+ *    otherwise reject with `ParseError` (malformed), `ResyncRequiredError`
+ *    (410), `AuthError`, `ServerError` or `NetworkError`.
+ * 5. Make `close()` idempotent and reject every later call with
+ *    `ClosedError`.
+ */
+export interface Transport extends AsyncDisposable {
+  /**
+   * Fetches one page of a table's changes.
+   *
+   * @param request The table, cursor, page size and token.
+   * @param options Abort signal.
+   * @returns The page.
+   * @throws {ParseError | ResyncRequiredError | AuthError | ServerError | NetworkError}
+   */
+  pull(request: PullRequest, options?: TransportCallOptions): Promise<PullPage>;
+
+  /**
+   * Sends writes.
+   *
+   * @param ops The writes; at most one per record.
+   * @param options Abort signal.
+   * @returns One result per op, in order.
+   * @throws {AuthError} When credentials are refused after one refresh.
+   */
+  push(
+    ops: readonly PushOp[],
+    options?: TransportCallOptions,
+  ): Promise<PushResult[]>;
+
+  /** Releases the transport. Idempotent. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,165 @@
+/**
+ * ULIDs (https://github.com/ulid/spec): 26-character, time-sortable ids.
+ * Op ids are ULIDs so the outbox's id order is its time order.
+ *
+ * @module
+ */
+
+const ENCODING = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+const TIME_LENGTH = 10;
+const RANDOM_LENGTH = 16;
+const MAX_TIME = 2 ** 48 - 1;
+
+/** Options for {@linkcode createUlid}. */
+export interface UlidOptions {
+  /**
+   * The clock, in milliseconds since the epoch.
+   *
+   * @default {Date.now}
+   */
+  now?: () => number;
+  /**
+   * Fills a byte array with random bytes.
+   *
+   * @default {crypto.getRandomValues}
+   */
+  random?: (bytes: Uint8Array) => Uint8Array;
+}
+
+/** A ULID generator. */
+export interface UlidFactory {
+  /**
+   * Returns a new ULID, greater than every ULID this factory returned before
+   * and greater than `after` when given.
+   *
+   * @param after A ULID the result must sort after.
+   */
+  (after?: string): string;
+}
+
+function encodeTime(time: number): string {
+  if (!Number.isInteger(time) || time < 0 || time > MAX_TIME) {
+    throw new RangeError(
+      `Cannot encode ULID time as it is not an integer between 0 and 2^48-1: current value is ${time}`,
+    );
+  }
+  let out = "";
+  for (let i = 0; i < TIME_LENGTH; i++) {
+    out = ENCODING[time % 32] + out;
+    time = Math.floor(time / 32);
+  }
+  return out;
+}
+
+function encodeRandom(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < RANDOM_LENGTH; i++) out += ENCODING[bytes[i]! % 32];
+  return out;
+}
+
+/** Increments a base-32 string; `null` when it overflows. */
+function increment(text: string): string | null {
+  const chars = text.split("");
+  for (let i = chars.length - 1; i >= 0; i--) {
+    const index = ENCODING.indexOf(chars[i]!);
+    if (index < 31) {
+      chars[i] = ENCODING[index + 1]!;
+      return chars.join("");
+    }
+    chars[i] = ENCODING[0]!;
+  }
+  return null;
+}
+
+/**
+ * Tells whether a string is a well-formed ULID.
+ *
+ * @param value The string to test.
+ * @returns `true` for 26 Crockford base-32 characters within the time range.
+ *
+ * @example Usage
+ * ```ts
+ * import { isUlid } from "@offline-first/sync";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isUlid("01ARZ3NDEKTSV4RRFFQ69G5FAV"), true);
+ * assert.equal(isUlid("not-a-ulid"), false);
+ * ```
+ */
+export function isUlid(value: string): boolean {
+  return /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/.test(value);
+}
+
+/**
+ * Reads the time (ms since the epoch) a ULID encodes.
+ *
+ * @param id The ULID.
+ * @returns The timestamp.
+ * @throws {TypeError} When `id` is not a ULID.
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeUlidTime } from "@offline-first/sync";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(decodeUlidTime("01ARZ3NDEKTSV4RRFFQ69G5FAV"), 1469918176385);
+ * ```
+ */
+export function decodeUlidTime(id: string): number {
+  if (!isUlid(id)) {
+    throw new TypeError(
+      `Cannot decode ULID time as the id is not a ULID: current value is "${id}"`,
+    );
+  }
+  let time = 0;
+  for (const char of id.slice(0, TIME_LENGTH)) {
+    time = time * 32 + ENCODING.indexOf(char);
+  }
+  return time;
+}
+
+/**
+ * Creates a monotonic ULID generator: within one millisecond (or when the
+ * clock goes back) it increments the random part instead of drawing a new
+ * one, so ids always sort in creation order.
+ *
+ * @param options Injectable clock and randomness.
+ * @returns The generator.
+ *
+ * @example Ids sort in creation order
+ * ```ts
+ * import { createUlid } from "@offline-first/sync";
+ * import assert from "node:assert/strict";
+ *
+ * const ulid = createUlid({ now: () => 1_700_000_000_000 });
+ * const a = ulid();
+ * const b = ulid();
+ * assert.equal(a.length, 26);
+ * assert.ok(a < b);
+ * assert.ok(ulid("7ZZZZZZZZZ0000000000000000") > "7ZZZZZZZZZ0000000000000000");
+ * ```
+ */
+export function createUlid(options: UlidOptions = {}): UlidFactory {
+  const now = options.now ?? Date.now;
+  const random = options.random ??
+    ((bytes: Uint8Array) => crypto.getRandomValues(bytes));
+  let last = "";
+  return function ulid(after?: string): string {
+    const floor = after !== undefined && after > last ? after : last;
+    const time = encodeTime(now());
+    let next: string;
+    if (floor !== "" && time <= floor.slice(0, TIME_LENGTH)) {
+      const bumped = increment(floor);
+      if (bumped === null) {
+        throw new RangeError(
+          `Cannot create a ULID after the largest one: current value is "${floor}"`,
+        );
+      }
+      next = bumped;
+    } else {
+      next = time + encodeRandom(random(new Uint8Array(RANDOM_LENGTH)));
+    }
+    last = next;
+    return next;
+  };
+}
