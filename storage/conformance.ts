@@ -1,0 +1,1879 @@
+/**
+ * The published conformance suite of the {@linkcode Storage} contract. An
+ * adapter is conformant when `testStorage()` passes on it; every MUST clause
+ * of the contract is stated here as a test, and the suite talks to the
+ * adapter only through the `Storage` interface and its declared
+ * `capabilities`, so it runs unchanged on adapters it has never seen.
+ *
+ * Call it once at the top level of a test module and `await` it: the suite
+ * opens one storage first to read its capabilities, then registers one
+ * `Deno.test` per clause, named `"<name>: <clause>"`. Each case opens a fresh
+ * storage with `setup()`, establishes the state it then changes, and closes
+ * every handle and calls `teardown()` in a `finally`. Cases that the
+ * adapter's capabilities exclude are registered with `ignore: true`, so they
+ * show up as ignored rather than as passes:
+ *
+ * - limit cases, when the limit is `Infinity`;
+ * - survival across reopen, unless `reopen` is given and
+ *   `capabilities.persistent` is `true`;
+ * - cases with two open handles, unless `reopen` is given and
+ *   `capabilities.multiProcess` is `true`;
+ * - the 1 MiB record, when `maxWriteBytes` is smaller than its write.
+ *
+ * The suite measures a write as the UTF-8 length of
+ * `JSON.stringify(mutations)`, and it splits the writes that only establish
+ * state into chunks that fit the declared limits, as the engine does. Cases
+ * that test one write on purpose need at most 6 mutations and about 2.5 KiB
+ * per write.
+ *
+ * @example Running the suite on an adapter
+ * ```ts ignore
+ * // tests/memory_storage_test.ts
+ * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+ * import { testStorage } from "@offline-first/sync/storage/conformance";
+ *
+ * await testStorage("memory", () => ({ storage: createMemoryStorage() }));
+ * ```
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { ClosedError, StorageError } from "../src/errors.ts";
+import type { JsonObject, JsonValue } from "../src/json.ts";
+import type {
+  Expect,
+  ListOpsOptions,
+  Mutation,
+  Storage,
+  StorageCapabilities,
+  StoredOp,
+  StoredRecord,
+  Versioned,
+} from "../src/storage.ts";
+
+/** What `setup()` returns: a fresh store and how to reach it again. */
+export interface StorageSetup {
+  /** A new, open, empty storage, used by one case only. */
+  readonly storage: Storage;
+  /**
+   * Opens the same underlying store again. The suite closes the previous
+   * handle before calling it to test survival across a restart; cases with
+   * two open handles (run only when `capabilities.multiProcess` is `true`)
+   * call it while the first handle is still open.
+   */
+  readonly reopen?: () => Promise<Storage>;
+  /**
+   * Releases what `setup()` acquired (temporary files, servers). Runs after
+   * every handle of the case was closed.
+   */
+  readonly teardown?: () => Promise<void>;
+}
+
+/** Options for {@linkcode testStorage}. */
+export interface TestStorageOptions {
+  /**
+   * Whether Deno's op sanitizer checks each case for leaked async ops.
+   *
+   * @default {true}
+   */
+  readonly sanitizeOps?: boolean;
+  /**
+   * Whether Deno's resource sanitizer checks each case for leaked
+   * resources.
+   *
+   * @default {true}
+   */
+  readonly sanitizeResources?: boolean;
+}
+
+/**
+ * Registers the storage conformance suite as `Deno.test` cases named
+ * `"<name>: <clause>"`.
+ *
+ * `setup()` is called once right away to read the adapter's capabilities
+ * (that storage is closed and torn down before any case runs), then once per
+ * case. Await the returned promise at the top level of the test module:
+ * Deno only collects tests registered while the module loads.
+ *
+ * @param name The adapter's name, the prefix of every case name.
+ * @param setup Opens a fresh, empty storage for one case.
+ * @param options Sanitizer settings.
+ * @returns A promise that resolves once every case is registered.
+ * @throws {Error} When `setup()` or the first storage's `close()` fails.
+ *
+ * @example Testing an adapter that persists
+ * ```ts ignore
+ * import { testStorage } from "@offline-first/sync/storage/conformance";
+ * import { openMyStorage } from "./my_storage.ts";
+ *
+ * await testStorage("mine", async () => {
+ *   const path = await Deno.makeTempFile();
+ *   return {
+ *     storage: await openMyStorage(path),
+ *     reopen: () => openMyStorage(path),
+ *     teardown: () => Deno.remove(path),
+ *   };
+ * });
+ * ```
+ */
+export async function testStorage(
+  name: string,
+  setup: () => Promise<StorageSetup> | StorageSetup,
+  options: TestStorageOptions = {},
+): Promise<void> {
+  const suite: Suite = {
+    setup,
+    registered: false,
+    sanitizeOps: options.sanitizeOps ?? true,
+    sanitizeResources: options.sanitizeResources ?? true,
+  };
+  // Registered before the first await, so that a suite whose promise was
+  // not awaited fails loudly instead of silently losing its cases.
+  register(name, suite, FIRST_CASE, false);
+  const profile = await probe(setup);
+  for (const testCase of CASES) {
+    register(name, suite, testCase, !(testCase.needs?.(profile) ?? true));
+  }
+  suite.registered = true;
+}
+
+interface Suite {
+  readonly setup: () => Promise<StorageSetup> | StorageSetup;
+  registered: boolean;
+  readonly sanitizeOps: boolean;
+  readonly sanitizeResources: boolean;
+}
+
+/** What the suite knows about an adapter when it registers the cases. */
+interface Profile {
+  readonly capabilities: StorageCapabilities;
+  readonly reopen: boolean;
+}
+
+/** The handles one case works with. */
+interface Harness {
+  /** The current handle; {@linkcode Harness.reopen} replaces it. */
+  readonly storage: Storage;
+  /** Closes the current handle and opens the store again. */
+  reopen(): Promise<Storage>;
+  /** Opens a second handle while the current one stays open. */
+  another(): Promise<Storage>;
+  /** Whether the suite was fully registered. */
+  readonly registered: boolean;
+}
+
+interface Case {
+  readonly clause: string;
+  /** Whether the adapter's profile lets the case run; always when absent. */
+  readonly needs?: (profile: Profile) => boolean;
+  readonly run: (harness: Harness) => Promise<void>;
+}
+
+async function probe(
+  setup: () => Promise<StorageSetup> | StorageSetup,
+): Promise<Profile> {
+  const { storage, reopen, teardown } = await setup();
+  try {
+    return {
+      capabilities: { ...storage.capabilities },
+      reopen: reopen !== undefined,
+    };
+  } finally {
+    try {
+      await storage.close();
+    } finally {
+      await teardown?.();
+    }
+  }
+}
+
+function register(
+  name: string,
+  suite: Suite,
+  testCase: Case,
+  ignore: boolean,
+): void {
+  Deno.test({
+    name: `${name}: ${testCase.clause}`,
+    ignore,
+    sanitizeOps: suite.sanitizeOps,
+    sanitizeResources: suite.sanitizeResources,
+    fn: () => runCase(suite, testCase),
+  });
+}
+
+async function runCase(suite: Suite, testCase: Case): Promise<void> {
+  const { storage, reopen, teardown } = await suite.setup();
+  const handles: Storage[] = [storage];
+  let current = storage;
+  const open = async (): Promise<Storage> => {
+    if (reopen === undefined) {
+      assert.fail("Cannot reopen the storage as setup() gave no reopen()");
+    }
+    const handle = await reopen();
+    handles.push(handle);
+    return handle;
+  };
+  const harness: Harness = {
+    get storage() {
+      return current;
+    },
+    get registered() {
+      return suite.registered;
+    },
+    async reopen(): Promise<Storage> {
+      await current.close();
+      current = await open();
+      return current;
+    },
+    another: open,
+  };
+  try {
+    await testCase.run(harness);
+  } finally {
+    try {
+      for (const handle of handles) await handle.close();
+    } finally {
+      await teardown?.();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Builders and helpers
+
+const KIND = "todo";
+
+/** A ULID-shaped op id whose order is the order of `n`. */
+function opId(n: number): string {
+  return `01J${String(n).padStart(23, "0")}`;
+}
+
+function record(
+  kind: string,
+  id: string,
+  fields: Partial<StoredRecord> = {},
+): StoredRecord {
+  return {
+    kind,
+    id,
+    data: {},
+    deleted: false,
+    base: null,
+    lastOpId: null,
+    localUpdatedAt: null,
+    ...fields,
+  };
+}
+
+function op(id: string, fields: Partial<StoredOp> = {}): StoredOp {
+  return {
+    opId: id,
+    kind: KIND,
+    id: "1",
+    type: "upsert",
+    payload: { title: "x" },
+    baseUpdatedAt: null,
+    changedFields: null,
+    createdAt: 0,
+    attempts: 0,
+    revision: 0,
+    force: false,
+    state: "pending",
+    error: null,
+    conflict: null,
+    ...fields,
+  };
+}
+
+function putRecord(value: StoredRecord, expect?: Expect): Mutation {
+  return { type: "putRecord", record: value, expect };
+}
+
+function deleteRecord(kind: string, id: string, expect?: Expect): Mutation {
+  return { type: "deleteRecord", kind, id, expect };
+}
+
+function putOp(value: StoredOp, expect?: Expect): Mutation {
+  return { type: "putOp", op: value, expect };
+}
+
+function deleteOp(id: string, expect?: Expect): Mutation {
+  return { type: "deleteOp", opId: id, expect };
+}
+
+function putMeta(key: string, value: JsonValue, expect?: Expect): Mutation {
+  return { type: "putMeta", key, value, expect };
+}
+
+function deleteMeta(key: string, expect?: Expect): Mutation {
+  return { type: "deleteMeta", key, expect };
+}
+
+/** The size of a write as the contract measures it. */
+function writeBytes(mutations: readonly Mutation[]): number {
+  return new TextEncoder().encode(JSON.stringify(mutations)).byteLength;
+}
+
+/**
+ * Establishes state: commits the mutations in as few writes as the declared
+ * limits allow, asserting that every write succeeds.
+ */
+async function commit(
+  storage: Storage,
+  mutations: readonly Mutation[],
+): Promise<void> {
+  const { maxMutationsPerWrite, maxWriteBytes } = storage.capabilities;
+  let chunk: Mutation[] = [];
+  let bytes = 2;
+  for (const mutation of mutations) {
+    const size = writeBytes([mutation]) - 2;
+    if (size + 2 > maxWriteBytes) {
+      assert.fail(
+        `Cannot establish the case's state as one mutation needs ${
+          size + 2
+        } bytes and the storage accepts at most ${maxWriteBytes}`,
+      );
+    }
+    if (
+      chunk.length > 0 &&
+      (chunk.length >= maxMutationsPerWrite || bytes + 1 + size > maxWriteBytes)
+    ) {
+      await succeeds(storage, chunk);
+      chunk = [];
+      bytes = 2;
+    }
+    bytes += chunk.length === 0 ? size : size + 1;
+    chunk.push(mutation);
+  }
+  if (chunk.length > 0) await succeeds(storage, chunk);
+}
+
+/** Runs one write and asserts that it committed. */
+async function succeeds(
+  storage: Storage,
+  mutations: readonly Mutation[],
+  message = "write() resolved { ok: false } where it should commit",
+): Promise<void> {
+  const result = await storage.write(mutations);
+  assert.equal(result.ok, true, message);
+}
+
+/** Runs one write and asserts that a precondition refused it. */
+async function refused(
+  storage: Storage,
+  mutations: readonly Mutation[],
+  message = "write() resolved { ok: true } where an expect should fail",
+): Promise<void> {
+  const result = await storage.write(mutations);
+  assert.equal(result.ok, false, message);
+}
+
+async function getRecord(
+  storage: Storage,
+  kind: string,
+  id: string,
+): Promise<Versioned<StoredRecord> | undefined> {
+  const entries = await storage.getRecords(kind, [id]);
+  assert.equal(entries.length, 1);
+  return entries[0];
+}
+
+async function getOp(
+  storage: Storage,
+  id: string,
+): Promise<Versioned<StoredOp> | undefined> {
+  const entries = await storage.getOps([id]);
+  assert.equal(entries.length, 1);
+  return entries[0];
+}
+
+async function getMeta(
+  storage: Storage,
+  key: string,
+): Promise<Versioned<JsonValue> | undefined> {
+  const entries = await storage.getMeta([key]);
+  assert.equal(entries.length, 1);
+  return entries[0];
+}
+
+/** The current revision of an item that must exist. */
+function revOf<T>(entry: Versioned<T> | undefined): string {
+  assert.ok(entry !== undefined, "Expected the item to exist");
+  assert.equal(typeof entry.rev, "string", "Expected a string revision");
+  return entry.rev;
+}
+
+/** The three item spaces, so one case can check records, ops and meta. */
+interface Space {
+  readonly name: string;
+  put(key: string, version: number, expect?: Expect): Mutation;
+  remove(key: string, expect?: Expect): Mutation;
+  read(storage: Storage, key: string): Promise<Versioned<unknown> | undefined>;
+  /** The value `put(key, version)` writes. */
+  value(key: string, version: number): unknown;
+}
+
+const SPACES: readonly Space[] = [
+  {
+    name: "record",
+    put: (key, version, expect) =>
+      putRecord(record(KIND, key, { data: { version } }), expect),
+    remove: (key, expect) => deleteRecord(KIND, key, expect),
+    read: (storage, key) => getRecord(storage, KIND, key),
+    value: (key, version) => record(KIND, key, { data: { version } }),
+  },
+  {
+    name: "op",
+    put: (key, version, expect) =>
+      putOp(op(key, { payload: { version } }), expect),
+    remove: (key, expect) => deleteOp(key, expect),
+    read: (storage, key) => getOp(storage, key),
+    value: (key, version) => op(key, { payload: { version } }),
+  },
+  {
+    name: "meta",
+    put: (key, version, expect) => putMeta(key, { version }, expect),
+    remove: (key, expect) => deleteMeta(key, expect),
+    read: (storage, key) => getMeta(storage, key),
+    value: (_key, version) => ({ version }),
+  },
+];
+
+/** Asserts that the item holds `put(key, version)`'s value. */
+async function holds(
+  storage: Storage,
+  space: Space,
+  key: string,
+  version: number,
+): Promise<string> {
+  const entry = await space.read(storage, key);
+  assert.deepEqual(
+    entry?.value,
+    space.value(key, version),
+    `Expected ${space.name} ${JSON.stringify(key)} at version ${version}`,
+  );
+  return revOf(entry);
+}
+
+async function absent(
+  storage: Storage,
+  space: Space,
+  key: string,
+): Promise<void> {
+  assert.equal(
+    await space.read(storage, key),
+    undefined,
+    `Expected ${space.name} ${JSON.stringify(key)} to be absent`,
+  );
+}
+
+/** Calls a method and asserts that it returned a promise, not a throw. */
+function call<T>(
+  method: string,
+  invoke: () => PromiseLike<T>,
+): Promise<T> {
+  let result: PromiseLike<T>;
+  try {
+    result = invoke();
+  } catch (error) {
+    assert.fail(
+      `Expected ${method} to return a promise, but it threw ${error}`,
+    );
+  }
+  assert.equal(
+    typeof result?.then,
+    "function",
+    `Expected ${method} to return a promise`,
+  );
+  return Promise.resolve(result);
+}
+
+/** Ids whose UTF-16 order differs from their UTF-8 and code point order. */
+const ORDER_KEYS: readonly string[] = [
+  "\uFF5E",
+  "\u{1F600}",
+  "a",
+  "B",
+  "",
+  "a\0",
+  "aa",
+  "\u00E4",
+  "\uE000",
+  "\u{10000}",
+  "10",
+  "9",
+  "\uFFFF",
+  "Z",
+  "\u007F",
+  "\u0080",
+  "a/b",
+  "\0",
+];
+
+/** Keys that break adapters which join, escape or truncate keys. */
+const ODD_KEYS: readonly string[] = [
+  "a/b",
+  "/",
+  "a\0b",
+  "\0",
+  "\u00FC",
+  "\u{1F600}",
+  "\u65E5\u672C\u8A9E",
+  " ",
+  ".",
+  "..",
+  "%2F",
+  "__proto__",
+  "constructor",
+  "x".repeat(2048),
+];
+
+/** An op's record id for a key: short, so one op fits a 4 KiB write. */
+function shortId(key: string): string {
+  return key.slice(0, 64);
+}
+
+/** JSON text with keys that must stay data, never reach a prototype. */
+const PROTO_JSON = '{"__proto__":{"polluted":true},"constructor":' +
+  '{"prototype":{"polluted":true}},"prototype":1,"toString":"x",' +
+  '"hasOwnProperty":0,"nested":[{"__proto__":null},{"__proto__":[1]}]}';
+
+function nested(depth: number): JsonValue {
+  let value: JsonValue = "bottom";
+  for (let level = 0; level < depth; level++) {
+    value = level % 2 === 0 ? [value, level] : { level, value };
+  }
+  return value;
+}
+
+/** Values that stress an adapter's encoding. */
+function trickyData(): JsonObject {
+  return {
+    nul: "\0",
+    nuls: "a\0b\0",
+    emoji: "\u{1F600}\u{1F469}\u200D\u{1F469}\u200D\u{1F467}",
+    nonBmp: "\u{10000}\u{10FFFF}\u{1D11E}",
+    bmpEdges: "\uFFFF\uFFFE\uFEFF\uE000\uD7FF",
+    lone: ["\uD800", "\uDFFF", "a\uD800b", "\uDC00\uD800", "\uDBFF"],
+    escapes: '"\\/\b\f\n\r\t\u2028\u2029\u007F\u0001',
+    numbers: [
+      0,
+      1,
+      -1,
+      0.1,
+      -2.5e-7,
+      1e21,
+      1.7976931348623157e308,
+      5e-324,
+      Number.MAX_SAFE_INTEGER,
+      -Number.MAX_SAFE_INTEGER,
+      2 ** 53 + 2,
+    ],
+    deep: nested(64),
+    long: Array.from({ length: 200 }, (_, index) => index % 3 ? index : ""),
+    "": "empty key",
+    "\0": "nul key",
+    "\u{1F600}": "emoji key",
+  };
+}
+
+function oneMiBRecord(): StoredRecord {
+  const pattern = "abcdefghijklmnopqrstuvwxyz0123456789\u00FC\u{1F600}\0";
+  const text = pattern.repeat(Math.ceil(1024 * 1024 / pattern.length));
+  return record(KIND, "big", {
+    data: { text, list: Array.from({ length: 1000 }, (_, index) => index) },
+  });
+}
+
+function finite(limit: number): boolean {
+  return limit !== Infinity;
+}
+
+/** Pads a putMeta so that the whole write is exactly `bytes` long. */
+function padded(
+  prefix: readonly Mutation[],
+  key: string,
+  bytes: number,
+): Mutation[] {
+  const base = writeBytes([...prefix, putMeta(key, "")]);
+  if (base > bytes) {
+    assert.fail(
+      `Cannot build a write of ${bytes} bytes as its smallest form has ${base}`,
+    );
+  }
+  const mutations = [...prefix, putMeta(key, "x".repeat(bytes - base))];
+  assert.equal(writeBytes(mutations), bytes);
+  return mutations;
+}
+
+async function rejectsWith(
+  promise: Promise<unknown>,
+  type: typeof StorageError | typeof ClosedError,
+  mentions?: number,
+): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(
+      error instanceof type,
+      `Expected a ${type.name}, got ${String(error)}`,
+    );
+    if (mentions !== undefined) {
+      assert.match(
+        error.message,
+        new RegExp(`\\b${mentions}\\b`),
+        "Expected the error message to name the limit",
+      );
+    }
+    return true;
+  });
+}
+
+/** Reads everything a case wrote, to compare before and after a reopen. */
+async function snapshot(
+  storage: Storage,
+  kinds: readonly string[],
+  metaKeys: readonly string[],
+): Promise<unknown> {
+  const records = [];
+  for (const kind of kinds) {
+    records.push(await storage.listRecords(kind, { includeDeleted: true }));
+  }
+  return {
+    records,
+    ops: await storage.listOps(),
+    meta: await storage.getMeta(metaKeys),
+  };
+}
+
+/** Every page of a listing, following `after` cursors. */
+async function pages<T>(
+  list: (after: string | undefined) => Promise<T[]>,
+  keyOf: (item: T) => string,
+  limit: number,
+): Promise<T[]> {
+  const all: T[] = [];
+  let after: string | undefined;
+  for (let page = 0;; page++) {
+    assert.ok(page < 10_000, "Expected paging to end");
+    const items = await list(after);
+    assert.ok(items.length <= limit, `Expected at most ${limit} items a page`);
+    all.push(...items);
+    if (items.length < limit) return all;
+    after = keyOf(items[items.length - 1]!);
+  }
+}
+
+/** Increments a meta counter, retrying while another writer wins. */
+async function increment(storage: Storage, key: string): Promise<void> {
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const entry = await getMeta(storage, key);
+    const value = typeof entry?.value === "number" ? entry.value : 0;
+    const result = await storage.write([
+      putMeta(key, value + 1, entry === undefined ? null : entry.rev),
+    ]);
+    if (result.ok) return;
+  }
+  assert.fail("Expected an optimistic increment to succeed within 1000 tries");
+}
+
+async function raceOnce(
+  first: Storage,
+  second: Storage,
+  key: string,
+  expect: Expect,
+): Promise<void> {
+  const [a, b] = await Promise.all([
+    first.write([putRecord(record(KIND, key, { data: { by: "a" } }), expect)]),
+    second.write([putRecord(record(KIND, key, { data: { by: "b" } }), expect)]),
+  ]);
+  assert.equal(
+    Number(a.ok) + Number(b.ok),
+    1,
+    `Expected exactly one of two racing writes to win, got ${a.ok} and ${b.ok}`,
+  );
+  const stored = await getRecord(first, KIND, key);
+  assert.deepEqual(stored?.value.data, { by: a.ok ? "a" : "b" });
+  assert.deepEqual(await getRecord(second, KIND, key), stored);
+}
+
+async function race(first: Storage, second: Storage): Promise<void> {
+  for (let round = 0; round < 10; round++) {
+    const key = `race-${round}`;
+    // Both create the record.
+    await raceOnce(first, second, key, null);
+    // Both update the version they read.
+    await raceOnce(
+      first,
+      second,
+      key,
+      revOf(await getRecord(first, KIND, key)),
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The cases
+
+const FIRST_CASE: Case = {
+  clause: "capabilities are declared as data",
+  async run({ storage, registered }): Promise<void> {
+    assert.ok(
+      registered,
+      "Cannot run the storage suite as testStorage() was not awaited: await it at the top level of the test module",
+    );
+    const capabilities = storage.capabilities;
+    assert.equal(typeof capabilities.persistent, "boolean");
+    assert.equal(typeof capabilities.multiProcess, "boolean");
+    for (const limit of ["maxMutationsPerWrite", "maxWriteBytes"] as const) {
+      const value = capabilities[limit];
+      assert.ok(
+        value === Infinity || (Number.isInteger(value) && value > 0),
+        `Expected ${limit} to be a positive integer or Infinity: current value is ${value}`,
+      );
+    }
+    assert.deepEqual(await call("getMeta()", () => storage.getMeta([])), []);
+  },
+};
+
+const CASES: readonly Case[] = [
+  {
+    clause: "getRecords() returns undefined for absent records, in input order",
+    async run({ storage }): Promise<void> {
+      const a = record(KIND, "a", { data: { name: "a" } });
+      const b = record(KIND, "b", { data: { name: "b" } });
+      const c = record("other", "c", { data: { name: "c" } });
+      await commit(storage, [putRecord(a), putRecord(b), putRecord(c)]);
+      const entries = await storage.getRecords(KIND, ["b", "x", "a", "b", "c"]);
+      assert.deepEqual(entries.map((entry) => entry?.value), [
+        b,
+        undefined,
+        a,
+        b,
+        undefined,
+      ]);
+      assert.equal(entries[0]?.rev, entries[3]?.rev);
+      assert.deepEqual(await storage.getRecords(KIND, []), []);
+      assert.deepEqual(await storage.getRecords("missing", ["a"]), [undefined]);
+    },
+  },
+  {
+    clause:
+      "getOps() and getMeta() return undefined for absent items, in input order",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [
+        putOp(op(opId(1))),
+        putOp(op(opId(2))),
+        putMeta("a", "A"),
+        putMeta("b", "B"),
+      ]);
+      const ops = await storage.getOps([opId(2), opId(3), opId(1), opId(2)]);
+      assert.deepEqual(ops.map((entry) => entry?.value), [
+        op(opId(2)),
+        undefined,
+        op(opId(1)),
+        op(opId(2)),
+      ]);
+      const meta = await storage.getMeta(["b", "c", "a", "b"]);
+      assert.deepEqual(meta.map((entry) => entry?.value), [
+        "B",
+        undefined,
+        "A",
+        "B",
+      ]);
+      assert.deepEqual(await storage.getOps([]), []);
+      assert.deepEqual(await storage.getMeta([]), []);
+    },
+  },
+  {
+    clause: "records round-trip with falsy values",
+    async run({ storage }): Promise<void> {
+      const records = [
+        record(KIND, "", {
+          data: {
+            "": "",
+            zero: 0,
+            no: false,
+            nil: null,
+            list: [],
+            object: {},
+            nested: ["", 0, false, null, [], {}],
+          },
+        }),
+        record(KIND, "0", {
+          deleted: true,
+          base: { data: {}, updatedAt: "", deleted: false },
+          lastOpId: "",
+          localUpdatedAt: 0,
+        }),
+        record("", "false", {
+          data: { id: "false" },
+          base: {
+            data: { n: 0 },
+            updatedAt: "1970-01-01T00:00:00.000Z",
+            deleted: true,
+          },
+          lastOpId: opId(0),
+          localUpdatedAt: 0,
+        }),
+      ];
+      await commit(storage, records.map((value) => putRecord(value, null)));
+      for (const value of records) {
+        const entry = await getRecord(storage, value.kind, value.id);
+        assert.deepEqual(entry?.value, value);
+        revOf(entry);
+      }
+      assert.deepEqual(
+        (await storage.listRecords(KIND, { includeDeleted: true })).map((
+          entry,
+        ) => entry.value),
+        [records[0], records[1]],
+      );
+    },
+  },
+  {
+    clause: "ops round-trip with falsy values",
+    async run({ storage }): Promise<void> {
+      const ops = [
+        op(opId(1), {
+          kind: "",
+          id: "",
+          type: "delete",
+          payload: null,
+          baseUpdatedAt: null,
+          changedFields: null,
+        }),
+        op(opId(2), {
+          payload: { "": "", n: 0, f: false, z: null },
+          baseUpdatedAt: "",
+          changedFields: [],
+          state: "parked",
+          error: {
+            category: "",
+            message: "",
+            status: null,
+            code: null,
+            body: null,
+            at: 0,
+          },
+          conflict: {
+            server: null,
+            serverUpdatedAt: null,
+            local: null,
+            base: null,
+            detectedAt: 0,
+          },
+        }),
+        op(opId(3), {
+          changedFields: ["", "0"],
+          state: "quarantined",
+          force: true,
+          attempts: 3,
+          revision: 2,
+          error: {
+            category: "rejected",
+            message: "x",
+            status: 0,
+            code: "",
+            body: false,
+            at: 1,
+          },
+          conflict: {
+            server: {},
+            serverUpdatedAt: "",
+            local: {},
+            base: {},
+            detectedAt: 0,
+          },
+        }),
+      ];
+      await commit(storage, ops.map((value) => putOp(value, null)));
+      const entries = await storage.getOps(ops.map((value) => value.opId));
+      assert.deepEqual(entries.map((entry) => entry?.value), ops);
+      entries.forEach(revOf);
+      assert.deepEqual(
+        (await storage.listOps()).map((entry) => entry.value),
+        ops,
+      );
+    },
+  },
+  {
+    clause: "meta round-trips every JSON value, falsy ones included",
+    async run({ storage }): Promise<void> {
+      const entries: [string, JsonValue][] = [
+        ["", ""],
+        ["0", 0],
+        ["false", false],
+        ["null", null],
+        ["[]", []],
+        ["{}", {}],
+        ["true", true],
+        ["number", -1.5],
+        ["string", "x"],
+        ["nested", { a: [0, "", false, null, {}, []] }],
+      ];
+      await commit(
+        storage,
+        entries.map(([key, value]) => putMeta(key, value, null)),
+      );
+      const keys = entries.map(([key]) => key);
+      const read = await storage.getMeta([...keys, "absent"]);
+      assert.deepEqual(read.map((entry) => entry?.value), [
+        ...entries.map(([, value]) => value),
+        undefined,
+      ]);
+      read.slice(0, -1).forEach(revOf);
+    },
+  },
+  {
+    clause:
+      "values with NUL, emoji, lone surrogates and extreme numbers round-trip",
+    async run({ storage }): Promise<void> {
+      const data = trickyData();
+      const value = record(KIND, "tricky", { data });
+      const tricky = op(opId(1), { payload: data });
+      await commit(storage, [
+        putRecord(value),
+        putOp(tricky),
+        putMeta("tricky", data),
+      ]);
+      assert.deepEqual(
+        (await getRecord(storage, KIND, "tricky"))?.value,
+        value,
+      );
+      assert.deepEqual(
+        (await storage.listRecords(KIND)).map((entry) => entry.value),
+        [value],
+      );
+      assert.deepEqual((await getOp(storage, opId(1)))?.value, tricky);
+      assert.deepEqual((await getMeta(storage, "tricky"))?.value, data);
+    },
+  },
+  {
+    clause: "__proto__ and constructor keys survive as data",
+    async run({ storage }): Promise<void> {
+      const data = JSON.parse(PROTO_JSON) as JsonObject;
+      const value = record(KIND, "__proto__", { data });
+      const proto = op("__proto__", { id: "__proto__", payload: data });
+      await commit(storage, [
+        putRecord(value),
+        putOp(proto),
+        putMeta("__proto__", data),
+        putMeta("constructor", [data]),
+      ]);
+      const reads: unknown[] = [
+        (await getRecord(storage, KIND, "__proto__"))?.value.data,
+        (await storage.listRecords(KIND))[0]?.value.data,
+        (await getOp(storage, "__proto__"))?.value.payload,
+        (await storage.listOps({ kinds: [KIND], id: "__proto__" }))[0]?.value
+          .payload,
+        (await getMeta(storage, "__proto__"))?.value,
+        ((await getMeta(storage, "constructor"))?.value as JsonValue[])[0],
+      ];
+      for (const read of reads) {
+        assert.deepEqual(read, data);
+        assert.ok(Object.hasOwn(read as object, "__proto__"));
+        assert.equal(Object.getPrototypeOf(read), Object.prototype);
+        const nestedItem = (read as { nested: object[] }).nested[0];
+        assert.ok(Object.hasOwn(nestedItem as object, "__proto__"));
+      }
+      assert.equal(({} as Record<string, unknown>)["polluted"], undefined);
+    },
+  },
+  {
+    clause: "keys with /, NUL, unicode and 2 KiB round-trip",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [
+        ...ODD_KEYS.map((key) =>
+          putRecord(record(KIND, key, { data: { n: key.length } }))
+        ),
+        ...ODD_KEYS.map((key) => putOp(op(key, { id: shortId(key) }))),
+        ...ODD_KEYS.map((key) => putMeta(key, key.length)),
+      ]);
+      const sorted = [...ODD_KEYS].sort();
+      const records = await storage.getRecords(KIND, ODD_KEYS);
+      assert.deepEqual(
+        records.map((entry) => entry?.value),
+        ODD_KEYS.map((key) => record(KIND, key, { data: { n: key.length } })),
+      );
+      assert.deepEqual(
+        (await storage.listRecords(KIND)).map((entry) => entry.value.id),
+        sorted,
+      );
+      const ops = await storage.getOps(ODD_KEYS);
+      assert.deepEqual(
+        ops.map((entry) => entry?.value),
+        ODD_KEYS.map((key) => op(key, { id: shortId(key) })),
+      );
+      assert.deepEqual(
+        (await storage.listOps()).map((entry) => entry.value.opId),
+        sorted,
+      );
+      for (const key of ODD_KEYS) {
+        const [entry] = await storage.listOps({
+          kinds: [KIND],
+          id: shortId(key),
+        });
+        assert.equal(entry?.value.opId, key);
+      }
+      const meta = await storage.getMeta(ODD_KEYS);
+      assert.deepEqual(
+        meta.map((entry) => entry?.value),
+        ODD_KEYS.map((key) => key.length),
+      );
+    },
+  },
+  {
+    clause: "keys that look alike when joined do not collide",
+    async run({ storage }): Promise<void> {
+      const pairs: [string, string][] = [
+        ["a", "b"],
+        ["a", "b/c"],
+        ["a/b", "c"],
+        ["a", "b\0c"],
+        ["a\0b", "c"],
+        ["a", "b:c"],
+        ["a:b", "c"],
+        ["ab", "c"],
+        ["a", "bc"],
+      ];
+      await commit(
+        storage,
+        pairs.map(([kind, id]) =>
+          putRecord(record(kind, id, { data: { kind, id } }), null)
+        ),
+      );
+      // The same string in every space is a different item in each.
+      await commit(storage, [
+        putOp(op("a", { kind: "a", id: "a" }), null),
+        putMeta("a", "meta", null),
+        putRecord(record("meta", "a"), null),
+      ]);
+      for (const [kind, id] of pairs) {
+        const entry = await getRecord(storage, kind, id);
+        assert.deepEqual(entry?.value.data, { kind, id });
+      }
+      assert.deepEqual(
+        (await storage.listRecords("a")).map((entry) => entry.value.id),
+        ["b", "b\0c", "b/c", "b:c", "bc"],
+      );
+      for (const kind of ["a/b", "a\0b", "a:b", "ab"]) {
+        assert.deepEqual(
+          (await storage.listRecords(kind)).map((entry) => entry.value.id),
+          ["c"],
+        );
+      }
+      assert.equal(await getRecord(storage, "a", "a"), undefined);
+      assert.equal((await getMeta(storage, "a"))?.value, "meta");
+      assert.equal((await getOp(storage, "a"))?.value.kind, "a");
+      assert.deepEqual(
+        (await storage.listRecords("meta")).map((entry) => entry.value.id),
+        ["a"],
+      );
+    },
+  },
+  {
+    clause: "returned values are not shared with the caller",
+    async run({ storage }): Promise<void> {
+      const value = record(KIND, "1", { data: { tags: ["a"], n: 1 } });
+      const shared = op(opId(1), { payload: { tags: ["a"] } });
+      const meta: JsonObject = { tags: ["a"] };
+      await commit(storage, [
+        putRecord(value),
+        putOp(shared),
+        putMeta("m", meta),
+      ]);
+      // Changing what was written does not reach the store.
+      (value.data["tags"] as JsonValue[]).push("written");
+      (shared.payload!["tags"] as JsonValue[]).push("written");
+      (meta["tags"] as JsonValue[]).push("written");
+      const reads = async (): Promise<unknown[]> => [
+        (await getRecord(storage, KIND, "1"))?.value.data,
+        (await storage.listRecords(KIND))[0]?.value.data,
+        (await getOp(storage, opId(1)))?.value.payload,
+        (await storage.listOps())[0]?.value.payload,
+        (await getMeta(storage, "m"))?.value,
+      ];
+      const first = await reads();
+      for (const read of first) {
+        assert.deepEqual((read as { tags: unknown }).tags, ["a"]);
+        // Changing what was read does not reach the store either.
+        (read as { tags: string[] }).tags.push("read");
+        (read as Record<string, unknown>)["added"] = true;
+      }
+      const second = await reads();
+      for (const [index, read] of second.entries()) {
+        assert.deepEqual((read as { tags: unknown }).tags, ["a"]);
+        assert.equal((read as Record<string, unknown>)["added"], undefined);
+        assert.notEqual(read, first[index]);
+      }
+    },
+  },
+  {
+    clause: "write() is all-or-nothing",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [
+        putMeta("x", 1),
+        putRecord(record(KIND, "a", { data: { version: 1 } })),
+      ]);
+      const stale = revOf(await getMeta(storage, "x"));
+      await commit(storage, [putMeta("x", 2)]);
+      const x = await getMeta(storage, "x");
+      const a = await getRecord(storage, KIND, "a");
+      // The last mutation's expect fails.
+      await refused(storage, [
+        putRecord(record(KIND, "b")),
+        putRecord(record(KIND, "a", { data: { version: 2 } }), revOf(a)),
+        putOp(op(opId(1))),
+        putMeta("y", true),
+        deleteRecord(KIND, "a"),
+        putMeta("x", 3, stale),
+      ]);
+      // The first mutation's expect fails.
+      await refused(storage, [
+        putRecord(record(KIND, "a", { data: { version: 3 } }), null),
+        putRecord(record(KIND, "b")),
+        deleteMeta("x"),
+      ]);
+      assert.deepEqual(await getMeta(storage, "x"), x);
+      assert.deepEqual(await getRecord(storage, KIND, "a"), a);
+      assert.equal(await getRecord(storage, KIND, "b"), undefined);
+      assert.equal(await getOp(storage, opId(1)), undefined);
+      assert.equal(await getMeta(storage, "y"), undefined);
+      assert.deepEqual(await storage.listOps(), []);
+      assert.equal((await storage.listRecords(KIND)).length, 1);
+    },
+  },
+  {
+    clause: "expect null requires the item to be absent",
+    async run({ storage }): Promise<void> {
+      for (const space of SPACES) {
+        const key = `${space.name}-1`;
+        await succeeds(storage, [space.put(key, 1, null)]);
+        const rev = await holds(storage, space, key, 1);
+        await refused(storage, [space.put(key, 2, null)]);
+        await refused(storage, [space.remove(key, null)]);
+        assert.equal(await holds(storage, space, key, 1), rev);
+        await succeeds(storage, [space.remove(key)]);
+        await succeeds(storage, [space.remove(key, null)]);
+        await absent(storage, space, key);
+        await succeeds(storage, [space.put(key, 3, null)]);
+        await holds(storage, space, key, 3);
+      }
+    },
+  },
+  {
+    clause: "expect rev requires the current revision",
+    async run({ storage }): Promise<void> {
+      for (const space of SPACES) {
+        const key = `${space.name}-1`;
+        await commit(storage, [space.put(key, 1)]);
+        const first = await holds(storage, space, key, 1);
+        await succeeds(storage, [space.put(key, 2, first)]);
+        const second = await holds(storage, space, key, 2);
+        assert.notEqual(second, first);
+        await refused(storage, [space.put(key, 3, first)]);
+        await refused(storage, [space.remove(key, first)]);
+        assert.equal(await holds(storage, space, key, 2), second);
+        await succeeds(storage, [space.remove(key, second)]);
+        await absent(storage, space, key);
+        await refused(storage, [space.put(key, 4, second)]);
+        await refused(storage, [space.remove(key, second)]);
+        await absent(storage, space, key);
+      }
+    },
+  },
+  {
+    clause: "a revision changes on every write of an item",
+    async run({ storage }): Promise<void> {
+      for (const space of SPACES) {
+        const key = `${space.name}-1`;
+        const revs = new Set<string>();
+        for (let write = 0; write < 5; write++) {
+          // The same value each time: the revision still changes.
+          await commit(storage, [space.put(key, 1)]);
+          revs.add(await holds(storage, space, key, 1));
+        }
+        await succeeds(storage, [space.put(key, 1), space.put(key, 1)]);
+        revs.add(await holds(storage, space, key, 1));
+        assert.equal(revs.size, 6, `Expected 6 distinct ${space.name} revs`);
+      }
+    },
+  },
+  {
+    clause: "a revision never repeats after delete and re-create",
+    async run({ storage }): Promise<void> {
+      for (const space of SPACES) {
+        const key = `${space.name}-1`;
+        const revs: string[] = [];
+        for (let cycle = 0; cycle < 5; cycle++) {
+          await succeeds(storage, [space.put(key, cycle, null)]);
+          revs.push(await holds(storage, space, key, cycle));
+          await succeeds(storage, [space.remove(key, revs.at(-1))]);
+          await absent(storage, space, key);
+        }
+        await succeeds(storage, [space.put(key, 9, null)]);
+        revs.push(await holds(storage, space, key, 9));
+        assert.equal(
+          new Set(revs).size,
+          revs.length,
+          `Expected distinct ${space.name} revs: ${revs.join(", ")}`,
+        );
+        for (const stale of revs.slice(0, -1)) {
+          await refused(storage, [space.put(key, 10, stale)]);
+        }
+        await holds(storage, space, key, 9);
+      }
+    },
+  },
+  {
+    clause: "expects are checked against the state before the write",
+    async run({ storage }): Promise<void> {
+      const [records, ops, meta] = SPACES as [Space, Space, Space];
+      await commit(storage, [records.put("x", 0), meta.put("w", 0)]);
+      const x = await holds(storage, records, "x", 0);
+      // Both mutations expect the revision the item has before the write.
+      await succeeds(storage, [records.put("x", 1, x), records.put("x", 2, x)]);
+      await holds(storage, records, "x", 2);
+      // Both expect the item to be absent, as it is before the write.
+      await succeeds(storage, [ops.put("y", 1, null), ops.put("y", 2, null)]);
+      await holds(storage, ops, "y", 2);
+      await succeeds(storage, [meta.put("z", 1, null), meta.remove("z", null)]);
+      await absent(storage, meta, "z");
+      // The item exists before the write, so expecting absence fails even
+      // after an earlier mutation of the same write deleted it.
+      const w = await holds(storage, meta, "w", 0);
+      await refused(storage, [meta.remove("w", w), meta.put("w", 1, null)]);
+      assert.equal(await holds(storage, meta, "w", 0), w);
+    },
+  },
+  {
+    clause: "a later mutation of the same item in one write wins",
+    async run({ storage }): Promise<void> {
+      const [records, ops, meta] = SPACES as [Space, Space, Space];
+      await commit(storage, [ops.put(opId(1), 0)]);
+      await succeeds(storage, [records.put("a", 1), records.put("a", 2)]);
+      await holds(storage, records, "a", 2);
+      await succeeds(storage, [meta.put("m", 1), meta.remove("m")]);
+      await absent(storage, meta, "m");
+      await succeeds(storage, [ops.remove(opId(1)), ops.put(opId(1), 3)]);
+      await holds(storage, ops, opId(1), 3);
+      await succeeds(storage, [
+        putOp(op(opId(2), { state: "pending" })),
+        putOp(op(opId(2), { state: "parked" })),
+      ]);
+      const parked = await storage.listOps({ states: ["parked"] });
+      assert.deepEqual(parked.map((entry) => entry.value.opId), [opId(2)]);
+      const pending = await storage.listOps({ states: ["pending"] });
+      assert.deepEqual(pending.map((entry) => entry.value.opId), [opId(1)]);
+    },
+  },
+  {
+    clause: "an empty write resolves ok and changes nothing",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [putMeta("x", 1)]);
+      const before = await getMeta(storage, "x");
+      await succeeds(storage, []);
+      assert.deepEqual(await getMeta(storage, "x"), before);
+    },
+  },
+  {
+    clause: "deleting an absent item resolves ok and changes nothing",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [putMeta("other", 1)]);
+      const other = await getMeta(storage, "other");
+      await succeeds(storage, [
+        deleteRecord(KIND, "absent"),
+        deleteOp(opId(1)),
+        deleteMeta("absent"),
+      ]);
+      for (const space of SPACES) {
+        await absent(storage, space, space.name === "op" ? opId(1) : "absent");
+      }
+      assert.deepEqual(
+        await storage.listRecords(KIND, { includeDeleted: true }),
+        [],
+      );
+      assert.deepEqual(await storage.listOps(), []);
+      assert.deepEqual(await getMeta(storage, "other"), other);
+    },
+  },
+  {
+    clause: "listRecords() orders ids by UTF-16 code units",
+    async run({ storage }): Promise<void> {
+      // One write per record, so the order cannot come from one batch.
+      for (const id of ORDER_KEYS) {
+        await succeeds(storage, [putRecord(record(KIND, id))]);
+      }
+      const ids = (await storage.listRecords(KIND)).map((entry) =>
+        entry.value.id
+      );
+      assert.deepEqual(ids, [...ORDER_KEYS].sort());
+      assert.ok(ids.indexOf("\u{1F600}") < ids.indexOf("\uFF5E"));
+      assert.ok(ids.indexOf("\u{10000}") < ids.indexOf("\uE000"));
+    },
+  },
+  {
+    clause: "listOps() orders op ids by UTF-16 code units",
+    async run({ storage }): Promise<void> {
+      for (const id of ORDER_KEYS) {
+        await succeeds(storage, [putOp(op(id))]);
+      }
+      const ids = (await storage.listOps()).map((entry) => entry.value.opId);
+      assert.deepEqual(ids, [...ORDER_KEYS].sort());
+      assert.ok(ids.indexOf("\u{1F600}") < ids.indexOf("\uFF5E"));
+    },
+  },
+  {
+    clause: "listRecords() hides deleted records unless includeDeleted is set",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [
+        putRecord(record(KIND, "a")),
+        putRecord(record(KIND, "b", { deleted: true })),
+        putRecord(record(KIND, "c")),
+        putRecord(record(KIND, "d", { deleted: true })),
+      ]);
+      const ids = async (
+        options: Parameters<Storage["listRecords"]>[1],
+      ): Promise<string[]> =>
+        (await storage.listRecords(KIND, options)).map((entry) =>
+          entry.value.id
+        );
+      assert.deepEqual(await ids(undefined), ["a", "c"]);
+      assert.deepEqual(await ids({ includeDeleted: false }), ["a", "c"]);
+      assert.deepEqual(await ids({ includeDeleted: true }), [
+        "a",
+        "b",
+        "c",
+        "d",
+      ]);
+      assert.deepEqual(await ids({ limit: 2 }), ["a", "c"]);
+      assert.deepEqual(await ids({ after: "a", limit: 1 }), ["c"]);
+      // getRecords() reads by id, deleted or not.
+      const [b] = await storage.getRecords(KIND, ["b"]);
+      assert.equal(b?.value.deleted, true);
+    },
+  },
+  {
+    clause: "listRecords() lists only the given kind",
+    async run({ storage }): Promise<void> {
+      const kinds = ["a", "ab", "a/b", "b", "", "A"];
+      await commit(
+        storage,
+        kinds.map((kind) => putRecord(record(kind, `${kind}-1`))),
+      );
+      for (const kind of kinds) {
+        assert.deepEqual(
+          (await storage.listRecords(kind)).map((entry) => entry.value.id),
+          [`${kind}-1`],
+        );
+      }
+      assert.deepEqual(await storage.listRecords("missing"), []);
+    },
+  },
+  {
+    clause:
+      "listRecords() pages with after and limit, covering every record once",
+    async run({ storage }): Promise<void> {
+      const ids = Array.from(
+        { length: 30 },
+        (_, index) => `r${String(index).padStart(2, "0")}`,
+      ).concat(["\u{1F600}", "\uFF5E", "r05\0"]);
+      await commit(
+        storage,
+        ids.map((id, index) =>
+          putRecord(record(KIND, id, { deleted: index % 3 === 0 }))
+        ),
+      );
+      for (const includeDeleted of [false, true]) {
+        const all = await storage.listRecords(KIND, { includeDeleted });
+        assert.equal(all.length, includeDeleted ? 33 : 22);
+        for (const limit of [1, 2, 7, 33, 34]) {
+          const paged = await pages(
+            (after) =>
+              storage.listRecords(
+                KIND,
+                after === undefined
+                  ? { includeDeleted, limit }
+                  : { includeDeleted, limit, after },
+              ),
+            (entry) => entry.value.id,
+            limit,
+          );
+          assert.deepEqual(paged, all, `limit ${limit}`);
+        }
+      }
+      const ids2 = async (after: string, limit?: number): Promise<string[]> =>
+        (await storage.listRecords(
+          KIND,
+          limit === undefined
+            ? { after, includeDeleted: true }
+            : { after, limit, includeDeleted: true },
+        )).map((entry) => entry.value.id);
+      // A cursor need not name a stored record.
+      assert.deepEqual(await ids2("r05\0\0", 2), ["r06", "r07"]);
+      assert.deepEqual(await ids2("\uFFFF"), []);
+      assert.deepEqual(await ids2("", 0), []);
+      assert.deepEqual(
+        await storage.listRecords(KIND, { limit: 0, includeDeleted: true }),
+        [],
+      );
+    },
+  },
+  {
+    clause: "listOps() filters by states, kinds and id",
+    async run({ storage }): Promise<void> {
+      const layout: [string, string, StoredOp["state"]][] = [
+        ["todo", "a", "pending"],
+        ["todo", "b", "quarantined"],
+        ["note", "a", "parked"],
+        ["todo", "a", "parked"],
+        ["note", "b", "pending"],
+        ["todo", "a", "pending"],
+        ["todo2", "a", "pending"],
+      ];
+      await commit(
+        storage,
+        layout.map(([kind, id, state], index) =>
+          putOp(op(opId(index + 1), { kind, id, state }))
+        ),
+      );
+      const list = async (options: ListOpsOptions): Promise<number[]> =>
+        (await storage.listOps(options)).map((entry) =>
+          Number(entry.value.opId.slice(3))
+        );
+      assert.deepEqual(await list({}), [1, 2, 3, 4, 5, 6, 7]);
+      assert.deepEqual(await list({ states: ["pending"] }), [1, 5, 6, 7]);
+      assert.deepEqual(await list({ states: ["quarantined", "parked"] }), [
+        2,
+        3,
+        4,
+      ]);
+      assert.deepEqual(await list({ states: [] }), []);
+      assert.deepEqual(await list({ kinds: ["todo"] }), [1, 2, 4, 6]);
+      assert.deepEqual(await list({ kinds: ["todo", "note"] }), [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+      ]);
+      assert.deepEqual(await list({ kinds: [] }), []);
+      assert.deepEqual(await list({ kinds: ["missing"] }), []);
+      assert.deepEqual(await list({ kinds: ["todo"], id: "a" }), [1, 4, 6]);
+      assert.deepEqual(await list({ kinds: ["note"], id: "a" }), [3]);
+      assert.deepEqual(await list({ kinds: ["todo"], id: "zzz" }), []);
+      assert.deepEqual(
+        await list({ kinds: ["todo"], id: "a", states: ["pending"] }),
+        [1, 6],
+      );
+      assert.deepEqual(
+        await list({
+          kinds: ["todo"],
+          id: "a",
+          states: ["pending"],
+          after: opId(1),
+        }),
+        [6],
+      );
+      assert.deepEqual(await list({ kinds: ["todo"], id: "a", limit: 2 }), [
+        1,
+        4,
+      ]);
+      assert.deepEqual(await list({ states: ["pending"], limit: 2 }), [1, 5]);
+      assert.deepEqual(
+        await list({ states: ["pending"], limit: 2, after: opId(5) }),
+        [6, 7],
+      );
+      assert.deepEqual(await list({ after: opId(3) }), [4, 5, 6, 7]);
+      assert.deepEqual(await list({ limit: 0 }), []);
+    },
+  },
+  {
+    clause: "listOps() reflects an op's latest state, kind and id",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [putOp(op(opId(1), { kind: "todo", id: "a" }))]);
+      const list = async (options: ListOpsOptions): Promise<string[]> =>
+        (await storage.listOps(options)).map((entry) => entry.value.opId);
+      assert.deepEqual(await list({ states: ["pending"] }), [opId(1)]);
+      await succeeds(storage, [
+        putOp(op(opId(1), { kind: "todo", id: "a", state: "quarantined" })),
+      ]);
+      assert.deepEqual(await list({ states: ["pending"] }), []);
+      assert.deepEqual(await list({ states: ["quarantined"] }), [opId(1)]);
+      await succeeds(storage, [
+        putOp(op(opId(1), { kind: "note", id: "b", state: "quarantined" })),
+      ]);
+      assert.deepEqual(await list({ kinds: ["todo"], id: "a" }), []);
+      assert.deepEqual(await list({ kinds: ["todo"] }), []);
+      assert.deepEqual(await list({ kinds: ["note"], id: "b" }), [opId(1)]);
+      await succeeds(storage, [deleteOp(opId(1))]);
+      assert.deepEqual(await list({}), []);
+      assert.deepEqual(await list({ kinds: ["note"], id: "b" }), []);
+      assert.deepEqual(await list({ states: ["quarantined"] }), []);
+    },
+  },
+  {
+    clause: "listOps() pages with after and limit, covering every op once",
+    async run({ storage }): Promise<void> {
+      const states = ["pending", "quarantined", "parked"] as const;
+      await commit(
+        storage,
+        Array.from({ length: 40 }, (_, index) =>
+          putOp(op(opId(index), {
+            state: states[index % 3]!,
+            id: String(index % 4),
+          }))),
+      );
+      const filters: ListOpsOptions[] = [
+        {},
+        { states: ["pending"] },
+        { kinds: [KIND], id: "1" },
+        { states: ["parked", "quarantined"], kinds: [KIND] },
+      ];
+      for (const filter of filters) {
+        const all = await storage.listOps(filter);
+        assert.ok(all.length > 0);
+        for (const limit of [1, 3, 40, 41]) {
+          const paged = await pages(
+            (after) =>
+              storage.listOps(
+                after === undefined
+                  ? { ...filter, limit }
+                  : { ...filter, limit, after },
+              ),
+            (entry) => entry.value.opId,
+            limit,
+          );
+          assert.deepEqual(paged, all, `${JSON.stringify(filter)} ${limit}`);
+        }
+      }
+    },
+  },
+  {
+    clause: "write() accepts exactly maxMutationsPerWrite mutations",
+    needs: ({ capabilities }) => finite(capabilities.maxMutationsPerWrite),
+    async run({ storage }): Promise<void> {
+      const max = storage.capabilities.maxMutationsPerWrite;
+      const mutations = Array.from(
+        { length: max },
+        (_, index) => putMeta(`m${index}`, index),
+      );
+      assert.ok(
+        writeBytes(mutations) <= storage.capabilities.maxWriteBytes,
+        "Cannot test maxMutationsPerWrite as such a write exceeds maxWriteBytes",
+      );
+      await succeeds(storage, mutations);
+      const entries = await storage.getMeta(mutations.map((_, i) => `m${i}`));
+      assert.deepEqual(
+        entries.map((entry) => entry?.value),
+        mutations.map((_, index) => index),
+      );
+    },
+  },
+  {
+    clause:
+      "write() rejects maxMutationsPerWrite + 1 mutations with a StorageError and commits nothing",
+    needs: ({ capabilities }) => finite(capabilities.maxMutationsPerWrite),
+    async run({ storage }): Promise<void> {
+      const max = storage.capabilities.maxMutationsPerWrite;
+      await commit(storage, [putMeta("m0", "before")]);
+      const before = await getMeta(storage, "m0");
+      const mutations = Array.from(
+        { length: max + 1 },
+        (_, index) => putMeta(`m${index}`, index),
+      );
+      await rejectsWith(storage.write(mutations), StorageError, max);
+      assert.deepEqual(await getMeta(storage, "m0"), before);
+      const entries = await storage.getMeta(mutations.map((_, i) => `m${i}`));
+      assert.ok(entries.slice(1).every((entry) => entry === undefined));
+    },
+  },
+  {
+    clause: "write() accepts exactly maxWriteBytes bytes",
+    needs: ({ capabilities }) => finite(capabilities.maxWriteBytes),
+    async run({ storage }): Promise<void> {
+      const max = storage.capabilities.maxWriteBytes;
+      const mutations = padded([], "big", max);
+      await succeeds(storage, mutations);
+      const mutation = mutations[0] as { value: JsonValue };
+      assert.equal((await getMeta(storage, "big"))?.value, mutation.value);
+    },
+  },
+  {
+    clause:
+      "write() rejects maxWriteBytes + 1 bytes with a StorageError and commits nothing",
+    needs: ({ capabilities }) => finite(capabilities.maxWriteBytes),
+    async run({ storage }): Promise<void> {
+      const { maxWriteBytes, maxMutationsPerWrite } = storage.capabilities;
+      await commit(storage, [putMeta("small", "before")]);
+      const before = await getMeta(storage, "small");
+      const prefix = maxMutationsPerWrite >= 2
+        ? [putMeta("small", "after")]
+        : [];
+      const mutations = padded(prefix, "big", maxWriteBytes + 1);
+      await rejectsWith(storage.write(mutations), StorageError, maxWriteBytes);
+      assert.deepEqual(await getMeta(storage, "small"), before);
+      assert.equal(await getMeta(storage, "big"), undefined);
+    },
+  },
+  {
+    clause: "a 1 MiB record round-trips",
+    needs: ({ capabilities }) =>
+      writeBytes([putRecord(oneMiBRecord())]) <= capabilities.maxWriteBytes,
+    async run({ storage }): Promise<void> {
+      const big = oneMiBRecord();
+      await succeeds(storage, [putRecord(big, null)]);
+      assert.deepEqual((await getRecord(storage, KIND, "big"))?.value, big);
+      const [listed] = await storage.listRecords(KIND);
+      assert.deepEqual(listed?.value, big);
+    },
+  },
+  {
+    clause:
+      "write() with an aborted signal rejects with its reason and commits nothing",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [putMeta("x", 1)]);
+      const before = await getMeta(storage, "x");
+      const controller = new AbortController();
+      const reason = new Error("Stopped by the suite");
+      controller.abort(reason);
+      await assert.rejects(
+        call("write()", () =>
+          storage.write([
+            putMeta("x", 2),
+            putRecord(record(KIND, "a")),
+          ], { signal: controller.signal })),
+        (error: unknown) => error === reason,
+      );
+      assert.deepEqual(await getMeta(storage, "x"), before);
+      assert.equal(await getRecord(storage, KIND, "a"), undefined);
+    },
+  },
+  {
+    clause: "close() is idempotent",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [putMeta("x", 1)]);
+      await call("close()", () => storage.close());
+      await call("close()", () => storage.close());
+      await Promise.all([storage.close(), storage.close()]);
+      await call(
+        "[Symbol.asyncDispose]()",
+        () => storage[Symbol.asyncDispose](),
+      );
+    },
+  },
+  {
+    clause: "every method rejects with a ClosedError after close()",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [
+        putRecord(record(KIND, "a")),
+        putOp(op(opId(1))),
+        putMeta("x", 1),
+      ]);
+      await storage.close();
+      const calls: [string, () => Promise<unknown>][] = [
+        ["getRecords()", () => storage.getRecords(KIND, ["a"])],
+        ["listRecords()", () => storage.listRecords(KIND)],
+        ["getOps()", () => storage.getOps([opId(1)])],
+        ["listOps()", () => storage.listOps()],
+        ["getMeta()", () => storage.getMeta(["x"])],
+        ["write()", () => storage.write([putMeta("x", 2)])],
+        ["write() of nothing", () => storage.write([])],
+      ];
+      for (const [method, invoke] of calls) {
+        await rejectsWith(call(method, invoke), ClosedError);
+      }
+    },
+  },
+  {
+    clause: "records, ops and meta survive reopen",
+    needs: ({ capabilities, reopen }) => reopen && capabilities.persistent,
+    async run(harness): Promise<void> {
+      const metaKeys = ["", "0", "false", "null", "tricky", "absent"];
+      await commit(harness.storage, [
+        putRecord(record(KIND, "a", { data: trickyData() })),
+        putRecord(record(KIND, "\u{1F600}", { deleted: true })),
+        putRecord(record(KIND, "\uFF5E", { lastOpId: opId(2) })),
+        putRecord(record("note", "a/b\0c")),
+        putOp(op(opId(1), { state: "quarantined" })),
+        putOp(op(opId(2), { payload: trickyData() })),
+        putOp(op(opId(3), { state: "parked", kind: "note", id: "a/b\0c" })),
+        putMeta("", ""),
+        putMeta("0", 0),
+        putMeta("false", false),
+        putMeta("null", null),
+        putMeta("tricky", trickyData()),
+      ]);
+      // Deleted items stay deleted.
+      await commit(harness.storage, [
+        putRecord(record(KIND, "gone")),
+        putOp(op(opId(4))),
+        putMeta("gone", 1),
+      ]);
+      await commit(harness.storage, [
+        deleteRecord(KIND, "gone"),
+        deleteOp(opId(4)),
+        deleteMeta("gone"),
+      ]);
+      const kinds = [KIND, "note"];
+      const before = await snapshot(harness.storage, kinds, metaKeys);
+      const storage = await harness.reopen();
+      assert.deepEqual(await snapshot(storage, kinds, metaKeys), before);
+      assert.equal(await getRecord(storage, KIND, "gone"), undefined);
+      assert.equal(await getOp(storage, opId(4)), undefined);
+      assert.equal(await getMeta(storage, "gone"), undefined);
+      assert.deepEqual(
+        (await storage.listOps({ states: ["parked"], kinds: ["note"] })).map((
+          entry,
+        ) => entry.value.opId),
+        [opId(3)],
+      );
+    },
+  },
+  {
+    clause: "revisions stay valid across reopen and never repeat after it",
+    needs: ({ capabilities, reopen }) => reopen && capabilities.persistent,
+    async run(harness): Promise<void> {
+      const seen = new Map<string, string[]>();
+      const remember = (space: Space, rev: string): string => {
+        const revs = seen.get(space.name) ?? [];
+        assert.ok(!revs.includes(rev), `Expected a new ${space.name} rev`);
+        revs.push(rev);
+        seen.set(space.name, revs);
+        return rev;
+      };
+      for (const space of SPACES) {
+        await commit(harness.storage, [space.put("k", 1)]);
+        remember(space, await holds(harness.storage, space, "k", 1));
+        await commit(harness.storage, [space.put("k", 2)]);
+        remember(space, await holds(harness.storage, space, "k", 2));
+      }
+      let storage = await harness.reopen();
+      for (const space of SPACES) {
+        const [stale, current] = seen.get(space.name) as [string, string];
+        await refused(storage, [space.put("k", 3, stale)]);
+        await succeeds(storage, [space.put("k", 3, current)]);
+        const third = remember(space, await holds(storage, space, "k", 3));
+        await succeeds(storage, [space.remove("k", third)]);
+      }
+      storage = await harness.reopen();
+      for (const space of SPACES) {
+        await absent(storage, space, "k");
+        for (const stale of seen.get(space.name)!) {
+          await refused(storage, [space.put("k", 4, stale)]);
+        }
+        await succeeds(storage, [space.put("k", 4, null)]);
+        remember(space, await holds(storage, space, "k", 4));
+      }
+    },
+  },
+  {
+    clause: "a refused write leaves nothing behind after reopen",
+    needs: ({ capabilities, reopen }) => reopen && capabilities.persistent,
+    async run(harness): Promise<void> {
+      await commit(harness.storage, [putMeta("x", 1)]);
+      const x = await getMeta(harness.storage, "x");
+      await refused(harness.storage, [
+        putRecord(record(KIND, "a")),
+        putOp(op(opId(1))),
+        putMeta("x", 2),
+        putMeta("y", 1, "no such revision"),
+      ]);
+      const storage = await harness.reopen();
+      assert.deepEqual(await getMeta(storage, "x"), x);
+      assert.equal(await getMeta(storage, "y"), undefined);
+      assert.deepEqual(
+        await storage.listRecords(KIND, { includeDeleted: true }),
+        [],
+      );
+      assert.deepEqual(await storage.listOps(), []);
+    },
+  },
+  {
+    clause: "two writers racing with the same expect: exactly one wins",
+    async run({ storage }): Promise<void> {
+      await race(storage, storage);
+    },
+  },
+  {
+    clause: "concurrent writes of different items all land",
+    async run({ storage }): Promise<void> {
+      const count = 50;
+      const results = await Promise.all(
+        Array.from({ length: count }, (_, index) =>
+          storage.write([
+            putRecord(record(KIND, `r${index}`), null),
+            putOp(op(opId(index), { id: `r${index}` }), null),
+            putMeta(`m${index}`, index, null),
+          ])),
+      );
+      assert.ok(results.every((result) => result.ok));
+      assert.equal((await storage.listRecords(KIND)).length, count);
+      assert.equal((await storage.listOps()).length, count);
+      const meta = await storage.getMeta(results.map((_, i) => `m${i}`));
+      assert.deepEqual(
+        meta.map((entry) => entry?.value),
+        results.map((_, index) => index),
+      );
+    },
+  },
+  {
+    clause: "concurrent optimistic increments lose no update",
+    async run({ storage }): Promise<void> {
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          for (let step = 0; step < 5; step++) {
+            await increment(storage, "counter");
+          }
+        }),
+      );
+      assert.equal((await getMeta(storage, "counter"))?.value, 40);
+    },
+  },
+  {
+    clause: "two open handles see each other's writes",
+    needs: ({ capabilities, reopen }) => reopen && capabilities.multiProcess,
+    async run(harness): Promise<void> {
+      const first = harness.storage;
+      const second = await harness.another();
+      await succeeds(first, [
+        putRecord(record(KIND, "a")),
+        putOp(op(opId(1))),
+        putMeta("x", 1),
+      ]);
+      assert.deepEqual(
+        await getRecord(second, KIND, "a"),
+        await getRecord(first, KIND, "a"),
+      );
+      assert.deepEqual(await second.listOps(), await first.listOps());
+      assert.deepEqual(await getMeta(second, "x"), await getMeta(first, "x"));
+      await succeeds(second, [deleteMeta("x"), putMeta("y", 2)]);
+      assert.equal(await getMeta(first, "x"), undefined);
+      assert.deepEqual(await getMeta(first, "y"), await getMeta(second, "y"));
+    },
+  },
+  {
+    clause: "two open handles racing with the same expect: exactly one wins",
+    needs: ({ capabilities, reopen }) => reopen && capabilities.multiProcess,
+    async run(harness): Promise<void> {
+      await race(harness.storage, await harness.another());
+    },
+  },
+  {
+    clause: "optimistic increments through two open handles lose no update",
+    needs: ({ capabilities, reopen }) => reopen && capabilities.multiProcess,
+    async run(harness): Promise<void> {
+      const handles = [harness.storage, await harness.another()];
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, worker) => {
+          for (let step = 0; step < 5; step++) {
+            await increment(handles[worker % 2]!, "counter");
+          }
+        }),
+      );
+      assert.equal((await getMeta(harness.storage, "counter"))?.value, 40);
+    },
+  },
+];

@@ -1,0 +1,850 @@
+/**
+ * An in-memory {@linkcode Storage}: fast, dependency-free and gone when the
+ * process ends. Use it in tests, in short-lived scripts, or as a reference
+ * when writing an adapter of your own.
+ *
+ * It keeps every clause of the contract: writes are all-or-nothing, every
+ * `expect` is checked against the state before the write, values are
+ * deep-copied on the way in and on the way out, records and ops are ordered
+ * by UTF-16 code units, and limits, when set, are enforced rather than
+ * split.
+ *
+ * @example Writing a record and reading it back
+ * ```ts
+ * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+ * import assert from "node:assert/strict";
+ *
+ * await using storage = createMemoryStorage();
+ * const record = {
+ *   kind: "todo",
+ *   id: "1",
+ *   data: { id: "1", title: "Buy milk", done: false },
+ *   deleted: false,
+ *   base: null,
+ *   lastOpId: null,
+ *   localUpdatedAt: null,
+ * };
+ * const created = await storage.write([
+ *   { type: "putRecord", record, expect: null },
+ * ]);
+ * assert.equal(created.ok, true);
+ *
+ * const [stored] = await storage.getRecords("todo", ["1"]);
+ * assert.deepEqual(stored?.value, record);
+ *
+ * // A second create of the same record fails its precondition.
+ * const again = await storage.write([
+ *   { type: "putRecord", record, expect: null },
+ * ]);
+ * assert.equal(again.ok, false);
+ * ```
+ *
+ * @module
+ */
+
+import { ClosedError, StorageError } from "../src/errors.ts";
+import type { JsonObject, JsonValue } from "../src/json.ts";
+import type {
+  Expect,
+  ListOpsOptions,
+  ListRecordsOptions,
+  Mutation,
+  OpState,
+  Storage,
+  StorageCallOptions,
+  StorageCapabilities,
+  StoredOp,
+  StoredRecord,
+  Versioned,
+  WriteResult,
+} from "../src/storage.ts";
+
+/** Options for {@linkcode createMemoryStorage}. */
+export interface MemoryStorageOptions {
+  /**
+   * The most mutations one `write()` accepts; a larger write rejects with a
+   * `StorageError`. Set it to mimic a stricter adapter in tests (Deno KV
+   * caps an atomic operation at 1000 mutations).
+   *
+   * @default {Infinity}
+   */
+  maxMutationsPerWrite?: number;
+  /**
+   * The most bytes (UTF-8 length of `JSON.stringify(mutations)`) one
+   * `write()` accepts; a larger write rejects with a `StorageError`.
+   *
+   * @default {Infinity}
+   */
+  maxWriteBytes?: number;
+}
+
+/**
+ * Creates an empty in-memory storage.
+ *
+ * Revisions come from one counter per storage, so a revision never repeats
+ * for a key, even after the item was deleted and written again. Nothing
+ * survives the process: `capabilities.persistent` is `false`.
+ *
+ * @param options Optional write limits.
+ * @returns A new, open storage.
+ * @throws {RangeError} When a limit is not a positive integer or `Infinity`.
+ *
+ * @example Enforcing a write limit
+ * ```ts
+ * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+ * import { StorageError } from "@offline-first/sync";
+ * import assert from "node:assert/strict";
+ *
+ * await using storage = createMemoryStorage({ maxMutationsPerWrite: 2 });
+ * assert.equal(storage.capabilities.maxMutationsPerWrite, 2);
+ * await assert.rejects(
+ *   storage.write([
+ *     { type: "putMeta", key: "a", value: 1 },
+ *     { type: "putMeta", key: "b", value: 2 },
+ *     { type: "putMeta", key: "c", value: 3 },
+ *   ]),
+ *   StorageError,
+ * );
+ * const entries = await storage.getMeta(["a", "b", "c"]);
+ * assert.deepEqual(entries, [undefined, undefined, undefined]);
+ * ```
+ */
+export function createMemoryStorage(
+  options: MemoryStorageOptions = {},
+): Storage {
+  const maxMutationsPerWrite = resolveLimit(
+    "maxMutationsPerWrite",
+    options.maxMutationsPerWrite,
+  );
+  const maxWriteBytes = resolveLimit("maxWriteBytes", options.maxWriteBytes);
+  return new MemoryStorage(Object.freeze({
+    persistent: false,
+    multiProcess: false,
+    maxMutationsPerWrite,
+    maxWriteBytes,
+  }));
+}
+
+function resolveLimit(name: string, value: number | undefined): number {
+  if (value === undefined) return Infinity;
+  if (
+    typeof value !== "number" ||
+    !(value === Infinity || (Number.isInteger(value) && value > 0))
+  ) {
+    throw new RangeError(
+      `Cannot create memory storage as '${name}' is not a positive integer or Infinity: current value is ${
+        String(value)
+      }`,
+    );
+  }
+  return value;
+}
+
+interface Entry<T> {
+  readonly value: T;
+  readonly rev: string;
+}
+
+interface Table {
+  readonly entries: Map<string, Entry<StoredRecord>>;
+  readonly ids: SortedKeys;
+}
+
+/** A mutation checked and copied, ready to apply. */
+type Planned =
+  | {
+    readonly space: "record";
+    readonly kind: string;
+    readonly id: string;
+    readonly value: StoredRecord | undefined;
+    readonly expect: Expect;
+  }
+  | {
+    readonly space: "op";
+    readonly opId: string;
+    readonly value: StoredOp | undefined;
+    readonly expect: Expect;
+  }
+  | {
+    readonly space: "meta";
+    readonly key: string;
+    readonly value: JsonValue | undefined;
+    readonly expect: Expect;
+  };
+
+const OP_STATES: ReadonlySet<string> = new Set<OpState>([
+  "pending",
+  "quarantined",
+  "parked",
+]);
+
+class MemoryStorage implements Storage {
+  readonly capabilities: StorageCapabilities;
+  #closed = false;
+  #revision = 0;
+  #tables = new Map<string, Table>();
+  #ops = new Map<string, Entry<StoredOp>>();
+  /**
+   * Op ids by state: the engine drains the outbox by listing the first
+   * pending ops again and again, which then never walks past quarantined or
+   * parked ones.
+   */
+  #opIdsByState = newStateIndex();
+  /** Op ids by record id, so per-record listing needs no scan of the outbox. */
+  #opsByRecord = new Map<string, Set<string>>();
+  #meta = new Map<string, Entry<JsonValue>>();
+
+  constructor(capabilities: StorageCapabilities) {
+    this.capabilities = capabilities;
+  }
+
+  getRecords(
+    kind: string,
+    ids: readonly string[],
+    options?: StorageCallOptions,
+  ): Promise<(Versioned<StoredRecord> | undefined)[]> {
+    return this.#run("read records", options, () => {
+      checkString("read records", "kind", kind);
+      checkStrings("read records", "ids", ids);
+      const entries = this.#tables.get(kind)?.entries;
+      return ids.map((id) => readEntry(entries?.get(id)));
+    });
+  }
+
+  listRecords(
+    kind: string,
+    options: ListRecordsOptions = {},
+  ): Promise<Versioned<StoredRecord>[]> {
+    return this.#run("list records", options, () => {
+      checkString("list records", "kind", kind);
+      const limit = resolveListLimit("list records", options.limit);
+      const after = optionalString("list records", "after", options.after);
+      const includeDeleted = options.includeDeleted ?? false;
+      checkBoolean("list records", "includeDeleted", includeDeleted);
+      const table = this.#tables.get(kind);
+      const result: Versioned<StoredRecord>[] = [];
+      if (table === undefined || limit === 0) return result;
+      for (const id of table.ids.after(after)) {
+        const entry = table.entries.get(id)!;
+        if (!includeDeleted && entry.value.deleted) continue;
+        result.push(readEntry(entry));
+        if (result.length >= limit) break;
+      }
+      return result;
+    });
+  }
+
+  getOps(
+    opIds: readonly string[],
+    options?: StorageCallOptions,
+  ): Promise<(Versioned<StoredOp> | undefined)[]> {
+    return this.#run("read ops", options, () => {
+      checkStrings("read ops", "opIds", opIds);
+      return opIds.map((opId) => readEntry(this.#ops.get(opId)));
+    });
+  }
+
+  listOps(options: ListOpsOptions = {}): Promise<Versioned<StoredOp>[]> {
+    return this.#run("list ops", options, () => {
+      const limit = resolveListLimit("list ops", options.limit);
+      const after = optionalString("list ops", "after", options.after);
+      const id = optionalString("list ops", "id", options.id);
+      const states = optionalSet("list ops", "states", options.states);
+      const kinds = optionalSet("list ops", "kinds", options.kinds);
+      const result: Versioned<StoredOp>[] = [];
+      if (limit === 0) return result;
+      // With an id, only that record's few ops qualify: sort those instead
+      // of walking the whole outbox.
+      const candidates = id === undefined
+        ? mergeSorted(
+          [...states ?? OP_STATES].flatMap((state) =>
+            this.#opIdsByState.get(state)?.after(after) ?? []
+          ),
+        )
+        : [...this.#opsByRecord.get(id) ?? []]
+          .filter((opId) => after === undefined || opId > after)
+          .sort(compareKeys);
+      for (const opId of candidates) {
+        const entry = this.#ops.get(opId)!;
+        const op = entry.value;
+        if (states !== undefined && !states.has(op.state)) continue;
+        if (kinds !== undefined && !kinds.has(op.kind)) continue;
+        result.push(readEntry(entry));
+        if (result.length >= limit) break;
+      }
+      return result;
+    });
+  }
+
+  getMeta(
+    keys: readonly string[],
+    options?: StorageCallOptions,
+  ): Promise<(Versioned<JsonValue> | undefined)[]> {
+    return this.#run("read meta", options, () => {
+      checkStrings("read meta", "keys", keys);
+      return keys.map((key) => readEntry(this.#meta.get(key)));
+    });
+  }
+
+  write(
+    mutations: readonly Mutation[],
+    options?: StorageCallOptions,
+  ): Promise<WriteResult> {
+    return this.#run("write mutations", options, () => {
+      if (!Array.isArray(mutations)) {
+        throw new TypeError(
+          `Cannot write mutations as they are not an array: current value is ${
+            describe(mutations)
+          }`,
+        );
+      }
+      const { maxMutationsPerWrite, maxWriteBytes } = this.capabilities;
+      if (mutations.length > maxMutationsPerWrite) {
+        throw new StorageError(
+          `Cannot write ${mutations.length} mutations as the storage accepts at most ${maxMutationsPerWrite} per write: current value is ${mutations.length}`,
+        );
+      }
+      // Validating and copying everything first keeps the write
+      // all-or-nothing: nothing below can fail halfway through applying.
+      const plan = mutations.map(planMutation);
+      if (maxWriteBytes !== Infinity) {
+        const bytes = utf8Length(JSON.stringify(mutations));
+        if (bytes > maxWriteBytes) {
+          throw new StorageError(
+            `Cannot write ${bytes} bytes as the storage accepts at most ${maxWriteBytes} per write: current value is ${bytes}`,
+          );
+        }
+      }
+      // Every expect is checked against the state before the write, so two
+      // mutations of one item in one write may both expect its current rev.
+      for (const planned of plan) {
+        if (!expectationHolds(planned.expect, this.#currentRev(planned))) {
+          return { ok: false };
+        }
+      }
+      for (const planned of plan) this.#apply(planned);
+      return { ok: true };
+    });
+  }
+
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#tables.clear();
+      this.#ops.clear();
+      this.#opIdsByState = newStateIndex();
+      this.#opsByRecord.clear();
+      this.#meta.clear();
+    }
+    return Promise.resolve();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /**
+   * Runs a call's synchronous body and settles a promise with its outcome:
+   * the contract's methods return promises and never throw synchronously.
+   */
+  #run<T>(
+    action: string,
+    options: StorageCallOptions | undefined,
+    body: () => T,
+  ): Promise<T> {
+    try {
+      if (this.#closed) {
+        throw new ClosedError(`Cannot ${action} as the storage is closed`);
+      }
+      options?.signal?.throwIfAborted();
+      return Promise.resolve(body());
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #currentRev(planned: Planned): string | undefined {
+    switch (planned.space) {
+      case "record":
+        return this.#tables.get(planned.kind)?.entries.get(planned.id)?.rev;
+      case "op":
+        return this.#ops.get(planned.opId)?.rev;
+      case "meta":
+        return this.#meta.get(planned.key)?.rev;
+    }
+  }
+
+  #apply(planned: Planned): void {
+    switch (planned.space) {
+      case "record":
+        return this.#applyRecord(planned.kind, planned.id, planned.value);
+      case "op":
+        return this.#applyOp(planned.opId, planned.value);
+      case "meta":
+        if (planned.value === undefined) {
+          this.#meta.delete(planned.key);
+        } else {
+          this.#meta.set(planned.key, {
+            value: planned.value,
+            rev: this.#nextRev(),
+          });
+        }
+        return;
+    }
+  }
+
+  #applyRecord(
+    kind: string,
+    id: string,
+    value: StoredRecord | undefined,
+  ): void {
+    let table = this.#tables.get(kind);
+    if (value === undefined) {
+      if (table?.entries.delete(id)) {
+        table.ids.delete(id);
+        if (table.entries.size === 0) this.#tables.delete(kind);
+      }
+      return;
+    }
+    if (table === undefined) {
+      table = { entries: new Map(), ids: new SortedKeys() };
+      this.#tables.set(kind, table);
+    }
+    if (!table.entries.has(id)) table.ids.add(id);
+    table.entries.set(id, { value, rev: this.#nextRev() });
+  }
+
+  #applyOp(opId: string, value: StoredOp | undefined): void {
+    const previous = this.#ops.get(opId)?.value;
+    if (previous === undefined && value === undefined) return;
+    if (previous !== undefined) {
+      if (value === undefined || previous.id !== value.id) {
+        const siblings = this.#opsByRecord.get(previous.id)!;
+        siblings.delete(opId);
+        if (siblings.size === 0) this.#opsByRecord.delete(previous.id);
+      }
+      if (value === undefined || previous.state !== value.state) {
+        this.#opIdsByState.get(previous.state)!.delete(opId);
+      }
+    }
+    if (value === undefined) {
+      this.#ops.delete(opId);
+      return;
+    }
+    if (previous === undefined || previous.id !== value.id) {
+      let siblings = this.#opsByRecord.get(value.id);
+      if (siblings === undefined) {
+        siblings = new Set();
+        this.#opsByRecord.set(value.id, siblings);
+      }
+      siblings.add(opId);
+    }
+    if (previous === undefined || previous.state !== value.state) {
+      this.#opIdsByState.get(value.state)!.add(opId);
+    }
+    this.#ops.set(opId, { value, rev: this.#nextRev() });
+  }
+
+  /** One counter for every key: a revision can never repeat. */
+  #nextRev(): string {
+    this.#revision += 1;
+    return this.#revision.toString(36);
+  }
+}
+
+function newStateIndex(): Map<string, SortedKeys> {
+  return new Map([...OP_STATES].map((state) => [state, new SortedKeys()]));
+}
+
+/** Merges ascending sequences of distinct keys into one ascending sequence. */
+function* mergeSorted(
+  sources: readonly Iterable<string>[],
+): Generator<string, void, undefined> {
+  if (sources.length === 1) {
+    yield* sources[0]!;
+    return;
+  }
+  const iterators = sources.map((source) => source[Symbol.iterator]());
+  const heads = iterators.map((iterator) => iterator.next());
+  for (;;) {
+    let best = -1;
+    for (let index = 0; index < heads.length; index++) {
+      const head = heads[index]!;
+      if (head.done) continue;
+      if (best < 0 || head.value < (heads[best]!.value as string)) best = index;
+    }
+    if (best < 0) return;
+    yield heads[best]!.value as string;
+    heads[best] = iterators[best]!.next();
+  }
+}
+
+function expectationHolds(expect: Expect, rev: string | undefined): boolean {
+  if (expect === undefined) return true;
+  if (expect === null) return rev === undefined;
+  return rev === expect;
+}
+
+function readEntry<T extends JsonValue | StoredRecord | StoredOp>(
+  entry: Entry<T>,
+): Versioned<T>;
+function readEntry<T extends JsonValue | StoredRecord | StoredOp>(
+  entry: Entry<T> | undefined,
+): Versioned<T> | undefined;
+function readEntry<T extends JsonValue | StoredRecord | StoredOp>(
+  entry: Entry<T> | undefined,
+): Versioned<T> | undefined {
+  if (entry === undefined) return undefined;
+  return { value: copyJson(entry.value as JsonValue) as T, rev: entry.rev };
+}
+
+function planMutation(mutation: Mutation, index: number): Planned {
+  const action = `write mutation ${index}`;
+  if (typeof mutation !== "object" || mutation === null) {
+    throw new TypeError(
+      `Cannot ${action} as it is not an object: current value is ${
+        describe(mutation)
+      }`,
+    );
+  }
+  const expect = checkExpect(action, mutation.expect);
+  switch (mutation.type) {
+    case "putRecord": {
+      const record = copyRoot(action, "record", mutation.record);
+      checkString(action, "record.kind", record["kind"]);
+      checkString(action, "record.id", record["id"]);
+      checkObject(action, "record.data", record["data"]);
+      checkBoolean(action, "record.deleted", record["deleted"]);
+      const value = record as unknown as StoredRecord;
+      return { space: "record", kind: value.kind, id: value.id, value, expect };
+    }
+    case "deleteRecord":
+      checkString(action, "kind", mutation.kind);
+      checkString(action, "id", mutation.id);
+      return {
+        space: "record",
+        kind: mutation.kind,
+        id: mutation.id,
+        value: undefined,
+        expect,
+      };
+    case "putOp": {
+      const op = copyRoot(action, "op", mutation.op);
+      checkString(action, "op.opId", op["opId"]);
+      checkString(action, "op.kind", op["kind"]);
+      checkString(action, "op.id", op["id"]);
+      if (typeof op["state"] !== "string" || !OP_STATES.has(op["state"])) {
+        throw new TypeError(
+          `Cannot ${action} as 'op.state' is not an op state: current value is ${
+            describe(op["state"])
+          }`,
+        );
+      }
+      const value = op as unknown as StoredOp;
+      return { space: "op", opId: value.opId, value, expect };
+    }
+    case "deleteOp":
+      checkString(action, "opId", mutation.opId);
+      return { space: "op", opId: mutation.opId, value: undefined, expect };
+    case "putMeta": {
+      checkString(action, "key", mutation.key);
+      const value = copyJson(mutation.value, action, ["value"]);
+      return { space: "meta", key: mutation.key, value, expect };
+    }
+    case "deleteMeta":
+      checkString(action, "key", mutation.key);
+      return { space: "meta", key: mutation.key, value: undefined, expect };
+    default:
+      throw new TypeError(
+        `Cannot ${action} as 'type' is not a mutation type: current value is ${
+          describe((mutation as { type: unknown }).type)
+        }`,
+      );
+  }
+}
+
+function copyRoot(action: string, name: string, value: unknown): JsonObject {
+  checkObject(action, name, value);
+  return copyJson(value, action, [name]) as JsonObject;
+}
+
+function checkExpect(action: string, expect: unknown): Expect {
+  if (expect === undefined || expect === null || typeof expect === "string") {
+    return expect;
+  }
+  throw new TypeError(
+    `Cannot ${action} as 'expect' is not a revision, null or undefined: current value is ${
+      describe(expect)
+    }`,
+  );
+}
+
+function checkString(
+  action: string,
+  name: string,
+  value: unknown,
+): asserts value is string {
+  if (typeof value !== "string") {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not a string: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+function checkStrings(action: string, name: string, values: unknown): void {
+  if (!Array.isArray(values)) {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not an array: current value is ${
+        describe(values)
+      }`,
+    );
+  }
+  values.forEach((value, index) =>
+    checkString(action, `${name}[${index}]`, value)
+  );
+}
+
+function checkObject(action: string, name: string, value: unknown): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not an object: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+function checkBoolean(action: string, name: string, value: unknown): void {
+  if (typeof value !== "boolean") {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not a boolean: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+function optionalString(
+  action: string,
+  name: string,
+  value: unknown,
+): string | undefined {
+  if (value !== undefined) checkString(action, name, value);
+  return value;
+}
+
+function optionalSet(
+  action: string,
+  name: string,
+  values: readonly string[] | undefined,
+): ReadonlySet<string> | undefined {
+  if (values === undefined) return undefined;
+  checkStrings(action, name, values);
+  return new Set(values);
+}
+
+function resolveListLimit(action: string, limit: unknown): number {
+  if (limit === undefined) return Infinity;
+  if (
+    typeof limit !== "number" ||
+    !(limit === Infinity || (Number.isInteger(limit) && limit >= 0))
+  ) {
+    throw new RangeError(
+      `Cannot ${action} as 'limit' is not a non-negative integer or Infinity: current value is ${
+        describe(limit)
+      }`,
+    );
+  }
+  return limit;
+}
+
+/**
+ * Deep-copies a JSON value, checking that it is one. Objects are rebuilt
+ * with data properties only, so a `__proto__` key stays an own data key and
+ * never becomes a prototype (contract clause 3).
+ */
+function copyJson(
+  value: unknown,
+  action?: string,
+  path: (string | number)[] = [],
+  ancestors: Set<object> = new Set(),
+): JsonValue {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return value;
+    case "number":
+      if (Number.isFinite(value)) return value;
+      break;
+    case "object": {
+      if (value === null) return null;
+      if (ancestors.has(value)) break;
+      if (Array.isArray(value)) {
+        ancestors.add(value);
+        const copy: JsonValue[] = new Array(value.length);
+        for (let index = 0; index < value.length; index++) {
+          path.push(index);
+          copy[index] = copyJson(value[index], action, path, ancestors);
+          path.pop();
+        }
+        ancestors.delete(value);
+        return copy;
+      }
+      const prototype = Object.getPrototypeOf(value);
+      if (prototype !== Object.prototype && prototype !== null) break;
+      ancestors.add(value);
+      const source = value as Record<string, unknown>;
+      const copy: JsonObject = {};
+      for (const key of Object.keys(source)) {
+        path.push(key);
+        const item = copyJson(source[key], action, path, ancestors);
+        path.pop();
+        if (key === "__proto__") {
+          Object.defineProperty(copy, key, {
+            value: item,
+            writable: true,
+            enumerable: true,
+            configurable: true,
+          });
+        } else {
+          copy[key] = item;
+        }
+      }
+      ancestors.delete(value);
+      return copy;
+    }
+  }
+  throw new TypeError(
+    `Cannot ${action ?? "copy value"} as '${
+      path.join(".")
+    }' is not a JSON value: current value is ${describe(value)}`,
+  );
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "bigint") return `${value}n`;
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object" && value !== null) {
+    const name = Object.getPrototypeOf(value)?.constructor?.name;
+    return typeof name === "string" && name !== "Object"
+      ? `a ${name}`
+      : "an object";
+  }
+  return String(value);
+}
+
+/** The UTF-8 length of a well-formed string, without encoding it. */
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let index = 0; index < text.length; index++) {
+    const unit = text.charCodeAt(index);
+    if (unit < 0x80) continue;
+    if (unit < 0x800) bytes += 1;
+    else if (unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length) {
+      // A surrogate pair: 4 bytes for 2 units.
+      bytes += 2;
+      index++;
+    } else bytes += 2;
+  }
+  return bytes;
+}
+
+function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** How many keys a chunk of {@linkcode SortedKeys} holds before it splits. */
+const CHUNK = 512;
+
+/**
+ * A set of strings kept in UTF-16 code unit order (JavaScript's `<`), as a
+ * list of sorted chunks: insertion, deletion and seeking cost O(log n + CHUNK)
+ * instead of the O(n) of one sorted array, and appending ascending keys
+ * (ULID op ids) touches only the last chunk.
+ */
+class SortedKeys {
+  #chunks: string[][] = [];
+
+  /** Adds a key that is not in the set. */
+  add(key: string): void {
+    const chunks = this.#chunks;
+    if (chunks.length === 0) {
+      chunks.push([key]);
+      return;
+    }
+    // The first chunk whose last key is greater, else the last chunk.
+    let chunkIndex = this.#chunkAfter(key);
+    if (chunkIndex === chunks.length) chunkIndex--;
+    const chunk = chunks[chunkIndex]!;
+    chunk.splice(upperBound(chunk, key), 0, key);
+    if (chunk.length > 2 * CHUNK) {
+      chunks.splice(chunkIndex + 1, 0, chunk.splice(CHUNK));
+    }
+  }
+
+  /** Removes a key that is in the set. */
+  delete(key: string): void {
+    const chunks = this.#chunks;
+    const chunkIndex = this.#chunkAtLeast(key);
+    const chunk = chunks[chunkIndex];
+    if (chunk === undefined) return;
+    const index = upperBound(chunk, key) - 1;
+    if (chunk[index] !== key) return;
+    chunk.splice(index, 1);
+    if (chunk.length === 0) chunks.splice(chunkIndex, 1);
+  }
+
+  /** Yields the keys greater than `after` (all keys without it), in order. */
+  *after(after: string | undefined): Generator<string, void, undefined> {
+    const chunks = this.#chunks;
+    let chunkIndex = after === undefined ? 0 : this.#chunkAfter(after);
+    let index = after === undefined || chunkIndex === chunks.length
+      ? 0
+      : upperBound(chunks[chunkIndex]!, after);
+    for (; chunkIndex < chunks.length; chunkIndex++, index = 0) {
+      const chunk = chunks[chunkIndex]!;
+      for (; index < chunk.length; index++) yield chunk[index]!;
+    }
+  }
+
+  /** The first chunk whose last key is greater than `key`. */
+  #chunkAfter(key: string): number {
+    let low = 0;
+    let high = this.#chunks.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      const chunk = this.#chunks[middle]!;
+      if (chunk[chunk.length - 1]! > key) high = middle;
+      else low = middle + 1;
+    }
+    return low;
+  }
+
+  /** The first chunk whose last key is greater than or equal to `key`. */
+  #chunkAtLeast(key: string): number {
+    let low = 0;
+    let high = this.#chunks.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      const chunk = this.#chunks[middle]!;
+      if (chunk[chunk.length - 1]! >= key) high = middle;
+      else low = middle + 1;
+    }
+    return low;
+  }
+}
+
+/** The index of the first key in `keys` greater than `key`. */
+function upperBound(keys: readonly string[], key: string): number {
+  let low = 0;
+  let high = keys.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (keys[middle]! > key) high = middle;
+    else low = middle + 1;
+  }
+  return low;
+}

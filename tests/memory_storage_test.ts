@@ -1,0 +1,289 @@
+import assert from "node:assert/strict";
+import { createMemoryStorage } from "../storage/memory.ts";
+import { testStorage } from "../storage/conformance.ts";
+import { ClosedError, StorageError } from "../src/errors.ts";
+import type { Mutation, StoredOp } from "../src/storage.ts";
+
+await testStorage("memory", () => ({ storage: createMemoryStorage() }));
+
+await testStorage("memory (limited)", () => ({
+  storage: createMemoryStorage({
+    maxMutationsPerWrite: 10,
+    maxWriteBytes: 4096,
+  }),
+}));
+
+function op(n: number, fields: Partial<StoredOp> = {}): StoredOp {
+  return {
+    opId: `01J${String(n).padStart(23, "0")}`,
+    kind: "todo",
+    id: String(n % 100),
+    type: "upsert",
+    payload: { n },
+    baseUpdatedAt: null,
+    changedFields: null,
+    createdAt: n,
+    attempts: 0,
+    revision: 0,
+    force: false,
+    state: "pending",
+    error: null,
+    conflict: null,
+    ...fields,
+  };
+}
+
+Deno.test("createMemoryStorage() declares its capabilities", async () => {
+  await using unlimited = createMemoryStorage();
+  assert.deepEqual(unlimited.capabilities, {
+    persistent: false,
+    multiProcess: false,
+    maxMutationsPerWrite: Infinity,
+    maxWriteBytes: Infinity,
+  });
+  await using limited = createMemoryStorage({
+    maxMutationsPerWrite: 3,
+    maxWriteBytes: 100,
+  });
+  assert.equal(limited.capabilities.maxMutationsPerWrite, 3);
+  assert.equal(limited.capabilities.maxWriteBytes, 100);
+  assert.ok(Object.isFrozen(limited.capabilities));
+});
+
+Deno.test("createMemoryStorage() rejects limits that are not positive integers", () => {
+  for (const value of [0, -1, 1.5, NaN, -Infinity]) {
+    assert.throws(
+      () => createMemoryStorage({ maxMutationsPerWrite: value }),
+      RangeError,
+    );
+    assert.throws(
+      () => createMemoryStorage({ maxWriteBytes: value }),
+      RangeError,
+    );
+  }
+  assert.throws(
+    () => createMemoryStorage({ maxWriteBytes: 0 }),
+    {
+      message:
+        "Cannot create memory storage as 'maxWriteBytes' is not a positive integer or Infinity: current value is 0",
+    },
+  );
+});
+
+Deno.test("memory storage names the limit in its StorageError messages", async () => {
+  await using storage = createMemoryStorage({
+    maxMutationsPerWrite: 2,
+    maxWriteBytes: 60,
+  });
+  const meta = (key: string): Mutation => ({ type: "putMeta", key, value: 1 });
+  await assert.rejects(storage.write([meta("a"), meta("b"), meta("c")]), {
+    name: "StorageError",
+    message:
+      "Cannot write 3 mutations as the storage accepts at most 2 per write: current value is 3",
+  });
+  const big: Mutation = { type: "putMeta", key: "a", value: "x".repeat(30) };
+  await assert.rejects(storage.write([big]), (error: unknown) => {
+    assert.ok(error instanceof StorageError);
+    assert.equal(
+      error.message,
+      "Cannot write 71 bytes as the storage accepts at most 60 per write: current value is 71",
+    );
+    return true;
+  });
+});
+
+Deno.test("memory storage counts bytes as UTF-8 of the mutations' JSON", async () => {
+  const mutations: Mutation[] = [
+    { type: "putMeta", key: "\u{1F600}", value: "\u00FC\uD800\0" },
+  ];
+  const bytes = new TextEncoder().encode(JSON.stringify(mutations)).byteLength;
+  await using exact = createMemoryStorage({ maxWriteBytes: bytes });
+  assert.equal((await exact.write(mutations)).ok, true);
+  await using under = createMemoryStorage({ maxWriteBytes: bytes - 1 });
+  await assert.rejects(under.write(mutations), StorageError);
+});
+
+Deno.test("memory storage rejects malformed mutations with TypeError and commits nothing", async () => {
+  await using storage = createMemoryStorage();
+  const cyclic: Record<string, unknown> = {};
+  cyclic["self"] = cyclic;
+  const record = {
+    kind: "todo",
+    id: "1",
+    data: {},
+    deleted: false,
+    base: null,
+    lastOpId: null,
+    localUpdatedAt: null,
+  };
+  const malformed: unknown[] = [
+    null,
+    { type: "putNothing" },
+    { type: "putMeta", key: 1, value: 1 },
+    { type: "putMeta", key: "k", value: undefined },
+    { type: "putMeta", key: "k", value: NaN },
+    { type: "putMeta", key: "k", value: Infinity },
+    { type: "putMeta", key: "k", value: 1n },
+    { type: "putMeta", key: "k", value: new Date(0) },
+    { type: "putMeta", key: "k", value: new Map() },
+    { type: "putMeta", key: "k", value: cyclic },
+    { type: "putMeta", key: "k", value: [undefined] },
+    { type: "putMeta", key: "k", value: 1, expect: 3 },
+    { type: "putRecord", record: { ...record, id: 1 } },
+    { type: "putRecord", record: { ...record, data: [] } },
+    { type: "putRecord", record: { ...record, deleted: "no" } },
+    { type: "putRecord", record: { ...record, data: { at: () => 1 } } },
+    { type: "putOp", op: { ...op(1), state: "done" } },
+    { type: "putOp", op: { ...op(1), opId: undefined } },
+    { type: "deleteRecord", kind: "todo" },
+    { type: "deleteOp" },
+    { type: "deleteMeta", key: null },
+  ];
+  for (const [index, mutation] of malformed.entries()) {
+    await assert.rejects(
+      storage.write([
+        { type: "putMeta", key: "first", value: 1 },
+        mutation as Mutation,
+      ]),
+      TypeError,
+      `malformed mutation ${index}`,
+    );
+  }
+  await assert.rejects(
+    storage.write("nope" as unknown as Mutation[]),
+    TypeError,
+  );
+  assert.deepEqual(await storage.getMeta(["first", "k"]), [
+    undefined,
+    undefined,
+  ]);
+  await assert.rejects(
+    storage.write([{ type: "putMeta", key: "k", value: NaN }]),
+    {
+      message:
+        "Cannot write mutation 0 as 'value' is not a JSON value: current value is NaN",
+    },
+  );
+});
+
+Deno.test("memory storage rejects malformed read options with RangeError or TypeError", async () => {
+  await using storage = createMemoryStorage();
+  await assert.rejects(storage.listOps({ limit: -1 }), RangeError);
+  await assert.rejects(storage.listRecords("todo", { limit: 0.5 }), RangeError);
+  await assert.rejects(
+    storage.getRecords("todo", [1] as unknown as string[]),
+    TypeError,
+  );
+  await assert.rejects(storage.getMeta("k" as unknown as string[]), TypeError);
+});
+
+Deno.test("memory storage rejects reads with an aborted signal", async () => {
+  await using storage = createMemoryStorage();
+  const reason = new Error("stop");
+  const signal = AbortSignal.abort(reason);
+  for (
+    const promise of [
+      storage.getRecords("todo", [], { signal }),
+      storage.listRecords("todo", { signal }),
+      storage.getOps([], { signal }),
+      storage.listOps({ signal }),
+      storage.getMeta([], { signal }),
+    ]
+  ) {
+    await assert.rejects(promise, (error: unknown) => error === reason);
+  }
+});
+
+Deno.test("memory storage names the call in its ClosedError messages", async () => {
+  const storage = createMemoryStorage();
+  await storage.close();
+  await assert.rejects(storage.listRecords("todo"), {
+    name: "ClosedError",
+    message: "Cannot list records as the storage is closed",
+  });
+  await assert.rejects(storage.write([]), ClosedError);
+});
+
+Deno.test("memory storage drains a 100k-op outbox in order", async () => {
+  await using storage = createMemoryStorage({ maxMutationsPerWrite: 1000 });
+  const total = 100_000;
+  for (let start = 0; start < total; start += 1000) {
+    const mutations: Mutation[] = [];
+    for (let n = start; n < start + 1000; n++) {
+      mutations.push({
+        type: "putOp",
+        op: op(n, { state: n % 10 === 0 ? "quarantined" : "pending" }),
+      });
+    }
+    assert.equal((await storage.write(mutations)).ok, true);
+  }
+  // The engine's drain loop: list the first pending ops, push them, delete.
+  let drained = 0;
+  let previous = "";
+  for (;;) {
+    const batch = await storage.listOps({ states: ["pending"], limit: 500 });
+    if (batch.length === 0) break;
+    for (const entry of batch) {
+      assert.ok(entry.value.opId > previous);
+      previous = entry.value.opId;
+    }
+    drained += batch.length;
+    const result = await storage.write(
+      batch.map((entry) => ({
+        type: "deleteOp",
+        opId: entry.value.opId,
+        expect: entry.rev,
+      })),
+    );
+    assert.equal(result.ok, true);
+  }
+  assert.equal(drained, total * 0.9);
+  const left = await storage.listOps();
+  assert.equal(left.length, total / 10);
+  assert.ok(left.every((entry) => entry.value.state === "quarantined"));
+  assert.equal(
+    (await storage.listOps({ kinds: ["todo"], id: "10" })).length,
+    1000,
+  );
+});
+
+Deno.test("memory storage keeps records in order under random inserts and deletes", async () => {
+  await using storage = createMemoryStorage();
+  // A deterministic shuffle, so a failure replays.
+  let seed = 42;
+  const random = (): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
+  const live = new Set<string>();
+  for (let step = 0; step < 5000; step++) {
+    const id = String(Math.floor(random() * 3000));
+    const mutation: Mutation = live.has(id) && random() < 0.4
+      ? { type: "deleteRecord", kind: "todo", id }
+      : {
+        type: "putRecord",
+        record: {
+          kind: "todo",
+          id,
+          data: {},
+          deleted: false,
+          base: null,
+          lastOpId: null,
+          localUpdatedAt: null,
+        },
+      };
+    assert.equal((await storage.write([mutation])).ok, true);
+    if (mutation.type === "deleteRecord") live.delete(id);
+    else live.add(id);
+  }
+  const ids = (await storage.listRecords("todo")).map((entry) =>
+    entry.value.id
+  );
+  assert.deepEqual(ids, [...live].sort());
+  const after = ids[Math.floor(ids.length / 2)]!;
+  const rest = await storage.listRecords("todo", { after, limit: 5 });
+  assert.deepEqual(
+    rest.map((entry) => entry.value.id),
+    ids.slice(ids.indexOf(after) + 1, ids.indexOf(after) + 6),
+  );
+});
