@@ -1,0 +1,2007 @@
+/**
+ * The reference sync server: a `fetch`-style handler that implements the
+ * whole wire contract (docs/contract.md) on top of a small, batch-shaped
+ * {@linkcode ServerStore}. It uses web standards only, so the same handler
+ * runs under `Deno.serve`, `Bun.serve` and Deno Deploy; the SQLite store
+ * lives in `@offline-first/sync/transport/server-sqlite` so that this module
+ * never imports `node:sqlite`.
+ *
+ * Routes, under an optional base path: `GET /health`, `POST /batch`,
+ * `GET /{kind}` (pull), `PUT /{kind}/{id}` (upsert) and
+ * `DELETE /{kind}/{id}` (soft delete). Kind and id are percent-decoded path
+ * segments.
+ *
+ * @example Serving over HTTP
+ * ```ts
+ * import { createSyncServer } from "@offline-first/sync/transport/server";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = createSyncServer();
+ * await using http = Deno.serve(
+ *   { port: 0, hostname: "127.0.0.1", onListen() {} },
+ *   server.fetch,
+ * );
+ * const response = await fetch(`http://127.0.0.1:${http.addr.port}/health`);
+ * assert.deepEqual(await response.json(), {
+ *   status: "ok",
+ *   batch: true,
+ *   contract: 1,
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import { ClosedError, ValidationError } from "../src/errors.ts";
+import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
+import { type StandardSchemaV1, validateWith } from "../src/schema.ts";
+
+// ---------------------------------------------------------------------------
+// The store contract
+// ---------------------------------------------------------------------------
+
+/** A record as the server stores it, in one namespace. */
+export interface ServerRecord {
+  /** The table (the REST path segment). */
+  readonly kind: string;
+  /** The record's id. */
+  readonly id: string;
+  /** The server-assigned `updated_at`, in ms since epoch. */
+  readonly updatedAt: number;
+  /** When it was deleted (ms since epoch) for a tombstone; else `null`. */
+  readonly deletedAt: number | null;
+  /**
+   * The record exactly as the server sends it: with `id`, `updated_at` and,
+   * for a tombstone, `deleted_at`.
+   */
+  readonly data: JsonObject;
+}
+
+/** A stored response to a write, found again by its idempotency key. */
+export interface IdempotencyEntry {
+  /** The idempotency key, as the client sent it. */
+  readonly key: string;
+  /** A digest of the request, to detect a key reused for another request. */
+  readonly fingerprint: string;
+  /** The HTTP status of the stored response. */
+  readonly status: number;
+  /** The JSON body of the stored response. */
+  readonly body: JsonValue;
+  /** When the entry stops counting (ms since epoch). */
+  readonly expiresAt: number;
+}
+
+/** One change in a {@linkcode ServerStore.commit} call. */
+export type ServerWrite =
+  /** Inserts or replaces a record (a tombstone is a record too). */
+  | {
+    readonly type: "record";
+    /** The principal the record belongs to. */
+    readonly namespace: string;
+    /** The record. */
+    readonly record: ServerRecord;
+  }
+  /** Inserts or replaces an idempotency entry. */
+  | {
+    readonly type: "idempotency";
+    /** The principal the key belongs to. */
+    readonly namespace: string;
+    /** The entry. */
+    readonly entry: IdempotencyEntry;
+  };
+
+/** The keyset of a {@linkcode ServerStore.listRecords} call. */
+export interface ListRecordsOptions {
+  /**
+   * The cursor's `updated_at` (ms). Without `afterId`, records with
+   * `updatedAt >= since`; absent, every record.
+   */
+  readonly since?: number;
+  /**
+   * The cursor's id: with it, records with `(updatedAt, id) > (since,
+   * afterId)`. Ignored without `since`.
+   */
+  readonly afterId?: string;
+  /** The most records to return; a positive integer. */
+  readonly limit: number;
+  /**
+   * Whether tombstones are returned.
+   *
+   * @default true
+   */
+  readonly includeDeleted?: boolean;
+}
+
+/** The answer of {@linkcode ServerStore.listRecords}. */
+export interface ListRecordsResult {
+  /** The page, ordered by `(updatedAt, id)`, ids by UTF-16 code units. */
+  readonly records: ServerRecord[];
+  /**
+   * The namespace and kind's tombstone horizon (ms): a cursor older than
+   * this may have missed a purged tombstone. `null` when none was purged.
+   */
+  readonly horizon: number | null;
+}
+
+/** What {@linkcode ServerStore.purge} removes. */
+export interface ServerStorePurgeOptions {
+  /** Removes idempotency entries with `expiresAt <= idempotencyExpiredAt`. */
+  readonly idempotencyExpiredAt?: number;
+  /** Removes tombstones with `updatedAt < tombstonesUpdatedBefore`. */
+  readonly tombstonesUpdatedBefore?: number;
+}
+
+/** How much {@linkcode ServerStore.purge} removed. */
+export interface ServerStorePurgeResult {
+  /** The number of idempotency entries removed. */
+  readonly idempotency: number;
+  /** The number of tombstones removed. */
+  readonly tombstones: number;
+}
+
+/**
+ * Where the reference server keeps records and idempotency entries.
+ *
+ * The server serialises every write itself and computes every timestamp, so
+ * a store is plain storage. Every store MUST:
+ *
+ * 1. Keep each namespace apart: no call reads or changes another
+ *    namespace's records or entries.
+ * 2. Apply a {@linkcode ServerStore.commit} atomically: all of its writes or,
+ *    when it rejects, none.
+ * 3. Order {@linkcode ServerStore.listRecords} by `(updatedAt, id)`, ids
+ *    compared by UTF-16 code units (JavaScript's `<`), and select by keyset
+ *    exactly as {@linkcode ListRecordsOptions} says, however many records
+ *    share one `updatedAt`.
+ * 4. Return ids, kinds, keys and data exactly as written: with `/`, NUL,
+ *    unicode and lone surrogates; returned objects are copies.
+ * 5. Raise a kind's tombstone horizon on purge to one millisecond past the
+ *    newest purged tombstone, never lowering it, and return it with the page
+ *    it applies to (read together, so a purge cannot slip between them).
+ * 6. Never lower {@linkcode ServerStore.lastUpdatedAt}, not even by a purge.
+ * 7. Make `close()` idempotent and reject every later call with
+ *    `ClosedError`.
+ *
+ * `tests/_server_store_cases.ts` states these clauses as tests.
+ *
+ * @example Wrapping a store to count commits
+ * ```ts
+ * import {
+ *   createMemoryServerStore,
+ *   createSyncServer,
+ *   type ServerStore,
+ * } from "@offline-first/sync/transport/server";
+ * import assert from "node:assert/strict";
+ *
+ * const inner = createMemoryServerStore();
+ * let commits = 0;
+ * const store: ServerStore = {
+ *   getRecord: (ns, kind, id) => inner.getRecord(ns, kind, id),
+ *   listRecords: (ns, kind, options) => inner.listRecords(ns, kind, options),
+ *   getIdempotency: (ns, key) => inner.getIdempotency(ns, key),
+ *   commit(writes) {
+ *     commits++;
+ *     return inner.commit(writes);
+ *   },
+ *   purge: (options) => inner.purge(options),
+ *   lastUpdatedAt: () => inner.lastUpdatedAt(),
+ *   close: () => inner.close(),
+ *   [Symbol.asyncDispose]: () => inner.close(),
+ * };
+ * await using server = createSyncServer({ store });
+ * await server.fetch(
+ *   new Request("http://localhost/todo/1", { method: "PUT", body: "{}" }),
+ * );
+ * assert.equal(commits, 1);
+ * ```
+ */
+export interface ServerStore extends AsyncDisposable {
+  /**
+   * Reads one record, tombstone or not.
+   *
+   * @param namespace The principal.
+   * @param kind The table.
+   * @param id The record's id.
+   * @returns The record, or `null` when absent.
+   * @throws {ClosedError} After close.
+   */
+  getRecord(
+    namespace: string,
+    kind: string,
+    id: string,
+  ): Promise<ServerRecord | null>;
+
+  /**
+   * Reads one page of a table's records in keyset order, with the table's
+   * tombstone horizon.
+   *
+   * @param namespace The principal.
+   * @param kind The table.
+   * @param options The keyset and the page size.
+   * @returns The page and the horizon.
+   * @throws {ClosedError} After close.
+   */
+  listRecords(
+    namespace: string,
+    kind: string,
+    options: ListRecordsOptions,
+  ): Promise<ListRecordsResult>;
+
+  /**
+   * Reads an idempotency entry. It MAY return an expired entry: the server
+   * checks `expiresAt` itself.
+   *
+   * @param namespace The principal.
+   * @param key The idempotency key.
+   * @returns The entry, or `null` when absent.
+   * @throws {ClosedError} After close.
+   */
+  getIdempotency(
+    namespace: string,
+    key: string,
+  ): Promise<IdempotencyEntry | null>;
+
+  /**
+   * Applies writes atomically, in order (a later write of the same record or
+   * key wins).
+   *
+   * @param writes The writes; may be empty.
+   * @returns When every write is durable.
+   * @throws {TypeError} For a write of unknown type; nothing is applied.
+   * @throws {ClosedError} After close.
+   */
+  commit(writes: readonly ServerWrite[]): Promise<void>;
+
+  /**
+   * Removes expired idempotency entries and old tombstones, raising the
+   * tombstone horizon of every namespace and kind that lost one.
+   *
+   * @param options What to remove; an absent bound removes nothing.
+   * @returns How much was removed.
+   * @throws {ClosedError} After close.
+   */
+  purge(options: ServerStorePurgeOptions): Promise<ServerStorePurgeResult>;
+
+  /**
+   * Reads the greatest `updatedAt` ever committed, in any namespace, so a
+   * restarted server never assigns an older one.
+   *
+   * @returns The greatest `updatedAt`, or `null` before the first record.
+   * @throws {ClosedError} After close.
+   */
+  lastUpdatedAt(): Promise<number | null>;
+
+  /**
+   * Releases the store. Idempotent.
+   *
+   * @returns When the store is closed.
+   */
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------
+// The memory store
+// ---------------------------------------------------------------------------
+
+/**
+ * Creates a {@linkcode ServerStore} that keeps everything in memory: for
+ * tests, demos and the default of {@linkcode createSyncServer}.
+ *
+ * @returns An empty store.
+ *
+ * @example Committing and reading a record
+ * ```ts
+ * import { createMemoryServerStore } from "@offline-first/sync/transport/server";
+ * import assert from "node:assert/strict";
+ *
+ * await using store = createMemoryServerStore();
+ * const record = {
+ *   kind: "todo",
+ *   id: "a/b",
+ *   updatedAt: 0,
+ *   deletedAt: null,
+ *   data: { id: "a/b", updated_at: "1970-01-01T00:00:00.000Z" },
+ * };
+ * await store.commit([{ type: "record", namespace: "alice", record }]);
+ * assert.deepEqual(await store.getRecord("alice", "todo", "a/b"), record);
+ * assert.equal(await store.getRecord("bob", "todo", "a/b"), null);
+ * ```
+ */
+export function createMemoryServerStore(): ServerStore {
+  return new MemoryServerStore();
+}
+
+/** One namespace's table, with its sort order cached between writes. */
+interface MemoryTable {
+  readonly records: Map<string, ServerRecord>;
+  /** The records in keyset order; `null` after a write invalidated it. */
+  sorted: ServerRecord[] | null;
+  horizon: number | null;
+}
+
+class MemoryServerStore implements ServerStore {
+  /** Tables by `JSON.stringify([namespace, kind])`: unambiguous for any text. */
+  readonly #tables = new Map<string, MemoryTable>();
+  /** Entries by `JSON.stringify([namespace, key])`. */
+  readonly #entries = new Map<string, IdempotencyEntry>();
+  #lastUpdatedAt: number | null = null;
+  #closed = false;
+
+  getRecord(
+    namespace: string,
+    kind: string,
+    id: string,
+  ): Promise<ServerRecord | null> {
+    return settle(() => {
+      this.#assertOpen("read record");
+      const record = this.#tables.get(tableKey(namespace, kind))?.records.get(
+        id,
+      );
+      return record === undefined ? null : structuredClone(record);
+    });
+  }
+
+  listRecords(
+    namespace: string,
+    kind: string,
+    options: ListRecordsOptions,
+  ): Promise<ListRecordsResult> {
+    return settle(() => {
+      this.#assertOpen("list records");
+      const table = this.#tables.get(tableKey(namespace, kind));
+      if (table === undefined) return { records: [], horizon: null };
+      table.sorted ??= [...table.records.values()].sort(compareRecords);
+      const sorted = table.sorted;
+      const includeDeleted = options.includeDeleted ?? true;
+      const records: ServerRecord[] = [];
+      for (
+        let index = firstAfter(sorted, options);
+        index < sorted.length && records.length < options.limit;
+        index++
+      ) {
+        const record = sorted[index]!;
+        if (includeDeleted || record.deletedAt === null) {
+          records.push(structuredClone(record));
+        }
+      }
+      return { records, horizon: table.horizon };
+    });
+  }
+
+  getIdempotency(
+    namespace: string,
+    key: string,
+  ): Promise<IdempotencyEntry | null> {
+    return settle(() => {
+      this.#assertOpen("read idempotency entry");
+      const entry = this.#entries.get(tableKey(namespace, key));
+      return entry === undefined ? null : structuredClone(entry);
+    });
+  }
+
+  commit(writes: readonly ServerWrite[]): Promise<void> {
+    return settle(() => {
+      this.#assertOpen("commit writes");
+      // Validate everything first: a commit is all-or-nothing.
+      for (const write of writes) assertServerWrite(write);
+      for (const write of writes) {
+        if (write.type === "record") {
+          const record = structuredClone(write.record);
+          const key = tableKey(write.namespace, record.kind);
+          let table = this.#tables.get(key);
+          if (table === undefined) {
+            table = { records: new Map(), sorted: null, horizon: null };
+            this.#tables.set(key, table);
+          }
+          table.records.set(record.id, record);
+          table.sorted = null;
+          this.#lastUpdatedAt = Math.max(
+            this.#lastUpdatedAt ?? -Infinity,
+            record.updatedAt,
+          );
+        } else {
+          this.#entries.set(
+            tableKey(write.namespace, write.entry.key),
+            structuredClone(write.entry),
+          );
+        }
+      }
+    });
+  }
+
+  purge(options: ServerStorePurgeOptions): Promise<ServerStorePurgeResult> {
+    return settle(() => {
+      this.#assertOpen("purge");
+      let idempotency = 0;
+      let tombstones = 0;
+      const expiredAt = options.idempotencyExpiredAt;
+      if (expiredAt !== undefined) {
+        for (const [key, entry] of this.#entries) {
+          if (entry.expiresAt <= expiredAt) {
+            this.#entries.delete(key);
+            idempotency++;
+          }
+        }
+      }
+      const before = options.tombstonesUpdatedBefore;
+      if (before !== undefined) {
+        for (const table of this.#tables.values()) {
+          let newest = -Infinity;
+          for (const [id, record] of table.records) {
+            if (record.deletedAt !== null && record.updatedAt < before) {
+              table.records.delete(id);
+              newest = Math.max(newest, record.updatedAt);
+              tombstones++;
+            }
+          }
+          if (newest !== -Infinity) {
+            table.horizon = Math.max(table.horizon ?? -Infinity, newest + 1);
+            table.sorted = null;
+          }
+        }
+      }
+      return { idempotency, tombstones };
+    });
+  }
+
+  lastUpdatedAt(): Promise<number | null> {
+    return settle(() => {
+      this.#assertOpen("read last updatedAt");
+      return this.#lastUpdatedAt;
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #assertOpen(action: string): void {
+    if (this.#closed) {
+      throw new ClosedError(`Cannot ${action} as the store is closed`);
+    }
+  }
+}
+
+function tableKey(namespace: string, name: string): string {
+  return JSON.stringify([namespace, name]);
+}
+
+function compareRecords(a: ServerRecord, b: ServerRecord): number {
+  if (a.updatedAt !== b.updatedAt) return a.updatedAt < b.updatedAt ? -1 : 1;
+  // `<` on strings compares UTF-16 code units: the order the contract fixes.
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** The index of the first record the keyset selects (binary search). */
+function firstAfter(
+  sorted: readonly ServerRecord[],
+  { since, afterId }: ListRecordsOptions,
+): number {
+  if (since === undefined) return 0;
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    const record = sorted[middle]!;
+    const selected = afterId === undefined
+      ? record.updatedAt >= since
+      : record.updatedAt > since ||
+        (record.updatedAt === since && record.id > afterId);
+    if (selected) high = middle;
+    else low = middle + 1;
+  }
+  return low;
+}
+
+/**
+ * Checks the shape of one write, so that a store can refuse a whole commit
+ * before applying any of it.
+ *
+ * @param write The write to check.
+ * @throws {TypeError} When the write is malformed.
+ */
+function assertServerWrite(write: ServerWrite): void {
+  if (write.type === "record") {
+    const { record } = write;
+    if (
+      typeof record.kind !== "string" || typeof record.id !== "string" ||
+      !Number.isSafeInteger(record.updatedAt) ||
+      (record.deletedAt !== null && !Number.isSafeInteger(record.deletedAt)) ||
+      !isJsonObject(record.data)
+    ) {
+      throw new TypeError(
+        `Cannot commit record as it is malformed: current value is ${
+          JSON.stringify(record)
+        }`,
+      );
+    }
+  } else if (write.type === "idempotency") {
+    const { entry } = write;
+    if (
+      typeof entry.key !== "string" || typeof entry.fingerprint !== "string" ||
+      !Number.isInteger(entry.status) || typeof entry.expiresAt !== "number"
+    ) {
+      throw new TypeError(
+        `Cannot commit idempotency entry as it is malformed: current value is ${
+          JSON.stringify(entry)
+        }`,
+      );
+    }
+  } else {
+    throw new TypeError(
+      `Cannot commit write as its type is unknown: current value is ${
+        JSON.stringify((write as { type: unknown }).type)
+      }`,
+    );
+  }
+}
+
+/** Runs synchronous work as a Promise, so a store method never throws. */
+function settle<T>(work: () => T): Promise<T> {
+  try {
+    return Promise.resolve(work());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------
+
+/** Options for {@linkcode createSyncServer}. */
+export interface SyncServerOptions {
+  /**
+   * Where records and idempotency entries live. The server owns it:
+   * {@linkcode SyncServer.close} closes it. One store serves one server
+   * process, since the server serialises writes in memory.
+   *
+   * @default {createMemoryServerStore()}
+   */
+  readonly store?: ServerStore;
+  /**
+   * Derives the principal (the namespace of every record and idempotency
+   * key) from a request; `null` answers `401` before any data is touched.
+   * `GET /health` is not authenticated.
+   *
+   * @default {every request is the principal "public"}
+   */
+  readonly auth?: (request: Request) => string | null | Promise<string | null>;
+  /**
+   * Standard Schemas by kind. A PUT's record, with `id` but without the
+   * server's `updated_at` and `deleted_at`, must pass its kind's schema or
+   * is answered `422`. The body is stored as sent, not the schema's output.
+   *
+   * @default {{}}
+   */
+  readonly schemas?: Readonly<Record<string, StandardSchemaV1>>;
+  /**
+   * The largest request body, in bytes; larger ones are answered `413`.
+   *
+   * @default {1048576}
+   */
+  readonly maxBodyBytes?: number;
+  /**
+   * The largest page a pull returns; a larger `limit` is clamped.
+   *
+   * @default {1000}
+   */
+  readonly maxPageSize?: number;
+  /**
+   * The page size of a pull without `limit`; at most `maxPageSize`.
+   *
+   * @default {100}
+   */
+  readonly defaultPageSize?: number;
+  /**
+   * How long a write's response is kept for replays by idempotency key.
+   *
+   * @default {604800000}
+   */
+  readonly idempotencyRetentionMs?: number;
+  /**
+   * How long tombstones are kept before the server purges them (checked at
+   * most once a minute of `now()`); a pull whose cursor predates a purged
+   * tombstone is answered `410`.
+   *
+   * @default {Infinity}
+   */
+  readonly tombstoneRetentionMs?: number;
+  /**
+   * Whether `POST /batch` is served.
+   *
+   * @default {true}
+   */
+  readonly batch?: boolean;
+  /**
+   * The clock, in ms since epoch: assigns `updated_at`, expires idempotency
+   * entries and dates every response.
+   *
+   * @default {Date.now}
+   */
+  readonly now?: () => number;
+  /**
+   * The path the routes live under, such as `"/sync"`; `""` for the root.
+   *
+   * @default {""}
+   */
+  readonly basePath?: string;
+  /**
+   * Receives every unexpected error, answered `500` to the client.
+   *
+   * @default {console.error}
+   */
+  readonly onError?: (error: unknown) => void;
+}
+
+/** Options for {@linkcode SyncServer.purgeTombstones}. */
+export interface PurgeTombstonesOptions {
+  /**
+   * Removes tombstones whose `updated_at` is before this instant (ms since
+   * epoch).
+   *
+   * @default {now() - tombstoneRetentionMs, or every tombstone when the retention is unlimited}
+   */
+  readonly olderThan?: number;
+}
+
+/** A running reference server. */
+export interface SyncServer extends AsyncDisposable {
+  /**
+   * Answers one request; never rejects. Bound, so `Deno.serve(server.fetch)`
+   * and `Bun.serve({ fetch: server.fetch })` work.
+   */
+  readonly fetch: (request: Request) => Promise<Response>;
+
+  /**
+   * Removes old tombstones now. Pulls whose cursor predates a removed
+   * tombstone are then answered `410` (the client runs a full resync).
+   *
+   * @param options Which tombstones.
+   * @returns How many tombstones were removed.
+   * @throws {TypeError} When `olderThan` is not a number.
+   * @throws {ClosedError} After close.
+   */
+  purgeTombstones(options?: PurgeTombstonesOptions): Promise<number>;
+
+  /**
+   * Stops serving: later requests are answered `503`. Waits for the writes
+   * in progress, then closes the store. Idempotent.
+   *
+   * @returns When the store is closed.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Creates the reference server.
+ *
+ * @param options The store, auth hook, schemas, limits and clock.
+ * @returns The server; serve its `fetch`.
+ * @throws {TypeError} When an option has the wrong type.
+ * @throws {RangeError} When a limit is out of range.
+ *
+ * @example Writing and pulling through the handler
+ * ```ts
+ * import { createSyncServer } from "@offline-first/sync/transport/server";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = createSyncServer({ now: () => Date.UTC(2025, 2, 1) });
+ * const put = await server.fetch(
+ *   new Request("http://localhost/todo/1", {
+ *     method: "PUT",
+ *     headers: { "idempotency-key": "op-1" },
+ *     body: JSON.stringify({ title: "Buy milk" }),
+ *   }),
+ * );
+ * assert.equal(put.status, 201);
+ * assert.deepEqual(await put.json(), {
+ *   id: "1",
+ *   title: "Buy milk",
+ *   updated_at: "2025-03-01T00:00:00.000Z",
+ * });
+ *
+ * const pull = await server.fetch(new Request("http://localhost/todo"));
+ * const page = await pull.json();
+ * assert.equal(page.items.length, 1);
+ * assert.equal(page.nextPageToken, null);
+ * ```
+ */
+export function createSyncServer(options: SyncServerOptions = {}): SyncServer {
+  return new ReferenceServer(resolveOptions(options));
+}
+
+interface ResolvedOptions {
+  readonly store: ServerStore;
+  readonly auth: (request: Request) => string | null | Promise<string | null>;
+  readonly schemas: Readonly<Record<string, StandardSchemaV1>>;
+  readonly maxBodyBytes: number;
+  readonly maxPageSize: number;
+  readonly defaultPageSize: number;
+  readonly idempotencyRetentionMs: number;
+  readonly tombstoneRetentionMs: number;
+  readonly batch: boolean;
+  readonly now: () => number;
+  readonly basePath: string;
+  readonly onError: (error: unknown) => void;
+}
+
+function publicPrincipal(): string {
+  return "public";
+}
+
+function logError(error: unknown): void {
+  console.error(error);
+}
+
+function resolveOptions(options: SyncServerOptions): ResolvedOptions {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `Cannot create sync server as options is not an object: current value is ${
+        describe(options)
+      }`,
+    );
+  }
+  const store = options.store ?? createMemoryServerStore();
+  for (
+    const method of [
+      "getRecord",
+      "listRecords",
+      "getIdempotency",
+      "commit",
+      "purge",
+      "lastUpdatedAt",
+      "close",
+    ] as const
+  ) {
+    const member: unknown = store[method];
+    if (typeof member !== "function") {
+      throw new TypeError(
+        `Cannot create sync server as 'store' lacks ${method}(): current value is ${
+          describe(member)
+        }`,
+      );
+    }
+  }
+  const schemas = options.schemas ?? {};
+  if (typeof schemas !== "object" || schemas === null) {
+    throw new TypeError(
+      `Cannot create sync server as 'schemas' is not an object: current value is ${
+        describe(schemas)
+      }`,
+    );
+  }
+  for (const [kind, schema] of Object.entries(schemas)) {
+    const props: unknown = isObject(schema) ? schema["~standard"] : undefined;
+    if (!isObject(props) || typeof props.validate !== "function") {
+      throw new TypeError(
+        `Cannot create sync server as the schema of kind "${kind}" is not a Standard Schema: current value is ${
+          describe(schema)
+        }`,
+      );
+    }
+  }
+  const maxPageSize = positiveInteger(options.maxPageSize, 1000, "maxPageSize");
+  const defaultPageSize = positiveInteger(
+    options.defaultPageSize,
+    Math.min(100, maxPageSize),
+    "defaultPageSize",
+  );
+  if (defaultPageSize > maxPageSize) {
+    throw new RangeError(
+      `Cannot create sync server as 'defaultPageSize' exceeds 'maxPageSize' (${maxPageSize}): current value is ${defaultPageSize}`,
+    );
+  }
+  const basePath = options.basePath ?? "";
+  if (
+    typeof basePath !== "string" ||
+    (basePath !== "" && (!basePath.startsWith("/") || basePath.endsWith("/")))
+  ) {
+    throw new TypeError(
+      `Cannot create sync server as 'basePath' must be "" or start with "/" and not end with "/": current value is ${
+        describe(basePath)
+      }`,
+    );
+  }
+  return {
+    store,
+    auth: functionOption(options.auth, publicPrincipal, "auth"),
+    schemas,
+    maxBodyBytes: positiveInteger(
+      options.maxBodyBytes,
+      1024 * 1024,
+      "maxBodyBytes",
+    ),
+    maxPageSize,
+    defaultPageSize,
+    idempotencyRetentionMs: positiveDuration(
+      options.idempotencyRetentionMs,
+      7 * 24 * 60 * 60 * 1000,
+      "idempotencyRetentionMs",
+    ),
+    tombstoneRetentionMs: positiveDuration(
+      options.tombstoneRetentionMs,
+      Infinity,
+      "tombstoneRetentionMs",
+    ),
+    batch: booleanOption(options.batch, true, "batch"),
+    now: functionOption(options.now, Date.now, "now"),
+    basePath,
+    onError: functionOption(options.onError, logError, "onError"),
+  };
+}
+
+function positiveInteger(
+  value: number | undefined,
+  fallback: number,
+  name: string,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number") {
+    throw new TypeError(
+      `Cannot create sync server as '${name}' is not a number: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(
+      `Cannot create sync server as '${name}' is not a positive integer: current value is ${value}`,
+    );
+  }
+  return value;
+}
+
+function positiveDuration(
+  value: number | undefined,
+  fallback: number,
+  name: string,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number") {
+    throw new TypeError(
+      `Cannot create sync server as '${name}' is not a number: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+  if (!(value > 0)) {
+    throw new RangeError(
+      `Cannot create sync server as '${name}' is not positive: current value is ${value}`,
+    );
+  }
+  return value;
+}
+
+function booleanOption(
+  value: boolean | undefined,
+  fallback: boolean,
+  name: string,
+): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") {
+    throw new TypeError(
+      `Cannot create sync server as '${name}' is not a boolean: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+  return value;
+}
+
+function functionOption<F>(value: F | undefined, fallback: F, name: string): F {
+  if (value === undefined) return fallback;
+  if (typeof value !== "function") {
+    throw new TypeError(
+      `Cannot create sync server as '${name}' is not a function: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+  return value;
+}
+
+/** A response before it becomes a `Response`. */
+interface Reply {
+  readonly status: number;
+  readonly body: JsonValue;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** The outcome of one write, single or in a batch. */
+interface Outcome extends Reply {
+  /** Whether it was answered from the idempotency store. */
+  readonly replayed: boolean;
+}
+
+/** A PUT body as far as it could be read. */
+type BodyInput =
+  | { readonly type: "json"; readonly value: JsonValue }
+  | { readonly type: "text"; readonly text: string }
+  | { readonly type: "too_large" };
+
+/** One write, from a single request or a batch op. */
+type WriteCall =
+  | {
+    readonly method: "PUT";
+    readonly kind: string;
+    readonly id: string;
+    readonly key: string | null;
+    readonly force: boolean;
+    readonly body: BodyInput;
+    readonly extra: readonly (readonly [string, string])[];
+  }
+  | {
+    readonly method: "DELETE";
+    readonly kind: string;
+    readonly id: string;
+    readonly key: string | null;
+    readonly force: boolean;
+    readonly base: JsonValue;
+    readonly extra: readonly (readonly [string, string])[];
+  };
+
+const RESERVED_KINDS: ReadonlySet<string> = new Set(["health", "batch"]);
+const MAX_KEY_LENGTH = 255;
+/** How often (in ms of `now()`) expired entries and tombstones are purged. */
+const MAINTENANCE_INTERVAL_MS = 60_000;
+/** The statuses the contract stores by idempotency key; never 401/403/409/429/5xx. */
+const STORED_STATUSES: ReadonlySet<number> = new Set([400, 404, 413, 422]);
+
+function ignore(): void {}
+
+/**
+ * The pending writes of one request or batch: later ops read earlier ones
+ * through it, and the server commits it as one store call, so nothing is
+ * half-applied.
+ */
+class WriteScope {
+  readonly writes: ServerWrite[] = [];
+  readonly #store: ServerStore;
+  readonly #records = new Map<string, ServerRecord | null>();
+  readonly #entries = new Map<string, IdempotencyEntry>();
+  clock: number;
+  lastId: string | null;
+
+  constructor(store: ServerStore, clock: number, lastId: string | null) {
+    this.#store = store;
+    this.clock = clock;
+    this.lastId = lastId;
+  }
+
+  async getRecord(
+    namespace: string,
+    kind: string,
+    id: string,
+  ): Promise<ServerRecord | null> {
+    const key = JSON.stringify([namespace, kind, id]);
+    const pending = this.#records.get(key);
+    if (pending !== undefined) return pending;
+    return await this.#store.getRecord(namespace, kind, id);
+  }
+
+  putRecord(namespace: string, record: ServerRecord): void {
+    this.#records.set(
+      JSON.stringify([namespace, record.kind, record.id]),
+      record,
+    );
+    this.writes.push({ type: "record", namespace, record });
+  }
+
+  async getIdempotency(
+    namespace: string,
+    key: string,
+  ): Promise<IdempotencyEntry | null> {
+    const pending = this.#entries.get(JSON.stringify([namespace, key]));
+    if (pending !== undefined) return pending;
+    return await this.#store.getIdempotency(namespace, key);
+  }
+
+  putIdempotency(namespace: string, entry: IdempotencyEntry): void {
+    this.#entries.set(JSON.stringify([namespace, entry.key]), entry);
+    this.writes.push({ type: "idempotency", namespace, entry });
+  }
+
+  /**
+   * Assigns the next `updated_at`. The clock never goes back and, within one
+   * millisecond, a later write gets the same instant only if its id sorts
+   * after every id already written at that instant: otherwise a client
+   * holding the cursor `(t, lastId)` would never see it. That also makes
+   * every record's `updated_at` strictly increase.
+   */
+  nextTimestamp(now: number, id: string, previous: number | null): number {
+    let ts = Math.max(Math.trunc(now), this.clock);
+    if (ts === this.clock && (this.lastId === null || id <= this.lastId)) {
+      ts = this.clock + 1;
+    }
+    // Already implied by the rule above; kept so that the per-record clause
+    // of the contract holds even with a store whose lastUpdatedAt() lags.
+    if (previous !== null && ts <= previous) ts = previous + 1;
+    if (!Number.isSafeInteger(ts) || Math.abs(ts) > 8.64e15) {
+      throw new RangeError(
+        `Cannot assign updated_at as the clock is out of range: current value is ${ts}`,
+      );
+    }
+    this.clock = ts;
+    this.lastId = id;
+    return ts;
+  }
+}
+
+class ReferenceServer implements SyncServer {
+  readonly #options: ResolvedOptions;
+  readonly #store: ServerStore;
+  /** The tail of the write queue: every write runs after the previous one. */
+  #tail: Promise<void> = Promise.resolve();
+  /** The last assigned `updated_at`; `null` until read from the store. */
+  #clock: number | null = null;
+  /** The id written last at `#clock`; `null` when unknown (after start). */
+  #lastId: string | null = null;
+  #maintenanceDueAt = -Infinity;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+
+  constructor(options: ResolvedOptions) {
+    this.#options = options;
+    this.#store = options.store;
+  }
+
+  readonly fetch = (request: Request): Promise<Response> =>
+    this.#answer(request);
+
+  async purgeTombstones(options: PurgeTombstonesOptions = {}): Promise<number> {
+    if (this.#closed) {
+      throw new ClosedError("Cannot purge tombstones as the server is closed");
+    }
+    const { olderThan } = options;
+    if (olderThan !== undefined && typeof olderThan !== "number") {
+      throw new TypeError(
+        `Cannot purge tombstones as 'olderThan' is not a number: current value is ${
+          describe(olderThan)
+        }`,
+      );
+    }
+    if (Number.isNaN(olderThan)) {
+      throw new RangeError(
+        "Cannot purge tombstones as 'olderThan' is not a number: current value is NaN",
+      );
+    }
+    const retention = this.#options.tombstoneRetentionMs;
+    const bound = olderThan ??
+      (Number.isFinite(retention) ? this.#now() - retention : Infinity);
+    // Stores bind the bound as an integer: clamp instead of passing Infinity.
+    const before = Math.max(
+      Math.min(Math.ceil(bound), Number.MAX_SAFE_INTEGER),
+      Number.MIN_SAFE_INTEGER,
+    );
+    return await this.#exclusive(async () => {
+      const result = await this.#store.purge({
+        tombstonesUpdatedBefore: before,
+      });
+      return result.tombstones;
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    // Queued behind the writes in progress, which thus finish on an open store.
+    this.#closing ??= this.#exclusive(() => this.#store.close());
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // -- plumbing -------------------------------------------------------------
+
+  #exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(work);
+    this.#tail = run.then(ignore, ignore);
+    return run;
+  }
+
+  #now(): number {
+    const now = this.#options.now();
+    if (typeof now !== "number" || !Number.isFinite(now)) {
+      throw new TypeError(
+        `Cannot read the clock as now() returned no finite number: current value is ${
+          describe(now)
+        }`,
+      );
+    }
+    return now;
+  }
+
+  async #answer(request: Request): Promise<Response> {
+    let reply: Reply;
+    try {
+      reply = await this.#route(request);
+    } catch (error) {
+      if (error instanceof ClosedError && this.#closed) {
+        reply = closedReply();
+      } else {
+        try {
+          this.#options.onError(error);
+        } catch {
+          // A failing error hook must not turn a 500 into a rejected fetch.
+        }
+        reply = failure(
+          500,
+          "internal",
+          "Cannot answer request as the server failed",
+        );
+      }
+    }
+    return this.#respond(reply);
+  }
+
+  #respond(reply: Reply): Response {
+    let now: number;
+    try {
+      now = this.#now();
+    } catch {
+      now = Date.now();
+    }
+    const headers = new Headers(reply.headers);
+    headers.set("content-type", "application/json");
+    // Sync responses are never cacheable: a cached pull or conflict is wrong.
+    headers.set("cache-control", "no-store");
+    headers.set("date", new Date(now).toUTCString());
+    return new Response(JSON.stringify(reply.body), {
+      status: reply.status,
+      headers,
+    });
+  }
+
+  async #route(request: Request): Promise<Reply> {
+    if (this.#closed) return closedReply();
+    const segments = this.#segments(new URL(request.url).pathname);
+    if (segments === null) return notFound(request);
+    if (segments === "invalid") {
+      return failure(
+        400,
+        "invalid_path",
+        "Cannot route request as a path segment is not valid percent-encoded UTF-8",
+      );
+    }
+    const method = request.method;
+    if (segments.length === 1 && segments[0] === "health") {
+      if (method !== "GET") return methodNotAllowed(method, "GET");
+      return {
+        status: 200,
+        body: { status: "ok", batch: this.#options.batch, contract: 1 },
+      };
+    }
+
+    const principal = await this.#options.auth(request);
+    if (principal === null) {
+      return {
+        ...failure(
+          401,
+          "unauthorized",
+          "Cannot answer request as its credentials were refused",
+        ),
+        headers: { "www-authenticate": "Bearer" },
+      };
+    }
+    if (typeof principal !== "string") {
+      throw new TypeError(
+        `Cannot authorize request as the auth hook returned neither a string nor null: current value is ${
+          describe(principal)
+        }`,
+      );
+    }
+
+    const [kind, id, ...rest] = segments;
+    if (kind === undefined || kind === "" || rest.length > 0 || id === "") {
+      return notFound(request);
+    }
+    if (kind === "batch" && id === undefined && this.#options.batch) {
+      if (method !== "POST") return methodNotAllowed(method, "POST");
+      return await this.#batch(principal, request);
+    }
+    if (RESERVED_KINDS.has(kind)) return notFound(request);
+    const url = new URL(request.url);
+    if (id === undefined) {
+      if (method !== "GET") return methodNotAllowed(method, "GET");
+      return await this.#pull(principal, kind, url.searchParams);
+    }
+    if (method === "PUT" || method === "DELETE") {
+      return await this.#write(principal, request, kind, id, url.searchParams);
+    }
+    return methodNotAllowed(method, "PUT, DELETE");
+  }
+
+  /** The decoded path segments under the base path; `null` when outside. */
+  #segments(pathname: string): string[] | "invalid" | null {
+    const { basePath } = this.#options;
+    if (basePath !== "") {
+      if (pathname === basePath) return [];
+      if (!pathname.startsWith(`${basePath}/`)) return null;
+      pathname = pathname.slice(basePath.length);
+    }
+    const raw = pathname.split("/").slice(1);
+    if (raw.length === 1 && raw[0] === "") return [];
+    try {
+      return raw.map(decodeURIComponent);
+    } catch {
+      return "invalid";
+    }
+  }
+
+  async #maintainIfDue(): Promise<void> {
+    if (this.#now() < this.#maintenanceDueAt) return;
+    await this.#exclusive(() => this.#maintain());
+  }
+
+  /** Purges expired idempotency entries and tombstones past retention. */
+  async #maintain(): Promise<void> {
+    const now = this.#now();
+    if (now < this.#maintenanceDueAt) return;
+    const retention = this.#options.tombstoneRetentionMs;
+    await this.#store.purge(
+      Number.isFinite(retention)
+        ? {
+          idempotencyExpiredAt: Math.floor(now),
+          tombstonesUpdatedBefore: Math.ceil(now - retention),
+        }
+        : { idempotencyExpiredAt: Math.floor(now) },
+    );
+    this.#maintenanceDueAt = now + MAINTENANCE_INTERVAL_MS;
+  }
+
+  // -- pull -----------------------------------------------------------------
+
+  async #pull(
+    namespace: string,
+    kind: string,
+    params: URLSearchParams,
+  ): Promise<Reply> {
+    for (
+      const name of [
+        "updatedSince",
+        "afterId",
+        "limit",
+        "includeDeleted",
+        "pageToken",
+      ]
+    ) {
+      if (params.getAll(name).length > 1) {
+        return failure(
+          400,
+          "invalid_query",
+          `Cannot pull as '${name}' is given more than once: current value is ${
+            JSON.stringify(params.getAll(name))
+          }`,
+        );
+      }
+    }
+    const sinceText = params.get("updatedSince");
+    const since = sinceText === null ? undefined : parseTimestamp(sinceText);
+    if (since === null) {
+      return failure(
+        400,
+        "invalid_timestamp",
+        `Cannot pull as 'updatedSince' is not an ISO-8601 timestamp with a timezone: current value is ${
+          JSON.stringify(sinceText)
+        }`,
+      );
+    }
+    const afterId = params.get("afterId") ?? undefined;
+    if (afterId !== undefined && since === undefined) {
+      return failure(
+        400,
+        "invalid_query",
+        `Cannot pull as 'afterId' needs 'updatedSince': current value is ${
+          JSON.stringify(afterId)
+        }`,
+      );
+    }
+    const limitText = params.get("limit");
+    let limit = this.#options.defaultPageSize;
+    if (limitText !== null) {
+      const parsed = /^[0-9]{1,15}$/.test(limitText) ? Number(limitText) : 0;
+      if (parsed < 1) {
+        return failure(
+          400,
+          "invalid_limit",
+          `Cannot pull as 'limit' is not a positive integer: current value is ${
+            JSON.stringify(limitText)
+          }`,
+        );
+      }
+      limit = Math.min(parsed, this.#options.maxPageSize);
+    }
+    const includeText = params.get("includeDeleted");
+    if (
+      includeText !== null && includeText !== "true" && includeText !== "false"
+    ) {
+      return failure(
+        400,
+        "invalid_query",
+        `Cannot pull as 'includeDeleted' is neither "true" nor "false": current value is ${
+          JSON.stringify(includeText)
+        }`,
+      );
+    }
+    const pageToken = params.get("pageToken");
+    if (pageToken !== null) {
+      const cursor = decodePageToken(pageToken);
+      // The keyset is authoritative: a token is only accepted as a hint
+      // that names the same cursor.
+      if (
+        cursor === null || since === undefined || cursor.since !== since ||
+        cursor.afterId !== afterId
+      ) {
+        return failure(
+          400,
+          "invalid_page_token",
+          `Cannot pull as 'pageToken' does not match 'updatedSince' and 'afterId': current value is ${
+            JSON.stringify(pageToken)
+          }`,
+        );
+      }
+    }
+
+    await this.#maintainIfDue();
+    const query: {
+      since?: number;
+      afterId?: string;
+      limit: number;
+      includeDeleted: boolean;
+    } = { limit, includeDeleted: includeText !== "false" };
+    if (since !== undefined) query.since = since;
+    if (afterId !== undefined) query.afterId = afterId;
+    const page = await this.#store.listRecords(namespace, kind, query);
+    if (since !== undefined && page.horizon !== null && since < page.horizon) {
+      return failure(
+        410,
+        "gone",
+        `Cannot pull as the cursor is older than the tombstone retention, run a full resync: current value is ${
+          JSON.stringify(sinceText)
+        }`,
+      );
+    }
+    const last = page.records.at(-1);
+    return {
+      status: 200,
+      body: {
+        items: page.records.map((record) => record.data),
+        nextPageToken: last !== undefined && page.records.length === limit
+          ? encodePageToken(last.updatedAt, last.id)
+          : null,
+      },
+    };
+  }
+
+  // -- single writes --------------------------------------------------------
+
+  async #write(
+    namespace: string,
+    request: Request,
+    kind: string,
+    id: string,
+    params: URLSearchParams,
+  ): Promise<Reply> {
+    const key = idempotencyKey(request.headers);
+    if (typeof key === "object" && key !== null) return key;
+    let call: WriteCall;
+    if (request.method === "PUT") {
+      call = {
+        method: "PUT",
+        kind,
+        id,
+        key,
+        force: isTrue(request.headers.get("x-force-update")),
+        body: await readBody(request, this.#options.maxBodyBytes),
+        extra: sortedParams(params, null),
+      };
+    } else {
+      if (params.getAll("_baseUpdatedAt").length > 1) {
+        return failure(
+          400,
+          "invalid_query",
+          `Cannot delete record as '_baseUpdatedAt' is given more than once: current value is ${
+            JSON.stringify(params.getAll("_baseUpdatedAt"))
+          }`,
+        );
+      }
+      call = {
+        method: "DELETE",
+        kind,
+        id,
+        key,
+        force: isTrue(request.headers.get("x-force-delete")),
+        base: params.get("_baseUpdatedAt"),
+        extra: sortedParams(params, "_baseUpdatedAt"),
+      };
+    }
+    const outcome = await this.#inScope(async (scope) =>
+      await this.#apply(namespace, scope, call)
+    );
+    return outcome.replayed
+      ? { ...outcome, headers: { "idempotent-replayed": "true" } }
+      : outcome;
+  }
+
+  /**
+   * Runs writes under the write lock in one scope, then commits the scope
+   * as one store call; the clock advances only when the commit succeeded.
+   */
+  async #inScope<T>(work: (scope: WriteScope) => Promise<T>): Promise<T> {
+    return await this.#exclusive(async () => {
+      if (this.#closed) {
+        throw new ClosedError("Cannot write as the server is closed");
+      }
+      await this.#maintain();
+      if (this.#clock === null) {
+        this.#clock = (await this.#store.lastUpdatedAt()) ?? -Infinity;
+        this.#lastId = null;
+      }
+      const scope = new WriteScope(this.#store, this.#clock, this.#lastId);
+      const result = await work(scope);
+      if (scope.writes.length > 0) await this.#store.commit(scope.writes);
+      this.#clock = scope.clock;
+      this.#lastId = scope.lastId;
+      return result;
+    });
+  }
+
+  /** Applies one write with its idempotency key, replaying a stored answer. */
+  async #apply(
+    namespace: string,
+    scope: WriteScope,
+    call: WriteCall,
+  ): Promise<Outcome> {
+    const now = this.#now();
+    let fingerprint = "";
+    if (call.key !== null) {
+      fingerprint = await fingerprintOf(call);
+      const entry = await scope.getIdempotency(namespace, call.key);
+      if (entry !== null && entry.expiresAt > now) {
+        if (entry.fingerprint === fingerprint) {
+          return { status: entry.status, body: entry.body, replayed: true };
+        }
+        return {
+          ...failure(
+            422,
+            "idempotency_mismatch",
+            `Cannot apply request as its idempotency key was used for another request: current value is ${
+              JSON.stringify(call.key)
+            }`,
+          ),
+          replayed: false,
+        };
+      }
+    }
+    const reply = call.method === "PUT"
+      ? await this.#put(namespace, scope, call)
+      : await this.#delete(namespace, scope, call);
+    if (
+      call.key !== null &&
+      ((reply.status >= 200 && reply.status < 300) ||
+        STORED_STATUSES.has(reply.status))
+    ) {
+      scope.putIdempotency(namespace, {
+        key: call.key,
+        fingerprint,
+        status: reply.status,
+        body: reply.body,
+        expiresAt: now + this.#options.idempotencyRetentionMs,
+      });
+    }
+    return { ...reply, replayed: false };
+  }
+
+  async #put(
+    namespace: string,
+    scope: WriteScope,
+    call: WriteCall & { method: "PUT" },
+  ): Promise<Reply> {
+    const { kind, id, body } = call;
+    if (body.type === "too_large") return tooLarge(this.#options.maxBodyBytes);
+    if (body.type === "text") {
+      return failure(
+        400,
+        "invalid_body",
+        `Cannot store record as the body is not JSON: current value is ${
+          JSON.stringify(body.text.slice(0, 64))
+        }`,
+      );
+    }
+    const value = body.value;
+    if (!isJsonObject(value)) {
+      return failure(
+        400,
+        "invalid_body",
+        `Cannot store record as the body is not a JSON object: current value is ${
+          JSON.stringify(value)?.slice(0, 64)
+        }`,
+      );
+    }
+    if (Object.hasOwn(value, "id") && value.id !== id) {
+      return failure(
+        400,
+        "id_mismatch",
+        `Cannot store record as the body's id differs from the path's ${
+          JSON.stringify(id)
+        }: current value is ${JSON.stringify(value.id)}`,
+      );
+    }
+    const base = parseBase(value._baseUpdatedAt);
+    if (base === "invalid") return invalidBase(value._baseUpdatedAt);
+    // Server-owned fields from the body are dropped: the server's win.
+    const fields: JsonObject = Object.fromEntries([
+      ["id", id],
+      ...Object.entries(value).filter(([name]) =>
+        name !== "id" && name !== "_baseUpdatedAt" && name !== "updated_at" &&
+        name !== "deleted_at"
+      ),
+    ]);
+    const schema = Object.hasOwn(this.#options.schemas, kind)
+      ? this.#options.schemas[kind]
+      : undefined;
+    if (schema !== undefined) {
+      try {
+        await validateWith(
+          schema,
+          structuredClone(fields),
+          `record ${JSON.stringify(id)} of kind ${JSON.stringify(kind)}`,
+        );
+      } catch (error) {
+        if (!(error instanceof ValidationError)) throw error;
+        return {
+          status: 422,
+          body: {
+            error: "validation",
+            message: error.message,
+            issues: error.issues.map((issue) => ({
+              message: issue.message,
+              path: issue.path.map((part) =>
+                typeof part === "symbol" ? String(part) : part
+              ),
+            })),
+          },
+        };
+      }
+    }
+
+    const current = await scope.getRecord(namespace, kind, id);
+    if (
+      current !== null && !call.force && base !== null &&
+      (current.deletedAt !== null || base !== current.updatedAt)
+    ) {
+      return conflict(current, "update");
+    }
+    const ts = scope.nextTimestamp(
+      this.#now(),
+      id,
+      current?.updatedAt ?? null,
+    );
+    const record: ServerRecord = {
+      kind,
+      id,
+      updatedAt: ts,
+      deletedAt: null,
+      data: { ...fields, updated_at: new Date(ts).toISOString() },
+    };
+    scope.putRecord(namespace, record);
+    return { status: current === null ? 201 : 200, body: record.data };
+  }
+
+  async #delete(
+    namespace: string,
+    scope: WriteScope,
+    call: WriteCall & { method: "DELETE" },
+  ): Promise<Reply> {
+    const { kind, id } = call;
+    const base = parseBase(call.base);
+    if (base === "invalid") return invalidBase(call.base);
+    const current = await scope.getRecord(namespace, kind, id);
+    if (current === null) {
+      return failure(
+        404,
+        "not_found",
+        `Cannot delete record as it does not exist: current value is ${
+          JSON.stringify(id)
+        }`,
+      );
+    }
+    if (!call.force && base !== null && base !== current.updatedAt) {
+      return conflict(current, "delete");
+    }
+    // Deleting a tombstone changes nothing: its deletion stands as it was.
+    if (current.deletedAt !== null) return { status: 200, body: current.data };
+    const ts = scope.nextTimestamp(this.#now(), id, current.updatedAt);
+    const stamp = new Date(ts).toISOString();
+    const record: ServerRecord = {
+      kind,
+      id,
+      updatedAt: ts,
+      deletedAt: ts,
+      data: { ...current.data, updated_at: stamp, deleted_at: stamp },
+    };
+    scope.putRecord(namespace, record);
+    return { status: 200, body: record.data };
+  }
+
+  // -- batch ----------------------------------------------------------------
+
+  async #batch(namespace: string, request: Request): Promise<Reply> {
+    const body = await readBody(request, this.#options.maxBodyBytes);
+    if (body.type === "too_large") return tooLarge(this.#options.maxBodyBytes);
+    const ops = body.type === "json" && isJsonObject(body.value)
+      ? body.value.ops
+      : undefined;
+    if (!Array.isArray(ops)) {
+      return failure(
+        400,
+        "invalid_body",
+        `Cannot apply batch as the body is not {"ops": [...]}: current value is ${
+          JSON.stringify(body.type === "json" ? body.value : body.text)
+            ?.slice(0, 64)
+        }`,
+      );
+    }
+    const calls: { opId: string; call: WriteCall | Reply }[] = [];
+    for (const [index, op] of ops.entries()) {
+      const opId = isJsonObject(op) ? op.opId : undefined;
+      if (
+        !isJsonObject(op) || typeof opId !== "string" || opId === "" ||
+        opId.length > MAX_KEY_LENGTH
+      ) {
+        return failure(
+          400,
+          "invalid_body",
+          `Cannot apply batch as op ${index} has no valid 'opId' (a string of 1 to ${MAX_KEY_LENGTH} characters): current value is ${
+            JSON.stringify(op)?.slice(0, 64)
+          }`,
+        );
+      }
+      calls.push({ opId, call: batchCall(op, opId) });
+    }
+    const results = await this.#inScope(async (scope) => {
+      const results: JsonObject[] = [];
+      for (const { opId, call } of calls) {
+        const outcome = "method" in call
+          ? await this.#apply(namespace, scope, call)
+          : { ...call, replayed: false };
+        const ok = outcome.status >= 200 && outcome.status < 300;
+        results.push({
+          opId,
+          status: outcome.status,
+          ...(ok ? { record: outcome.body } : { error: outcome.body }),
+          ...(outcome.replayed ? { replayed: true } : {}),
+        });
+      }
+      return results;
+    });
+    return { status: 200, body: { results } };
+  }
+}
+
+/** Turns one batch op into the single request it stands for. */
+function batchCall(op: JsonObject, opId: string): WriteCall | Reply {
+  const { kind, id, type, payload, baseUpdatedAt, force } = op;
+  if (
+    typeof kind !== "string" || kind === "" || RESERVED_KINDS.has(kind) ||
+    typeof id !== "string" || id === "" ||
+    (type !== "upsert" && type !== "delete") ||
+    (force !== undefined && typeof force !== "boolean")
+  ) {
+    return failure(
+      400,
+      "invalid_op",
+      `Cannot apply op as it needs a kind (not "health" or "batch"), a non-empty id, a type of "upsert" or "delete" and a boolean force: current value is ${
+        JSON.stringify(op).slice(0, 128)
+      }`,
+    );
+  }
+  const base = baseUpdatedAt ?? null;
+  if (type === "delete") {
+    return {
+      method: "DELETE",
+      kind,
+      id,
+      key: opId,
+      force: force === true,
+      base,
+      extra: [],
+    };
+  }
+  // The body a single PUT would carry: the payload plus its base.
+  const value = isJsonObject(payload) && base !== null
+    ? { ...payload, _baseUpdatedAt: base }
+    : payload ?? null;
+  return {
+    method: "PUT",
+    kind,
+    id,
+    key: opId,
+    force: force === true,
+    body: { type: "json", value },
+    extra: [],
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+function failure(status: number, error: string, message: string): Reply {
+  return { status, body: { error, message } };
+}
+
+function closedReply(): Reply {
+  return failure(
+    503,
+    "closed",
+    "Cannot answer request as the server is closed",
+  );
+}
+
+function notFound(request: Request): Reply {
+  return failure(
+    404,
+    "not_found",
+    `Cannot route request as no route matches its path: current value is ${
+      JSON.stringify(new URL(request.url).pathname)
+    }`,
+  );
+}
+
+function methodNotAllowed(method: string, allow: string): Reply {
+  return {
+    ...failure(
+      405,
+      "method_not_allowed",
+      `Cannot route request as the path allows ${allow} only: current value is ${
+        JSON.stringify(method)
+      }`,
+    ),
+    headers: { allow },
+  };
+}
+
+function tooLarge(max: number): Reply {
+  return failure(
+    413,
+    "payload_too_large",
+    `Cannot read request body as it exceeds ${max} bytes`,
+  );
+}
+
+function invalidBase(value: JsonValue | undefined): Reply {
+  return failure(
+    400,
+    "invalid_timestamp",
+    `Cannot check version as '_baseUpdatedAt' is not an ISO-8601 timestamp with a timezone: current value is ${
+      JSON.stringify(value)
+    }`,
+  );
+}
+
+function conflict(current: ServerRecord, action: string): Reply {
+  const stamp = current.data.updated_at ??
+    new Date(current.updatedAt).toISOString();
+  return {
+    status: 409,
+    body: {
+      error: "conflict",
+      message: current.deletedAt !== null
+        ? `Cannot ${action} record as it was deleted: current value is ${
+          JSON.stringify(stamp)
+        }`
+        : `Cannot ${action} record as its base is stale: current value is ${
+          JSON.stringify(stamp)
+        }`,
+      current: current.data,
+      serverTimestamp: stamp,
+    },
+  };
+}
+
+/** The idempotency key, `null` without one, or a `400` reply. */
+function idempotencyKey(headers: Headers): string | null | Reply {
+  const key = headers.get("idempotency-key");
+  const alias = headers.get("x-idempotency-key");
+  if (key !== null && alias !== null && key !== alias) {
+    return failure(
+      400,
+      "invalid_idempotency_key",
+      `Cannot apply request as 'Idempotency-Key' and 'X-Idempotency-Key' differ: current value is ${
+        JSON.stringify([key, alias])
+      }`,
+    );
+  }
+  const value = key ?? alias;
+  if (value !== null && (value === "" || value.length > MAX_KEY_LENGTH)) {
+    return failure(
+      400,
+      "invalid_idempotency_key",
+      `Cannot apply request as its idempotency key is not 1 to ${MAX_KEY_LENGTH} characters: current value is ${
+        JSON.stringify(value.slice(0, 64))
+      }`,
+    );
+  }
+  return value;
+}
+
+function isTrue(header: string | null): boolean {
+  return header !== null && header.trim().toLowerCase() === "true";
+}
+
+function sortedParams(
+  params: URLSearchParams,
+  omit: string | null,
+): [string, string][] {
+  return [...params].filter(([name]) => name !== omit).sort((a, b) =>
+    a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0
+  );
+}
+
+/**
+ * Reads a body up to `max` bytes, trusting neither `Content-Length` nor its
+ * absence: the bytes actually read are counted too.
+ */
+async function readBody(request: Request, max: number): Promise<BodyInput> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && /^\s*\d+\s*$/.test(declared) && +declared > max) {
+    await request.body?.cancel().catch(ignore);
+    return { type: "too_large" };
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (request.body !== null) {
+    const reader = request.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > max) {
+        await reader.cancel().catch(ignore);
+        return { type: "too_large" };
+      }
+      chunks.push(value);
+    }
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return { type: "text", text: "<invalid UTF-8>" };
+  }
+  try {
+    return { type: "json", value: JSON.parse(text) as JsonValue };
+  } catch {
+    return { type: "text", text };
+  }
+}
+
+const TIMESTAMP =
+  /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/i;
+
+/**
+ * Parses an ISO-8601 instant that names its timezone (a timestamp without
+ * one would depend on the server's zone); `null` when malformed.
+ */
+function parseTimestamp(text: string): number | null {
+  if (!TIMESTAMP.test(text)) return null;
+  const ms = Date.parse(text);
+  return Number.isFinite(ms) ? ms : null;
+}
+
+/** A version-check base: `null` when absent, `"invalid"` when malformed. */
+function parseBase(value: JsonValue | undefined): number | null | "invalid" {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string") return "invalid";
+  return parseTimestamp(value) ?? "invalid";
+}
+
+/** The digest of what makes two writes the same request. */
+async function fingerprintOf(call: WriteCall): Promise<string> {
+  let parts: JsonValue[];
+  if (call.method === "DELETE") {
+    parts = ["DELETE", call.base];
+  } else if (call.body.type === "json") {
+    const value = call.body.value;
+    if (isJsonObject(value)) {
+      const { _baseUpdatedAt: base, ...rest } = value;
+      parts = ["PUT", "json", base ?? null, rest];
+    } else {
+      parts = ["PUT", "json", null, value];
+    }
+  } else if (call.body.type === "text") {
+    parts = ["PUT", "text", null, call.body.text];
+  } else {
+    parts = ["PUT", "too_large", null, null];
+  }
+  const canonical = canonicalJson([
+    ...parts,
+    call.kind,
+    call.id,
+    call.force,
+    call.extra.map(([name, value]) => [name, value]),
+  ]);
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(canonical),
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (byte) => byte.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+/** JSON with object keys sorted, so that key order does not change a digest. */
+function canonicalJson(value: JsonValue): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (isJsonObject(value)) {
+    return `{${
+      Object.keys(value).sort().map((key) =>
+        `${JSON.stringify(key)}:${canonicalJson(value[key]!)}`
+      ).join(",")
+    }}`;
+  }
+  return JSON.stringify(value);
+}
+
+function encodePageToken(updatedAt: number, id: string): string {
+  // JSON.stringify escapes lone surrogates, so the token is ASCII-safe.
+  const bytes = new TextEncoder().encode(JSON.stringify([1, updatedAt, id]));
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(
+    /=+$/,
+    "",
+  );
+}
+
+function decodePageToken(
+  token: string,
+): { since: number; afterId: string } | null {
+  if (!/^[A-Za-z0-9_-]*$/.test(token)) return null;
+  try {
+    const binary = atob(token.replaceAll("-", "+").replaceAll("_", "/"));
+    const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
+    const value: unknown = JSON.parse(
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes),
+    );
+    if (
+      Array.isArray(value) && value.length === 3 && value[0] === 1 &&
+      Number.isSafeInteger(value[1]) && typeof value[2] === "string"
+    ) {
+      return { since: value[1], afterId: value[2] };
+    }
+  } catch {
+    // Malformed base64 or JSON: reported as an invalid token below.
+  }
+  return null;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "function") return "a function";
+  if (typeof value === "bigint") return `${value}n`;
+  if (typeof value === "symbol") return String(value);
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
