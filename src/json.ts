@@ -16,6 +16,7 @@ export type JsonValue = JsonPrimitive | JsonValue[] | JsonObject;
 
 /** A JSON object: the shape of every record. */
 export interface JsonObject {
+  /** Any field holds any JSON value. */
   [key: string]: JsonValue;
 }
 

@@ -102,7 +102,7 @@ export function isUlid(value: string): boolean {
  * import { decodeUlidTime } from "@offline-first/sync";
  * import assert from "node:assert/strict";
  *
- * assert.equal(decodeUlidTime("01ARZ3NDEKTSV4RRFFQ69G5FAV"), 1469918176385);
+ * assert.equal(decodeUlidTime("01ARZ3NDEKTSV4RRFFQ69G5FAV"), 1469922850259);
  * ```
  */
 export function decodeUlidTime(id: string): number {

@@ -1,0 +1,772 @@
+/**
+ * The sync engine: tables over a local store, an outbox, and `sync()`
+ * (push, then pull) through a transport.
+ *
+ * @module
+ */
+
+import type { EngineContext, EngineLimits, TableConfig } from "./_context.ts";
+import { backoffDelay } from "./_backoff.ts";
+import {
+  CONFLICT_STRATEGIES,
+  type ConflictResolver,
+  type ConflictStrategy,
+  type MergeFunction,
+} from "./conflict.ts";
+import {
+  AuthError,
+  ClosedError,
+  ServerError,
+  SyncError,
+  toSyncError,
+} from "./errors.ts";
+import {
+  EventHub,
+  type ListenOptions,
+  type SyncEvent,
+  type SyncEventListener,
+  type SyncEventType,
+  type SyncStats,
+} from "./events.ts";
+import { ConflictInbox } from "./inbox.ts";
+import type { JsonObject } from "./json.ts";
+import { DEFAULT_SYSTEM_FIELDS } from "./merge.ts";
+import { assertOpen, Outbox } from "./outbox.ts";
+import { pullPhase } from "./pull.ts";
+import { pushPhase } from "./push.ts";
+import type { InferOutput, StandardSchemaV1 } from "./schema.ts";
+import type { Storage } from "./storage.ts";
+import { Table, type TableOptions } from "./table.ts";
+import type { Transport } from "./transport.ts";
+import { createUlid, isUlid } from "./ulid.ts";
+
+/** A clock. */
+export interface Clock {
+  /** The current time in ms since the epoch. */
+  now(): number;
+}
+
+/** Timer functions, injectable so tests control time. */
+export interface Timers {
+  /** Schedules `callback` after `ms`. */
+  setTimeout(callback: () => void, ms: number): unknown;
+  /** Cancels a scheduled callback. */
+  clearTimeout(handle: unknown): void;
+}
+
+/** Options of {@linkcode SyncEngine}. */
+export interface SyncEngineOptions {
+  /** The local store. The engine does not close it. */
+  readonly storage: Storage;
+  /** The backend. The engine does not close it. */
+  readonly transport: Transport;
+  /**
+   * The conflict strategy of tables that name none.
+   *
+   * @default {"autoPreserve"}
+   */
+  readonly strategy?: ConflictStrategy;
+  /** The resolver of the `manual` strategy, for tables that name none. */
+  readonly resolver?: ConflictResolver;
+  /** The merge function of the `merge` strategy, for tables that name none. */
+  readonly mergeFn?: MergeFunction;
+  /**
+   * The client clock.
+   *
+   * @default {Date}
+   */
+  readonly clock?: Clock;
+  /**
+   * Makes op ids: must return a ULID greater than `after` when given.
+   *
+   * @default {a monotonic ULID factory on `clock`}
+   */
+  readonly ids?: (after?: string) => string;
+  /**
+   * Timers for `startAuto()`.
+   *
+   * @default {globalThis.setTimeout and clearTimeout}
+   */
+  readonly timers?: Timers;
+  /**
+   * A random number in [0, 1), for backoff jitter.
+   *
+   * @default {Math.random}
+   */
+  readonly random?: () => number;
+  /**
+   * The pull page size.
+   *
+   * @default {100}
+   */
+  readonly pageSize?: number;
+  /**
+   * The most ops handed to the transport in one call.
+   *
+   * @default {100}
+   */
+  readonly pushBatchSize?: number;
+  /**
+   * How many times one op may be re-sent after conflicts before it is parked
+   * in the conflict inbox (clause 17).
+   *
+   * @default {3}
+   */
+  readonly maxConflictRetries?: number;
+  /**
+   * How many times a read-modify-write is retried when another writer
+   * changed the store in between.
+   *
+   * @default {20}
+   */
+  readonly writeRetries?: number;
+  /**
+   * Receives what an event listener throws.
+   *
+   * @default {console.error}
+   */
+  readonly onListenerError?: (error: unknown, event: SyncEvent) => void;
+}
+
+/** Options of {@linkcode SyncEngine.sync}. */
+export interface SyncOptions {
+  /**
+   * The tables to push.
+   *
+   * @default {every registered table}
+   */
+  readonly pushKinds?: readonly string[];
+  /**
+   * The tables to pull.
+   *
+   * @default {every registered table}
+   */
+  readonly pullKinds?: readonly string[];
+  /** Cancels the run (shared runs: the first caller's signal). */
+  readonly signal?: AbortSignal;
+}
+
+/** The result of a sync run. */
+export interface SyncResult {
+  /** The run's number. */
+  readonly runId: number;
+  /** What the run did. */
+  readonly stats: SyncStats;
+  /** How long it took, by the engine's clock. */
+  readonly durationMs: number;
+  /** The longest `Retry-After` a server asked for, in ms, if any. */
+  readonly retryAfterMs: number | null;
+}
+
+/** Options of {@linkcode SyncEngine.startAuto}. */
+export interface AutoSyncOptions {
+  /**
+   * The time between runs, in ms.
+   *
+   * @default {30000}
+   */
+  readonly intervalMs?: number;
+  /**
+   * How soon after a local write a run starts, in ms; `null` to wait for
+   * the interval.
+   *
+   * @default {500}
+   */
+  readonly afterWriteMs?: number | null;
+  /**
+   * The cap of the backoff after failed runs, in ms.
+   *
+   * @default {300000}
+   */
+  readonly maxBackoffMs?: number;
+}
+
+/** Where the engine stands. */
+export type EngineStatus =
+  /** Ready; no run in progress. */
+  | "idle"
+  /** A run is in progress. */
+  | "running"
+  /** The server refused the credentials; automatic runs pause. */
+  | "auth"
+  /** Closed. */
+  | "closed";
+
+/** A run in progress, shared by concurrent callers. */
+interface Run {
+  readonly mode: "sync" | "fullResync";
+  readonly promise: Promise<SyncResult>;
+}
+
+function positiveInteger(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+): number {
+  const resolved = value ?? fallback;
+  if (!Number.isInteger(resolved) || resolved < 1) {
+    throw new RangeError(
+      `Cannot create sync engine as ${name} is not a positive integer: current value is ${resolved}`,
+    );
+  }
+  return resolved;
+}
+
+/**
+ * The offline-first sync engine.
+ *
+ * Apps read and write tables locally, instantly; each write commits its
+ * outbox op atomically. `sync()` pushes the outbox, resolves conflicts on
+ * the client, then pulls the server's changes page by page.
+ *
+ * @example Two clients syncing through the reference server
+ * ```ts
+ * import { SyncEngine } from "@offline-first/sync";
+ * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+ * import { createRestTransport } from "@offline-first/sync/transport/rest";
+ * import { createSyncServer } from "@offline-first/sync/transport/server";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = createSyncServer();
+ * await using http = Deno.serve(
+ *   { port: 0, hostname: "127.0.0.1", onListen() {} },
+ *   server.fetch,
+ * );
+ * const baseUrl = `http://127.0.0.1:${http.addr.port}`;
+ *
+ * async function client() {
+ *   const storage = createMemoryStorage();
+ *   const transport = createRestTransport({ baseUrl });
+ *   const engine = new SyncEngine({ storage, transport });
+ *   return { engine, todos: engine.table("todos") };
+ * }
+ * const a = await client();
+ * const b = await client();
+ *
+ * await a.todos.put({ id: "1", title: "Buy milk", done: false });
+ * await a.engine.sync();
+ * await b.engine.sync();
+ * assert.equal((await b.todos.get("1"))?.title, "Buy milk");
+ *
+ * for (const c of [a, b]) await c.engine.close();
+ * ```
+ */
+export class SyncEngine implements AsyncDisposable {
+  /** The app's view of the outbox: queued and quarantined ops. */
+  readonly outbox: Outbox;
+  /** The persisted conflict inbox. */
+  readonly conflicts: ConflictInbox;
+
+  #storage: Storage;
+  #transport: Transport;
+  #hub: EventHub;
+  #limits: EngineLimits;
+  #clock: Clock;
+  #ids: (after?: string) => string;
+  #timers: Timers;
+  #random: () => number;
+  #defaults: {
+    strategy: ConflictStrategy;
+    resolver: ConflictResolver | undefined;
+    mergeFn: MergeFunction | undefined;
+  };
+  #tables = new Map<string, { config: TableConfig; handle: Table<unknown> }>();
+  #ctx: EngineContext;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+  #closeController = new AbortController();
+  #run: Run | null = null;
+  #runId = 0;
+  #status: EngineStatus = "idle";
+  #skewMs = 0;
+  #skewKnown = false;
+  #auto: {
+    options: Required<AutoSyncOptions>;
+    timer: unknown;
+    failures: number;
+    offWrite: () => void;
+  } | null = null;
+
+  /**
+   * Constructs a new instance.
+   *
+   * @param options Storage, transport, strategy and injectable clock, ids,
+   * timers.
+   * @throws {RangeError} When a numeric option is not a positive integer.
+   * @throws {TypeError} When the strategy is unknown.
+   */
+  constructor(options: SyncEngineOptions) {
+    if (options?.storage === undefined || options.transport === undefined) {
+      throw new TypeError(
+        "Cannot create sync engine as storage and transport are required",
+      );
+    }
+    this.#storage = options.storage;
+    this.#transport = options.transport;
+    this.#hub = new EventHub(options.onListenerError);
+    this.#clock = options.clock ?? Date;
+    const clock = this.#clock;
+    this.#ids = options.ids ?? createUlid({ now: () => clock.now() });
+    this.#timers = options.timers ?? {
+      setTimeout: (callback, ms) => setTimeout(callback, ms),
+      clearTimeout: (handle) => clearTimeout(handle as number),
+    };
+    this.#random = options.random ?? Math.random;
+    this.#limits = {
+      pageSize: positiveInteger("pageSize", options.pageSize, 100),
+      pushBatchSize: positiveInteger(
+        "pushBatchSize",
+        options.pushBatchSize,
+        100,
+      ),
+      maxConflictRetries: positiveInteger(
+        "maxConflictRetries",
+        options.maxConflictRetries,
+        3,
+      ),
+      writeRetries: positiveInteger("writeRetries", options.writeRetries, 20),
+    };
+    const strategy = options.strategy ?? "autoPreserve";
+    assertStrategy(strategy);
+    this.#defaults = {
+      strategy,
+      resolver: options.resolver,
+      mergeFn: options.mergeFn,
+    };
+    this.#ctx = this.#createContext();
+    const guard = (action: string): void => assertOpen(this.#closed, action);
+    this.outbox = new Outbox(this.#ctx, guard);
+    this.conflicts = new ConflictInbox(this.#ctx, guard);
+  }
+
+  /** Where the engine stands. */
+  get status(): EngineStatus {
+    return this.#status;
+  }
+
+  /**
+   * The measured clock skew: server time minus client time, in ms (0 until
+   * a response carried a `Date` header).
+   */
+  get clockSkewMs(): number {
+    return this.#skewMs;
+  }
+
+  /**
+   * Registers a table, or returns the one registered under `kind`.
+   *
+   * @typeParam S The schema, whose output types the records.
+   * @param kind The table's kind: its REST path segment.
+   * @param options Schema, field names, conflict strategy, coalescing.
+   * @returns The table handle.
+   * @throws {TypeError} When `kind` is empty or reserved (`batch`,
+   * `health`), or is registered already with other options.
+   */
+  table<S extends StandardSchemaV1>(
+    kind: string,
+    options: TableOptions<InferOutput<S>> & { readonly schema: S },
+  ): Table<InferOutput<S>>;
+  /**
+   * Registers a table, or returns the one registered under `kind`.
+   *
+   * @typeParam T The record type.
+   * @param kind The table's kind: its REST path segment.
+   * @param options Field names, conflict strategy, coalescing.
+   * @returns The table handle.
+   */
+  table<T = JsonObject>(kind: string, options?: TableOptions<T>): Table<T>;
+  table<T>(kind: string, options?: TableOptions<T>): Table<T> {
+    assertOpen(this.#closed, "register a table");
+    if (
+      typeof kind !== "string" || kind === "" || kind === "batch" ||
+      kind === "health"
+    ) {
+      throw new TypeError(
+        `Cannot register table as the kind is empty or reserved: current value is ${
+          JSON.stringify(kind)
+        }`,
+      );
+    }
+    const existing = this.#tables.get(kind);
+    if (existing !== undefined) {
+      if (options !== undefined) {
+        throw new TypeError(
+          `Cannot register table as '${kind}' is registered already: current value is "${kind}"`,
+        );
+      }
+      return existing.handle as Table<T>;
+    }
+    const config = this.#configure(kind, options ?? {});
+    const handle = new Table<T>(
+      this.#ctx,
+      config,
+      (action) => assertOpen(this.#closed, action),
+      this.#closeController.signal,
+    );
+    this.#tables.set(kind, { config, handle: handle as Table<unknown> });
+    return handle;
+  }
+
+  /**
+   * Adds an event listener.
+   *
+   * @param type The event type.
+   * @param listener Called with each event of that type; what it throws is
+   * reported, never propagated.
+   * @param options A signal that removes the listener.
+   * @returns A function that removes the listener.
+   */
+  on<T extends SyncEventType>(
+    type: T,
+    listener: SyncEventListener<T>,
+    options?: ListenOptions,
+  ): () => void {
+    return this.#hub.on(type, listener, options);
+  }
+
+  /**
+   * Pushes the outbox, then pulls every table's changes. One run at a time
+   * (clause 18): a call during a run shares that run's result.
+   *
+   * @param options Which tables to push and pull; a signal.
+   * @returns The run's stats.
+   * @throws {SyncError} A typed error when the run fails; nothing applied
+   * is lost and the outbox is kept.
+   */
+  sync(options: SyncOptions = {}): Promise<SyncResult> {
+    return this.#start("sync", options);
+  }
+
+  /**
+   * Pushes, then re-pulls every table from the start and removes local
+   * records the server no longer has, except those with pending ops
+   * (clause 13). Waits for a run in progress, then runs.
+   *
+   * @param options Which tables; a signal.
+   * @returns The run's stats.
+   * @throws {SyncError} A typed error when the run fails.
+   */
+  async fullResync(options: SyncOptions = {}): Promise<SyncResult> {
+    while (this.#run !== null) {
+      if (this.#run.mode === "fullResync") return await this.#run.promise;
+      await this.#run.promise.catch(() => {});
+    }
+    return await this.#start("fullResync", options);
+  }
+
+  /**
+   * Runs `sync()` in the background: every `intervalMs`, soon after local
+   * writes, and with capped exponential backoff after failures (honouring
+   * the server's `Retry-After`). Errors become `error` events, never
+   * unhandled rejections. Runs pause in the `auth` status until a manual
+   * `sync()` succeeds.
+   *
+   * @param options Interval, write delay, backoff cap.
+   * @throws {RangeError} When an option is out of range.
+   */
+  startAuto(options: AutoSyncOptions = {}): void {
+    assertOpen(this.#closed, "start auto sync");
+    const resolved: Required<AutoSyncOptions> = {
+      intervalMs: options.intervalMs ?? 30_000,
+      afterWriteMs: options.afterWriteMs === undefined
+        ? 500
+        : options.afterWriteMs,
+      maxBackoffMs: options.maxBackoffMs ?? 300_000,
+    };
+    for (const [name, value] of Object.entries(resolved)) {
+      if (value !== null && (!Number.isFinite(value) || value < 0)) {
+        throw new RangeError(
+          `Cannot start auto sync as ${name} is not a non-negative number: current value is ${value}`,
+        );
+      }
+    }
+    this.stopAuto();
+    const offWrite = resolved.afterWriteMs === null
+      ? () => {}
+      : this.#hub.on("change", (event) => {
+        if (event.source === "local") this.#schedule(resolved.afterWriteMs!);
+      });
+    this.#auto = { options: resolved, timer: undefined, failures: 0, offWrite };
+    this.#schedule(0);
+  }
+
+  /** Stops background runs; a run in progress finishes. Idempotent. */
+  stopAuto(): void {
+    if (this.#auto === null) return;
+    this.#timers.clearTimeout(this.#auto.timer);
+    this.#auto.offWrite();
+    this.#auto = null;
+  }
+
+  /**
+   * Stops auto sync, aborts a run in progress and waits for it, and
+   * rejects every later call with a `ClosedError`. The storage and
+   * transport stay open: they belong to the caller. Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.#closing !== null) return this.#closing;
+    this.#closed = true;
+    this.stopAuto();
+    this.#closeController.abort(
+      new ClosedError("Cannot continue sync as the engine is closed"),
+    );
+    const running = this.#run?.promise;
+    this.#closing = (async () => {
+      await running?.catch(() => {});
+      this.#status = "closed";
+      this.#hub.clear();
+    })();
+    return this.#closing;
+  }
+
+  /** Closes the engine. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #configure<T>(kind: string, options: TableOptions<T>): TableConfig {
+    const strategy = options.strategy ?? this.#defaults.strategy;
+    assertStrategy(strategy);
+    const fields = options.fields ?? {};
+    const idField = fields.id ?? "id";
+    const mergeFn = options.mergeFn ?? this.#defaults.mergeFn;
+    if (strategy === "merge" && mergeFn === undefined) {
+      throw new TypeError(
+        `Cannot register table '${kind}' as the merge strategy needs a mergeFn: current value is undefined`,
+      );
+    }
+    const systemFields = [
+      ...new Set([
+        ...DEFAULT_SYSTEM_FIELDS,
+        idField,
+        ...(fields.updatedAt === undefined ? [] : [fields.updatedAt]),
+        ...(fields.deletedAt === undefined ? [] : [fields.deletedAt]),
+      ]),
+    ];
+    return {
+      kind,
+      schema: options.schema as StandardSchemaV1 | undefined,
+      idField,
+      updatedAtField: fields.updatedAt,
+      deletedAtField: fields.deletedAt,
+      coalesce: options.coalesce ?? true,
+      policy: {
+        strategy,
+        resolver: options.resolver ?? this.#defaults.resolver,
+        mergeFn,
+        systemFields,
+      },
+    };
+  }
+
+  #createContext(): EngineContext {
+    // deno-lint-ignore no-this-alias
+    const engine = this;
+    return {
+      storage: this.#storage,
+      transport: this.#transport,
+      hub: this.#hub,
+      limits: this.#limits,
+      now: () => engine.#clock.now(),
+      newOpId(after?: string): string {
+        const id = engine.#ids(after);
+        if (!isUlid(id) || (after !== undefined && id <= after)) {
+          throw new TypeError(
+            `Cannot queue op as the id factory returned no ULID greater than "${
+              after ?? ""
+            }": current value is "${id}"`,
+          );
+        }
+        return id;
+      },
+      table(kind: string): TableConfig {
+        const entry = engine.#tables.get(kind);
+        if (entry === undefined) {
+          throw new SyncError(
+            `Cannot sync op as the kind is not registered: current value is "${kind}"`,
+            { category: "validation" },
+          );
+        }
+        return entry.config;
+      },
+      kinds: () => [...engine.#tables.keys()],
+      clockSkewMs: () => engine.#skewMs,
+      observeServerDate(serverDate: number | undefined, sentAt: number): void {
+        if (serverDate === undefined || !Number.isFinite(serverDate)) return;
+        // The Date header has whole seconds: add half a second and compare
+        // with the request's midpoint, then smooth the noise.
+        const now = engine.#clock.now();
+        const sample = serverDate + 500 - (sentAt + now) / 2;
+        engine.#skewMs = engine.#skewKnown
+          ? Math.round(engine.#skewMs * 0.8 + sample * 0.2)
+          : Math.round(sample);
+        engine.#skewKnown = true;
+      },
+    };
+  }
+
+  #start(
+    mode: "sync" | "fullResync",
+    options: SyncOptions,
+  ): Promise<SyncResult> {
+    if (this.#closed) {
+      return Promise.reject(
+        new ClosedError(
+          `Cannot ${
+            mode === "sync" ? "sync" : "resync"
+          } as the engine is closed`,
+        ),
+      );
+    }
+    if (this.#run !== null) return this.#run.promise;
+    const promise = this.#execute(mode, options).finally(() => {
+      this.#run = null;
+    });
+    this.#run = { mode, promise };
+    return promise;
+  }
+
+  async #execute(
+    mode: "sync" | "fullResync",
+    options: SyncOptions,
+  ): Promise<SyncResult> {
+    const runId = ++this.#runId;
+    const startedAt = this.#clock.now();
+    const stats: SyncStats = {
+      pushed: 0,
+      conflicts: 0,
+      resolved: 0,
+      deferred: 0,
+      quarantined: 0,
+      retrying: 0,
+      pulled: 0,
+      pages: 0,
+      removed: 0,
+    };
+    const signals = [this.#closeController.signal];
+    if (options.signal !== undefined) signals.push(options.signal);
+    const signal = AbortSignal.any(signals);
+    this.#status = "running";
+    this.#hub.emit({ type: "syncStarted", runId, mode });
+    try {
+      const all = [...this.#tables.keys()];
+      const pushKinds = this.#kinds("push", options.pushKinds, all);
+      const pullKinds = this.#kinds("pull", options.pullKinds, all);
+      const pushed = await pushPhase(this.#ctx, {
+        kinds: pushKinds,
+        stats,
+        signal,
+      });
+      await pullPhase(this.#ctx, {
+        kinds: pullKinds,
+        resync: mode === "fullResync",
+        stats,
+        signal,
+      });
+      const durationMs = this.#clock.now() - startedAt;
+      this.#status = this.#closed ? "closed" : "idle";
+      this.#hub.emit({
+        type: "syncCompleted",
+        runId,
+        mode,
+        ok: true,
+        stats: { ...stats },
+        durationMs,
+      });
+      return { runId, stats, durationMs, retryAfterMs: pushed.retryAfterMs };
+    } catch (thrown) {
+      const error = signal.aborted && !(thrown instanceof SyncError)
+        ? toSyncError(signal.reason, "closed")
+        : toSyncError(thrown);
+      this.#status = this.#closed
+        ? "closed"
+        : error instanceof AuthError
+        ? "auth"
+        : "idle";
+      this.#hub.emit({
+        type: "error",
+        error,
+        category: error.category,
+        retryable: error.retryable,
+      });
+      this.#hub.emit({
+        type: "syncCompleted",
+        runId,
+        mode,
+        ok: false,
+        stats: { ...stats },
+        durationMs: this.#clock.now() - startedAt,
+        error,
+      });
+      throw error;
+    }
+  }
+
+  #kinds(
+    phase: "push" | "pull",
+    requested: readonly string[] | undefined,
+    all: string[],
+  ): readonly string[] {
+    if (requested === undefined) return all;
+    for (const kind of requested) {
+      if (!this.#tables.has(kind)) {
+        throw new SyncError(
+          `Cannot ${phase} as the kind is not registered: current value is "${kind}"`,
+          { category: "validation" },
+        );
+      }
+    }
+    return requested;
+  }
+
+  #schedule(ms: number): void {
+    const auto = this.#auto;
+    if (auto === null) return;
+    this.#timers.clearTimeout(auto.timer);
+    auto.timer = this.#timers.setTimeout(() => {
+      void this.#tick();
+    }, ms);
+  }
+
+  async #tick(): Promise<void> {
+    const auto = this.#auto;
+    if (auto === null || this.#closed) return;
+    if (this.#status === "auth") {
+      this.#schedule(auto.options.intervalMs);
+      return;
+    }
+    let next = auto.options.intervalMs;
+    try {
+      const result = await this.sync();
+      auto.failures = 0;
+      if (result.retryAfterMs !== null) {
+        next = Math.max(next, result.retryAfterMs);
+      }
+    } catch (error) {
+      // Already reported as an `error` event by the run; here it only
+      // decides when to try again.
+      auto.failures++;
+      const retryable = error instanceof SyncError && error.retryable;
+      const backoff = backoffDelay(auto.failures, {
+        baseMs: 1000,
+        maxMs: auto.options.maxBackoffMs,
+        random: this.#random,
+      });
+      const retryAfter = error instanceof ServerError
+        ? error.retryAfterMs ?? 0
+        : 0;
+      next = retryable
+        ? Math.max(backoff, retryAfter)
+        : auto.options.intervalMs;
+    }
+    if (this.#auto === auto) this.#schedule(next);
+  }
+}
+
+function assertStrategy(strategy: string): void {
+  if (!CONFLICT_STRATEGIES.includes(strategy as ConflictStrategy)) {
+    throw new TypeError(
+      `Cannot use conflict strategy as it is unknown: current value is "${strategy}"`,
+    );
+  }
+}

@@ -1,0 +1,683 @@
+/**
+ * The push phase (ENGINE.md clauses 5-9, 14-17): drains the outbox to the
+ * transport, one op per record at a time, and settles each outcome.
+ *
+ * @module
+ */
+
+import {
+  type EngineContext,
+  readRecordMeta,
+  recordKey,
+  type TableConfig,
+} from "./_context.ts";
+import {
+  type Conflict,
+  type ConflictDecision,
+  decideConflict,
+} from "./conflict.ts";
+import {
+  NetworkError,
+  StorageError,
+  SyncError,
+  toSyncError,
+} from "./errors.ts";
+import type { SyncEvent, SyncStats } from "./events.ts";
+import type { JsonObject } from "./json.ts";
+import {
+  opError,
+  type OpPlan,
+  planAcceptServer,
+  planAck,
+  planFailure,
+  planForcedWrite,
+  planPark,
+} from "./outbox.ts";
+import type { Mutation, StoredOp, StoredRecord, Versioned } from "./storage.ts";
+import type { PushOp, PushResult } from "./transport.ts";
+
+/** Options of {@linkcode pushPhase}. */
+export interface PushPhaseOptions {
+  /** The tables to push. */
+  readonly kinds: readonly string[];
+  /** The run's counters, updated in place. */
+  readonly stats: SyncStats;
+  /** Cancels the phase. */
+  readonly signal: AbortSignal;
+}
+
+/** What a push phase learned that the scheduler needs. */
+export interface PushPhaseResult {
+  /** The longest `Retry-After` a server asked for, in ms, if any. */
+  readonly retryAfterMs: number | null;
+}
+
+/**
+ * The idempotency key of an op's current form (CONTRACT.md "Idempotency"):
+ * the op id for the first form, `<opId>.r<n>` for the n-th resolution.
+ *
+ * @param op The op.
+ * @returns The key.
+ */
+export function idempotencyKey(op: StoredOp): string {
+  return op.revision === 0 ? op.opId : `${op.opId}.r${op.revision}`;
+}
+
+const SCAN_PAGE = 512;
+
+/**
+ * Pushes pending ops until none is eligible. Within one run an op is tried
+ * a bounded number of times: after a retryable failure its record waits for
+ * the next run, and a conflict that keeps coming back parks the op.
+ *
+ * @param ctx The engine context.
+ * @param options Tables, counters, signal.
+ * @returns What the scheduler needs to know.
+ */
+export async function pushPhase(
+  ctx: EngineContext,
+  options: PushPhaseOptions,
+): Promise<PushPhaseResult> {
+  const { kinds, stats, signal } = options;
+  if (kinds.length === 0) return { retryAfterMs: null };
+  // Records whose head op is quarantined or parked: their later ops wait
+  // (clause 8), the rest of the outbox goes on.
+  const blocked = new Set<string>();
+  for await (
+    const entry of scanOps(ctx, { states: ["quarantined", "parked"], kinds })
+  ) {
+    blocked.add(recordKey(entry.value.kind, entry.value.id));
+  }
+  const tries = new Map<string, number>();
+  const total = ctx.hub.has("progress") ? await countPending(ctx, kinds) : null;
+  let done = 0;
+  let retryAfterMs: number | null = null;
+  ctx.hub.emit({ type: "progress", phase: "push", done, total });
+
+  for (;;) {
+    signal.throwIfAborted();
+    const heads = await selectHeads(ctx, kinds, blocked, tries);
+    if (heads.length === 0) break;
+    const claimed = await claim(ctx, heads);
+    if (claimed.length === 0) continue;
+    for (const op of claimed) {
+      tries.set(op.value.opId, (tries.get(op.value.opId) ?? 0) + 1);
+    }
+    const sentAt = ctx.now();
+    const results = await ctx.transport.push(
+      claimed.map((entry) => toPushOp(entry.value)),
+      { signal },
+    );
+    if (results.length !== claimed.length) {
+      throw new SyncError(
+        `Cannot push ops as the transport returned ${results.length} results for ${claimed.length} ops`,
+        { category: "parse" },
+      );
+    }
+    const settled = await settleResults(
+      ctx,
+      claimed,
+      results,
+      sentAt,
+      (key) => blocked.add(key),
+      stats,
+    );
+    done += settled.done;
+    if (settled.retryAfterMs !== null) {
+      retryAfterMs = Math.max(retryAfterMs ?? 0, settled.retryAfterMs);
+    }
+    ctx.hub.emit({ type: "progress", phase: "push", done, total });
+    if (settled.unreachable !== null) {
+      // Every op of the call failed on the network: the backend is out of
+      // reach, so the rest of the outbox would only fail the same way.
+      throw settled.unreachable;
+    }
+  }
+  return { retryAfterMs };
+}
+
+function toPushOp(op: StoredOp): PushOp {
+  return {
+    opId: op.opId,
+    key: idempotencyKey(op),
+    kind: op.kind,
+    id: op.id,
+    type: op.type,
+    payload: op.payload,
+    baseUpdatedAt: op.baseUpdatedAt,
+    force: op.force,
+  };
+}
+
+/** Iterates ops in outbox order, a page at a time. */
+export async function* scanOps(
+  ctx: EngineContext,
+  filter: { states: StoredOp["state"][]; kinds: readonly string[] },
+): AsyncGenerator<Versioned<StoredOp>> {
+  let after: string | undefined;
+  for (;;) {
+    const page = await ctx.storage.listOps({
+      ...filter,
+      ...(after === undefined ? {} : { after }),
+      limit: SCAN_PAGE,
+    });
+    yield* page;
+    if (page.length < SCAN_PAGE) return;
+    after = page[page.length - 1]!.value.opId;
+  }
+}
+
+async function countPending(
+  ctx: EngineContext,
+  kinds: readonly string[],
+): Promise<number> {
+  let count = 0;
+  for await (const _ of scanOps(ctx, { states: ["pending"], kinds })) count++;
+  return count;
+}
+
+/**
+ * Picks the next batch: the oldest pending op of each record (per-record
+ * FIFO, clause 5), skipping blocked records and ops tried too often.
+ */
+async function selectHeads(
+  ctx: EngineContext,
+  kinds: readonly string[],
+  blocked: Set<string>,
+  tries: Map<string, number>,
+): Promise<Versioned<StoredOp>[]> {
+  const heads: Versioned<StoredOp>[] = [];
+  const seen = new Set<string>();
+  const maxTries = ctx.limits.maxConflictRetries + 2;
+  for await (const entry of scanOps(ctx, { states: ["pending"], kinds })) {
+    const key = recordKey(entry.value.kind, entry.value.id);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    if (blocked.has(key)) continue;
+    if ((tries.get(entry.value.opId) ?? 0) >= maxTries) {
+      // Defensive bound (clause 9): never spin on one op within a run.
+      blocked.add(key);
+      continue;
+    }
+    heads.push(entry);
+    if (heads.length >= ctx.limits.pushBatchSize) break;
+  }
+  return heads;
+}
+
+/**
+ * Marks ops as sent before sending them (attempts + 1): from then on they
+ * are frozen, so a local write can no longer fold into a body the server
+ * may already hold under that idempotency key.
+ */
+async function claim(
+  ctx: EngineContext,
+  heads: Versioned<StoredOp>[],
+): Promise<Versioned<StoredOp>[]> {
+  let current = heads;
+  for (let attempt = 0; attempt < ctx.limits.writeRetries; attempt++) {
+    const mutations: Mutation[] = current.map((entry) => ({
+      type: "putOp",
+      op: { ...entry.value, attempts: entry.value.attempts + 1 },
+      expect: entry.rev,
+    }));
+    if ((await writeChunked(ctx, mutations.map((m) => [m]))).size === 0) {
+      const fresh = await ctx.storage.getOps(
+        current.map((entry) => entry.value.opId),
+      );
+      return fresh.filter((entry): entry is Versioned<StoredOp> =>
+        entry !== undefined && entry.value.state === "pending"
+      );
+    }
+    // Someone changed an op between our read and our claim (a local write
+    // folded into it, or another engine claimed it): read again.
+    const fresh = await ctx.storage.getOps(
+      current.map((entry) => entry.value.opId),
+    );
+    current = fresh.filter((entry): entry is Versioned<StoredOp> =>
+      entry !== undefined && entry.value.state === "pending"
+    );
+    if (current.length === 0) return [];
+  }
+  throw new StorageError(
+    `Cannot claim ops for push as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
+    { retryable: true },
+  );
+}
+
+/**
+ * Writes groups of mutations in as few writes as the storage's limits allow,
+ * never splitting a group.
+ *
+ * @param ctx The engine context.
+ * @param groups The groups; each commits whole or not at all.
+ * @returns The indices of the groups whose write failed an `expect`.
+ */
+export async function writeChunked(
+  ctx: EngineContext,
+  groups: readonly Mutation[][],
+): Promise<Set<number>> {
+  const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
+  const measure = Number.isFinite(maxWriteBytes);
+  const failed = new Set<number>();
+  let chunk: Mutation[] = [];
+  let members: number[] = [];
+  let bytes = 0;
+  const flush = async (): Promise<void> => {
+    if (chunk.length === 0) return;
+    const result = await ctx.storage.write(chunk);
+    if (!result.ok) { for (const index of members) failed.add(index); }
+    chunk = [];
+    members = [];
+    bytes = 0;
+  };
+  for (let index = 0; index < groups.length; index++) {
+    const group = groups[index]!;
+    const size = measure ? byteLength(group) : 0;
+    if (
+      chunk.length + group.length > maxMutationsPerWrite ||
+      (measure && bytes + size > maxWriteBytes)
+    ) {
+      await flush();
+    }
+    chunk.push(...group);
+    members.push(index);
+    bytes += size;
+  }
+  await flush();
+  return failed;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * The UTF-8 size of mutations as JSON, the measure of `maxWriteBytes`.
+ *
+ * @param mutations The mutations.
+ * @returns Their size in bytes.
+ */
+export function byteLength(mutations: readonly Mutation[]): number {
+  return encoder.encode(JSON.stringify(mutations)).length;
+}
+
+/** The decided fate of one pushed op, computed once per result. */
+type Outcome =
+  | { type: "ack"; record: JsonObject | null; status: number }
+  | {
+    type: "conflict";
+    conflict: Conflict;
+    decision: ConflictDecision;
+    server: JsonObject | null;
+    serverUpdatedAt: string | null;
+  }
+  | { type: "rejected"; error: SyncError }
+  | { type: "retry"; error: SyncError };
+
+interface Settled {
+  done: number;
+  retryAfterMs: number | null;
+  unreachable: SyncError | null;
+}
+
+async function settleResults(
+  ctx: EngineContext,
+  claimed: readonly Versioned<StoredOp>[],
+  results: readonly PushResult[],
+  sentAt: number,
+  block: (key: string) => void,
+  stats: SyncStats,
+): Promise<Settled> {
+  let retryAfterMs: number | null = null;
+  let networkFailures = 0;
+  let firstNetworkError: SyncError | null = null;
+  const outcomes = new Map<string, Outcome>();
+  const records = await readRecords(ctx, claimed.map((entry) => entry.value));
+
+  for (let i = 0; i < claimed.length; i++) {
+    const op = claimed[i]!.value;
+    const result = results[i]!;
+    if (result.type === "ok" || result.type === "conflict") {
+      ctx.observeServerDate(result.serverDate, sentAt);
+    }
+    switch (result.type) {
+      case "ok":
+        outcomes.set(op.opId, {
+          type: "ack",
+          record: result.record,
+          status: result.status,
+        });
+        break;
+      case "rejected":
+        outcomes.set(op.opId, { type: "rejected", error: result.error });
+        break;
+      case "retry":
+        if (result.retryAfterMs !== null) {
+          retryAfterMs = Math.max(retryAfterMs ?? 0, result.retryAfterMs);
+        }
+        if (result.error.category === "network") {
+          networkFailures++;
+          firstNetworkError ??= result.error;
+        }
+        outcomes.set(op.opId, { type: "retry", error: result.error });
+        break;
+      case "conflict": {
+        const table = ctx.table(op.kind);
+        const record = records.get(recordKey(op.kind, op.id));
+        const conflict = buildConflict(table, op, record?.value, result);
+        stats.conflicts++;
+        ctx.hub.emit({
+          type: "conflictDetected",
+          kind: op.kind,
+          id: op.id,
+          opId: op.opId,
+          local: conflict.local,
+          server: conflict.server,
+          strategy: table.policy.strategy,
+        });
+        let decision: ConflictDecision;
+        try {
+          decision = op.revision >= ctx.limits.maxConflictRetries
+            ? { type: "defer" }
+            : await decideConflict(conflict, table.policy, {
+              clockSkewMs: ctx.clockSkewMs(),
+            });
+        } catch (error) {
+          // A throwing resolver or merge function must not lose the op:
+          // park it and report the error.
+          const syncError = toSyncError(error, "conflict");
+          ctx.hub.emit({
+            type: "error",
+            error: syncError,
+            category: syncError.category,
+            retryable: false,
+          });
+          decision = { type: "defer" };
+        }
+        outcomes.set(op.opId, {
+          type: "conflict",
+          conflict,
+          decision,
+          server: result.current,
+          serverUpdatedAt: result.serverTimestamp ?? conflict.serverUpdatedAt,
+        });
+        break;
+      }
+    }
+  }
+
+  // Plan and commit op by op; a group whose write lost a race is planned
+  // again from fresh reads, the committed ones keep their events.
+  let done = 0;
+  let remaining = [...claimed];
+  for (
+    let attempt = 0;
+    remaining.length > 0 && attempt < ctx.limits.writeRetries;
+    attempt++
+  ) {
+    const fresh = await readFresh(ctx, remaining);
+    const plans: {
+      op: Versioned<StoredOp>;
+      plan: OpPlan;
+      events: SyncEvent[];
+    }[] = [];
+    for (const op of fresh.ops) {
+      const events: SyncEvent[] = [];
+      const plan = planOutcome(
+        ctx,
+        ctx.table(op.value.kind),
+        fresh.records.get(recordKey(op.value.kind, op.value.id)),
+        op,
+        fresh.later.get(op.value.opId) ?? [],
+        outcomes.get(op.value.opId)!,
+        events,
+      );
+      if (plan !== null) plans.push({ op, plan, events });
+    }
+    const failed = await writeChunked(ctx, plans.map((p) => p.plan.mutations));
+    const retry = new Set<string>();
+    plans.forEach(({ op, plan, events }, index) => {
+      if (failed.has(index)) {
+        retry.add(op.value.opId);
+        return;
+      }
+      done++;
+      if (plan.change !== null) events.push({ type: "change", ...plan.change });
+      for (const event of events) {
+        count(stats, event);
+        if (
+          event.type === "opQuarantined" || event.type === "conflictDeferred" ||
+          event.type === "opFailed"
+        ) {
+          block(recordKey(event.kind, event.id));
+        }
+        ctx.hub.emit(event);
+      }
+    });
+    remaining = remaining.filter((entry) => retry.has(entry.value.opId));
+  }
+  if (remaining.length > 0) {
+    throw new StorageError(
+      `Cannot settle pushed ops as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
+      { retryable: true },
+    );
+  }
+  return {
+    done,
+    retryAfterMs,
+    unreachable:
+      networkFailures === claimed.length && firstNetworkError !== null
+        ? new NetworkError(firstNetworkError.message, {
+          cause: firstNetworkError,
+        })
+        : null,
+  };
+}
+
+function count(stats: SyncStats, event: SyncEvent): void {
+  switch (event.type) {
+    case "opPushed":
+      stats.pushed++;
+      break;
+    case "opQuarantined":
+      stats.quarantined++;
+      break;
+    case "opFailed":
+      stats.retrying++;
+      break;
+    case "conflictDeferred":
+      stats.deferred++;
+      break;
+    case "conflictResolved":
+      stats.resolved++;
+      break;
+  }
+}
+
+function planOutcome(
+  ctx: EngineContext,
+  table: TableConfig,
+  record: Versioned<StoredRecord> | undefined,
+  op: Versioned<StoredOp>,
+  later: readonly Versioned<StoredOp>[],
+  outcome: Outcome,
+  events: SyncEvent[],
+): OpPlan | null {
+  const { kind, id, opId } = op.value;
+  const now = ctx.now();
+  switch (outcome.type) {
+    case "ack": {
+      if (record === undefined) return null;
+      events.push({
+        type: "opPushed",
+        kind,
+        id,
+        opId,
+        opType: op.value.type,
+        status: outcome.status,
+      });
+      return planAck(table, record, op, later, outcome.record);
+    }
+    case "rejected":
+      events.push({
+        type: "opQuarantined",
+        kind,
+        id,
+        opId,
+        error: outcome.error,
+      });
+      return planFailure(op, opError(outcome.error, now), "quarantined");
+    case "retry":
+      events.push({
+        type: "opFailed",
+        kind,
+        id,
+        opId,
+        error: outcome.error,
+        retryable: true,
+      });
+      return planFailure(op, opError(outcome.error, now), "pending");
+    case "conflict": {
+      if (record === undefined) return null;
+      const { decision, conflict, server } = outcome;
+      const strategy = table.policy.strategy;
+      if (decision.type === "defer") {
+        events.push({
+          type: "conflictDeferred",
+          kind,
+          id,
+          opId,
+          reason: op.value.revision >= ctx.limits.maxConflictRetries
+            ? "retries-exhausted"
+            : "manual",
+        });
+        return planPark(op, {
+          server,
+          serverUpdatedAt: outcome.serverUpdatedAt,
+          local: op.value.payload,
+          base: record.value.base?.data ?? null,
+          detectedAt: now,
+        });
+      }
+      if (decision.type === "write") {
+        if (decision.merge !== undefined && conflict.server !== null) {
+          events.push({
+            type: "dataMerged",
+            kind,
+            id,
+            local: conflict.local ?? {},
+            server: conflict.server,
+            result: decision.merge.data,
+            localFields: decision.merge.localFields,
+            serverFields: decision.merge.serverFields,
+            conflictingFields: decision.merge.conflictingFields,
+          });
+        }
+        events.push({
+          type: "conflictResolved",
+          kind,
+          id,
+          opId,
+          strategy,
+          resolution: decision.resolution,
+          result: decision.data,
+        });
+        return planForcedWrite(table, record, op, server, decision.data);
+      }
+      events.push({
+        type: "conflictResolved",
+        kind,
+        id,
+        opId,
+        strategy,
+        resolution: decision.type,
+        result: server,
+      });
+      return planAcceptServer(table, record, op, later, server);
+    }
+  }
+}
+
+function buildConflict(
+  table: TableConfig,
+  op: StoredOp,
+  record: StoredRecord | undefined,
+  result: Extract<PushResult, { type: "conflict" }>,
+): Conflict {
+  const meta = result.current === null
+    ? null
+    : readRecordMeta(table, result.current);
+  const serverMeta = typeof meta === "string" ? null : meta;
+  return {
+    kind: op.kind,
+    id: op.id,
+    opId: op.opId,
+    opType: op.type,
+    local: op.type === "delete" ? null : op.payload,
+    server: result.current,
+    serverDeleted: serverMeta?.deleted ?? false,
+    base: record?.base?.data ?? null,
+    changedFields: op.changedFields,
+    localUpdatedAt: record?.localUpdatedAt ?? op.createdAt,
+    serverUpdatedAt: result.serverTimestamp ?? serverMeta?.updatedAt ?? null,
+  };
+}
+
+async function readRecords(
+  ctx: EngineContext,
+  ops: readonly StoredOp[],
+): Promise<Map<string, Versioned<StoredRecord>>> {
+  const byKind = new Map<string, string[]>();
+  for (const op of ops) {
+    const ids = byKind.get(op.kind) ?? [];
+    ids.push(op.id);
+    byKind.set(op.kind, ids);
+  }
+  const out = new Map<string, Versioned<StoredRecord>>();
+  for (const [kind, ids] of byKind) {
+    const entries = await ctx.storage.getRecords(kind, ids);
+    entries.forEach((entry, i) => {
+      if (entry !== undefined) out.set(recordKey(kind, ids[i]!), entry);
+    });
+  }
+  return out;
+}
+
+interface FreshState {
+  ops: Versioned<StoredOp>[];
+  records: Map<string, Versioned<StoredRecord>>;
+  later: Map<string, Versioned<StoredOp>[]>;
+}
+
+/**
+ * Re-reads claimed ops, their records and the ops queued behind them. Ops
+ * that vanished or changed form meanwhile were settled by another writer
+ * and are left out.
+ */
+async function readFresh(
+  ctx: EngineContext,
+  claimed: readonly Versioned<StoredOp>[],
+): Promise<FreshState> {
+  const current = await ctx.storage.getOps(
+    claimed.map((entry) => entry.value.opId),
+  );
+  const ops = current.filter((entry, i): entry is Versioned<StoredOp> =>
+    entry !== undefined && entry.value.state === "pending" &&
+    entry.value.revision === claimed[i]!.value.revision
+  );
+  const records = await readRecords(ctx, ops.map((entry) => entry.value));
+  const later = new Map<string, Versioned<StoredOp>[]>();
+  for (const op of ops) {
+    const record = records.get(recordKey(op.value.kind, op.value.id));
+    if (record !== undefined && record.value.lastOpId !== op.value.opId) {
+      later.set(
+        op.value.opId,
+        await ctx.storage.listOps({
+          kinds: [op.value.kind],
+          id: op.value.id,
+          after: op.value.opId,
+        }),
+      );
+    }
+  }
+  return { ops, records, later };
+}

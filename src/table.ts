@@ -1,0 +1,444 @@
+/**
+ * Table handles: the app's whole local API for one kind of record. Reads
+ * come from the local store; writes commit the record and its outbox op
+ * atomically and never wait for the network.
+ *
+ * @module
+ */
+
+import type { EngineContext, TableConfig } from "./_context.ts";
+import type {
+  ConflictResolver,
+  ConflictStrategy,
+  MergeFunction,
+} from "./conflict.ts";
+import { SyncError, ValidationError } from "./errors.ts";
+import type { RecordChange } from "./events.ts";
+import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
+import { settleSystemFields, writeLocal } from "./outbox.ts";
+import { type StandardSchemaV1, validateWith } from "./schema.ts";
+
+/** Field names of a table's records, when the backend spells them its way. */
+export interface FieldNames {
+  /**
+   * The id field.
+   *
+   * @default {"id"}
+   */
+  readonly id?: string;
+  /**
+   * The server timestamp field.
+   *
+   * @default {"updated_at" or "updatedAt", whichever a record has}
+   */
+  readonly updatedAt?: string;
+  /**
+   * The tombstone field.
+   *
+   * @default {"deleted_at" or "deletedAt", whichever a record has}
+   */
+  readonly deletedAt?: string;
+}
+
+/** Options of a table, given when it is registered. */
+export interface TableOptions<T = JsonObject> {
+  /**
+   * Validates every local write (any Standard Schema v1 validator, e.g.
+   * zod 4). Invalid writes reject with a `ValidationError` and change
+   * nothing.
+   */
+  readonly schema?: StandardSchemaV1<unknown, T>;
+  /** The record's field names. */
+  readonly fields?: FieldNames;
+  /**
+   * The conflict strategy.
+   *
+   * @default {the engine's strategy}
+   */
+  readonly strategy?: ConflictStrategy;
+  /**
+   * The resolver of the `manual` strategy.
+   *
+   * @default {the engine's resolver}
+   */
+  readonly resolver?: ConflictResolver;
+  /**
+   * The merge function of the `merge` strategy.
+   *
+   * @default {the engine's merge function}
+   */
+  readonly mergeFn?: MergeFunction;
+  /**
+   * Whether writes to a record whose newest op was not sent yet fold into
+   * that op.
+   *
+   * @default {true}
+   */
+  readonly coalesce?: boolean;
+}
+
+/** Options of {@linkcode Table.get}. */
+export interface GetOptions {
+  /**
+   * Whether a deleted record is returned too.
+   *
+   * @default {false}
+   */
+  readonly includeDeleted?: boolean;
+}
+
+/** Options of {@linkcode Table.list}. */
+export interface ListOptions extends GetOptions {
+  /** Return records whose id sorts after this one (a paging cursor). */
+  readonly after?: string;
+  /**
+   * The most records to return.
+   *
+   * @default {Infinity}
+   */
+  readonly limit?: number;
+}
+
+/** Options of {@linkcode Table.put}. */
+export interface PutOptions {
+  /**
+   * The fields this write changed, when the caller knows better than the
+   * diff against the last server version.
+   */
+  readonly changedFields?: readonly string[];
+}
+
+/** Options of {@linkcode Table.watch}. */
+export interface WatchOptions {
+  /** Ends the iteration when aborted. */
+  readonly signal?: AbortSignal;
+  /**
+   * How many changes may wait unread. When a slow reader falls this far
+   * behind, the buffer is replaced by one `{ type: "overflow" }` item: the
+   * reader should re-read what it shows.
+   *
+   * @default {1000}
+   */
+  readonly bufferSize?: number;
+}
+
+/** An item of {@linkcode Table.watch}. */
+export type WatchItem<T> =
+  | ({ readonly type: "change"; readonly record: T | null } & RecordChange)
+  | { readonly type: "overflow" };
+
+/**
+ * A registered table. Obtained from `engine.table(kind)`.
+ *
+ * @typeParam T The record type.
+ */
+export class Table<T = JsonObject> {
+  /** The table's kind (its REST path segment). */
+  readonly kind: string;
+  #ctx: EngineContext;
+  #config: TableConfig;
+  #assertOpen: (action: string) => void;
+  #closeSignal: AbortSignal;
+
+  /**
+   * Constructs a new instance. Apps get one from `engine.table()`.
+   *
+   * @param ctx The engine context.
+   * @param config The table's settings.
+   * @param assertOpen Throws once the engine is closed.
+   * @param closeSignal Aborts when the engine closes.
+   */
+  constructor(
+    ctx: EngineContext,
+    config: TableConfig,
+    assertOpen: (action: string) => void,
+    closeSignal: AbortSignal,
+  ) {
+    this.kind = config.kind;
+    this.#ctx = ctx;
+    this.#config = config;
+    this.#assertOpen = assertOpen;
+    this.#closeSignal = closeSignal;
+  }
+
+  /**
+   * Reads a record.
+   *
+   * @param id The record's id.
+   * @param options Whether to return a deleted record.
+   * @returns The record, or `undefined` when absent (or deleted).
+   */
+  async get(id: string, options: GetOptions = {}): Promise<T | undefined> {
+    this.#assertOpen("get a record");
+    assertId(this.kind, id);
+    const [entry] = await this.#ctx.storage.getRecords(this.kind, [id]);
+    if (entry === undefined) return undefined;
+    if (entry.value.deleted && options.includeDeleted !== true) {
+      return undefined;
+    }
+    return entry.value.data as T;
+  }
+
+  /**
+   * Lists records in id order.
+   *
+   * @param options Deleted records, paging cursor, limit.
+   * @returns The records.
+   */
+  async list(options: ListOptions = {}): Promise<T[]> {
+    this.#assertOpen("list records");
+    const entries = await this.#ctx.storage.listRecords(this.kind, {
+      includeDeleted: options.includeDeleted ?? false,
+      ...(options.after === undefined ? {} : { after: options.after }),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+    });
+    return entries.map((entry) => entry.value.data as T);
+  }
+
+  /**
+   * Creates or replaces a record. The id comes from the record's id field.
+   * Server-owned fields (`updated_at`, `deleted_at`) are the server's: the
+   * ones passed are ignored.
+   *
+   * @param record The whole record.
+   * @param options The fields changed, when known.
+   * @returns The record as stored.
+   * @throws {ValidationError} When the record fails the schema or has no id.
+   */
+  async put(record: T, options: PutOptions = {}): Promise<T> {
+    this.#assertOpen("put a record");
+    const config = this.#config;
+    const valid = await this.#validate(record);
+    const id = valid[config.idField];
+    if (typeof id !== "string" || id === "") {
+      throw new ValidationError(
+        `Cannot put record into '${this.kind}' as it has no string "${config.idField}": current value is ${
+          JSON.stringify(id ?? null)
+        }`,
+        [{ message: "Expected a non-empty string id", path: [config.idField] }],
+      );
+    }
+    const stored = await writeLocal(
+      this.#ctx,
+      config,
+      id,
+      (current) =>
+        Promise.resolve({
+          type: "upsert",
+          data: settleSystemFields(config, id, valid, current),
+          changedFields: options.changedFields,
+        }),
+    );
+    return (stored?.data ?? valid) as T;
+  }
+
+  /**
+   * Changes some fields of an existing record. Only the patch's keys count
+   * as changed; a patch that changes nothing queues nothing; a key set to
+   * `undefined` removes the field.
+   *
+   * @param id The record's id.
+   * @param patch The fields to set.
+   * @returns The record as stored.
+   * @throws {SyncError} When the record does not exist (category
+   * `validation`).
+   * @throws {ValidationError} When the patched record fails the schema.
+   */
+  async update(id: string, patch: Partial<T>): Promise<T> {
+    this.#assertOpen("update a record");
+    assertId(this.kind, id);
+    if (!isJsonObject(patch)) {
+      throw new TypeError(
+        `Cannot update record as the patch is not an object: current value is ${
+          JSON.stringify(patch)
+        }`,
+      );
+    }
+    const config = this.#config;
+    const patchKeys = Object.keys(patch);
+    const stored = await writeLocal(this.#ctx, config, id, async (current) => {
+      if (current === undefined || current.deleted) {
+        throw new SyncError(
+          `Cannot update record in '${this.kind}' as it does not exist: current value is "${id}"`,
+          { category: "validation" },
+        );
+      }
+      const merged: JsonObject = { ...current.data };
+      for (const key of patchKeys) {
+        if ((patch as Record<string, unknown>)[key] === undefined) {
+          // An explicit `undefined` removes the field, as JSON would.
+          delete merged[key];
+          continue;
+        }
+        Object.defineProperty(merged, key, {
+          value: (patch as JsonObject)[key],
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      }
+      const valid = await this.#validate(merged as T);
+      return {
+        type: "upsert",
+        data: settleSystemFields(config, id, valid, current),
+        patchKeys,
+      };
+    });
+    return stored!.data as T;
+  }
+
+  /**
+   * Deletes a record. A record the server never saw disappears without
+   * trace; otherwise a delete is queued and reads hide the record.
+   *
+   * @param id The record's id.
+   * @returns `true` when a record was deleted, `false` when there was none.
+   */
+  async delete(id: string): Promise<boolean> {
+    this.#assertOpen("delete a record");
+    assertId(this.kind, id);
+    let existed = false;
+    await writeLocal(this.#ctx, this.#config, id, (current) => {
+      existed = current !== undefined && !current.deleted;
+      return Promise.resolve({ type: "delete" });
+    });
+    return existed;
+  }
+
+  /**
+   * Streams changes to this table's records, local and pulled, until the
+   * signal aborts or the engine closes.
+   *
+   * @param options Signal and buffer size.
+   * @returns The changes.
+   */
+  watch(options: WatchOptions = {}): AsyncIterableIterator<WatchItem<T>> {
+    const bufferSize = options.bufferSize ?? 1000;
+    if (!Number.isInteger(bufferSize) || bufferSize < 1) {
+      throw new RangeError(
+        `Cannot watch '${this.kind}' as bufferSize is not a positive integer: current value is ${bufferSize}`,
+      );
+    }
+    this.#assertOpen("watch a table");
+    const signals = [this.#closeSignal];
+    if (options.signal !== undefined) signals.push(options.signal);
+    const signal = AbortSignal.any(signals);
+    const buffer: WatchItem<T>[] = [];
+    let wake: (() => void) | null = null;
+    const off = this.#ctx.hub.on("change", (event) => {
+      if (event.kind !== this.kind) return;
+      if (buffer.length >= bufferSize) {
+        buffer.length = 0;
+        buffer.push({ type: "overflow" });
+      } else {
+        buffer.push({
+          type: "change",
+          kind: event.kind,
+          id: event.id,
+          data: event.data,
+          deleted: event.deleted,
+          source: event.source,
+          record: event.data as T | null,
+        });
+      }
+      wake?.();
+    }, { signal });
+    signal.addEventListener("abort", () => wake?.(), { once: true });
+    const iterator: AsyncIterableIterator<WatchItem<T>> = {
+      async next(): Promise<IteratorResult<WatchItem<T>>> {
+        while (buffer.length === 0 && !signal.aborted) {
+          await new Promise<void>((resolve) => wake = resolve);
+          wake = null;
+        }
+        const item = buffer.shift();
+        if (item === undefined) return { done: true, value: undefined };
+        return { done: false, value: item };
+      },
+      return(): Promise<IteratorResult<WatchItem<T>>> {
+        off();
+        buffer.length = 0;
+        return Promise.resolve({ done: true, value: undefined });
+      },
+      [Symbol.asyncIterator](): AsyncIterableIterator<WatchItem<T>> {
+        return iterator;
+      },
+    };
+    return iterator;
+  }
+
+  async #validate(record: T): Promise<JsonObject> {
+    const schema = this.#config.schema;
+    const value = schema === undefined
+      ? record
+      : await validateWith(schema, record, `record of '${this.kind}'`);
+    if (!isJsonObject(value)) {
+      throw new ValidationError(
+        `Cannot write record into '${this.kind}' as it is not an object: current value is ${
+          JSON.stringify(value)
+        }`,
+        [{ message: "Expected an object", path: [] }],
+      );
+    }
+    return toJson(this.kind, value, []) as JsonObject;
+  }
+}
+
+function assertId(kind: string, id: string): void {
+  if (typeof id !== "string" || id === "") {
+    throw new TypeError(
+      `Cannot address a record of '${kind}' as the id is not a non-empty string: current value is ${
+        JSON.stringify(id)
+      }`,
+    );
+  }
+}
+
+/**
+ * Copies a record as JSON would carry it: keys whose value is `undefined`
+ * are left out (as `JSON.stringify` does), and values JSON cannot carry
+ * faithfully (functions, non-finite numbers, class instances, `undefined`
+ * in arrays) are refused, since they would change on the way to the server.
+ * The copy also means the caller can reuse its object after a write.
+ */
+function toJson(kind: string, value: unknown, path: PropertyKey[]): JsonValue {
+  const fail = (what: string): never => {
+    throw new ValidationError(
+      `Cannot write record into '${kind}' as ${what} at "${path.join(".")}"`,
+      [{ message: what, path }],
+    );
+  };
+  if (
+    value === null || typeof value === "string" || typeof value === "boolean"
+  ) {
+    return value;
+  }
+  if (typeof value === "number") {
+    return Number.isFinite(value) ? value : fail("a number is not finite");
+  }
+  if (Array.isArray(value)) {
+    return value.map((item, i) =>
+      item === undefined
+        ? fail("an array item is undefined")
+        : toJson(kind, item, [...path, i])
+    );
+  }
+  if (typeof value === "object") {
+    const proto = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null) {
+      fail("a value is not a plain object");
+    }
+    const out: JsonObject = {};
+    for (const key of Object.keys(value)) {
+      const item = (value as Record<string, unknown>)[key];
+      if (item === undefined) continue;
+      Object.defineProperty(out, key, {
+        value: toJson(kind, item, [...path, key]),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+    return out;
+  }
+  return fail(`a value of type ${typeof value} is not JSON`);
+}

@@ -1,0 +1,485 @@
+import assert from "node:assert/strict";
+import { z } from "zod";
+import {
+  AuthError,
+  ClosedError,
+  Resolutions,
+  SyncEngine,
+  SyncError,
+  type SyncEvent,
+} from "../mod.ts";
+import { createMemoryStorage } from "../storage/memory.ts";
+import { createRestTransport } from "../transport/rest.ts";
+import { createClient, eventsOf, startServer } from "./_harness.ts";
+
+Deno.test("engine: a rejected op is quarantined while other records go on", async () => {
+  await using server = startServer({
+    schemas: { todos: z.object({ id: z.string(), title: z.string().max(10) }) },
+  });
+  await using a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "bad", title: "far too long a title" });
+  await todos.put({ id: "good", title: "short" });
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.pushed, 1);
+  assert.equal(stats.quarantined, 1);
+
+  const [quarantined] = await a.engine.outbox.quarantined();
+  assert.equal(quarantined?.id, "bad");
+  assert.equal(quarantined?.error?.status, 422);
+  assert.equal(eventsOf(a.events, "opQuarantined").length, 1);
+
+  // Later ops of the quarantined record wait behind it.
+  await todos.update("bad", { title: "still far too long" });
+  await a.engine.sync();
+  const waiting = await a.engine.outbox.list({ states: ["pending"] });
+  assert.equal(waiting.length, 1, "the later op was not sent");
+  assert.equal(
+    server.requests.filter((r) => JSON.stringify(r.body).includes("still far"))
+      .length,
+    0,
+  );
+
+  // Dropping both ops returns the record to what the server has: nothing.
+  await a.engine.outbox.drop(waiting[0]!.opId);
+  assert.equal(await a.engine.outbox.drop(quarantined!.opId), true);
+  assert.equal(await todos.get("bad"), undefined);
+  assert.equal((await a.engine.outbox.list()).length, 0);
+});
+
+Deno.test("engine: a quarantined op can be edited and sent again", async () => {
+  await using server = startServer({
+    schemas: { todos: z.object({ id: z.string(), title: z.string().max(10) }) },
+  });
+  await using a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "t", title: "far too long a title" });
+  await a.engine.sync();
+  const [op] = await a.engine.outbox.quarantined();
+  assert.ok(op);
+  await assert.rejects(a.engine.outbox.retry("nope"), SyncError);
+
+  await a.engine.outbox.edit(op.opId, { id: "t", title: "fits" });
+  assert.equal((await todos.get("t"))?.title, "fits");
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.pushed, 1);
+  assert.equal((await a.engine.outbox.list()).length, 0);
+  const keys = server.requests
+    .filter((r) => r.path === "/batch" || r.method === "PUT")
+    .flatMap((r) =>
+      r.path === "/batch"
+        ? JSON.parse(r.body).ops.map((o: { opId: string }) => o.opId)
+        : [r.headers.get("idempotency-key")]
+    );
+  assert.equal(keys.length, 2);
+  assert.notEqual(keys[0], keys[1], "the edited op has a fresh key");
+});
+
+Deno.test("engine: a second 401 pauses sync in the auth state with the outbox intact", async () => {
+  await using server = startServer({
+    auth: (request) =>
+      request.headers.get("authorization") === "Bearer good" ? "alice" : null,
+  });
+  let token = "bad";
+  const refreshes: boolean[] = [];
+  await using a = createClient(server.url, {
+    transport: {
+      token: ({ refresh }) => {
+        refreshes.push(refresh);
+        return token;
+      },
+    },
+  });
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "t", title: "x" });
+  await assert.rejects(a.engine.sync(), AuthError);
+  assert.equal(a.engine.status, "auth");
+  assert.ok(refreshes.includes(true), "the token was refreshed once");
+  assert.equal((await a.engine.outbox.list()).length, 1);
+  assert.equal(eventsOf(a.events, "error")[0]?.category, "auth");
+
+  token = "good";
+  await a.engine.sync();
+  assert.equal(a.engine.status, "idle");
+  assert.equal((await a.engine.outbox.list()).length, 0);
+});
+
+Deno.test("engine: a retryable failure leaves the op for the next run without spinning", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, {
+    transport: { batch: false, retry: { attempts: 2 } },
+  });
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "t", title: "x" });
+  server.intercept((request) =>
+    request.method === "PUT" ? new Response(null, { status: 503 }) : undefined
+  );
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.retrying, 1);
+  assert.equal(stats.pushed, 0);
+  const puts = server.requests.filter((r) => r.method === "PUT");
+  assert.equal(puts.length, 2, "the transport's two attempts, then stop");
+  const [op] = await a.engine.outbox.list();
+  assert.equal(op?.state, "pending");
+  assert.equal(op?.error?.status, 503);
+
+  server.intercept(undefined);
+  await a.engine.sync();
+  assert.equal((await a.engine.outbox.list()).length, 0);
+  const keys = new Set(
+    server.requests.filter((r) => r.method === "PUT").map((r) =>
+      r.headers.get("idempotency-key")
+    ),
+  );
+  assert.equal(keys.size, 1, "every attempt of one op uses one key");
+});
+
+Deno.test("engine: ops of one record are delivered in order and the next one is rebased", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, { transport: { batch: false } });
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "t", title: "v1" });
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  let first = true;
+  server.intercept(async (request, _seen, next) => {
+    if (request.method !== "PUT" || !first) return undefined;
+    first = false;
+    await gate;
+    return next(request);
+  });
+  const running = a.engine.sync();
+  // While the first op is in flight it is frozen: this edit queues behind.
+  while (server.requests.filter((r) => r.method === "PUT").length === 0) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  await todos.update("t", { title: "v2" });
+  assert.equal((await a.engine.outbox.list()).length, 2);
+  release();
+  await running;
+  await a.engine.sync();
+  const bodies = server.requests.filter((r) => r.method === "PUT").map((r) =>
+    JSON.parse(r.body).title
+  );
+  assert.deepEqual(bodies, ["v1", "v2"]);
+  assert.equal(
+    eventsOf(a.events, "conflictDetected").length,
+    0,
+    "no self-conflict",
+  );
+  assert.equal((await todos.get("t"))?.title, "v2");
+});
+
+Deno.test("engine: create then delete while offline sends nothing", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "t", title: "x" });
+  assert.equal(await todos.delete("t"), true);
+  assert.equal(await todos.delete("t"), false);
+  assert.equal((await a.engine.outbox.list()).length, 0);
+  await a.engine.sync();
+  assert.equal(
+    server.requests.filter((r) => r.method !== "GET").length,
+    0,
+  );
+});
+
+Deno.test("engine: update of a missing record is a typed error", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  await assert.rejects(
+    todos.update("nope", { title: "x" }),
+    (error: unknown) => {
+      assert.ok(error instanceof SyncError);
+      assert.equal(error.category, "validation");
+      assert.match(error.message, /does not exist/);
+      return true;
+    },
+  );
+  await assert.rejects(todos.put({ title: "no id" }), SyncError);
+  assert.equal((await a.engine.outbox.list()).length, 0);
+});
+
+Deno.test("engine: serverWins takes the server's record and drops the op", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, {
+    engine: { strategy: "serverWins" },
+  });
+  await using b = createClient(server.url);
+  const docsA = a.engine.table("docs");
+  const docsB = b.engine.table("docs");
+  await docsA.put({ id: "d", title: "v1", body: "b1" });
+  await a.engine.sync();
+  await b.engine.sync();
+  await docsB.update("d", { title: "from B" });
+  await b.engine.sync();
+  await docsA.update("d", { body: "from A" });
+  await a.engine.sync();
+  const local = await docsA.get("d");
+  assert.equal(local?.title, "from B");
+  assert.equal(local?.body, "b1", "the local edit lost");
+  const [resolved] = eventsOf(a.events, "conflictResolved");
+  assert.equal(resolved?.resolution, "acceptServer");
+  assert.equal((await a.engine.outbox.list()).length, 0);
+});
+
+Deno.test("engine: clientWins forces the local record onto the server", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  await using b = createClient(server.url);
+  const docsA = a.engine.table("docs", { strategy: "clientWins" });
+  const docsB = b.engine.table("docs");
+  await docsA.put({ id: "d", title: "v1", body: "b1" });
+  await a.engine.sync();
+  await b.engine.sync();
+  await docsB.update("d", { title: "from B" });
+  await b.engine.sync();
+  await docsA.update("d", { body: "from A" });
+  await a.engine.sync();
+  await b.engine.sync();
+  const fromB = await docsB.get("d");
+  assert.equal(fromB?.title, "v1", "the client's whole record won");
+  assert.equal(fromB?.body, "from A");
+  assert.deepEqual(await docsA.get("d"), fromB);
+  const forced = server.requests.filter((r) =>
+    r.headers.get("x-force-update") === "true" ||
+    (r.path === "/batch" && r.body.includes('"force":true'))
+  );
+  assert.equal(forced.length, 1);
+});
+
+Deno.test("engine: manual without a resolver defers to the inbox, then resolves", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, { engine: { strategy: "manual" } });
+  await using b = createClient(server.url);
+  const docsA = a.engine.table("docs");
+  const docsB = b.engine.table("docs");
+  await docsA.put({ id: "d", title: "v1" });
+  await docsA.put({ id: "other", title: "o1" });
+  await a.engine.sync();
+  await b.engine.sync();
+  await docsB.update("d", { title: "from B" });
+  await b.engine.sync();
+  await docsA.update("d", { title: "from A" });
+  await docsA.update("other", { title: "o2" });
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.deferred, 1);
+  assert.equal(stats.pushed, 1, "the other record synced");
+  const before = server.requests.length;
+  await a.engine.sync();
+  assert.equal(
+    server.requests.slice(before).filter((r) => r.method !== "GET").length,
+    0,
+    "a parked op is not re-sent: no loop",
+  );
+
+  const [conflict] = await a.engine.conflicts.list();
+  assert.equal(conflict?.id, "d");
+  assert.equal(conflict?.server?.title, "from B");
+  assert.equal(conflict?.local?.title, "from A");
+  await a.engine.conflicts.resolve(
+    conflict!.opId,
+    Resolutions.acceptMerged({ id: "d", title: "from A and B" }),
+  );
+  await a.engine.sync();
+  await b.engine.sync();
+  assert.equal((await docsB.get("d"))?.title, "from A and B");
+  assert.equal((await a.engine.conflicts.list()).length, 0);
+});
+
+Deno.test("engine: fullResync removes records the server no longer has, except pending ones", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "kept", title: "k" });
+  await todos.put({ id: "gone", title: "g" });
+  await a.engine.sync();
+  // The server forgot "gone" entirely (say, its tombstone was purged).
+  await a.storage.write([{
+    type: "putRecord",
+    record: {
+      kind: "todos",
+      id: "ghost",
+      data: { id: "ghost", title: "never on the server" },
+      deleted: false,
+      base: {
+        data: { id: "ghost" },
+        updatedAt: "2020-01-01T00:00:00.000Z",
+        deleted: false,
+      },
+      lastOpId: null,
+      localUpdatedAt: null,
+    },
+  }]);
+  await todos.put({ id: "draft", title: "pending" });
+  await a.engine.fullResync({ pushKinds: [] });
+  assert.equal(await todos.get("ghost"), undefined);
+  assert.equal(
+    (await todos.get("draft"))?.title,
+    "pending",
+    "pending edits stay",
+  );
+  assert.equal((await todos.get("kept"))?.title, "k");
+});
+
+Deno.test("engine: a 410 on pull runs a full resync of that table", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "t", title: "x" });
+  await a.engine.sync();
+  let gone = true;
+  server.intercept((request, seen) => {
+    if (request.method === "GET" && seen.query.has("updatedSince") && gone) {
+      gone = false;
+      return Response.json({ error: "gone" }, { status: 410 });
+    }
+    return undefined;
+  });
+  await a.engine.sync();
+  const pulls = server.requests.filter((r) =>
+    r.method === "GET" && r.path === "/todos"
+  );
+  const last = pulls.at(-1);
+  assert.equal(
+    last?.query.has("updatedSince"),
+    false,
+    "re-pulled from the start",
+  );
+  assert.equal((await todos.get("t"))?.title, "x");
+  const [marker] = await a.storage.getMeta(["resync/todos"]);
+  assert.equal(marker, undefined, "the resync finished");
+});
+
+Deno.test("engine: watch() streams local and pulled changes", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  await using b = createClient(server.url);
+  const todosA = a.engine.table("todos");
+  const todosB = b.engine.table("todos");
+  const controller = new AbortController();
+  const seen: string[] = [];
+  const watching = (async () => {
+    for await (const item of todosB.watch({ signal: controller.signal })) {
+      if (item.type === "change") seen.push(`${item.source}:${item.id}`);
+      if (seen.includes("remote:theirs")) controller.abort();
+    }
+  })();
+  await todosB.put({ id: "mine", title: "local" });
+  await todosA.put({ id: "theirs", title: "remote" });
+  await a.engine.sync();
+  await b.engine.sync();
+  await watching;
+  assert.equal(seen[0], "local:mine");
+  assert.ok(seen.includes("remote:theirs"), seen.join());
+});
+
+Deno.test("engine: a throwing listener never breaks a sync", async () => {
+  await using server = startServer();
+  const reported: unknown[] = [];
+  await using a = createClient(server.url, {
+    engine: { onListenerError: (error) => reported.push(error) },
+  });
+  a.engine.on("opPushed", () => {
+    throw new Error("listener bug");
+  });
+  await a.engine.table("todos").put({ id: "t", title: "x" });
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.pushed, 1);
+  assert.equal(reported.length, 1);
+  assert.equal((reported[0] as Error).message, "listener bug");
+});
+
+Deno.test("engine: auto sync turns failures into events and backs off", async () => {
+  const scheduled: number[] = [];
+  const callbacks: (() => void)[] = [];
+  const timers = {
+    setTimeout(callback: () => void, ms: number) {
+      scheduled.push(ms);
+      callbacks.push(callback);
+      return callbacks.length;
+    },
+    clearTimeout() {},
+  };
+  const unhandled: unknown[] = [];
+  const onUnhandled = (event: PromiseRejectionEvent): void => {
+    unhandled.push(event.reason);
+    event.preventDefault();
+  };
+  globalThis.addEventListener("unhandledrejection", onUnhandled);
+  try {
+    await using storage = createMemoryStorage();
+    // Nothing listens on this port: every run fails on the network.
+    await using transport = createRestTransport({
+      baseUrl: "http://127.0.0.1:9",
+      retry: { attempts: 1 },
+    });
+    await using engine = new SyncEngine({
+      storage,
+      transport,
+      timers,
+      random: () => 0.5,
+    });
+    engine.table("todos");
+    const errors: SyncEvent[] = [];
+    engine.on("error", (event) => errors.push(event));
+    engine.startAuto({ intervalMs: 60_000 });
+    for (let run = 0; run < 3; run++) {
+      const next = callbacks.at(-1)!;
+      const count = callbacks.length;
+      next();
+      while (callbacks.length === count) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    }
+    assert.equal(errors.length, 3);
+    assert.equal(scheduled[0], 0, "the first run starts at once");
+    const backoffs = scheduled.slice(1);
+    assert.ok(backoffs.every((ms) => ms < 60_000), `backoff ${backoffs}`);
+    assert.ok(backoffs[2]! > backoffs[0]!, `grows: ${backoffs}`);
+    engine.stopAuto();
+  } finally {
+    globalThis.removeEventListener("unhandledrejection", onUnhandled);
+  }
+  assert.deepEqual(unhandled, []);
+});
+
+Deno.test("engine: close() is idempotent and later calls reject with ClosedError", async () => {
+  await using server = startServer();
+  const a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "t", title: "x" });
+  await Promise.all([a.engine.close(), a.engine.close()]);
+  await a.engine.close();
+  assert.equal(a.engine.status, "closed");
+  await assert.rejects(a.engine.sync(), ClosedError);
+  await assert.rejects(todos.get("t"), ClosedError);
+  await assert.rejects(todos.put({ id: "u" }), ClosedError);
+  await assert.rejects(a.engine.outbox.list(), ClosedError);
+  await assert.rejects(a.engine.conflicts.list(), ClosedError);
+  assert.throws(() => a.engine.table("more"), ClosedError);
+  await a[Symbol.asyncDispose]();
+  // The storage the caller owns kept the queued op.
+});
+
+Deno.test("engine: rejects bad options with RangeError and TypeError", () => {
+  const storage = createMemoryStorage();
+  const transport = createRestTransport({ baseUrl: "http://127.0.0.1:9" });
+  assert.throws(
+    () => new SyncEngine({ storage, transport, pageSize: 0 }),
+    RangeError,
+  );
+  assert.throws(
+    () => new SyncEngine({ storage, transport, strategy: "nope" as never }),
+    TypeError,
+  );
+  const engine = new SyncEngine({ storage, transport });
+  assert.throws(() => engine.table(""), TypeError);
+  assert.throws(() => engine.table("batch"), TypeError);
+  assert.throws(() => engine.table("x", { strategy: "merge" }), TypeError);
+  engine.table("todos");
+  assert.throws(() => engine.table("todos", { coalesce: false }), TypeError);
+  assert.equal(engine.table("todos"), engine.table("todos"));
+});

@@ -1,0 +1,288 @@
+import assert from "node:assert/strict";
+import type { TableConfig } from "../src/_context.ts";
+import { DEFAULT_SYSTEM_FIELDS } from "../src/merge.ts";
+import {
+  type LocalWritePlanInput,
+  planAck,
+  planLocalWrite,
+} from "../src/outbox.ts";
+import type { StoredOp, StoredRecord, Versioned } from "../src/storage.ts";
+import { createUlid } from "../src/ulid.ts";
+
+const table: TableConfig = {
+  kind: "notes",
+  schema: undefined,
+  idField: "id",
+  updatedAtField: undefined,
+  deletedAtField: undefined,
+  coalesce: true,
+  policy: {
+    strategy: "autoPreserve",
+    resolver: undefined,
+    mergeFn: undefined,
+    systemFields: DEFAULT_SYSTEM_FIELDS,
+  },
+};
+
+const T0 = "2025-03-01T10:00:00.000Z";
+
+function record(
+  overrides: Partial<StoredRecord> = {},
+): Versioned<StoredRecord> {
+  return {
+    rev: "r1",
+    value: {
+      kind: "notes",
+      id: "n",
+      data: { id: "n", title: "a", body: "x", updated_at: T0 },
+      deleted: false,
+      base: {
+        data: { id: "n", title: "a", body: "x", updated_at: T0 },
+        updatedAt: T0,
+        deleted: false,
+      },
+      lastOpId: null,
+      localUpdatedAt: null,
+      ...overrides,
+    },
+  };
+}
+
+function op(overrides: Partial<StoredOp> = {}): Versioned<StoredOp> {
+  return {
+    rev: "o1",
+    value: {
+      opId: "01HZZZZZZZZZZZZZZZZZZZZZZZ",
+      kind: "notes",
+      id: "n",
+      type: "upsert",
+      payload: { id: "n", title: "b", body: "x", updated_at: T0 },
+      baseUpdatedAt: T0,
+      changedFields: ["title"],
+      createdAt: 1,
+      attempts: 0,
+      revision: 0,
+      force: false,
+      state: "pending",
+      error: null,
+      conflict: null,
+      ...overrides,
+    },
+  };
+}
+
+function input(overrides: Partial<LocalWritePlanInput>): LocalWritePlanInput {
+  return {
+    table,
+    id: "n",
+    current: record(),
+    latest: undefined,
+    latestIsOnly: false,
+    intent: { type: "delete" },
+    now: 1000,
+    newOpId: createUlid({ now: () => 1000 }),
+    ...overrides,
+  };
+}
+
+function putOp(plan: ReturnType<typeof planLocalWrite>): StoredOp {
+  const mutation = plan?.mutations.find((m) => m.type === "putOp");
+  assert.ok(mutation?.type === "putOp");
+  return mutation.op;
+}
+
+Deno.test("planLocalWrite() commits the record and its op in one write", () => {
+  const plan = planLocalWrite(input({
+    intent: {
+      type: "upsert",
+      data: { id: "n", title: "b", body: "x", updated_at: T0 },
+    },
+  }));
+  assert.ok(plan !== null);
+  assert.deepEqual(plan.mutations.map((m) => m.type), ["putRecord", "putOp"]);
+  const queued = putOp(plan);
+  assert.equal(plan.record?.lastOpId, queued.opId);
+  assert.equal(queued.baseUpdatedAt, T0);
+  assert.deepEqual(queued.changedFields, ["title"]);
+  const put = plan.mutations[0];
+  assert.ok(put?.type === "putRecord");
+  assert.equal(put.expect, "r1", "guards against a concurrent writer");
+});
+
+Deno.test("planLocalWrite() enqueues nothing for an update that changes nothing", () => {
+  const plan = planLocalWrite(input({
+    intent: {
+      type: "upsert",
+      data: { id: "n", title: "a", body: "x", updated_at: T0 },
+      patchKeys: ["title"],
+    },
+  }));
+  assert.equal(plan, null);
+});
+
+Deno.test("planLocalWrite() counts a patch's keys that differ as changed", () => {
+  const plan = planLocalWrite(input({
+    intent: {
+      type: "upsert",
+      data: { id: "n", title: "a", body: "y", updated_at: T0 },
+      patchKeys: ["title", "body"],
+    },
+  }));
+  assert.deepEqual(putOp(plan).changedFields, ["body"]);
+});
+
+Deno.test("planLocalWrite() folds upsert+upsert into one op with the older base", () => {
+  const latest = op();
+  const plan = planLocalWrite(input({
+    current: record({ lastOpId: latest.value.opId }),
+    latest,
+    intent: {
+      type: "upsert",
+      data: { id: "n", title: "b", body: "y", updated_at: T0 },
+    },
+  }));
+  const folded = putOp(plan);
+  assert.equal(folded.opId, latest.value.opId);
+  assert.deepEqual(folded.payload, {
+    id: "n",
+    title: "b",
+    body: "y",
+    updated_at: T0,
+  });
+  assert.deepEqual(folded.changedFields, ["body", "title"]);
+  assert.equal(folded.baseUpdatedAt, T0);
+  const putOpMutation = plan?.mutations[1];
+  assert.ok(putOpMutation?.type === "putOp");
+  assert.equal(putOpMutation.expect, "o1");
+});
+
+Deno.test("planLocalWrite() folds upsert+delete into a delete", () => {
+  const latest = op();
+  const plan = planLocalWrite(input({
+    current: record({ lastOpId: latest.value.opId }),
+    latest,
+    intent: { type: "delete" },
+  }));
+  const folded = putOp(plan);
+  assert.equal(folded.opId, latest.value.opId);
+  assert.equal(folded.type, "delete");
+  assert.equal(folded.payload, null);
+  assert.equal(plan?.record?.deleted, true);
+});
+
+Deno.test("planLocalWrite() leaves nothing for a create then delete the server never saw", () => {
+  const latest = op({ baseUpdatedAt: null });
+  const plan = planLocalWrite(input({
+    current: record({ base: null, lastOpId: latest.value.opId }),
+    latest,
+    latestIsOnly: true,
+    intent: { type: "delete" },
+  }));
+  assert.deepEqual(plan?.mutations.map((m) => m.type), [
+    "deleteRecord",
+    "deleteOp",
+  ]);
+  assert.equal(plan?.record, null);
+});
+
+Deno.test("planLocalWrite() queues behind an op that was sent even once", () => {
+  const latest = op({ attempts: 1 });
+  const plan = planLocalWrite(input({
+    current: record({ lastOpId: latest.value.opId }),
+    latest,
+    intent: {
+      type: "upsert",
+      data: { id: "n", title: "c", body: "x", updated_at: T0 },
+    },
+  }));
+  const queued = putOp(plan);
+  assert.notEqual(queued.opId, latest.value.opId);
+  assert.ok(queued.opId > latest.value.opId, "per-record FIFO order");
+  assert.equal(queued.attempts, 0);
+});
+
+Deno.test("planLocalWrite() does not fold when coalescing is off", () => {
+  const latest = op();
+  const plan = planLocalWrite(input({
+    table: { ...table, coalesce: false },
+    current: record({ lastOpId: latest.value.opId }),
+    latest,
+    intent: {
+      type: "upsert",
+      data: { id: "n", title: "c", body: "x", updated_at: T0 },
+    },
+  }));
+  assert.notEqual(putOp(plan).opId, latest.value.opId);
+});
+
+Deno.test("planLocalWrite() ignores a delete of an absent or deleted record", () => {
+  assert.equal(planLocalWrite(input({ current: undefined })), null);
+  assert.equal(
+    planLocalWrite(input({ current: record({ deleted: true }) })),
+    null,
+  );
+});
+
+Deno.test("planLocalWrite() never counts system fields as changed", () => {
+  const plan = planLocalWrite(input({
+    current: undefined,
+    intent: {
+      type: "upsert",
+      data: { id: "new", title: "t", created_at: "x" },
+    },
+    id: "new",
+  }));
+  assert.deepEqual(putOp(plan).changedFields, ["title"]);
+});
+
+Deno.test("planAck() moves the queued ops onto the returned version", () => {
+  const first = op({ attempts: 1 });
+  const later: Versioned<StoredOp> = {
+    rev: "o2",
+    value: { ...op().value, opId: "01J00000000000000000000000" },
+  };
+  const server = {
+    id: "n",
+    title: "b",
+    body: "x",
+    updated_at: "2025-03-01T11:00:00.000Z",
+  };
+  const plan = planAck(
+    table,
+    record({ lastOpId: later.value.opId }),
+    first,
+    [later],
+    server,
+  );
+  const rebased = plan.mutations.find((m) =>
+    m.type === "putOp" && m.op.opId === later.value.opId
+  );
+  assert.ok(rebased?.type === "putOp");
+  assert.equal(rebased.op.baseUpdatedAt, "2025-03-01T11:00:00.000Z");
+  const put = plan.mutations.find((m) => m.type === "putRecord");
+  assert.ok(put?.type === "putRecord");
+  assert.equal(put.record.base?.updatedAt, "2025-03-01T11:00:00.000Z");
+  assert.equal(put.record.data.title, "a", "local data waits for the later op");
+  assert.ok(plan.mutations.some((m) => m.type === "deleteOp"));
+});
+
+Deno.test("planAck() takes the server's record as local data when nothing else is queued", () => {
+  const only = op({ attempts: 1 });
+  const server = {
+    id: "n",
+    title: "b",
+    body: "x",
+    updated_at: "2025-03-01T11:00:00.000Z",
+  };
+  const plan = planAck(
+    table,
+    record({ lastOpId: only.value.opId }),
+    only,
+    [],
+    server,
+  );
+  const put = plan.mutations.find((m) => m.type === "putRecord");
+  assert.ok(put?.type === "putRecord");
+  assert.deepEqual(put.record.data, server);
+  assert.equal(put.record.lastOpId, null);
+});
