@@ -5,6 +5,7 @@
  * @module
  */
 
+import { isTimestamp } from "./_timestamp.ts";
 import type { ConflictPolicy } from "./conflict.ts";
 import type { EventHub } from "./events.ts";
 import type { JsonObject } from "./json.ts";
@@ -88,7 +89,7 @@ export function readRecordMeta(
   const updatedAt = table.updatedAtField === undefined
     ? record["updated_at"] ?? record["updatedAt"]
     : record[table.updatedAtField];
-  if (typeof updatedAt !== "string" || Number.isNaN(Date.parse(updatedAt))) {
+  if (typeof updatedAt !== "string" || !isTimestamp(updatedAt)) {
     return `the record "${id}" has no valid "${
       table.updatedAtField ?? "updated_at"
     }" timestamp`;

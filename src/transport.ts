@@ -116,9 +116,11 @@ export type PushResult =
  * 3. Reject a whole call only for what concerns every op: `AuthError` once
  *    credentials are refused for good, `ClosedError` after close, an abort.
  *    Per-op failures are values.
- * 4. For a pull, return items only from a response that parsed completely;
- *    otherwise reject with `ParseError` (malformed), `ResyncRequiredError`
- *    (410), `AuthError`, `ServerError` or `NetworkError`.
+ * 4. For a pull, return items only from a response that parsed completely
+ *    (every item a JSON object); otherwise reject with `ParseError`
+ *    (malformed), `ResyncRequiredError` (410), `AuthError`, `ServerError` or
+ *    `NetworkError`. Checking each record's id and timestamp is the
+ *    engine's job: it knows every table's field names.
  * 5. Make `close()` idempotent and reject every later call with
  *    `ClosedError`.
  */

@@ -30,7 +30,7 @@ Deno.test("e2e: create, update and delete on client A reach client B", async () 
   assert.equal((await todosB.list({ includeDeleted: true })).length, 1);
 });
 
-Deno.test("e2e: 50 offline writes to 5 records coalesce into at most 5 pushed ops", async () => {
+Deno.test("e2e: clause 3, 50 offline writes to 5 records coalesce into at most 5 pushed ops", async () => {
   await using server = startServer();
   await using a = createClient(server.url);
   const notes = a.engine.table("notes");
@@ -59,7 +59,7 @@ Deno.test("e2e: 50 offline writes to 5 records coalesce into at most 5 pushed op
   }
 });
 
-Deno.test("e2e: the mood/energy/notes conflict keeps every field and reports the merge", async () => {
+Deno.test("e2e: clause 14, the mood/energy/notes conflict keeps every field and reports the merge", async () => {
   await using server = startServer();
   await using a = createClient(server.url);
   await using b = createClient(server.url);
@@ -92,7 +92,7 @@ Deno.test("e2e: the mood/energy/notes conflict keeps every field and reports the
   assert.equal((await a.engine.outbox.list()).length, 0);
 });
 
-Deno.test("e2e: 1,000 records sharing one updated_at arrive exactly once with page size 7", async () => {
+Deno.test("e2e: clause 10, 1,000 records sharing one updated_at arrive exactly once with page size 7", async () => {
   await using server = startServer({
     now: () => Date.parse("2025-03-01T10:00:00.000Z"),
   });
@@ -121,7 +121,7 @@ Deno.test("e2e: 1,000 records sharing one updated_at arrive exactly once with pa
   assert.equal((await readerItems.list()).length, 1000);
 });
 
-Deno.test("e2e: a pull that fails on page 4 resumes from page 4 without duplicates", async () => {
+Deno.test("e2e: clause 10, a pull that fails on page 4 resumes from page 4 without duplicates", async () => {
   await using server = startServer();
   await using seeder = createClient(server.url);
   const items = seeder.engine.table("items");
@@ -162,7 +162,7 @@ Deno.test("e2e: a pull that fails on page 4 resumes from page 4 without duplicat
   assert.equal(new Set(ids).size, 30, "no duplicates");
 });
 
-Deno.test("e2e: a pulled change to a record with a pending edit keeps the local data", async () => {
+Deno.test("e2e: clause 11, a pulled change to a record with a pending edit updates only the base", async () => {
   await using server = startServer();
   await using a = createClient(server.url);
   await using b = createClient(server.url);
@@ -218,7 +218,7 @@ Deno.test("e2e: ids with / ? # % space and unicode round-trip", async () => {
   assert.equal(await filesB.get("what?"), undefined);
 });
 
-Deno.test("e2e: a lost response is re-sent with the same key and applied once", async () => {
+Deno.test("e2e: clause 6, a lost response is re-sent with the same key and applied once", async () => {
   await using server = startServer();
   await using a = createClient(server.url, { transport: { batch: false } });
   const todos = a.engine.table("todos");
@@ -259,7 +259,7 @@ Deno.test("e2e: a lost response is re-sent with the same key and applied once", 
   assert.equal(stored?.updated_at, (await todos.get("t"))?.updated_at);
 });
 
-Deno.test("e2e: three concurrent sync() calls run once", async () => {
+Deno.test("e2e: clause 18, three concurrent sync() calls run once", async () => {
   await using server = startServer();
   await using a = createClient(server.url);
   await a.engine.table("todos").put({ id: "t", title: "x" });
@@ -278,7 +278,7 @@ Deno.test("e2e: three concurrent sync() calls run once", async () => {
   );
 });
 
-Deno.test("e2e: an invalid local write is rejected and changes nothing", async () => {
+Deno.test("e2e: clause 4, an invalid local write is rejected with a typed error and changes nothing", async () => {
   await using server = startServer();
   await using a = createClient(server.url);
   const Todo = z.object({

@@ -12,7 +12,7 @@ import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { createClient, eventsOf, startServer } from "./_harness.ts";
 
-Deno.test("engine: a rejected op is quarantined while other records go on", async () => {
+Deno.test("engine: clause 8, a rejected op is quarantined while other records go on", async () => {
   await using server = startServer({
     schemas: { todos: z.object({ id: z.string(), title: z.string().max(10) }) },
   });
@@ -75,7 +75,7 @@ Deno.test("engine: a quarantined op can be edited and sent again", async () => {
   assert.notEqual(keys[0], keys[1], "the edited op has a fresh key");
 });
 
-Deno.test("engine: a second 401 pauses sync in the auth state with the outbox intact", async () => {
+Deno.test("engine: clause 21, a second 401 pauses sync in the auth state with the outbox intact", async () => {
   await using server = startServer({
     auth: (request) =>
       request.headers.get("authorization") === "Bearer good" ? "alice" : null,
@@ -104,7 +104,7 @@ Deno.test("engine: a second 401 pauses sync in the auth state with the outbox in
   assert.equal((await a.engine.outbox.list()).length, 0);
 });
 
-Deno.test("engine: a retryable failure leaves the op for the next run without spinning", async () => {
+Deno.test("engine: clause 9, a retryable failure leaves the op for the next run without spinning", async () => {
   await using server = startServer();
   await using a = createClient(server.url, {
     transport: { batch: false, retry: { attempts: 2 } },
@@ -134,7 +134,7 @@ Deno.test("engine: a retryable failure leaves the op for the next run without sp
   assert.equal(keys.size, 1, "every attempt of one op uses one key");
 });
 
-Deno.test("engine: ops of one record are delivered in order and the next one is rebased", async () => {
+Deno.test("engine: clauses 5 and 7, ops of one record are delivered in order and the next one is rebased", async () => {
   await using server = startServer();
   await using a = createClient(server.url, { transport: { batch: false } });
   const todos = a.engine.table("todos");
@@ -250,7 +250,7 @@ Deno.test("engine: clientWins forces the local record onto the server", async ()
   assert.equal(forced.length, 1);
 });
 
-Deno.test("engine: manual without a resolver defers to the inbox, then resolves", async () => {
+Deno.test("engine: clause 15, manual without a resolver defers to the inbox, then resolves", async () => {
   await using server = startServer();
   await using a = createClient(server.url, { engine: { strategy: "manual" } });
   await using b = createClient(server.url);
@@ -289,7 +289,7 @@ Deno.test("engine: manual without a resolver defers to the inbox, then resolves"
   assert.equal((await a.engine.conflicts.list()).length, 0);
 });
 
-Deno.test("engine: fullResync removes records the server no longer has, except pending ones", async () => {
+Deno.test("engine: clause 13, fullResync removes records the server no longer has, except pending ones", async () => {
   await using server = startServer();
   await using a = createClient(server.url);
   const todos = a.engine.table("todos");
@@ -324,7 +324,7 @@ Deno.test("engine: fullResync removes records the server no longer has, except p
   assert.equal((await todos.get("kept"))?.title, "k");
 });
 
-Deno.test("engine: a 410 on pull runs a full resync of that table", async () => {
+Deno.test("engine: clause 12, a 410 on pull runs a full resync of that table", async () => {
   await using server = startServer();
   await using a = createClient(server.url);
   const todos = a.engine.table("todos");
@@ -376,7 +376,7 @@ Deno.test("engine: watch() streams local and pulled changes", async () => {
   assert.ok(seen.includes("remote:theirs"), seen.join());
 });
 
-Deno.test("engine: a throwing listener never breaks a sync", async () => {
+Deno.test("engine: clause 20, a throwing listener never breaks a sync", async () => {
   await using server = startServer();
   const reported: unknown[] = [];
   await using a = createClient(server.url, {
@@ -392,7 +392,7 @@ Deno.test("engine: a throwing listener never breaks a sync", async () => {
   assert.equal((reported[0] as Error).message, "listener bug");
 });
 
-Deno.test("engine: auto sync turns failures into events and backs off", async () => {
+Deno.test("engine: clause 19, auto sync turns failures into events and backs off", async () => {
   const scheduled: number[] = [];
   const callbacks: (() => void)[] = [];
   const timers = {
@@ -446,7 +446,7 @@ Deno.test("engine: auto sync turns failures into events and backs off", async ()
   assert.deepEqual(unhandled, []);
 });
 
-Deno.test("engine: close() is idempotent and later calls reject with ClosedError", async () => {
+Deno.test("engine: clause 22, close() is idempotent and later calls reject with ClosedError", async () => {
   await using server = startServer();
   const a = createClient(server.url);
   const todos = a.engine.table("todos");

@@ -91,7 +91,7 @@ function putOp(plan: ReturnType<typeof planLocalWrite>): StoredOp {
   return mutation.op;
 }
 
-Deno.test("planLocalWrite() commits the record and its op in one write", () => {
+Deno.test("clause 1: planLocalWrite() commits the record and its op in one write", () => {
   const plan = planLocalWrite(input({
     intent: {
       type: "upsert",
@@ -109,7 +109,7 @@ Deno.test("planLocalWrite() commits the record and its op in one write", () => {
   assert.equal(put.expect, "r1", "guards against a concurrent writer");
 });
 
-Deno.test("planLocalWrite() enqueues nothing for an update that changes nothing", () => {
+Deno.test("clause 2: an update that changes nothing enqueues nothing", () => {
   const plan = planLocalWrite(input({
     intent: {
       type: "upsert",
@@ -120,7 +120,7 @@ Deno.test("planLocalWrite() enqueues nothing for an update that changes nothing"
   assert.equal(plan, null);
 });
 
-Deno.test("planLocalWrite() counts a patch's keys that differ as changed", () => {
+Deno.test("clause 2: changedFields are the keys of a patch that differ", () => {
   const plan = planLocalWrite(input({
     intent: {
       type: "upsert",
@@ -131,7 +131,7 @@ Deno.test("planLocalWrite() counts a patch's keys that differ as changed", () =>
   assert.deepEqual(putOp(plan).changedFields, ["body"]);
 });
 
-Deno.test("planLocalWrite() folds upsert+upsert into one op with the older base", () => {
+Deno.test("clause 3: coalescing folds upsert+upsert into one upsert with the older base", () => {
   const latest = op();
   const plan = planLocalWrite(input({
     current: record({ lastOpId: latest.value.opId }),
@@ -156,7 +156,7 @@ Deno.test("planLocalWrite() folds upsert+upsert into one op with the older base"
   assert.equal(putOpMutation.expect, "o1");
 });
 
-Deno.test("planLocalWrite() folds upsert+delete into a delete", () => {
+Deno.test("clause 3: coalescing folds upsert+delete into a delete", () => {
   const latest = op();
   const plan = planLocalWrite(input({
     current: record({ lastOpId: latest.value.opId }),
@@ -170,7 +170,7 @@ Deno.test("planLocalWrite() folds upsert+delete into a delete", () => {
   assert.equal(plan?.record?.deleted, true);
 });
 
-Deno.test("planLocalWrite() leaves nothing for a create then delete the server never saw", () => {
+Deno.test("clause 3: create+delete of a record the server never saw leaves nothing at all", () => {
   const latest = op({ baseUpdatedAt: null });
   const plan = planLocalWrite(input({
     current: record({ base: null, lastOpId: latest.value.opId }),
@@ -185,7 +185,7 @@ Deno.test("planLocalWrite() leaves nothing for a create then delete the server n
   assert.equal(plan?.record, null);
 });
 
-Deno.test("planLocalWrite() queues behind an op that was sent even once", () => {
+Deno.test("clause 3: an op that has been sent even once is frozen and later writes queue behind it", () => {
   const latest = op({ attempts: 1 });
   const plan = planLocalWrite(input({
     current: record({ lastOpId: latest.value.opId }),
@@ -235,7 +235,7 @@ Deno.test("planLocalWrite() never counts system fields as changed", () => {
   assert.deepEqual(putOp(plan).changedFields, ["title"]);
 });
 
-Deno.test("planAck() moves the queued ops onto the returned version", () => {
+Deno.test("clause 7: on success the queued ops' baseUpdatedAt moves to the returned record", () => {
   const first = op({ attempts: 1 });
   const later: Versioned<StoredOp> = {
     rev: "o2",
