@@ -294,7 +294,7 @@ async function applyPage(
       const result = await ctx.storage.write(mutations);
       if (result.ok) {
         committed = true;
-        [entry] = await ctx.storage.getMeta([key]);
+        entry = { value: { ...cursor }, rev: result.revs.at(-1)! };
         for (const change of changes) {
           ctx.hub.emit({ type: "change", ...change });
         }
@@ -442,7 +442,7 @@ async function sweep(
   }]);
   // A record that changed since we listed it was touched by a local write
   // and is kept; the sweep does not retry it.
-  const failed = await writeChunked(ctx, groups);
+  const { failed } = await writeChunked(ctx, groups);
   stale.forEach((entry, index) => {
     if (failed.has(index)) return;
     stats.removed++;

@@ -214,35 +214,44 @@ async function claim(
   ctx: EngineContext,
   heads: Versioned<StoredOp>[],
 ): Promise<Versioned<StoredOp>[]> {
+  const claimed: Versioned<StoredOp>[] = [];
   let current = heads;
   for (let attempt = 0; attempt < ctx.limits.writeRetries; attempt++) {
-    const mutations: Mutation[] = current.map((entry) => ({
-      type: "putOp",
-      op: { ...entry.value, attempts: entry.value.attempts + 1 },
-      expect: entry.rev,
+    const ops = current.map((entry) => ({
+      ...entry.value,
+      attempts: entry.value.attempts + 1,
     }));
-    if ((await writeChunked(ctx, mutations.map((m) => [m]))).size === 0) {
-      const fresh = await ctx.storage.getOps(
-        current.map((entry) => entry.value.opId),
-      );
-      return fresh.filter((entry): entry is Versioned<StoredOp> =>
-        entry !== undefined && entry.value.state === "pending"
-      );
-    }
+    const written = await writeChunked(
+      ctx,
+      ops.map((op, i) => [{ type: "putOp", op, expect: current[i]!.rev }]),
+    );
+    ops.forEach((op, i) => {
+      const rev = written.revs[i]?.[0];
+      if (rev !== undefined && rev !== null) claimed.push({ value: op, rev });
+    });
+    if (written.failed.size === 0) return claimed;
     // Someone changed an op between our read and our claim (a local write
-    // folded into it, or another engine claimed it): read again.
+    // folded into it, or another engine claimed it): read those again.
     const fresh = await ctx.storage.getOps(
-      current.map((entry) => entry.value.opId),
+      [...written.failed].map((i) => current[i]!.value.opId),
     );
     current = fresh.filter((entry): entry is Versioned<StoredOp> =>
       entry !== undefined && entry.value.state === "pending"
     );
-    if (current.length === 0) return [];
+    if (current.length === 0) return claimed;
   }
   throw new StorageError(
     `Cannot claim ops for push as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
     { retryable: true },
   );
+}
+
+/** The outcome of {@linkcode writeChunked}. */
+export interface ChunkedWrite {
+  /** The indices of the groups whose write failed an `expect`. */
+  readonly failed: Set<number>;
+  /** Per group: the revisions its mutations left (see `WriteResult`). */
+  readonly revs: (readonly (string | null)[] | undefined)[];
 }
 
 /**
@@ -251,22 +260,29 @@ async function claim(
  *
  * @param ctx The engine context.
  * @param groups The groups; each commits whole or not at all.
- * @returns The indices of the groups whose write failed an `expect`.
+ * @returns Which groups failed, and the revisions the others left.
  */
 export async function writeChunked(
   ctx: EngineContext,
   groups: readonly Mutation[][],
-): Promise<Set<number>> {
+): Promise<ChunkedWrite> {
   const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
   const measure = Number.isFinite(maxWriteBytes);
   const failed = new Set<number>();
+  const revs: (readonly (string | null)[] | undefined)[] = [];
   let chunk: Mutation[] = [];
   let members: number[] = [];
   let bytes = 0;
   const flush = async (): Promise<void> => {
     if (chunk.length === 0) return;
     const result = await ctx.storage.write(chunk);
-    if (!result.ok) { for (const index of members) failed.add(index); }
+    let offset = 0;
+    for (const index of members) {
+      const size = groups[index]!.length;
+      if (result.ok) revs[index] = result.revs.slice(offset, offset + size);
+      else failed.add(index);
+      offset += size;
+    }
     chunk = [];
     members = [];
     bytes = 0;
@@ -285,7 +301,7 @@ export async function writeChunked(
     bytes += size;
   }
   await flush();
-  return failed;
+  return { failed, revs };
 }
 
 const encoder = new TextEncoder();
@@ -433,7 +449,10 @@ async function settleResults(
       );
       if (plan !== null) plans.push({ op, plan, events });
     }
-    const failed = await writeChunked(ctx, plans.map((p) => p.plan.mutations));
+    const { failed } = await writeChunked(
+      ctx,
+      plans.map((p) => p.plan.mutations),
+    );
     const retry = new Set<string>();
     plans.forEach(({ op, plan, events }, index) => {
       if (failed.has(index)) {

@@ -174,7 +174,16 @@ export type Mutation =
 /** The outcome of a {@linkcode Storage.write}. */
 export type WriteResult =
   /** Every mutation was committed. */
-  | { readonly ok: true }
+  | {
+    readonly ok: true;
+    /**
+     * One entry per mutation, in order: the revision its item has after the
+     * write, or `null` when the item does not exist after it. Two mutations
+     * of one item get the same entry. Lets a writer chain the next `expect`
+     * without reading again.
+     */
+    readonly revs: readonly (string | null)[];
+  }
   /** A precondition failed; nothing was committed. */
   | { readonly ok: false };
 
@@ -194,10 +203,16 @@ export interface StorageCapabilities {
    */
   readonly maxMutationsPerWrite: number;
   /**
-   * The most bytes (UTF-8 JSON of the mutations) one write accepts;
-   * `Infinity` for no limit.
+   * The most bytes one write accepts, measured as the UTF-8 length of
+   * `JSON.stringify(mutations)` (the whole array); `Infinity` for no limit.
    */
   readonly maxWriteBytes: number;
+  /**
+   * The longest kind, record id, op id or meta key, in UTF-16 code units
+   * (a string's `length`); `Infinity` for no limit. Deno KV, for one, caps
+   * a whole key at 2 KiB.
+   */
+  readonly maxKeyLength: number;
 }
 
 /** Common options of every call. */
@@ -226,11 +241,14 @@ export interface ListRecordsOptions extends StorageCallOptions {
 
 /** Options for {@linkcode Storage.listOps}. */
 export interface ListOpsOptions extends StorageCallOptions {
-  /** Only ops in these states; all states when absent. */
+  /** Only ops in these states; all states when absent, none when empty. */
   readonly states?: readonly OpState[];
-  /** Only ops of these tables; all tables when absent. */
+  /** Only ops of these tables; all tables when absent, none when empty. */
   readonly kinds?: readonly string[];
-  /** Only ops of this record (with `kinds` naming its one table). */
+  /**
+   * Only ops of records with this id (with `kinds` naming the record's one
+   * table; without `kinds`, records of that id in every table).
+   */
   readonly id?: string;
   /** Only ops whose id sorts after this op id (a paging cursor). */
   readonly after?: string;
@@ -259,10 +277,19 @@ export interface ListOpsOptions extends StorageCallOptions {
  *    unicode, `__proto__` keys) and never share objects with the caller.
  * 4. Order records by id and ops by op id, both compared by UTF-16 code
  *    units (JavaScript's `<` on strings).
- * 5. Reject a write beyond {@linkcode StorageCapabilities} with a
- *    `StorageError` and commit nothing.
+ * 5. Reject a write beyond {@linkcode StorageCapabilities} (too many
+ *    mutations, too many bytes, a key too long) with a `StorageError` and
+ *    commit nothing; reject a malformed mutation with a `TypeError`.
  * 6. Make `close()` idempotent and reject every later call with a
  *    `ClosedError`.
+ * 7. Reject a write whose `signal` is aborted before it commits with the
+ *    signal's reason, committing nothing.
+ *
+ * A record marked `deleted` still exists for `expect`: only a
+ * `deleteRecord` removes it. `capabilities.persistent` means data survives
+ * closing and reopening the store; `capabilities.multiProcess` means several
+ * handles (in one process or several) may use one store at once, each
+ * seeing the others' commits.
  *
  * @example Reading and writing a memory storage
  * ```ts
@@ -349,8 +376,8 @@ export interface Storage extends AsyncDisposable {
    * @param mutations The changes, applied in order (a later mutation of the
    * same item wins).
    * @param options Abort signal.
-   * @returns `{ ok: true }` when committed, `{ ok: false }` when an `expect`
-   * failed and nothing was committed.
+   * @returns `{ ok: true, revs }` when committed, `{ ok: false }` when an
+   * `expect` failed and nothing was committed.
    * @throws {StorageError} When the write exceeds the capabilities or the
    * store fails; nothing is committed.
    */

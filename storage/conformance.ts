@@ -513,7 +513,7 @@ const ORDER_KEYS: readonly string[] = [
 ];
 
 /** Keys that break adapters which join, escape or truncate keys. */
-const ODD_KEYS: readonly string[] = [
+const ALL_ODD_KEYS: readonly string[] = [
   "a/b",
   "/",
   "a\0b",
@@ -725,7 +725,13 @@ const FIRST_CASE: Case = {
     const capabilities = storage.capabilities;
     assert.equal(typeof capabilities.persistent, "boolean");
     assert.equal(typeof capabilities.multiProcess, "boolean");
-    for (const limit of ["maxMutationsPerWrite", "maxWriteBytes"] as const) {
+    for (
+      const limit of [
+        "maxMutationsPerWrite",
+        "maxWriteBytes",
+        "maxKeyLength",
+      ] as const
+    ) {
       const value = capabilities[limit];
       assert.ok(
         value === Infinity || (Number.isInteger(value) && value > 0),
@@ -983,6 +989,10 @@ const CASES: readonly Case[] = [
   {
     clause: "keys with /, NUL, unicode and 2 KiB round-trip",
     async run({ storage }): Promise<void> {
+      // A key beyond the declared maxKeyLength is the limit cases' business.
+      const ODD_KEYS = ALL_ODD_KEYS.filter((key) =>
+        key.length <= storage.capabilities.maxKeyLength
+      );
       await commit(storage, [
         ...ODD_KEYS.map((key) =>
           putRecord(record(KIND, key, { data: { n: key.length } }))
@@ -1549,6 +1559,87 @@ const CASES: readonly Case[] = [
           assert.deepEqual(paged, all, `${JSON.stringify(filter)} ${limit}`);
         }
       }
+    },
+  },
+  {
+    clause: "write() returns each item's new revision, null for removed items",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [
+        putRecord(record(KIND, "gone")),
+        putMeta("gone", 1),
+      ]);
+      const result = await storage.write([
+        putRecord(record(KIND, "a", { data: { n: 1 } })),
+        putOp(op(opId(1))),
+        putMeta("m", 1),
+        { type: "deleteRecord", kind: KIND, id: "gone" },
+        { type: "deleteMeta", key: "gone" },
+        { type: "deleteMeta", key: "never-there" },
+        putMeta("m", 2),
+      ]);
+      assert.ok(
+        result.ok,
+        "write() resolved { ok: false } where it should commit",
+      );
+      assert.equal(result.revs.length, 7);
+      const [recordEntry] = await storage.getRecords(KIND, ["a"]);
+      const [opEntry] = await storage.getOps([opId(1)]);
+      const [metaEntry] = await storage.getMeta(["m"]);
+      assert.equal(result.revs[0], recordEntry?.rev);
+      assert.equal(result.revs[1], opEntry?.rev);
+      assert.equal(
+        result.revs[2],
+        metaEntry?.rev,
+        "the item's rev after the write",
+      );
+      assert.equal(result.revs[6], metaEntry?.rev);
+      assert.deepEqual(result.revs.slice(3, 6), [null, null, null]);
+      // A returned revision is good for the next expect.
+      await succeeds(storage, [{
+        ...putMeta("m", 3),
+        expect: result.revs[2]!,
+      }]);
+    },
+  },
+  {
+    clause: "write() accepts keys of exactly maxKeyLength",
+    needs: ({ capabilities }) => finite(capabilities.maxKeyLength),
+    async run({ storage }): Promise<void> {
+      const max = storage.capabilities.maxKeyLength;
+      // Unicode at the end: a limit counted in bytes instead of code units,
+      // or a key cut short, shows up here.
+      const key = "k".repeat(max - 2) + "\u{1F600}";
+      assert.equal(key.length, max);
+      await commit(storage, [putRecord(record(key, key, { data: { n: 1 } }))]);
+      await commit(storage, [putOp(op(key, { kind: key, id: key }))]);
+      await commit(storage, [putMeta(key, 1)]);
+      assert.equal((await getRecord(storage, key, key))?.value.id, key);
+      assert.equal((await storage.getOps([key]))[0]?.value.opId, key);
+      assert.equal((await getMeta(storage, key))?.value, 1);
+      const [listed] = await storage.listOps({ kinds: [key], id: key });
+      assert.equal(listed?.value.opId, key);
+    },
+  },
+  {
+    clause:
+      "write() rejects a key of maxKeyLength + 1 with a StorageError and commits nothing",
+    needs: ({ capabilities }) => finite(capabilities.maxKeyLength),
+    async run({ storage }): Promise<void> {
+      const max = storage.capabilities.maxKeyLength;
+      const long = "k".repeat(max + 1);
+      const writes: Mutation[][] = [
+        [putMeta("before", 1), putRecord(record(KIND, long))],
+        [putMeta("before", 1), putRecord(record(long, "a"))],
+        [putMeta("before", 1), putOp(op(long))],
+        [putMeta("before", 1), putOp(op(opId(1), { id: long }))],
+        [putMeta("before", 1), putMeta(long, 1)],
+      ];
+      for (const mutations of writes) {
+        await rejectsWith(storage.write(mutations), StorageError, max);
+      }
+      assert.equal(await getMeta(storage, "before"), undefined);
+      assert.deepEqual(await storage.listOps(), []);
+      assert.deepEqual(await storage.listRecords(KIND), []);
     },
   },
   {

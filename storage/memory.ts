@@ -76,6 +76,14 @@ export interface MemoryStorageOptions {
    * @default {Infinity}
    */
   maxWriteBytes?: number;
+  /**
+   * The longest kind, id, op id or meta key (UTF-16 code units) a write
+   * accepts; a longer one rejects with a `StorageError`. Set it to mimic
+   * Deno KV's 2 KiB key limit in tests.
+   *
+   * @default {Infinity}
+   */
+  maxKeyLength?: number;
 }
 
 /**
@@ -117,11 +125,13 @@ export function createMemoryStorage(
     options.maxMutationsPerWrite,
   );
   const maxWriteBytes = resolveLimit("maxWriteBytes", options.maxWriteBytes);
+  const maxKeyLength = resolveLimit("maxKeyLength", options.maxKeyLength);
   return new MemoryStorage(Object.freeze({
     persistent: false,
     multiProcess: false,
     maxMutationsPerWrite,
     maxWriteBytes,
+    maxKeyLength,
   }));
 }
 
@@ -298,7 +308,8 @@ class MemoryStorage implements Storage {
           }`,
         );
       }
-      const { maxMutationsPerWrite, maxWriteBytes } = this.capabilities;
+      const { maxMutationsPerWrite, maxWriteBytes, maxKeyLength } =
+        this.capabilities;
       if (mutations.length > maxMutationsPerWrite) {
         throw new StorageError(
           `Cannot write ${mutations.length} mutations as the storage accepts at most ${maxMutationsPerWrite} per write: current value is ${mutations.length}`,
@@ -307,6 +318,17 @@ class MemoryStorage implements Storage {
       // Validating and copying everything first keeps the write
       // all-or-nothing: nothing below can fail halfway through applying.
       const plan = mutations.map(planMutation);
+      if (maxKeyLength !== Infinity) {
+        for (const planned of plan) {
+          for (const key of keysOf(planned)) {
+            if (key.length > maxKeyLength) {
+              throw new StorageError(
+                `Cannot write a key of ${key.length} characters as the storage accepts at most ${maxKeyLength}: current value is ${key.length}`,
+              );
+            }
+          }
+        }
+      }
       if (maxWriteBytes !== Infinity) {
         const bytes = utf8Length(JSON.stringify(mutations));
         if (bytes > maxWriteBytes) {
@@ -323,7 +345,10 @@ class MemoryStorage implements Storage {
         }
       }
       for (const planned of plan) this.#apply(planned);
-      return { ok: true };
+      return {
+        ok: true,
+        revs: plan.map((planned) => this.#currentRev(planned) ?? null),
+      };
     });
   }
 
@@ -496,6 +521,20 @@ function readEntry<T extends JsonValue | StoredRecord | StoredOp>(
 ): Versioned<T> | undefined {
   if (entry === undefined) return undefined;
   return { value: copyJson(entry.value as JsonValue) as T, rev: entry.rev };
+}
+
+/** The keys a planned mutation writes under, for the key-length limit. */
+function keysOf(planned: Planned): string[] {
+  switch (planned.space) {
+    case "record":
+      return [planned.kind, planned.id];
+    case "op":
+      return planned.value === undefined
+        ? [planned.opId]
+        : [planned.opId, planned.value.kind, planned.value.id];
+    case "meta":
+      return [planned.key];
+  }
 }
 
 function planMutation(mutation: Mutation, index: number): Planned {

@@ -10,6 +10,7 @@ await testStorage("memory (limited)", () => ({
   storage: createMemoryStorage({
     maxMutationsPerWrite: 10,
     maxWriteBytes: 4096,
+    maxKeyLength: 300,
   }),
 }));
 
@@ -40,13 +41,16 @@ Deno.test("createMemoryStorage() declares its capabilities", async () => {
     multiProcess: false,
     maxMutationsPerWrite: Infinity,
     maxWriteBytes: Infinity,
+    maxKeyLength: Infinity,
   });
   await using limited = createMemoryStorage({
     maxMutationsPerWrite: 3,
     maxWriteBytes: 100,
+    maxKeyLength: 8,
   });
   assert.equal(limited.capabilities.maxMutationsPerWrite, 3);
   assert.equal(limited.capabilities.maxWriteBytes, 100);
+  assert.equal(limited.capabilities.maxKeyLength, 8);
   assert.ok(Object.isFrozen(limited.capabilities));
 });
 
