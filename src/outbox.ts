@@ -407,7 +407,8 @@ function settle(
     { type: "deleteOp", opId: op.value.opId, expect: op.rev },
   ];
   if (r.lastOpId === op.value.opId) {
-    const data = base !== null && !base.deleted ? base.data : r.data;
+    // The server's version, tombstone included, is what the record is now.
+    const data = base !== null ? base.data : r.data;
     const deleted = base !== null ? base.deleted : localDeleted;
     const next: StoredRecord = { ...r, data, deleted, base, lastOpId: null };
     mutations.push({ type: "putRecord", record: next, expect: record.rev });
