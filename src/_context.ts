@@ -55,6 +55,11 @@ export interface EngineContext {
   newOpId(after?: string): string;
   /** The table registered under `kind`, or a thrown `SyncError`. */
   table(kind: string): TableConfig;
+  /**
+   * The table registered under `kind`, or default settings for a kind not
+   * registered (yet): enough to read its records' ids and timestamps.
+   */
+  tableOrDefault(kind: string): TableConfig;
   /** The kinds registered so far, in registration order. */
   kinds(): readonly string[];
   /** Server time minus client time, as last measured (ms). */

@@ -283,6 +283,10 @@ export class SyncEngine implements AsyncDisposable {
   #auto: {
     options: Required<AutoSyncOptions>;
     timer: unknown;
+    /** When the armed timer fires (ms since the epoch), or null. */
+    dueAt: number | null;
+    /** No run before this (backoff or Retry-After), ms since the epoch. */
+    notBefore: number;
     failures: number;
     offWrite: () => void;
   } | null = null;
@@ -484,10 +488,19 @@ export class SyncEngine implements AsyncDisposable {
     const offWrite = resolved.afterWriteMs === null
       ? () => {}
       : this.#hub.on("change", (event) => {
-        if (event.source === "local") this.#schedule(resolved.afterWriteMs!);
+        if (event.source !== "local" || this.#auto === null) return;
+        const soon = this.#clock.now() + resolved.afterWriteMs!;
+        this.#schedule(Math.max(soon, this.#auto.notBefore), false);
       });
-    this.#auto = { options: resolved, timer: undefined, failures: 0, offWrite };
-    this.#schedule(0);
+    this.#auto = {
+      options: resolved,
+      timer: undefined,
+      dueAt: null,
+      notBefore: 0,
+      failures: 0,
+      offWrite,
+    };
+    this.#schedule(this.#clock.now(), true);
   }
 
   /** Stops background runs; a run in progress finishes. Idempotent. */
@@ -589,6 +602,10 @@ export class SyncEngine implements AsyncDisposable {
         }
         return entry.config;
       },
+      tableOrDefault(kind: string): TableConfig {
+        return engine.#tables.get(kind)?.config ??
+          engine.#configure(kind, { strategy: "autoPreserve" });
+      },
       kinds: () => [...engine.#tables.keys()],
       clockSkewMs: () => engine.#skewMs,
       observeServerDate(serverDate: number | undefined, sentAt: number): void {
@@ -676,7 +693,7 @@ export class SyncEngine implements AsyncDisposable {
       return { runId, stats, durationMs, retryAfterMs: pushed.retryAfterMs };
     } catch (thrown) {
       const error = signal.aborted && !(thrown instanceof SyncError)
-        ? toSyncError(signal.reason, "closed")
+        ? abortError(signal.reason)
         : toSyncError(thrown);
       this.#status = this.#closed
         ? "closed"
@@ -719,28 +736,41 @@ export class SyncEngine implements AsyncDisposable {
     return requested;
   }
 
-  #schedule(ms: number): void {
+  /**
+   * Arms the auto-sync timer for `at` (ms since the epoch). A local write
+   * may only bring a run forward, never past the backoff or `Retry-After`
+   * the last failure asked for; `force` replaces the timer after a run.
+   */
+  #schedule(at: number, force: boolean): void {
     const auto = this.#auto;
     if (auto === null) return;
+    if (!force && auto.dueAt !== null && at >= auto.dueAt) return;
     this.#timers.clearTimeout(auto.timer);
+    auto.dueAt = at;
     auto.timer = this.#timers.setTimeout(() => {
+      auto.dueAt = null;
       void this.#tick();
-    }, ms);
+    }, Math.max(0, at - this.#clock.now()));
   }
 
   async #tick(): Promise<void> {
     const auto = this.#auto;
     if (auto === null || this.#closed) return;
     if (this.#status === "auth") {
-      this.#schedule(auto.options.intervalMs);
+      this.#schedule(this.#clock.now() + auto.options.intervalMs, true);
       return;
     }
     let next = auto.options.intervalMs;
     try {
+      // A write during a run may have come after its push: wait for that
+      // run, then start a fresh one instead of sharing its result.
+      if (this.#run !== null) await this.#run.promise.catch(() => {});
       const result = await this.sync();
       auto.failures = 0;
+      auto.notBefore = 0;
       if (result.retryAfterMs !== null) {
         next = Math.max(next, result.retryAfterMs);
+        auto.notBefore = this.#clock.now() + result.retryAfterMs;
       }
     } catch (error) {
       // Already reported as an `error` event by the run; here it only
@@ -755,12 +785,28 @@ export class SyncEngine implements AsyncDisposable {
       const retryAfter = error instanceof ServerError
         ? error.retryAfterMs ?? 0
         : 0;
+      // Full jitter can draw 0: keep a floor so a dead server is not hammered.
       next = retryable
-        ? Math.max(backoff, retryAfter)
+        ? Math.max(backoff, retryAfter, 250)
         : auto.options.intervalMs;
+      auto.notBefore = this.#clock.now() + next;
     }
-    if (this.#auto === auto) this.#schedule(next);
+    if (this.#auto === auto) this.#schedule(this.#clock.now() + next, true);
   }
+}
+
+/**
+ * The error of a run stopped by its signal: the engine's close, or the
+ * caller's own abort (category `closed`: the run was shut down, and nothing
+ * stops a later run from succeeding).
+ */
+function abortError(reason: unknown): SyncError {
+  if (reason instanceof SyncError) return reason;
+  return new SyncError("Cannot finish sync as the run was aborted", {
+    category: "closed",
+    retryable: true,
+    cause: reason,
+  });
 }
 
 function assertStrategy(strategy: string): void {

@@ -87,7 +87,7 @@ export class ConflictInbox {
           { category: "conflict" },
         );
       }
-      const table = ctx.table(op.value.kind);
+      const table = ctx.tableOrDefault(op.value.kind);
       const conflict = toEntry(ctx, op.value);
       const decision = fromResolution(conflict, resolution);
       if (decision.type === "defer") return { ok: true, value: undefined };
@@ -111,14 +111,7 @@ export class ConflictInbox {
       if (decision.type === "write") {
         plan = planForcedWrite(table, record, unparked, server, decision.data);
       } else {
-        const later = record.value.lastOpId === opId
-          ? []
-          : await ctx.storage.listOps({
-            kinds: [op.value.kind],
-            id: op.value.id,
-            after: opId,
-          });
-        plan = planAcceptServer(table, record, unparked, later, server);
+        plan = planAcceptServer(table, record, unparked, server);
       }
       const result = await ctx.storage.write(plan.mutations);
       if (!result.ok) return { ok: false };
@@ -143,7 +136,7 @@ export class ConflictInbox {
 
 function toEntry(ctx: EngineContext, op: StoredOp): ConflictEntry {
   const conflict = op.conflict;
-  const table = ctx.table(op.kind);
+  const table = ctx.tableOrDefault(op.kind);
   const base = baseOf(table, conflict?.server ?? null);
   return {
     kind: op.kind,

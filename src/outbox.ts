@@ -124,7 +124,13 @@ export function planLocalWrite(
       };
     }
     const op: StoredOp = foldable
-      ? { ...latest.value, type: "delete", payload: null, changedFields: null }
+      ? {
+        ...latest.value,
+        type: "delete",
+        payload: null,
+        changedFields: null,
+        editedAt: now,
+      }
       : newOp(input, "delete", null, null);
     const saved: StoredRecord = {
       ...record,
@@ -164,7 +170,12 @@ export function planLocalWrite(
     const union = latest.value.changedFields === null
       ? null
       : [...new Set([...latest.value.changedFields, ...changed])].sort();
-    op = { ...latest.value, payload: data, changedFields: union };
+    op = {
+      ...latest.value,
+      payload: data,
+      changedFields: union,
+      editedAt: now,
+    };
   } else if (foldable) {
     // delete + upsert: the record is written again over the same base.
     op = {
@@ -172,6 +183,7 @@ export function planLocalWrite(
       type: "upsert",
       payload: data,
       changedFields: changed,
+      editedAt: now,
     };
   } else {
     op = newOp(input, "upsert", data, changed);
@@ -214,17 +226,27 @@ function newOp(
   // Per-record FIFO: a record's ops must sort after its newest op, even when
   // another process created that op within the same millisecond.
   const opId = input.newOpId(record?.lastOpId ?? undefined);
+  // The op's base is the version its data descends from. While ops are
+  // queued, local data descends from the newest op's base, not from a newer
+  // version a pull may have put in the record (clause 11): basing the new op
+  // on that would let its stale fields overwrite the pulled changes unseen.
+  const latest = input.latest?.value;
   return {
     opId,
     kind: input.table.kind,
     id: input.id,
     type,
     payload,
-    baseUpdatedAt: record?.base?.updatedAt ?? null,
+    baseUpdatedAt: latest === undefined
+      ? record?.base?.updatedAt ?? null
+      : latest.baseUpdatedAt,
+    base: latest === undefined ? record?.base?.data ?? null : latest.base,
     changedFields: changedFields === null ? null : [...changedFields].sort(),
     createdAt: input.now,
+    editedAt: input.now,
     attempts: 0,
     revision: 0,
+    conflicts: 0,
     force: false,
     state: "pending",
     error: null,
@@ -372,35 +394,28 @@ export interface OpPlan {
   readonly change: RecordChange | null;
 }
 
-/**
- * Moves the ops queued behind an acknowledged one onto the new base
- * (clause 7): our own accepted write is never a conflict for our next write.
- */
-function rebase(
-  later: readonly Versioned<StoredOp>[],
-  base: RecordBase | null,
-): Mutation[] {
-  if (base === null) return [];
-  return later
-    .filter((entry) => entry.value.baseUpdatedAt !== base.updatedAt)
-    .map((entry) => ({
-      type: "putOp" as const,
-      op: { ...entry.value, baseUpdatedAt: base.updatedAt },
-      expect: entry.rev,
-    }));
+/** The newer of two bases, by their `updated_at` instants. */
+function newer(a: RecordBase | null, b: RecordBase | null): RecordBase | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return compareInstants(a.updatedAt, b.updatedAt) > 0 ? a : b;
 }
 
 /**
  * Takes a server record as the record's new base, and as its data when no
- * other op is queued for it; removes the op.
+ * other op is queued for it; removes the op. When `rebaseNext` is set, the
+ * next queued op moves onto the new base (clause 7): our own accepted write
+ * is never a conflict for our next write. Only the next one: the ones after
+ * it move when it is acknowledged in turn, so the plan stays small.
  */
 function settle(
   table: TableConfig,
   record: Versioned<StoredRecord>,
   op: Versioned<StoredOp>,
-  later: readonly Versioned<StoredOp>[],
+  next: Versioned<StoredOp> | undefined,
   base: RecordBase | null,
   localDeleted: boolean,
+  rebaseNext: boolean,
 ): OpPlan {
   const r = record.value;
   const mutations: Mutation[] = [
@@ -410,8 +425,8 @@ function settle(
     // The server's version, tombstone included, is what the record is now.
     const data = base !== null ? base.data : r.data;
     const deleted = base !== null ? base.deleted : localDeleted;
-    const next: StoredRecord = { ...r, data, deleted, base, lastOpId: null };
-    mutations.push({ type: "putRecord", record: next, expect: record.rev });
+    const settled: StoredRecord = { ...r, data, deleted, base, lastOpId: null };
+    mutations.push({ type: "putRecord", record: settled, expect: record.rev });
     const visible = deleted !== r.deleted || !deepEqual(data, r.data);
     return {
       mutations,
@@ -431,17 +446,32 @@ function settle(
     record: { ...r, base },
     expect: record.rev,
   });
-  mutations.push(...rebase(later, base));
+  if (
+    rebaseNext && next !== undefined && base !== null &&
+    next.value.attempts === 0
+  ) {
+    mutations.push({
+      type: "putOp",
+      op: { ...next.value, baseUpdatedAt: base.updatedAt, base: base.data },
+      expect: next.rev,
+    });
+  }
   return { mutations, change: null };
 }
 
 /**
  * Plans the acknowledgement of an op the server accepted.
  *
+ * The next queued op moves onto the returned version only when the server
+ * stored exactly what this op sent (a write that was not forced): the next
+ * op's body was built on that data. After a forced write (a conflict
+ * resolution) the server holds a merge the next op never saw, so it keeps
+ * its base, meets its own conflict and merges by its own changed fields.
+ *
  * @param table The table.
  * @param record The record, freshly read.
  * @param op The op, freshly read.
- * @param later The record's ops queued behind `op`.
+ * @param next The record's op queued right behind `op`, if any.
  * @param server The stored record the server returned, if any.
  * @returns The plan.
  */
@@ -449,7 +479,7 @@ export function planAck(
   table: TableConfig,
   record: Versioned<StoredRecord>,
   op: Versioned<StoredOp>,
-  later: readonly Versioned<StoredOp>[],
+  next: Versioned<StoredOp> | undefined,
   server: JsonObject | null,
 ): OpPlan {
   let base = baseOf(table, server);
@@ -460,35 +490,57 @@ export function planAck(
     base = op.value.type === "delete" && old !== null
       ? { ...old, deleted: true }
       : old;
-  } else if (
-    record.value.base !== null &&
-    compareInstants(record.value.base.updatedAt, base.updatedAt) > 0
-  ) {
-    // A pull already brought a newer version than this response.
-    base = record.value.base;
   }
-  return settle(table, record, op, later, base, op.value.type === "delete");
+  // A pull may already have brought a newer version than this response.
+  const settled = newer(record.value.base, base);
+  return settle(
+    table,
+    record,
+    op,
+    next,
+    settled,
+    op.value.type === "delete",
+    !op.value.force && settled === base,
+  );
 }
 
 /**
  * Plans taking the server's record after a conflict (serverWins, discard).
+ * The ops queued behind keep their bases: they meet their own conflicts.
  *
  * @param table The table.
  * @param record The record.
  * @param op The op to drop.
- * @param later The record's ops queued behind `op`.
- * @param server The server's current record, if known.
+ * @param server The server's record when the conflict was met, if known.
  * @returns The plan.
  */
 export function planAcceptServer(
   table: TableConfig,
   record: Versioned<StoredRecord>,
   op: Versioned<StoredOp>,
-  later: readonly Versioned<StoredOp>[],
   server: JsonObject | null,
 ): OpPlan {
-  const base = baseOf(table, server) ?? record.value.base;
-  return settle(table, record, op, later, base, record.value.deleted);
+  // A parked conflict may be resolved long after a pull brought a newer
+  // version than the one it saw: never go back to the older one.
+  const base = newer(record.value.base, baseOf(table, server));
+  return settle(
+    table,
+    record,
+    op,
+    undefined,
+    base,
+    record.value.deleted,
+    false,
+  );
+}
+
+/** Options of {@linkcode planForcedWrite}. */
+export interface ForcedWriteOptions {
+  /**
+   * Whether this new form answers a conflict (counted against the engine's
+   * bound), rather than re-creating over our own known tombstone.
+   */
+  readonly countsAsConflict: boolean;
 }
 
 /**
@@ -501,6 +553,7 @@ export function planAcceptServer(
  * @param op The op.
  * @param server The server's current record, if known.
  * @param data What to force; `null` to force a delete.
+ * @param options Whether the form counts as a conflict.
  * @returns The plan.
  */
 export function planForcedWrite(
@@ -509,16 +562,21 @@ export function planForcedWrite(
   op: Versioned<StoredOp>,
   server: JsonObject | null,
   data: JsonObject | null,
+  options: ForcedWriteOptions = { countsAsConflict: true },
 ): OpPlan {
   const r = record.value;
-  const base = baseOf(table, server) ?? r.base;
+  const seen = baseOf(table, server);
+  const base = newer(r.base, seen);
   const next: StoredOp = {
     ...op.value,
     type: data === null ? "delete" : "upsert",
     payload: data,
     force: true,
     revision: op.value.revision + 1,
-    baseUpdatedAt: base?.updatedAt ?? null,
+    conflicts: op.value.conflicts + (options.countsAsConflict ? 1 : 0),
+    // The body now builds on the version it was merged with.
+    baseUpdatedAt: seen?.updatedAt ?? op.value.baseUpdatedAt,
+    base: seen?.data ?? op.value.base,
     state: "pending",
     error: null,
     conflict: null,
@@ -608,6 +666,129 @@ export function opError(error: SyncError, at: number): OpError {
     body: body === undefined ? null : body as OpError["body"],
     at,
   };
+}
+
+/**
+ * Plans a record after one of its ops was dropped: the record becomes its
+ * base plus the remaining ops' changes, replayed in order, and each unsent
+ * remaining op's body is rebuilt the same way, so the dropped change leaves
+ * no trace in the data or in a later body. A sent op keeps its body: the
+ * server may hold it under its idempotency key.
+ *
+ * @param record The record.
+ * @param remaining The record's ops that stay, in outbox order.
+ * @returns The plan.
+ */
+export function planReplay(
+  record: Versioned<StoredRecord>,
+  remaining: readonly Versioned<StoredOp>[],
+): OpPlan {
+  const r = record.value;
+  const base = r.base;
+  const mutations: Mutation[] = [];
+  if (remaining.length === 0 && base === null) {
+    mutations.push({
+      type: "deleteRecord",
+      kind: r.kind,
+      id: r.id,
+      expect: record.rev,
+    });
+    return {
+      mutations,
+      change: r.deleted ? null : {
+        kind: r.kind,
+        id: r.id,
+        data: null,
+        deleted: true,
+        source: "local",
+      },
+    };
+  }
+  // `state` is the record as the replayed changes leave it (null = deleted)
+  // and `lineage` the server version it descends from.
+  let state: JsonObject | null = base !== null && !base.deleted
+    ? base.data
+    : null;
+  let shown: JsonObject = base?.data ?? r.data;
+  let lineage = {
+    updatedAt: base?.updatedAt ?? null,
+    data: base?.data ?? null,
+  };
+  for (const entry of remaining) {
+    const o = entry.value;
+    if (o.attempts > 0) {
+      // Sent: its body is fixed, and what follows descends from it.
+      state = o.type === "delete" ? null : o.payload;
+      if (o.payload !== null) shown = o.payload;
+      lineage = { updatedAt: o.baseUpdatedAt, data: o.base };
+      continue;
+    }
+    let body = o.payload;
+    if (o.type === "upsert" && o.payload !== null) {
+      body = state === null || o.changedFields === null
+        ? o.payload
+        : withFields(state, o.payload, o.changedFields);
+    }
+    const rebuilt: StoredOp = {
+      ...o,
+      payload: body,
+      baseUpdatedAt: lineage.updatedAt,
+      base: lineage.data,
+    };
+    if (
+      !deepEqual(body ?? null, o.payload ?? null) ||
+      o.baseUpdatedAt !== lineage.updatedAt
+    ) {
+      mutations.push({ type: "putOp", op: rebuilt, expect: entry.rev });
+    }
+    state = o.type === "delete" ? null : body;
+    if (body !== null) shown = body;
+  }
+  const deleted = state === null;
+  const data = state ?? shown;
+  const next: StoredRecord = {
+    ...r,
+    data,
+    deleted,
+    lastOpId: remaining.at(-1)?.value.opId ?? null,
+  };
+  mutations.push({ type: "putRecord", record: next, expect: record.rev });
+  const visible = deleted !== r.deleted || !deepEqual(data, r.data);
+  return {
+    mutations,
+    change: visible
+      ? {
+        kind: r.kind,
+        id: r.id,
+        data: deleted ? null : data,
+        deleted,
+        source: "local",
+      }
+      : null,
+  };
+}
+
+/** `state` with `fields` taken from `from` (absent there = removed). */
+function withFields(
+  state: JsonObject,
+  from: JsonObject,
+  fields: readonly string[],
+): JsonObject {
+  const out: JsonObject = { ...state };
+  for (const field of fields) {
+    const value = own(from, field);
+    if (value === undefined) {
+      delete out[field];
+    } else {
+      Object.defineProperty(out, field, {
+        value,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+  }
+  return out;
 }
 
 /** Options for {@linkcode Outbox.list}. */
@@ -714,12 +895,14 @@ export class Outbox {
   }
 
   /**
-   * Removes an op for good. When it was the record's only op, the local
-   * record returns to the last server version (or disappears if the server
-   * never had it).
+   * Removes a quarantined, parked or never-sent op for good. The local
+   * record becomes the last server version plus the changes of the ops that
+   * remain (or disappears if the server never had it), and the remaining
+   * unsent ops' bodies lose the dropped change too.
    *
    * @param opId The op.
    * @returns `true` when an op was removed.
+   * @throws {SyncError} When the op was sent and may be on the server.
    */
   async drop(opId: string): Promise<boolean> {
     this.#assertOpen("drop an op");
@@ -727,50 +910,26 @@ export class Outbox {
     return await withRetries(ctx, `drop op "${opId}"`, async () => {
       const [op] = await ctx.storage.getOps([opId]);
       if (op === undefined) return { ok: true, value: false };
+      if (op.value.state === "pending" && op.value.attempts > 0) {
+        // Its response may have been lost: the server may hold it already,
+        // and the local record must not pretend otherwise.
+        throw new SyncError(
+          `Cannot drop op as it may have reached the server: current value is ${op.value.attempts} attempts`,
+          { category: "validation" },
+        );
+      }
       const { kind, id } = op.value;
       const [record] = await ctx.storage.getRecords(kind, [id]);
+      const ops = await ctx.storage.listOps({ kinds: [kind], id });
+      const remaining = ops.filter((entry) => entry.value.opId !== opId);
       const mutations: Mutation[] = [
         { type: "deleteOp", opId, expect: op.rev },
       ];
       let change: RecordChange | null = null;
-      if (record !== undefined && record.value.lastOpId === opId) {
-        const ops = await ctx.storage.listOps({ kinds: [kind], id });
-        const previous = ops.filter((entry) => entry.value.opId < opId).at(-1);
-        const r = record.value;
-        if (previous !== undefined) {
-          mutations.push({
-            type: "putRecord",
-            record: { ...r, lastOpId: previous.value.opId },
-            expect: record.rev,
-          });
-        } else if (r.base === null) {
-          mutations.push({
-            type: "deleteRecord",
-            kind,
-            id,
-            expect: record.rev,
-          });
-          change = { kind, id, data: null, deleted: true, source: "local" };
-        } else {
-          const reverted: StoredRecord = {
-            ...r,
-            data: r.base.data,
-            deleted: r.base.deleted,
-            lastOpId: null,
-          };
-          mutations.push({
-            type: "putRecord",
-            record: reverted,
-            expect: record.rev,
-          });
-          change = {
-            kind,
-            id,
-            data: reverted.deleted ? null : reverted.data,
-            deleted: reverted.deleted,
-            source: "local",
-          };
-        }
+      if (record !== undefined) {
+        const plan = planReplay(record, remaining);
+        mutations.push(...plan.mutations);
+        change = plan.change;
       }
       const result = await ctx.storage.write(mutations);
       if (!result.ok) return { ok: false };
@@ -796,7 +955,7 @@ export class Outbox {
           { category: "validation" },
         );
       }
-      const table = ctx.table(op.value.kind);
+      const table = ctx.tableOrDefault(op.value.kind);
       const mutations: Mutation[] = [];
       let change: RecordChange | null = null;
       let next: StoredOp = {

@@ -123,6 +123,7 @@ async function pullTable(
   let [entry] = await ctx.storage.getMeta([key]);
   let previousToken: string | null = null;
   let done = 0;
+  let interrupted = false;
   for (;;) {
     signal.throwIfAborted();
     const cursor = parseCursor(entry?.value);
@@ -158,6 +159,9 @@ async function pullTable(
       );
       if (applied === null) {
         // Another engine moved the cursor: continue from where it stands.
+        // During a resync its pages escape `seen`, so no sweep this time;
+        // the marker stays and the next run resyncs again.
+        interrupted = true;
         [entry] = await ctx.storage.getMeta([key]);
         continue;
       }
@@ -195,7 +199,7 @@ async function pullTable(
     }
     if (metas.length < limit && page.nextPageToken === null) break;
   }
-  if (seen !== null) await sweep(ctx, table, seen, stats);
+  if (seen !== null && !interrupted) await sweep(ctx, table, seen, stats);
 }
 
 /**
@@ -244,7 +248,9 @@ function validatePage(
 /**
  * Applies one page, in as many writes as the storage's limits require; each
  * write carries the cursor of its last item, so an interrupted page resumes
- * exactly after the last chunk that landed (clause 10).
+ * exactly after the last chunk that landed (clause 10). Chunks are sized by
+ * the mutations actually planned (a record with pending edits stores its
+ * local data and its base), never by an estimate.
  *
  * @returns The new cursor entry, or `null` when another writer moved the
  * cursor first.
@@ -258,46 +264,63 @@ async function applyPage(
   entry: Versioned<JsonValue> | undefined,
 ): Promise<Versioned<JsonValue> | undefined | null> {
   const key = cursorKey(table.kind);
-  const chunks = chunkPage(ctx, items);
+  const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
+  const measure = Number.isFinite(maxWriteBytes);
+  // One mutation per item plus the cursor's.
+  const perWrite = Math.max(1, maxMutationsPerWrite - 1);
   let start = 0;
-  for (let c = 0; c < chunks.length; c++) {
-    const end = start + chunks[c]!;
-    const isLast = c === chunks.length - 1;
-    const last = metas[end - 1]!;
-    const cursor: PullCursor = {
-      updatedAt: last.updatedAt,
-      id: last.id,
-      pageToken: isLast ? nextPageToken : null,
-    };
+  while (start < items.length) {
     let committed = false;
     for (let attempt = 0; attempt < ctx.limits.writeRetries; attempt++) {
-      const ids = metas.slice(start, end).map((meta) => meta.id);
+      const stop = Math.min(items.length, start + perWrite);
+      const ids = metas.slice(start, stop).map((meta) => meta.id);
       const locals = await ctx.storage.getRecords(table.kind, ids);
       const mutations: Mutation[] = [];
       const changes: RecordChange[] = [];
-      for (let i = start; i < end; i++) {
+      // The cursor mutation and the array's brackets, measured with the
+      // longest cursor this chunk could carry.
+      let bytes = measure
+        ? 2 +
+          byteLength([
+            cursorMutation(key, metas[stop - 1]!, nextPageToken, entry),
+          ])
+        : 0;
+      let end = start;
+      for (let i = start; i < stop; i++) {
+        const planned: Mutation[] = [];
+        const changed: RecordChange[] = [];
         planItem(
           table,
           items[i]!,
           metas[i]!,
           locals[i - start],
-          mutations,
-          changes,
+          planned,
+          changed,
         );
+        const size = measure && planned.length > 0
+          ? byteLength(planned) - 1
+          : 0;
+        if (measure && end > start && bytes + size > maxWriteBytes) break;
+        mutations.push(...planned);
+        changes.push(...changed);
+        bytes += size;
+        end = i + 1;
       }
-      mutations.push({
-        type: "putMeta",
+      const cursor = cursorMutation(
         key,
-        value: { ...cursor },
-        expect: entry === undefined ? null : entry.rev,
-      });
+        metas[end - 1]!,
+        end === items.length ? nextPageToken : null,
+        entry,
+      );
+      mutations.push(cursor);
       const result = await ctx.storage.write(mutations);
       if (result.ok) {
         committed = true;
-        entry = { value: { ...cursor }, rev: result.revs.at(-1)! };
+        entry = { value: cursor.value, rev: result.revs.at(-1)! };
         for (const change of changes) {
           ctx.hub.emit({ type: "change", ...change });
         }
+        start = end;
         break;
       }
       const [now] = await ctx.storage.getMeta([key]);
@@ -309,37 +332,28 @@ async function applyPage(
         { retryable: true },
       );
     }
-    start = end;
   }
   return entry;
 }
 
-/** Splits a page into chunk sizes that fit the storage's limits. */
-function chunkPage(ctx: EngineContext, items: readonly JsonObject[]): number[] {
-  const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
-  // One mutation per item plus the cursor; a pulled record is stored with
-  // its base, so it weighs about twice its JSON.
-  const perWrite = Math.max(1, maxMutationsPerWrite - 1);
-  const budget = Number.isFinite(maxWriteBytes)
-    ? maxWriteBytes - 512
-    : Infinity;
-  const sizes: number[] = [];
-  let count = 0;
-  let bytes = 0;
-  for (const item of items) {
-    const size = Number.isFinite(budget)
-      ? 2 * byteLength([{ type: "putMeta", key: "", value: item }]) + 256
-      : 0;
-    if (count > 0 && (count + 1 > perWrite || bytes + size > budget)) {
-      sizes.push(count);
-      count = 0;
-      bytes = 0;
-    }
-    count++;
-    bytes += size;
-  }
-  if (count > 0) sizes.push(count);
-  return sizes;
+/** The cursor write of a chunk ending at `last`. */
+function cursorMutation(
+  key: string,
+  last: RecordMeta,
+  pageToken: string | null,
+  entry: Versioned<JsonValue> | undefined,
+): Extract<Mutation, { type: "putMeta" }> {
+  const cursor: PullCursor = {
+    updatedAt: last.updatedAt,
+    id: last.id,
+    pageToken,
+  };
+  return {
+    type: "putMeta",
+    key,
+    value: { ...cursor },
+    expect: entry === undefined ? null : entry.rev,
+  };
 }
 
 /** Plans one pulled item (clauses 11, 12). */

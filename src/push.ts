@@ -6,6 +6,7 @@
  */
 
 import {
+  compareInstants,
   type EngineContext,
   readRecordMeta,
   recordKey,
@@ -326,6 +327,7 @@ type Outcome =
     server: JsonObject | null;
     serverUpdatedAt: string | null;
   }
+  | { type: "recreate"; server: JsonObject | null }
   | { type: "rejected"; error: SyncError }
   | { type: "retry"; error: SyncError };
 
@@ -347,7 +349,6 @@ async function settleResults(
   let networkFailures = 0;
   let firstNetworkError: SyncError | null = null;
   const outcomes = new Map<string, Outcome>();
-  const records = await readRecords(ctx, claimed.map((entry) => entry.value));
 
   for (let i = 0; i < claimed.length; i++) {
     const op = claimed[i]!.value;
@@ -378,8 +379,20 @@ async function settleResults(
         break;
       case "conflict": {
         const table = ctx.table(op.kind);
-        const record = records.get(recordKey(op.kind, op.id));
-        const conflict = buildConflict(table, op, record?.value, result);
+        const conflict = buildConflict(table, op, result);
+        if (
+          op.type === "upsert" && conflict.serverDeleted &&
+          op.baseUpdatedAt !== null &&
+          conflict.serverUpdatedAt !== null &&
+          compareInstants(conflict.serverUpdatedAt, op.baseUpdatedAt) === 0
+        ) {
+          // The server refuses a based write onto a tombstone, but this
+          // tombstone is the very version the op builds on: the app deleted
+          // and re-created the record knowingly. Not a conflict: re-send it
+          // unconditionally (the contract resurrects), with a fresh key.
+          outcomes.set(op.opId, { type: "recreate", server: result.current });
+          break;
+        }
         stats.conflicts++;
         ctx.hub.emit({
           type: "conflictDetected",
@@ -392,7 +405,7 @@ async function settleResults(
         });
         let decision: ConflictDecision;
         try {
-          decision = op.revision >= ctx.limits.maxConflictRetries
+          decision = op.conflicts >= ctx.limits.maxConflictRetries
             ? { type: "defer" }
             : await decideConflict(conflict, table.policy, {
               clockSkewMs: ctx.clockSkewMs(),
@@ -443,7 +456,7 @@ async function settleResults(
         ctx.table(op.value.kind),
         fresh.records.get(recordKey(op.value.kind, op.value.id)),
         op,
-        fresh.later.get(op.value.opId) ?? [],
+        fresh.next.get(op.value.opId),
         outcomes.get(op.value.opId)!,
         events,
       );
@@ -517,7 +530,7 @@ function planOutcome(
   table: TableConfig,
   record: Versioned<StoredRecord> | undefined,
   op: Versioned<StoredOp>,
-  later: readonly Versioned<StoredOp>[],
+  next: Versioned<StoredOp> | undefined,
   outcome: Outcome,
   events: SyncEvent[],
 ): OpPlan | null {
@@ -534,8 +547,18 @@ function planOutcome(
         opType: op.value.type,
         status: outcome.status,
       });
-      return planAck(table, record, op, later, outcome.record);
+      return planAck(table, record, op, next, outcome.record);
     }
+    case "recreate":
+      if (record === undefined) return null;
+      return planForcedWrite(
+        table,
+        record,
+        op,
+        outcome.server,
+        op.value.payload,
+        { countsAsConflict: false },
+      );
     case "rejected":
       events.push({
         type: "opQuarantined",
@@ -565,7 +588,7 @@ function planOutcome(
           kind,
           id,
           opId,
-          reason: op.value.revision >= ctx.limits.maxConflictRetries
+          reason: op.value.conflicts >= ctx.limits.maxConflictRetries
             ? "retries-exhausted"
             : "manual",
         });
@@ -573,7 +596,7 @@ function planOutcome(
           server,
           serverUpdatedAt: outcome.serverUpdatedAt,
           local: op.value.payload,
-          base: record.value.base?.data ?? null,
+          base: op.value.base,
           detectedAt: now,
         });
       }
@@ -611,7 +634,7 @@ function planOutcome(
         resolution: decision.type,
         result: server,
       });
-      return planAcceptServer(table, record, op, later, server);
+      return planAcceptServer(table, record, op, server);
     }
   }
 }
@@ -619,7 +642,6 @@ function planOutcome(
 function buildConflict(
   table: TableConfig,
   op: StoredOp,
-  record: StoredRecord | undefined,
   result: Extract<PushResult, { type: "conflict" }>,
 ): Conflict {
   const meta = result.current === null
@@ -634,9 +656,9 @@ function buildConflict(
     local: op.type === "delete" ? null : op.payload,
     server: result.current,
     serverDeleted: serverMeta?.deleted ?? false,
-    base: record?.base?.data ?? null,
+    base: op.base,
     changedFields: op.changedFields,
-    localUpdatedAt: record?.localUpdatedAt ?? op.createdAt,
+    localUpdatedAt: op.editedAt,
     serverUpdatedAt: result.serverTimestamp ?? serverMeta?.updatedAt ?? null,
   };
 }
@@ -664,7 +686,7 @@ async function readRecords(
 interface FreshState {
   ops: Versioned<StoredOp>[];
   records: Map<string, Versioned<StoredRecord>>;
-  later: Map<string, Versioned<StoredOp>[]>;
+  next: Map<string, Versioned<StoredOp>>;
 }
 
 /**
@@ -684,19 +706,18 @@ async function readFresh(
     entry.value.revision === claimed[i]!.value.revision
   );
   const records = await readRecords(ctx, ops.map((entry) => entry.value));
-  const later = new Map<string, Versioned<StoredOp>[]>();
+  const next = new Map<string, Versioned<StoredOp>>();
   for (const op of ops) {
     const record = records.get(recordKey(op.value.kind, op.value.id));
     if (record !== undefined && record.value.lastOpId !== op.value.opId) {
-      later.set(
-        op.value.opId,
-        await ctx.storage.listOps({
-          kinds: [op.value.kind],
-          id: op.value.id,
-          after: op.value.opId,
-        }),
-      );
+      const [following] = await ctx.storage.listOps({
+        kinds: [op.value.kind],
+        id: op.value.id,
+        after: op.value.opId,
+        limit: 1,
+      });
+      if (following !== undefined) next.set(op.value.opId, following);
     }
   }
-  return { ops, records, later };
+  return { ops, records, next };
 }

@@ -96,10 +96,21 @@ export interface StoredOp {
   readonly payload: JsonObject | null;
   /** The server version the write was based on, when known. */
   readonly baseUpdatedAt: string | null;
+  /**
+   * That server version's data: the base of a three-way merge when the op
+   * meets a conflict. Kept on the op because a pull may move the record's
+   * base while the op waits.
+   */
+  readonly base: JsonObject | null;
   /** The top-level fields the op changes; `null` when unknown. */
   readonly changedFields: readonly string[] | null;
   /** When the op was created (ms since epoch, client clock). */
   readonly createdAt: number;
+  /**
+   * When the newest write folded into the op was made (ms since epoch,
+   * client clock): the op's edit time for `lastWriteWins`.
+   */
+  readonly editedAt: number;
   /**
    * How many times the op was handed to the transport. An op with
    * `attempts > 0` may have reached the server and is frozen: later writes
@@ -107,10 +118,16 @@ export interface StoredOp {
    */
   readonly attempts: number;
   /**
-   * Which form of the op this is: 0 for the first, n for the n-th conflict
-   * resolution. Each form has its own idempotency key.
+   * Which form of the op this is: 0 for the first, n for the n-th new body
+   * (a conflict resolution, or a quarantined op sent again). Each form has
+   * its own idempotency key.
    */
   readonly revision: number;
+  /**
+   * How many conflicts the op met and was re-sent after; bounded by the
+   * engine so that a conflict that keeps coming back parks the op.
+   */
+  readonly conflicts: number;
   /** Whether the write skips the server's version check. */
   readonly force: boolean;
   /** Where the op is in its life. */

@@ -483,3 +483,118 @@ Deno.test("engine: rejects bad options with RangeError and TypeError", () => {
   assert.throws(() => engine.table("todos", { coalesce: false }), TypeError);
   assert.equal(engine.table("todos"), engine.table("todos"));
 });
+
+Deno.test("engine: dropping a quarantined op removes its change from the record and the ops behind it", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, { transport: { batch: false } });
+  const notes = a.engine.table("notes");
+  await notes.put({ id: "r", title: "ok", done: false });
+  await a.engine.sync();
+  await notes.update("r", { title: "REJECTED" });
+  server.intercept((_request, seen) =>
+    seen.method === "PUT" && seen.body.includes("REJECTED")
+      ? Response.json({ error: "forbidden" }, { status: 403 })
+      : undefined
+  );
+  await a.engine.sync();
+  await notes.update("r", { done: true }); // queued behind the rejected op
+  const [quarantined] = await a.engine.outbox.quarantined();
+  assert.equal(await a.engine.outbox.drop(quarantined!.opId), true);
+  const local = await notes.get("r");
+  assert.equal(local?.title, "ok", "the dropped change left the record");
+  assert.equal(local?.done, true, "the later change stayed");
+  await a.engine.sync();
+  const sent = server.requests.filter((r) => r.method === "PUT").at(-1)!;
+  assert.equal(JSON.parse(sent.body).title, "ok");
+  assert.equal(JSON.parse(sent.body).done, true);
+  assert.equal(await a.engine.outbox.count(), 0);
+});
+
+Deno.test("engine: an op that may have reached the server cannot be dropped", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, {
+    transport: { batch: false, retry: { attempts: 1 } },
+  });
+  const notes = a.engine.table("notes");
+  await notes.put({ id: "r", v: 1 });
+  server.intercept((request) =>
+    request.method === "PUT" ? new Response(null, { status: 503 }) : undefined
+  );
+  await a.engine.sync();
+  const [sent] = await a.engine.outbox.list();
+  assert.equal(sent?.attempts, 1);
+  await assert.rejects(
+    a.engine.outbox.drop(sent!.opId),
+    /may have reached the server/,
+  );
+  assert.equal(await a.engine.outbox.count(), 1);
+});
+
+Deno.test("engine: a local write never brings auto sync before the server's Retry-After", async () => {
+  await using server = startServer();
+  server.intercept(() =>
+    Response.json({ error: "busy" }, {
+      status: 503,
+      headers: { "retry-after": "120" },
+    })
+  );
+  const pending = new Map<number, { callback: () => void; ms: number }>();
+  let handle = 0;
+  const timers = {
+    setTimeout(callback: () => void, ms: number) {
+      pending.set(++handle, { callback, ms });
+      return handle;
+    },
+    clearTimeout(id: unknown) {
+      pending.delete(id as number);
+    },
+  };
+  await using a = createClient(server.url, {
+    engine: { timers },
+    transport: { retry: { attempts: 1 } },
+  });
+  const notes = a.engine.table("notes");
+  await notes.put({ id: "r", v: 1 });
+  const ran = new Promise<void>((resolve) =>
+    a.engine.on("syncCompleted", () => resolve())
+  );
+  a.engine.startAuto({ intervalMs: 30_000, afterWriteMs: 500 });
+  [...pending.values()][0]!.callback();
+  await ran;
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.ok([...pending.values()].every((t) => t.ms >= 119_000), "backs off");
+  await notes.put({ id: "r", v: 2 });
+  assert.ok(
+    [...pending.values()].every((t) => t.ms >= 119_000),
+    `the write did not cut the Retry-After short: ${
+      [...pending.values()].map((t) => t.ms)
+    }`,
+  );
+  a.engine.stopAuto();
+  assert.equal(pending.size, 0);
+});
+
+Deno.test("engine: the conflict inbox lists ops of tables not registered yet", async () => {
+  await using server = startServer();
+  await using storage = createMemoryStorage();
+  {
+    await using transport = createRestTransport({ baseUrl: server.url });
+    await using a = new SyncEngine({ storage, transport, strategy: "manual" });
+    await using b = createClient(server.url);
+    const notesA = a.table("notes");
+    const notesB = b.engine.table("notes");
+    await notesA.put({ id: "r", v: 1 });
+    await a.sync();
+    await b.engine.sync();
+    await notesB.update("r", { v: 2 });
+    await b.engine.sync();
+    await notesA.update("r", { v: 3 });
+    await a.sync();
+  }
+  await using transport = createRestTransport({ baseUrl: server.url });
+  await using engine = new SyncEngine({ storage, transport });
+  engine.table("other");
+  const [conflict] = await engine.conflicts.list();
+  assert.equal(conflict?.kind, "notes");
+  assert.equal(conflict?.server?.v, 2);
+});

@@ -58,10 +58,13 @@ function op(overrides: Partial<StoredOp> = {}): Versioned<StoredOp> {
       type: "upsert",
       payload: { id: "n", title: "b", body: "x", updated_at: T0 },
       baseUpdatedAt: T0,
+      base: null,
       changedFields: ["title"],
       createdAt: 1,
+      editedAt: 1,
       attempts: 0,
       revision: 0,
+      conflicts: 0,
       force: false,
       state: "pending",
       error: null,
@@ -251,7 +254,7 @@ Deno.test("clause 7: on success the queued ops' baseUpdatedAt moves to the retur
     table,
     record({ lastOpId: later.value.opId }),
     first,
-    [later],
+    later,
     server,
   );
   const rebased = plan.mutations.find((m) =>
@@ -278,7 +281,7 @@ Deno.test("planAck() takes the server's record as local data when nothing else i
     table,
     record({ lastOpId: only.value.opId }),
     only,
-    [],
+    undefined,
     server,
   );
   const put = plan.mutations.find((m) => m.type === "putRecord");

@@ -1,0 +1,203 @@
+import assert from "node:assert/strict";
+import { Resolutions } from "../mod.ts";
+import { createMemoryStorage } from "../storage/memory.ts";
+import {
+  createClient,
+  eventsOf,
+  startServer,
+  type TestServer,
+} from "./_harness.ts";
+
+/** Makes the next write request fail once with 503. */
+function failNextWrite(server: TestServer): void {
+  let failed = false;
+  server.intercept((_request, seen) => {
+    if (!failed && (seen.method === "PUT" || seen.path === "/batch")) {
+      failed = true;
+      return Response.json({ error: "unavailable" }, { status: 503 });
+    }
+    return undefined;
+  });
+}
+
+for (const strategy of ["autoPreserve", "serverWins"] as const) {
+  Deno.test(`push: ${strategy}, an op queued behind a conflicting one never overwrites the server's concurrent edit`, async () => {
+    await using server = startServer();
+    await using a = createClient(server.url, {
+      engine: { strategy },
+      transport: { retry: { attempts: 1 } },
+    });
+    await using b = createClient(server.url);
+    const notesA = a.engine.table("notes");
+    const notesB = b.engine.table("notes");
+    await notesA.put({ id: "r", title: "t0", body: "b0", done: false });
+    await a.engine.sync();
+    await b.engine.sync();
+    await notesB.update("r", { body: "B-edit" });
+    await b.engine.sync();
+
+    await notesA.update("r", { title: "A-title" });
+    failNextWrite(server);
+    await a.engine.sync(); // the op is sent once (frozen), fails, stays
+    server.intercept(undefined);
+    await notesA.update("r", { done: true }); // queues behind it
+    assert.equal((await a.engine.outbox.list()).length, 2);
+    await a.engine.sync();
+    await b.engine.sync();
+    const final = await notesB.get("r");
+    assert.equal(final?.body, "B-edit", "the concurrent edit survived");
+    if (strategy === "autoPreserve") {
+      assert.equal(final?.title, "A-title");
+      assert.equal(final?.done, true);
+    }
+    assert.deepEqual(await notesA.get("r"), final);
+  });
+}
+
+Deno.test("push: a pull while an op waits does not become the op's merge base", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, {
+    transport: { batch: false, retry: { attempts: 1 } },
+  });
+  await using b = createClient(server.url);
+  const notesA = a.engine.table("notes");
+  const notesB = b.engine.table("notes");
+  await notesA.put({ id: "r", tags: ["a"] });
+  await a.engine.sync();
+  await b.engine.sync();
+  await notesB.update("r", { tags: ["a", "S"] });
+  await b.engine.sync();
+  await notesA.update("r", { tags: ["a", "L"] });
+  failNextWrite(server);
+  await a.engine.sync(); // push fails; the pull moves the record's base
+  server.intercept(undefined);
+  await a.engine.sync(); // 409: the three-way merge uses the op's own base
+  await b.engine.sync();
+  assert.deepEqual((await notesB.get("r"))?.tags, ["a", "S", "L"]);
+  const [merged] = eventsOf(a.events, "dataMerged");
+  assert.deepEqual(merged?.localFields, ["tags"]);
+});
+
+for (const how of ["acceptServer", "discard"] as const) {
+  Deno.test(`push: resolving a parked conflict with ${how} after a later pull keeps the newer version`, async () => {
+    await using server = startServer();
+    await using a = createClient(server.url, {
+      engine: { strategy: "manual" },
+    });
+    await using b = createClient(server.url);
+    const notesA = a.engine.table("notes");
+    const notesB = b.engine.table("notes");
+    await notesA.put({ id: "r", v: 1 });
+    await a.engine.sync();
+    await b.engine.sync();
+    await notesB.update("r", { v: 2 });
+    await b.engine.sync();
+    await notesA.update("r", { v: 100 });
+    await a.engine.sync(); // parked, seeing v2
+    await notesB.update("r", { v: 3 });
+    await b.engine.sync();
+    await a.engine.sync(); // the pull brings v3 (base only: the op is parked)
+    const [parked] = await a.engine.conflicts.list();
+    await a.engine.conflicts.resolve(parked!.opId, Resolutions[how]());
+    await a.engine.sync();
+    assert.equal((await notesA.get("r"))?.v, 3);
+  });
+}
+
+Deno.test("push: re-creating a record the client itself deleted is not a conflict", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, {
+    engine: { strategy: "serverWins" },
+  });
+  const notes = a.engine.table("notes");
+  await notes.put({ id: "r", v: 1 });
+  await a.engine.sync();
+  await notes.delete("r");
+  await a.engine.sync(); // the base is now the tombstone
+  await notes.put({ id: "r", v: 2 });
+  await a.engine.sync();
+  assert.equal(eventsOf(a.events, "conflictDetected").length, 0);
+  assert.equal((await notes.get("r"))?.v, 2);
+  await using b = createClient(server.url);
+  const notesB = b.engine.table("notes");
+  await b.engine.sync();
+  assert.equal(
+    (await notesB.get("r"))?.v,
+    2,
+    "the server holds the re-created record",
+  );
+});
+
+Deno.test("push: re-creating over a tombstone someone else resurrected is a real conflict", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, {
+    engine: { strategy: "serverWins" },
+  });
+  await using b = createClient(server.url);
+  const notesA = a.engine.table("notes");
+  const notesB = b.engine.table("notes");
+  await notesA.put({ id: "r", v: 1 });
+  await a.engine.sync();
+  await notesA.delete("r");
+  await a.engine.sync();
+  await b.engine.sync();
+  await notesB.put({ id: "r", v: "B" }); // B re-creates first
+  await b.engine.sync();
+  await notesA.put({ id: "r", v: "A" });
+  await a.engine.sync();
+  assert.equal(eventsOf(a.events, "conflictDetected").length, 1);
+  assert.equal((await notesA.get("r"))?.v, "B", "serverWins kept B's record");
+});
+
+Deno.test("push: quarantine retries do not use up the conflict budget (clause 17)", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, { transport: { batch: false } });
+  await using b = createClient(server.url);
+  const notesA = a.engine.table("notes");
+  const notesB = b.engine.table("notes");
+  await notesA.put({ id: "r", x: 1, y: 1 });
+  await a.engine.sync();
+  await b.engine.sync();
+  await notesB.update("r", { y: 2 });
+  await b.engine.sync();
+  await notesA.update("r", { x: 2 });
+  let rejections = 3;
+  server.intercept((_request, seen) => {
+    if (seen.method === "PUT" && rejections > 0) {
+      rejections--;
+      return Response.json({ error: "validation" }, { status: 422 });
+    }
+    return undefined;
+  });
+  for (let i = 0; i < 3; i++) {
+    await a.engine.sync();
+    const [quarantined] = await a.engine.outbox.quarantined();
+    await a.engine.outbox.retry(quarantined!.opId);
+  }
+  await a.engine.sync(); // the op's first real conflict
+  assert.equal(eventsOf(a.events, "conflictDeferred").length, 0);
+  assert.equal(eventsOf(a.events, "dataMerged").length, 1);
+  await b.engine.sync();
+  assert.deepEqual(await notesB.get("r").then((r) => [r?.x, r?.y]), [2, 2]);
+});
+
+Deno.test("push: a record with more queued ops than one storage write holds still drains", async () => {
+  await using server = startServer();
+  const storage = createMemoryStorage({ maxMutationsPerWrite: 10 });
+  await using a = createClient(server.url, {
+    storage,
+    transport: { batch: false },
+  });
+  const log = a.engine.table("log", { coalesce: false });
+  await log.put({ id: "r", n: 0 });
+  for (let i = 1; i <= 12; i++) await log.update("r", { n: i });
+  assert.equal((await a.engine.outbox.list()).length, 13);
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.pushed, 13);
+  assert.equal(stats.conflicts, 0, "every op was rebased onto the one before");
+  assert.equal(await a.engine.outbox.count(), 0);
+  const bodies = server.requests.filter((r) => r.method === "PUT").map((r) =>
+    JSON.parse(r.body).n
+  );
+  assert.deepEqual(bodies, Array.from({ length: 13 }, (_, i) => i), "in order");
+});
