@@ -860,10 +860,13 @@ export class Outbox {
   /**
    * Lists the quarantined ops (rejected by the server) with their errors.
    *
+   * @param options Tables, paging cursor and limit (1000 by default).
    * @returns The ops.
    */
-  quarantined(): Promise<StoredOp[]> {
-    return this.list({ states: ["quarantined"] });
+  quarantined(
+    options: Omit<OutboxListOptions, "states"> = {},
+  ): Promise<StoredOp[]> {
+    return this.list({ ...options, states: ["quarantined"] });
   }
 
   /**
