@@ -1,0 +1,1261 @@
+/**
+ * An SQLite {@linkcode Storage}: records, the outbox and metadata in one
+ * file that survives restarts and may be shared by several processes.
+ *
+ * {@linkcode createSqliteStorage} takes any synchronous driver that fits
+ * `SqliteDatabaseLike`: Deno's and Node's built-in `node:sqlite`
+ * (`DatabaseSync`), Bun's `bun:sqlite`, better-sqlite3.
+ * {@linkcode openSqliteStorage} opens a file with `node:sqlite` and owns the
+ * connection. In Deno, a file needs `--allow-read` and `--allow-write`.
+ *
+ * Every `write()` is one `BEGIN IMMEDIATE` transaction; the file is in WAL
+ * mode, so readers never wait for a writer. The tables are plain enough to
+ * inspect with the `sqlite3` CLI: `records`, `ops` and `meta` hold each item
+ * as JSON in `value` (its keys are UTF-16BE BLOBs, so sort order is
+ * JavaScript's), and the views `quarantine` and `conflict_inbox` list the
+ * quarantined and parked ops with their fields decoded.
+ *
+ * @example Keeping the outbox in a file
+ * ```ts
+ * import { openSqliteStorage } from "@offline-first/sync/storage/sqlite";
+ * import assert from "node:assert/strict";
+ *
+ * const dir = await Deno.makeTempDir();
+ * const path = `${dir}/app.sqlite`;
+ * const op = {
+ *   opId: "01JB0000000000000000000001",
+ *   kind: "todo",
+ *   id: "1",
+ *   type: "upsert" as const,
+ *   payload: { id: "1", title: "Buy milk" },
+ *   baseUpdatedAt: null,
+ *   base: null,
+ *   changedFields: ["title"],
+ *   createdAt: 0,
+ *   editedAt: 0,
+ *   attempts: 0,
+ *   revision: 0,
+ *   conflicts: 0,
+ *   force: false,
+ *   state: "pending" as const,
+ *   error: null,
+ *   conflict: null,
+ * };
+ * {
+ *   await using storage = await openSqliteStorage(path);
+ *   assert.equal(storage.capabilities.persistent, true);
+ *   await storage.write([{ type: "putOp", op, expect: null }]);
+ * }
+ * {
+ *   // A new process (here: a new handle) finds the op again.
+ *   await using storage = await openSqliteStorage(path);
+ *   const [pending] = await storage.listOps({ states: ["pending"], limit: 10 });
+ *   assert.deepEqual(pending?.value, op);
+ * }
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ *
+ * @module
+ */
+
+import { ClosedError, StorageError, SyncError } from "../src/errors.ts";
+import type { JsonValue } from "../src/json.ts";
+import type {
+  SqliteDatabaseLike,
+  SqliteStatementLike,
+  SqliteValue,
+} from "../src/sqlite_like.ts";
+import type {
+  ListOpsOptions,
+  ListRecordsOptions,
+  Mutation,
+  OpState,
+  Storage,
+  StorageCallOptions,
+  StorageCapabilities,
+  StoredOp,
+  StoredRecord,
+  Versioned,
+  WriteResult,
+} from "../src/storage.ts";
+import {
+  assertSqliteSchemaKnown,
+  encodeKey,
+  firstRow,
+  migrateSqliteSchema,
+  readSqliteSchemaVersion,
+} from "./_sqlite_schema.ts";
+
+/** Options for {@linkcode createSqliteStorage}. */
+export interface SqliteStorageOptions {
+  /**
+   * How hard a committed write is kept, for a file (`":memory:"` keeps
+   * nothing anyway). The journal is WAL in both modes; on a file system
+   * that cannot do WAL, both use `FULL`, since a rollback journal with
+   * `NORMAL` may be corrupted by a power loss.
+   *
+   * - `"normal"`: `PRAGMA synchronous = NORMAL`. A committed write survives
+   *   a crash of the process; a power loss or OS crash may lose the last
+   *   writes committed before it, but never corrupts the file nor splits a
+   *   write (each write is there whole or not at all).
+   * - `"full"`: `PRAGMA synchronous = FULL`. The WAL is synced at every
+   *   commit, so a committed write also survives a power loss, at the cost
+   *   of one `fsync` per write.
+   *
+   * @default {"normal"}
+   */
+  durability?: "normal" | "full";
+  /**
+   * How long, in milliseconds, a write waits for another connection's lock
+   * before it rejects with a retryable `StorageError` (`PRAGMA
+   * busy_timeout`).
+   *
+   * @default {5000}
+   */
+  busyTimeoutMs?: number;
+  /**
+   * Whether the storage's `close()` closes the database too. The caller
+   * owns a database it passes in, so by default it stays open.
+   *
+   * @default {false}
+   */
+  closeDatabase?: boolean;
+}
+
+/**
+ * Creates a storage on an open SQLite connection, creating or upgrading its
+ * tables first. Works with any synchronous driver that fits
+ * `SqliteDatabaseLike`: `node:sqlite`'s `DatabaseSync` (Deno, Node ≥ 22),
+ * `bun:sqlite`'s `Database`, better-sqlite3.
+ *
+ * The connection gets `busy_timeout` and `synchronous` set, and a file is
+ * switched to WAL (which stays with the file). An older file is upgraded in
+ * one transaction; a file written by a newer version of this library is
+ * refused before anything is changed. The tables (`sync_state`, `records`,
+ * `ops`, `meta`, views `quarantine` and `conflict_inbox`) must not clash
+ * with the database's own.
+ *
+ * A file-backed database is `persistent` and `multiProcess`; `":memory:"`
+ * (or a temporary database) is neither. SQLite has no practical cap on
+ * mutations per write, bytes per write or key length, so every limit is
+ * `Infinity` (a single value beyond SQLite's 1 GB `SQLITE_MAX_LENGTH`
+ * rejects with a `StorageError`, committing nothing).
+ *
+ * @param db An open connection. Leave it alone while the storage uses it:
+ * a transaction of your own left open makes writes and multi-item reads
+ * fail.
+ * @param options Durability, busy timeout, and whether `close()` closes `db`.
+ * @returns The storage.
+ * @throws {StorageError} When the database's schema is newer than this
+ * code's, its upgrade fails, or the driver fails; `db` is left open.
+ * @throws {TypeError} When an option has the wrong type.
+ * @throws {RangeError} When an option is out of range.
+ *
+ * @example Using a connection the app owns
+ * ```ts
+ * import { createSqliteStorage } from "@offline-first/sync/storage/sqlite";
+ * import { DatabaseSync } from "node:sqlite";
+ * import assert from "node:assert/strict";
+ *
+ * const db = new DatabaseSync(":memory:");
+ * const storage = createSqliteStorage(db);
+ * const result = await storage.write([
+ *   { type: "putMeta", key: "cursor\0todo", value: { page: 2 }, expect: null },
+ * ]);
+ * assert.equal(result.ok, true);
+ * const [entry] = await storage.getMeta(["cursor\0todo"]);
+ * assert.deepEqual(entry?.value, { page: 2 });
+ *
+ * await storage.close();
+ * // closeDatabase defaults to false: the app's connection stays open.
+ * assert.deepEqual({ ...db.prepare("SELECT 1 AS one").get() }, { one: 1 });
+ * db.close();
+ * ```
+ */
+export function createSqliteStorage(
+  db: SqliteDatabaseLike,
+  options: SqliteStorageOptions = {},
+): Storage {
+  const resolved = resolveOptions("create", options);
+  const closeDatabase = options.closeDatabase ?? false;
+  if (typeof closeDatabase !== "boolean") {
+    throw new TypeError(
+      `Cannot create SQLite storage as 'closeDatabase' is not a boolean: current value is ${
+        describe(closeDatabase)
+      }`,
+    );
+  }
+  if (typeof db !== "object" || db === null) {
+    throw new TypeError(
+      `Cannot create SQLite storage as 'db' is not a database: current value is ${
+        describe(db)
+      }`,
+    );
+  }
+  try {
+    // Connection settings only: they do not touch the file.
+    db.exec(`PRAGMA busy_timeout = ${resolved.busyTimeoutMs}`);
+    db.exec(`PRAGMA synchronous = ${resolved.synchronous}`);
+    // A newer file is refused, and a failed upgrade rolled back, before the
+    // switch to WAL rewrites the file's header: either leaves the file
+    // byte for byte as it was.
+    assertSqliteSchemaKnown(readSqliteSchemaVersion(db));
+    migrateSqliteSchema(db);
+    const file = firstRow(
+      db.prepare("SELECT file FROM pragma_database_list WHERE name = 'main'"),
+    )?.["file"];
+    // ":memory:" and temporary databases have no file name.
+    const persistent = typeof file === "string" && file !== "";
+    if (persistent) {
+      const journal = firstRow(db.prepare("PRAGMA journal_mode = WAL"))
+        ?.["journal_mode"];
+      // Some file systems and VFSes cannot do WAL. In a rollback journal,
+      // synchronous = NORMAL risks corruption on power loss, so the
+      // "normal" promise (never corrupt) needs FULL there.
+      if (journal !== "wal") db.exec("PRAGMA synchronous = FULL");
+    }
+    return new SqliteStorage(db, closeDatabase, persistent);
+  } catch (error) {
+    if (error instanceof SyncError) throw error;
+    throw new StorageError(
+      `Cannot create SQLite storage as SQLite failed: ${messageOf(error)}`,
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * Opens (creating it if needed) an SQLite file as a storage, with the
+ * built-in `node:sqlite` (Deno ≥ 2.2, Node ≥ 22, Bun). The storage owns the
+ * connection and closes it on `close()`. `node:sqlite` is imported only
+ * here, on first use, so code that passes its own driver to
+ * {@linkcode createSqliteStorage} never loads it.
+ *
+ * @param path The file, or `":memory:"` for a private in-memory database.
+ * @param options Durability and busy timeout.
+ * @returns The open storage.
+ * @throws {StorageError} When `node:sqlite` is unavailable, the file cannot
+ * be opened, its schema is newer than this code's, or its upgrade fails.
+ * @throws {TypeError} When `path` is not a string or an option has the wrong
+ * type.
+ * @throws {RangeError} When an option is out of range.
+ *
+ * @example Refusing a bad option
+ * ```ts
+ * import { openSqliteStorage } from "@offline-first/sync/storage/sqlite";
+ * import assert from "node:assert/strict";
+ *
+ * await assert.rejects(
+ *   openSqliteStorage(":memory:", { busyTimeoutMs: -1 }),
+ *   RangeError,
+ * );
+ * await using storage = await openSqliteStorage(":memory:", {
+ *   durability: "full",
+ * });
+ * assert.equal(storage.capabilities.persistent, false);
+ * ```
+ */
+export async function openSqliteStorage(
+  path: string,
+  options: Omit<SqliteStorageOptions, "closeDatabase"> = {},
+): Promise<Storage> {
+  if (typeof path !== "string") {
+    throw new TypeError(
+      `Cannot open SQLite storage as 'path' is not a string: current value is ${
+        describe(path)
+      }`,
+    );
+  }
+  resolveOptions("open", options);
+  let DatabaseSync: new (path: string) => SqliteDatabaseLike;
+  try {
+    ({ DatabaseSync } = await import("node:sqlite"));
+  } catch (error) {
+    throw new StorageError(
+      `Cannot open SQLite storage as node:sqlite is not available: ${
+        messageOf(error)
+      }`,
+      { cause: error },
+    );
+  }
+  let db: SqliteDatabaseLike;
+  try {
+    db = new DatabaseSync(path);
+  } catch (error) {
+    throw new StorageError(
+      `Cannot open SQLite storage as the file cannot be opened: current value is ${
+        JSON.stringify(path)
+      }`,
+      { cause: error },
+    );
+  }
+  try {
+    return createSqliteStorage(db, { ...options, closeDatabase: true });
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+}
+
+interface ResolvedOptions {
+  readonly synchronous: "NORMAL" | "FULL";
+  readonly busyTimeoutMs: number;
+}
+
+function resolveOptions(
+  verb: "create" | "open",
+  options: Omit<SqliteStorageOptions, "closeDatabase">,
+): ResolvedOptions {
+  const durability: unknown = options.durability ?? "normal";
+  if (durability !== "normal" && durability !== "full") {
+    const Type = typeof durability === "string" ? RangeError : TypeError;
+    throw new Type(
+      `Cannot ${verb} SQLite storage as 'durability' is not "normal" or "full": current value is ${
+        describe(durability)
+      }`,
+    );
+  }
+  const busyTimeoutMs: unknown = options.busyTimeoutMs ?? 5000;
+  if (typeof busyTimeoutMs !== "number") {
+    throw new TypeError(
+      `Cannot ${verb} SQLite storage as 'busyTimeoutMs' is not a number: current value is ${
+        describe(busyTimeoutMs)
+      }`,
+    );
+  }
+  // SQLite takes the timeout as a C int.
+  if (
+    !Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0 ||
+    busyTimeoutMs > 2 ** 31 - 1
+  ) {
+    throw new RangeError(
+      `Cannot ${verb} SQLite storage as 'busyTimeoutMs' is not an integer from 0 to 2147483647: current value is ${busyTimeoutMs}`,
+    );
+  }
+  return {
+    synchronous: durability === "full" ? "FULL" : "NORMAL",
+    busyTimeoutMs,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The storage
+
+/** The item spaces, as indexes into {@linkcode Statements.spaces}. */
+const RECORD = 0;
+const OP = 1;
+const META = 2;
+type Space = typeof RECORD | typeof OP | typeof META;
+
+/** How a space is laid out: its table, key columns and value columns. */
+interface Layout {
+  readonly table: string;
+  readonly keys: readonly string[];
+  readonly columns: readonly string[];
+}
+
+const LAYOUTS: readonly Layout[] = [
+  { table: "records", keys: ["kind", "id"], columns: ["deleted", "value"] },
+  { table: "ops", keys: ["op_id"], columns: ["state", "kind", "id", "value"] },
+  { table: "meta", keys: ["key"], columns: ["value"] },
+];
+
+/** The statements that read and write one space. */
+interface SpaceStatements {
+  /** `(keys) → { value, rev }` */
+  readonly get: SqliteStatementLike;
+  /** `(keys, columns, rev)`: insert or replace. */
+  readonly upsert: SqliteStatementLike;
+  /** `(keys, columns, rev)`: insert unless the item exists. */
+  readonly insert: SqliteStatementLike;
+  /** `(columns, rev, keys, expected rev)`: replace if at the expected rev. */
+  readonly update: SqliteStatementLike;
+  /** `(keys)` */
+  readonly remove: SqliteStatementLike;
+  /** `(keys, expected rev)` */
+  readonly removeIf: SqliteStatementLike;
+}
+
+interface Statements {
+  readonly spaces: readonly [SpaceStatements, SpaceStatements, SpaceStatements];
+  readonly begin: SqliteStatementLike;
+  readonly beginRead: SqliteStatementLike;
+  readonly commit: SqliteStatementLike;
+  readonly rollback: SqliteStatementLike;
+  readonly reserve: SqliteStatementLike;
+  /** By `includeDeleted` and whether `after` is given. */
+  readonly listRecords: readonly SqliteStatementLike[];
+}
+
+function prepareSpace(
+  db: SqliteDatabaseLike,
+  { table, keys, columns }: Layout,
+): SpaceStatements {
+  const all = [...keys, ...columns, "rev"];
+  const values = all.map(() => "?").join(", ");
+  const byKey = keys.map((key) => `${key} = ?`).join(" AND ");
+  const insert = `INSERT INTO ${table} (${all.join(", ")}) VALUES (${values})`;
+  return {
+    get: db.prepare(`SELECT value, rev FROM ${table} WHERE ${byKey}`),
+    upsert: db.prepare(
+      `${insert} ON CONFLICT (${keys.join(", ")}) DO UPDATE SET ${
+        [...columns, "rev"].map((column) => `${column} = excluded.${column}`)
+          .join(", ")
+      }`,
+    ),
+    insert: db.prepare(`${insert} ON CONFLICT DO NOTHING`),
+    update: db.prepare(
+      `UPDATE ${table} SET ${
+        [...columns, "rev"].map((column) => `${column} = ?`).join(", ")
+      } WHERE ${byKey} AND rev = ?`,
+    ),
+    remove: db.prepare(`DELETE FROM ${table} WHERE ${byKey}`),
+    removeIf: db.prepare(`DELETE FROM ${table} WHERE ${byKey} AND rev = ?`),
+  };
+}
+
+function prepareStatements(db: SqliteDatabaseLike): Statements {
+  const listRecords = (live: boolean, after: boolean): SqliteStatementLike =>
+    db.prepare(
+      `SELECT value, rev FROM records WHERE kind = ?${
+        after ? " AND id > ?" : ""
+      }${live ? " AND deleted = 0" : ""} ORDER BY id LIMIT ?`,
+    );
+  return {
+    spaces: [
+      prepareSpace(db, LAYOUTS[RECORD]!),
+      prepareSpace(db, LAYOUTS[OP]!),
+      prepareSpace(db, LAYOUTS[META]!),
+    ],
+    // IMMEDIATE takes the write lock up front: a deferred transaction that
+    // reads first and then writes fails at once with SQLITE_BUSY when
+    // another connection wrote meanwhile, without waiting for busy_timeout.
+    begin: db.prepare("BEGIN IMMEDIATE"),
+    beginRead: db.prepare("BEGIN"),
+    commit: db.prepare("COMMIT"),
+    rollback: db.prepare("ROLLBACK"),
+    // Reserves the next block of revisions for this connection.
+    reserve: db.prepare(
+      "UPDATE sync_state SET revision = revision + ? RETURNING revision",
+    ),
+    listRecords: [
+      listRecords(true, false),
+      listRecords(true, true),
+      listRecords(false, false),
+      listRecords(false, true),
+    ],
+  };
+}
+
+/**
+ * An expectation as the write applies it: `undefined` for none, `null` for
+ * "absent", a number for a revision this storage can have issued, `false`
+ * for a string it never issues (so it cannot hold).
+ */
+type PlannedExpect = undefined | null | number | false;
+
+/** A mutation checked and encoded, ready to run. */
+interface Planned {
+  readonly space: Space;
+  /** Identifies the item within the write (to find repeated items). */
+  readonly item: string;
+  /** The key columns' values. */
+  readonly keys: SqliteValue[];
+  /** The value columns' values; `undefined` for a delete. */
+  readonly columns: SqliteValue[] | undefined;
+  readonly expect: PlannedExpect;
+}
+
+/** What a write applied, for the commit to take over. */
+interface Applied {
+  readonly revs: (string | null)[];
+  /** The revision the write gave its items, if it put any. */
+  readonly revision: number | undefined;
+  /** The end of a block the write reserved, if it did. */
+  readonly blockEnd: number | undefined;
+}
+
+/** The mutations of one item within a write, when there are several. */
+interface Group {
+  count: number;
+  last: number;
+  hasExpect: boolean;
+  /** The item's revision before the write; `undefined` when absent. */
+  before?: number | undefined;
+}
+
+const OP_STATES: ReadonlySet<string> = new Set<OpState>([
+  "pending",
+  "quarantined",
+  "parked",
+]);
+
+/**
+ * How many revisions a connection reserves at once. One store-wide counter
+ * (`sync_state.revision`, the highest revision any connection may have
+ * issued) hands out blocks under the write lock, so revisions never repeat,
+ * across connections, processes and reopens, even for a key deleted and
+ * written again. Reserving a block instead of bumping the counter on every
+ * write spares each write a page (about a fifth of a small write's cost);
+ * 2^53 allows 9 billion blocks.
+ */
+const REVISION_BLOCK = 1_000_000;
+
+/** How many `listOps()` statement shapes stay prepared. */
+const LIST_OPS_CACHE = 64;
+
+class SqliteStorage implements Storage {
+  readonly capabilities: StorageCapabilities;
+  readonly #db: SqliteDatabaseLike;
+  readonly #closeDatabase: boolean;
+  #statements: Statements | undefined;
+  /** `listOps()` statements by shape, oldest first. */
+  #listOps = new Map<string, SqliteStatementLike>();
+  /** The next revision of this connection's committed block. */
+  #nextRevision = 0;
+  /** The end (exclusive) of this connection's committed block. */
+  #blockEnd = 0;
+
+  constructor(db: SqliteDatabaseLike, closeDatabase: boolean, file: boolean) {
+    this.#db = db;
+    this.#closeDatabase = closeDatabase;
+    this.#statements = prepareStatements(db);
+    this.capabilities = Object.freeze({
+      persistent: file,
+      // WAL and busy_timeout let other connections and processes share the
+      // file; an in-memory database is private to its connection.
+      multiProcess: file,
+      maxMutationsPerWrite: Infinity,
+      maxWriteBytes: Infinity,
+      maxKeyLength: Infinity,
+    });
+  }
+
+  getRecords(
+    kind: string,
+    ids: readonly string[],
+    options?: StorageCallOptions,
+  ): Promise<(Versioned<StoredRecord> | undefined)[]> {
+    return this.#call("read records", options, (s) => {
+      checkString("read records", "kind", kind);
+      checkStrings("read records", "ids", ids);
+      if (ids.length === 0) return [];
+      const key = encodeKey(kind);
+      const get = s.spaces[RECORD].get;
+      return this.#read(
+        "read records",
+        ids.length > 1,
+        () =>
+          ids.map((id) =>
+            toEntry<StoredRecord>(firstRow(get, key, encodeKey(id)))
+          ),
+      );
+    });
+  }
+
+  listRecords(
+    kind: string,
+    options: ListRecordsOptions = {},
+  ): Promise<Versioned<StoredRecord>[]> {
+    return this.#call("list records", options, (s) => {
+      checkString("list records", "kind", kind);
+      const limit = resolveListLimit("list records", options.limit);
+      const after = optionalString("list records", "after", options.after);
+      const includeDeleted = options.includeDeleted ?? false;
+      checkBoolean("list records", "includeDeleted", includeDeleted);
+      if (limit === 0) return [];
+      const statement = s.listRecords[
+        (includeDeleted ? 2 : 0) + (after === undefined ? 0 : 1)
+      ]!;
+      const params: SqliteValue[] = [encodeKey(kind)];
+      if (after !== undefined) params.push(encodeKey(after));
+      params.push(sqlLimit(limit));
+      return this.#read(
+        "list records",
+        false,
+        () => toEntries<StoredRecord>(statement.all(...params)),
+      );
+    });
+  }
+
+  getOps(
+    opIds: readonly string[],
+    options?: StorageCallOptions,
+  ): Promise<(Versioned<StoredOp> | undefined)[]> {
+    return this.#call("read ops", options, (s) => {
+      checkStrings("read ops", "opIds", opIds);
+      if (opIds.length === 0) return [];
+      const get = s.spaces[OP].get;
+      return this.#read(
+        "read ops",
+        opIds.length > 1,
+        () =>
+          opIds.map((opId) =>
+            toEntry<StoredOp>(firstRow(get, encodeKey(opId)))
+          ),
+      );
+    });
+  }
+
+  listOps(options: ListOpsOptions = {}): Promise<Versioned<StoredOp>[]> {
+    return this.#call("list ops", options, () => {
+      const limit = resolveListLimit("list ops", options.limit);
+      const after = optionalString("list ops", "after", options.after);
+      const id = optionalString("list ops", "id", options.id);
+      const states = optionalSet("list ops", "states", options.states);
+      const kinds = optionalSet("list ops", "kinds", options.kinds);
+      if (limit === 0 || states?.size === 0 || kinds?.size === 0) return [];
+      // Every state listed filters nothing: drop the filter, so that the
+      // primary key's order serves the query.
+      const stateList = states === undefined ||
+          (states.size === OP_STATES.size &&
+            [...OP_STATES].every((state) => states.has(state)))
+        ? undefined
+        : [...states];
+      const kindList = kinds === undefined ? undefined : [...kinds];
+      const statement = this.#listOpsStatement(
+        stateList?.length,
+        kindList?.length,
+        id !== undefined,
+        after !== undefined,
+      );
+      const params: SqliteValue[] = [];
+      if (stateList !== undefined) params.push(...stateList);
+      if (kindList !== undefined) params.push(...kindList.map(encodeKey));
+      if (id !== undefined) params.push(encodeKey(id));
+      if (after !== undefined) params.push(encodeKey(after));
+      params.push(sqlLimit(limit));
+      return this.#read(
+        "list ops",
+        false,
+        () => toEntries<StoredOp>(statement.all(...params)),
+      );
+    });
+  }
+
+  getMeta(
+    keys: readonly string[],
+    options?: StorageCallOptions,
+  ): Promise<(Versioned<JsonValue> | undefined)[]> {
+    return this.#call("read meta", options, (s) => {
+      checkStrings("read meta", "keys", keys);
+      if (keys.length === 0) return [];
+      const get = s.spaces[META].get;
+      return this.#read(
+        "read meta",
+        keys.length > 1,
+        () =>
+          keys.map((key) => toEntry<JsonValue>(firstRow(get, encodeKey(key)))),
+      );
+    });
+  }
+
+  write(
+    mutations: readonly Mutation[],
+    options?: StorageCallOptions,
+  ): Promise<WriteResult> {
+    return this.#call("write mutations", options, (s) => {
+      if (!Array.isArray(mutations)) {
+        throw new TypeError(
+          `Cannot write mutations as they are not an array: current value is ${
+            describe(mutations)
+          }`,
+        );
+      }
+      // Validating and encoding everything before the transaction keeps a
+      // malformed mutation from costing a lock, and leaves only driver
+      // failures for the transaction to roll back.
+      const plan = mutations.map(planMutation);
+      if (plan.length === 0) return { ok: true, revs: [] };
+      // A revision this storage never issued cannot be current.
+      if (plan.some((planned) => planned.expect === false)) {
+        return { ok: false };
+      }
+      return this.#transaction(s, plan);
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.#statements === undefined) return Promise.resolve();
+    this.#statements = undefined;
+    this.#listOps.clear();
+    if (!this.#closeDatabase) return Promise.resolve();
+    try {
+      this.#db.close();
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(
+        new StorageError(
+          `Cannot close SQLite storage as SQLite failed: ${messageOf(error)}`,
+          { cause: error },
+        ),
+      );
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /**
+   * Runs a call's synchronous body and settles a promise with its outcome:
+   * the contract's methods return promises and never throw synchronously.
+   */
+  #call<T>(
+    action: string,
+    options: StorageCallOptions | undefined,
+    body: (statements: Statements) => T,
+  ): Promise<T> {
+    try {
+      const statements = this.#statements;
+      if (statements === undefined) {
+        throw new ClosedError(`Cannot ${action} as the storage is closed`);
+      }
+      options?.signal?.throwIfAborted();
+      return Promise.resolve(body(statements));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Runs driver reads, in one read transaction when there are several
+   * statements, so they see one snapshot even while another process
+   * writes.
+   */
+  #read<T>(action: string, snapshot: boolean, work: () => T): T {
+    const s = this.#statements!;
+    try {
+      if (!snapshot) return work();
+      s.beginRead.run();
+      try {
+        return work();
+      } finally {
+        s.commit.run();
+      }
+    } catch (error) {
+      throw driverError(action, error);
+    }
+  }
+
+  /** Commits a plan in one transaction, or nothing if an expect fails. */
+  #transaction(s: Statements, plan: readonly Planned[]): WriteResult {
+    try {
+      s.begin.run();
+    } catch (error) {
+      throw driverError("write mutations", error);
+    }
+    try {
+      const applied = this.#apply(s, plan);
+      if (applied === undefined) {
+        s.rollback.run();
+        return { ok: false };
+      }
+      s.commit.run();
+      // Only a committed reservation is this connection's: a rolled-back
+      // one may be handed to another connection next.
+      if (applied.revision !== undefined) {
+        if (applied.blockEnd !== undefined) this.#blockEnd = applied.blockEnd;
+        this.#nextRevision = applied.revision + 1;
+      }
+      return { ok: true, revs: applied.revs };
+    } catch (error) {
+      try {
+        s.rollback.run();
+      } catch {
+        // SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR);
+        // the first error is the one worth reporting.
+      }
+      throw driverError("write mutations", error);
+    }
+  }
+
+  /**
+   * Applies a plan inside the transaction. Returns each mutation's
+   * revision after the write, and the revision (and new block) the write
+   * used, or `undefined` when an expect fails.
+   *
+   * An item written once is checked and written by one statement (`INSERT
+   * … ON CONFLICT DO NOTHING` for "absent", `UPDATE … AND rev = ?` for a
+   * revision): the common engine writes cost no extra read. An item written
+   * several times has its revision read once before its first mutation, so
+   * every later expect is checked against the state before the write
+   * (contract clause 2).
+   */
+  #apply(
+    s: Statements,
+    plan: readonly Planned[],
+  ): Applied | undefined {
+    let groups: Map<string, Group> | undefined;
+    if (plan.length > 1) {
+      groups = new Map();
+      for (let index = 0; index < plan.length; index++) {
+        const planned = plan[index]!;
+        const group = groups.get(planned.item);
+        if (group === undefined) {
+          groups.set(planned.item, {
+            count: 1,
+            last: index,
+            hasExpect: planned.expect !== undefined,
+          });
+        } else {
+          group.count++;
+          group.last = index;
+          group.hasExpect ||= planned.expect !== undefined;
+        }
+      }
+    }
+    // One revision for every item the write puts, taken on first need.
+    let revision: number | undefined;
+    let blockEnd: number | undefined;
+    const nextRevision = (): number => {
+      if (revision !== undefined) return revision;
+      if (this.#nextRevision < this.#blockEnd) {
+        revision = this.#nextRevision;
+      } else {
+        const last = Number(firstRow(s.reserve, REVISION_BLOCK)!["revision"]);
+        revision = last - REVISION_BLOCK + 1;
+        blockEnd = last + 1;
+      }
+      return revision;
+    };
+    for (const planned of plan) {
+      const group = groups?.get(planned.item);
+      const statements = s.spaces[planned.space];
+      const { keys, columns, expect } = planned;
+      if (group !== undefined && group.count > 1) {
+        if (group.hasExpect) {
+          if (!("before" in group)) {
+            group.before = revisionOf(firstRow(statements.get, ...keys));
+          }
+          if (!expectationHolds(expect, group.before)) return undefined;
+        }
+        if (columns === undefined) statements.remove.run(...keys);
+        else statements.upsert.run(...keys, ...columns, nextRevision());
+      } else if (columns === undefined) {
+        if (expect === undefined) {
+          statements.remove.run(...keys);
+        } else if (expect === null) {
+          // Expecting absence, a delete that removes something fails.
+          if (changes(statements.remove.run(...keys)) !== 0) return undefined;
+        } else if (
+          changes(statements.removeIf.run(...keys, expect as number)) === 0
+        ) {
+          return undefined;
+        }
+      } else if (expect === undefined) {
+        statements.upsert.run(...keys, ...columns, nextRevision());
+      } else if (expect === null) {
+        const inserted = statements.insert.run(
+          ...keys,
+          ...columns,
+          nextRevision(),
+        );
+        if (changes(inserted) === 0) return undefined;
+      } else {
+        const updated = statements.update.run(
+          ...columns,
+          nextRevision(),
+          ...keys,
+          expect as number,
+        );
+        if (changes(updated) === 0) return undefined;
+      }
+    }
+    const rev = revision === undefined ? null : String(revision);
+    const revs = plan.map((planned) => {
+      const last = groups?.get(planned.item)?.last;
+      const final = last === undefined ? planned : plan[last]!;
+      return final.columns === undefined ? null : rev;
+    });
+    return { revs, revision, blockEnd };
+  }
+
+  /** A prepared `listOps()` statement for one shape of filter. */
+  #listOpsStatement(
+    states: number | undefined,
+    kinds: number | undefined,
+    id: boolean,
+    after: boolean,
+  ): SqliteStatementLike {
+    const shape = `${states ?? "-"}/${kinds ?? "-"}/${id}/${after}`;
+    let statement = this.#listOps.get(shape);
+    if (statement !== undefined) {
+      // Most recently used last, so the oldest shape is evicted first.
+      this.#listOps.delete(shape);
+      this.#listOps.set(shape, statement);
+      return statement;
+    }
+    const where: string[] = [];
+    if (states !== undefined) {
+      where.push(states === 1 ? "state = ?" : `state IN (${marks(states)})`);
+    }
+    if (kinds !== undefined) {
+      where.push(kinds === 1 ? "kind = ?" : `kind IN (${marks(kinds)})`);
+    }
+    if (id) where.push("id = ?");
+    if (after) where.push("op_id > ?");
+    const sql = `SELECT value, rev FROM ops${
+      where.length === 0 ? "" : ` WHERE ${where.join(" AND ")}`
+    } ORDER BY op_id LIMIT ?`;
+    try {
+      statement = this.#db.prepare(sql);
+    } catch (error) {
+      throw driverError("list ops", error);
+    }
+    if (this.#listOps.size >= LIST_OPS_CACHE) {
+      this.#listOps.delete(this.#listOps.keys().next().value!);
+    }
+    this.#listOps.set(shape, statement);
+    return statement;
+  }
+}
+
+function marks(count: number): string {
+  return Array.from({ length: count }, () => "?").join(", ");
+}
+
+/**
+ * SQLite's "no limit" is a negative LIMIT; a number beyond 2^53 would bind
+ * as a REAL, which LIMIT refuses.
+ */
+function sqlLimit(limit: number): number {
+  return limit > Number.MAX_SAFE_INTEGER ? -1 : limit;
+}
+
+function changes(result: { readonly changes: number | bigint }): number {
+  return Number(result.changes);
+}
+
+function revisionOf(
+  row: Record<string, unknown> | undefined,
+): number | undefined {
+  return row === undefined ? undefined : Number(row["rev"]);
+}
+
+function toEntry<T>(row: unknown): Versioned<T> | undefined {
+  if (row === null || row === undefined) return undefined;
+  const { value, rev } = row as { value: string; rev: number | bigint };
+  // A fresh parse per entry: nothing is shared with the caller or between
+  // entries, and JSON.parse keeps "__proto__" keys as own data properties.
+  return { value: JSON.parse(value) as T, rev: String(rev) };
+}
+
+function toEntries<T>(rows: readonly unknown[]): Versioned<T>[] {
+  return rows.map((row) => toEntry<T>(row)!);
+}
+
+function expectationHolds(
+  expect: PlannedExpect,
+  rev: number | undefined,
+): boolean {
+  if (expect === undefined) return true;
+  if (expect === null) return rev === undefined;
+  return rev === expect;
+}
+
+/** Wraps a driver failure, marking lock timeouts as retryable. */
+function driverError(action: string, error: unknown): unknown {
+  if (error instanceof SyncError) return error;
+  return new StorageError(
+    `Cannot ${action} as SQLite failed: ${messageOf(error)}`,
+    { cause: error, retryable: isBusy(error) },
+  );
+}
+
+/**
+ * Whether SQLite gave up waiting for a lock. Drivers report it differently:
+ * `code: "SQLITE_BUSY"` (bun:sqlite, better-sqlite3), `errcode: 5` or only
+ * the message (node:sqlite).
+ */
+function isBusy(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const { code, errcode, message } = error as {
+    code?: unknown;
+    errcode?: unknown;
+    message?: unknown;
+  };
+  if (typeof code === "string" && /^SQLITE_(BUSY|LOCKED)/.test(code)) {
+    return true;
+  }
+  if (typeof errcode === "number" && [5, 6].includes(errcode & 0xff)) {
+    return true;
+  }
+  return typeof message === "string" &&
+    /database (table )?is locked/.test(message);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+// ---------------------------------------------------------------------------
+// Validation: the same checks and messages as the memory storage
+
+function planMutation(mutation: Mutation, index: number): Planned {
+  const action = `write mutation ${index}`;
+  if (typeof mutation !== "object" || mutation === null) {
+    throw new TypeError(
+      `Cannot ${action} as it is not an object: current value is ${
+        describe(mutation)
+      }`,
+    );
+  }
+  const expect = planExpect(action, mutation.expect);
+  switch (mutation.type) {
+    case "putRecord": {
+      const record = mutation.record as unknown;
+      checkRoot(action, "record", record);
+      const { kind, id, data, deleted } = record as Record<string, unknown>;
+      checkString(action, "record.kind", kind);
+      checkString(action, "record.id", id);
+      checkObject(action, "record.data", data);
+      checkBoolean(action, "record.deleted", deleted);
+      return {
+        space: RECORD,
+        item: recordItem(kind, id),
+        keys: [encodeKey(kind), encodeKey(id)],
+        columns: [deleted ? 1 : 0, JSON.stringify(record)],
+        expect,
+      };
+    }
+    case "deleteRecord":
+      checkString(action, "kind", mutation.kind);
+      checkString(action, "id", mutation.id);
+      return {
+        space: RECORD,
+        item: recordItem(mutation.kind, mutation.id),
+        keys: [encodeKey(mutation.kind), encodeKey(mutation.id)],
+        columns: undefined,
+        expect,
+      };
+    case "putOp": {
+      const op = mutation.op as unknown;
+      checkRoot(action, "op", op);
+      const { opId, kind, id, state } = op as Record<string, unknown>;
+      checkString(action, "op.opId", opId);
+      checkString(action, "op.kind", kind);
+      checkString(action, "op.id", id);
+      if (typeof state !== "string" || !OP_STATES.has(state)) {
+        throw new TypeError(
+          `Cannot ${action} as 'op.state' is not an op state: current value is ${
+            describe(state)
+          }`,
+        );
+      }
+      return {
+        space: OP,
+        item: `o${opId}`,
+        keys: [encodeKey(opId)],
+        columns: [state, encodeKey(kind), encodeKey(id), JSON.stringify(op)],
+        expect,
+      };
+    }
+    case "deleteOp":
+      checkString(action, "opId", mutation.opId);
+      return {
+        space: OP,
+        item: `o${mutation.opId}`,
+        keys: [encodeKey(mutation.opId)],
+        columns: undefined,
+        expect,
+      };
+    case "putMeta": {
+      checkString(action, "key", mutation.key);
+      checkJson(mutation.value, action, ["value"], new Set());
+      return {
+        space: META,
+        item: `m${mutation.key}`,
+        keys: [encodeKey(mutation.key)],
+        columns: [JSON.stringify(mutation.value)],
+        expect,
+      };
+    }
+    case "deleteMeta":
+      checkString(action, "key", mutation.key);
+      return {
+        space: META,
+        item: `m${mutation.key}`,
+        keys: [encodeKey(mutation.key)],
+        columns: undefined,
+        expect,
+      };
+    default:
+      throw new TypeError(
+        `Cannot ${action} as 'type' is not a mutation type: current value is ${
+          describe((mutation as { type: unknown }).type)
+        }`,
+      );
+  }
+}
+
+/** A record's item id; the kind's length keeps `("a", "bc")` from `("ab", "c")`. */
+function recordItem(kind: string, id: string): string {
+  return `r${kind.length}:${kind}${id}`;
+}
+
+function planExpect(action: string, expect: unknown): PlannedExpect {
+  if (expect === undefined || expect === null) return expect;
+  if (typeof expect === "string") {
+    // Revisions are the counter in decimal; anything else was not issued.
+    if (!/^[1-9][0-9]{0,15}$/.test(expect)) return false;
+    const rev = Number(expect);
+    return Number.isSafeInteger(rev) ? rev : false;
+  }
+  throw new TypeError(
+    `Cannot ${action} as 'expect' is not a revision, null or undefined: current value is ${
+      describe(expect)
+    }`,
+  );
+}
+
+function checkRoot(action: string, name: string, value: unknown): void {
+  checkObject(action, name, value);
+  checkJson(value, action, [name], new Set());
+}
+
+/**
+ * Checks that a value is JSON that `JSON.stringify` writes faithfully: no
+ * `undefined`, functions, symbols, bigints, non-finite numbers, cycles, or
+ * objects other than plain ones and arrays (a `Date` or `Map` would be
+ * written as something else and read back different).
+ */
+function checkJson(
+  value: unknown,
+  action: string,
+  path: (string | number)[],
+  ancestors: Set<object>,
+): void {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return;
+    case "number":
+      if (Number.isFinite(value)) return;
+      break;
+    case "object": {
+      if (value === null) return;
+      if (ancestors.has(value)) break;
+      if (Array.isArray(value)) {
+        ancestors.add(value);
+        for (let index = 0; index < value.length; index++) {
+          path.push(index);
+          checkJson(value[index], action, path, ancestors);
+          path.pop();
+        }
+        ancestors.delete(value);
+        return;
+      }
+      const prototype = Object.getPrototypeOf(value);
+      if (prototype !== Object.prototype && prototype !== null) break;
+      ancestors.add(value);
+      const source = value as Record<string, unknown>;
+      for (const key of Object.keys(source)) {
+        path.push(key);
+        checkJson(source[key], action, path, ancestors);
+        path.pop();
+      }
+      ancestors.delete(value);
+      return;
+    }
+  }
+  throw new TypeError(
+    `Cannot ${action} as '${
+      path.join(".")
+    }' is not a JSON value: current value is ${describe(value)}`,
+  );
+}
+
+function checkString(
+  action: string,
+  name: string,
+  value: unknown,
+): asserts value is string {
+  if (typeof value !== "string") {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not a string: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+function checkStrings(action: string, name: string, values: unknown): void {
+  if (!Array.isArray(values)) {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not an array: current value is ${
+        describe(values)
+      }`,
+    );
+  }
+  values.forEach((value, index) =>
+    checkString(action, `${name}[${index}]`, value)
+  );
+}
+
+function checkObject(action: string, name: string, value: unknown): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not an object: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+function checkBoolean(action: string, name: string, value: unknown): void {
+  if (typeof value !== "boolean") {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not a boolean: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+function optionalString(
+  action: string,
+  name: string,
+  value: unknown,
+): string | undefined {
+  if (value !== undefined) checkString(action, name, value);
+  return value;
+}
+
+function optionalSet(
+  action: string,
+  name: string,
+  values: readonly string[] | undefined,
+): ReadonlySet<string> | undefined {
+  if (values === undefined) return undefined;
+  checkStrings(action, name, values);
+  return new Set(values);
+}
+
+function resolveListLimit(action: string, limit: unknown): number {
+  if (limit === undefined) return Infinity;
+  if (
+    typeof limit !== "number" ||
+    !(limit === Infinity || (Number.isInteger(limit) && limit >= 0))
+  ) {
+    throw new RangeError(
+      `Cannot ${action} as 'limit' is not a non-negative integer or Infinity: current value is ${
+        describe(limit)
+      }`,
+    );
+  }
+  return limit;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "bigint") return `${value}n`;
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object" && value !== null) {
+    const name = Object.getPrototypeOf(value)?.constructor?.name;
+    return typeof name === "string" && name !== "Object"
+      ? `a ${name}`
+      : "an object";
+  }
+  return String(value);
+}

@@ -1,0 +1,999 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { ClosedError, StorageError } from "../src/errors.ts";
+import type { SqliteDatabaseLike } from "../src/sqlite_like.ts";
+import type {
+  Mutation,
+  Storage,
+  StoredOp,
+  StoredRecord,
+} from "../src/storage.ts";
+import { testStorage } from "../storage/conformance.ts";
+import { createMemoryStorage } from "../storage/memory.ts";
+import { createSqliteStorage, openSqliteStorage } from "../storage/sqlite.ts";
+import {
+  encodeKey,
+  migrateSqliteSchema,
+  SQLITE_MIGRATIONS,
+  SQLITE_SCHEMA_VERSION,
+} from "../storage/_sqlite_schema.ts";
+import {
+  betterSqlite3Shaped,
+  bunShaped,
+  wrapDriver,
+} from "./_sqlite_drivers.ts";
+
+/** A fresh temporary file for one suite case, and its cleanup. */
+async function tempFile(): Promise<
+  { path: string; teardown: () => Promise<void> }
+> {
+  const dir = await Deno.makeTempDir({ prefix: "sqlite-storage-" });
+  return {
+    path: `${dir}/store.sqlite`,
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+await testStorage("sqlite (file)", async () => {
+  const { path, teardown } = await tempFile();
+  return {
+    storage: await openSqliteStorage(path),
+    reopen: () => openSqliteStorage(path),
+    teardown,
+  };
+});
+
+await testStorage("sqlite (:memory:)", async () => ({
+  storage: await openSqliteStorage(":memory:"),
+}));
+
+/** A suite over a file, through a driver wrapped into another shape. */
+async function wrappedSuite(
+  name: string,
+  wrap: (db: SqliteDatabaseLike) => SqliteDatabaseLike,
+): Promise<void> {
+  await testStorage(name, async () => {
+    const { path, teardown } = await tempFile();
+    const open = (): Storage =>
+      createSqliteStorage(wrap(new DatabaseSync(path)), {
+        closeDatabase: true,
+      });
+    return {
+      storage: open(),
+      reopen: () => Promise.resolve(open()),
+      teardown,
+    };
+  });
+}
+
+// bun:sqlite's get() returns null for no row.
+await wrappedSuite("sqlite (null-get driver)", bunShaped);
+// better-sqlite3 returns BLOBs as Buffers.
+await wrappedSuite("sqlite (Buffer driver)", betterSqlite3Shaped);
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+async function withTempDir(
+  fn: (dir: string) => void | Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "sqlite-storage-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function pragma(db: DatabaseSync, name: string): unknown {
+  const row = db.prepare(`PRAGMA ${name}`).get() as Record<string, unknown>;
+  return Object.values(row)[0];
+}
+
+/** Everything a migration could change, without the data. */
+function schemaOf(db: DatabaseSync): unknown {
+  return {
+    objects: db.prepare(
+      "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name",
+    ).all().map((row) => ({ ...row })),
+    version: db.prepare(
+        "SELECT name FROM sqlite_master WHERE name = 'sync_state'",
+      ).get() === undefined
+      ? 0
+      : Number(
+        (db.prepare("SELECT schema_version FROM sync_state").get() as {
+          schema_version: number;
+        }).schema_version,
+      ),
+  };
+}
+
+function record(
+  kind: string,
+  id: string,
+  fields: Partial<StoredRecord> = {},
+): StoredRecord {
+  return {
+    kind,
+    id,
+    data: { id },
+    deleted: false,
+    base: null,
+    lastOpId: null,
+    localUpdatedAt: null,
+    ...fields,
+  };
+}
+
+function op(opId: string, fields: Partial<StoredOp> = {}): StoredOp {
+  return {
+    opId,
+    kind: "todo",
+    id: "1",
+    type: "upsert",
+    payload: { title: "x" },
+    baseUpdatedAt: null,
+    base: null,
+    changedFields: null,
+    createdAt: 0,
+    editedAt: 0,
+    attempts: 0,
+    revision: 0,
+    conflicts: 0,
+    force: false,
+    state: "pending",
+    error: null,
+    conflict: null,
+    ...fields,
+  };
+}
+
+/** Builds a file at schema version 1, as the first release wrote it. */
+function buildV1(path: string): DatabaseSync {
+  const db = new DatabaseSync(path);
+  migrateSqliteSchema(db, SQLITE_MIGRATIONS.slice(0, 1));
+  return db;
+}
+
+// ---------------------------------------------------------------------------
+// Adapter-specific cases
+
+Deno.test("sqlite: capabilities follow the database: a file persists and is shared, :memory: is neither", async () => {
+  await withTempDir(async (dir) => {
+    await using file = await openSqliteStorage(`${dir}/a.sqlite`);
+    assert.deepEqual(file.capabilities, {
+      persistent: true,
+      multiProcess: true,
+      maxMutationsPerWrite: Infinity,
+      maxWriteBytes: Infinity,
+      maxKeyLength: Infinity,
+    });
+    assert.ok(Object.isFrozen(file.capabilities));
+    await using memory = await openSqliteStorage(":memory:");
+    assert.equal(memory.capabilities.persistent, false);
+    assert.equal(memory.capabilities.multiProcess, false);
+    // "" is SQLite's private temporary database: gone on close.
+    await using temporary = await openSqliteStorage("");
+    assert.equal(temporary.capabilities.persistent, false);
+  });
+});
+
+Deno.test("sqlite: a file is in WAL mode and durability maps to PRAGMA synchronous", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/a.sqlite`;
+    const db = new DatabaseSync(path);
+    const normal = createSqliteStorage(db);
+    assert.equal(pragma(db, "journal_mode"), "wal");
+    assert.equal(pragma(db, "synchronous"), 1); // NORMAL
+    assert.equal(pragma(db, "busy_timeout"), 5000);
+    await normal.close();
+
+    const full = createSqliteStorage(db, {
+      durability: "full",
+      busyTimeoutMs: 250,
+    });
+    assert.equal(pragma(db, "synchronous"), 2); // FULL
+    assert.equal(pragma(db, "busy_timeout"), 250);
+    await full.close();
+    db.close();
+
+    // WAL stays with the file: another connection sees it.
+    const other = new DatabaseSync(path);
+    assert.equal(pragma(other, "journal_mode"), "wal");
+    other.close();
+
+    const memory = new DatabaseSync(":memory:");
+    createSqliteStorage(memory, { durability: "full" });
+    assert.equal(pragma(memory, "journal_mode"), "memory");
+    assert.equal(pragma(memory, "synchronous"), 2);
+    memory.close();
+  });
+});
+
+Deno.test("sqlite: options are validated with TypeError and RangeError", async () => {
+  const db = new DatabaseSync(":memory:");
+  try {
+    const cases: [unknown, ErrorConstructor, string][] = [
+      [
+        { durability: "extra" },
+        RangeError,
+        `Cannot create SQLite storage as 'durability' is not "normal" or "full": current value is "extra"`,
+      ],
+      [
+        { durability: 1 },
+        TypeError,
+        `Cannot create SQLite storage as 'durability' is not "normal" or "full": current value is 1`,
+      ],
+      [
+        { busyTimeoutMs: -1 },
+        RangeError,
+        "Cannot create SQLite storage as 'busyTimeoutMs' is not an integer from 0 to 2147483647: current value is -1",
+      ],
+      [{ busyTimeoutMs: 1.5 }, RangeError, "current value is 1.5"],
+      [{ busyTimeoutMs: 2 ** 31 }, RangeError, "current value is 2147483648"],
+      [
+        { busyTimeoutMs: "5" },
+        TypeError,
+        `Cannot create SQLite storage as 'busyTimeoutMs' is not a number: current value is "5"`,
+      ],
+      [
+        { closeDatabase: "yes" },
+        TypeError,
+        `Cannot create SQLite storage as 'closeDatabase' is not a boolean: current value is "yes"`,
+      ],
+    ];
+    for (const [options, type, message] of cases) {
+      assert.throws(
+        () => createSqliteStorage(db, options as never),
+        (error: unknown) => {
+          assert.ok(error instanceof type, String(error));
+          assert.ok(error.message.endsWith(message), error.message);
+          return true;
+        },
+      );
+    }
+    // Nothing was created by a refused call.
+    assert.deepEqual(schemaOf(db), { objects: [], version: 0 });
+    // openSqliteStorage() returns a promise, so it rejects rather than throws.
+    await assert.rejects(
+      openSqliteStorage(":memory:", { busyTimeoutMs: NaN }),
+      {
+        name: "RangeError",
+        message:
+          "Cannot open SQLite storage as 'busyTimeoutMs' is not an integer from 0 to 2147483647: current value is NaN",
+      },
+    );
+    await assert.rejects(openSqliteStorage(1 as unknown as string), {
+      name: "TypeError",
+      message:
+        "Cannot open SQLite storage as 'path' is not a string: current value is 1",
+    });
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("sqlite: opening a file that is not a database rejects with a StorageError", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/notes.txt`;
+    await Deno.writeTextFile(
+      path,
+      "not a database, just some text\n".repeat(200),
+    );
+    const before = await Deno.readFile(path);
+    await assert.rejects(openSqliteStorage(path), (error: unknown) => {
+      assert.ok(error instanceof StorageError);
+      assert.match(
+        error.message,
+        /^Cannot create SQLite storage as SQLite failed: /,
+      );
+      assert.ok(error.cause instanceof Error);
+      return true;
+    });
+    assert.deepEqual(await Deno.readFile(path), before);
+  });
+});
+
+Deno.test("sqlite: opening a newer schema fails and changes nothing", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/newer.sqlite`;
+    // A rollback-journal file, so that a switch to WAL would show in its
+    // bytes.
+    const writer = new DatabaseSync(path);
+    migrateSqliteSchema(writer);
+    const newer = SQLITE_SCHEMA_VERSION + 1;
+    writer.exec(`UPDATE sync_state SET schema_version = ${newer}`);
+    writer.exec("CREATE TABLE from_the_future (x)");
+    assert.equal(pragma(writer, "journal_mode"), "delete");
+    writer.close();
+    const bytes = await Deno.readFile(path);
+    const message =
+      `Cannot open SQLite storage as its schema is newer than version ${SQLITE_SCHEMA_VERSION}: current value is ${newer}`;
+
+    await assert.rejects(openSqliteStorage(path), {
+      name: "StorageError",
+      message,
+    });
+    assert.deepEqual(await Deno.readFile(path), bytes);
+
+    // The same through a connection the caller owns, which stays open.
+    const db = new DatabaseSync(path);
+    const schema = schemaOf(db);
+    assert.throws(() => createSqliteStorage(db, { closeDatabase: true }), {
+      name: "StorageError",
+      message,
+    });
+    assert.deepEqual(schemaOf(db), schema);
+    assert.equal(pragma(db, "journal_mode"), "delete");
+    db.close();
+    assert.deepEqual(await Deno.readFile(path), bytes);
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((entry) => entry.name),
+      ["newer.sqlite"],
+    );
+  });
+});
+
+Deno.test("sqlite: opening a v1 file upgrades it to the current schema and keeps its data", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/v1.sqlite`;
+    const v1 = buildV1(path);
+    assert.equal(SQLITE_SCHEMA_VERSION, 2);
+    assert.equal((schemaOf(v1) as { version: number }).version, 1);
+    // Rows as the first release wrote them.
+    const stored = record("todo", "a\0b", { data: { title: "\u{1F600}" } });
+    const pending = op("01A", { id: "a\0b" });
+    const quarantined = op("01B", {
+      state: "quarantined",
+      error: {
+        category: "rejected",
+        message: "Title is required",
+        status: 422,
+        code: "invalid",
+        body: null,
+        at: 5,
+      },
+    });
+    v1.prepare(
+      "INSERT INTO records (kind, id, deleted, value, rev) VALUES (?, ?, 0, ?, 5)",
+    ).run(encodeKey("todo"), encodeKey("a\0b"), JSON.stringify(stored));
+    const insertOp = v1.prepare(
+      "INSERT INTO ops (op_id, state, kind, id, value, rev) VALUES (?, ?, ?, ?, ?, ?)",
+    );
+    for (const [value, rev] of [[pending, 6], [quarantined, 7]] as const) {
+      insertOp.run(
+        encodeKey(value.opId),
+        value.state,
+        encodeKey(value.kind),
+        encodeKey(value.id),
+        JSON.stringify(value),
+        rev,
+      );
+    }
+    v1.prepare("INSERT INTO meta (key, value, rev) VALUES (?, ?, 7)").run(
+      encodeKey("cursor"),
+      JSON.stringify({ page: 3 }),
+    );
+    v1.exec("UPDATE sync_state SET revision = 7");
+    v1.close();
+
+    {
+      await using storage = await openSqliteStorage(path);
+      assert.deepEqual(await storage.getRecords("todo", ["a\0b"]), [
+        { value: stored, rev: "5" },
+      ]);
+      assert.deepEqual(
+        await storage.listOps({ states: ["pending"], limit: 10 }),
+        [{ value: pending, rev: "6" }],
+      );
+      assert.deepEqual(
+        (await storage.listOps({ kinds: ["todo"], id: "a\0b" })).map((entry) =>
+          entry.value.opId
+        ),
+        ["01A"],
+      );
+      // Old revisions stay valid, and new ones continue the old counter.
+      const result = await storage.write([
+        { type: "putMeta", key: "cursor", value: { page: 4 }, expect: "7" },
+      ]);
+      assert.deepEqual(result, { ok: true, revs: ["8"] });
+    }
+
+    const db = new DatabaseSync(path);
+    const { objects, version } = schemaOf(db) as {
+      objects: { type: string; name: string }[];
+      version: number;
+    };
+    assert.equal(version, SQLITE_SCHEMA_VERSION);
+    const names = objects.map(({ type, name }) => `${type} ${name}`);
+    for (
+      const expected of [
+        "index ops_by_record",
+        "index ops_by_state",
+        "view conflict_inbox",
+        "view quarantine",
+      ]
+    ) {
+      assert.ok(names.includes(expected), `Expected ${expected}`);
+    }
+    assert.deepEqual(
+      db.prepare("SELECT op_id, status, message FROM quarantine").all().map((
+        row,
+      ) => ({ ...row })),
+      [{ op_id: "01B", status: 422, message: "Title is required" }],
+    );
+    db.close();
+  });
+});
+
+Deno.test("sqlite: a failing migration leaves the v1 file as it was", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/clash.sqlite`;
+    const v1 = buildV1(path);
+    v1.prepare("INSERT INTO meta (key, value, rev) VALUES (?, '1', 1)").run(
+      encodeKey("kept"),
+    );
+    // Version 2 creates its indexes, then a view by this name: the view
+    // fails after the indexes were made, so the whole step must roll back.
+    v1.exec("CREATE TABLE quarantine (note TEXT)");
+    const before = schemaOf(v1);
+    v1.close();
+    const bytes = await Deno.readFile(path);
+
+    await assert.rejects(openSqliteStorage(path), (error: unknown) => {
+      assert.ok(error instanceof StorageError);
+      assert.equal(
+        error.message,
+        `Cannot open SQLite storage as migrating its schema to version ${SQLITE_SCHEMA_VERSION} failed: current value is 1`,
+      );
+      assert.match(String((error.cause as Error).message), /quarantine/);
+      return true;
+    });
+
+    const db = new DatabaseSync(path);
+    assert.deepEqual(schemaOf(db), before);
+    assert.equal(
+      db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'index'")
+        .get()?.["n"],
+      0,
+    );
+    assert.equal(pragma(db, "journal_mode"), "delete");
+    db.close();
+    assert.deepEqual(await Deno.readFile(path), bytes);
+  });
+});
+
+Deno.test("sqlite: migrations from an empty database run in one transaction", () => {
+  const db = new DatabaseSync(":memory:");
+  try {
+    const failing = [
+      ...SQLITE_MIGRATIONS,
+      {
+        version: SQLITE_MIGRATIONS.length + 1,
+        description: "a step that fails halfway",
+        sql: "CREATE TABLE extra (x); SELECT * FROM no_such_table;",
+      },
+    ];
+    assert.throws(() => migrateSqliteSchema(db, failing), (error: unknown) => {
+      assert.ok(error instanceof StorageError);
+      assert.match(error.message, /current value is 0$/);
+      return true;
+    });
+    // Not even version 1's tables are left behind.
+    assert.deepEqual(schemaOf(db), { objects: [], version: 0 });
+    assert.throws(
+      () => migrateSqliteSchema(db, [{ version: 2, description: "", sql: "" }]),
+      RangeError,
+    );
+    migrateSqliteSchema(db);
+    assert.equal(
+      (schemaOf(db) as { version: number }).version,
+      SQLITE_SCHEMA_VERSION,
+    );
+    // Running it again is a no-op.
+    const schema = schemaOf(db);
+    migrateSqliteSchema(db);
+    assert.deepEqual(schemaOf(db), schema);
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("sqlite: NUL, lone-surrogate and non-BMP keys survive reopen in UTF-16 order", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/keys.sqlite`;
+    const kinds = ["a\0b", "\uD800", "a"];
+    const ids = [
+      "\0",
+      "\0\0",
+      "x\0",
+      "\uDBFF",
+      "\uDC00\uD800",
+      "\u{1F600}",
+      "\uFF5E",
+      "",
+    ];
+    {
+      await using storage = await openSqliteStorage(path);
+      const mutations: Mutation[] = [];
+      for (const kind of kinds) {
+        for (const id of ids) {
+          mutations.push({ type: "putRecord", record: record(kind, id) });
+        }
+      }
+      for (const id of ids) {
+        mutations.push({ type: "putOp", op: op(id, { kind: "a\0b", id }) });
+        mutations.push({ type: "putMeta", key: id, value: id });
+      }
+      assert.equal((await storage.write(mutations)).ok, true);
+    }
+    await using storage = await openSqliteStorage(path);
+    const sorted = [...ids].sort();
+    for (const kind of kinds) {
+      assert.deepEqual(
+        (await storage.listRecords(kind)).map((entry) => entry.value),
+        sorted.map((id) => record(kind, id)),
+      );
+    }
+    assert.deepEqual(
+      (await storage.listOps()).map((entry) => entry.value.opId),
+      sorted,
+    );
+    assert.deepEqual(
+      (await storage.getMeta(ids)).map((entry) => entry?.value),
+      ids,
+    );
+    for (const id of ids) {
+      assert.deepEqual(
+        (await storage.listOps({ kinds: ["a\0b"], id })).map((entry) =>
+          entry.value.opId
+        ),
+        [id],
+      );
+    }
+    // "a\0b" and "a" are different tables, though one is a prefix.
+    assert.equal((await storage.listRecords("a\0")).length, 0);
+  });
+});
+
+Deno.test("sqlite: the quarantine and conflict_inbox views list the right ops", async () => {
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(db);
+  const error = {
+    category: "rejected",
+    message: "Title is required",
+    status: 422,
+    code: "invalid",
+    body: { field: "title" },
+    at: 11,
+  };
+  const conflict = {
+    server: { id: "2", title: "server" },
+    serverUpdatedAt: "2025-01-01T00:00:00.000Z",
+    local: { id: "2", title: "local" },
+    base: null,
+    detectedAt: 12,
+  };
+  await storage.write([
+    {
+      type: "putOp",
+      op: op("\uFF5E", { state: "quarantined", id: "3", error }),
+    },
+    {
+      type: "putOp",
+      op: op("\u{1F600}", { state: "quarantined", id: "1", error }),
+    },
+    { type: "putOp", op: op("01C", { state: "parked", id: "2", conflict }) },
+    { type: "putOp", op: op("01D", { state: "pending", id: "4" }) },
+  ]);
+  const rows = (sql: string): Record<string, unknown>[] =>
+    db.prepare(sql).all().map((row) => ({ ...row }));
+  // UTF-16 order: the surrogate pair (0xD83D…) sorts before U+FF5E.
+  assert.deepEqual(
+    rows(
+      "SELECT op_id, kind, id, type, status, code, message, failed_at FROM quarantine",
+    ),
+    [
+      {
+        op_id: "\u{1F600}",
+        kind: "todo",
+        id: "1",
+        type: "upsert",
+        status: 422,
+        code: "invalid",
+        message: "Title is required",
+        failed_at: 11,
+      },
+      {
+        op_id: "\uFF5E",
+        kind: "todo",
+        id: "3",
+        type: "upsert",
+        status: 422,
+        code: "invalid",
+        message: "Title is required",
+        failed_at: 11,
+      },
+    ],
+  );
+  const [parked, ...others] = rows("SELECT * FROM conflict_inbox");
+  assert.equal(others.length, 0);
+  assert.equal(parked?.["op_id"], "01C");
+  assert.equal(parked?.["detected_at"], 12);
+  assert.equal(parked?.["server_updated_at"], conflict.serverUpdatedAt);
+  assert.deepEqual(JSON.parse(parked?.["local"] as string), conflict.local);
+  assert.deepEqual(JSON.parse(parked?.["server"] as string), conflict.server);
+  assert.equal(parked?.["base"], null);
+  assert.deepEqual(
+    JSON.parse(parked?.["value"] as string),
+    op("01C", { state: "parked", id: "2", conflict }),
+  );
+  // Retrying the quarantined op takes it out of the view.
+  await storage.write([{ type: "putOp", op: op("\uFF5E", { id: "3" }) }]);
+  assert.deepEqual(rows("SELECT op_id FROM quarantine"), [{
+    op_id: "\u{1F600}",
+  }]);
+  await storage.close();
+  db.close();
+});
+
+Deno.test("sqlite: close() leaves a caller-owned db open unless closeDatabase is set", async () => {
+  const owned = new DatabaseSync(":memory:");
+  const storage = createSqliteStorage(owned);
+  await storage.write([{ type: "putMeta", key: "k", value: 1 }]);
+  await storage.close();
+  await storage.close();
+  await assert.rejects(storage.getMeta(["k"]), {
+    name: "ClosedError",
+    message: "Cannot read meta as the storage is closed",
+  });
+  // The caller's connection still works, and still holds the data.
+  assert.equal(
+    (owned.prepare("SELECT value FROM meta").get() as { value: string }).value,
+    "1",
+  );
+  // A second storage on it picks the data up.
+  const again = createSqliteStorage(owned);
+  assert.equal((await again.getMeta(["k"]))[0]?.value, 1);
+  await again.close();
+  owned.close();
+
+  const handed = new DatabaseSync(":memory:");
+  const closing = createSqliteStorage(handed, { closeDatabase: true });
+  await closing[Symbol.asyncDispose]();
+  assert.throws(() => handed.prepare("SELECT 1"), /not open/);
+});
+
+Deno.test("sqlite: malformed calls fail with the memory storage's errors and messages", async () => {
+  await using memory = createMemoryStorage();
+  await using sqlite = await openSqliteStorage(":memory:");
+  const cyclic: Record<string, unknown> = {};
+  cyclic["self"] = cyclic;
+  const good = record("todo", "1");
+  const malformed: unknown[] = [
+    null,
+    "putMeta",
+    { type: "putNothing" },
+    { type: "putMeta", key: 1, value: 1 },
+    { type: "putMeta", key: "k", value: undefined },
+    { type: "putMeta", key: "k", value: NaN },
+    { type: "putMeta", key: "k", value: -Infinity },
+    { type: "putMeta", key: "k", value: 1n },
+    { type: "putMeta", key: "k", value: new Date(0) },
+    { type: "putMeta", key: "k", value: new Map() },
+    { type: "putMeta", key: "k", value: cyclic },
+    { type: "putMeta", key: "k", value: [1, undefined] },
+    { type: "putMeta", key: "k", value: { a: [{ b: Symbol("s") }] } },
+    { type: "putMeta", key: "k", value: 1, expect: 3 },
+    { type: "putRecord", record: [] },
+    { type: "putRecord", record: { ...good, id: 1 } },
+    { type: "putRecord", record: { ...good, kind: null } },
+    { type: "putRecord", record: { ...good, data: [] } },
+    { type: "putRecord", record: { ...good, deleted: "no" } },
+    { type: "putRecord", record: { ...good, data: { at: () => 1 } } },
+    {
+      type: "putRecord",
+      record: { ...good, base: { data: new Uint8Array() } },
+    },
+    { type: "putOp", op: { ...op("1"), state: "done" } },
+    { type: "putOp", op: { ...op("1"), opId: undefined } },
+    { type: "putOp", op: { ...op("1"), payload: { n: NaN } } },
+    { type: "deleteRecord", kind: "todo" },
+    { type: "deleteOp" },
+    { type: "deleteMeta", key: null },
+  ];
+  const outcome = async (promise: Promise<unknown>): Promise<unknown> => {
+    try {
+      return { resolved: await promise };
+    } catch (error) {
+      return { name: (error as Error).name, message: (error as Error).message };
+    }
+  };
+  for (const [index, mutation] of malformed.entries()) {
+    const mutations = [
+      { type: "putMeta", key: "first", value: 1 },
+      mutation,
+    ] as Mutation[];
+    const expected = await outcome(memory.write(mutations));
+    assert.equal((expected as { name: string }).name, "TypeError", `${index}`);
+    assert.deepEqual(
+      await outcome(sqlite.write(mutations)),
+      expected,
+      `${index}`,
+    );
+  }
+  const calls: [string, (storage: Storage) => Promise<unknown>][] = [
+    ["write(string)", (s) => s.write("nope" as unknown as Mutation[])],
+    ["listOps limit", (s) => s.listOps({ limit: -1 })],
+    ["listOps states", (s) => s.listOps({ states: "pending" as never })],
+    ["listOps after", (s) => s.listOps({ after: 1 as never })],
+    ["listRecords limit", (s) => s.listRecords("todo", { limit: 0.5 })],
+    ["listRecords kind", (s) => s.listRecords(1 as never)],
+    [
+      "listRecords includeDeleted",
+      (s) => s.listRecords("todo", { includeDeleted: 1 as never }),
+    ],
+    ["getRecords ids", (s) => s.getRecords("todo", [1] as never)],
+    ["getOps ids", (s) => s.getOps("x" as never)],
+    ["getMeta keys", (s) => s.getMeta("k" as never)],
+  ];
+  for (const [name, invoke] of calls) {
+    const expected = await outcome(invoke(memory));
+    assert.ok("name" in (expected as object), name);
+    assert.deepEqual(await outcome(invoke(sqlite)), expected, name);
+  }
+  assert.deepEqual(await sqlite.getMeta(["first", "k"]), [
+    undefined,
+    undefined,
+  ]);
+});
+
+Deno.test("sqlite: reads and writes with an aborted signal reject with its reason", async () => {
+  await using storage = await openSqliteStorage(":memory:");
+  const reason = new Error("stop");
+  const signal = AbortSignal.abort(reason);
+  for (
+    const promise of [
+      storage.getRecords("todo", ["1"], { signal }),
+      storage.listRecords("todo", { signal }),
+      storage.getOps(["1"], { signal }),
+      storage.listOps({ signal }),
+      storage.getMeta(["k"], { signal }),
+      storage.write([{ type: "putMeta", key: "k", value: 1 }], { signal }),
+    ]
+  ) {
+    await assert.rejects(promise, (error: unknown) => error === reason);
+  }
+  assert.deepEqual(await storage.getMeta(["k"]), [undefined]);
+});
+
+Deno.test("sqlite: a driver failure mid-write rejects with a StorageError and commits nothing", async () => {
+  let failOn: RegExp | undefined;
+  const db = new DatabaseSync(":memory:");
+  const storage = createSqliteStorage(
+    wrapDriver(db, {
+      beforeCall(sql) {
+        if (failOn?.test(sql)) throw new Error("disk I/O error (injected)");
+      },
+    }),
+    { closeDatabase: true },
+  );
+  await storage.write([{ type: "putMeta", key: "m", value: 0 }]);
+  const [before] = await storage.getMeta(["m"]);
+  failOn = /^INSERT INTO ops/;
+  await assert.rejects(
+    storage.write([
+      { type: "putMeta", key: "m", value: 1 },
+      { type: "putRecord", record: record("todo", "1") },
+      { type: "putOp", op: op("01A") },
+    ]),
+    (error: unknown) => {
+      assert.ok(error instanceof StorageError);
+      assert.equal(
+        error.message,
+        "Cannot write mutations as SQLite failed: disk I/O error (injected)",
+      );
+      assert.equal(error.retryable, false);
+      assert.equal((error.cause as Error).message, "disk I/O error (injected)");
+      return true;
+    },
+  );
+  failOn = undefined;
+  assert.deepEqual(await storage.getMeta(["m"]), [before]);
+  assert.deepEqual(await storage.getRecords("todo", ["1"]), [undefined]);
+  // The transaction was rolled back, not left open: the next write works.
+  const result = await storage.write([{ type: "putOp", op: op("01A") }]);
+  assert.equal(result.ok, true);
+  failOn = /^SELECT value, rev FROM meta/;
+  await assert.rejects(storage.getMeta(["m"]), {
+    name: "StorageError",
+    message: "Cannot read meta as SQLite failed: disk I/O error (injected)",
+  });
+  failOn = undefined;
+  await storage.close();
+  await assert.rejects(storage.write([]), ClosedError);
+});
+
+Deno.test("sqlite: a write blocked by another connection's lock rejects with a retryable StorageError", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/busy.sqlite`;
+    await using storage = await openSqliteStorage(path, { busyTimeoutMs: 0 });
+    await storage.write([{ type: "putMeta", key: "k", value: 1 }]);
+    const other = new DatabaseSync(path);
+    other.exec("BEGIN IMMEDIATE");
+    try {
+      await assert.rejects(
+        storage.write([{ type: "putMeta", key: "k", value: 2 }]),
+        (error: unknown) => {
+          assert.ok(error instanceof StorageError);
+          assert.equal(error.retryable, true);
+          assert.match(
+            error.message,
+            /^Cannot write mutations as SQLite failed: /,
+          );
+          return true;
+        },
+      );
+      // WAL: readers do not wait for the writer.
+      assert.equal((await storage.getMeta(["k"]))[0]?.value, 1);
+    } finally {
+      other.exec("ROLLBACK");
+      other.close();
+    }
+    const result = await storage.write([{
+      type: "putMeta",
+      key: "k",
+      value: 3,
+    }]);
+    assert.equal(result.ok, true);
+  });
+});
+
+Deno.test("sqlite: listOps() and getRecords() run on indexes", async () => {
+  const called: string[] = [];
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(
+    wrapDriver(db, { beforeCall: (sql) => called.push(sql) }),
+  );
+  /** The query plan of the one SELECT the call ran. */
+  const planOf = async (call: () => Promise<unknown>): Promise<string> => {
+    called.length = 0;
+    await call();
+    const selects = [...new Set(called)].filter((sql) =>
+      sql.startsWith("SELECT")
+    );
+    assert.equal(selects.length, 1, selects.join("\n"));
+    return db.prepare(`EXPLAIN QUERY PLAN ${selects[0]}`).all().map((row) =>
+      String((row as { detail: string }).detail)
+    ).join("; ");
+  };
+  const pending = await planOf(() =>
+    storage.listOps({ states: ["pending"], limit: 100 })
+  );
+  assert.match(pending, /USING INDEX ops_by_state \(state=\?\)/);
+  assert.doesNotMatch(pending, /TEMP B-TREE/);
+  const pendingAfter = await planOf(() =>
+    storage.listOps({ states: ["pending"], after: "01A", limit: 100 })
+  );
+  assert.match(
+    pendingAfter,
+    /USING INDEX ops_by_state \(state=\? AND op_id>\?\)/,
+  );
+  const fifo = await planOf(() =>
+    storage.listOps({ kinds: ["todo"], id: "1" })
+  );
+  assert.match(fifo, /USING INDEX ops_by_record \(id=\? AND kind=\?\)/);
+  assert.doesNotMatch(fifo, /TEMP B-TREE/);
+  const anyKind = await planOf(() => storage.listOps({ id: "1" }));
+  assert.match(anyKind, /USING INDEX ops_by_record \(id=\?\)/);
+  const records = await planOf(() => storage.getRecords("todo", ["1", "2"]));
+  assert.match(records, /USING PRIMARY KEY \(kind=\? AND id=\?\)/);
+  const page = await planOf(() =>
+    storage.listRecords("todo", { after: "1", limit: 10 })
+  );
+  assert.match(page, /USING PRIMARY KEY \(kind=\? AND id>\?\)/);
+  assert.doesNotMatch(page, /TEMP B-TREE/);
+  await storage.close();
+  db.close();
+});
+
+Deno.test("sqlite: two processes incrementing one counter lose no update", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/shared.sqlite`;
+    const module = new URL("../storage/sqlite.ts", import.meta.url).href;
+    const script = `
+      import { openSqliteStorage } from ${JSON.stringify(module)};
+      await using storage = await openSqliteStorage(${JSON.stringify(path)});
+      for (let done = 0; done < 200;) {
+        const [entry] = await storage.getMeta(["counter"]);
+        const value = typeof entry?.value === "number" ? entry.value : 0;
+        const result = await storage.write([{
+          type: "putMeta", key: "counter", value: value + 1,
+          expect: entry === undefined ? null : entry.rev,
+        }]);
+        if (result.ok) done++;
+      }
+    `;
+    await using storage = await openSqliteStorage(path);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", script],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    for (let done = 0; done < 200;) {
+      const [entry] = await storage.getMeta(["counter"]);
+      const value = typeof entry?.value === "number" ? entry.value : 0;
+      const result = await storage.write([{
+        type: "putMeta",
+        key: "counter",
+        value: value + 1,
+        expect: entry === undefined ? null : entry.rev,
+      }]);
+      if (result.ok) done++;
+      // Let the child in between our writes.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    assert.equal((await child.status).code, 0);
+    assert.equal((await storage.getMeta(["counter"]))[0]?.value, 400);
+  });
+});
+
+Deno.test("sqlite: handles sharing a file never issue the same revision, even after a refused write", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/revs.sqlite`;
+    await using first = await openSqliteStorage(path);
+    await using second = await openSqliteStorage(path);
+    const revs: string[] = [];
+    const put = async (storage: Storage, key: string): Promise<void> => {
+      const result = await storage.write([
+        { type: "putMeta", key, value: revs.length },
+      ]);
+      assert.ok(result.ok);
+      revs.push(result.revs[0]!);
+    };
+    // The first write of `first` reserves revisions, then its expect fails:
+    // the reservation is rolled back and must not be used later, since
+    // `second` may be handed the same block.
+    const refused = await first.write([
+      { type: "putMeta", key: "a", value: 1 },
+      { type: "putMeta", key: "b", value: 1, expect: "999" },
+    ]);
+    assert.equal(refused.ok, false);
+    for (let round = 0; round < 5; round++) {
+      await put(second, "k");
+      await put(first, "k");
+      await put(first, `k${round}`);
+    }
+    assert.equal(new Set(revs).size, revs.length, revs.join(", "));
+    // Both see the other's latest revision of "k".
+    const [fromFirst] = await first.getMeta(["k"]);
+    const [fromSecond] = await second.getMeta(["k"]);
+    assert.deepEqual(fromFirst, fromSecond);
+    assert.equal(fromFirst?.rev, revs.at(-2));
+  });
+});
+
+Deno.test("sqlite: a file that cannot switch to WAL keeps its durability with synchronous FULL", async () => {
+  await withTempDir(async (dir) => {
+    const db = new DatabaseSync(`${dir}/no-wal.sqlite`);
+    // A driver on a VFS without WAL support answers with its old mode.
+    const noWal = wrapDriver(db, {
+      row: (row) => "journal_mode" in row ? { journal_mode: "delete" } : row,
+    });
+    const storage = createSqliteStorage(noWal);
+    assert.equal(pragma(db, "synchronous"), 2);
+    assert.equal(storage.capabilities.persistent, true);
+    await storage.close();
+    db.close();
+  });
+});
+
+Deno.test("sqlite: limits beyond 2^53 list everything", async () => {
+  await using storage = await openSqliteStorage(":memory:");
+  await storage.write([
+    { type: "putRecord", record: record("todo", "1") },
+    { type: "putOp", op: op("01A") },
+  ]);
+  assert.equal((await storage.listRecords("todo", { limit: 1e300 })).length, 1);
+  assert.equal((await storage.listOps({ limit: 2 ** 60 })).length, 1);
+});
