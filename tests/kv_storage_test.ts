@@ -1,0 +1,973 @@
+import assert from "node:assert/strict";
+import { type KvStorage, openKvStorage } from "../storage/kv.ts";
+import { testStorage } from "../storage/conformance.ts";
+import { ClosedError, StorageError } from "../src/errors.ts";
+import type {
+  Mutation,
+  Storage,
+  StoredOp,
+  StoredRecord,
+} from "../src/storage.ts";
+
+await testStorage("kv (:memory:)", async () => ({
+  storage: await openKvStorage(":memory:"),
+}));
+
+await testStorage("kv (file)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kv_storage_test_" });
+  const path = `${dir}/store.sqlite`;
+  return {
+    storage: await openKvStorage(path),
+    reopen: () => openKvStorage(path),
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
+});
+
+/** Noise another store sharing the KV writes under its own prefix. */
+const NOISE: Mutation[] = [
+  { type: "putRecord", record: record("todo", "a", { title: "other" }) },
+  { type: "putRecord", record: record("todo", "", {}) },
+  { type: "putOp", op: op(1, { id: "a" }) },
+  { type: "putOp", op: op(2, { id: "1", state: "parked" }) },
+  { type: "putMeta", key: "m", value: "other" },
+  { type: "putMeta", key: "counter", value: 1000 },
+];
+
+await testStorage("kv (prefixed, sharing a Kv)", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const other = await openKvStorage(kv, { prefix: ["tenant", "other"] });
+  assert.equal((await other.write(NOISE)).ok, true);
+  const before = await snapshot(other);
+  const prefix = ["tenant", "mine", 7, new Uint8Array([0, 1])];
+  return {
+    storage: await openKvStorage(kv, { prefix }),
+    reopen: () => openKvStorage(kv, { prefix }),
+    async teardown() {
+      // The suite's case never touched the other store's data.
+      assert.deepEqual(await snapshot(other), before);
+      await other.close();
+      kv.close();
+    },
+  };
+});
+
+function record(
+  kind: string,
+  id: string,
+  data: StoredRecord["data"],
+  fields: Partial<StoredRecord> = {},
+): StoredRecord {
+  return {
+    kind,
+    id,
+    data,
+    deleted: false,
+    base: null,
+    lastOpId: null,
+    localUpdatedAt: null,
+    ...fields,
+  };
+}
+
+function opId(n: number): string {
+  return `01J${String(n).padStart(23, "0")}`;
+}
+
+function op(n: number, fields: Partial<StoredOp> = {}): StoredOp {
+  return {
+    opId: opId(n),
+    kind: "todo",
+    id: "1",
+    type: "upsert",
+    payload: { n },
+    baseUpdatedAt: null,
+    base: null,
+    changedFields: null,
+    createdAt: n,
+    editedAt: n,
+    attempts: 0,
+    revision: 0,
+    conflicts: 0,
+    force: false,
+    state: "pending",
+    error: null,
+    conflict: null,
+    ...fields,
+  };
+}
+
+async function snapshot(storage: Storage): Promise<unknown> {
+  return {
+    records: await storage.listRecords("todo", { includeDeleted: true }),
+    ops: await storage.listOps(),
+    byRecord: await storage.listOps({ id: "a" }),
+    meta: await storage.getMeta(["m", "counter"]),
+  };
+}
+
+async function tempPath(): Promise<{ path: string } & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "kv_storage_test_" });
+  return {
+    path: `${dir}/store.sqlite`,
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+/** A JSON text of about `bytes` bytes with multi-byte characters and NUL. */
+function bigText(bytes: number): string {
+  const pattern = "abcdefghijklmnopqrstuvwxyz0123456789\u00FC\u{1F600}\0";
+  return pattern.repeat(Math.ceil(bytes / pattern.length));
+}
+
+/** Every raw entry under a prefix. */
+async function raw(
+  kv: Deno.Kv,
+  prefix: Deno.KvKey,
+): Promise<Deno.KvEntry<unknown>[]> {
+  return await Array.fromAsync(kv.list({ prefix }));
+}
+
+Deno.test("kv: capabilities follow the path, the prefix and maxMutationsPerWrite", async () => {
+  await using memory = await openKvStorage(":memory:");
+  assert.deepEqual(memory.capabilities, {
+    persistent: false,
+    multiProcess: false,
+    maxMutationsPerWrite: 50,
+    maxWriteBytes: 8 * 1024 * 1024,
+    maxKeyLength: 118,
+  });
+  assert.ok(Object.isFrozen(memory.capabilities));
+  await using file = await tempPath();
+  await using onFile = await openKvStorage(file.path);
+  assert.equal(onFile.capabilities.persistent, true);
+  assert.equal(onFile.capabilities.multiProcess, true);
+  using kv = await Deno.openKv(":memory:");
+  await using passed = await openKvStorage(kv, { maxMutationsPerWrite: 98 });
+  assert.equal(passed.capabilities.persistent, true);
+  assert.equal(passed.capabilities.multiProcess, true);
+  assert.equal(passed.capabilities.maxMutationsPerWrite, 98);
+  assert.ok(passed.capabilities.maxKeyLength < 118);
+  await using one = await openKvStorage(kv, { maxMutationsPerWrite: 1 });
+  // One mutation per write: the 2 KiB limit of one key decides.
+  assert.equal(one.capabilities.maxKeyLength, 336);
+  await using long = await openKvStorage(kv, { prefix: ["x".repeat(100)] });
+  assert.ok(long.capabilities.maxKeyLength < 118);
+  // A long prefix is in every key: fewer mutations per write leave room.
+  await assert.rejects(
+    openKvStorage(kv, { prefix: ["x".repeat(300)] }),
+    RangeError,
+  );
+  await using fewer = await openKvStorage(kv, {
+    prefix: ["x".repeat(300)],
+    maxMutationsPerWrite: 10,
+  });
+  assert.ok(fewer.capabilities.maxKeyLength > 0);
+});
+
+Deno.test("kv: openKvStorage() rejects malformed options", async () => {
+  for (const value of [0, 99, 1.5, NaN, "10"]) {
+    await assert.rejects(
+      openKvStorage(":memory:", {
+        maxMutationsPerWrite: value as number,
+      }),
+      RangeError,
+    );
+  }
+  await assert.rejects(
+    openKvStorage(":memory:", { maxMutationsPerWrite: 0 }),
+    {
+      message:
+        "Cannot open KV storage as 'maxMutationsPerWrite' is not an integer from 1 to 98: current value is 0",
+    },
+  );
+  await assert.rejects(
+    openKvStorage(":memory:", { prefix: "app" as unknown as Deno.KvKey }),
+    TypeError,
+  );
+  await assert.rejects(
+    openKvStorage(":memory:", { prefix: [{}] as unknown as Deno.KvKey }),
+    TypeError,
+  );
+  await assert.rejects(
+    openKvStorage(":memory:", { closeKv: 1 as unknown as boolean }),
+    TypeError,
+  );
+  await assert.rejects(
+    openKvStorage(42 as unknown as string),
+    TypeError,
+  );
+  await assert.rejects(
+    openKvStorage(":memory:", { prefix: ["x".repeat(2000)] }),
+    RangeError,
+  );
+});
+
+Deno.test("kv: the longest keys fit at 3 bytes per code unit, whatever the prefix", async () => {
+  // Units from 0x7F00 up take 3 bytes in the key encoding.
+  const wide = (n: number, seed: number): string =>
+    Array.from(
+      { length: n },
+      (_, i) => String.fromCharCode(0xff00 - ((seed * 7 + i) % 200)),
+    ).join("");
+  const prefixes: Deno.KvKey[] = [
+    ["offline-first-sync"],
+    [],
+    ["\0\0", 1n << 80n, true, 3.5, new Uint8Array(40)],
+    ["p".repeat(300)],
+  ];
+  for (const prefix of prefixes) {
+    for (const maxMutationsPerWrite of [1, 7, 50, 98]) {
+      if (keyBytes(prefix) * 6 * maxMutationsPerWrite > 70_000) continue;
+      using kv = await Deno.openKv(":memory:");
+      await using storage = await openKvStorage(kv, {
+        prefix,
+        maxMutationsPerWrite,
+      });
+      const max = storage.capabilities.maxKeyLength;
+      const count = maxMutationsPerWrite;
+      // A record with kind and id at the limit.
+      const kind = wide(max, 1);
+      assert.equal(
+        (await storage.write([{
+          type: "putRecord",
+          record: record(kind, wide(max, 2), {}),
+          expect: null,
+        }])).ok,
+        true,
+      );
+      // The worst write: every op changes state and record, each with a
+      // check, all ids at the limit.
+      const ops = Array.from({ length: count }, (_, i) =>
+        op(i, {
+          opId: wide(max - 1, i) + String.fromCharCode(0xff00 + i % 200),
+          kind: wide(max, i + 1),
+          id: wide(max, i + 2),
+        }));
+      for (let start = 0; start < ops.length; start += count) {
+        const result = await storage.write(
+          ops.slice(start, start + count).map((value) => ({
+            type: "putOp",
+            op: value,
+            expect: null,
+          })),
+        );
+        assert.equal(result.ok, true);
+      }
+      const current = await storage.getOps(ops.map((value) => value.opId));
+      const result = await storage.write(current.map((entry, i) => ({
+        type: "putOp",
+        op: { ...entry!.value, state: "quarantined", id: wide(max, i + 3) },
+        expect: entry!.rev,
+      })));
+      assert.equal(result.ok, true, `prefix ${Deno.inspect(prefix)}`);
+      const [moved] = await storage.listOps({
+        kinds: [ops[0]!.kind],
+        id: wide(max, 3),
+      });
+      assert.equal(moved?.value.state, "quarantined");
+    }
+  }
+});
+
+Deno.test("kv: values are stored as JSON bytes, not V8 serialization", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const value = record("todo", "1", { title: "Buy milk", nul: "\0" });
+  assert.equal(
+    (await storage.write([
+      { type: "putRecord", record: value },
+      { type: "putOp", op: op(1) },
+      { type: "putMeta", key: "cursor", value: null },
+    ])).ok,
+    true,
+  );
+  const entries = await raw(kv, ["p"]);
+  // Record, op, its state and record index entries, meta.
+  assert.equal(entries.length, 5);
+  for (const entry of entries) {
+    assert.ok(entry.value instanceof Uint8Array, Deno.inspect(entry.key));
+    JSON.parse(new TextDecoder().decode(entry.value));
+  }
+  const header = await kv.get<Uint8Array>(["p", "r", ...keyParts("todo", "1")]);
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(header.value!)), {
+    v: value,
+  });
+  assert.equal(
+    header.versionstamp,
+    (await storage.getRecords("todo", ["1"]))[0]?.rev,
+  );
+});
+
+/** A generous bound of a key's encoded size (ASCII strings, numbers). */
+function keyBytes(key: Deno.KvKey): number {
+  return key.reduce<number>(
+    (sum, part) => sum + (typeof part === "string" ? part.length * 2 + 2 : 20),
+    0,
+  );
+}
+
+/** The key parts of strings as the storage encodes them (ASCII only). */
+function keyParts(...texts: string[]): Uint8Array[] {
+  return texts.map((text) =>
+    Uint8Array.from(text, (char) => char.charCodeAt(0) + 1)
+  );
+}
+
+Deno.test("kv: a 1 MiB record is chunked and reassembled", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const big = record("todo", "big", { text: bigText(1024 * 1024) });
+  const first = await storage.write([{ type: "putRecord", record: big }]);
+  assert.equal(first.ok, true);
+  const chunks = await raw(kv, ["p", "b"]);
+  assert.ok(chunks.length >= 17, `${chunks.length} chunks`);
+  assert.ok(
+    chunks.every((entry) =>
+      entry.value instanceof Uint8Array && entry.value.length <= 65536
+    ),
+  );
+  const [read] = await storage.getRecords("todo", ["big"]);
+  assert.deepEqual(read?.value, big);
+  assert.equal(read?.rev, first.ok ? first.revs[0] : undefined);
+  assert.deepEqual((await storage.listRecords("todo"))[0]?.value, big);
+  // A large op and a large meta value, listed by every index.
+  const bigOp = op(1, { payload: { text: bigText(300 * 1024) } });
+  assert.equal(
+    (await storage.write([
+      { type: "putOp", op: bigOp, expect: null },
+      { type: "putMeta", key: "big", value: [bigText(100 * 1024)] },
+    ])).ok,
+    true,
+  );
+  assert.deepEqual((await storage.getOps([bigOp.opId]))[0]?.value, bigOp);
+  assert.deepEqual((await storage.listOps())[0]?.value, bigOp);
+  assert.deepEqual(
+    (await storage.listOps({ states: ["pending"] }))[0]?.value,
+    bigOp,
+  );
+  assert.deepEqual(
+    (await storage.listOps({ kinds: ["todo"], id: "1" }))[0]?.value,
+    bigOp,
+  );
+  assert.deepEqual((await storage.getMeta(["big"]))[0]?.value, [
+    bigText(100 * 1024),
+  ]);
+  // Replacing and deleting large values leaves no chunk and no ticket.
+  const [current] = await storage.getRecords("todo", ["big"]);
+  assert.equal(
+    (await storage.write([
+      {
+        type: "putRecord",
+        record: { ...big, data: { small: true } },
+        expect: current!.rev,
+      },
+      { type: "deleteOp", opId: bigOp.opId },
+      { type: "putMeta", key: "big", value: 1 },
+    ])).ok,
+    true,
+  );
+  assert.deepEqual(await raw(kv, ["p", "b"]), []);
+  assert.deepEqual(await raw(kv, ["p", "t"]), []);
+  assert.deepEqual(
+    (await storage.getRecords("todo", ["big"]))[0]?.value.data,
+    { small: true },
+  );
+  assert.deepEqual(await storage.listOps(), []);
+});
+
+Deno.test("kv: a write too big for one atomic operation moves values to blobs", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  // 50 values of 60 KiB: each fits a KV value, together not an atomic.
+  const records = Array.from(
+    { length: 50 },
+    (_, i) => record("todo", `r${i}`, { text: bigText(60 * 1024) }),
+  );
+  const result = await storage.write(
+    records.map((value) => ({ type: "putRecord", record: value })),
+  );
+  assert.equal(result.ok, true);
+  assert.ok((await raw(kv, ["p", "b"])).length > 0);
+  const listed = await storage.listRecords("todo");
+  assert.deepEqual(
+    listed.map((entry) => entry.value),
+    [...records].sort((a, b) => a.id < b.id ? -1 : 1),
+  );
+  assert.ok(listed.every((entry) => result.ok && entry.rev === result.revs[0]));
+});
+
+Deno.test("kv: a crash between blob pre-writes and the header swap leaves the old value", async () => {
+  await using file = await tempPath();
+  const old = record("todo", "a", { version: 1 });
+  {
+    await using storage = await openKvStorage(file.path);
+    assert.equal(
+      (await storage.write([{ type: "putRecord", record: old }])).ok,
+      true,
+    );
+  }
+  // What a write of a large value does before its atomic swap: a pending
+  // ticket, then the chunks of a blob nothing references yet.
+  const json = new TextEncoder().encode(
+    JSON.stringify(record("todo", "a", { text: bigText(200 * 1024) })),
+  );
+  const blobId = crypto.randomUUID();
+  const chunks = Math.ceil(json.length / 65536);
+  {
+    using kv = await Deno.openKv(file.path);
+    const prefix = ["offline-first-sync"];
+    const ticket = {
+      state: "pending",
+      at: Date.now(),
+      blobs: [{ id: blobId, n: chunks }],
+    };
+    await kv.set(
+      [...prefix, "t", crypto.randomUUID()],
+      new TextEncoder().encode(JSON.stringify(ticket)),
+    );
+    for (let i = 0; i < chunks; i++) {
+      await kv.set(
+        [...prefix, "b", blobId, i],
+        json.subarray(i * 65536, (i + 1) * 65536),
+      );
+    }
+    // The process dies here.
+  }
+  using kv = await Deno.openKv(file.path);
+  const chunkKeys = ["offline-first-sync", "b"];
+  {
+    await using storage = await openKvStorage(file.path);
+    assert.deepEqual((await storage.getRecords("todo", ["a"]))[0]?.value, old);
+    // A young pending ticket may be a write in flight: opening keeps it.
+    assert.equal((await raw(kv, chunkKeys)).length, chunks);
+    assert.equal(await storage.vacuum(), 0);
+    assert.equal(await storage.vacuum({ graceMs: 0 }), 1);
+    assert.deepEqual(await raw(kv, chunkKeys), []);
+    assert.deepEqual(await raw(kv, ["offline-first-sync", "t"]), []);
+    assert.deepEqual((await storage.getRecords("todo", ["a"]))[0]?.value, old);
+  }
+});
+
+Deno.test("kv: opening collects garbage a crash left after the header swap", async () => {
+  await using file = await tempPath();
+  using kv = await Deno.openKv(file.path);
+  // The swap committed a garbage ticket; the process died before deleting
+  // the chunks it lists. And an old pending ticket nobody finished.
+  const prefix = ["offline-first-sync"];
+  const encode = (value: unknown) =>
+    new TextEncoder().encode(JSON.stringify(value));
+  const garbage = crypto.randomUUID();
+  const abandoned = crypto.randomUUID();
+  await kv.set(
+    [...prefix, "t", crypto.randomUUID()],
+    encode({ state: "garbage", at: 0, blobs: [{ id: garbage, n: 2 }] }),
+  );
+  await kv.set(
+    [...prefix, "t", crypto.randomUUID()],
+    encode({
+      state: "pending",
+      at: Date.now() - 3_600_000,
+      blobs: [{ id: abandoned, n: 1 }],
+    }),
+  );
+  for (const key of [[garbage, 0], [garbage, 1], [abandoned, 0]]) {
+    await kv.set([...prefix, "b", ...key], new Uint8Array(10));
+  }
+  await using storage = await openKvStorage(kv);
+  assert.deepEqual(await raw(kv, [...prefix, "b"]), []);
+  assert.deepEqual(await raw(kv, [...prefix, "t"]), []);
+  assert.equal(await storage.vacuum(), 0);
+});
+
+Deno.test("kv: a writer whose pending blobs were collected writes them again", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  await using collector = await openKvStorage(kv, { prefix: ["p"] });
+  const big = record("todo", "big", { text: bigText(100 * 1024) });
+  // Collect every pending ticket while the write is between its pre-writes
+  // and its swap: the swap's check of its ticket fails, the write retries.
+  let collected = 0;
+  const original = kv.atomic.bind(kv);
+  let armed = true;
+  kv.atomic = () => {
+    const operation = original();
+    const commit = operation.commit.bind(operation);
+    operation.commit = async () => {
+      const tickets = await raw(kv, ["p", "t"]);
+      const pending = tickets.some((entry) =>
+        JSON.parse(new TextDecoder().decode(entry.value as Uint8Array))
+          .state === "pending"
+      );
+      const chunks = await raw(kv, ["p", "b"]);
+      if (armed && pending && chunks.length === 2) {
+        armed = false;
+        collected = await collector.vacuum({ graceMs: 0 });
+      }
+      return await commit();
+    };
+    return operation;
+  };
+  try {
+    assert.equal(
+      (await storage.write([{ type: "putRecord", record: big }])).ok,
+      true,
+    );
+  } finally {
+    kv.atomic = original;
+  }
+  assert.equal(collected, 1);
+  assert.deepEqual((await storage.getRecords("todo", ["big"]))[0]?.value, big);
+  assert.deepEqual(await raw(kv, ["p", "t"]), []);
+});
+
+Deno.test("kv: an expect with a versionstamp KV never issued is a conflict", async () => {
+  await using storage = await openKvStorage(":memory:");
+  assert.equal(
+    (await storage.write([{ type: "putMeta", key: "m", value: 1 }])).ok,
+    true,
+  );
+  const [entry] = await storage.getMeta(["m"]);
+  const revs = [
+    "",
+    "nope",
+    "00000000000000000000",
+    "ffffffffffffffffffff",
+    entry!.rev.toUpperCase().replace(/^0/, "A"),
+    entry!.rev.toUpperCase(),
+    `${entry!.rev}0`,
+    entry!.rev.slice(1),
+    " ".repeat(20),
+  ];
+  for (const rev of revs) {
+    if (rev === entry!.rev) continue;
+    for (
+      const mutation of [
+        { type: "putMeta", key: "m", value: 2, expect: rev },
+        { type: "putMeta", key: "absent", value: 2, expect: rev },
+        { type: "deleteOp", opId: "x", expect: rev },
+        {
+          type: "putRecord",
+          record: record("todo", "1", {}),
+          expect: rev,
+        },
+      ] as Mutation[]
+    ) {
+      assert.deepEqual(
+        await storage.write([mutation]),
+        { ok: false },
+        JSON.stringify(rev),
+      );
+    }
+  }
+  assert.equal((await storage.getMeta(["m"]))[0]?.value, 1);
+  assert.deepEqual(await storage.getMeta(["absent"]), [undefined]);
+});
+
+Deno.test("kv: two handles racing on one file: exactly one wins", async () => {
+  await using file = await tempPath();
+  await using first = await openKvStorage(file.path);
+  await using second = await openKvStorage(file.path);
+  for (let round = 0; round < 20; round++) {
+    const opValue = op(round, { id: `r${round}` });
+    // Both enqueue the same op: one of them, not two, lands.
+    const results = await Promise.all(
+      [first, second].map((storage, i) =>
+        storage.write([
+          {
+            type: "putRecord",
+            record: record("todo", `r${round}`, { by: i }, {
+              lastOpId: opValue.opId,
+            }),
+            expect: null,
+          },
+          { type: "putOp", op: opValue, expect: null },
+        ])
+      ),
+    );
+    assert.equal(results.filter((result) => result.ok).length, 1);
+    const [winner] = await first.getRecords("todo", [`r${round}`]);
+    assert.equal(
+      winner?.value.data["by"],
+      results[0]!.ok ? 0 : 1,
+    );
+    // Both take the op off the queue: one does.
+    const [entry] = await second.getOps([opValue.opId]);
+    const taken = await Promise.all(
+      [first, second].map((storage) =>
+        storage.write([{
+          type: "putOp",
+          op: { ...opValue, attempts: 1 },
+          expect: entry!.rev,
+        }])
+      ),
+    );
+    assert.equal(taken.filter((result) => result.ok).length, 1);
+  }
+  const ops = await first.listOps({ states: ["pending"] });
+  assert.equal(ops.length, 20);
+  assert.ok(ops.every((entry) => entry.value.attempts === 1));
+  assert.deepEqual(await second.listOps(), ops);
+});
+
+Deno.test("kv: writes without expect racing on one op keep its indexes consistent", async () => {
+  await using file = await tempPath();
+  await using first = await openKvStorage(file.path);
+  await using second = await openKvStorage(file.path);
+  const states = ["pending", "quarantined", "parked"] as const;
+  await Promise.all([first, second].map(async (storage, worker) => {
+    for (let step = 0; step < 30; step++) {
+      const result = await storage.write([{
+        type: "putOp",
+        op: op(1, {
+          state: states[(step + worker) % 3]!,
+          id: `r${(step * (worker + 1)) % 4}`,
+          attempts: step,
+        }),
+      }]);
+      assert.equal(result.ok, true);
+    }
+  }));
+  const [final] = await first.getOps([opId(1)]);
+  for (const state of states) {
+    const listed = await first.listOps({ states: [state] });
+    assert.deepEqual(listed, state === final!.value.state ? [final] : []);
+  }
+  for (let r = 0; r < 4; r++) {
+    const listed = await second.listOps({ id: `r${r}` });
+    assert.deepEqual(listed, final!.value.id === `r${r}` ? [final] : []);
+  }
+});
+
+Deno.test("kv: keys order by UTF-16 code units, with NUL and non-BMP characters", async () => {
+  await using storage = await openKvStorage(":memory:");
+  const ids = [
+    "",
+    "\0",
+    "\0\0",
+    "a",
+    "a\0",
+    "a\0\0",
+    "a\u0001",
+    "\u007E",
+    "\u007F",
+    "\u0080",
+    "\u07FF",
+    "\u0800",
+    "\u7EFF",
+    "\u7F00",
+    "\uD7FF",
+    "\u{10000}",
+    "\u{1F600}",
+    "\u{10FFFF}",
+    "\uD800",
+    "\uDFFF",
+    "\uE000",
+    "\uFF5E",
+    "\uFFFF",
+    "\uFFFF\0",
+  ];
+  const shuffled = [...ids].sort(() => Math.random() - 0.5);
+  for (const id of shuffled) {
+    const result = await storage.write([
+      { type: "putRecord", record: record("todo", id, {}) },
+      { type: "putOp", op: op(0, { opId: id, id }) },
+      { type: "putMeta", key: id, value: id },
+    ]);
+    assert.equal(result.ok, true);
+  }
+  const sorted = [...ids].sort();
+  assert.deepEqual(
+    (await storage.listRecords("todo")).map((entry) => entry.value.id),
+    sorted,
+  );
+  assert.deepEqual(
+    (await storage.listOps()).map((entry) => entry.value.opId),
+    sorted,
+  );
+  assert.deepEqual(
+    (await storage.listOps({ states: ["pending"] })).map((entry) =>
+      entry.value.opId
+    ),
+    sorted,
+  );
+  for (const [index, after] of sorted.entries()) {
+    assert.deepEqual(
+      (await storage.listRecords("todo", { after, limit: 2 })).map((entry) =>
+        entry.value.id
+      ),
+      sorted.slice(index + 1, index + 3),
+    );
+    assert.deepEqual(
+      (await storage.listOps({ after, limit: 2, states: ["pending"] })).map((
+        entry,
+      ) => entry.value.opId),
+      sorted.slice(index + 1, index + 3),
+    );
+    assert.deepEqual(
+      (await storage.listOps({ id: after })).map((entry) => entry.value.opId),
+      [after],
+    );
+  }
+  assert.deepEqual(
+    (await storage.getMeta(ids)).map((entry) => entry?.value),
+    ids,
+  );
+});
+
+Deno.test("kv: a cursor longer than maxKeyLength pages correctly", async () => {
+  await using storage = await openKvStorage(":memory:");
+  const max = storage.capabilities.maxKeyLength;
+  const ids = ["a", "k".repeat(max), "k".repeat(max - 1) + "l", "z"];
+  assert.equal(
+    (await storage.write(
+      ids.map((id) => ({ type: "putRecord", record: record("todo", id, {}) })),
+    )).ok,
+    true,
+  );
+  const after = async (cursor: string): Promise<string[]> =>
+    (await storage.listRecords("todo", { after: cursor })).map((entry) =>
+      entry.value.id
+    );
+  assert.deepEqual(await after("k".repeat(max + 5)), [
+    "k".repeat(max - 1) + "l",
+    "z",
+  ]);
+  assert.deepEqual(await after("k".repeat(max)), [
+    "k".repeat(max - 1) + "l",
+    "z",
+  ]);
+  assert.deepEqual(await after("j".repeat(max + 5)), [
+    "k".repeat(max),
+    "k".repeat(max - 1) + "l",
+    "z",
+  ]);
+  assert.deepEqual(await storage.getRecords("todo", ["k".repeat(max + 1)]), [
+    undefined,
+  ]);
+  assert.deepEqual(await storage.listRecords("k".repeat(max + 1)), []);
+  assert.deepEqual(await storage.listOps({ after: "x".repeat(max + 1) }), []);
+});
+
+Deno.test("kv: a passed Kv stays open after close() unless closeKv is set", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const storage = await openKvStorage(kv);
+  await storage.close();
+  await storage.close();
+  await kv.set(["still", "open"], 1);
+  const owning = await openKvStorage(kv, { closeKv: true });
+  await owning.close();
+  await assert.rejects(kv.atomic().set(["x"], 1).commit());
+  await assert.rejects(owning.getMeta([]), ClosedError);
+  await assert.rejects(owning.vacuum(), ClosedError);
+});
+
+Deno.test("kv: close() waits for calls in flight", async () => {
+  const storage = await openKvStorage(":memory:");
+  const writes = Array.from(
+    { length: 20 },
+    (_, i) => storage.write([{ type: "putMeta", key: `m${i}`, value: i }]),
+  );
+  const closed = storage.close();
+  const results = await Promise.all(writes);
+  await closed;
+  assert.ok(results.every((result) => result.ok));
+  await assert.rejects(storage.write([]), {
+    name: "ClosedError",
+    message: "Cannot write mutations as the storage is closed",
+  });
+});
+
+Deno.test("kv: malformed mutations reject with TypeError and commit nothing", async () => {
+  await using storage = await openKvStorage(":memory:");
+  const malformed: unknown[] = [
+    null,
+    { type: "putNothing" },
+    { type: "putMeta", key: 1, value: 1 },
+    { type: "putMeta", key: "k", value: undefined },
+    { type: "putMeta", key: "k", value: NaN },
+    { type: "putMeta", key: "k", value: new Date(0) },
+    { type: "putMeta", key: "k", value: [, 1] },
+    { type: "putMeta", key: "k", value: 1, expect: 3 },
+    { type: "putRecord", record: { ...record("todo", "1", {}), data: [] } },
+    { type: "putOp", op: { ...op(1), state: "done" } },
+    { type: "deleteOp" },
+  ];
+  for (const [index, mutation] of malformed.entries()) {
+    await assert.rejects(
+      storage.write([
+        { type: "putMeta", key: "first", value: 1 },
+        mutation as Mutation,
+      ]),
+      TypeError,
+      `malformed mutation ${index}`,
+    );
+  }
+  assert.deepEqual(await storage.getMeta(["first", "k"]), [
+    undefined,
+    undefined,
+  ]);
+  await assert.rejects(
+    storage.write([{ type: "putMeta", key: "k", value: NaN }]),
+    {
+      message:
+        "Cannot write mutation 0 as 'value' is not a JSON value: current value is NaN",
+    },
+  );
+  await assert.rejects(storage.listOps({ limit: -1 }), RangeError);
+  await assert.rejects(storage.vacuum({ graceMs: -1 }), RangeError);
+});
+
+Deno.test("kv: an aborted write after its blobs were pre-written leaves nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const controller = new AbortController();
+  const reason = new Error("stop");
+  // Abort once the pre-write committed, before the swap.
+  const original = kv.atomic.bind(kv);
+  let commits = 0;
+  kv.atomic = () => {
+    const operation = original();
+    const commit = operation.commit.bind(operation);
+    operation.commit = async () => {
+      const result = await commit();
+      if (++commits === 1) controller.abort(reason);
+      return result;
+    };
+    return operation;
+  };
+  try {
+    await assert.rejects(
+      storage.write([{
+        type: "putRecord",
+        record: record("todo", "big", { text: bigText(100 * 1024) }),
+      }], { signal: controller.signal }),
+      (error: unknown) => error === reason,
+    );
+  } finally {
+    kv.atomic = original;
+  }
+  assert.deepEqual(await raw(kv, ["p"]), []);
+});
+
+Deno.test("kv: KV failures reject with a StorageError that keeps the cause", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv);
+  const failure = new Error("disk on fire");
+  const original = kv.getMany.bind(kv);
+  kv.getMany = () => Promise.reject(failure);
+  try {
+    await assert.rejects(storage.getMeta(["x"]), (error: unknown) => {
+      assert.ok(error instanceof StorageError);
+      assert.equal(error.cause, failure);
+      assert.equal(
+        error.message,
+        "Cannot read meta as Deno KV failed: current value is Error: disk on fire",
+      );
+      return true;
+    });
+  } finally {
+    kv.getMany = original;
+  }
+});
+
+Deno.test("kv: the record index hash is 64-bit FNV-1a over UTF-16 code units", async () => {
+  // The same ids through a store and through a BigInt reference.
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const ids = ["", "a", "r1", "\u{1F600}", "\0", "\uFFFF".repeat(50)];
+  assert.equal(
+    (await storage.write(ids.map((id, i) => ({
+      type: "putOp",
+      op: op(i, { id }),
+    })))).ok,
+    true,
+  );
+  const buckets = (await raw(kv, ["p", "i"])).map((entry) => entry.key[2]);
+  const expected = ids.map((id) => {
+    let hash = 0xcbf29ce484222325n;
+    for (let i = 0; i < id.length; i++) {
+      for (const byte of [id.charCodeAt(i) & 0xff, id.charCodeAt(i) >> 8]) {
+        hash ^= BigInt(byte);
+        hash = (hash * 0x100000001b3n) & 0xffffffffffffffffn;
+      }
+    }
+    return Number(hash >> 11n);
+  });
+  assert.deepEqual(
+    [...buckets].sort((a, b) => Number(a) - Number(b)),
+    [...expected].sort((a, b) => a - b),
+  );
+});
+
+Deno.test("kv: a store of 2,000 records lists in pages of 1,000", async () => {
+  await using storage: KvStorage = await openKvStorage(":memory:");
+  const { maxMutationsPerWrite } = storage.capabilities;
+  for (let start = 0; start < 2000; start += maxMutationsPerWrite) {
+    const mutations: Mutation[] = [];
+    for (let n = start; n < Math.min(start + maxMutationsPerWrite, 2000); n++) {
+      mutations.push({
+        type: "putRecord",
+        record: record("todo", String(n).padStart(5, "0"), { n }),
+        expect: null,
+      });
+    }
+    assert.equal((await storage.write(mutations)).ok, true);
+  }
+  const first = await storage.listRecords("todo", { limit: 1000 });
+  const second = await storage.listRecords("todo", {
+    limit: 1000,
+    after: first.at(-1)!.value.id,
+  });
+  assert.equal(first.length, 1000);
+  assert.equal(second.length, 1000);
+  assert.equal(second.at(-1)?.value.id, "01999");
+});
+
+Deno.test("kv: replacing a large value another handle wrote frees its chunks", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using first = await openKvStorage(kv, { prefix: ["p"] });
+  await using second = await openKvStorage(kv, { prefix: ["p"] });
+  // The first handle last saw no large value in the store.
+  assert.equal(
+    (await first.write([{ type: "putMeta", key: "a", value: 1 }])).ok,
+    true,
+  );
+  const big = {
+    type: "putMeta",
+    key: "big",
+    value: bigText(100 * 1024),
+  } as const;
+  assert.equal((await second.write([big])).ok, true);
+  assert.equal(
+    (await second.write([{ ...big, key: "big2" }, {
+      type: "putRecord",
+      record: record("todo", "big", { text: bigText(100 * 1024) }),
+    }])).ok,
+    true,
+  );
+  assert.ok((await raw(kv, ["p", "b"])).length > 0);
+  // Blind overwrites: no expect, nothing read first.
+  assert.equal(
+    (await first.write([
+      { type: "putMeta", key: "big", value: "small" },
+      { type: "deleteMeta", key: "big2" },
+    ])).ok,
+    true,
+  );
+  // With an op read first (which refreshes the count), then the record.
+  assert.equal(
+    (await first.write([
+      { type: "putOp", op: op(1) },
+      { type: "putRecord", record: record("todo", "big", { small: true }) },
+    ])).ok,
+    true,
+  );
+  assert.deepEqual(await raw(kv, ["p", "b"]), []);
+  assert.deepEqual(await raw(kv, ["p", "t"]), []);
+  const count = await kv.get<Uint8Array>(["p", "x"]);
+  assert.equal(new TextDecoder().decode(count.value!), "0");
+  assert.deepEqual(
+    (await second.getMeta(["big", "big2"])).map((entry) => entry?.value),
+    ["small", undefined],
+  );
+});
