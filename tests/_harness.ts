@@ -8,6 +8,8 @@
 import { SyncEngine, type SyncEngineOptions, type SyncEvent } from "../mod.ts";
 import type { Storage } from "../src/storage.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
+import { openKvStorage } from "../storage/kv.ts";
+import { openSqliteStorage } from "../storage/sqlite.ts";
 import {
   createRestTransport,
   type RestTransportOptions,
@@ -174,4 +176,34 @@ export function eventsOf<T extends SyncEvent["type"]>(
   return events.filter((event): event is Extract<SyncEvent, { type: T }> =>
     event.type === type
   );
+}
+
+/** A storage the end-to-end tests run on. */
+export interface Backend {
+  readonly name: string;
+  /** Opens a fresh, empty store. */
+  open(): Promise<Storage>;
+}
+
+/** Every storage: the engine's end-to-end tests run on each. */
+export const BACKENDS: readonly Backend[] = [
+  { name: "memory", open: () => Promise.resolve(createMemoryStorage()) },
+  { name: "sqlite", open: () => openSqliteStorage(":memory:") },
+  { name: "kv", open: () => openKvStorage(":memory:") },
+];
+
+/**
+ * Creates a client on a fresh store of `backend`.
+ *
+ * @param url The server's URL.
+ * @param backend The storage to use.
+ * @param options Engine and transport overrides.
+ * @returns The client; disposing it closes the store.
+ */
+export async function openClient(
+  url: string,
+  backend: Backend,
+  options: Omit<TestClientOptions, "storage"> = {},
+): Promise<TestClient> {
+  return createClient(url, { ...options, storage: await backend.open() });
 }
