@@ -4,8 +4,9 @@
  * random moments; after every kill the storage is reopened and checked.
  * Then two processes share one store and sync concurrently.
  *
- * `CRASH_KILLS` sets the kills per storage (default 30); `CRASH_SEED` replays
- * a run.
+ * `CRASH_KILLS` (or `deno test -A tests/crash_test.ts -- --kills=200`) sets
+ * the kills per storage (default 30); `CRASH_SEED` replays a run;
+ * `CRASH_STORAGES=sqlite` limits the storages.
  *
  * @module
  */
@@ -17,7 +18,12 @@ import type { Storage } from "../src/storage.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { createSyncServer } from "../transport/server.ts";
 
-const KILLS = Number(Deno.env.get("CRASH_KILLS") ?? 30);
+const KILLS = Number(
+  Deno.args.find((arg) => arg.startsWith("--kills="))?.slice(
+    "--kills=".length,
+  ) ??
+    Deno.env.get("CRASH_KILLS") ?? 30,
+);
 const SEED = Number(
   Deno.env.get("CRASH_SEED") ?? Math.floor(Math.random() * 2 ** 31),
 );
