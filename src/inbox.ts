@@ -111,7 +111,15 @@ export class ConflictInbox {
       if (decision.type === "write") {
         plan = planForcedWrite(table, record, unparked, server, decision.data);
       } else {
-        plan = planAcceptServer(table, record, unparked, server);
+        const later = record.value.lastOpId === opId
+          ? []
+          : await ctx.storage.listOps({
+            kinds: [op.value.kind],
+            id: op.value.id,
+            after: opId,
+            limit: 64,
+          });
+        plan = planAcceptServer(table, record, unparked, server, later);
       }
       const result = await ctx.storage.write(plan.mutations);
       if (!result.ok) return { ok: false };

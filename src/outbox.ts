@@ -506,12 +506,15 @@ export function planAck(
 
 /**
  * Plans taking the server's record after a conflict (serverWins, discard).
- * The ops queued behind keep their bases: they meet their own conflicts.
+ * The ops queued behind are rebuilt on the server's record (their own
+ * changed fields on top of it), so the refused change does not come back
+ * inside them; they keep their bases and meet their own conflicts.
  *
  * @param table The table.
  * @param record The record.
  * @param op The op to drop.
  * @param server The server's record when the conflict was met, if known.
+ * @param later The record's ops queued behind `op`, in order.
  * @returns The plan.
  */
 export function planAcceptServer(
@@ -519,19 +522,35 @@ export function planAcceptServer(
   record: Versioned<StoredRecord>,
   op: Versioned<StoredOp>,
   server: JsonObject | null,
+  later: readonly Versioned<StoredOp>[] = [],
 ): OpPlan {
   // A parked conflict may be resolved long after a pull brought a newer
   // version than the one it saw: never go back to the older one.
   const base = newer(record.value.base, baseOf(table, server));
-  return settle(
-    table,
-    record,
-    op,
-    undefined,
-    base,
-    record.value.deleted,
-    false,
+  if (record.value.lastOpId === op.value.opId || later.length === 0) {
+    return settle(
+      table,
+      record,
+      op,
+      undefined,
+      base,
+      record.value.deleted,
+      false,
+    );
+  }
+  const replay = planReplay(
+    { value: { ...record.value, base }, rev: record.rev },
+    later,
   );
+  return {
+    mutations: [
+      { type: "deleteOp", opId: op.value.opId, expect: op.rev },
+      ...replay.mutations,
+    ],
+    change: replay.change === null
+      ? null
+      : { ...replay.change, source: "remote" },
+  };
 }
 
 /** Options of {@linkcode planForcedWrite}. */
@@ -669,11 +688,12 @@ export function opError(error: SyncError, at: number): OpError {
 }
 
 /**
- * Plans a record after one of its ops was dropped: the record becomes its
- * base plus the remaining ops' changes, replayed in order, and each unsent
- * remaining op's body is rebuilt the same way, so the dropped change leaves
- * no trace in the data or in a later body. A sent op keeps its body: the
- * server may hold it under its idempotency key.
+ * Plans a record after one of its ops left the outbox (dropped, or settled
+ * by taking the server's version): the record becomes its base plus the
+ * remaining ops' changes, replayed in order, and each unsent remaining op's
+ * body is rebuilt the same way, so the change that left leaves no trace in
+ * the data or in a later body. A sent op keeps its body: the server may hold
+ * it under its idempotency key.
  *
  * @param record The record.
  * @param remaining The record's ops that stay, in outbox order.
@@ -704,23 +724,19 @@ export function planReplay(
       },
     };
   }
-  // `state` is the record as the replayed changes leave it (null = deleted)
-  // and `lineage` the server version it descends from.
+  // `state` is the record as the replayed changes leave it (null = deleted).
+  // Bodies change, bases do not: each op still meets its own conflict with
+  // whatever the server did since the version it was made on.
   let state: JsonObject | null = base !== null && !base.deleted
     ? base.data
     : null;
   let shown: JsonObject = base?.data ?? r.data;
-  let lineage = {
-    updatedAt: base?.updatedAt ?? null,
-    data: base?.data ?? null,
-  };
   for (const entry of remaining) {
     const o = entry.value;
     if (o.attempts > 0) {
-      // Sent: its body is fixed, and what follows descends from it.
+      // Sent: its body is fixed (the server may hold it under its key).
       state = o.type === "delete" ? null : o.payload;
       if (o.payload !== null) shown = o.payload;
-      lineage = { updatedAt: o.baseUpdatedAt, data: o.base };
       continue;
     }
     let body = o.payload;
@@ -729,17 +745,12 @@ export function planReplay(
         ? o.payload
         : withFields(state, o.payload, o.changedFields);
     }
-    const rebuilt: StoredOp = {
-      ...o,
-      payload: body,
-      baseUpdatedAt: lineage.updatedAt,
-      base: lineage.data,
-    };
-    if (
-      !deepEqual(body ?? null, o.payload ?? null) ||
-      o.baseUpdatedAt !== lineage.updatedAt
-    ) {
-      mutations.push({ type: "putOp", op: rebuilt, expect: entry.rev });
+    if (!deepEqual(body ?? null, o.payload ?? null)) {
+      mutations.push({
+        type: "putOp",
+        op: { ...o, payload: body },
+        expect: entry.rev,
+      });
     }
     state = o.type === "delete" ? null : body;
     if (body !== null) shown = body;

@@ -456,7 +456,7 @@ async function settleResults(
         ctx.table(op.value.kind),
         fresh.records.get(recordKey(op.value.kind, op.value.id)),
         op,
-        fresh.next.get(op.value.opId),
+        fresh.later.get(op.value.opId) ?? [],
         outcomes.get(op.value.opId)!,
         events,
       );
@@ -530,7 +530,7 @@ function planOutcome(
   table: TableConfig,
   record: Versioned<StoredRecord> | undefined,
   op: Versioned<StoredOp>,
-  next: Versioned<StoredOp> | undefined,
+  later: readonly Versioned<StoredOp>[],
   outcome: Outcome,
   events: SyncEvent[],
 ): OpPlan | null {
@@ -547,7 +547,7 @@ function planOutcome(
         opType: op.value.type,
         status: outcome.status,
       });
-      return planAck(table, record, op, next, outcome.record);
+      return planAck(table, record, op, later[0], outcome.record);
     }
     case "recreate":
       if (record === undefined) return null;
@@ -634,7 +634,7 @@ function planOutcome(
         resolution: decision.type,
         result: server,
       });
-      return planAcceptServer(table, record, op, server);
+      return planAcceptServer(table, record, op, server, later);
     }
   }
 }
@@ -686,7 +686,7 @@ async function readRecords(
 interface FreshState {
   ops: Versioned<StoredOp>[];
   records: Map<string, Versioned<StoredRecord>>;
-  next: Map<string, Versioned<StoredOp>>;
+  later: Map<string, Versioned<StoredOp>[]>;
 }
 
 /**
@@ -706,18 +706,27 @@ async function readFresh(
     entry.value.revision === claimed[i]!.value.revision
   );
   const records = await readRecords(ctx, ops.map((entry) => entry.value));
-  const next = new Map<string, Versioned<StoredOp>>();
+  const later = new Map<string, Versioned<StoredOp>[]>();
+  // Settling an op rewrites at most this many ops behind it, so its write
+  // always fits the storage (ops further back are rebuilt when their turn
+  // comes).
+  const limit = Math.max(
+    1,
+    Math.min(64, ctx.storage.capabilities.maxMutationsPerWrite - 2),
+  );
   for (const op of ops) {
     const record = records.get(recordKey(op.value.kind, op.value.id));
     if (record !== undefined && record.value.lastOpId !== op.value.opId) {
-      const [following] = await ctx.storage.listOps({
-        kinds: [op.value.kind],
-        id: op.value.id,
-        after: op.value.opId,
-        limit: 1,
-      });
-      if (following !== undefined) next.set(op.value.opId, following);
+      later.set(
+        op.value.opId,
+        await ctx.storage.listOps({
+          kinds: [op.value.kind],
+          id: op.value.id,
+          after: op.value.opId,
+          limit,
+        }),
+      );
     }
   }
-  return { ops, records, next };
+  return { ops, records, later };
 }
