@@ -111,6 +111,13 @@ function copyObject(obj: JsonObject): JsonObject {
   return out;
 }
 
+/** Whether two key lists are equal, in order. */
+function sameKeys(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** A deep copy made of plain objects and arrays, without a JSON round-trip. */
 function cloneValue(value: JsonValue): JsonValue {
   if (typeof value !== "object" || value === null) return value;
@@ -434,18 +441,35 @@ function mergeUnknownChanges(
 ): void {
   const data = copyObject(server);
   result.data = data;
-  for (const key of Object.keys(data)) {
-    const serverValue = data[key]!;
-    const localValue = getOwn(local, key);
+  const serverKeys = Object.keys(server);
+  const localKeys = Object.keys(local);
+  const aligned = sameKeys(serverKeys, localKeys);
+  // Same fields in the same order (the usual case): index-aligned values
+  // spare a hash lookup per field.
+  const serverValues = aligned ? Object.values(server) : undefined;
+  const localValues = aligned ? Object.values(local) : undefined;
+  for (let i = 0; i < serverKeys.length; i++) {
+    const key = serverKeys[i]!;
+    const serverValue = aligned ? serverValues![i] : server[key];
+    if (serverValue === undefined) continue;
+    const localValue = aligned ? localValues![i] : getOwn(local, key);
+    const same = localValue === serverValue;
     if (!system.has(key) && localValue !== undefined && localValue !== null) {
-      data[key] = cloneValue(localValue);
-      if (!deepEqual(localValue, serverValue)) result.localFields.push(key);
+      if (typeof localValue === "object") data[key] = cloneValue(localValue);
+      else data[key] = localValue;
+      if (!same && !deepEqual(localValue, serverValue)) {
+        result.localFields.push(key);
+      }
     } else {
-      data[key] = cloneValue(serverValue);
-      if (!deepEqual(serverValue, localValue)) result.serverFields.push(key);
+      if (typeof serverValue === "object" && serverValue !== null) {
+        data[key] = cloneValue(serverValue);
+      }
+      if (!same && !deepEqual(serverValue, localValue)) {
+        result.serverFields.push(key);
+      }
     }
   }
-  for (const key of Object.keys(local)) {
+  for (const key of localKeys) {
     const localValue = local[key];
     if (localValue === undefined || hasValue(server, key)) continue;
     if (!system.has(key) && localValue !== null) {
@@ -471,6 +495,36 @@ function mergeKnownChanges(
   // and changed fields by their merged values, so nothing is cloned twice.
   const data = copyObject(server);
   result.data = data;
+  const serverKeys = Object.keys(server);
+  const localKeys = Object.keys(local);
+  if (sameKeys(serverKeys, localKeys)) {
+    // The usual case: both records list the same fields in the same order
+    // (they came from the same server). Values aligned by index spare a
+    // hash lookup per field, which dominates on wide records.
+    const serverValues = Object.values(server);
+    const localValues = Object.values(local);
+    for (let i = 0; i < serverKeys.length; i++) {
+      const key = serverKeys[i]!;
+      const serverValue = serverValues[i];
+      const localValue = localValues[i];
+      if (changed.has(key)) {
+        if (serverValue !== undefined || localValue !== undefined) {
+          mergeChangedField(key, local, server, base, result);
+        }
+      } else if (serverValue === undefined) {
+        // Absent on the server (copyObject dropped it): absent it stays.
+        if (localValue !== undefined) result.serverFields.push(key);
+      } else {
+        if (typeof serverValue === "object" && serverValue !== null) {
+          data[key] = cloneValue(serverValue);
+        }
+        if (serverValue !== localValue && !deepEqual(serverValue, localValue)) {
+          result.serverFields.push(key);
+        }
+      }
+    }
+    return;
+  }
   let shared = 0;
   for (const key of Object.keys(data)) {
     const serverValue = data[key]!;
@@ -487,8 +541,7 @@ function mergeKnownChanges(
       }
     }
   }
-  const localKeys = Object.keys(local);
-  // Usually both sides have the same fields: then there is nothing left.
+  // Often both sides have the same fields: then there is nothing left.
   if (localKeys.length === shared) return;
   for (const key of localKeys) {
     if (local[key] === undefined || hasValue(server, key)) continue;
