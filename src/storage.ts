@@ -289,9 +289,12 @@ export interface ListOpsOptions extends StorageCallOptions {
  * 2. Check every `expect` of a write against the state just before the write
  *    commits (not against earlier mutations of the same write); if one fails,
  *    commit nothing and resolve `{ ok: false }`.
- * 3. Return stored values that are equal to what was written (deep equality
- *    of JSON, including `""`, `0`, `false`, `null`, NUL characters, lone
- *    unicode, `__proto__` keys) and never share objects with the caller.
+ * 3. Return stored values that are equal as JSON to what was written: deeply
+ *    equal to what `JSON.parse(JSON.stringify(value))` gives, so `-0` may
+ *    read back as `0` while every other number reads back exactly. This
+ *    includes `""`, `0`, `false`, `null`, NUL characters, lone surrogates
+ *    and `__proto__` keys (as own data properties). Returned values never
+ *    share objects with the caller, nor with what the caller wrote.
  * 4. Order records by id and ops by op id, both compared by UTF-16 code
  *    units (JavaScript's `<` on strings).
  * 5. Reject a write beyond {@linkcode StorageCapabilities} (too many

@@ -18,13 +18,16 @@
  *   `capabilities.persistent` is `true`;
  * - cases with two open handles, unless `reopen` is given and
  *   `capabilities.multiProcess` is `true`;
- * - the 1 MiB record, when `maxWriteBytes` is smaller than its write.
+ * - the 1 MiB record, when `maxWriteBytes` is smaller than its write;
+ * - the writes of `maxMutationsPerWrite` items with every key at
+ *   `maxKeyLength`, unless both limits are finite and those writes fit
+ *   `maxWriteBytes`.
  *
  * The suite measures a write as the UTF-8 length of
  * `JSON.stringify(mutations)`, and it splits the writes that only establish
- * state into chunks that fit the declared limits, as the engine does. Cases
- * that test one write on purpose need at most 6 mutations and about 2.5 KiB
- * per write.
+ * state into chunks that fit the declared limits, as the engine does. Apart
+ * from the limit cases, cases that test one write on purpose need at most 6
+ * mutations and about 2.5 KiB per write.
  *
  * @example Running the suite on an adapter
  * ```ts ignore
@@ -594,6 +597,126 @@ function finite(limit: number): boolean {
   return limit !== Infinity;
 }
 
+/**
+ * How many digits {@linkcode wideKey} has: U+E000 to U+FFFF, each 3 bytes in
+ * UTF-8 (the most per code unit), none a surrogate.
+ */
+const WIDE_DIGITS = 0x2000;
+
+/**
+ * A key of `length` code units, all among the widest, that ends with `n`'s
+ * digits: keys for different `n` differ while `n < WIDE_DIGITS ** length`.
+ */
+function wideKey(length: number, n: number): string {
+  const units = new Array<string>(length).fill("\uFFFF");
+  for (let index = length - 1; n > 0 && index >= 0; index--) {
+    units[index] = String.fromCharCode(0xFFFF - n % WIDE_DIGITS);
+    n = Math.floor(n / WIDE_DIGITS);
+  }
+  return units.join("");
+}
+
+/** The values of a widest case: as first written, then as changed. */
+interface Widest<T> {
+  readonly created: T[];
+  readonly changed: T[];
+}
+
+/**
+ * `maxMutationsPerWrite` ops whose op id, kind and id are `maxKeyLength`
+ * wide characters; changed, each moves to another state and record.
+ */
+function widestOps(capabilities: StorageCapabilities): Widest<StoredOp> {
+  const { maxKeyLength: length, maxMutationsPerWrite: count } = capabilities;
+  const created = Array.from(
+    { length: count },
+    (_, n) =>
+      op(wideKey(length, n), {
+        kind: wideKey(length, 0),
+        id: wideKey(length, 0),
+      }),
+  );
+  const changed = created.map((value): StoredOp => ({
+    ...value,
+    // The longest state name, for adapters that put it in a key.
+    state: "quarantined",
+    id: wideKey(length, 1),
+  }));
+  return { created, changed };
+}
+
+/** `maxMutationsPerWrite` records whose kind and id are at `maxKeyLength`. */
+function widestRecords(
+  capabilities: StorageCapabilities,
+): Widest<StoredRecord> {
+  const { maxKeyLength: length, maxMutationsPerWrite: count } = capabilities;
+  const created = Array.from(
+    { length: count },
+    (_, n) => record(wideKey(length, 0), wideKey(length, n), { data: { n } }),
+  );
+  const changed = created.map((value, n): StoredRecord => ({
+    ...value,
+    data: { n, changed: true },
+    deleted: true,
+  }));
+  return { created, changed };
+}
+
+/** Whether the writes of a widest case can run within the limits. */
+function widestFits<T>(
+  capabilities: StorageCapabilities,
+  build: (capabilities: StorageCapabilities) => Widest<T>,
+  put: (value: T) => Mutation,
+): boolean {
+  const { maxKeyLength, maxMutationsPerWrite, maxWriteBytes } = capabilities;
+  if (!finite(maxKeyLength) || !finite(maxMutationsPerWrite)) return false;
+  // Too short a key to tell every item apart.
+  if (WIDE_DIGITS ** maxKeyLength < maxMutationsPerWrite) return false;
+  const { created, changed } = build(capabilities);
+  return [created, changed].every((values) =>
+    writeBytes(values.map(put)) <= maxWriteBytes
+  );
+}
+
+function byOpId(a: StoredOp, b: StoredOp): number {
+  return a.opId < b.opId ? -1 : a.opId > b.opId ? 1 : 0;
+}
+
+function byId(a: StoredRecord, b: StoredRecord): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** Ops by kind, record id and state: the n-th is `opId(n)`, from 1. */
+type OpLayout = readonly (readonly [string, string, StoredOp["state"]])[];
+
+/**
+ * Commits the ops of a layout and returns a listing that gives each listed
+ * op's number in the layout.
+ */
+async function layOut(
+  storage: Storage,
+  layout: OpLayout,
+): Promise<(options: ListOpsOptions) => Promise<number[]>> {
+  await commit(
+    storage,
+    layout.map(([kind, id, state], index) =>
+      putOp(op(opId(index + 1), { kind, id, state }))
+    ),
+  );
+  return async (options) =>
+    (await storage.listOps(options)).map((entry) =>
+      Number(entry.value.opId.slice(3))
+    );
+}
+
+/** Asserts that a number read back is zero, of either sign. */
+function assertZero(value: unknown): void {
+  assert.ok(
+    Object.is(value, 0) || Object.is(value, -0),
+    `Expected 0 or -0: current value is ${Deno.inspect(value)}`,
+  );
+}
+
 /** Pads a putMeta so that the whole write is exactly `bytes` long. */
 function padded(
   prefix: readonly Mutation[],
@@ -956,6 +1079,48 @@ const CASES: readonly Case[] = [
       );
       assert.deepEqual((await getOp(storage, opId(1)))?.value, tricky);
       assert.deepEqual((await getMeta(storage, "tricky"))?.value, data);
+    },
+  },
+  {
+    clause: "numbers round-trip exactly, -0 as 0 or -0",
+    async run({ storage }): Promise<void> {
+      // Values are equal as JSON: JSON.stringify writes -0 as 0.
+      const exact = {
+        maxSafe: Number.MAX_SAFE_INTEGER,
+        tiny: 1e-300,
+        negative: -1.5,
+      };
+      const data: JsonObject = {
+        negativeZero: -0,
+        ...exact,
+        list: [-0, ...Object.values(exact)],
+      };
+      await commit(storage, [
+        putRecord(record(KIND, "numbers", { data })),
+        putOp(op(opId(1), { payload: data })),
+        putMeta("numbers", data),
+        putMeta("negativeZero", -0),
+      ]);
+      const reads: unknown[] = [
+        (await getRecord(storage, KIND, "numbers"))?.value.data,
+        (await storage.listRecords(KIND))[0]?.value.data,
+        (await getOp(storage, opId(1)))?.value.payload,
+        (await storage.listOps())[0]?.value.payload,
+        (await getMeta(storage, "numbers"))?.value,
+      ];
+      for (const read of reads) {
+        const { negativeZero, list, ...rest } = read as {
+          negativeZero: unknown;
+          list: unknown[];
+        };
+        assertZero(negativeZero);
+        // Strict deep equality compares numbers with Object.is.
+        assert.deepEqual(rest, exact);
+        assert.equal(list.length, 4);
+        assertZero(list[0]);
+        assert.deepEqual(list.slice(1), Object.values(exact));
+      }
+      assertZero((await getMeta(storage, "negativeZero"))?.value);
     },
   },
   {
@@ -1436,7 +1601,7 @@ const CASES: readonly Case[] = [
   {
     clause: "listOps() filters by states, kinds and id",
     async run({ storage }): Promise<void> {
-      const layout: [string, string, StoredOp["state"]][] = [
+      const layout: OpLayout = [
         ["todo", "a", "pending"],
         ["todo", "b", "quarantined"],
         ["note", "a", "parked"],
@@ -1445,16 +1610,7 @@ const CASES: readonly Case[] = [
         ["todo", "a", "pending"],
         ["todo2", "a", "pending"],
       ];
-      await commit(
-        storage,
-        layout.map(([kind, id, state], index) =>
-          putOp(op(opId(index + 1), { kind, id, state }))
-        ),
-      );
-      const list = async (options: ListOpsOptions): Promise<number[]> =>
-        (await storage.listOps(options)).map((entry) =>
-          Number(entry.value.opId.slice(3))
-        );
+      const list = await layOut(storage, layout);
       assert.deepEqual(await list({}), [1, 2, 3, 4, 5, 6, 7]);
       assert.deepEqual(await list({ states: ["pending"] }), [1, 5, 6, 7]);
       assert.deepEqual(await list({ states: ["quarantined", "parked"] }), [
@@ -1501,6 +1657,37 @@ const CASES: readonly Case[] = [
       );
       assert.deepEqual(await list({ after: opId(3) }), [4, 5, 6, 7]);
       assert.deepEqual(await list({ limit: 0 }), []);
+    },
+  },
+  {
+    clause: "listOps() with id and no kinds matches that id in every kind",
+    async run({ storage }): Promise<void> {
+      const layout: OpLayout = [
+        ["todo", "a", "pending"],
+        ["note", "a", "parked"],
+        ["todo", "ab", "pending"],
+        ["a", "b", "pending"],
+        ["", "a", "quarantined"],
+        ["todo", "", "pending"],
+        ["note", "A", "pending"],
+        ["x", "a", "pending"],
+      ];
+      const list = await layOut(storage, layout);
+      assert.deepEqual(await list({ id: "a" }), [1, 2, 5, 8]);
+      assert.deepEqual(await list({ id: "a", states: ["pending"] }), [1, 8]);
+      assert.deepEqual(await list({ id: "a", after: opId(2) }), [5, 8]);
+      assert.deepEqual(await list({ id: "a", limit: 2 }), [1, 2]);
+      assert.deepEqual(await list({ id: "" }), [6]);
+      assert.deepEqual(await list({ id: "b" }), [4]);
+      assert.deepEqual(await list({ id: "ab" }), [3]);
+      assert.deepEqual(await list({ id: "zzz" }), []);
+      assert.deepEqual(await list({ id: "a", kinds: [] }), []);
+      // Moving an op to another record moves it between the matches.
+      await succeeds(storage, [
+        putOp(op(opId(2), { kind: "note", id: "b", state: "parked" })),
+      ]);
+      assert.deepEqual(await list({ id: "a" }), [1, 5, 8]);
+      assert.deepEqual(await list({ id: "b" }), [2, 4]);
     },
   },
   {
@@ -1646,6 +1833,70 @@ const CASES: readonly Case[] = [
     },
   },
   {
+    // The worst write the declared limits allow: an adapter that derives
+    // maxKeyLength from a budget per write (Deno KV caps the keys of one
+    // atomic operation at 80 KiB) shows here that its limits fit it.
+    clause:
+      "write() accepts maxMutationsPerWrite ops with every key at maxKeyLength in wide characters",
+    needs: ({ capabilities }) => widestFits(capabilities, widestOps, putOp),
+    async run({ storage }): Promise<void> {
+      const { created, changed } = widestOps(storage.capabilities);
+      const opIds = created.map((value) => value.opId);
+      assert.equal(new Set(opIds).size, opIds.length);
+      await succeeds(storage, created.map((value) => putOp(value, null)));
+      assert.deepEqual(
+        (await storage.getOps(opIds)).map((entry) => entry?.value),
+        created,
+      );
+      await succeeds(storage, changed.map((value) => putOp(value)));
+      assert.deepEqual(
+        (await storage.getOps(opIds)).map((entry) => entry?.value),
+        changed,
+      );
+      const { kind, id } = changed[0]!;
+      assert.deepEqual(
+        (await storage.listOps({ kinds: [kind], id })).map((entry) =>
+          entry.value
+        ),
+        [...changed].sort(byOpId),
+      );
+      assert.deepEqual(
+        await storage.listOps({ kinds: [kind], id: created[0]!.id }),
+        [],
+      );
+      assert.deepEqual(await storage.listOps({ states: ["pending"] }), []);
+    },
+  },
+  {
+    clause:
+      "write() accepts maxMutationsPerWrite records with kind and id at maxKeyLength in wide characters",
+    needs: ({ capabilities }) =>
+      widestFits(capabilities, widestRecords, putRecord),
+    async run({ storage }): Promise<void> {
+      const { created, changed } = widestRecords(storage.capabilities);
+      const { kind } = created[0]!;
+      const ids = created.map((value) => value.id);
+      assert.equal(new Set(ids).size, ids.length);
+      await succeeds(storage, created.map((value) => putRecord(value, null)));
+      assert.deepEqual(
+        (await storage.getRecords(kind, ids)).map((entry) => entry?.value),
+        created,
+      );
+      await succeeds(storage, changed.map((value) => putRecord(value)));
+      assert.deepEqual(
+        (await storage.getRecords(kind, ids)).map((entry) => entry?.value),
+        changed,
+      );
+      assert.deepEqual(
+        (await storage.listRecords(kind, { includeDeleted: true })).map((
+          entry,
+        ) => entry.value),
+        [...changed].sort(byId),
+      );
+      assert.deepEqual(await storage.listRecords(kind), []);
+    },
+  },
+  {
     clause: "write() accepts exactly maxMutationsPerWrite mutations",
     needs: ({ capabilities }) => finite(capabilities.maxMutationsPerWrite),
     async run({ storage }): Promise<void> {
@@ -1710,6 +1961,48 @@ const CASES: readonly Case[] = [
       await rejectsWith(storage.write(mutations), StorageError, maxWriteBytes);
       assert.deepEqual(await getMeta(storage, "small"), before);
       assert.equal(await getMeta(storage, "big"), undefined);
+    },
+  },
+  {
+    clause:
+      "write() rejects a malformed mutation with a TypeError and commits nothing",
+    async run({ storage }): Promise<void> {
+      await commit(storage, [
+        putMeta("before", "old"),
+        putRecord(record(KIND, "a")),
+      ]);
+      const meta = await getMeta(storage, "before");
+      const existing = await getRecord(storage, KIND, "a");
+      const malformed: unknown[] = [
+        { type: "bogus" },
+        { type: "putRecord", record: "not an object" },
+        { type: "putRecord", record: null },
+        { type: "putRecord", record: record(KIND, "b"), expect: 1 },
+        { type: "deleteRecord", kind: KIND, id: "a", expect: false },
+        { type: "putOp", op: { ...op(opId(1)), state: "bogus" } },
+        { type: "putMeta", key: "x", value: undefined },
+        null,
+      ];
+      // A valid mutation first, when the limits allow two: it must not
+      // commit either.
+      const lead = storage.capabilities.maxMutationsPerWrite >= 2
+        ? [putMeta("before", "new")]
+        : [];
+      for (const mutation of malformed) {
+        await assert.rejects(
+          call(
+            "write()",
+            () => storage.write([...lead, mutation as Mutation]),
+          ),
+          TypeError,
+          `Expected a TypeError for ${Deno.inspect(mutation)}`,
+        );
+      }
+      assert.deepEqual(await getMeta(storage, "before"), meta);
+      assert.deepEqual(await getRecord(storage, KIND, "a"), existing);
+      assert.equal(await getRecord(storage, KIND, "b"), undefined);
+      assert.deepEqual(await storage.listOps(), []);
+      assert.equal(await getMeta(storage, "x"), undefined);
     },
   },
   {

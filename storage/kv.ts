@@ -138,6 +138,16 @@ import type {
   Versioned,
   WriteResult,
 } from "../src/storage.ts";
+import {
+  type CheckedMutation,
+  checkMutations,
+  checkString,
+  checkStrings,
+  describe,
+  resolveListOpsOptions,
+  resolveListRecordsOptions,
+  utf8Length,
+} from "./_validate.ts";
 
 /** Options for {@linkcode openKvStorage}. */
 export interface KvStorageOptions {
@@ -257,7 +267,6 @@ const UUID = 38;
 const STATE = 13;
 
 const OP_STATES: readonly OpState[] = ["pending", "quarantined", "parked"];
-const OP_STATE_SET: ReadonlySet<string> = new Set(OP_STATES);
 /** A versionstamp as KV issues it: 20 lowercase hex digits. */
 const VERSIONSTAMP = /^[0-9a-f]{20}$/;
 
@@ -586,21 +595,8 @@ interface Ticket {
 
 type SpaceName = "record" | "op" | "meta";
 
-/** A mutation checked and encoded. */
-interface Planned {
-  readonly space: SpaceName;
-  /** The item's identity within the write. */
-  readonly identity: string;
-  readonly kind: string;
-  readonly id: string;
-  readonly opId: string;
-  readonly metaKey: string;
-  /** The value; `undefined` for a delete. */
-  readonly value: StoredRecord | StoredOp | JsonValue | undefined;
-  /** The value as JSON text. */
-  readonly json: string | undefined;
-  readonly expect: Expect;
-}
+/** A checked mutation with its item's identity within the write. */
+type Planned = CheckedMutation & { readonly identity: string };
 
 /** One item a write touches: its last mutation, its combined expect. */
 interface Item {
@@ -708,10 +704,9 @@ class DenoKvStorage implements KvStorage {
   ): Promise<Versioned<StoredRecord>[]> {
     return this.#run("list records", options, () => {
       checkString("list records", "kind", kind);
-      const limit = resolveListLimit("list records", options.limit);
-      const after = optionalString("list records", "after", options.after);
-      const includeDeleted = options.includeDeleted ?? false;
-      checkBoolean("list records", "includeDeleted", includeDeleted);
+      const { limit, after, includeDeleted } = resolveListRecordsOptions(
+        options,
+      );
       return () => this.#listRecords(kind, after, includeDeleted, limit);
     });
   }
@@ -732,11 +727,9 @@ class DenoKvStorage implements KvStorage {
 
   listOps(options: ListOpsOptions = {}): Promise<Versioned<StoredOp>[]> {
     return this.#run("list ops", options, () => {
-      const limit = resolveListLimit("list ops", options.limit);
-      const after = optionalString("list ops", "after", options.after);
-      const id = optionalString("list ops", "id", options.id);
-      const states = optionalSet("list ops", "states", options.states);
-      const kinds = optionalSet("list ops", "kinds", options.kinds);
+      const { limit, after, id, states, kinds } = resolveListOpsOptions(
+        options,
+      );
       const filter = { after, id, states, kinds, limit };
       if (limit === 0 || states?.size === 0 || kinds?.size === 0) {
         return () => Promise.resolve([]);
@@ -1131,45 +1124,17 @@ class DenoKvStorage implements KvStorage {
   // Writes
 
   /**
-   * Validates a write the way the memory storage does (contract clause 5)
-   * and returns the work that commits it.
+   * Validates a write with the checks every adapter shares (contract
+   * clause 5) and returns the work that commits it.
    */
   #prepareWrite(
     mutations: readonly Mutation[],
     signal: AbortSignal | undefined,
   ): () => Promise<WriteResult> {
-    if (!Array.isArray(mutations)) {
-      throw new TypeError(
-        `Cannot write mutations as they are not an array: current value is ${
-          describe(mutations)
-        }`,
-      );
-    }
-    const { maxMutationsPerWrite, maxWriteBytes, maxKeyLength } =
-      this.capabilities;
-    if (mutations.length > maxMutationsPerWrite) {
-      throw new StorageError(
-        `Cannot write ${mutations.length} mutations as the storage accepts at most ${maxMutationsPerWrite} per write: current value is ${mutations.length}`,
-      );
-    }
-    // Validating and encoding everything first keeps the write
-    // all-or-nothing: nothing below can fail halfway through.
-    const plan = mutations.map(planMutation);
-    for (const planned of plan) {
-      for (const key of keysOf(planned)) {
-        if (key.length > maxKeyLength) {
-          throw new StorageError(
-            `Cannot write a key of ${key.length} characters as the storage accepts at most ${maxKeyLength}: current value is ${key.length}`,
-          );
-        }
-      }
-    }
-    const bytes = utf8Length(JSON.stringify(mutations));
-    if (bytes > maxWriteBytes) {
-      throw new StorageError(
-        `Cannot write ${bytes} bytes as the storage accepts at most ${maxWriteBytes} per write: current value is ${bytes}`,
-      );
-    }
+    // Validating everything first keeps the write all-or-nothing: nothing
+    // below can fail halfway through. The values are only checked, not
+    // copied: #group() encodes their JSON before this returns.
+    const plan = checkMutations(mutations, this.capabilities).map(planOf);
     if (plan.length === 0) return () => Promise.resolve({ ok: true, revs: [] });
     const grouped = this.#group(plan);
     // Expects that contradict each other, or a revision KV never issued,
@@ -1329,11 +1294,11 @@ class DenoKvStorage implements KvStorage {
           ? this.#key("r", encodeText(planned.kind), encodeText(planned.id))
           : planned.space === "op"
           ? this.#key("o", encodeText(planned.opId))
-          : this.#key("m", encodeText(planned.metaKey)),
+          : this.#key("m", encodeText(planned.key)),
         value: planned.value,
-        bytes: planned.json === undefined
+        bytes: planned.value === undefined
           ? undefined
-          : encoder.encode(planned.json),
+          : encodeJson(planned.value),
         expect: expects.get(identity),
         large: false,
         freshSlot: planned.space === "op" ? randomSlot() : 0,
@@ -1921,319 +1886,25 @@ function formatError(value: unknown): StorageError {
 }
 
 // ---------------------------------------------------------------------------
-// Validation (as in the memory storage)
+// Identities
 
-function keysOf(planned: Planned): string[] {
-  switch (planned.space) {
+function planOf(mutation: CheckedMutation): Planned {
+  switch (mutation.space) {
     case "record":
-      return [planned.kind, planned.id];
-    case "op": {
-      const op = planned.value as StoredOp | undefined;
-      return op === undefined ? [planned.opId] : [planned.opId, op.kind, op.id];
-    }
-    case "meta":
-      return [planned.metaKey];
-  }
-}
-
-function planMutation(mutation: Mutation, index: number): Planned {
-  const action = `write mutation ${index}`;
-  if (typeof mutation !== "object" || mutation === null) {
-    throw new TypeError(
-      `Cannot ${action} as it is not an object: current value is ${
-        describe(mutation)
-      }`,
-    );
-  }
-  const expect = checkExpect(action, mutation.expect);
-  const none = { kind: "", id: "", opId: "", metaKey: "" };
-  switch (mutation.type) {
-    case "putRecord": {
-      const record = checkRoot(action, "record", mutation.record);
-      checkString(action, "record.kind", record["kind"]);
-      checkString(action, "record.id", record["id"]);
-      checkObject(action, "record.data", record["data"]);
-      checkBoolean(action, "record.deleted", record["deleted"]);
-      const value = record as unknown as StoredRecord;
       return {
-        ...none,
-        space: "record",
-        identity: identity("r", value.kind, value.id),
-        kind: value.kind,
-        id: value.id,
-        value,
-        json: JSON.stringify(value),
-        expect,
-      };
-    }
-    case "deleteRecord":
-      checkString(action, "kind", mutation.kind);
-      checkString(action, "id", mutation.id);
-      return {
-        ...none,
-        space: "record",
+        ...mutation,
         identity: identity("r", mutation.kind, mutation.id),
-        kind: mutation.kind,
-        id: mutation.id,
-        value: undefined,
-        json: undefined,
-        expect,
       };
-    case "putOp": {
-      const op = checkRoot(action, "op", mutation.op);
-      checkString(action, "op.opId", op["opId"]);
-      checkString(action, "op.kind", op["kind"]);
-      checkString(action, "op.id", op["id"]);
-      if (typeof op["state"] !== "string" || !OP_STATE_SET.has(op["state"])) {
-        throw new TypeError(
-          `Cannot ${action} as 'op.state' is not an op state: current value is ${
-            describe(op["state"])
-          }`,
-        );
-      }
-      const value = op as unknown as StoredOp;
-      return {
-        ...none,
-        space: "op",
-        identity: identity("o", value.opId),
-        opId: value.opId,
-        value,
-        json: JSON.stringify(value),
-        expect,
-      };
-    }
-    case "deleteOp":
-      checkString(action, "opId", mutation.opId);
-      return {
-        ...none,
-        space: "op",
-        identity: identity("o", mutation.opId),
-        opId: mutation.opId,
-        value: undefined,
-        json: undefined,
-        expect,
-      };
-    case "putMeta": {
-      checkString(action, "key", mutation.key);
-      checkJson(mutation.value, action, ["value"], new Set());
-      return {
-        ...none,
-        space: "meta",
-        identity: identity("m", mutation.key),
-        metaKey: mutation.key,
-        value: mutation.value,
-        json: JSON.stringify(mutation.value),
-        expect,
-      };
-    }
-    case "deleteMeta":
-      checkString(action, "key", mutation.key);
-      return {
-        ...none,
-        space: "meta",
-        identity: identity("m", mutation.key),
-        metaKey: mutation.key,
-        value: undefined,
-        json: undefined,
-        expect,
-      };
-    default:
-      throw new TypeError(
-        `Cannot ${action} as 'type' is not a mutation type: current value is ${
-          describe((mutation as { type: unknown }).type)
-        }`,
-      );
+    case "op":
+      return { ...mutation, identity: identity("o", mutation.opId) };
+    case "meta":
+      return { ...mutation, identity: identity("m", mutation.key) };
   }
 }
 
 /** An item's identity: the space, then length-prefixed parts. */
 function identity(space: string, ...parts: string[]): string {
   return space + parts.map((part) => `${part.length}:${part}`).join("");
-}
-
-function checkRoot(
-  action: string,
-  name: string,
-  value: unknown,
-): Record<string, unknown> {
-  checkObject(action, name, value);
-  checkJson(value, action, [name], new Set());
-  return value as Record<string, unknown>;
-}
-
-function checkExpect(action: string, expect: unknown): Expect {
-  if (expect === undefined || expect === null || typeof expect === "string") {
-    return expect;
-  }
-  throw new TypeError(
-    `Cannot ${action} as 'expect' is not a revision, null or undefined: current value is ${
-      describe(expect)
-    }`,
-  );
-}
-
-function checkString(
-  action: string,
-  name: string,
-  value: unknown,
-): asserts value is string {
-  if (typeof value !== "string") {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not a string: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function checkStrings(action: string, name: string, values: unknown): void {
-  if (!Array.isArray(values)) {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not an array: current value is ${
-        describe(values)
-      }`,
-    );
-  }
-  values.forEach((value, index) =>
-    checkString(action, `${name}[${index}]`, value)
-  );
-}
-
-function checkObject(action: string, name: string, value: unknown): void {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not an object: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function checkBoolean(action: string, name: string, value: unknown): void {
-  if (typeof value !== "boolean") {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not a boolean: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function optionalString(
-  action: string,
-  name: string,
-  value: unknown,
-): string | undefined {
-  if (value !== undefined) checkString(action, name, value);
-  return value;
-}
-
-function optionalSet(
-  action: string,
-  name: string,
-  values: readonly string[] | undefined,
-): ReadonlySet<string> | undefined {
-  if (values === undefined) return undefined;
-  checkStrings(action, name, values);
-  return new Set(values);
-}
-
-function resolveListLimit(action: string, limit: unknown): number {
-  if (limit === undefined) return Infinity;
-  if (
-    typeof limit !== "number" ||
-    !(limit === Infinity || (Number.isInteger(limit) && limit >= 0))
-  ) {
-    throw new RangeError(
-      `Cannot ${action} as 'limit' is not a non-negative integer or Infinity: current value is ${
-        describe(limit)
-      }`,
-    );
-  }
-  return limit;
-}
-
-/**
- * Checks that a value is JSON that `JSON.stringify` keeps as it is: no
- * `undefined`, functions, non-finite numbers, bigints, cycles, holes or
- * objects other than plain ones.
- */
-function checkJson(
-  value: unknown,
-  action: string,
-  path: (string | number)[],
-  ancestors: Set<object>,
-): void {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return;
-    case "number":
-      if (Number.isFinite(value)) return;
-      break;
-    case "object": {
-      if (value === null) return;
-      if (ancestors.has(value)) break;
-      if (Array.isArray(value)) {
-        ancestors.add(value);
-        for (let index = 0; index < value.length; index++) {
-          path.push(index);
-          checkJson(value[index], action, path, ancestors);
-          path.pop();
-        }
-        ancestors.delete(value);
-        return;
-      }
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) break;
-      ancestors.add(value);
-      const source = value as Record<string, unknown>;
-      for (const key of Object.keys(source)) {
-        path.push(key);
-        checkJson(source[key], action, path, ancestors);
-        path.pop();
-      }
-      ancestors.delete(value);
-      return;
-    }
-  }
-  throw new TypeError(
-    `Cannot ${action} as '${
-      path.join(".")
-    }' is not a JSON value: current value is ${describe(value)}`,
-  );
-}
-
-function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "bigint") return `${value}n`;
-  if (Array.isArray(value)) return "an array";
-  if (typeof value === "object" && value !== null) {
-    const name = Object.getPrototypeOf(value)?.constructor?.name;
-    return typeof name === "string" && name !== "Object"
-      ? `a ${name}`
-      : "an object";
-  }
-  return String(value);
-}
-
-/** The UTF-8 length of a string, lone surrogates counted as U+FFFD. */
-function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    if (unit < 0x80) continue;
-    if (unit < 0x800) bytes += 1;
-    else if (
-      unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length &&
-      (text.charCodeAt(index + 1) & 0xfc00) === 0xdc00
-    ) {
-      // A surrogate pair: 4 bytes for 2 units.
-      bytes += 2;
-      index++;
-    } else bytes += 2;
-  }
-  return bytes;
 }
 
 function compareKeys(a: string, b: string): number {

@@ -42,14 +42,13 @@
  * @module
  */
 
-import { ClosedError, StorageError } from "../src/errors.ts";
-import type { JsonObject, JsonValue } from "../src/json.ts";
+import { ClosedError } from "../src/errors.ts";
+import type { JsonValue } from "../src/json.ts";
 import type {
   Expect,
   ListOpsOptions,
   ListRecordsOptions,
   Mutation,
-  OpState,
   Storage,
   StorageCallOptions,
   StorageCapabilities,
@@ -58,6 +57,16 @@ import type {
   Versioned,
   WriteResult,
 } from "../src/storage.ts";
+import {
+  type CheckedMutation,
+  checkMutations,
+  checkString,
+  checkStrings,
+  copyJson,
+  OP_STATES,
+  resolveListOpsOptions,
+  resolveListRecordsOptions,
+} from "./_validate.ts";
 
 /** Options for {@linkcode createMemoryStorage}. */
 export interface MemoryStorageOptions {
@@ -160,34 +169,6 @@ interface Table {
   readonly ids: SortedKeys;
 }
 
-/** A mutation checked and copied, ready to apply. */
-type Planned =
-  | {
-    readonly space: "record";
-    readonly kind: string;
-    readonly id: string;
-    readonly value: StoredRecord | undefined;
-    readonly expect: Expect;
-  }
-  | {
-    readonly space: "op";
-    readonly opId: string;
-    readonly value: StoredOp | undefined;
-    readonly expect: Expect;
-  }
-  | {
-    readonly space: "meta";
-    readonly key: string;
-    readonly value: JsonValue | undefined;
-    readonly expect: Expect;
-  };
-
-const OP_STATES: ReadonlySet<string> = new Set<OpState>([
-  "pending",
-  "quarantined",
-  "parked",
-]);
-
 class MemoryStorage implements Storage {
   readonly capabilities: StorageCapabilities;
   #closed = false;
@@ -227,10 +208,9 @@ class MemoryStorage implements Storage {
   ): Promise<Versioned<StoredRecord>[]> {
     return this.#run("list records", options, () => {
       checkString("list records", "kind", kind);
-      const limit = resolveListLimit("list records", options.limit);
-      const after = optionalString("list records", "after", options.after);
-      const includeDeleted = options.includeDeleted ?? false;
-      checkBoolean("list records", "includeDeleted", includeDeleted);
+      const { limit, after, includeDeleted } = resolveListRecordsOptions(
+        options,
+      );
       const table = this.#tables.get(kind);
       const result: Versioned<StoredRecord>[] = [];
       if (table === undefined || limit === 0) return result;
@@ -256,11 +236,9 @@ class MemoryStorage implements Storage {
 
   listOps(options: ListOpsOptions = {}): Promise<Versioned<StoredOp>[]> {
     return this.#run("list ops", options, () => {
-      const limit = resolveListLimit("list ops", options.limit);
-      const after = optionalString("list ops", "after", options.after);
-      const id = optionalString("list ops", "id", options.id);
-      const states = optionalSet("list ops", "states", options.states);
-      const kinds = optionalSet("list ops", "kinds", options.kinds);
+      const { limit, after, id, states, kinds } = resolveListOpsOptions(
+        options,
+      );
       const result: Versioned<StoredOp>[] = [];
       if (limit === 0) return result;
       // With an id, only that record's few ops qualify: sort those instead
@@ -301,42 +279,11 @@ class MemoryStorage implements Storage {
     options?: StorageCallOptions,
   ): Promise<WriteResult> {
     return this.#run("write mutations", options, () => {
-      if (!Array.isArray(mutations)) {
-        throw new TypeError(
-          `Cannot write mutations as they are not an array: current value is ${
-            describe(mutations)
-          }`,
-        );
-      }
-      const { maxMutationsPerWrite, maxWriteBytes, maxKeyLength } =
-        this.capabilities;
-      if (mutations.length > maxMutationsPerWrite) {
-        throw new StorageError(
-          `Cannot write ${mutations.length} mutations as the storage accepts at most ${maxMutationsPerWrite} per write: current value is ${mutations.length}`,
-        );
-      }
       // Validating and copying everything first keeps the write
       // all-or-nothing: nothing below can fail halfway through applying.
-      const plan = mutations.map(planMutation);
-      if (maxKeyLength !== Infinity) {
-        for (const planned of plan) {
-          for (const key of keysOf(planned)) {
-            if (key.length > maxKeyLength) {
-              throw new StorageError(
-                `Cannot write a key of ${key.length} characters as the storage accepts at most ${maxKeyLength}: current value is ${key.length}`,
-              );
-            }
-          }
-        }
-      }
-      if (maxWriteBytes !== Infinity) {
-        const bytes = utf8Length(JSON.stringify(mutations));
-        if (bytes > maxWriteBytes) {
-          throw new StorageError(
-            `Cannot write ${bytes} bytes as the storage accepts at most ${maxWriteBytes} per write: current value is ${bytes}`,
-          );
-        }
-      }
+      const plan = checkMutations(mutations, this.capabilities, {
+        copy: true,
+      });
       // Every expect is checked against the state before the write, so two
       // mutations of one item in one write may both expect its current rev.
       for (const planned of plan) {
@@ -388,7 +335,7 @@ class MemoryStorage implements Storage {
     }
   }
 
-  #currentRev(planned: Planned): string | undefined {
+  #currentRev(planned: CheckedMutation): string | undefined {
     switch (planned.space) {
       case "record":
         return this.#tables.get(planned.kind)?.entries.get(planned.id)?.rev;
@@ -399,7 +346,7 @@ class MemoryStorage implements Storage {
     }
   }
 
-  #apply(planned: Planned): void {
+  #apply(planned: CheckedMutation): void {
     switch (planned.space) {
       case "record":
         return this.#applyRecord(planned.kind, planned.id, planned.value);
@@ -521,274 +468,6 @@ function readEntry<T extends JsonValue | StoredRecord | StoredOp>(
 ): Versioned<T> | undefined {
   if (entry === undefined) return undefined;
   return { value: copyJson(entry.value as JsonValue) as T, rev: entry.rev };
-}
-
-/** The keys a planned mutation writes under, for the key-length limit. */
-function keysOf(planned: Planned): string[] {
-  switch (planned.space) {
-    case "record":
-      return [planned.kind, planned.id];
-    case "op":
-      return planned.value === undefined
-        ? [planned.opId]
-        : [planned.opId, planned.value.kind, planned.value.id];
-    case "meta":
-      return [planned.key];
-  }
-}
-
-function planMutation(mutation: Mutation, index: number): Planned {
-  const action = `write mutation ${index}`;
-  if (typeof mutation !== "object" || mutation === null) {
-    throw new TypeError(
-      `Cannot ${action} as it is not an object: current value is ${
-        describe(mutation)
-      }`,
-    );
-  }
-  const expect = checkExpect(action, mutation.expect);
-  switch (mutation.type) {
-    case "putRecord": {
-      const record = copyRoot(action, "record", mutation.record);
-      checkString(action, "record.kind", record["kind"]);
-      checkString(action, "record.id", record["id"]);
-      checkObject(action, "record.data", record["data"]);
-      checkBoolean(action, "record.deleted", record["deleted"]);
-      const value = record as unknown as StoredRecord;
-      return { space: "record", kind: value.kind, id: value.id, value, expect };
-    }
-    case "deleteRecord":
-      checkString(action, "kind", mutation.kind);
-      checkString(action, "id", mutation.id);
-      return {
-        space: "record",
-        kind: mutation.kind,
-        id: mutation.id,
-        value: undefined,
-        expect,
-      };
-    case "putOp": {
-      const op = copyRoot(action, "op", mutation.op);
-      checkString(action, "op.opId", op["opId"]);
-      checkString(action, "op.kind", op["kind"]);
-      checkString(action, "op.id", op["id"]);
-      if (typeof op["state"] !== "string" || !OP_STATES.has(op["state"])) {
-        throw new TypeError(
-          `Cannot ${action} as 'op.state' is not an op state: current value is ${
-            describe(op["state"])
-          }`,
-        );
-      }
-      const value = op as unknown as StoredOp;
-      return { space: "op", opId: value.opId, value, expect };
-    }
-    case "deleteOp":
-      checkString(action, "opId", mutation.opId);
-      return { space: "op", opId: mutation.opId, value: undefined, expect };
-    case "putMeta": {
-      checkString(action, "key", mutation.key);
-      const value = copyJson(mutation.value, action, ["value"]);
-      return { space: "meta", key: mutation.key, value, expect };
-    }
-    case "deleteMeta":
-      checkString(action, "key", mutation.key);
-      return { space: "meta", key: mutation.key, value: undefined, expect };
-    default:
-      throw new TypeError(
-        `Cannot ${action} as 'type' is not a mutation type: current value is ${
-          describe((mutation as { type: unknown }).type)
-        }`,
-      );
-  }
-}
-
-function copyRoot(action: string, name: string, value: unknown): JsonObject {
-  checkObject(action, name, value);
-  return copyJson(value, action, [name]) as JsonObject;
-}
-
-function checkExpect(action: string, expect: unknown): Expect {
-  if (expect === undefined || expect === null || typeof expect === "string") {
-    return expect;
-  }
-  throw new TypeError(
-    `Cannot ${action} as 'expect' is not a revision, null or undefined: current value is ${
-      describe(expect)
-    }`,
-  );
-}
-
-function checkString(
-  action: string,
-  name: string,
-  value: unknown,
-): asserts value is string {
-  if (typeof value !== "string") {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not a string: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function checkStrings(action: string, name: string, values: unknown): void {
-  if (!Array.isArray(values)) {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not an array: current value is ${
-        describe(values)
-      }`,
-    );
-  }
-  values.forEach((value, index) =>
-    checkString(action, `${name}[${index}]`, value)
-  );
-}
-
-function checkObject(action: string, name: string, value: unknown): void {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not an object: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function checkBoolean(action: string, name: string, value: unknown): void {
-  if (typeof value !== "boolean") {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not a boolean: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function optionalString(
-  action: string,
-  name: string,
-  value: unknown,
-): string | undefined {
-  if (value !== undefined) checkString(action, name, value);
-  return value;
-}
-
-function optionalSet(
-  action: string,
-  name: string,
-  values: readonly string[] | undefined,
-): ReadonlySet<string> | undefined {
-  if (values === undefined) return undefined;
-  checkStrings(action, name, values);
-  return new Set(values);
-}
-
-function resolveListLimit(action: string, limit: unknown): number {
-  if (limit === undefined) return Infinity;
-  if (
-    typeof limit !== "number" ||
-    !(limit === Infinity || (Number.isInteger(limit) && limit >= 0))
-  ) {
-    throw new RangeError(
-      `Cannot ${action} as 'limit' is not a non-negative integer or Infinity: current value is ${
-        describe(limit)
-      }`,
-    );
-  }
-  return limit;
-}
-
-/**
- * Deep-copies a JSON value, checking that it is one. Objects are rebuilt
- * with data properties only, so a `__proto__` key stays an own data key and
- * never becomes a prototype (contract clause 3).
- */
-function copyJson(
-  value: unknown,
-  action?: string,
-  path: (string | number)[] = [],
-  ancestors: Set<object> = new Set(),
-): JsonValue {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return value;
-    case "number":
-      if (Number.isFinite(value)) return value;
-      break;
-    case "object": {
-      if (value === null) return null;
-      if (ancestors.has(value)) break;
-      if (Array.isArray(value)) {
-        ancestors.add(value);
-        const copy: JsonValue[] = new Array(value.length);
-        for (let index = 0; index < value.length; index++) {
-          path.push(index);
-          copy[index] = copyJson(value[index], action, path, ancestors);
-          path.pop();
-        }
-        ancestors.delete(value);
-        return copy;
-      }
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) break;
-      ancestors.add(value);
-      const source = value as Record<string, unknown>;
-      const copy: JsonObject = {};
-      for (const key of Object.keys(source)) {
-        path.push(key);
-        const item = copyJson(source[key], action, path, ancestors);
-        path.pop();
-        if (key === "__proto__") {
-          Object.defineProperty(copy, key, {
-            value: item,
-            writable: true,
-            enumerable: true,
-            configurable: true,
-          });
-        } else {
-          copy[key] = item;
-        }
-      }
-      ancestors.delete(value);
-      return copy;
-    }
-  }
-  throw new TypeError(
-    `Cannot ${action ?? "copy value"} as '${
-      path.join(".")
-    }' is not a JSON value: current value is ${describe(value)}`,
-  );
-}
-
-function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "bigint") return `${value}n`;
-  if (Array.isArray(value)) return "an array";
-  if (typeof value === "object" && value !== null) {
-    const name = Object.getPrototypeOf(value)?.constructor?.name;
-    return typeof name === "string" && name !== "Object"
-      ? `a ${name}`
-      : "an object";
-  }
-  return String(value);
-}
-
-/** The UTF-8 length of a well-formed string, without encoding it. */
-function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    if (unit < 0x80) continue;
-    if (unit < 0x800) bytes += 1;
-    else if (unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length) {
-      // A surrogate pair: 4 bytes for 2 units.
-      bytes += 2;
-      index++;
-    } else bytes += 2;
-  }
-  return bytes;
 }
 
 function compareKeys(a: string, b: string): number {

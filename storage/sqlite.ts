@@ -66,10 +66,10 @@ import type {
   SqliteValue,
 } from "../src/sqlite_like.ts";
 import type {
+  Expect,
   ListOpsOptions,
   ListRecordsOptions,
   Mutation,
-  OpState,
   Storage,
   StorageCallOptions,
   StorageCapabilities,
@@ -85,6 +85,16 @@ import {
   migrateSqliteSchema,
   readSqliteSchemaVersion,
 } from "./_sqlite_schema.ts";
+import {
+  type CheckedMutation,
+  checkMutations,
+  checkString,
+  checkStrings,
+  describe,
+  OP_STATES,
+  resolveListOpsOptions,
+  resolveListRecordsOptions,
+} from "./_validate.ts";
 
 /** Options for {@linkcode createSqliteStorage}. */
 export interface SqliteStorageOptions {
@@ -484,12 +494,6 @@ interface Group {
   before?: number | undefined;
 }
 
-const OP_STATES: ReadonlySet<string> = new Set<OpState>([
-  "pending",
-  "quarantined",
-  "parked",
-]);
-
 /**
  * How many revisions a connection reserves at once. One store-wide counter
  * (`sync_state.revision`, the highest revision any connection may have
@@ -559,10 +563,9 @@ class SqliteStorage implements Storage {
   ): Promise<Versioned<StoredRecord>[]> {
     return this.#call("list records", options, (s) => {
       checkString("list records", "kind", kind);
-      const limit = resolveListLimit("list records", options.limit);
-      const after = optionalString("list records", "after", options.after);
-      const includeDeleted = options.includeDeleted ?? false;
-      checkBoolean("list records", "includeDeleted", includeDeleted);
+      const { limit, after, includeDeleted } = resolveListRecordsOptions(
+        options,
+      );
       if (limit === 0) return [];
       const statement = s.listRecords[
         (includeDeleted ? 2 : 0) + (after === undefined ? 0 : 1)
@@ -599,11 +602,9 @@ class SqliteStorage implements Storage {
 
   listOps(options: ListOpsOptions = {}): Promise<Versioned<StoredOp>[]> {
     return this.#call("list ops", options, () => {
-      const limit = resolveListLimit("list ops", options.limit);
-      const after = optionalString("list ops", "after", options.after);
-      const id = optionalString("list ops", "id", options.id);
-      const states = optionalSet("list ops", "states", options.states);
-      const kinds = optionalSet("list ops", "kinds", options.kinds);
+      const { limit, after, id, states, kinds } = resolveListOpsOptions(
+        options,
+      );
       if (limit === 0 || states?.size === 0 || kinds?.size === 0) return [];
       // Every state listed filters nothing: drop the filter, so that the
       // primary key's order serves the query.
@@ -655,17 +656,11 @@ class SqliteStorage implements Storage {
     options?: StorageCallOptions,
   ): Promise<WriteResult> {
     return this.#call("write mutations", options, (s) => {
-      if (!Array.isArray(mutations)) {
-        throw new TypeError(
-          `Cannot write mutations as they are not an array: current value is ${
-            describe(mutations)
-          }`,
-        );
-      }
       // Validating and encoding everything before the transaction keeps a
       // malformed mutation from costing a lock, and leaves only driver
-      // failures for the transaction to roll back.
-      const plan = mutations.map(planMutation);
+      // failures for the transaction to roll back. The values are only
+      // checked, not copied: they are serialised at once.
+      const plan = checkMutations(mutations, this.capabilities).map(planOf);
       if (plan.length === 0) return { ok: true, revs: [] };
       // A revision this storage never issued cannot be current.
       if (plan.some((planned) => planned.expect === false)) {
@@ -990,102 +985,49 @@ function messageOf(error: unknown): string {
 }
 
 // ---------------------------------------------------------------------------
-// Validation: the same checks and messages as the memory storage
+// Encoding
 
-function planMutation(mutation: Mutation, index: number): Planned {
-  const action = `write mutation ${index}`;
-  if (typeof mutation !== "object" || mutation === null) {
-    throw new TypeError(
-      `Cannot ${action} as it is not an object: current value is ${
-        describe(mutation)
-      }`,
-    );
-  }
-  const expect = planExpect(action, mutation.expect);
-  switch (mutation.type) {
-    case "putRecord": {
-      const record = mutation.record as unknown;
-      checkRoot(action, "record", record);
-      const { kind, id, data, deleted } = record as Record<string, unknown>;
-      checkString(action, "record.kind", kind);
-      checkString(action, "record.id", id);
-      checkObject(action, "record.data", data);
-      checkBoolean(action, "record.deleted", deleted);
+/** Encodes a checked mutation as the statements' parameters. */
+function planOf(mutation: CheckedMutation): Planned {
+  const expect = plannedExpect(mutation.expect);
+  switch (mutation.space) {
+    case "record": {
+      const { kind, id, value } = mutation;
       return {
         space: RECORD,
         item: recordItem(kind, id),
         keys: [encodeKey(kind), encodeKey(id)],
-        columns: [deleted ? 1 : 0, JSON.stringify(record)],
+        columns: value === undefined
+          ? undefined
+          : [value.deleted ? 1 : 0, JSON.stringify(value)],
         expect,
       };
     }
-    case "deleteRecord":
-      checkString(action, "kind", mutation.kind);
-      checkString(action, "id", mutation.id);
-      return {
-        space: RECORD,
-        item: recordItem(mutation.kind, mutation.id),
-        keys: [encodeKey(mutation.kind), encodeKey(mutation.id)],
-        columns: undefined,
-        expect,
-      };
-    case "putOp": {
-      const op = mutation.op as unknown;
-      checkRoot(action, "op", op);
-      const { opId, kind, id, state } = op as Record<string, unknown>;
-      checkString(action, "op.opId", opId);
-      checkString(action, "op.kind", kind);
-      checkString(action, "op.id", id);
-      if (typeof state !== "string" || !OP_STATES.has(state)) {
-        throw new TypeError(
-          `Cannot ${action} as 'op.state' is not an op state: current value is ${
-            describe(state)
-          }`,
-        );
-      }
+    case "op": {
+      const { opId, value } = mutation;
       return {
         space: OP,
         item: `o${opId}`,
         keys: [encodeKey(opId)],
-        columns: [state, encodeKey(kind), encodeKey(id), JSON.stringify(op)],
+        columns: value === undefined ? undefined : [
+          value.state,
+          encodeKey(value.kind),
+          encodeKey(value.id),
+          JSON.stringify(value),
+        ],
         expect,
       };
     }
-    case "deleteOp":
-      checkString(action, "opId", mutation.opId);
-      return {
-        space: OP,
-        item: `o${mutation.opId}`,
-        keys: [encodeKey(mutation.opId)],
-        columns: undefined,
-        expect,
-      };
-    case "putMeta": {
-      checkString(action, "key", mutation.key);
-      checkJson(mutation.value, action, ["value"], new Set());
+    case "meta": {
+      const { key, value } = mutation;
       return {
         space: META,
-        item: `m${mutation.key}`,
-        keys: [encodeKey(mutation.key)],
-        columns: [JSON.stringify(mutation.value)],
+        item: `m${key}`,
+        keys: [encodeKey(key)],
+        columns: value === undefined ? undefined : [JSON.stringify(value)],
         expect,
       };
     }
-    case "deleteMeta":
-      checkString(action, "key", mutation.key);
-      return {
-        space: META,
-        item: `m${mutation.key}`,
-        keys: [encodeKey(mutation.key)],
-        columns: undefined,
-        expect,
-      };
-    default:
-      throw new TypeError(
-        `Cannot ${action} as 'type' is not a mutation type: current value is ${
-          describe((mutation as { type: unknown }).type)
-        }`,
-      );
   }
 }
 
@@ -1094,168 +1036,10 @@ function recordItem(kind: string, id: string): string {
   return `r${kind.length}:${kind}${id}`;
 }
 
-function planExpect(action: string, expect: unknown): PlannedExpect {
-  if (expect === undefined || expect === null) return expect;
-  if (typeof expect === "string") {
-    // Revisions are the counter in decimal; anything else was not issued.
-    if (!/^[1-9][0-9]{0,15}$/.test(expect)) return false;
-    const rev = Number(expect);
-    return Number.isSafeInteger(rev) ? rev : false;
-  }
-  throw new TypeError(
-    `Cannot ${action} as 'expect' is not a revision, null or undefined: current value is ${
-      describe(expect)
-    }`,
-  );
-}
-
-function checkRoot(action: string, name: string, value: unknown): void {
-  checkObject(action, name, value);
-  checkJson(value, action, [name], new Set());
-}
-
-/**
- * Checks that a value is JSON that `JSON.stringify` writes faithfully: no
- * `undefined`, functions, symbols, bigints, non-finite numbers, cycles, or
- * objects other than plain ones and arrays (a `Date` or `Map` would be
- * written as something else and read back different).
- */
-function checkJson(
-  value: unknown,
-  action: string,
-  path: (string | number)[],
-  ancestors: Set<object>,
-): void {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return;
-    case "number":
-      if (Number.isFinite(value)) return;
-      break;
-    case "object": {
-      if (value === null) return;
-      if (ancestors.has(value)) break;
-      if (Array.isArray(value)) {
-        ancestors.add(value);
-        for (let index = 0; index < value.length; index++) {
-          path.push(index);
-          checkJson(value[index], action, path, ancestors);
-          path.pop();
-        }
-        ancestors.delete(value);
-        return;
-      }
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) break;
-      ancestors.add(value);
-      const source = value as Record<string, unknown>;
-      for (const key of Object.keys(source)) {
-        path.push(key);
-        checkJson(source[key], action, path, ancestors);
-        path.pop();
-      }
-      ancestors.delete(value);
-      return;
-    }
-  }
-  throw new TypeError(
-    `Cannot ${action} as '${
-      path.join(".")
-    }' is not a JSON value: current value is ${describe(value)}`,
-  );
-}
-
-function checkString(
-  action: string,
-  name: string,
-  value: unknown,
-): asserts value is string {
-  if (typeof value !== "string") {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not a string: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function checkStrings(action: string, name: string, values: unknown): void {
-  if (!Array.isArray(values)) {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not an array: current value is ${
-        describe(values)
-      }`,
-    );
-  }
-  values.forEach((value, index) =>
-    checkString(action, `${name}[${index}]`, value)
-  );
-}
-
-function checkObject(action: string, name: string, value: unknown): void {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not an object: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function checkBoolean(action: string, name: string, value: unknown): void {
-  if (typeof value !== "boolean") {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not a boolean: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-}
-
-function optionalString(
-  action: string,
-  name: string,
-  value: unknown,
-): string | undefined {
-  if (value !== undefined) checkString(action, name, value);
-  return value;
-}
-
-function optionalSet(
-  action: string,
-  name: string,
-  values: readonly string[] | undefined,
-): ReadonlySet<string> | undefined {
-  if (values === undefined) return undefined;
-  checkStrings(action, name, values);
-  return new Set(values);
-}
-
-function resolveListLimit(action: string, limit: unknown): number {
-  if (limit === undefined) return Infinity;
-  if (
-    typeof limit !== "number" ||
-    !(limit === Infinity || (Number.isInteger(limit) && limit >= 0))
-  ) {
-    throw new RangeError(
-      `Cannot ${action} as 'limit' is not a non-negative integer or Infinity: current value is ${
-        describe(limit)
-      }`,
-    );
-  }
-  return limit;
-}
-
-function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "bigint") return `${value}n`;
-  if (Array.isArray(value)) return "an array";
-  if (typeof value === "object" && value !== null) {
-    const name = Object.getPrototypeOf(value)?.constructor?.name;
-    return typeof name === "string" && name !== "Object"
-      ? `a ${name}`
-      : "an object";
-  }
-  return String(value);
+function plannedExpect(expect: Expect): PlannedExpect {
+  if (typeof expect !== "string") return expect;
+  // Revisions are the counter in decimal; anything else was not issued.
+  if (!/^[1-9][0-9]{0,15}$/.test(expect)) return false;
+  const rev = Number(expect);
+  return Number.isSafeInteger(rev) ? rev : false;
 }

@@ -1,0 +1,609 @@
+/**
+ * The checks every storage adapter makes on its arguments, with the same
+ * error types and messages in each (contract clause 5: a malformed mutation
+ * rejects with a `TypeError`, a write beyond the capabilities with a
+ * `StorageError`). Private to the package's adapters: not exported from it.
+ * It depends only on the contract, so each adapter still depends on nothing
+ * but the contract it implements and this file.
+ *
+ * JSON is checked in two ways: {@linkcode checkJson} only validates, for an
+ * adapter that serialises the value at once and so never keeps the caller's
+ * object; {@linkcode copyJson} validates and deep-copies, for one that keeps
+ * the value as an object.
+ *
+ * @module
+ */
+
+import { StorageError } from "../src/errors.ts";
+import type { JsonObject, JsonValue } from "../src/json.ts";
+import type {
+  Expect,
+  ListOpsOptions,
+  ListRecordsOptions,
+  Mutation,
+  OpState,
+  StorageCapabilities,
+  StoredOp,
+  StoredRecord,
+} from "../src/storage.ts";
+
+/** Every op state, in the order the contract lists them. */
+export const OP_STATES: ReadonlySet<string> = new Set<OpState>([
+  "pending",
+  "quarantined",
+  "parked",
+]);
+
+/**
+ * A mutation checked (and, when asked, copied), reduced to the item it
+ * writes: `value` is `undefined` for a delete.
+ */
+export type CheckedMutation =
+  | {
+    readonly space: "record";
+    readonly kind: string;
+    readonly id: string;
+    readonly value: StoredRecord | undefined;
+    readonly expect: Expect;
+  }
+  | {
+    readonly space: "op";
+    readonly opId: string;
+    readonly value: StoredOp | undefined;
+    readonly expect: Expect;
+  }
+  | {
+    readonly space: "meta";
+    readonly key: string;
+    readonly value: JsonValue | undefined;
+    readonly expect: Expect;
+  };
+
+/** Options for {@linkcode checkMutations}. */
+export interface CheckMutationsOptions {
+  /**
+   * Whether the checked values are deep copies (for an adapter that keeps
+   * them as objects) or the caller's own objects (for one that only
+   * serialises them).
+   *
+   * @default {false}
+   */
+  readonly copy?: boolean;
+}
+
+/**
+ * Checks a write's mutations against the contract and the storage's limits,
+ * before anything is applied, so that a write is refused whole.
+ *
+ * The order of the checks is part of the adapters' shared behaviour: the
+ * array, the number of mutations, each mutation in order, the key lengths,
+ * then the write's size.
+ *
+ * @param mutations The argument of `write()`.
+ * @param capabilities The storage's limits.
+ * @param options Whether to copy the values.
+ * @returns One checked mutation per mutation, in order.
+ * @throws {TypeError} When `mutations` is not an array or a mutation is
+ * malformed.
+ * @throws {StorageError} When the write exceeds a limit.
+ */
+export function checkMutations(
+  mutations: unknown,
+  capabilities: StorageCapabilities,
+  options: CheckMutationsOptions = {},
+): CheckedMutation[] {
+  if (!Array.isArray(mutations)) {
+    throw new TypeError(
+      `Cannot write mutations as they are not an array: current value is ${
+        describe(mutations)
+      }`,
+    );
+  }
+  const { maxMutationsPerWrite, maxWriteBytes, maxKeyLength } = capabilities;
+  if (mutations.length > maxMutationsPerWrite) {
+    throw new StorageError(
+      `Cannot write ${mutations.length} mutations as the storage accepts at most ${maxMutationsPerWrite} per write: current value is ${mutations.length}`,
+    );
+  }
+  const copy = options.copy ?? false;
+  const checked = mutations.map((mutation, index) =>
+    checkMutation(mutation, index, copy)
+  );
+  if (maxKeyLength !== Infinity) {
+    for (const mutation of checked) {
+      for (const key of keysOf(mutation)) {
+        if (key.length > maxKeyLength) {
+          throw new StorageError(
+            `Cannot write a key of ${key.length} characters as the storage accepts at most ${maxKeyLength}: current value is ${key.length}`,
+          );
+        }
+      }
+    }
+  }
+  if (maxWriteBytes !== Infinity) {
+    const bytes = utf8Length(JSON.stringify(mutations));
+    if (bytes > maxWriteBytes) {
+      throw new StorageError(
+        `Cannot write ${bytes} bytes as the storage accepts at most ${maxWriteBytes} per write: current value is ${bytes}`,
+      );
+    }
+  }
+  return checked;
+}
+
+/** The keys a checked mutation writes under, for the key-length limit. */
+function keysOf(mutation: CheckedMutation): string[] {
+  switch (mutation.space) {
+    case "record":
+      return [mutation.kind, mutation.id];
+    case "op":
+      return mutation.value === undefined
+        ? [mutation.opId]
+        : [mutation.opId, mutation.value.kind, mutation.value.id];
+    case "meta":
+      return [mutation.key];
+  }
+}
+
+function checkMutation(
+  mutation: Mutation,
+  index: number,
+  copy: boolean,
+): CheckedMutation {
+  const action = `write mutation ${index}`;
+  if (typeof mutation !== "object" || mutation === null) {
+    throw new TypeError(
+      `Cannot ${action} as it is not an object: current value is ${
+        describe(mutation)
+      }`,
+    );
+  }
+  const expect = checkExpect(action, mutation.expect);
+  switch (mutation.type) {
+    case "putRecord": {
+      const record = checkRoot(action, "record", mutation.record, copy);
+      checkString(action, "record.kind", record["kind"]);
+      checkString(action, "record.id", record["id"]);
+      checkObject(action, "record.data", record["data"]);
+      checkBoolean(action, "record.deleted", record["deleted"]);
+      const value = record as unknown as StoredRecord;
+      return { space: "record", kind: value.kind, id: value.id, value, expect };
+    }
+    case "deleteRecord":
+      checkString(action, "kind", mutation.kind);
+      checkString(action, "id", mutation.id);
+      return {
+        space: "record",
+        kind: mutation.kind,
+        id: mutation.id,
+        value: undefined,
+        expect,
+      };
+    case "putOp": {
+      const op = checkRoot(action, "op", mutation.op, copy);
+      checkString(action, "op.opId", op["opId"]);
+      checkString(action, "op.kind", op["kind"]);
+      checkString(action, "op.id", op["id"]);
+      if (typeof op["state"] !== "string" || !OP_STATES.has(op["state"])) {
+        throw new TypeError(
+          `Cannot ${action} as 'op.state' is not an op state: current value is ${
+            describe(op["state"])
+          }`,
+        );
+      }
+      const value = op as unknown as StoredOp;
+      return { space: "op", opId: value.opId, value, expect };
+    }
+    case "deleteOp":
+      checkString(action, "opId", mutation.opId);
+      return { space: "op", opId: mutation.opId, value: undefined, expect };
+    case "putMeta": {
+      checkString(action, "key", mutation.key);
+      let value: JsonValue = mutation.value;
+      if (copy) value = copyJson(value, action, ["value"]);
+      else checkJson(value, action, ["value"]);
+      return { space: "meta", key: mutation.key, value, expect };
+    }
+    case "deleteMeta":
+      checkString(action, "key", mutation.key);
+      return { space: "meta", key: mutation.key, value: undefined, expect };
+    default:
+      throw new TypeError(
+        `Cannot ${action} as 'type' is not a mutation type: current value is ${
+          describe((mutation as { type: unknown }).type)
+        }`,
+      );
+  }
+}
+
+/** Checks the object at the root of a mutation, copying it when asked. */
+function checkRoot(
+  action: string,
+  name: string,
+  value: unknown,
+  copy: boolean,
+): JsonObject {
+  checkObject(action, name, value);
+  if (copy) return copyJson(value, action, [name]) as JsonObject;
+  checkJson(value, action, [name]);
+  return value as JsonObject;
+}
+
+/** {@linkcode ListRecordsOptions} checked, with their defaults. */
+export interface ResolvedListRecordsOptions {
+  /** The most records to return; `Infinity` for all. */
+  readonly limit: number;
+  /** The paging cursor, if any. */
+  readonly after: string | undefined;
+  /** Whether deleted records are listed too. */
+  readonly includeDeleted: boolean;
+}
+
+/**
+ * Checks the options of `listRecords()` and applies their defaults.
+ *
+ * @param options The options as the caller gave them.
+ * @returns The options, checked.
+ * @throws {TypeError} When an option has the wrong type.
+ * @throws {RangeError} When `limit` is out of range.
+ */
+export function resolveListRecordsOptions(
+  options: ListRecordsOptions,
+): ResolvedListRecordsOptions {
+  const limit = resolveListLimit("list records", options.limit);
+  const after = optionalString("list records", "after", options.after);
+  const includeDeleted = options.includeDeleted ?? false;
+  checkBoolean("list records", "includeDeleted", includeDeleted);
+  return { limit, after, includeDeleted };
+}
+
+/** {@linkcode ListOpsOptions} checked, with their defaults. */
+export interface ResolvedListOpsOptions {
+  /** The most ops to return; `Infinity` for all. */
+  readonly limit: number;
+  /** The paging cursor, if any. */
+  readonly after: string | undefined;
+  /** The record id to filter by, if any. */
+  readonly id: string | undefined;
+  /** The states to filter by; `undefined` for all. */
+  readonly states: ReadonlySet<string> | undefined;
+  /** The kinds to filter by; `undefined` for all. */
+  readonly kinds: ReadonlySet<string> | undefined;
+}
+
+/**
+ * Checks the options of `listOps()` and applies their defaults.
+ *
+ * @param options The options as the caller gave them.
+ * @returns The options, checked.
+ * @throws {TypeError} When an option has the wrong type.
+ * @throws {RangeError} When `limit` is out of range.
+ */
+export function resolveListOpsOptions(
+  options: ListOpsOptions,
+): ResolvedListOpsOptions {
+  return {
+    limit: resolveListLimit("list ops", options.limit),
+    after: optionalString("list ops", "after", options.after),
+    id: optionalString("list ops", "id", options.id),
+    states: optionalSet("list ops", "states", options.states),
+    kinds: optionalSet("list ops", "kinds", options.kinds),
+  };
+}
+
+/**
+ * Checks a mutation's `expect`.
+ *
+ * @param action What the caller was doing, for the message.
+ * @param expect The value to check.
+ * @returns The expect.
+ * @throws {TypeError} When it is not a string, `null` or `undefined`.
+ */
+export function checkExpect(action: string, expect: unknown): Expect {
+  if (expect === undefined || expect === null || typeof expect === "string") {
+    return expect;
+  }
+  throw new TypeError(
+    `Cannot ${action} as 'expect' is not a revision, null or undefined: current value is ${
+      describe(expect)
+    }`,
+  );
+}
+
+/**
+ * Checks that an argument is a string.
+ *
+ * @param action What the caller was doing, for the message.
+ * @param name The argument's name, for the message.
+ * @param value The value to check.
+ * @throws {TypeError} When it is not a string.
+ */
+export function checkString(
+  action: string,
+  name: string,
+  value: unknown,
+): asserts value is string {
+  if (typeof value !== "string") {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not a string: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+/**
+ * Checks that an argument is an array of strings.
+ *
+ * @param action What the caller was doing, for the message.
+ * @param name The argument's name, for the message.
+ * @param values The value to check.
+ * @throws {TypeError} When it is not an array, or an item is not a string.
+ */
+export function checkStrings(
+  action: string,
+  name: string,
+  values: unknown,
+): void {
+  if (!Array.isArray(values)) {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not an array: current value is ${
+        describe(values)
+      }`,
+    );
+  }
+  values.forEach((value, index) =>
+    checkString(action, `${name}[${index}]`, value)
+  );
+}
+
+/**
+ * Checks that a value is an object and not an array (nor `null`).
+ *
+ * @param action What the caller was doing, for the message.
+ * @param name The value's name, for the message.
+ * @param value The value to check.
+ * @throws {TypeError} When it is not an object.
+ */
+export function checkObject(
+  action: string,
+  name: string,
+  value: unknown,
+): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not an object: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+/** Checks that a value is a boolean. */
+function checkBoolean(
+  action: string,
+  name: string,
+  value: unknown,
+): void {
+  if (typeof value !== "boolean") {
+    throw new TypeError(
+      `Cannot ${action} as '${name}' is not a boolean: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+}
+
+/** Checks an optional string argument. */
+function optionalString(
+  action: string,
+  name: string,
+  value: unknown,
+): string | undefined {
+  if (value !== undefined) checkString(action, name, value);
+  return value;
+}
+
+/** Checks an optional list of strings (a `listOps()` filter). */
+function optionalSet(
+  action: string,
+  name: string,
+  values: readonly string[] | undefined,
+): ReadonlySet<string> | undefined {
+  if (values === undefined) return undefined;
+  checkStrings(action, name, values);
+  return new Set(values);
+}
+
+/** Resolves a listing's `limit`: `Infinity` when absent. */
+function resolveListLimit(action: string, limit: unknown): number {
+  if (limit === undefined) return Infinity;
+  if (
+    typeof limit !== "number" ||
+    !(limit === Infinity || (Number.isInteger(limit) && limit >= 0))
+  ) {
+    throw new RangeError(
+      `Cannot ${action} as 'limit' is not a non-negative integer or Infinity: current value is ${
+        describe(limit)
+      }`,
+    );
+  }
+  return limit;
+}
+
+/**
+ * Checks that a value is JSON that `JSON.stringify` writes faithfully: no
+ * `undefined`, functions, symbols, bigints, non-finite numbers, cycles, or
+ * objects other than plain ones and arrays (a `Date` or `Map` would be
+ * written as something else and read back different). Copies nothing.
+ *
+ * @param value The value to check.
+ * @param action What the caller was doing, for the message.
+ * @param path Where the value is, for the message; restored on return.
+ * @param ancestors The objects being checked around the value (cycles).
+ * @throws {TypeError} When it is not such JSON.
+ */
+export function checkJson(
+  value: unknown,
+  action: string,
+  path: (string | number)[] = [],
+  ancestors: Set<object> = new Set(),
+): void {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return;
+    case "number":
+      if (Number.isFinite(value)) return;
+      break;
+    case "object": {
+      if (value === null) return;
+      if (ancestors.has(value)) break;
+      if (Array.isArray(value)) {
+        ancestors.add(value);
+        for (let index = 0; index < value.length; index++) {
+          path.push(index);
+          checkJson(value[index], action, path, ancestors);
+          path.pop();
+        }
+        ancestors.delete(value);
+        return;
+      }
+      const prototype = Object.getPrototypeOf(value);
+      if (prototype !== Object.prototype && prototype !== null) break;
+      ancestors.add(value);
+      const source = value as Record<string, unknown>;
+      for (const key of Object.keys(source)) {
+        path.push(key);
+        checkJson(source[key], action, path, ancestors);
+        path.pop();
+      }
+      ancestors.delete(value);
+      return;
+    }
+  }
+  throw notJson(value, action, path);
+}
+
+/**
+ * Deep-copies a JSON value, checking it as {@linkcode checkJson} does.
+ * Objects are rebuilt with data properties only, so a `__proto__` key stays
+ * an own data key and never becomes a prototype (contract clause 3).
+ *
+ * @param value The value to copy.
+ * @param action What the caller was doing, for the message.
+ * @param path Where the value is, for the message; restored on return.
+ * @param ancestors The objects being copied around the value (cycles).
+ * @returns The copy, sharing nothing with `value`.
+ * @throws {TypeError} When it is not such JSON.
+ */
+export function copyJson(
+  value: unknown,
+  action?: string,
+  path: (string | number)[] = [],
+  ancestors: Set<object> = new Set(),
+): JsonValue {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return value;
+    case "number":
+      if (Number.isFinite(value)) return value;
+      break;
+    case "object": {
+      if (value === null) return null;
+      if (ancestors.has(value)) break;
+      if (Array.isArray(value)) {
+        ancestors.add(value);
+        const copy: JsonValue[] = new Array(value.length);
+        for (let index = 0; index < value.length; index++) {
+          path.push(index);
+          copy[index] = copyJson(value[index], action, path, ancestors);
+          path.pop();
+        }
+        ancestors.delete(value);
+        return copy;
+      }
+      const prototype = Object.getPrototypeOf(value);
+      if (prototype !== Object.prototype && prototype !== null) break;
+      ancestors.add(value);
+      const source = value as Record<string, unknown>;
+      const copy: JsonObject = {};
+      for (const key of Object.keys(source)) {
+        path.push(key);
+        const item = copyJson(source[key], action, path, ancestors);
+        path.pop();
+        if (key === "__proto__") {
+          Object.defineProperty(copy, key, {
+            value: item,
+            writable: true,
+            enumerable: true,
+            configurable: true,
+          });
+        } else {
+          copy[key] = item;
+        }
+      }
+      ancestors.delete(value);
+      return copy;
+    }
+  }
+  throw notJson(value, action ?? "copy value", path);
+}
+
+function notJson(
+  value: unknown,
+  action: string,
+  path: readonly (string | number)[],
+): TypeError {
+  return new TypeError(
+    `Cannot ${action} as '${
+      path.join(".")
+    }' is not a JSON value: current value is ${describe(value)}`,
+  );
+}
+
+/**
+ * Describes a value for an error message: strings quoted, objects by their
+ * class, never their contents.
+ *
+ * @param value The value.
+ * @returns The description.
+ */
+export function describe(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "bigint") return `${value}n`;
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object" && value !== null) {
+    const name = Object.getPrototypeOf(value)?.constructor?.name;
+    return typeof name === "string" && name !== "Object"
+      ? `a ${name}`
+      : "an object";
+  }
+  return String(value);
+}
+
+/**
+ * The UTF-8 length of a string, without encoding it; a lone surrogate
+ * counts as U+FFFD (3 bytes), as `TextEncoder` writes it.
+ *
+ * @param text The string.
+ * @returns Its length in UTF-8 bytes.
+ */
+export function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let index = 0; index < text.length; index++) {
+    const unit = text.charCodeAt(index);
+    if (unit < 0x80) continue;
+    if (unit < 0x800) bytes += 1;
+    else if (
+      unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length &&
+      (text.charCodeAt(index + 1) & 0xfc00) === 0xdc00
+    ) {
+      // A surrogate pair: 4 bytes for 2 units.
+      bytes += 2;
+      index++;
+    } else bytes += 2;
+  }
+  return bytes;
+}
