@@ -401,21 +401,28 @@ function newer(a: RecordBase | null, b: RecordBase | null): RecordBase | null {
   return compareInstants(a.updatedAt, b.updatedAt) > 0 ? a : b;
 }
 
+/** Ops to move onto a version our own write produced. */
+interface Rebase {
+  /** The lineage base the moved ops were built on. */
+  readonly from: string | null;
+  /** The version they now build on. */
+  readonly to: RecordBase;
+}
+
 /**
  * Takes a server record as the record's new base, and as its data when no
- * other op is queued for it; removes the op. When `rebaseNext` is set, the
- * next queued op moves onto the new base (clause 7): our own accepted write
- * is never a conflict for our next write. Only the next one: the ones after
- * it move when it is acknowledged in turn, so the plan stays small.
+ * other op is queued for it; removes the op. With `rebase`, the queued ops
+ * built on the acknowledged op's data move onto the version it produced
+ * (clause 7): our own accepted write is never a conflict for our next write.
  */
 function settle(
   table: TableConfig,
   record: Versioned<StoredRecord>,
   op: Versioned<StoredOp>,
-  next: Versioned<StoredOp> | undefined,
+  later: readonly Versioned<StoredOp>[],
   base: RecordBase | null,
   localDeleted: boolean,
-  rebaseNext: boolean,
+  rebase: Rebase | null,
 ): OpPlan {
   const r = record.value;
   const mutations: Mutation[] = [
@@ -446,15 +453,26 @@ function settle(
     record: { ...r, base },
     expect: record.rev,
   });
-  if (
-    rebaseNext && next !== undefined && base !== null &&
-    next.value.attempts === 0
-  ) {
-    mutations.push({
-      type: "putOp",
-      op: { ...next.value, baseUpdatedAt: base.updatedAt, base: base.data },
-      expect: next.rev,
-    });
+  if (rebase !== null) {
+    for (const entry of later) {
+      // Same lineage: built on the acknowledged op's data. An op queued
+      // before that op was re-formed by a conflict keeps its older lineage:
+      // it never saw the merge, so it must meet its own conflict.
+      if (
+        entry.value.attempts === 0 &&
+        entry.value.baseUpdatedAt === rebase.from
+      ) {
+        mutations.push({
+          type: "putOp",
+          op: {
+            ...entry.value,
+            baseUpdatedAt: rebase.to.updatedAt,
+            base: rebase.to.data,
+          },
+          expect: entry.rev,
+        });
+      }
+    }
   }
   return { mutations, change: null };
 }
@@ -462,16 +480,15 @@ function settle(
 /**
  * Plans the acknowledgement of an op the server accepted.
  *
- * The next queued op moves onto the returned version only when the server
- * stored exactly what this op sent (a write that was not forced): the next
- * op's body was built on that data. After a forced write (a conflict
- * resolution) the server holds a merge the next op never saw, so it keeps
- * its base, meets its own conflict and merges by its own changed fields.
+ * The queued ops built on this op's data (same lineage base) move onto the
+ * version the server returned: the server holds exactly what they were
+ * built on. Ops queued before this op was re-formed by a conflict keep their
+ * base, meet their own conflict and merge by their own changed fields.
  *
  * @param table The table.
  * @param record The record, freshly read.
  * @param op The op, freshly read.
- * @param next The record's op queued right behind `op`, if any.
+ * @param later The record's ops queued behind `op`, in order.
  * @param server The stored record the server returned, if any.
  * @returns The plan.
  */
@@ -479,10 +496,11 @@ export function planAck(
   table: TableConfig,
   record: Versioned<StoredRecord>,
   op: Versioned<StoredOp>,
-  next: Versioned<StoredOp> | undefined,
+  later: readonly Versioned<StoredOp>[],
   server: JsonObject | null,
 ): OpPlan {
-  let base = baseOf(table, server);
+  const returned = baseOf(table, server);
+  let base = returned;
   if (base === null) {
     // 204 or 404 on a delete: the record is gone, at a version we were not
     // told. Keep what we knew, marked deleted; a pull brings the tombstone.
@@ -497,10 +515,10 @@ export function planAck(
     table,
     record,
     op,
-    next,
+    later,
     settled,
     op.value.type === "delete",
-    !op.value.force && settled === base,
+    returned === null ? null : { from: op.value.baseUpdatedAt, to: returned },
   );
 }
 
@@ -528,15 +546,7 @@ export function planAcceptServer(
   // version than the one it saw: never go back to the older one.
   const base = newer(record.value.base, baseOf(table, server));
   if (record.value.lastOpId === op.value.opId || later.length === 0) {
-    return settle(
-      table,
-      record,
-      op,
-      undefined,
-      base,
-      record.value.deleted,
-      false,
-    );
+    return settle(table, record, op, [], base, record.value.deleted, null);
   }
   const replay = planReplay(
     { value: { ...record.value, base }, rev: record.rev },
@@ -697,16 +707,19 @@ export function opError(error: SyncError, at: number): OpError {
  *
  * @param record The record.
  * @param remaining The record's ops that stay, in outbox order.
+ * @param start The data the remaining ops build on, when it is not the
+ * record's base (an edited op's new body).
  * @returns The plan.
  */
 export function planReplay(
   record: Versioned<StoredRecord>,
   remaining: readonly Versioned<StoredOp>[],
+  start?: JsonObject,
 ): OpPlan {
   const r = record.value;
   const base = r.base;
   const mutations: Mutation[] = [];
-  if (remaining.length === 0 && base === null) {
+  if (remaining.length === 0 && base === null && start === undefined) {
     mutations.push({
       type: "deleteRecord",
       kind: r.kind,
@@ -727,10 +740,9 @@ export function planReplay(
   // `state` is the record as the replayed changes leave it (null = deleted).
   // Bodies change, bases do not: each op still meets its own conflict with
   // whatever the server did since the version it was made on.
-  let state: JsonObject | null = base !== null && !base.deleted
-    ? base.data
-    : null;
-  let shown: JsonObject = base?.data ?? r.data;
+  let state: JsonObject | null = start ??
+    (base !== null && !base.deleted ? base.data : null);
+  let shown: JsonObject = start ?? base?.data ?? r.data;
   for (const entry of remaining) {
     const o = entry.value;
     if (o.attempts > 0) {
@@ -1022,6 +1034,18 @@ export class Outbox {
             deleted: false,
             source: "local",
           };
+        } else if (record !== undefined) {
+          // Ops queued behind carry the rejected body inside theirs: rebuild
+          // them on the edited one, so the edit is what they build on.
+          const later = await ctx.storage.listOps({
+            kinds: [op.value.kind],
+            id: op.value.id,
+            after: opId,
+            limit: 64,
+          });
+          const replay = planReplay(record, later, data);
+          mutations.push(...replay.mutations);
+          change = replay.change;
         }
       }
       mutations.push({ type: "putOp", op: next, expect: op.rev });

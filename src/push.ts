@@ -547,7 +547,7 @@ function planOutcome(
         opType: op.value.type,
         status: outcome.status,
       });
-      return planAck(table, record, op, later[0], outcome.record);
+      return planAck(table, record, op, later, outcome.record);
     }
     case "recreate":
       if (record === undefined) return null;

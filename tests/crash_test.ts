@@ -49,6 +49,7 @@ function prng(seed: number): () => number {
 function startLoggingServer() {
   const server = createSyncServer();
   const applied = new Map<string, number>();
+  const log: string[] = [];
   const count = (key: string | null): void => {
     if (key !== null) applied.set(key, (applied.get(key) ?? 0) + 1);
   };
@@ -59,16 +60,33 @@ function startLoggingServer() {
   }, async (request) => {
     const key = request.headers.get("idempotency-key");
     const isBatch = new URL(request.url).pathname === "/batch";
+    const sent = request.method === "GET" ? "" : await request.clone().text();
     const response = await server.fetch(request);
     if (request.method === "GET") return response;
     const body = await response.text();
     if (isBatch && response.ok) {
-      for (const result of JSON.parse(body).results ?? []) {
+      const ops = JSON.parse(sent).ops ?? [];
+      for (const [i, result] of (JSON.parse(body).results ?? []).entries()) {
+        const op = ops[i] ?? {};
+        log.push(
+          `${op.opId} ${op.id} ${op.type} base=${op.baseUpdatedAt} force=${op.force} v=${op.payload?.v} -> ${result.status}${
+            result.replayed ? " replayed" : ""
+          } at=${result.record?.updated_at} rv=${result.record?.v}`,
+        );
         if (result.status >= 200 && result.status < 300 && !result.replayed) {
           count(result.opId);
         }
       }
-    } else if (
+    } else if (isBatch) {
+      log.push(`batch -> ${response.status}`);
+    } else {
+      log.push(
+        `${key} ${request.method} ${
+          new URL(request.url).pathname
+        } -> ${response.status}`,
+      );
+    }
+    if (
       response.ok && response.headers.get("idempotent-replayed") !== "true"
     ) {
       count(key);
@@ -81,6 +99,7 @@ function startLoggingServer() {
   return {
     url: `http://127.0.0.1:${http.addr.port}`,
     applied,
+    log,
     async records(): Promise<Map<string, JsonObject>> {
       const response = await server.fetch(
         new Request(`http://server/items?limit=1000`),
@@ -178,11 +197,32 @@ async function verify(
         `${context}: ${id} is deleted but its last committed write ${last.v} was not a delete`,
       );
     } else {
-      assert.ok(
-        atLeast(record.data.v, last.v) &&
-          !(last.deleted && record.data.v === last.v),
-        `${context}: ${id} holds ${record.data.v}, older than committed ${last.v}`,
-      );
+      if (
+        !atLeast(record.data.v, last.v) ||
+        (last.deleted && record.data.v === last.v)
+      ) {
+        const ops = await storage.listOps({ kinds: ["items"], id });
+        assert.fail(
+          `${context}: ${id} holds ${record.data.v}, older than committed ${last.v}\n` +
+            `record: ${
+              JSON.stringify({
+                ...record,
+                data: record.data.v,
+                base: record.base && {
+                  v: record.base.data.v,
+                  at: record.base.updatedAt,
+                  deleted: record.base.deleted,
+                },
+              })
+            }\nops: ${
+              JSON.stringify(ops.map((o) => ({
+                ...o.value,
+                payload: o.value.payload?.v,
+                base: o.value.base?.v,
+              })))
+            }\nserver: ${JSON.stringify(serverRecords.get(id))}`,
+        );
+      }
     }
     // Either queued in the outbox or on the server.
     if (record.lastOpId !== null) {
@@ -268,6 +308,7 @@ for (const kind of KINDS) {
     await using server = startLoggingServer();
     const committed = new Map<string, Committed>();
     const uncertain = new Set<string>();
+    const history: string[] = [];
     try {
       for (let generation = 1; generation <= KILLS; generation++) {
         const context = `${kind} kill ${generation} (seed ${SEED})`;
@@ -294,6 +335,7 @@ for (const kind of KINDS) {
         await run.stderr;
         let open_: string | null = null;
         for (const line of run.lines) {
+          history.push(`g${generation} ${JSON.stringify(line)}`);
           if (line.type === "intent") open_ = String(line.id);
           if (line.type === "committed" || line.type === "skipped") {
             open_ = null;
@@ -316,7 +358,20 @@ for (const kind of KINDS) {
             uncertain,
             await server.records(),
             context,
-          );
+          ).catch((error) => {
+            const id = /: (\S+) holds/.exec(String(error))?.[1];
+            throw new Error(
+              `${error}\nserver log of ${id}:\n${
+                server.log.filter((line) => line.includes(` ${id} `)).slice(-30)
+                  .join("\n")
+              }\nhistory of ${id}:\n${
+                history.filter((line) =>
+                  line.includes(`"${id}"`) || line.includes("synced") ||
+                  line.includes("syncFailed")
+                ).slice(-60).join("\n")
+              }`,
+            );
+          });
         } finally {
           await storage.close();
         }

@@ -598,3 +598,39 @@ Deno.test("engine: the conflict inbox lists ops of tables not registered yet", a
   assert.equal(conflict?.kind, "notes");
   assert.equal(conflict?.server?.v, 2);
 });
+
+Deno.test("engine: editing a quarantined op rebuilds the ops queued behind it on the edit", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, { transport: { batch: false } });
+  const notes = a.engine.table("notes");
+  await notes.put({ id: "r", title: "ok", done: false });
+  await a.engine.sync();
+  await notes.update("r", { title: "REJECTED" });
+  server.intercept((_request, seen) =>
+    seen.method === "PUT" && seen.body.includes("REJECTED")
+      ? Response.json({ error: "forbidden" }, { status: 403 })
+      : undefined
+  );
+  await a.engine.sync();
+  await notes.update("r", { done: true }); // queued behind, carrying REJECTED
+  const [quarantined] = await a.engine.outbox.quarantined();
+  await a.engine.outbox.edit(quarantined!.opId, {
+    id: "r",
+    title: "fixed",
+    done: false,
+  });
+  const local = await notes.get("r");
+  assert.equal(local?.title, "fixed");
+  assert.equal(local?.done, true);
+  await a.engine.sync();
+  const bodies = server.requests.filter((r) => r.method === "PUT").slice(-2)
+    .map((r) => JSON.parse(r.body));
+  assert.equal(bodies[0]?.title, "fixed");
+  assert.equal(
+    bodies[1]?.title,
+    "fixed",
+    "the later op no longer carries REJECTED",
+  );
+  assert.equal(bodies[1]?.done, true);
+  assert.equal(eventsOf(a.events, "conflictDetected").length, 0);
+});

@@ -254,7 +254,7 @@ Deno.test("clause 7: on success the queued ops' baseUpdatedAt moves to the retur
     table,
     record({ lastOpId: later.value.opId }),
     first,
-    later,
+    [later],
     server,
   );
   const rebased = plan.mutations.find((m) =>
@@ -269,6 +269,37 @@ Deno.test("clause 7: on success the queued ops' baseUpdatedAt moves to the retur
   assert.ok(plan.mutations.some((m) => m.type === "deleteOp"));
 });
 
+Deno.test("clause 7: an op queued before its predecessor was re-formed by a conflict keeps its base", () => {
+  // The first op was re-formed after a conflict: its base moved to the
+  // server version it merged with; the later op still has the old lineage.
+  const first = op({
+    attempts: 2,
+    force: true,
+    revision: 1,
+    baseUpdatedAt: "2025-03-01T10:30:00.000Z",
+  });
+  const later: Versioned<StoredOp> = {
+    rev: "o2",
+    value: { ...op().value, opId: "01J00000000000000000000000" },
+  };
+  const server = {
+    id: "n",
+    title: "m",
+    updated_at: "2025-03-01T11:00:00.000Z",
+  };
+  const plan = planAck(
+    table,
+    record({ lastOpId: later.value.opId }),
+    first,
+    [later],
+    server,
+  );
+  assert.ok(
+    !plan.mutations.some((m) => m.type === "putOp"),
+    "it never saw the merge: it meets its own conflict",
+  );
+});
+
 Deno.test("planAck() takes the server's record as local data when nothing else is queued", () => {
   const only = op({ attempts: 1 });
   const server = {
@@ -281,7 +312,7 @@ Deno.test("planAck() takes the server's record as local data when nothing else i
     table,
     record({ lastOpId: only.value.opId }),
     only,
-    undefined,
+    [],
     server,
   );
   const put = plan.mutations.find((m) => m.type === "putRecord");
