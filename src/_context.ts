@@ -5,7 +5,7 @@
  * @module
  */
 
-import { isTimestamp } from "./_timestamp.ts";
+import { parseTimestamp } from "./_timestamp.ts";
 import type { ConflictPolicy } from "./conflict.ts";
 import type { EventHub } from "./events.ts";
 import type { JsonObject } from "./json.ts";
@@ -72,6 +72,8 @@ export interface EngineContext {
 export interface RecordMeta {
   readonly id: string;
   readonly updatedAt: string;
+  /** `updatedAt` as ms since the epoch, parsed once. */
+  readonly time: number;
   readonly deleted: boolean;
 }
 
@@ -94,7 +96,8 @@ export function readRecordMeta(
   const updatedAt = table.updatedAtField === undefined
     ? record["updated_at"] ?? record["updatedAt"]
     : record[table.updatedAtField];
-  if (typeof updatedAt !== "string" || !isTimestamp(updatedAt)) {
+  const time = parseTimestamp(updatedAt);
+  if (typeof updatedAt !== "string" || time === null) {
     return `the record "${id}" has no valid "${
       table.updatedAtField ?? "updated_at"
     }" timestamp`;
@@ -105,6 +108,7 @@ export function readRecordMeta(
   return {
     id,
     updatedAt,
+    time,
     deleted: deletedAt !== undefined && deletedAt !== null,
   };
 }

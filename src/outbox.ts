@@ -19,8 +19,9 @@ import {
 } from "./_context.ts";
 import { ClosedError, StorageError, SyncError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
-import type { JsonObject } from "./json.ts";
+import type { JsonObject, JsonValue } from "./json.ts";
 import { deepEqual, diffFields } from "./merge.ts";
+import { writeChunked } from "./_write.ts";
 import { validateWith } from "./schema.ts";
 import type {
   Mutation,
@@ -337,6 +338,82 @@ export function writeLocal(
   );
 }
 
+/**
+ * Writes many records locally and queues their ops: one read of the current
+ * records and their newest ops, then every record's write in as few storage
+ * writes as the limits allow. Each record commits with its op atomically; a
+ * record whose write lost a race is written again on its own.
+ *
+ * @param ctx The engine context.
+ * @param table The table.
+ * @param ids The records' ids, all distinct.
+ * @param build Builds each record's data from its current state.
+ * @returns Each record after its write, in order.
+ */
+export async function writeLocalMany(
+  ctx: EngineContext,
+  table: TableConfig,
+  ids: readonly string[],
+  build: (current: StoredRecord | undefined, index: number) => JsonObject,
+): Promise<(StoredRecord | null | undefined)[]> {
+  const out: (StoredRecord | null | undefined)[] = new Array(ids.length);
+  const CHUNK = 500;
+  for (let start = 0; start < ids.length; start += CHUNK) {
+    const slice = ids.slice(start, start + CHUNK);
+    const currents = await ctx.storage.getRecords(table.kind, slice);
+    const lastOpIds = currents.map((entry) => entry?.value.lastOpId ?? null);
+    const wanted = lastOpIds.filter((id): id is string => id !== null);
+    const latestById = new Map<string, Versioned<StoredOp>>();
+    if (wanted.length > 0) {
+      const read = await ctx.storage.getOps(wanted);
+      read.forEach((entry) => {
+        if (entry !== undefined) latestById.set(entry.value.opId, entry);
+      });
+    }
+    const plans: (LocalWritePlan | null)[] = slice.map((id, i) => {
+      const current = currents[i];
+      const lastOpId = lastOpIds[i] ?? null;
+      return planLocalWrite({
+        table,
+        id,
+        current,
+        latest: lastOpId === null ? undefined : latestById.get(lastOpId),
+        latestIsOnly: false,
+        intent: { type: "upsert", data: build(current?.value, start + i) },
+        now: ctx.now(),
+        newOpId: (after) => ctx.newOpId(after),
+      });
+    });
+    const groups = plans.map((plan) => plan?.mutations ?? []);
+    const { failed } = await writeChunked(ctx, groups);
+    for (let i = 0; i < slice.length; i++) {
+      const plan = plans[i]!;
+      if (failed.has(i)) {
+        // Another writer changed this record in between: write it alone.
+        const index = start + i;
+        out[index] = await writeLocal(
+          ctx,
+          table,
+          slice[i]!,
+          (current) =>
+            Promise.resolve({
+              type: "upsert",
+              data: build(current, index),
+            }),
+        );
+        continue;
+      }
+      if (plan === null) {
+        out[start + i] = currents[i]?.value;
+        continue;
+      }
+      ctx.hub.emit({ type: "change", ...plan.change });
+      out[start + i] = plan.record;
+    }
+  }
+  return out;
+}
+
 /** Settles a table's server-owned fields on data the app wants to write. */
 export function settleSystemFields(
   table: TableConfig,
@@ -344,24 +421,45 @@ export function settleSystemFields(
   data: JsonObject,
   current: StoredRecord | undefined,
 ): JsonObject {
-  const out: JsonObject = {};
-  for (const key of Object.keys(data)) {
-    Object.defineProperty(out, key, {
-      value: data[key],
+  // Spread defines own properties: an own "__proto__" key stays data.
+  const out: JsonObject = { ...data };
+  // updated_at and deleted_at belong to the server: the app cannot set them,
+  // and a put that omits them must not count as changing them.
+  for (const field of serverOwnedFields(table)) {
+    if (Object.hasOwn(out, field)) delete out[field];
+    const kept = current === undefined ? undefined : own(current.data, field);
+    if (kept !== undefined && !field.startsWith("deleted")) {
+      setField(out, field, kept);
+    }
+  }
+  setField(out, table.idField, id);
+  return out;
+}
+
+/**
+ * Sets an own data field. Plain assignment is fastest, but for a key that
+ * `Object.prototype` has (`__proto__`, `constructor`, …) it would reach the
+ * prototype, or throw when the prototype is frozen: such keys are defined.
+ *
+ * @param target The object to write.
+ * @param key The field.
+ * @param value Its value.
+ */
+export function setField(
+  target: JsonObject,
+  key: string,
+  value: JsonValue,
+): void {
+  if (key in Object.prototype) {
+    Object.defineProperty(target, key, {
+      value,
       enumerable: true,
       writable: true,
       configurable: true,
     });
+  } else {
+    target[key] = value;
   }
-  // updated_at and deleted_at belong to the server: the app cannot set them,
-  // and a put that omits them must not count as changing them.
-  for (const field of serverOwnedFields(table)) {
-    delete out[field];
-    const kept = current === undefined ? undefined : own(current.data, field);
-    if (kept !== undefined && !field.startsWith("deleted")) out[field] = kept;
-  }
-  out[table.idField] = id;
-  return out;
 }
 
 function serverOwnedFields(table: TableConfig): string[] {

@@ -16,7 +16,7 @@ import {
 import { ParseError, ResyncRequiredError, StorageError } from "./errors.ts";
 import type { RecordChange, SyncStats } from "./events.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
-import { byteLength, writeChunked } from "./push.ts";
+import { byteLength, writeChunked } from "./_write.ts";
 import type { Mutation, StoredRecord, Versioned } from "./storage.ts";
 
 /** Where a table's pull stands: the last applied item and the page hint. */
@@ -214,7 +214,9 @@ function validatePage(
   cursor: PullCursor | null,
 ): RecordMeta[] {
   const metas: RecordMeta[] = [];
-  let previous: { updatedAt: string; id: string } | null = cursor;
+  let previous: { time: number; id: string } | null = cursor === null
+    ? null
+    : { time: Date.parse(cursor.updatedAt), id: cursor.id };
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
     if (!isJsonObject(item)) {
@@ -231,7 +233,7 @@ function validatePage(
       );
     }
     if (previous !== null) {
-      const order = compareInstants(meta.updatedAt, previous.updatedAt) ||
+      const order = meta.time - previous.time ||
         (meta.id < previous.id ? -1 : meta.id > previous.id ? 1 : 0);
       if (order <= 0) {
         throw new ParseError(
@@ -392,9 +394,7 @@ function planItem(
     return;
   }
   const r = local.value;
-  if (
-    r.base !== null && compareInstants(r.base.updatedAt, meta.updatedAt) >= 0
-  ) {
+  if (r.base !== null && Date.parse(r.base.updatedAt) >= meta.time) {
     // We already hold this version or a newer one (our own push's answer).
     return;
   }

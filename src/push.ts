@@ -34,6 +34,7 @@ import {
   planForcedWrite,
   planPark,
 } from "./outbox.ts";
+import { writeChunked } from "./_write.ts";
 import type { Mutation, StoredOp, StoredRecord, Versioned } from "./storage.ts";
 import type { PushOp, PushResult } from "./transport.ts";
 
@@ -66,10 +67,26 @@ export function idempotencyKey(op: StoredOp): string {
 
 const SCAN_PAGE = 512;
 
+/** What became of a pushed op, for the run's queues. */
+type Fate =
+  /** Left the outbox (acknowledged, dropped), or settled elsewhere. */
+  | "done"
+  /** Its record waits for a later run (quarantined, parked, retryable). */
+  | "blocked"
+  /** Re-formed after a conflict: it goes again, in a new form. */
+  | "again";
+
+/** Scan passes per run: ops queued while a run pushes wait at most a pass. */
+const MAX_PASSES = 3;
+
 /**
  * Pushes pending ops until none is eligible. Within one run an op is tried
  * a bounded number of times: after a retryable failure its record waits for
  * the next run, and a conflict that keeps coming back parks the op.
+ *
+ * One scan of the outbox builds, per record, the queue of its pending ops in
+ * outbox order (clause 5); each round sends the head of up to
+ * `pushBatchSize` queues. A few more passes pick up ops queued meanwhile.
  *
  * @param ctx The engine context.
  * @param options Tables, counters, signal.
@@ -90,51 +107,128 @@ export async function pushPhase(
     blocked.add(recordKey(entry.value.kind, entry.value.id));
   }
   const tries = new Map<string, number>();
+  const maxTries = ctx.limits.maxConflictRetries + 2;
   const total = ctx.hub.has("progress") ? await countPending(ctx, kinds) : null;
   let done = 0;
   let retryAfterMs: number | null = null;
   ctx.hub.emit({ type: "progress", phase: "push", done, total });
 
-  for (;;) {
-    signal.throwIfAborted();
-    const heads = await selectHeads(ctx, kinds, blocked, tries);
-    if (heads.length === 0) break;
-    const claimed = await claim(ctx, heads);
-    if (claimed.length === 0) continue;
-    for (const op of claimed) {
-      tries.set(op.value.opId, (tries.get(op.value.opId) ?? 0) + 1);
+  for (let pass = 0; pass < MAX_PASSES; pass++) {
+    const queues = new Map<string, Versioned<StoredOp>[]>();
+    for await (const entry of scanOps(ctx, { states: ["pending"], kinds })) {
+      const key = recordKey(entry.value.kind, entry.value.id);
+      if (blocked.has(key)) continue;
+      let queue = queues.get(key);
+      if (queue === undefined) queues.set(key, queue = []);
+      queue.push(entry);
     }
-    const sentAt = ctx.now();
-    const results = await ctx.transport.push(
-      claimed.map((entry) => toPushOp(entry.value)),
-      { signal },
-    );
-    if (results.length !== claimed.length) {
-      throw new SyncError(
-        `Cannot push ops as the transport returned ${results.length} results for ${claimed.length} ops`,
-        { category: "parse" },
-      );
-    }
-    const settled = await settleResults(
-      ctx,
-      claimed,
-      results,
-      sentAt,
-      (key) => blocked.add(key),
-      stats,
-    );
-    done += settled.done;
-    if (settled.retryAfterMs !== null) {
-      retryAfterMs = Math.max(retryAfterMs ?? 0, settled.retryAfterMs);
-    }
-    ctx.hub.emit({ type: "progress", phase: "push", done, total });
-    if (settled.unreachable !== null) {
-      // Every op of the call failed on the network: the backend is out of
-      // reach, so the rest of the outbox would only fail the same way.
-      throw settled.unreachable;
+    if (queues.size === 0) break;
+    // Heads re-formed by a conflict: their queued entry is stale.
+    const stale = new Set<string>();
+    while (queues.size > 0) {
+      signal.throwIfAborted();
+      const heads: Versioned<StoredOp>[] = [];
+      for (const [key, queue] of queues) {
+        const head = queue[0]!;
+        if ((tries.get(head.value.opId) ?? 0) >= maxTries) {
+          // Defensive bound (clause 9): never spin on one op within a run.
+          blocked.add(key);
+          queues.delete(key);
+          continue;
+        }
+        heads.push(head);
+        if (heads.length >= ctx.limits.pushBatchSize) break;
+      }
+      if (heads.length === 0) break;
+      const fresh = await refresh(ctx, heads, stale);
+      const claimed = await claim(ctx, fresh);
+      for (const op of claimed) {
+        tries.set(op.value.opId, (tries.get(op.value.opId) ?? 0) + 1);
+      }
+      const fates = new Map<string, Fate>();
+      if (claimed.length > 0) {
+        const sentAt = ctx.now();
+        const results = await ctx.transport.push(
+          claimed.map((entry) => toPushOp(entry.value)),
+          { signal },
+        );
+        if (results.length !== claimed.length) {
+          throw new SyncError(
+            `Cannot push ops as the transport returned ${results.length} results for ${claimed.length} ops`,
+            { category: "parse" },
+          );
+        }
+        const settled = await settleResults(
+          ctx,
+          claimed,
+          results,
+          sentAt,
+          fates,
+          stats,
+        );
+        done += settled.done;
+        if (settled.retryAfterMs !== null) {
+          retryAfterMs = Math.max(retryAfterMs ?? 0, settled.retryAfterMs);
+        }
+        ctx.hub.emit({ type: "progress", phase: "push", done, total });
+        if (settled.unreachable !== null) {
+          // Every op of the call failed on the network: the backend is out
+          // of reach, so the rest of the outbox would only fail the same way.
+          throw settled.unreachable;
+        }
+      }
+      for (const head of heads) {
+        const key = recordKey(head.value.kind, head.value.id);
+        const queue = queues.get(key)!;
+        // A head that vanished before its claim was settled elsewhere.
+        const fate = fates.get(head.value.opId) ?? "done";
+        if (fate === "again") {
+          stale.add(head.value.opId);
+          continue;
+        }
+        stale.delete(head.value.opId);
+        if (fate === "blocked") {
+          blocked.add(key);
+          queues.delete(key);
+          continue;
+        }
+        queue.shift();
+        if (queue.length === 0) queues.delete(key);
+        // The next op may have been rebased or rebuilt by the settle.
+        else stale.add(queue[0]!.value.opId);
+      }
     }
   }
   return { retryAfterMs };
+}
+
+/**
+ * Re-reads the heads whose stored form changed since the scan (re-formed,
+ * rebased or rebuilt), keeping the others as scanned: a head that changed
+ * in some other way fails its claim's expect and is read again there.
+ */
+async function refresh(
+  ctx: EngineContext,
+  heads: readonly Versioned<StoredOp>[],
+  stale: ReadonlySet<string>,
+): Promise<Versioned<StoredOp>[]> {
+  const ids = heads.filter((head) => stale.has(head.value.opId)).map((head) =>
+    head.value.opId
+  );
+  if (ids.length === 0) return [...heads];
+  const read = await ctx.storage.getOps(ids);
+  const byId = new Map<string, Versioned<StoredOp> | undefined>();
+  ids.forEach((id, i) => byId.set(id, read[i]));
+  const out: Versioned<StoredOp>[] = [];
+  for (const head of heads) {
+    if (!byId.has(head.value.opId)) {
+      out.push(head);
+      continue;
+    }
+    const entry = byId.get(head.value.opId);
+    if (entry !== undefined && entry.value.state === "pending") out.push(entry);
+  }
+  return out;
 }
 
 function toPushOp(op: StoredOp): PushOp {
@@ -178,35 +272,6 @@ async function countPending(
 }
 
 /**
- * Picks the next batch: the oldest pending op of each record (per-record
- * FIFO, clause 5), skipping blocked records and ops tried too often.
- */
-async function selectHeads(
-  ctx: EngineContext,
-  kinds: readonly string[],
-  blocked: Set<string>,
-  tries: Map<string, number>,
-): Promise<Versioned<StoredOp>[]> {
-  const heads: Versioned<StoredOp>[] = [];
-  const seen = new Set<string>();
-  const maxTries = ctx.limits.maxConflictRetries + 2;
-  for await (const entry of scanOps(ctx, { states: ["pending"], kinds })) {
-    const key = recordKey(entry.value.kind, entry.value.id);
-    if (seen.has(key)) continue;
-    seen.add(key);
-    if (blocked.has(key)) continue;
-    if ((tries.get(entry.value.opId) ?? 0) >= maxTries) {
-      // Defensive bound (clause 9): never spin on one op within a run.
-      blocked.add(key);
-      continue;
-    }
-    heads.push(entry);
-    if (heads.length >= ctx.limits.pushBatchSize) break;
-  }
-  return heads;
-}
-
-/**
  * Marks ops as sent before sending them (attempts + 1): from then on they
  * are frozen, so a local write can no longer fold into a body the server
  * may already hold under that idempotency key.
@@ -247,76 +312,6 @@ async function claim(
   );
 }
 
-/** The outcome of {@linkcode writeChunked}. */
-export interface ChunkedWrite {
-  /** The indices of the groups whose write failed an `expect`. */
-  readonly failed: Set<number>;
-  /** Per group: the revisions its mutations left (see `WriteResult`). */
-  readonly revs: (readonly (string | null)[] | undefined)[];
-}
-
-/**
- * Writes groups of mutations in as few writes as the storage's limits allow,
- * never splitting a group.
- *
- * @param ctx The engine context.
- * @param groups The groups; each commits whole or not at all.
- * @returns Which groups failed, and the revisions the others left.
- */
-export async function writeChunked(
-  ctx: EngineContext,
-  groups: readonly Mutation[][],
-): Promise<ChunkedWrite> {
-  const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
-  const measure = Number.isFinite(maxWriteBytes);
-  const failed = new Set<number>();
-  const revs: (readonly (string | null)[] | undefined)[] = [];
-  let chunk: Mutation[] = [];
-  let members: number[] = [];
-  let bytes = 0;
-  const flush = async (): Promise<void> => {
-    if (chunk.length === 0) return;
-    const result = await ctx.storage.write(chunk);
-    let offset = 0;
-    for (const index of members) {
-      const size = groups[index]!.length;
-      if (result.ok) revs[index] = result.revs.slice(offset, offset + size);
-      else failed.add(index);
-      offset += size;
-    }
-    chunk = [];
-    members = [];
-    bytes = 0;
-  };
-  for (let index = 0; index < groups.length; index++) {
-    const group = groups[index]!;
-    const size = measure ? byteLength(group) : 0;
-    if (
-      chunk.length + group.length > maxMutationsPerWrite ||
-      (measure && bytes + size > maxWriteBytes)
-    ) {
-      await flush();
-    }
-    chunk.push(...group);
-    members.push(index);
-    bytes += size;
-  }
-  await flush();
-  return { failed, revs };
-}
-
-const encoder = new TextEncoder();
-
-/**
- * The UTF-8 size of mutations as JSON, the measure of `maxWriteBytes`.
- *
- * @param mutations The mutations.
- * @returns Their size in bytes.
- */
-export function byteLength(mutations: readonly Mutation[]): number {
-  return encoder.encode(JSON.stringify(mutations)).length;
-}
-
 /** The decided fate of one pushed op, computed once per result. */
 type Outcome =
   | { type: "ack"; record: JsonObject | null; status: number }
@@ -342,7 +337,7 @@ async function settleResults(
   claimed: readonly Versioned<StoredOp>[],
   results: readonly PushResult[],
   sentAt: number,
-  block: (key: string) => void,
+  fates: Map<string, Fate>,
   stats: SyncStats,
 ): Promise<Settled> {
   let retryAfterMs: number | null = null;
@@ -443,7 +438,8 @@ async function settleResults(
     remaining.length > 0 && attempt < ctx.limits.writeRetries;
     attempt++
   ) {
-    const fresh = await readFresh(ctx, remaining);
+    // The claim's own entries are current unless a write failed since.
+    const fresh = await readFresh(ctx, remaining, attempt === 0);
     const plans: {
       op: Versioned<StoredOp>;
       plan: OpPlan;
@@ -474,14 +470,9 @@ async function settleResults(
       }
       done++;
       if (plan.change !== null) events.push({ type: "change", ...plan.change });
+      fates.set(op.value.opId, fateOf(outcomes.get(op.value.opId)!));
       for (const event of events) {
         count(stats, event);
-        if (
-          event.type === "opQuarantined" || event.type === "conflictDeferred" ||
-          event.type === "opFailed"
-        ) {
-          block(recordKey(event.kind, event.id));
-        }
         ctx.hub.emit(event);
       }
     });
@@ -503,6 +494,24 @@ async function settleResults(
         })
         : null,
   };
+}
+
+function fateOf(outcome: Outcome): Fate {
+  switch (outcome.type) {
+    case "ack":
+      return "done";
+    case "recreate":
+      return "again";
+    case "rejected":
+    case "retry":
+      return "blocked";
+    case "conflict":
+      return outcome.decision.type === "write"
+        ? "again"
+        : outcome.decision.type === "defer"
+        ? "blocked"
+        : "done";
+  }
 }
 
 function count(stats: SyncStats, event: SyncEvent): void {
@@ -697,8 +706,9 @@ interface FreshState {
 async function readFresh(
   ctx: EngineContext,
   claimed: readonly Versioned<StoredOp>[],
+  reuse: boolean,
 ): Promise<FreshState> {
-  const current = await ctx.storage.getOps(
+  const current = reuse ? claimed : await ctx.storage.getOps(
     claimed.map((entry) => entry.value.opId),
   );
   const ops = current.filter((entry, i): entry is Versioned<StoredOp> =>

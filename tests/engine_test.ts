@@ -7,6 +7,7 @@ import {
   SyncEngine,
   SyncError,
   type SyncEvent,
+  ValidationError,
 } from "../mod.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
@@ -633,4 +634,35 @@ Deno.test("engine: editing a quarantined op rebuilds the ops queued behind it on
   );
   assert.equal(bodies[1]?.done, true);
   assert.equal(eventsOf(a.events, "conflictDetected").length, 0);
+});
+
+Deno.test("engine: putMany() writes every record with its op, and invalid input writes nothing", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  const Item = z.object({ id: z.string(), n: z.number() });
+  const items = a.engine.table("items", { schema: Item });
+  await items.put({ id: "i0", n: -1 });
+  const batch = Array.from({ length: 120 }, (_, n) => ({ id: `i${n}`, n }));
+  const stored = await items.putMany(batch);
+  assert.deepEqual(stored.map((item) => item.n), batch.map((item) => item.n));
+  assert.equal(await a.engine.outbox.count(), 120, "i0 folded into its op");
+  await assert.rejects(
+    items.putMany([{ id: "x1", n: 1 }, {
+      id: "x2",
+      n: "two" as unknown as number,
+    }]),
+    ValidationError,
+  );
+  assert.equal(
+    await items.get("x1"),
+    undefined,
+    "nothing of the invalid batch",
+  );
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.pushed, 120);
+  await using b = createClient(server.url);
+  const itemsB = b.engine.table("items");
+  await b.engine.sync();
+  assert.equal((await itemsB.list()).length, 120);
+  assert.equal((await itemsB.get("i0"))?.n, 0);
 });
