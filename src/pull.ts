@@ -7,7 +7,6 @@
  */
 
 import {
-  compareInstants,
   type EngineContext,
   readRecordMeta,
   type RecordMeta,

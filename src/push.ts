@@ -35,7 +35,7 @@ import {
   planPark,
 } from "./outbox.ts";
 import { writeChunked } from "./_write.ts";
-import type { Mutation, StoredOp, StoredRecord, Versioned } from "./storage.ts";
+import type { StoredOp, StoredRecord, Versioned } from "./storage.ts";
 import type { PushOp, PushResult } from "./transport.ts";
 
 /** Options of {@linkcode pushPhase}. */

@@ -11,7 +11,9 @@ import assert from "node:assert/strict";
 const root = new URL("../", import.meta.url);
 const benches: string[] = [];
 for await (const entry of Deno.readDir(new URL("bench/", root))) {
-  if (entry.isFile && entry.name.endsWith("_bench.ts")) benches.push(entry.name);
+  if (entry.isFile && entry.name.endsWith("_bench.ts")) {
+    benches.push(entry.name);
+  }
 }
 benches.sort();
 

@@ -710,6 +710,53 @@ Deno.test("rest: a timeout is a retryable NetworkError", async () => {
   }
 });
 
+Deno.test("rest: each request times out after timeoutMs from its own start", async () => {
+  const gate = Promise.withResolvers<void>();
+  const started = new Map<string, number>();
+  const server = startScriptedServer(async (request) => {
+    const id = idOf(request);
+    started.set(id, performance.now());
+    // "quick" answers before the timeout; the others hang.
+    if (id === "quick") {
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      return json(record(id), 201);
+    }
+    await gate.promise;
+    return json(record(id), 201);
+  });
+  try {
+    const transport = connect(server, {
+      timeoutMs: 100,
+      retry: { attempts: 1 },
+      concurrency: 2,
+    });
+    // Two in flight: "hang-a" and "quick" start together; "hang-b" starts
+    // when "quick" is answered, so its deadline is 60 ms after "hang-a"'s.
+    const results = await transport.push(
+      [upsert("hang-a"), upsert("quick"), upsert("hang-b")],
+    );
+    const ended = performance.now();
+    assert.equal(results[1]?.type, "ok");
+    for (const index of [0, 2]) {
+      const result = results[index];
+      assert.equal(result?.type, "retry");
+      if (result?.type === "retry") {
+        assert.match(
+          result.error.message,
+          /as the request timed out: current value is 100 ms$/,
+        );
+      }
+    }
+    // "hang-b" was not cut short at "hang-a"'s deadline.
+    assert.ok(started.get("hang-b")! - started.get("hang-a")! >= 50);
+    assert.ok(ended - started.get("hang-b")! >= 95);
+    await transport.close();
+  } finally {
+    gate.resolve();
+    await server.close();
+  }
+});
+
 Deno.test("rest: a network error is retried, then a retryable NetworkError", async () => {
   const gone = startScriptedServer(() => json({}));
   const url = gone.url;

@@ -1612,6 +1612,53 @@ Deno.test("server: a write and its idempotency entry commit in one store call", 
   assert.deepEqual(items.map((item) => item.id), ["1", "a", "b"]);
 });
 
+Deno.test("server: an idempotency fingerprint is the SHA-256 of the request's canonical JSON", async () => {
+  // Stores keep fingerprints across restarts: their input and output must
+  // never change, whatever computes them.
+  async function sha256(text: string): Promise<string> {
+    const digest = await crypto.subtle.digest(
+      "SHA-256",
+      new TextEncoder().encode(text),
+    );
+    return Array.from(
+      new Uint8Array(digest),
+      (byte) => byte.toString(16).padStart(2, "0"),
+    ).join("");
+  }
+  const store = new SpyStore();
+  await using server = createSyncServer(options({ store }));
+  const fingerprint = () => {
+    const write = store.commits.at(-1)?.find((w) => w.type === "idempotency");
+    assert.ok(write?.type === "idempotency");
+    return write.entry.fingerprint;
+  };
+  // Keys out of order, nested, a digit key, `__proto__`, unicode; every
+  // padding length of the last SHA-256 block; one body past 16 KiB.
+  const lengths = [...Array.from({ length: 70 }, (_, n) => n), 20_000];
+  for (const n of lengths) {
+    const body = JSON.parse(
+      `{"z":[{"b":1,"a":"é€😀"}],"10":null,"2":true,"__proto__":{"y":0,"x":-1.5},"pad":"${
+        "a".repeat(n)
+      }","_baseUpdatedAt":null}`,
+    );
+    await putOk(server, "todo", `id-${n}`, body, {
+      "idempotency-key": `k${n}`,
+    });
+    const canonical =
+      `["PUT","json",null,{"10":null,"2":true,"__proto__":{"x":-1.5,"y":0},"pad":"${
+        "a".repeat(n)
+      }","z":[{"a":"é€😀","b":1}]},"todo","id-${n}",false,[]]`;
+    assert.equal(fingerprint(), await sha256(canonical), `length ${n}`);
+  }
+  await send(server, "DELETE", "/todo/id-0?b=2&a=1&_baseUpdatedAt=x", {
+    headers: { "idempotency-key": "d", "x-force-delete": "true" },
+  });
+  assert.equal(
+    fingerprint(),
+    await sha256('["DELETE","x","todo","id-0",true,[["a","1"],["b","2"]]]'),
+  );
+});
+
 Deno.test("server: POST /batch answers 404 when batch is disabled", async () => {
   await using server = createSyncServer(options({ batch: false }));
   const { status } = await send(server, "POST", "/batch", {
