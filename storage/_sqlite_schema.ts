@@ -109,6 +109,20 @@ SELECT json_extract(value, '$.opId') AS op_id,
 FROM ops WHERE state = 'parked' ORDER BY ops.op_id;
 `,
   },
+  {
+    version: 3,
+    description:
+      "records.base_is_data: a base whose data is the record's data is stored once",
+    // A pulled record without local edits has the same JSON as its data and
+    // as its base's data; storing it once halves the row. 1 means `value`
+    // holds the base without its `data`, which reads back as a copy of the
+    // record's `data`. A flag column rather than a marker inside the JSON:
+    // any value inside it could be a caller's own. ADD COLUMN with a
+    // constant default rewrites no row, so the step is instant on any file.
+    sql: `
+ALTER TABLE records ADD COLUMN base_is_data INTEGER NOT NULL DEFAULT 0;
+`,
+  },
 ];
 
 /** The schema version this code writes: the last migration's. */

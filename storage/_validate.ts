@@ -69,6 +69,15 @@ export interface CheckMutationsOptions {
    * @default {false}
    */
   readonly copy?: boolean;
+  /**
+   * Whether to check the write's size against `maxWriteBytes`. An adapter
+   * that serialises the values anyway may pass `false` and call
+   * {@linkcode checkWriteBytes} with their sizes instead, sparing a second
+   * serialisation of the whole write.
+   *
+   * @default {true}
+   */
+  readonly checkBytes?: boolean;
 }
 
 /**
@@ -106,8 +115,11 @@ export function checkMutations(
     );
   }
   const copy = options.copy ?? false;
+  // Objects already checked in this write: the engine passes one object
+  // for a record's data and its base's data, or its op's payload.
+  const seen = copy ? undefined : new Set<object>();
   const checked = mutations.map((mutation, index) =>
-    checkMutation(mutation, index, copy)
+    checkMutation(mutation, index, copy, seen)
   );
   if (maxKeyLength !== Infinity) {
     for (const mutation of checked) {
@@ -120,15 +132,82 @@ export function checkMutations(
       }
     }
   }
-  if (maxWriteBytes !== Infinity) {
-    const bytes = utf8Length(JSON.stringify(mutations));
-    if (bytes > maxWriteBytes) {
-      throw new StorageError(
-        `Cannot write ${bytes} bytes as the storage accepts at most ${maxWriteBytes} per write: current value is ${bytes}`,
-      );
-    }
+  if (maxWriteBytes !== Infinity && (options.checkBytes ?? true)) {
+    checkWriteBytes(mutations, maxWriteBytes);
   }
   return checked;
+}
+
+/**
+ * Checks a write's size: the UTF-8 length of `JSON.stringify(mutations)`,
+ * computed from the lengths of the values' JSON when the adapter knows
+ * them, so that the values are not serialised a second time.
+ *
+ * @param mutations The mutations, already checked by
+ * {@linkcode checkMutations}.
+ * @param maxWriteBytes The storage's limit.
+ * @param valueBytes The UTF-8 length of `JSON.stringify()` of the value of
+ * mutation `index` (its `record`, `op` or `value`), or `undefined` when
+ * the adapter does not know it.
+ * @throws {StorageError} When the write exceeds the limit.
+ */
+export function checkWriteBytes(
+  mutations: readonly Mutation[],
+  maxWriteBytes: number,
+  valueBytes: (index: number) => number | undefined = () => undefined,
+): void {
+  let bytes = 2 + Math.max(0, mutations.length - 1);
+  if (typeof (mutations as { toJSON?: unknown }).toJSON === "function") {
+    bytes = utf8Length(JSON.stringify(mutations));
+  } else {
+    for (let index = 0; index < mutations.length; index++) {
+      bytes += mutationBytes(mutations[index]!, valueBytes(index));
+    }
+  }
+  if (bytes > maxWriteBytes) {
+    throw new StorageError(
+      `Cannot write ${bytes} bytes as the storage accepts at most ${maxWriteBytes} per write: current value is ${bytes}`,
+    );
+  }
+}
+
+/** The key of a mutation's value, which adapters serialise anyway. */
+const VALUE_KEYS: Readonly<Record<string, string>> = {
+  putRecord: "record",
+  putOp: "op",
+  putMeta: "value",
+};
+
+/**
+ * The UTF-8 length of `JSON.stringify(mutation)`: its own keys as
+ * `JSON.stringify` writes them, with the value's length given when known.
+ * The parts join at ASCII characters, so their UTF-8 lengths add up.
+ */
+function mutationBytes(mutation: Mutation, valueBytes: number | undefined) {
+  if (
+    valueBytes === undefined ||
+    typeof (mutation as { toJSON?: unknown }).toJSON === "function"
+  ) {
+    return utf8Length(JSON.stringify(mutation));
+  }
+  const valueKey = VALUE_KEYS[mutation.type];
+  let bytes = 2;
+  let members = 0;
+  for (const key of Object.keys(mutation)) {
+    let size: number;
+    if (key === valueKey) size = valueBytes;
+    else {
+      const json: string | undefined = JSON.stringify(
+        (mutation as unknown as Record<string, unknown>)[key],
+      );
+      // undefined, functions and symbols are left out.
+      if (json === undefined) continue;
+      size = utf8Length(json);
+    }
+    bytes += utf8Length(JSON.stringify(key)) + 1 + size;
+    members++;
+  }
+  return bytes + Math.max(0, members - 1);
 }
 
 /** The keys a checked mutation writes under, for the key-length limit. */
@@ -149,6 +228,7 @@ function checkMutation(
   mutation: Mutation,
   index: number,
   copy: boolean,
+  seen: Set<object> | undefined,
 ): CheckedMutation {
   const action = `write mutation ${index}`;
   if (typeof mutation !== "object" || mutation === null) {
@@ -161,7 +241,7 @@ function checkMutation(
   const expect = checkExpect(action, mutation.expect);
   switch (mutation.type) {
     case "putRecord": {
-      const record = checkRoot(action, "record", mutation.record, copy);
+      const record = checkRoot(action, "record", mutation.record, copy, seen);
       checkString(action, "record.kind", record["kind"]);
       checkString(action, "record.id", record["id"]);
       checkObject(action, "record.data", record["data"]);
@@ -180,7 +260,7 @@ function checkMutation(
         expect,
       };
     case "putOp": {
-      const op = checkRoot(action, "op", mutation.op, copy);
+      const op = checkRoot(action, "op", mutation.op, copy, seen);
       checkString(action, "op.opId", op["opId"]);
       checkString(action, "op.kind", op["kind"]);
       checkString(action, "op.id", op["id"]);
@@ -201,7 +281,7 @@ function checkMutation(
       checkString(action, "key", mutation.key);
       let value: JsonValue = mutation.value;
       if (copy) value = copyJson(value, action, ["value"]);
-      else checkJson(value, action, ["value"]);
+      else checkJson(value, action, ["value"], new Set(), seen);
       return { space: "meta", key: mutation.key, value, expect };
     }
     case "deleteMeta":
@@ -222,10 +302,11 @@ function checkRoot(
   name: string,
   value: unknown,
   copy: boolean,
+  seen: Set<object> | undefined,
 ): JsonObject {
   checkObject(action, name, value);
   if (copy) return copyJson(value, action, [name]) as JsonObject;
-  checkJson(value, action, [name]);
+  checkJson(value, action, [name], new Set(), seen);
   return value as JsonObject;
 }
 
@@ -441,6 +522,10 @@ function resolveListLimit(action: string, limit: unknown): number {
  * @param action What the caller was doing, for the message.
  * @param path Where the value is, for the message; restored on return.
  * @param ancestors The objects being checked around the value (cycles).
+ * @param seen Objects of the same write already found to be such JSON,
+ * skipped when met again (the engine passes one object as a record's data
+ * and its base's data); objects near the root are added once checked. The
+ * checks of a write run synchronously, so nothing changes them meanwhile.
  * @throws {TypeError} When it is not such JSON.
  */
 export function checkJson(
@@ -448,6 +533,65 @@ export function checkJson(
   action: string,
   path: (string | number)[] = [],
   ancestors: Set<object> = new Set(),
+  seen?: Set<object>,
+): void {
+  // The common case, valid JSON, is checked without tracking the path or
+  // the ancestors; only a failure walks again to say where and why.
+  if (ancestors.size === 0 && isJson(value, path.length, seen)) return;
+  explainJson(value, action, path, ancestors);
+}
+
+/**
+ * How deep {@linkcode isJson} goes. A cycle makes a value infinitely deep,
+ * so it is found by depth; a legitimately deeper value is checked by
+ * {@linkcode explainJson} instead.
+ */
+const FAST_DEPTH = 200;
+
+/** Whether a value is JSON as {@linkcode checkJson} means it. */
+function isJson(
+  value: unknown,
+  depth: number,
+  seen: Set<object> | undefined,
+): boolean {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return true;
+    case "number":
+      return Number.isFinite(value);
+    case "object": {
+      if (value === null) return true;
+      if (depth >= FAST_DEPTH) return false;
+      // Only near the root: deeper, a lookup would cost what it saves.
+      const near = seen !== undefined && depth <= 3;
+      if (near && seen.has(value)) return true;
+      if (Array.isArray(value)) {
+        for (let index = 0; index < value.length; index++) {
+          if (!isJson(value[index], depth + 1, seen)) return false;
+        }
+      } else {
+        const prototype = Object.getPrototypeOf(value);
+        if (prototype !== Object.prototype && prototype !== null) return false;
+        const source = value as Record<string, unknown>;
+        for (const key of Object.keys(source)) {
+          if (!isJson(source[key], depth + 1, seen)) return false;
+        }
+      }
+      if (near) seen.add(value);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+/** Walks a value as {@linkcode checkJson} does, throwing where it fails. */
+function explainJson(
+  value: unknown,
+  action: string,
+  path: (string | number)[],
+  ancestors: Set<object>,
 ): void {
   switch (typeof value) {
     case "string":
@@ -463,7 +607,7 @@ export function checkJson(
         ancestors.add(value);
         for (let index = 0; index < value.length; index++) {
           path.push(index);
-          checkJson(value[index], action, path, ancestors);
+          explainJson(value[index], action, path, ancestors);
           path.pop();
         }
         ancestors.delete(value);
@@ -475,7 +619,7 @@ export function checkJson(
       const source = value as Record<string, unknown>;
       for (const key of Object.keys(source)) {
         path.push(key);
-        checkJson(source[key], action, path, ancestors);
+        explainJson(source[key], action, path, ancestors);
         path.pop();
       }
       ancestors.delete(value);

@@ -16,7 +16,7 @@
  * | ------------------------------------ | -------------------------------------------------- |
  * | `[...P, "r", K(kind), K(id)]`        | a record's header                                  |
  * | `[...P, "o", K(opId)]`               | an op's header                                     |
- * | `[...P, "s", state, K(opId)]`        | ops by state: a copy of the op's header            |
+ * | `[...P, "s", state, K(opId)]`        | quarantined and parked ops: a copy of the header   |
  * | `[...P, "i", hash(id), slot]`        | ops by record: `[opId, kind, id, state]`           |
  * | `[...P, "m", K(key)]`                | a meta entry's header                              |
  * | `[...P, "b", blobId, n]`             | chunk `n` of a large value                         |
@@ -28,9 +28,18 @@
  * `{"v": value}` (ops add `"s": slot`), or for a large value a reference
  * `{"b": blobId, "n": chunks, "z": bytes}` (records add `"d": deleted`; ops
  * add `"s"`, `"k": kind`, `"i": id`, `"t": state`) whose chunks concatenate
- * to the value's JSON. An item's revision is the versionstamp of its header;
- * the index entries of an op are written in the same atomic operations as
- * its header, so they always carry the same versionstamp.
+ * to the value's JSON. A record whose base's `data` is its own `data` object
+ * (a pulled record without local edits) is stored without that second copy
+ * and its header says `"a": 1`; it reads back as two equal, independent
+ * objects. An item's revision is the versionstamp of its header; the index
+ * entries of an op are written in the same atomic operations as its header,
+ * so they always carry the same versionstamp.
+ *
+ * Pending ops, the bulk of the outbox, have no by-state entry: listing them
+ * reads the op headers in order and skips the others, so that queuing an op
+ * costs one set fewer and its JSON is stored once. Quarantined and parked
+ * ops, which are few and listed on their own, keep theirs. Opening a store
+ * that an earlier version wrote deletes its by-state entries of pending ops.
  *
  * `K(s)` encodes each UTF-16 code unit `u` of `s`: `u + 1` for `u < 0x7F`;
  * two bytes `0x80 + ⌊v / 255⌋, 1 + v % 255` for `v = u − 0x7F < 32385`;
@@ -123,7 +132,7 @@
  */
 
 import { ClosedError, StorageError, SyncError } from "../src/errors.ts";
-import type { JsonValue } from "../src/json.ts";
+import type { JsonObject, JsonValue } from "../src/json.ts";
 import type {
   Expect,
   ListOpsOptions,
@@ -143,6 +152,8 @@ import {
   checkMutations,
   checkString,
   checkStrings,
+  checkWriteBytes,
+  copyJson,
   describe,
   resolveListOpsOptions,
   resolveListRecordsOptions,
@@ -267,6 +278,8 @@ const UUID = 38;
 const STATE = 13;
 
 const OP_STATES: readonly OpState[] = ["pending", "quarantined", "parked"];
+/** The one state without a by-state index (see the module documentation). */
+const UNINDEXED_STATE: OpState = "pending";
 /** A versionstamp as KV issues it: 20 lowercase hex digits. */
 const VERSIONSTAMP = /^[0-9a-f]{20}$/;
 
@@ -577,6 +590,8 @@ interface Envelope {
   readonly i?: string;
   /** A large op's state. */
   readonly t?: OpState;
+  /** 1 when a record's base was stored without its data (its `data`). */
+  readonly a?: 1;
 }
 
 /** A blob as a ticket lists it. */
@@ -596,7 +611,15 @@ interface Ticket {
 type SpaceName = "record" | "op" | "meta";
 
 /** A checked mutation with its item's identity within the write. */
-type Planned = CheckedMutation & { readonly identity: string };
+type Planned = CheckedMutation & {
+  readonly identity: string;
+  /** The value's UTF-8 JSON as stored; `undefined` for a delete. */
+  readonly bytes: Uint8Array | undefined;
+  /** Whether a record's base was left out of `bytes` (`"a": 1`). */
+  readonly shared: boolean;
+  /** The UTF-8 length of `JSON.stringify()` of the value, for the limit. */
+  readonly jsonBytes: number | undefined;
+};
 
 /** One item a write touches: its last mutation, its combined expect. */
 interface Item {
@@ -604,8 +627,10 @@ interface Item {
   readonly headerKey: Deno.KvKey;
   /** The final value; `undefined` when the write deletes the item. */
   readonly value: StoredRecord | StoredOp | JsonValue | undefined;
-  /** The final value's UTF-8 JSON. */
+  /** The final value's UTF-8 JSON, as stored. */
   readonly bytes: Uint8Array | undefined;
+  /** Whether a record's base was left out of `bytes` (`"a": 1`). */
+  readonly shared: boolean;
   readonly expect: Expect;
   /** Whether the final value goes to a blob. */
   large: boolean;
@@ -667,9 +692,11 @@ class DenoKvStorage implements KvStorage {
   ): Promise<DenoKvStorage> {
     const storage = new DenoKvStorage(kv, prefix, closeKv, capabilities);
     try {
-      storage.#count = decodeCount(
-        await kv.get<unknown>(storage.#countKey, { consistency: "strong" }),
-      );
+      const [count] = await Promise.all([
+        kv.get<unknown>(storage.#countKey, { consistency: "strong" }),
+        storage.#dropPendingIndex(),
+      ]);
+      storage.#count = decodeCount(count);
       await storage.#collect(DEFAULT_GRACE_MS, undefined);
     } catch (error) {
       await storage.close();
@@ -869,11 +896,26 @@ class DenoKvStorage implements KvStorage {
   ): Promise<(Versioned<T> | undefined)[]> {
     const present = keys.filter((key): key is Deno.KvKey => key !== undefined);
     const entries = await this.#getMany(present);
-    const items = await Promise.all(
-      entries.map((entry) => this.#materialize<T>(entry)),
-    );
+    // Inline values need no further read: only large ones are awaited.
+    let large = false;
+    const items = entries.map((entry) => {
+      if (entry.versionstamp === null) return undefined;
+      const envelope = decodeEnvelope(entry.value);
+      if (!Object.hasOwn(envelope, "v")) {
+        large = true;
+        return this.#materialize<T>(entry);
+      }
+      return {
+        value: restoreBase(envelope, envelope.v!) as T,
+        rev: entry.versionstamp,
+      };
+    });
+    const settled = large ? await Promise.all(items) : items as (
+      | Versioned<T>
+      | undefined
+    )[];
     let next = 0;
-    return keys.map((key) => key === undefined ? undefined : items[next++]);
+    return keys.map((key) => key === undefined ? undefined : settled[next++]);
   }
 
   /** `getMany()` in batches of KV's 10 keys, all in parallel. */
@@ -910,11 +952,17 @@ class DenoKvStorage implements KvStorage {
       if (entry.versionstamp === null) return undefined;
       const envelope = decodeEnvelope(entry.value);
       if (Object.hasOwn(envelope, "v")) {
-        return { value: envelope.v as T, rev: entry.versionstamp };
+        return {
+          value: restoreBase(envelope, envelope.v!) as T,
+          rev: entry.versionstamp,
+        };
       }
       const value = await this.#readBlob(envelope);
       if (value !== undefined) {
-        return { value: value as T, rev: entry.versionstamp };
+        return {
+          value: restoreBase(envelope, value) as T,
+          rev: entry.versionstamp,
+        };
       }
       entry = await this.#kv.get<unknown>(entry.key, {
         consistency: "strong",
@@ -983,7 +1031,7 @@ class DenoKvStorage implements KvStorage {
       let item: Versioned<StoredRecord> | undefined;
       if (Object.hasOwn(envelope, "v")) {
         item = {
-          value: envelope.v as unknown as StoredRecord,
+          value: restoreBase(envelope, envelope.v!) as unknown as StoredRecord,
           rev: entry.versionstamp,
         };
       } else {
@@ -1000,8 +1048,9 @@ class DenoKvStorage implements KvStorage {
   }
 
   /**
-   * Lists ops in op-id order: from the headers when every state is asked,
-   * else by merging the state index's ranges.
+   * Lists ops in op-id order: from the headers, skipping other states, when
+   * pending ops are asked (they have no by-state entries), else by merging
+   * the state index's ranges.
    */
   async #listOpsInOrder(
     states: readonly OpState[],
@@ -1011,7 +1060,7 @@ class DenoKvStorage implements KvStorage {
     const cursor = filter.after === undefined
       ? undefined
       : encodeText(filter.after.slice(0, max));
-    const prefixes = states.length === OP_STATES.length
+    const prefixes = states.includes(UNINDEXED_STATE)
       ? [this.#key("o")]
       : states.map((state) => this.#key("s", state));
     const sources = prefixes.map((prefix) =>
@@ -1037,9 +1086,9 @@ class DenoKvStorage implements KvStorage {
         if (best < 0) break;
         const head = heads[best]!;
         heads[best] = await nextOpEntry(sources[best]!, cursor);
-        if (filter.kinds !== undefined && !filter.kinds.has(head.op.kind)) {
-          continue;
-        }
+        // Before a large op's chunks are read: its header has its ids and
+        // state.
+        if (!matches(filter, head.op)) continue;
         const item = head.large
           ? await this.#materializeOp(head.entry)
           : { value: head.op, rev: head.entry.versionstamp };
@@ -1134,7 +1183,16 @@ class DenoKvStorage implements KvStorage {
     // Validating everything first keeps the write all-or-nothing: nothing
     // below can fail halfway through. The values are only checked, not
     // copied: #group() encodes their JSON before this returns.
-    const plan = checkMutations(mutations, this.capabilities).map(planOf);
+    const plan = checkMutations(mutations, this.capabilities, {
+      checkBytes: false,
+    }).map(planOf);
+    // Measured from the JSON just encoded rather than by serialising the
+    // whole write again.
+    checkWriteBytes(
+      mutations,
+      this.capabilities.maxWriteBytes,
+      (index) => plan[index]!.jsonBytes,
+    );
     if (plan.length === 0) return () => Promise.resolve({ ok: true, revs: [] });
     const grouped = this.#group(plan);
     // Expects that contradict each other, or a revision KV never issued,
@@ -1296,9 +1354,8 @@ class DenoKvStorage implements KvStorage {
           ? this.#key("o", encodeText(planned.opId))
           : this.#key("m", encodeText(planned.key)),
         value: planned.value,
-        bytes: planned.value === undefined
-          ? undefined
-          : encodeJson(planned.value),
+        bytes: planned.bytes,
+        shared: planned.shared,
         expect: expects.get(identity),
         large: false,
         freshSlot: planned.space === "op" ? randomSlot() : 0,
@@ -1324,9 +1381,13 @@ class DenoKvStorage implements KvStorage {
       const keyBytes = this.#worstKeyBytes(item);
       fixed += 2 * keyBytes;
       if (item.bytes === undefined) continue;
-      // An op's header is stored twice (header and state index), and its
-      // record index entry holds its ids; a blob's header is small.
-      const copies = item.space === "op" ? 2 : 1;
+      // A quarantined or parked op's header is stored twice (header and
+      // state index), and an op's record index entry holds its ids; a
+      // blob's header is small.
+      const copies = item.space === "op" &&
+          (item.value as StoredOp).state !== UNINDEXED_STATE
+        ? 2
+        : 1;
       if (item.space === "op") {
         // JSON takes at most 6 bytes per code unit (`\u0000`).
         const op = item.value as StoredOp;
@@ -1488,7 +1549,7 @@ class DenoKvStorage implements KvStorage {
       if (item.value === undefined) {
         remove(item.headerKey);
       } else if (blob === undefined) {
-        set(item.headerKey, envelopeOf(item.bytes!, undefined));
+        set(item.headerKey, envelopeOf(item.bytes!, undefined, item.shared));
       } else {
         const record = item.space === "record"
           ? item.value as StoredRecord
@@ -1500,6 +1561,7 @@ class DenoKvStorage implements KvStorage {
             n: blob.n,
             z: item.bytes!.length,
             ...(record === undefined ? {} : { d: record.deleted }),
+            ...(item.shared ? { a: 1 } : {}),
           }),
         );
       }
@@ -1567,13 +1629,15 @@ class DenoKvStorage implements KvStorage {
     }
     if (item.value === undefined) {
       remove(item.headerKey);
-      if (oldState !== undefined) remove(this.#key("s", oldState, opPart));
+      if (oldState !== undefined && oldState !== UNINDEXED_STATE) {
+        remove(this.#key("s", oldState, opPart));
+      }
       if (oldBucket !== undefined) remove(this.#key("i", oldBucket, slot));
       return;
     }
     const op = item.value as StoredOp;
     const header = blob === undefined
-      ? envelopeOf(item.bytes!, slot)
+      ? envelopeOf(item.bytes!, slot, false)
       : encodeJson({
         s: slot,
         b: blob.id,
@@ -1584,10 +1648,15 @@ class DenoKvStorage implements KvStorage {
         t: op.state,
       });
     set(item.headerKey, header);
-    if (oldState !== undefined && oldState !== op.state) {
+    if (
+      oldState !== undefined && oldState !== op.state &&
+      oldState !== UNINDEXED_STATE
+    ) {
       remove(this.#key("s", oldState, opPart));
     }
-    set(this.#key("s", op.state, opPart), header);
+    if (op.state !== UNINDEXED_STATE) {
+      set(this.#key("s", op.state, opPart), header);
+    }
     const bucket = hashText(op.id);
     if (oldBucket !== undefined && oldBucket !== bucket) {
       remove(this.#key("i", oldBucket, slot));
@@ -1635,6 +1704,31 @@ class DenoKvStorage implements KvStorage {
       }
     }
     keys.push(ticketKey);
+    await this.#deleteAll(keys);
+  }
+
+  /**
+   * Deletes the by-state entries of pending ops that earlier versions wrote
+   * (this one lists pending ops from their headers). Left alone, they
+   * would only take space: nothing reads them.
+   */
+  async #dropPendingIndex(): Promise<void> {
+    const prefix = this.#key("s", UNINDEXED_STATE);
+    for (;;) {
+      const keys: Deno.KvKey[] = [];
+      const entries = this.#kv.list<unknown>({ prefix }, {
+        consistency: "strong",
+        limit: KV_MAX_BATCH,
+        batchSize: KV_MAX_BATCH,
+      });
+      for await (const entry of entries) keys.push(entry.key);
+      if (keys.length === 0) return;
+      await this.#deleteAll(keys);
+    }
+  }
+
+  /** Deletes keys in as few atomic operations as KV's limits allow. */
+  async #deleteAll(keys: readonly Deno.KvKey[]): Promise<void> {
     let operation = this.#kv.atomic();
     let count = 0;
     let size = 0;
@@ -1824,16 +1918,40 @@ function decodeJson(value: unknown): unknown {
   return JSON.parse(decoder.decode(value));
 }
 
-/** An inline header: `{"v": value}`, with an op's slot first. */
-function envelopeOf(json: Uint8Array, slot: number | undefined): Uint8Array {
-  const head = encoder.encode(
-    slot === undefined ? '{"v":' : `{"s":${slot},"v":`,
-  );
+const RECORD_HEAD = encoder.encode('{"v":');
+const SHARED_HEAD = encoder.encode('{"a":1,"v":');
+
+/**
+ * An inline header: `{"v": value}`, with an op's slot or a record's
+ * shared-base flag first.
+ */
+function envelopeOf(
+  json: Uint8Array,
+  slot: number | undefined,
+  shared: boolean,
+): Uint8Array {
+  const head = slot !== undefined
+    ? encoder.encode(`{"s":${slot},"v":`)
+    : shared
+    ? SHARED_HEAD
+    : RECORD_HEAD;
   const out = new Uint8Array(head.length + json.length + 1);
   out.set(head);
   out.set(json, head.length);
   out[out.length - 1] = 0x7d; // "}"
   return out;
+}
+
+/**
+ * A record stored without its base's data (`"a": 1`) gets it back, as a
+ * copy: the data and the base's data share no objects.
+ */
+function restoreBase(envelope: Envelope, value: JsonValue): JsonValue {
+  if (envelope.a !== 1) return value;
+  const record = value as { data: JsonValue; base: JsonObject };
+  // The base's own keys after `data`, as the engine builds a base.
+  record.base = { data: copyJson(record.data), ...record.base };
+  return value;
 }
 
 function decodeEnvelope(value: unknown): Envelope {
@@ -1890,15 +2008,63 @@ function formatError(value: unknown): StorageError {
 
 function planOf(mutation: CheckedMutation): Planned {
   switch (mutation.space) {
-    case "record":
+    case "record": {
+      const identityOf = identity("r", mutation.kind, mutation.id);
+      const record = mutation.value;
+      if (record === undefined) {
+        return {
+          ...mutation,
+          identity: identityOf,
+          bytes: undefined,
+          shared: false,
+          jsonBytes: undefined,
+        };
+      }
+      const base = record.base as StoredRecord["base"] | undefined;
+      if (
+        typeof base !== "object" || base === null || base.data !== record.data
+      ) {
+        const bytes = encodeJson(record);
+        return {
+          ...mutation,
+          identity: identityOf,
+          bytes,
+          shared: false,
+          jsonBytes: bytes.length,
+        };
+      }
+      // The engine passes one object for a pulled record's data and its
+      // base's data: stored once, it halves the value.
+      const { data: _, ...rest } = base;
+      const bytes = encodeJson({ ...record, base: rest });
+      // The whole JSON holds `"data":<data>` in the base, and a comma
+      // unless the base has no other key.
+      const jsonBytes = bytes.length + '"data":'.length +
+        utf8Length(JSON.stringify(record.data)) +
+        (Object.keys(rest).length > 0 ? 1 : 0);
       return {
         ...mutation,
-        identity: identity("r", mutation.kind, mutation.id),
+        identity: identityOf,
+        bytes,
+        shared: true,
+        jsonBytes,
       };
+    }
     case "op":
-      return { ...mutation, identity: identity("o", mutation.opId) };
-    case "meta":
-      return { ...mutation, identity: identity("m", mutation.key) };
+    case "meta": {
+      const bytes = mutation.value === undefined
+        ? undefined
+        : encodeJson(mutation.value);
+      return {
+        ...mutation,
+        identity: mutation.space === "op"
+          ? identity("o", mutation.opId)
+          : identity("m", mutation.key),
+        bytes,
+        shared: false,
+        jsonBytes: bytes?.length,
+      };
+    }
   }
 }
 

@@ -235,13 +235,14 @@ Deno.test("kv: the longest keys fit at 3 bytes per code unit, whatever the prefi
         }])).ok,
         true,
       );
-      // The worst write: every op changes state and record, each with a
-      // check, all ids at the limit.
+      // The worst write: every op changes state between two indexed
+      // states and changes record, each with a check, all ids at the limit.
       const ops = Array.from({ length: count }, (_, i) =>
         op(i, {
           opId: wide(max - 1, i) + String.fromCharCode(0xff00 + i % 200),
           kind: wide(max, i + 1),
           id: wide(max, i + 2),
+          state: "quarantined",
         }));
       for (let start = 0; start < ops.length; start += count) {
         const result = await storage.write(
@@ -256,7 +257,7 @@ Deno.test("kv: the longest keys fit at 3 bytes per code unit, whatever the prefi
       const current = await storage.getOps(ops.map((value) => value.opId));
       const result = await storage.write(current.map((entry, i) => ({
         type: "putOp",
-        op: { ...entry!.value, state: "quarantined", id: wide(max, i + 3) },
+        op: { ...entry!.value, state: "parked", id: wide(max, i + 3) },
         expect: entry!.rev,
       })));
       assert.equal(result.ok, true, `prefix ${Deno.inspect(prefix)}`);
@@ -264,7 +265,7 @@ Deno.test("kv: the longest keys fit at 3 bytes per code unit, whatever the prefi
         kinds: [ops[0]!.kind],
         id: wide(max, 3),
       });
-      assert.equal(moved?.value.state, "quarantined");
+      assert.equal(moved?.value.state, "parked");
     }
   }
 });
@@ -282,8 +283,9 @@ Deno.test("kv: values are stored as JSON bytes, not V8 serialization", async () 
     true,
   );
   const entries = await raw(kv, ["p"]);
-  // Record, op, its state and record index entries, meta.
-  assert.equal(entries.length, 5);
+  // Record, op, its record index entry (a pending op has no by-state
+  // entry), meta.
+  assert.equal(entries.length, 4);
   for (const entry of entries) {
     assert.ok(entry.value instanceof Uint8Array, Deno.inspect(entry.key));
     JSON.parse(new TextDecoder().decode(entry.value));
@@ -295,6 +297,207 @@ Deno.test("kv: values are stored as JSON bytes, not V8 serialization", async () 
   assert.equal(
     header.versionstamp,
     (await storage.getRecords("todo", ["1"]))[0]?.rev,
+  );
+});
+
+Deno.test("kv: a base sharing the record's data object is stored once and reads back as independent objects", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const data = { id: "1", title: "Milk", nested: { tags: ["a"] } };
+  const base = { data, updatedAt: "2025-01-01T00:00:00.000Z", deleted: false };
+  const shared = record("todo", "1", data, { base });
+  // Equal but distinct objects: stored as they are.
+  const copied = record("todo", "2", { ...data }, {
+    base: { ...base, data: structuredClone(data) },
+  });
+  // A large one goes to a blob, flagged in its header.
+  const bigData = { id: "3", text: bigText(200_000) };
+  const big = record("todo", "3", bigData, {
+    base: { ...base, data: bigData },
+  });
+  assert.equal(
+    (await storage.write([
+      { type: "putRecord", record: shared },
+      { type: "putRecord", record: copied },
+      { type: "putRecord", record: big },
+    ])).ok,
+    true,
+  );
+  const headerOf = async (id: string) => {
+    const entry = await kv.get<Uint8Array>(["p", "r", ...keyParts("todo", id)]);
+    return JSON.parse(new TextDecoder().decode(entry.value!));
+  };
+  const { base: _, ...rest } = shared;
+  assert.deepEqual(await headerOf("1"), {
+    a: 1,
+    v: { ...rest, base: { updatedAt: base.updatedAt, deleted: false } },
+  });
+  assert.deepEqual(await headerOf("2"), { v: copied });
+  const bigHeader = await headerOf("3");
+  assert.equal(bigHeader.a, 1);
+  // One copy of the text, not two.
+  const once = new TextEncoder().encode(JSON.stringify(bigData)).length;
+  assert.ok(
+    bigHeader.z > once && bigHeader.z < once + 500,
+    `${bigHeader.z} bytes`,
+  );
+
+  const reads = [
+    ...(await storage.getRecords("todo", ["1", "1", "2", "3"])).map((entry) =>
+      entry!.value
+    ),
+    ...(await storage.listRecords("todo")).map((entry) => entry.value),
+  ];
+  assert.deepEqual(reads, [shared, shared, copied, big, shared, copied, big]);
+  assert.deepEqual(Object.keys(reads[0]!.base!), Object.keys(base));
+  for (const value of reads) {
+    assert.notEqual(value.base!.data, value.data);
+  }
+  assert.notEqual(
+    (reads[0]!.base!.data["nested"] as { tags: string[] }).tags,
+    (reads[0]!.data["nested"] as { tags: string[] }).tags,
+  );
+  assert.notEqual(reads[0], reads[1]);
+  (reads[0]!.data["nested"] as { tags: string[] }).tags.push("b");
+  assert.deepEqual(reads[0]!.base!.data, data);
+  assert.deepEqual((await storage.getRecords("todo", ["1"]))[0]?.value, shared);
+});
+
+Deno.test("kv: a write of shared-base records measures its bytes as JSON.stringify does", async () => {
+  await using storage = await openKvStorage(":memory:");
+  const max = storage.capabilities.maxWriteBytes;
+  /** Two records sharing their base's data, and a meta entry of `pad`. */
+  const write = (pad: string, baseKeys: "all" | "data only"): Mutation[] => {
+    const data = { id: "1", text: '\u00FC\u{1F600}\0"x'.repeat(1000) };
+    const base = baseKeys === "all"
+      ? { updatedAt: "2025-01-01T00:00:00.000Z", data, deleted: false }
+      : { data } as unknown as StoredRecord["base"];
+    return [
+      { type: "putRecord", record: record("todo", "1", data, { base }) },
+      {
+        type: "putRecord",
+        record: record("todo", "2", data, { base }),
+        expect: null,
+        extra: [1, undefined],
+      } as Mutation,
+      { type: "putMeta", key: "pad", value: pad },
+    ];
+  };
+  for (const baseKeys of ["all", "data only"] as const) {
+    const size = new TextEncoder().encode(JSON.stringify(write("", baseKeys)))
+      .length;
+    const exact = write("x".repeat(max - size), baseKeys);
+    assert.equal(
+      new TextEncoder().encode(JSON.stringify(exact)).length,
+      max,
+    );
+    const result = await storage.write(exact);
+    assert.equal(result.ok, true, baseKeys);
+    await assert.rejects(
+      storage.write(write("x".repeat(max - size + 1), baseKeys)),
+      StorageError,
+      `${max + 1} bytes`,
+    );
+    await storage.write([
+      { type: "deleteRecord", kind: "todo", id: "1" },
+      { type: "deleteRecord", kind: "todo", id: "2" },
+    ]);
+  }
+});
+
+Deno.test("kv: pending ops have no by-state entry; quarantined and parked ops do", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const stateKeys = async () =>
+    (await raw(kv, ["p", "s"])).map((entry) => entry.key[2]);
+  // Quarantined and parked ops among pending ones, and a large pending op.
+  const large = op(4, { payload: { text: bigText(100_000) } });
+  await storage.write([
+    { type: "putOp", op: op(1) },
+    { type: "putOp", op: op(2, { state: "quarantined" }) },
+    { type: "putOp", op: op(3, { state: "parked" }) },
+    { type: "putOp", op: large },
+    { type: "putOp", op: op(5) },
+  ]);
+  assert.deepEqual(await stateKeys(), ["parked", "quarantined"]);
+  const ids = async (options: Parameters<Storage["listOps"]>[0]) =>
+    (await storage.listOps(options)).map((entry) => entry.value.createdAt);
+  assert.deepEqual(await ids({ states: ["pending"] }), [1, 4, 5]);
+  assert.deepEqual(await ids({ states: ["pending"], limit: 2 }), [1, 4]);
+  assert.deepEqual(
+    await ids({ states: ["pending"], after: opId(1), limit: 1 }),
+    [4],
+  );
+  assert.deepEqual(await ids({ states: ["pending", "parked"] }), [1, 3, 4, 5]);
+  assert.deepEqual(await ids({ states: ["quarantined", "parked"] }), [2, 3]);
+  assert.deepEqual(await ids({}), [1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    (await storage.listOps({ states: ["pending"] }))[1]?.value,
+    large,
+  );
+
+  // Moving through every state keeps exactly the entries of the new state.
+  const [first] = await storage.getOps([opId(1)]);
+  let rev = first!.rev;
+  for (const state of ["quarantined", "parked", "pending"] as const) {
+    const result = await storage.write([
+      { type: "putOp", op: op(1, { state }), expect: rev },
+    ]);
+    assert.ok(result.ok);
+    rev = result.revs[0]!;
+    assert.deepEqual(
+      (await raw(kv, ["p", "s"])).filter((entry) =>
+        JSON.parse(new TextDecoder().decode(entry.value as Uint8Array)).v
+          ?.createdAt === 1
+      ).map((entry) => entry.key[2]),
+      state === "pending" ? [] : [state],
+    );
+    assert.deepEqual(
+      await ids({ states: [state] }),
+      {
+        quarantined: [1, 2],
+        parked: [1, 3],
+        pending: [1, 4, 5],
+      }[state],
+    );
+  }
+  await storage.write([
+    { type: "deleteOp", opId: opId(2) },
+    { type: "deleteOp", opId: opId(3) },
+  ]);
+  assert.deepEqual(await stateKeys(), []);
+});
+
+Deno.test("kv: opening a store that indexed pending ops by state drops those entries", async () => {
+  using kv = await Deno.openKv(":memory:");
+  {
+    await using storage = await openKvStorage(kv, { prefix: ["p"] });
+    await storage.write([
+      { type: "putOp", op: op(1) },
+      { type: "putOp", op: op(2, { state: "parked" }) },
+    ]);
+  }
+  // Entries as versions before this layout wrote them: a copy of each
+  // pending op's header, 1,500 of them (more than one batch).
+  const [header] = await raw(kv, ["p", "o"]);
+  for (let start = 0; start < 1500; start += 500) {
+    const atomic = kv.atomic();
+    for (let n = start; n < start + 500; n++) {
+      atomic.set(
+        ["p", "s", "pending", ...keyParts(n === 0 ? opId(1) : opId(100 + n))],
+        header!.value,
+      );
+    }
+    assert.ok((await atomic.commit()).ok);
+  }
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  assert.deepEqual(
+    (await raw(kv, ["p", "s"])).map((entry) => entry.key[2]),
+    ["parked"],
+  );
+  assert.deepEqual(
+    (await storage.listOps()).map((entry) => entry.value.state),
+    ["pending", "parked"],
   );
 });
 

@@ -338,7 +338,7 @@ Deno.test("sqlite: opening a v1 file upgrades it to the current schema and keeps
   await withTempDir(async (dir) => {
     const path = `${dir}/v1.sqlite`;
     const v1 = buildV1(path);
-    assert.equal(SQLITE_SCHEMA_VERSION, 2);
+    assert.equal(SQLITE_SCHEMA_VERSION, 3);
     assert.equal((schemaOf(v1) as { version: number }).version, 1);
     // Rows as the first release wrote them.
     const stored = record("todo", "a\0b", { data: { title: "\u{1F600}" } });
@@ -424,6 +424,207 @@ Deno.test("sqlite: opening a v1 file upgrades it to the current schema and keeps
     );
     db.close();
   });
+});
+
+Deno.test("sqlite: opening a v2 file upgrades it to v3; its records read back and new ones store a shared base once", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/v2.sqlite`;
+    const v2 = new DatabaseSync(path);
+    migrateSqliteSchema(v2, SQLITE_MIGRATIONS.slice(0, 2));
+    assert.equal((schemaOf(v2) as { version: number }).version, 2);
+    // A pulled record as version 2 wrote it: its data twice.
+    const data = { id: "a", title: "Milk", tags: ["x"] };
+    const old = record("todo", "a", {
+      data,
+      base: { data, updatedAt: "2025-01-01T00:00:00.000Z", deleted: false },
+    });
+    v2.prepare(
+      "INSERT INTO records (kind, id, deleted, value, rev) VALUES (?, ?, 0, ?, 4)",
+    ).run(encodeKey("todo"), encodeKey("a"), JSON.stringify(old));
+    v2.exec("UPDATE sync_state SET revision = 4");
+    v2.close();
+
+    {
+      await using storage = await openSqliteStorage(path);
+      const [read] = await storage.getRecords("todo", ["a"]);
+      assert.deepEqual(read, { value: old, rev: "4" });
+      assert.deepEqual(await storage.listRecords("todo"), [read]);
+      const pulled = { id: "b", title: "Eggs", tags: ["y"] };
+      const result = await storage.write([{
+        type: "putRecord",
+        record: record("todo", "b", {
+          data: pulled,
+          base: {
+            data: pulled,
+            updatedAt: "2025-01-02T00:00:00.000Z",
+            deleted: false,
+          },
+        }),
+        expect: null,
+      }]);
+      assert.deepEqual(result, { ok: true, revs: ["5"] });
+    }
+
+    const db = new DatabaseSync(path);
+    assert.equal((schemaOf(db) as { version: number }).version, 3);
+    const rows = db.prepare(
+      "SELECT value, base_is_data FROM records ORDER BY id",
+    ).all() as { value: string; base_is_data: number }[];
+    assert.deepEqual(rows.map((row) => row.base_is_data), [0, 1]);
+    assert.deepEqual(JSON.parse(rows[1]!.value).base, {
+      updatedAt: "2025-01-02T00:00:00.000Z",
+      deleted: false,
+    });
+    db.close();
+  });
+});
+
+Deno.test("sqlite: a base sharing the record's data object is stored once and reads back as independent objects", async () => {
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(db);
+  const data = { id: "1", title: "Milk", nested: { tags: ["a"] } };
+  const base = { data, updatedAt: "2025-01-01T00:00:00.000Z", deleted: false };
+  const shared = record("todo", "1", { data, base });
+  // Equal but distinct objects: stored as they are.
+  const copied = record("todo", "2", {
+    data: { ...data },
+    base: { ...base, data: structuredClone(data) },
+  });
+  assert.equal(
+    (await storage.write([
+      { type: "putRecord", record: shared },
+      { type: "putRecord", record: copied },
+    ])).ok,
+    true,
+  );
+  const stored = db.prepare(
+    "SELECT length(value) AS bytes, base_is_data FROM records ORDER BY id",
+  ).all() as { bytes: number; base_is_data: number }[];
+  assert.deepEqual(stored.map((row) => row.base_is_data), [1, 0]);
+  assert.equal(
+    stored[0]!.bytes,
+    JSON.stringify(shared).length - JSON.stringify(data).length -
+      '"data":,'.length,
+  );
+
+  const reads = [
+    ...(await storage.getRecords("todo", ["1", "1", "2"])).map((entry) =>
+      entry!.value
+    ),
+    ...(await storage.listRecords("todo")).map((entry) => entry.value),
+  ];
+  assert.deepEqual(reads, [shared, shared, copied, shared, copied]);
+  // The engine builds a base as { data, updatedAt, deleted }: same order.
+  assert.deepEqual(Object.keys(reads[0]!.base!), Object.keys(base));
+  for (const value of reads) {
+    assert.notEqual(value.base!.data, value.data);
+    assert.notEqual(
+      (value.base!.data["nested"] as { tags: string[] }).tags,
+      (value.data["nested"] as { tags: string[] }).tags,
+    );
+  }
+  assert.notEqual(reads[0], reads[1]);
+  // Changing what was read changes neither the store nor another read.
+  (reads[0]!.data["nested"] as { tags: string[] }).tags.push("b");
+  assert.deepEqual(reads[0]!.base!.data, data);
+  assert.deepEqual((await storage.getRecords("todo", ["1"]))[0]?.value, shared);
+
+  // Rewritten without the shared object (a local edit), the flag clears.
+  const edited = { ...shared, data: { ...data, title: "Oat milk" } };
+  await storage.write([{ type: "putRecord", record: edited }]);
+  assert.deepEqual((await storage.getRecords("todo", ["1"]))[0]?.value, edited);
+  assert.equal(
+    (db.prepare("SELECT base_is_data FROM records ORDER BY id").get() as {
+      base_is_data: number;
+    }).base_is_data,
+    0,
+  );
+});
+
+Deno.test("sqlite: getRecords() reads many ids in chunks, in order, with repeats and gaps", async () => {
+  const called: string[] = [];
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(
+    wrapDriver(db, { beforeCall: (sql) => called.push(sql) }),
+  );
+  const ids = Array.from({ length: 300 }, (_, index) => `r${index}`);
+  await storage.write(
+    ids.filter((_, index) => index % 3 !== 0).map((id) => ({
+      type: "putRecord",
+      record: record("todo", id),
+    })),
+  );
+  // Reversed, with every id asked twice and a third of them absent.
+  const asked = [...ids, ...ids].reverse();
+  called.length = 0;
+  const entries = await storage.getRecords("todo", asked);
+  assert.deepEqual(
+    entries.map((entry) => entry?.value.id),
+    asked.map((id) => Number(id.slice(1)) % 3 === 0 ? undefined : id),
+  );
+  const [first, , , ...rest] = entries;
+  const again = rest[ids.length - 3];
+  assert.equal(first?.value.id, again?.value.id);
+  assert.notEqual(first?.value, again?.value);
+  assert.notEqual(first?.value.data, again?.value.data);
+  // 600 ids: 5 statements of at most 128 ids, in one read transaction.
+  const selects = called.filter((sql) => sql.startsWith("SELECT"));
+  assert.equal(selects.length, 5);
+  assert.deepEqual(called.at(0), "BEGIN");
+  assert.deepEqual(called.at(-1), "COMMIT");
+});
+
+Deno.test("sqlite: puts sharing multi-row statements keep every expect and stay all-or-nothing", async () => {
+  const called: string[] = [];
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(
+    wrapDriver(db, { beforeCall: (sql) => called.push(sql) }),
+  );
+  const ids = Array.from({ length: 70 }, (_, index) => `r${index}`);
+  const put = (id: string, expect?: null): Mutation => ({
+    type: "putRecord",
+    record: record("todo", id),
+    ...(expect === null ? { expect } : {}),
+  });
+  assert.equal((await storage.write([put("r41")])).ok, true);
+  // 70 inserts expecting absence, one of which exists: nothing is written.
+  called.length = 0;
+  assert.deepEqual(
+    await storage.write(ids.map((id) => put(id, null))),
+    { ok: false },
+  );
+  assert.ok(
+    called.filter((sql) => sql.startsWith("INSERT")).length < 10,
+    called.join("\n"),
+  );
+  assert.deepEqual(
+    (await storage.listRecords("todo")).map((entry) => entry.value.id),
+    ["r41"],
+  );
+  // Inserts, then upserts, a delete between them, ops, and one record
+  // put twice (its expects both hold against the state before the write).
+  const mutations: Mutation[] = [
+    ...ids.slice(0, 40).map((id) => put(id, null)),
+    { type: "deleteRecord", kind: "todo", id: "r41" },
+    ...ids.slice(40).map((id) => put(id)),
+    ...["01A", "01B", "01C"].map((opId): Mutation => ({
+      type: "putOp",
+      op: op(opId),
+      expect: null,
+    })),
+    put("twice", null),
+    put("twice", null),
+  ];
+  const result = await storage.write(mutations);
+  assert.ok(result.ok);
+  // r41 is deleted and put again: both its mutations report the new rev.
+  const rev = result.revs[0];
+  assert.deepEqual(result.revs, mutations.map(() => rev));
+  assert.deepEqual(
+    (await storage.listRecords("todo")).map((entry) => entry.value.id).sort(),
+    [...ids, "twice"].sort(),
+  );
+  assert.equal((await storage.listOps()).length, 3);
 });
 
 Deno.test("sqlite: a failing migration leaves the v1 file as it was", async () => {
