@@ -513,7 +513,7 @@ export class SyncEngine implements AsyncDisposable {
 
   /**
    * Stops auto sync, aborts a run in progress and waits for it, and
-   * rejects every later call with a `ClosedError`. The storage and
+   * rejects every later call with a `ClosedError` (clause 22). The storage and
    * transport stay open: they belong to the caller. Idempotent.
    */
   close(): Promise<void> {
@@ -753,6 +753,11 @@ export class SyncEngine implements AsyncDisposable {
     }, Math.max(0, at - this.#clock.now()));
   }
 
+  /**
+   * One background run (clause 19): everything it throws is caught here and
+   * only decides the next delay; the run itself already reported the error
+   * as an `error` event, so nothing becomes an unhandled rejection.
+   */
   async #tick(): Promise<void> {
     const auto = this.#auto;
     if (auto === null || this.#closed) return;

@@ -55,8 +55,10 @@ export interface PushPhaseResult {
 }
 
 /**
- * The idempotency key of an op's current form (CONTRACT.md "Idempotency"):
- * the op id for the first form, `<opId>.r<n>` for the n-th resolution.
+ * The idempotency key of an op's current form (clause 6; CONTRACT.md
+ * "Idempotency"): the op id for the first form, `<opId>.r<n>` for the n-th
+ * new body. An op whose response was lost is re-sent in the same form, so
+ * with the same key, and the server applies it once.
  *
  * @param op The op.
  * @returns The key.

@@ -782,7 +782,7 @@ protoTest(
 // --- Prototype safety and purity ------------------------------------------
 
 protoTest(
-  "merging untrusted keys never changes Object.prototype or the inputs",
+  "clause 16: merging untrusted keys never changes Object.prototype or the inputs",
   () => {
     const prototypeNames = Object.getOwnPropertyNames(Object.prototype).sort()
       .join();
