@@ -25,15 +25,13 @@
  *
  * - **write 10k docs locally**: the local half of a push, without a server.
  *   RxDB `bulkInsert()` (baseline) and `insert()` × 10,000 against our
- *   `table.put()` × 10,000. Our table API has no bulk write, so this shows
- *   what the missing bulk path costs and what a per-call API costs on
- *   either side.
+ *   `table.putMany()` and `table.put()` × 10,000: bulk against bulk, and a
+ *   call per document on either side.
  * - **push 10k docs**: local writes plus push, timed together, as an app
- *   of each library would write them. Ours: `table.put()` × 10,000 (each
- *   an atomic write of the record and its outbox op), then
- *   `sync({ pullKinds: [] })`. RxDB: one `bulkInsert()` into a collection
- *   whose live replication is already running and idle, then
- *   `awaitInSync()`.
+ *   of each library would write them. Ours: `table.putMany()` (each record
+ *   committed with its outbox op), then `sync({ pullKinds: [] })`. RxDB:
+ *   one `bulkInsert()` into a collection whose live replication is already
+ *   running and idle, then `awaitInSync()`.
  * - **push 10k docs, push only**: the local writes are done before the
  *   clock starts. Ours: `sync({ pullKinds: [] })` over the 10,000-op
  *   outbox. RxDB: the replication is created with `autoStart: false`, and
@@ -287,6 +285,24 @@ Deno.bench({
 });
 
 Deno.bench({
+  name: "ours: putMany",
+  group: "write 10k docs locally",
+  ...ITERATIONS,
+  async fn(b) {
+    const docs = makeDocs(DOCS);
+    await using client = openOurs(pullServer.baseUrl);
+    const table = client.engine.table<BenchDoc>(PUSH_KIND);
+    b.start();
+    await table.putMany(docs);
+    b.end();
+    assertCount(
+      "our local count",
+      (await table.list({ limit: DOCS + 1 })).length,
+    );
+  },
+});
+
+Deno.bench({
   name: "ours: put × N",
   group: "write 10k docs locally",
   ...ITERATIONS,
@@ -339,7 +355,7 @@ Deno.bench({
 });
 
 Deno.bench({
-  name: "ours: put × N + sync",
+  name: "ours: putMany + sync",
   group: "push 10k docs",
   ...PUSH_ITERATIONS,
   async fn(b) {
@@ -348,7 +364,7 @@ Deno.bench({
     await using client = openOurs(server.baseUrl);
     const table = client.engine.table<BenchDoc>(PUSH_KIND);
     b.start();
-    for (const doc of docs) await table.put(doc);
+    await table.putMany(docs);
     const { stats } = await client.engine.sync({ pullKinds: [] });
     b.end();
     assertCount("our pushed count", stats.pushed);
@@ -399,7 +415,7 @@ Deno.bench({
     await using server = openServer();
     await using client = openOurs(server.baseUrl);
     const table = client.engine.table<BenchDoc>(PUSH_KIND);
-    for (const doc of makeDocs(DOCS)) await table.put(doc);
+    await table.putMany(makeDocs(DOCS));
     b.start();
     const { stats } = await client.engine.sync({ pullKinds: [] });
     b.end();

@@ -451,8 +451,41 @@ export class Table<T = JsonObject> {
         [{ message: "Expected an object", path: [] }],
       );
     }
+    // Most records are JSON already: check without copying; the write
+    // copies the top level (settleSystemFields) and the storage the rest.
+    if (isCleanJson(value, 0)) return value;
     return toJson(this.kind, value, []) as JsonObject;
   }
+}
+
+/**
+ * Whether a value is JSON exactly as `JSON.stringify` would carry it: plain
+ * objects and arrays, finite numbers, no `undefined` anywhere. Nesting
+ * deeper than 64 levels goes the slow way, which also catches cycles.
+ */
+function isCleanJson(value: unknown, depth: number): boolean {
+  if (
+    value === null || typeof value === "string" || typeof value === "boolean"
+  ) {
+    return true;
+  }
+  if (typeof value === "number") return Number.isFinite(value);
+  if (typeof value !== "object" || depth > 64) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      if (!isCleanJson(value[i], depth + 1)) return false;
+    }
+    return true;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (!isCleanJson((value as Record<string, unknown>)[key], depth + 1)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 function assertId(kind: string, id: string): void {

@@ -59,14 +59,13 @@ function encodeRandom(bytes: Uint8Array): string {
 
 /** Increments a base-32 string; `null` when it overflows. */
 function increment(text: string): string | null {
-  const chars = text.split("");
-  for (let i = chars.length - 1; i >= 0; i--) {
-    const index = ENCODING.indexOf(chars[i]!);
+  // Usually only the last character changes: keep the prefix as it is.
+  for (let i = text.length - 1; i >= 0; i--) {
+    const index = ENCODING.indexOf(text[i]!);
     if (index < 31) {
-      chars[i] = ENCODING[index + 1]!;
-      return chars.join("");
+      return text.slice(0, i) + ENCODING[index + 1] +
+        ENCODING[0]!.repeat(text.length - i - 1);
     }
-    chars[i] = ENCODING[0]!;
   }
   return null;
 }

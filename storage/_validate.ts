@@ -118,8 +118,11 @@ export function checkMutations(
   // Objects already checked in this write: the engine passes one object
   // for a record's data and its base's data, or its op's payload.
   const seen = copy ? undefined : new Set<object>();
+  // Copies made in this write, by source: the same object copies once, so a
+  // record's data and its op's payload share one stored (immutable) copy.
+  const copies = copy ? new Map<object, JsonValue>() : undefined;
   const checked = mutations.map((mutation, index) =>
-    checkMutation(mutation, index, copy, seen)
+    checkMutation(mutation, index, copy, seen, copies)
   );
   if (maxKeyLength !== Infinity) {
     for (const mutation of checked) {
@@ -229,6 +232,7 @@ function checkMutation(
   index: number,
   copy: boolean,
   seen: Set<object> | undefined,
+  copies: Map<object, JsonValue> | undefined,
 ): CheckedMutation {
   const action = `write mutation ${index}`;
   if (typeof mutation !== "object" || mutation === null) {
@@ -241,7 +245,14 @@ function checkMutation(
   const expect = checkExpect(action, mutation.expect);
   switch (mutation.type) {
     case "putRecord": {
-      const record = checkRoot(action, "record", mutation.record, copy, seen);
+      const record = checkRoot(
+        action,
+        "record",
+        mutation.record,
+        copy,
+        seen,
+        copies,
+      );
       checkString(action, "record.kind", record["kind"]);
       checkString(action, "record.id", record["id"]);
       checkObject(action, "record.data", record["data"]);
@@ -260,7 +271,7 @@ function checkMutation(
         expect,
       };
     case "putOp": {
-      const op = checkRoot(action, "op", mutation.op, copy, seen);
+      const op = checkRoot(action, "op", mutation.op, copy, seen, copies);
       checkString(action, "op.opId", op["opId"]);
       checkString(action, "op.kind", op["kind"]);
       checkString(action, "op.id", op["id"]);
@@ -280,7 +291,7 @@ function checkMutation(
     case "putMeta": {
       checkString(action, "key", mutation.key);
       let value: JsonValue = mutation.value;
-      if (copy) value = copyJson(value, action, ["value"]);
+      if (copy) value = copyJson(value, action, ["value"], new Set(), copies);
       else checkJson(value, action, ["value"], new Set(), seen);
       return { space: "meta", key: mutation.key, value, expect };
     }
@@ -303,9 +314,12 @@ function checkRoot(
   value: unknown,
   copy: boolean,
   seen: Set<object> | undefined,
+  copies: Map<object, JsonValue> | undefined,
 ): JsonObject {
   checkObject(action, name, value);
-  if (copy) return copyJson(value, action, [name]) as JsonObject;
+  if (copy) {
+    return copyJson(value, action, [name], new Set(), copies) as JsonObject;
+  }
   checkJson(value, action, [name], new Set(), seen);
   return value as JsonObject;
 }
@@ -638,6 +652,8 @@ function explainJson(
  * @param action What the caller was doing, for the message.
  * @param path Where the value is, for the message; restored on return.
  * @param ancestors The objects being copied around the value (cycles).
+ * @param copies Copies already made, by source object: a source met again
+ * returns its copy (copies are shared, never with `value`'s objects).
  * @returns The copy, sharing nothing with `value`.
  * @throws {TypeError} When it is not such JSON.
  */
@@ -646,6 +662,7 @@ export function copyJson(
   action?: string,
   path: (string | number)[] = [],
   ancestors: Set<object> = new Set(),
+  copies?: Map<object, JsonValue>,
 ): JsonValue {
   switch (typeof value) {
     case "string":
@@ -657,15 +674,18 @@ export function copyJson(
     case "object": {
       if (value === null) return null;
       if (ancestors.has(value)) break;
+      const known = copies?.get(value);
+      if (known !== undefined) return known;
       if (Array.isArray(value)) {
         ancestors.add(value);
         const copy: JsonValue[] = new Array(value.length);
         for (let index = 0; index < value.length; index++) {
           path.push(index);
-          copy[index] = copyJson(value[index], action, path, ancestors);
+          copy[index] = copyJson(value[index], action, path, ancestors, copies);
           path.pop();
         }
         ancestors.delete(value);
+        copies?.set(value, copy);
         return copy;
       }
       const prototype = Object.getPrototypeOf(value);
@@ -675,7 +695,7 @@ export function copyJson(
       const copy: JsonObject = {};
       for (const key of Object.keys(source)) {
         path.push(key);
-        const item = copyJson(source[key], action, path, ancestors);
+        const item = copyJson(source[key], action, path, ancestors, copies);
         path.pop();
         if (key === "__proto__") {
           Object.defineProperty(copy, key, {
@@ -689,6 +709,7 @@ export function copyJson(
         }
       }
       ancestors.delete(value);
+      copies?.set(value, copy);
       return copy;
     }
   }
