@@ -288,6 +288,7 @@ export async function withRetries<T>(
  * @param id The record's id.
  * @param build Builds the intent from the current record (run on every
  * retry, so an update patches the freshest data).
+ * @param options Whether to try the write as a create first.
  * @returns The record after the write (`null` if removed), or the unchanged
  * record when the write changed nothing.
  */
@@ -296,46 +297,79 @@ export function writeLocal(
   table: TableConfig,
   id: string,
   build: (current: StoredRecord | undefined) => Promise<LocalIntent>,
+  options: LocalWriteOptions = {},
 ): Promise<StoredRecord | null | undefined> {
+  // A create can skip the read: its write expects the record absent, so if
+  // it exists after all the write is refused and the next attempt reads.
+  let blind = options.assumeAbsent ?? false;
   return withRetries(
     ctx,
     `write record "${id}" of '${table.kind}'`,
     async () => {
-      const [current] = await ctx.storage.getRecords(table.kind, [id]);
-      const intent = await build(current?.value);
-      const lastOpId = current?.value.lastOpId ?? null;
-      const [latest] = lastOpId === null
+      const guessed = blind;
+      blind = false;
+      const [current] = guessed
         ? [undefined]
-        : await ctx.storage.getOps([lastOpId]);
-      let latestIsOnly = false;
-      if (
-        intent.type === "delete" && latest !== undefined &&
-        current?.value.base === null
-      ) {
-        const ops = await ctx.storage.listOps({
-          kinds: [table.kind],
-          id,
-          limit: 2,
-        });
-        latestIsOnly = ops.length === 1;
-      }
-      const plan = planLocalWrite({
-        table,
-        id,
-        current,
-        latest,
-        latestIsOnly,
-        intent,
-        now: ctx.now(),
-        newOpId: (after) => ctx.newOpId(after),
-      });
-      if (plan === null) return { ok: true, value: current?.value };
-      const result = await ctx.storage.write(plan.mutations);
-      if (!result.ok) return { ok: false };
-      ctx.hub.emit({ type: "change", ...plan.change });
-      return { ok: true, value: plan.record };
+        : await ctx.storage.getRecords(table.kind, [id]);
+      const outcome = await attemptLocalWrite(ctx, table, id, build, current);
+      if (guessed) options.onGuess?.(outcome.ok);
+      return outcome;
     },
   );
+}
+
+/** Options of {@linkcode writeLocal}. */
+export interface LocalWriteOptions {
+  /**
+   * Try the write as a create first, without reading: the record is read
+   * only if the create is refused.
+   */
+  readonly assumeAbsent?: boolean;
+  /** Told whether the create-first guess held. */
+  readonly onGuess?: (held: boolean) => void;
+}
+
+async function attemptLocalWrite(
+  ctx: EngineContext,
+  table: TableConfig,
+  id: string,
+  build: (current: StoredRecord | undefined) => Promise<LocalIntent>,
+  current: Versioned<StoredRecord> | undefined,
+): Promise<
+  { ok: true; value: StoredRecord | null | undefined } | { ok: false }
+> {
+  const intent = await build(current?.value);
+  const lastOpId = current?.value.lastOpId ?? null;
+  const [latest] = lastOpId === null
+    ? [undefined]
+    : await ctx.storage.getOps([lastOpId]);
+  let latestIsOnly = false;
+  if (
+    intent.type === "delete" && latest !== undefined &&
+    current?.value.base === null
+  ) {
+    const ops = await ctx.storage.listOps({
+      kinds: [table.kind],
+      id,
+      limit: 2,
+    });
+    latestIsOnly = ops.length === 1;
+  }
+  const plan = planLocalWrite({
+    table,
+    id,
+    current,
+    latest,
+    latestIsOnly,
+    intent,
+    now: ctx.now(),
+    newOpId: (after) => ctx.newOpId(after),
+  });
+  if (plan === null) return { ok: true, value: current?.value };
+  const result = await ctx.storage.write(plan.mutations);
+  if (!result.ok) return { ok: false };
+  ctx.hub.emit({ type: "change", ...plan.change });
+  return { ok: true, value: plan.record };
 }
 
 /**

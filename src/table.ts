@@ -144,6 +144,14 @@ export class Table<T = JsonObject> {
   #config: TableConfig;
   #assertOpen: (action: string) => void;
   #closeSignal: AbortSignal;
+  /**
+   * Whether `put` should guess the record is new and skip the read (one
+   * storage round trip instead of two, half the cost of a create on Deno
+   * KV). A wrong guess costs a refused write, so the guess follows what
+   * this table's puts turned out to be: creates raise it, replacements
+   * lower it twice as fast.
+   */
+  #guessNew = 0;
 
   /**
    * Constructs a new instance. Apps get one from `engine.table()`.
@@ -244,6 +252,15 @@ export class Table<T = JsonObject> {
           data: settleSystemFields(config, id, valid, current),
           changedFields: options.changedFields,
         }),
+      {
+        assumeAbsent: this.#guessNew >= 0,
+        onGuess: (held) => {
+          this.#guessNew = Math.max(
+            -8,
+            Math.min(8, this.#guessNew + (held ? 1 : -2)),
+          );
+        },
+      },
     );
     return stored?.data ?? valid;
   }

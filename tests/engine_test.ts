@@ -666,3 +666,22 @@ Deno.test("engine: putMany() writes every record with its op, and invalid input 
   assert.equal((await itemsB.list()).length, 120);
   assert.equal((await itemsB.get("i0"))?.n, 0);
 });
+
+Deno.test("engine: put() that guesses a record is new still replaces an existing one correctly", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  const notes = a.engine.table("notes");
+  // Creates teach the table to guess "new" and skip the read.
+  for (let i = 0; i < 5; i++) await notes.put({ id: `n${i}`, v: 0 });
+  await a.engine.sync();
+  // A replacement: the guess fails, the write is retried with a read.
+  await notes.put({ id: "n0", v: 1 });
+  const [op] = await a.engine.outbox.list();
+  assert.equal(op?.id, "n0");
+  assert.ok(op?.baseUpdatedAt !== null, "the op knows the version it replaces");
+  assert.deepEqual(op?.changedFields, ["v"]);
+  assert.equal((await notes.get("n0"))?.v, 1);
+  assert.equal(await a.engine.outbox.count(), 1);
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.conflicts, 0);
+});
