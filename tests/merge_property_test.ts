@@ -9,6 +9,7 @@ import {
   shallowMerge,
 } from "../src/merge.ts";
 import type { JsonObject, JsonValue } from "../src/json.ts";
+import { protoTest } from "./_proto.ts";
 
 // Property runs are reproducible: the seed is printed and FC_SEED replays it.
 const seed = readSeed();
@@ -27,41 +28,6 @@ function readSeed(): number {
     );
   }
   return value;
-}
-
-/**
- * Registers a test that runs with the `__proto__` accessor of Node, Bun and
- * browsers, where `obj["__proto__"] = v` replaces the prototype. Deno's own
- * setter defines an own property instead, which would hide exactly the
- * pollution bugs these tests look for.
- */
-function protoTest(name: string, fn: () => void): void {
-  Deno.test(name, function run(): void {
-    const saved = Object.getOwnPropertyDescriptor(
-      Object.prototype,
-      "__proto__",
-    );
-    Object.defineProperty(Object.prototype, "__proto__", {
-      configurable: true,
-      enumerable: false,
-      get(this: object): object | null {
-        return Object.getPrototypeOf(this);
-      },
-      set(this: unknown, proto: unknown): void {
-        if (typeof this !== "object" || this === null) return;
-        if (typeof proto === "object" || typeof proto === "function") {
-          Object.setPrototypeOf(this, proto);
-        }
-      },
-    });
-    try {
-      fn();
-    } finally {
-      if (saved !== undefined) {
-        Object.defineProperty(Object.prototype, "__proto__", saved);
-      }
-    }
-  });
 }
 
 // --- Oracles, independent of the module under test -------------------------
