@@ -22,11 +22,13 @@ export interface ChunkedWrite {
  *
  * @param ctx The engine context.
  * @param groups The groups; each commits whole or not at all.
+ * @param onCommit Told the indices of the groups each committed write held.
  * @returns Which groups failed, and the revisions the others left.
  */
 export async function writeChunked(
   ctx: EngineContext,
   groups: readonly Mutation[][],
+  onCommit?: (indices: readonly number[]) => void,
 ): Promise<ChunkedWrite> {
   const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
   const measure = Number.isFinite(maxWriteBytes);
@@ -45,6 +47,8 @@ export async function writeChunked(
       else failed.add(index);
       offset += size;
     }
+    // Tell the caller now: a later chunk may still fail the whole call.
+    if (result.ok) onCommit?.(members);
     chunk = [];
     members = [];
     bytes = 0;

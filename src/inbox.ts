@@ -11,6 +11,8 @@ import { type Conflict, fromResolution, type Resolution } from "./conflict.ts";
 import { SyncError } from "./errors.ts";
 import {
   baseOf,
+  commitPlan,
+  listLater,
   type OpPlan,
   planAcceptServer,
   planForcedWrite,
@@ -113,16 +115,10 @@ export class ConflictInbox {
       } else {
         const later = record.value.lastOpId === opId
           ? []
-          : await ctx.storage.listOps({
-            kinds: [op.value.kind],
-            id: op.value.id,
-            after: opId,
-            limit: 64,
-          });
+          : await listLater(ctx, op.value.kind, op.value.id, opId);
         plan = planAcceptServer(table, record, unparked, server, later);
       }
-      const result = await ctx.storage.write(plan.mutations);
-      if (!result.ok) return { ok: false };
+      if (!await commitPlan(ctx, plan)) return { ok: false };
       if (plan.change !== null) {
         ctx.hub.emit({ type: "change", ...plan.change });
       }

@@ -21,6 +21,7 @@ import { ClosedError, StorageError, SyncError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
 import type { JsonObject, JsonValue } from "./json.ts";
 import { deepEqual, diffFields } from "./merge.ts";
+import { ownedRecord } from "./_own.ts";
 import { writeChunked } from "./_write.ts";
 import { validateWith } from "./schema.ts";
 import type {
@@ -162,7 +163,13 @@ export function planLocalWrite(
       !deepEqual(own(live.data, key), own(data, key))
     );
   } else {
-    changed = diffFields(record?.base?.data ?? null, data);
+    // Against the version this data descends from: while ops are queued
+    // that is their lineage base, not a newer one a pull put in the record
+    // (diffing against that would count the other side's edits as ours).
+    const lineage = latest !== undefined
+      ? latest.value.base
+      : record?.base?.data ?? null;
+    changed = diffFields(lineage, data);
   }
   changed = changed.filter((field) => !system.includes(field));
 
@@ -292,28 +299,27 @@ export async function withRetries<T>(
  * @returns The record after the write (`null` if removed), or the unchanged
  * record when the write changed nothing.
  */
-export function writeLocal(
+export async function writeLocal(
   ctx: EngineContext,
   table: TableConfig,
   id: string,
   build: (current: StoredRecord | undefined) => Promise<LocalIntent>,
   options: LocalWriteOptions = {},
 ): Promise<StoredRecord | null | undefined> {
-  // A create can skip the read: its write expects the record absent, so if
-  // it exists after all the write is refused and the next attempt reads.
-  let blind = options.assumeAbsent ?? false;
-  return withRetries(
+  if (options.assumeAbsent === true) {
+    // A create can skip the read: its write expects the record absent, so
+    // if it exists after all the write is refused and the loop below reads.
+    // The guess is extra: it does not use up one of the retries.
+    const outcome = await attemptLocalWrite(ctx, table, id, build, undefined);
+    options.onGuess?.(outcome.ok);
+    if (outcome.ok) return outcome.value;
+  }
+  return await withRetries(
     ctx,
     `write record "${id}" of '${table.kind}'`,
     async () => {
-      const guessed = blind;
-      blind = false;
-      const [current] = guessed
-        ? [undefined]
-        : await ctx.storage.getRecords(table.kind, [id]);
-      const outcome = await attemptLocalWrite(ctx, table, id, build, current);
-      if (guessed) options.onGuess?.(outcome.ok);
-      return outcome;
+      const [current] = await ctx.storage.getRecords(table.kind, [id]);
+      return await attemptLocalWrite(ctx, table, id, build, current);
     },
   );
 }
@@ -419,7 +425,16 @@ export async function writeLocalMany(
       });
     });
     const groups = plans.map((plan) => plan?.mutations ?? []);
-    const { failed } = await writeChunked(ctx, groups);
+    const { failed } = await writeChunked(ctx, groups, (committed) => {
+      // Announced as each write lands: if a later one fails, the records
+      // already written are known.
+      for (const i of committed) {
+        const plan = plans[i];
+        if (plan !== null && plan !== undefined) {
+          ctx.hub.emit({ type: "change", ...plan.change });
+        }
+      }
+    });
     for (let i = 0; i < slice.length; i++) {
       const plan = plans[i]!;
       if (failed.has(i)) {
@@ -437,37 +452,34 @@ export async function writeLocalMany(
         );
         continue;
       }
-      if (plan === null) {
-        out[start + i] = currents[i]?.value;
-        continue;
-      }
-      ctx.hub.emit({ type: "change", ...plan.change });
-      out[start + i] = plan.record;
+      out[start + i] = plan === null ? currents[i]?.value : plan.record;
     }
   }
   return out;
 }
 
-/** Settles a table's server-owned fields on data the app wants to write. */
+/**
+ * Settles a table's server-owned fields on data the app wants to write,
+ * in place: the data must be a copy the engine owns.
+ */
 export function settleSystemFields(
   table: TableConfig,
   id: string,
   data: JsonObject,
   current: StoredRecord | undefined,
 ): JsonObject {
-  // Spread defines own properties: an own "__proto__" key stays data.
-  const out: JsonObject = { ...data };
+  // `data` is the caller's own copy (ownedRecord): settled in place.
   // updated_at and deleted_at belong to the server: the app cannot set them,
   // and a put that omits them must not count as changing them.
   for (const field of serverOwnedFields(table)) {
-    if (Object.hasOwn(out, field)) delete out[field];
+    if (Object.hasOwn(data, field)) delete data[field];
     const kept = current === undefined ? undefined : own(current.data, field);
     if (kept !== undefined && !field.startsWith("deleted")) {
-      setField(out, field, kept);
+      setField(data, field, kept);
     }
   }
-  setField(out, table.idField, id);
-  return out;
+  setField(data, table.idField, id);
+  return data;
 }
 
 /**
@@ -520,10 +532,94 @@ export function baseOf(
 
 /** A planned change of one record and its op, with what the app sees. */
 export interface OpPlan {
-  /** The mutations. */
+  /** The mutations that must commit together. */
   readonly mutations: Mutation[];
+  /**
+   * Mutations of other queued ops (rebases, rebuilt bodies) that commit with
+   * `mutations` when they fit one write, and in writes of their own when
+   * they do not: each stands alone and checks its op's revision.
+   */
+  readonly follow?: Mutation[];
   /** The change the app sees, if the visible data changed. */
   readonly change: RecordChange | null;
+}
+
+/**
+ * Splits a plan into writes: the plan's own mutations with as many of the
+ * follow-up ones as fit, then the rest in groups that fit.
+ *
+ * @param plan The plan.
+ * @param maxMutations The storage's `maxMutationsPerWrite`.
+ * @returns The first group (atomic) and the further groups.
+ */
+export function planGroups(
+  plan: OpPlan,
+  maxMutations: number,
+): { first: Mutation[]; rest: Mutation[][] } {
+  const follow = plan.follow ?? [];
+  const room = Math.max(0, maxMutations - plan.mutations.length);
+  const first = [...plan.mutations, ...follow.slice(0, room)];
+  const rest: Mutation[][] = [];
+  for (let i = room; i < follow.length; i += Math.max(1, maxMutations)) {
+    rest.push(follow.slice(i, i + Math.max(1, maxMutations)));
+  }
+  return { first, rest };
+}
+
+/**
+ * Commits one plan: its mutations atomically (with the follow-ups that
+ * fit), then the other follow-ups; a follow-up whose op changed meanwhile is
+ * skipped, as its op was rewritten by someone who saw newer state.
+ *
+ * @param ctx The engine context.
+ * @param plan The plan.
+ * @returns Whether the plan's own mutations committed.
+ */
+export async function commitPlan(
+  ctx: EngineContext,
+  plan: OpPlan,
+): Promise<boolean> {
+  const { first, rest } = planGroups(
+    plan,
+    ctx.storage.capabilities.maxMutationsPerWrite,
+  );
+  const result = await ctx.storage.write(first);
+  if (!result.ok) return false;
+  for (const group of rest) {
+    // Each follow-up checks its own op; one refused does not stop the rest.
+    for (const mutation of group) await ctx.storage.write([mutation]);
+  }
+  return true;
+}
+
+/**
+ * Lists all ops queued behind `after` for one record, page by page.
+ *
+ * @param ctx The engine context.
+ * @param kind The table.
+ * @param id The record's id.
+ * @param after The op they follow.
+ * @returns The ops, in outbox order.
+ */
+export async function listLater(
+  ctx: EngineContext,
+  kind: string,
+  id: string,
+  after: string,
+): Promise<Versioned<StoredOp>[]> {
+  const out: Versioned<StoredOp>[] = [];
+  let cursor = after;
+  for (;;) {
+    const page = await ctx.storage.listOps({
+      kinds: [kind],
+      id,
+      after: cursor,
+      limit: 512,
+    });
+    out.push(...page);
+    if (page.length < 512) return out;
+    cursor = page[page.length - 1]!.value.opId;
+  }
 }
 
 /** The newer of two bases, by their `updated_at` instants. */
@@ -537,8 +633,12 @@ function newer(a: RecordBase | null, b: RecordBase | null): RecordBase | null {
 interface Rebase {
   /** The lineage base the moved ops were built on. */
   readonly from: string | null;
-  /** The version they now build on. */
-  readonly to: RecordBase;
+  /**
+   * The version they now build on; `null` after a delete acknowledged
+   * without a body: what follows a delete of our own re-creates the record,
+   * unconditionally.
+   */
+  readonly to: RecordBase | null;
 }
 
 /**
@@ -585,6 +685,7 @@ function settle(
     record: { ...r, base },
     expect: record.rev,
   });
+  const follow: Mutation[] = [];
   if (rebase !== null) {
     for (const entry of later) {
       // Same lineage: built on the acknowledged op's data. An op queued
@@ -594,19 +695,19 @@ function settle(
         entry.value.attempts === 0 &&
         entry.value.baseUpdatedAt === rebase.from
       ) {
-        mutations.push({
+        follow.push({
           type: "putOp",
           op: {
             ...entry.value,
-            baseUpdatedAt: rebase.to.updatedAt,
-            base: rebase.to.data,
+            baseUpdatedAt: rebase.to?.updatedAt ?? null,
+            base: rebase.to?.data ?? null,
           },
           expect: entry.rev,
         });
       }
     }
   }
-  return { mutations, change: null };
+  return { mutations, follow, change: null };
 }
 
 /**
@@ -650,7 +751,11 @@ export function planAck(
     later,
     settled,
     op.value.type === "delete",
-    returned === null ? null : { from: op.value.baseUpdatedAt, to: returned },
+    returned !== null
+      ? { from: op.value.baseUpdatedAt, to: returned }
+      : op.value.type === "delete"
+      ? { from: op.value.baseUpdatedAt, to: null }
+      : null,
   );
 }
 
@@ -689,6 +794,7 @@ export function planAcceptServer(
       { type: "deleteOp", opId: op.value.opId, expect: op.rev },
       ...replay.mutations,
     ],
+    follow: replay.follow ?? [],
     change: replay.change === null
       ? null
       : { ...replay.change, source: "remote" },
@@ -851,6 +957,7 @@ export function planReplay(
   const r = record.value;
   const base = r.base;
   const mutations: Mutation[] = [];
+  const follow: Mutation[] = [];
   if (remaining.length === 0 && base === null && start === undefined) {
     mutations.push({
       type: "deleteRecord",
@@ -890,7 +997,7 @@ export function planReplay(
         : withFields(state, o.payload, o.changedFields);
     }
     if (!deepEqual(body ?? null, o.payload ?? null)) {
-      mutations.push({
+      follow.push({
         type: "putOp",
         op: { ...o, payload: body },
         expect: entry.rev,
@@ -905,12 +1012,16 @@ export function planReplay(
     ...r,
     data,
     deleted,
-    lastOpId: remaining.at(-1)?.value.opId ?? null,
+    // The newest op stays the newest unless it is the one that left.
+    lastOpId: remaining.some((entry) => entry.value.opId === r.lastOpId)
+      ? r.lastOpId
+      : remaining.at(-1)?.value.opId ?? null,
   };
   mutations.push({ type: "putRecord", record: next, expect: record.rev });
   const visible = deleted !== r.deleted || !deepEqual(data, r.data);
   return {
     mutations,
+    follow,
     change: visible
       ? {
         kind: r.kind,
@@ -1078,20 +1189,23 @@ export class Outbox {
       }
       const { kind, id } = op.value;
       const [record] = await ctx.storage.getRecords(kind, [id]);
-      const ops = await ctx.storage.listOps({ kinds: [kind], id });
+      const ops = await listLater(ctx, kind, id, "");
       const remaining = ops.filter((entry) => entry.value.opId !== opId);
-      const mutations: Mutation[] = [
-        { type: "deleteOp", opId, expect: op.rev },
-      ];
-      let change: RecordChange | null = null;
-      if (record !== undefined) {
-        const plan = planReplay(record, remaining);
-        mutations.push(...plan.mutations);
-        change = plan.change;
+      const replay = record === undefined
+        ? null
+        : planReplay(record, remaining);
+      const plan: OpPlan = {
+        mutations: [
+          { type: "deleteOp", opId, expect: op.rev },
+          ...(replay?.mutations ?? []),
+        ],
+        follow: replay?.follow ?? [],
+        change: replay?.change ?? null,
+      };
+      if (!await commitPlan(ctx, plan)) return { ok: false };
+      if (plan.change !== null) {
+        ctx.hub.emit({ type: "change", ...plan.change });
       }
-      const result = await ctx.storage.write(mutations);
-      if (!result.ok) return { ok: false };
-      if (change !== null) ctx.hub.emit({ type: "change", ...change });
       return { ok: true, value: true };
     });
   }
@@ -1115,6 +1229,7 @@ export class Outbox {
       }
       const table = ctx.tableOrDefault(op.value.kind);
       const mutations: Mutation[] = [];
+      const follow: Mutation[] = [];
       let change: RecordChange | null = null;
       let next: StoredOp = {
         ...op.value,
@@ -1129,11 +1244,15 @@ export class Outbox {
             { category: "validation" },
           );
         }
-        validated ??= table.schema === undefined ? payload : await validateWith(
-          table.schema,
-          payload,
-          `op "${opId}"`,
-        ) as JsonObject;
+        // An owned copy: the app may reuse its payload object afterwards.
+        validated ??= ownedRecord(
+          table.kind,
+          table.schema === undefined ? payload : await validateWith(
+            table.schema,
+            payload,
+            `op "${opId}"`,
+          ) as JsonObject,
+        );
         const [record] = await ctx.storage.getRecords(op.value.kind, [
           op.value.id,
         ]);
@@ -1169,20 +1288,17 @@ export class Outbox {
         } else if (record !== undefined) {
           // Ops queued behind carry the rejected body inside theirs: rebuild
           // them on the edited one, so the edit is what they build on.
-          const later = await ctx.storage.listOps({
-            kinds: [op.value.kind],
-            id: op.value.id,
-            after: opId,
-            limit: 64,
-          });
+          const later = await listLater(ctx, op.value.kind, op.value.id, opId);
           const replay = planReplay(record, later, data);
           mutations.push(...replay.mutations);
+          follow.push(...replay.follow ?? []);
           change = replay.change;
         }
       }
       mutations.push({ type: "putOp", op: next, expect: op.rev });
-      const result = await ctx.storage.write(mutations);
-      if (!result.ok) return { ok: false };
+      if (!await commitPlan(ctx, { mutations, follow, change })) {
+        return { ok: false };
+      }
       if (change !== null) ctx.hub.emit({ type: "change", ...change });
       return { ok: true, value: undefined };
     });

@@ -276,43 +276,55 @@ async function applyPage(
       const stop = Math.min(items.length, start + perWrite);
       const ids = metas.slice(start, stop).map((meta) => meta.id);
       const locals = await ctx.storage.getRecords(table.kind, ids);
-      const mutations: Mutation[] = [];
-      const changes: RecordChange[] = [];
-      // The cursor mutation and the array's brackets, measured with the
-      // longest cursor this chunk could carry.
-      let bytes = measure
-        ? 2 +
-          byteLength([
-            cursorMutation(key, metas[stop - 1]!, nextPageToken, entry),
-          ])
-        : 0;
-      let end = start;
+      // Plan the items that fit, measured as the storage measures a write
+      // (the JSON of the mutations); the cursor's own size depends on the
+      // item it ends at, so it is measured last and the chunk shrinks if
+      // the cursor does not fit.
+      const planned: Mutation[][] = [];
+      const planChanges: RecordChange[][] = [];
+      const sizes: number[] = [];
+      let bytes = 2;
       for (let i = start; i < stop; i++) {
-        const planned: Mutation[] = [];
-        const changed: RecordChange[] = [];
+        const itemMutations: Mutation[] = [];
+        const itemChanges: RecordChange[] = [];
         planItem(
           table,
           items[i]!,
           metas[i]!,
           locals[i - start],
-          planned,
-          changed,
+          itemMutations,
+          itemChanges,
         );
-        const size = measure && planned.length > 0
-          ? byteLength(planned) - 1
+        const size = measure && itemMutations.length > 0
+          ? byteLength(itemMutations) - 1
           : 0;
-        if (measure && end > start && bytes + size > maxWriteBytes) break;
-        mutations.push(...planned);
-        changes.push(...changed);
+        if (measure && planned.length > 0 && bytes + size > maxWriteBytes) {
+          break;
+        }
+        planned.push(itemMutations);
+        planChanges.push(itemChanges);
+        sizes.push(size);
         bytes += size;
-        end = i + 1;
       }
-      const cursor = cursorMutation(
+      let end = start + planned.length;
+      let cursor = cursorMutation(
         key,
         metas[end - 1]!,
         end === items.length ? nextPageToken : null,
         entry,
       );
+      while (
+        measure && planned.length > 1 &&
+        bytes + byteLength([cursor]) - 1 > maxWriteBytes
+      ) {
+        planned.pop();
+        planChanges.pop();
+        bytes -= sizes.pop()!;
+        end--;
+        cursor = cursorMutation(key, metas[end - 1]!, null, entry);
+      }
+      const mutations = planned.flat();
+      const changes = planChanges.flat();
       mutations.push(cursor);
       const result = await ctx.storage.write(mutations);
       if (result.ok) {

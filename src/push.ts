@@ -26,12 +26,14 @@ import {
 import type { SyncEvent, SyncStats } from "./events.ts";
 import type { JsonObject } from "./json.ts";
 import {
+  listLater,
   opError,
   type OpPlan,
   planAcceptServer,
   planAck,
   planFailure,
   planForcedWrite,
+  planGroups,
   planPark,
 } from "./outbox.ts";
 import { writeChunked } from "./_write.ts";
@@ -148,6 +150,7 @@ export async function pushPhase(
         tries.set(op.value.opId, (tries.get(op.value.opId) ?? 0) + 1);
       }
       const fates = new Map<string, Fate>();
+      await fateOfUnclaimed(ctx, heads, claimed, fates);
       if (claimed.length > 0) {
         const sentAt = ctx.now();
         const results = await ctx.transport.push(
@@ -202,6 +205,32 @@ export async function pushPhase(
     }
   }
   return { retryAfterMs };
+}
+
+/**
+ * Decides the fate of heads that could not be claimed: gone (settled by
+ * someone else), or no longer pending because another engine on the same
+ * storage quarantined or parked it: then its record waits (clause 8).
+ */
+async function fateOfUnclaimed(
+  ctx: EngineContext,
+  heads: readonly Versioned<StoredOp>[],
+  claimed: readonly Versioned<StoredOp>[],
+  fates: Map<string, Fate>,
+): Promise<void> {
+  const sent = new Set(claimed.map((entry) => entry.value.opId));
+  const missing = heads.filter((head) => !sent.has(head.value.opId));
+  if (missing.length === 0) return;
+  const now = await ctx.storage.getOps(missing.map((head) => head.value.opId));
+  missing.forEach((head, i) => {
+    const entry = now[i];
+    fates.set(
+      head.value.opId,
+      entry !== undefined && entry.value.state !== "pending"
+        ? "blocked"
+        : "done",
+    );
+  });
 }
 
 /**
@@ -460,10 +489,20 @@ async function settleResults(
       );
       if (plan !== null) plans.push({ op, plan, events });
     }
+    const maxMutations = ctx.storage.capabilities.maxMutationsPerWrite;
+    const groups = plans.map((p) => planGroups(p.plan, maxMutations));
     const { failed } = await writeChunked(
       ctx,
-      plans.map((p) => p.plan.mutations),
+      groups.map((group) => group.first),
     );
+    // Follow-ups that did not fit their plan's write (a record with more
+    // queued ops than one write holds): each checks its own op.
+    for (const [index, group] of groups.entries()) {
+      if (failed.has(index)) continue;
+      for (const rest of group.rest) {
+        await writeChunked(ctx, rest.map((m) => [m]));
+      }
+    }
     const retry = new Set<string>();
     plans.forEach(({ op, plan, events }, index) => {
       if (failed.has(index)) {
@@ -549,7 +588,14 @@ function planOutcome(
   const now = ctx.now();
   switch (outcome.type) {
     case "ack": {
-      if (record === undefined) return null;
+      if (record === undefined) {
+        // The record is gone locally (never expected): the server has the
+        // write, so the op is done; a pull brings the record back.
+        return {
+          mutations: [{ type: "deleteOp", opId, expect: op.rev }],
+          change: null,
+        };
+      }
       events.push({
         type: "opPushed",
         kind,
@@ -590,8 +636,25 @@ function planOutcome(
       });
       return planFailure(op, opError(outcome.error, now), "pending");
     case "conflict": {
-      if (record === undefined) return null;
       const { decision, conflict, server } = outcome;
+      if (record === undefined) {
+        // Nothing local to resolve against (never expected): park it where
+        // the app can see it rather than resend it forever.
+        events.push({
+          type: "conflictDeferred",
+          kind,
+          id,
+          opId,
+          reason: "manual",
+        });
+        return planPark(op, {
+          server,
+          serverUpdatedAt: outcome.serverUpdatedAt,
+          local: op.value.payload,
+          base: op.value.base,
+          detectedAt: now,
+        });
+      }
       const strategy = table.policy.strategy;
       if (decision.type === "defer") {
         events.push({
@@ -719,24 +782,12 @@ async function readFresh(
   );
   const records = await readRecords(ctx, ops.map((entry) => entry.value));
   const later = new Map<string, Versioned<StoredOp>[]>();
-  // Settling an op rewrites at most this many ops behind it, so its write
-  // always fits the storage (ops further back are rebuilt when their turn
-  // comes).
-  const limit = Math.max(
-    1,
-    Math.min(64, ctx.storage.capabilities.maxMutationsPerWrite - 2),
-  );
   for (const op of ops) {
     const record = records.get(recordKey(op.value.kind, op.value.id));
     if (record !== undefined && record.value.lastOpId !== op.value.opId) {
       later.set(
         op.value.opId,
-        await ctx.storage.listOps({
-          kinds: [op.value.kind],
-          id: op.value.id,
-          after: op.value.opId,
-          limit,
-        }),
+        await listLater(ctx, op.value.kind, op.value.id, op.value.opId),
       );
     }
   }

@@ -14,13 +14,9 @@ import type {
 } from "./conflict.ts";
 import { SyncError, ValidationError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
-import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
-import {
-  setField,
-  settleSystemFields,
-  writeLocal,
-  writeLocalMany,
-} from "./outbox.ts";
+import { isJsonObject, type JsonObject } from "./json.ts";
+import { ownedRecord } from "./_own.ts";
+import { settleSystemFields, writeLocal, writeLocalMany } from "./outbox.ts";
 import { type StandardSchemaV1, validateWith } from "./schema.ts";
 
 /** Field names of a table's records, when the backend spells them its way. */
@@ -270,7 +266,9 @@ export class Table<T = JsonObject> {
    * records, then their writes in as few storage writes as the storage's
    * limits allow. Each record still commits together with its outbox op;
    * every record is validated before anything is written, so invalid input
-   * changes nothing. A record given twice is written twice, in order.
+   * changes nothing. A record given twice is written twice, in order. If
+   * the storage fails midway, the records whose writes landed stay written
+   * (their `change` events were emitted) and the call rejects.
    *
    * @param records The whole records.
    * @returns The records as stored, in input order.
@@ -468,41 +466,8 @@ export class Table<T = JsonObject> {
         [{ message: "Expected an object", path: [] }],
       );
     }
-    // Most records are JSON already: check without copying; the write
-    // copies the top level (settleSystemFields) and the storage the rest.
-    if (isCleanJson(value, 0)) return value;
-    return toJson(this.kind, value, []) as JsonObject;
+    return ownedRecord(this.kind, value);
   }
-}
-
-/**
- * Whether a value is JSON exactly as `JSON.stringify` would carry it: plain
- * objects and arrays, finite numbers, no `undefined` anywhere. Nesting
- * deeper than 64 levels goes the slow way, which also catches cycles.
- */
-function isCleanJson(value: unknown, depth: number): boolean {
-  if (
-    value === null || typeof value === "string" || typeof value === "boolean"
-  ) {
-    return true;
-  }
-  if (typeof value === "number") return Number.isFinite(value);
-  if (typeof value !== "object" || depth > 64) return false;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      if (!isCleanJson(value[i], depth + 1)) return false;
-    }
-    return true;
-  }
-  const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) return false;
-  for (const key in value) {
-    if (!Object.hasOwn(value, key)) continue;
-    if (!isCleanJson((value as Record<string, unknown>)[key], depth + 1)) {
-      return false;
-    }
-  }
-  return true;
 }
 
 function assertId(kind: string, id: string): void {
@@ -513,60 +478,4 @@ function assertId(kind: string, id: string): void {
       }`,
     );
   }
-}
-
-/**
- * Copies a record as JSON would carry it: keys whose value is `undefined`
- * are left out (as `JSON.stringify` does), and values JSON cannot carry
- * faithfully (functions, non-finite numbers, class instances, `undefined`
- * in arrays) are refused, since they would change on the way to the server.
- * The copy also means the caller can reuse its object after a write.
- */
-function toJson(kind: string, value: unknown, path: PropertyKey[]): JsonValue {
-  if (
-    value === null || typeof value === "string" || typeof value === "boolean"
-  ) {
-    return value;
-  }
-  if (typeof value === "number") {
-    if (Number.isFinite(value)) return value;
-    return fail(kind, "a number is not finite", path);
-  }
-  // `path` is one stack shared by the whole walk: it is copied only when an
-  // error reports it, not allocated per field.
-  if (Array.isArray(value)) {
-    const out: JsonValue[] = new Array(value.length);
-    for (let i = 0; i < value.length; i++) {
-      const item = value[i];
-      path.push(i);
-      if (item === undefined) fail(kind, "an array item is undefined", path);
-      out[i] = toJson(kind, item, path);
-      path.pop();
-    }
-    return out;
-  }
-  if (typeof value === "object") {
-    const proto = Object.getPrototypeOf(value);
-    if (proto !== Object.prototype && proto !== null) {
-      fail(kind, "a value is not a plain object", path);
-    }
-    const out: JsonObject = {};
-    for (const key of Object.keys(value)) {
-      const item = (value as Record<string, unknown>)[key];
-      if (item === undefined) continue;
-      path.push(key);
-      const copy = toJson(kind, item, path);
-      path.pop();
-      setField(out, key, copy);
-    }
-    return out;
-  }
-  return fail(kind, `a value of type ${typeof value} is not JSON`, path);
-}
-
-function fail(kind: string, what: string, path: readonly PropertyKey[]): never {
-  throw new ValidationError(
-    `Cannot write record into '${kind}' as ${what} at "${path.join(".")}"`,
-    [{ message: what, path: [...path] }],
-  );
 }

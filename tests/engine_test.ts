@@ -4,6 +4,7 @@ import {
   AuthError,
   ClosedError,
   Resolutions,
+  StorageError,
   SyncEngine,
   SyncError,
   type SyncEvent,
@@ -684,4 +685,51 @@ Deno.test("engine: put() that guesses a record is new still replaces an existing
   assert.equal(await a.engine.outbox.count(), 1);
   const { stats } = await a.engine.sync();
   assert.equal(stats.conflicts, 0);
+});
+
+Deno.test("engine: a refused create guess does not use up a write retry", async () => {
+  await using storage = createMemoryStorage();
+  await using transport = createRestTransport({
+    baseUrl: "http://127.0.0.1:9",
+  });
+  await using engine = new SyncEngine({ storage, transport, writeRetries: 1 });
+  const notes = engine.table("notes");
+  await notes.put({ id: "a", v: 1 });
+  await notes.put({ id: "a", v: 2 });
+  assert.equal((await notes.get("a"))?.v, 2);
+});
+
+Deno.test("engine: putMany() announces every record that landed, even when a later write fails", async () => {
+  await using storage = createMemoryStorage({ maxWriteBytes: 3000 });
+  await using transport = createRestTransport({
+    baseUrl: "http://127.0.0.1:9",
+  });
+  await using engine = new SyncEngine({ storage, transport });
+  const notes = engine.table("notes");
+  const changes: string[] = [];
+  engine.on("change", (event) => changes.push(event.id));
+  const batch = Array.from({ length: 5 }, (_, i) => ({ id: `r${i}`, s: "x" }));
+  batch.push({ id: "big", s: "y".repeat(5000) });
+  await assert.rejects(notes.putMany(batch), StorageError);
+  const stored = (await notes.list()).map((note) => note.id);
+  assert.ok(stored.length > 0, "the first write landed");
+  assert.deepEqual(changes, stored);
+  assert.equal(await engine.outbox.count(), stored.length, "each with its op");
+});
+
+Deno.test("engine: what put() returns and announces shares nothing with the caller's object", async () => {
+  await using storage = createMemoryStorage();
+  await using transport = createRestTransport({
+    baseUrl: "http://127.0.0.1:9",
+  });
+  await using engine = new SyncEngine({ storage, transport });
+  const notes = engine.table("notes");
+  const seen: unknown[] = [];
+  engine.on("change", (event) => seen.push(event.data));
+  const input = { id: "a", tags: ["x"] };
+  const out = await notes.put(input);
+  input.tags.push("changed after the put");
+  assert.deepEqual(out.tags, ["x"]);
+  assert.deepEqual((seen[0] as { tags: string[] }).tags, ["x"]);
+  assert.deepEqual((await notes.get("a"))?.tags, ["x"]);
 });

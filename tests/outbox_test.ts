@@ -257,7 +257,7 @@ Deno.test("clause 7: on success the queued ops' baseUpdatedAt moves to the retur
     [later],
     server,
   );
-  const rebased = plan.mutations.find((m) =>
+  const rebased = (plan.follow ?? []).find((m) =>
     m.type === "putOp" && m.op.opId === later.value.opId
   );
   assert.ok(rebased?.type === "putOp");
@@ -295,7 +295,7 @@ Deno.test("clause 7: an op queued before its predecessor was re-formed by a conf
     server,
   );
   assert.ok(
-    !plan.mutations.some((m) => m.type === "putOp"),
+    ![...plan.mutations, ...plan.follow ?? []].some((m) => m.type === "putOp"),
     "it never saw the merge: it meets its own conflict",
   );
 });

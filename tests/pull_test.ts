@@ -207,3 +207,35 @@ Deno.test("pull: a malformed record fails the sync with a ParseError and applies
     });
   }
 });
+
+Deno.test("pull: once one record fits a write, every larger byte limit pulls the page too", async () => {
+  await using server = startServer();
+  await using writer = createClient(server.url);
+  const items = writer.engine.table("items");
+  // Ids and sizes that differ, so where a chunk ends changes its cursor's size.
+  await items.put({ id: "c", d: "s".repeat(300) });
+  await writer.engine.sync();
+  await items.put({ id: "a".repeat(200), d: "s".repeat(100) });
+  await writer.engine.sync();
+  await items.put({ id: "b", d: "y".repeat(400) });
+  await writer.engine.sync();
+  let smallest: number | null = null;
+  for (let max = 600; max <= 3000; max += 10) {
+    await using client = createClient(server.url, {
+      storage: createMemoryStorage({ maxWriteBytes: max }),
+    });
+    const table = client.engine.table("items");
+    try {
+      await client.engine.sync();
+      smallest ??= max;
+      assert.equal((await table.list()).length, 3, `limit ${max}`);
+    } catch (error) {
+      assert.equal(
+        smallest,
+        null,
+        `limit ${max} failed after ${smallest} worked: ${error}`,
+      );
+    }
+  }
+  assert.ok(smallest !== null);
+});

@@ -201,3 +201,91 @@ Deno.test("push: a record with more queued ops than one storage write holds stil
   );
   assert.deepEqual(bodies, Array.from({ length: 13 }, (_, i) => i), "in order");
 });
+
+Deno.test("push: a put after a pull marks as changed only what the user changed", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  await using b = createClient(server.url);
+  const notesA = a.engine.table("notes");
+  const notesB = b.engine.table("notes");
+  await notesA.put({ id: "r", x: 1, y: 1 });
+  await a.engine.sync();
+  await b.engine.sync();
+  await notesA.put({ id: "r", x: 1, y: 2 }); // A edits y (op pending)
+  await notesB.update("r", { x: 5 }); // B edits x
+  await b.engine.sync();
+  await a.engine.sync({ pushKinds: [] }); // the pull moves A's base, keeps its data
+  await notesA.put({ ...(await notesA.get("r"))!, y: 3 }); // from what A shows
+  const [op] = await a.engine.outbox.list();
+  assert.deepEqual(op?.changedFields, ["y"], "x was never A's change");
+  await a.engine.sync();
+  await b.engine.sync();
+  assert.deepEqual(
+    await notesB.get("r").then((r) => [r?.x, r?.y]),
+    [5, 3],
+    "B's x survived",
+  );
+});
+
+for (
+  const [name, max, count] of [["a small store", 5, 5], [
+    "the default",
+    undefined,
+    67,
+  ]] as const
+) {
+  Deno.test(`push: every op queued behind our own accepted writes follows them (${name})`, async () => {
+    await using server = startServer();
+    await using a = createClient(server.url, {
+      storage: createMemoryStorage(
+        max === undefined ? {} : { maxMutationsPerWrite: max },
+      ),
+    });
+    const log = a.engine.table("log", {
+      coalesce: false,
+      strategy: "serverWins",
+    });
+    await log.put({ id: "r", n: 0 });
+    await a.engine.sync();
+    for (let i = 1; i <= count; i++) await log.update("r", { n: i });
+    await a.engine.sync();
+    assert.equal(eventsOf(a.events, "conflictDetected").length, 0);
+    assert.equal((await log.get("r"))?.n, count, "the last edit is kept");
+  });
+}
+
+Deno.test("push: taking the server's version keeps the record's newest op, however many are queued", async () => {
+  await using server = startServer();
+  await using b = createClient(server.url);
+  let first = true;
+  await using a = createClient(server.url, {
+    storage: createMemoryStorage({ maxMutationsPerWrite: 5 }),
+    engine: {
+      strategy: "manual",
+      resolver: () => {
+        if (first) {
+          first = false;
+          return Resolutions.discard();
+        }
+        return Resolutions.acceptClient();
+      },
+    },
+  });
+  const log = a.engine.table("log", { coalesce: false });
+  const logB = b.engine.table("log");
+  await log.put({ id: "r", n: 0, m: 0 });
+  await a.engine.sync();
+  await b.engine.sync();
+  for (let i = 1; i <= 5; i++) await log.update("r", { n: i });
+  await logB.update("r", { m: 9 });
+  await b.engine.sync();
+  await a.engine.sync();
+  await a.engine.sync();
+  await b.engine.sync();
+  assert.deepEqual(
+    await log.get("r"),
+    await logB.get("r"),
+    "client and server agree",
+  );
+  assert.equal(await a.engine.outbox.count(), 0);
+});
