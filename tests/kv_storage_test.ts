@@ -8,6 +8,7 @@ import type {
   StoredOp,
   StoredRecord,
 } from "../src/storage.ts";
+import { pendingOp } from "./_fixtures.ts";
 
 await testStorage("kv (:memory:)", async () => ({
   storage: await openKvStorage(":memory:"),
@@ -74,26 +75,12 @@ function opId(n: number): string {
 }
 
 function op(n: number, fields: Partial<StoredOp> = {}): StoredOp {
-  return {
-    opId: opId(n),
-    kind: "todo",
-    id: "1",
-    type: "upsert",
+  return pendingOp(opId(n), {
     payload: { n },
-    baseUpdatedAt: null,
-    base: null,
-    changedFields: null,
     createdAt: n,
     editedAt: n,
-    attempts: 0,
-    revision: 0,
-    conflicts: 0,
-    force: false,
-    state: "pending",
-    error: null,
-    conflict: null,
     ...fields,
-  };
+  });
 }
 
 async function snapshot(storage: Storage): Promise<unknown> {

@@ -3,6 +3,7 @@ import { createMemoryStorage } from "../storage/memory.ts";
 import { testStorage } from "../storage/conformance.ts";
 import { ClosedError, StorageError } from "../src/errors.ts";
 import type { Mutation, StoredOp } from "../src/storage.ts";
+import { pendingOp } from "./_fixtures.ts";
 
 await testStorage("memory", () => ({ storage: createMemoryStorage() }));
 
@@ -15,26 +16,13 @@ await testStorage("memory (limited)", () => ({
 }));
 
 function op(n: number, fields: Partial<StoredOp> = {}): StoredOp {
-  return {
-    opId: `01J${String(n).padStart(23, "0")}`,
-    kind: "todo",
+  return pendingOp(`01J${String(n).padStart(23, "0")}`, {
     id: String(n % 100),
-    type: "upsert",
     payload: { n },
-    baseUpdatedAt: null,
-    base: null,
-    changedFields: null,
     createdAt: n,
     editedAt: n,
-    attempts: 0,
-    revision: 0,
-    conflicts: 0,
-    force: false,
-    state: "pending",
-    error: null,
-    conflict: null,
     ...fields,
-  };
+  });
 }
 
 Deno.test("createMemoryStorage() declares its capabilities", async () => {

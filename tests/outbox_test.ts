@@ -8,6 +8,7 @@ import {
 } from "../src/outbox.ts";
 import type { StoredOp, StoredRecord, Versioned } from "../src/storage.ts";
 import { createUlid } from "../src/ulid.ts";
+import { pendingOp } from "./_fixtures.ts";
 
 const table: TableConfig = {
   kind: "notes",
@@ -51,26 +52,16 @@ function record(
 function op(overrides: Partial<StoredOp> = {}): Versioned<StoredOp> {
   return {
     rev: "o1",
-    value: {
-      opId: "01HZZZZZZZZZZZZZZZZZZZZZZZ",
+    value: pendingOp("01HZZZZZZZZZZZZZZZZZZZZZZZ", {
       kind: "notes",
       id: "n",
-      type: "upsert",
       payload: { id: "n", title: "b", body: "x", updated_at: T0 },
       baseUpdatedAt: T0,
-      base: null,
       changedFields: ["title"],
       createdAt: 1,
       editedAt: 1,
-      attempts: 0,
-      revision: 0,
-      conflicts: 0,
-      force: false,
-      state: "pending",
-      error: null,
-      conflict: null,
       ...overrides,
-    },
+    }),
   };
 }
 

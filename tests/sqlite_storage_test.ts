@@ -22,6 +22,7 @@ import {
   bunShaped,
   wrapDriver,
 } from "./_sqlite_drivers.ts";
+import { pendingOp } from "./_fixtures.ts";
 
 /** A fresh temporary file for one suite case, and its cleanup. */
 async function tempFile(): Promise<
@@ -126,26 +127,7 @@ function record(
 }
 
 function op(opId: string, fields: Partial<StoredOp> = {}): StoredOp {
-  return {
-    opId,
-    kind: "todo",
-    id: "1",
-    type: "upsert",
-    payload: { title: "x" },
-    baseUpdatedAt: null,
-    base: null,
-    changedFields: null,
-    createdAt: 0,
-    editedAt: 0,
-    attempts: 0,
-    revision: 0,
-    conflicts: 0,
-    force: false,
-    state: "pending",
-    error: null,
-    conflict: null,
-    ...fields,
-  };
+  return pendingOp(opId, fields);
 }
 
 /** Builds a file at schema version 1, as the first release wrote it. */

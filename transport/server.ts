@@ -876,11 +876,17 @@ function resolveOptions(options: SyncServerOptions): ResolvedOptions {
       );
     }
   }
-  const maxPageSize = positiveInteger(options.maxPageSize, 1000, "maxPageSize");
-  const defaultPageSize = positiveInteger(
+  const maxPageSize = positiveOption(
+    options.maxPageSize,
+    1000,
+    "maxPageSize",
+    "integer",
+  );
+  const defaultPageSize = positiveOption(
     options.defaultPageSize,
     Math.min(100, maxPageSize),
     "defaultPageSize",
+    "integer",
   );
   if (defaultPageSize > maxPageSize) {
     throw new RangeError(
@@ -902,22 +908,25 @@ function resolveOptions(options: SyncServerOptions): ResolvedOptions {
     store,
     auth: functionOption(options.auth, publicPrincipal, "auth"),
     schemas,
-    maxBodyBytes: positiveInteger(
+    maxBodyBytes: positiveOption(
       options.maxBodyBytes,
       1024 * 1024,
       "maxBodyBytes",
+      "integer",
     ),
     maxPageSize,
     defaultPageSize,
-    idempotencyRetentionMs: positiveDuration(
+    idempotencyRetentionMs: positiveOption(
       options.idempotencyRetentionMs,
       7 * 24 * 60 * 60 * 1000,
       "idempotencyRetentionMs",
+      "duration",
     ),
-    tombstoneRetentionMs: positiveDuration(
+    tombstoneRetentionMs: positiveOption(
       options.tombstoneRetentionMs,
       Infinity,
       "tombstoneRetentionMs",
+      "duration",
     ),
     batch: booleanOption(options.batch, true, "batch"),
     now: functionOption(options.now, Date.now, "now"),
@@ -926,10 +935,15 @@ function resolveOptions(options: SyncServerOptions): ResolvedOptions {
   };
 }
 
-function positiveInteger(
+/**
+ * Checks a numeric option: a positive safe integer (`"integer"`), or any
+ * positive number, `Infinity` included (`"duration"`).
+ */
+function positiveOption(
   value: number | undefined,
   fallback: number,
   name: string,
+  kind: "integer" | "duration",
 ): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number") {
@@ -939,30 +953,14 @@ function positiveInteger(
       }`,
     );
   }
-  if (!Number.isSafeInteger(value) || value < 1) {
+  const valid = kind === "integer"
+    ? Number.isSafeInteger(value) && value >= 1
+    : value > 0;
+  if (!valid) {
     throw new RangeError(
-      `Cannot create sync server as '${name}' is not a positive integer: current value is ${value}`,
-    );
-  }
-  return value;
-}
-
-function positiveDuration(
-  value: number | undefined,
-  fallback: number,
-  name: string,
-): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number") {
-    throw new TypeError(
-      `Cannot create sync server as '${name}' is not a number: current value is ${
-        describe(value)
-      }`,
-    );
-  }
-  if (!(value > 0)) {
-    throw new RangeError(
-      `Cannot create sync server as '${name}' is not positive: current value is ${value}`,
+      `Cannot create sync server as '${name}' is not a positive ${
+        kind === "integer" ? "integer" : "duration"
+      }: current value is ${value}`,
     );
   }
   return value;
