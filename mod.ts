@@ -47,6 +47,7 @@ export * from "./src/merge.ts";
 export * from "./src/events.ts";
 export * from "./src/errors.ts";
 export * from "./src/json.ts";
+export * from "./src/limits.ts";
 export * from "./src/schema.ts";
 export * from "./src/ulid.ts";
 export { Outbox, type OutboxListOptions } from "./src/outbox.ts";

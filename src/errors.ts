@@ -208,20 +208,25 @@ export class RejectedError extends SyncError {
 
 /**
  * A response could not be understood: not JSON, or JSON of the wrong shape.
- * Nothing from it is applied.
+ * Nothing from it is applied. Retryable when the body looks damaged in
+ * transit (cut short, not JSON), which a retry may not repeat.
  */
 export class ParseError extends SyncError {
   /**
    * Constructs a new instance.
    *
    * @param message What was malformed.
-   * @param options Status and cause.
+   * @param options Status, retryability (default `false`) and cause.
    */
   constructor(
     message: string,
-    options: ErrorOptions & { status?: number } = {},
+    options: ErrorOptions & { status?: number; retryable?: boolean } = {},
   ) {
-    super(message, { ...options, category: "parse", retryable: false });
+    super(message, {
+      ...options,
+      category: "parse",
+      retryable: options.retryable ?? false,
+    });
     this.name = "ParseError";
   }
 }

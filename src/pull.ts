@@ -151,7 +151,8 @@ async function pullTable(
       const applied = await applyPage(
         ctx,
         table,
-        page.items,
+        // validatePage() refused any item that is not an object.
+        page.items as readonly JsonObject[],
         metas,
         page.nextPageToken,
         entry,

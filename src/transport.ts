@@ -33,8 +33,13 @@ export interface PullRequest {
 
 /** One page of a pull. */
 export interface PullPage {
-  /** The records, ordered by `(updated_at, id)`; tombstones included. */
-  readonly items: readonly JsonObject[];
+  /**
+   * The items as received, ordered by `(updated_at, id)`; tombstones
+   * included. Each should be a record, but the engine checks every one
+   * (ENGINE.md clause 25): a transport passes a bad item through rather than
+   * failing the page for it.
+   */
+  readonly items: readonly JsonValue[];
   /** The opaque hint for the next page, or `null`. */
   readonly nextPageToken: string | null;
   /** The server's clock from the response's `Date` header (ms), if sent. */
@@ -117,10 +122,12 @@ export type PushResult =
  *    credentials are refused for good, `ClosedError` after close, an abort.
  *    Per-op failures are values.
  * 4. For a pull, return items only from a response that parsed completely
- *    (every item a JSON object); otherwise reject with `ParseError`
- *    (malformed), `ResyncRequiredError` (410), `AuthError`, `ServerError` or
- *    `NetworkError`. Checking each record's id and timestamp is the
- *    engine's job: it knows every table's field names.
+ *    (a JSON object with an `items` array); otherwise reject with a
+ *    retryable `ParseError` (a damaged body is a lost response),
+ *    `ResyncRequiredError` (410), `AuthError`, `ServerError` or
+ *    `NetworkError`. Checking each item (an object, its id, timestamps and
+ *    depth) is the engine's job: it knows every table's field names, and
+ *    skips a bad item instead of failing the page (clause 25).
  * 5. Make `close()` idempotent and reject every later call with
  *    `ClosedError`.
  */

@@ -32,7 +32,9 @@
  *   limit: 100,
  *   pageToken: null,
  * });
- * assert.equal(page.items[0]?.id, "a");
+ * assert.deepEqual(page.items, [
+ *   { id: "a", updated_at: "2025-03-01T10:00:00.000Z" },
+ * ]);
  * ```
  *
  * @module
