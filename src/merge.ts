@@ -257,14 +257,17 @@ export interface AutoPreserveInput {
   /**
    * The last server version the client knew. With it, changes made by both
    * sides are detected (and reported) and lists merge three-way; without
-   * it, lists merge as a union and no conflict is reported.
+   * it, lists merge as a union and no conflict is reported. With it and no
+   * `changedFields`, what the client changed is the diff base → local.
    *
    * @default {null}
    */
   base?: JsonObject | null;
   /**
    * The top-level fields the client changed (see {@linkcode diffFields}).
-   * `null` or absent means unknown: then every non-null local field wins.
+   * `null` or absent means unknown: then they are
+   * `diffFields(base, local)`, or without a base every non-null local value
+   * wins, at every depth.
    *
    * @default {null}
    */
@@ -324,9 +327,17 @@ export interface MergeResult {
  * - Without a base, lists merge as a union (the server's list, then the
  *   client's new items; for an `id` both have, the client's version) and
  *   objects merge recursively with every local sub-field winning.
- * - System fields always come from the server.
- * - With `changedFields` unknown, every non-null local field wins and no
- *   conflict is reported (the original library's rule).
+ * - System fields (top-level only) always come from the server.
+ * - With `changedFields` unknown but a base known, the changed fields are
+ *   `diffFields(base, local)` (clause 2) and the rules above apply, field
+ *   conflicts included.
+ * - With neither known (the original library's rule), every non-null local
+ *   value wins at every depth: lists union as above, except that an item
+ *   whose `id` both lists hold merges field by field by this same rule;
+ *   objects merge recursively; a local `null` (or a missing field) is no
+ *   value and keeps the server's; where the types differ (a list against an
+ *   object, an object against a scalar), the local value wins. No conflict
+ *   is reported: without a base none can be told apart.
  *
  * Two changes are not a conflict when both sides made the same one. Field
  * names containing `.` make dotted paths ambiguous; they are not escaped.
@@ -372,6 +383,22 @@ export interface MergeResult {
  * assert.deepEqual(result.data, { id: "1", title: "mine" });
  * assert.deepEqual(result.conflictingFields, ["title"]);
  * ```
+ *
+ * @example Merging with neither a base nor changedFields
+ * ```ts
+ * import { autoPreserveMerge } from "@offline-first/sync";
+ * import assert from "node:assert/strict";
+ *
+ * const result = autoPreserveMerge({
+ *   local: { note: null, tags: ["a", "c"], ui: { theme: "dark" } },
+ *   server: { note: "n", tags: ["a", "b"], ui: { theme: "light", size: 2 } },
+ * });
+ * assert.deepEqual(result.data, {
+ *   note: "n",
+ *   tags: ["a", "b", "c"],
+ *   ui: { theme: "dark", size: 2 },
+ * });
+ * ```
  */
 export function autoPreserveMerge(input: AutoPreserveInput): MergeResult {
   const { local, server } = input;
@@ -407,11 +434,13 @@ export function autoPreserveMerge(input: AutoPreserveInput): MergeResult {
     serverFields: [],
     conflictingFields: [],
   };
-  if (changedFields === null) {
+  if (changedFields === null && base === null) {
     mergeUnknownChanges(local, server, system, result);
   } else {
+    // With a base, unknown changes are the diff base → local (clause 2), so
+    // the three-way rules apply to them like to declared ones.
     const changed = new Set<string>();
-    for (const field of changedFields) {
+    for (const field of changedFields ?? diffFields(base, local)) {
       if (!system.has(field)) changed.add(field);
     }
     mergeKnownChanges(local, server, base, changed, result);
@@ -455,11 +484,16 @@ function mergeUnknownChanges(
     const localValue = aligned ? localValues![i] : getOwn(local, key);
     const same = localValue === serverValue;
     if (!system.has(key) && localValue !== undefined && localValue !== null) {
-      if (typeof localValue === "object") data[key] = cloneValue(localValue);
-      else data[key] = localValue;
-      if (!same && !deepEqual(localValue, serverValue)) {
-        result.localFields.push(key);
+      if (typeof localValue !== "object") {
+        data[key] = localValue;
+        if (!same && localValue !== serverValue) result.localFields.push(key);
+        continue;
       }
+      // Lists and objects merge with the server's rather than replace it.
+      const value = mergeTwoWay(localValue, serverValue, "unknown")!;
+      data[key] = value;
+      if (!deepEqual(value, serverValue)) result.localFields.push(key);
+      else if (!deepEqual(value, localValue)) result.serverFields.push(key);
     } else {
       if (typeof serverValue === "object" && serverValue !== null) {
         data[key] = cloneValue(serverValue);
@@ -473,7 +507,7 @@ function mergeUnknownChanges(
     const localValue = local[key];
     if (localValue === undefined || hasValue(server, key)) continue;
     if (!system.has(key) && localValue !== null) {
-      setOwn(data, key, cloneValue(localValue));
+      setOwn(data, key, mergeTwoWay(localValue, undefined, "unknown")!);
       result.localFields.push(key);
     } else {
       // The server lacks it and the client's value does not win: the
@@ -566,7 +600,7 @@ function mergeChangedField(
   if (base === null) {
     value = localValue === undefined
       ? undefined
-      : mergeWithoutBase(localValue, serverValue);
+      : mergeTwoWay(localValue, serverValue, "changed");
   } else {
     const baseValue = getOwn(base, key);
     // A server edit of a field the client removed still overlaps: it goes
@@ -678,36 +712,72 @@ function mergeSubField(
   if (value !== undefined) setOwn(out, key, value);
 }
 
-/** Merges without a base: local values win, lists union, objects recurse. */
-function mergeWithoutBase(
+/**
+ * What a two-way merge (no base) lets the client's side claim.
+ *
+ * - `"changed"`: a field the client declared changed. Every local value wins,
+ *   `null` included; an item whose `id` both lists hold is the client's.
+ * - `"unknown"`: nothing says what the client changed (the original
+ *   library's rule). A local `null` is no value and never wins; an item whose
+ *   `id` both lists hold merges field by field by this same rule.
+ */
+type TwoWayRule = "changed" | "unknown";
+
+/**
+ * Merges without a base: local values win, lists union, objects recurse.
+ * Returns `undefined` only for an `"unknown"` local `null` the server has no
+ * value for.
+ */
+function mergeTwoWay(
   localValue: JsonValue,
   serverValue: JsonValue | undefined,
-): JsonValue {
-  if (Array.isArray(localValue) && Array.isArray(serverValue)) {
-    return unionLists(localValue, serverValue);
+  rule: TwoWayRule,
+): JsonValue | undefined {
+  if (localValue === null && rule === "unknown") {
+    return cloneOptional(serverValue);
   }
-  if (isJsonObject(localValue) && isJsonObject(serverValue)) {
-    const out: JsonObject = {};
-    for (const key of Object.keys(serverValue)) {
-      const serverSub = serverValue[key];
+  if (Array.isArray(localValue)) {
+    return Array.isArray(serverValue)
+      ? unionLists(localValue, serverValue, rule)
+      : cloneValue(localValue);
+  }
+  if (isJsonObject(localValue)) {
+    // Against a non-object the local object wins, merged with nothing.
+    return mergeObjectsTwoWay(
+      localValue,
+      isJsonObject(serverValue) ? serverValue : null,
+      rule,
+    );
+  }
+  return localValue;
+}
+
+/** The server's fields in its order, then local-only ones in local order. */
+function mergeObjectsTwoWay(
+  local: JsonObject,
+  server: JsonObject | null,
+  rule: TwoWayRule,
+): JsonObject {
+  const out: JsonObject = {};
+  if (server !== null) {
+    for (const key of Object.keys(server)) {
+      const serverSub = server[key];
       if (serverSub === undefined) continue;
-      const localSub = getOwn(localValue, key);
-      setOwn(
-        out,
-        key,
-        localSub === undefined
-          ? cloneValue(serverSub)
-          : mergeWithoutBase(localSub, serverSub),
-      );
+      const localSub = getOwn(local, key);
+      const value = localSub === undefined
+        ? cloneValue(serverSub)
+        : mergeTwoWay(localSub, serverSub, rule);
+      if (value !== undefined) setOwn(out, key, value);
     }
-    for (const key of Object.keys(localValue)) {
-      const localSub = localValue[key];
-      if (localSub === undefined || hasValue(serverValue, key)) continue;
-      setOwn(out, key, cloneValue(localSub));
-    }
-    return out;
   }
-  return cloneValue(localValue);
+  for (const key of Object.keys(local)) {
+    const localSub = local[key];
+    if (localSub === undefined) continue;
+    if (server !== null && hasValue(server, key)) continue;
+    const value = mergeTwoWay(localSub, undefined, rule);
+    if (value !== undefined) setOwn(out, key, value);
+  }
+  return out;
 }
 
 /**
@@ -845,24 +915,36 @@ function mergeListsThreeWay(
 
 /**
  * The server's list, then local items it lacks; an item whose `id` both
- * lists have takes the local version in the server's position.
+ * lists have takes the local version in the server's position, merged into
+ * the server's item under the `"unknown"` rule.
  */
 function unionLists(
   local: readonly JsonValue[],
   server: readonly JsonValue[],
+  rule: TwoWayRule,
 ): JsonValue[] {
   const localIndex = createIndex(local);
   const out: JsonValue[] = [];
   const outIndex = createIndex();
   for (const serverItem of server) {
-    let chosen = serverItem;
     const id = itemId(serverItem);
     // Only the first server item of an id takes the local version; later
     // ones are the server's own duplicates and stay as they are.
-    if (id !== undefined && !outIndex.ids?.has(id)) {
-      chosen = localIndex.ids?.get(id) ?? serverItem;
+    const localItem = id === undefined || outIndex.ids?.has(id)
+      ? undefined
+      : localIndex.ids?.get(id);
+    if (localItem === undefined) out.push(cloneValue(serverItem));
+    else if (rule === "changed") out.push(cloneValue(localItem));
+    else {
+      // itemId() found an id in both: both items are objects.
+      out.push(
+        mergeObjectsTwoWay(
+          localItem as JsonObject,
+          serverItem as JsonObject,
+          rule,
+        ),
+      );
     }
-    out.push(cloneValue(chosen));
     addToIndex(outIndex, serverItem);
   }
   for (const localItem of local) {
