@@ -486,7 +486,7 @@ function mergeUnknownChanges(
     if (!system.has(key) && localValue !== undefined && localValue !== null) {
       if (typeof localValue !== "object") {
         data[key] = localValue;
-        if (!same && localValue !== serverValue) result.localFields.push(key);
+        if (!same) result.localFields.push(key);
         continue;
       }
       // Lists and objects merge with the server's rather than replace it.

@@ -436,6 +436,133 @@ protoTest("autoPreserveMerge() reports where each field came from", () => {
   );
 });
 
+// --- Neither a base nor changedFields (clause 14) ---------------------------
+
+/** Records whose lists hold items with ids, so both sides share some. */
+const itemRecordArb: fc.Arbitrary<JsonObject> = fc.record({
+  items: fc.array(
+    fc.record({
+      id: fc.integer({ min: 0, max: 3 }),
+      v: leafArb,
+      sub: fc.dictionary(keyArb, leafArb, { maxKeys: 2 }),
+    }, { requiredKeys: ["id"] }),
+    { maxLength: 4 },
+  ),
+}, { requiredKeys: [] }) as unknown as fc.Arbitrary<JsonObject>;
+
+const twoWayRecordArb = fc.oneof(recordArb, itemRecordArb);
+
+/** An item's identity as the merge sees it: its string or number id. */
+function idOf(item: JsonValue): string | undefined {
+  if (!isPlainObject(item)) return undefined;
+  const id = own(item, "id");
+  return typeof id === "string" || typeof id === "number"
+    ? `${typeof id}:${id}`
+    : undefined;
+}
+
+function identityOf(item: JsonValue): string {
+  return idOf(item) ?? canon(item);
+}
+
+/**
+ * Checks one merged value against the rule, as a specification: a local
+ * value that is absent or `null` leaves the server's; a local scalar wins;
+ * lists keep every item of both sides, and an item whose id both hold obeys
+ * the rule again; objects obey it key by key; a type change lets the local
+ * value win.
+ */
+function checkTwoWay(
+  server: JsonValue | undefined,
+  local: JsonValue | undefined,
+  merged: JsonValue | undefined,
+  path: string,
+): void {
+  if (local === undefined || local === null) {
+    assert.ok(same(merged, server), `${path}: the server's value`);
+  } else if (Array.isArray(local)) {
+    if (!Array.isArray(server)) {
+      assert.ok(same(merged, local), `${path}: the local list`);
+      return;
+    }
+    assert.ok(Array.isArray(merged), path);
+    const found = new Set(merged.map(identityOf));
+    for (const item of [...server, ...local]) {
+      assert.ok(found.has(identityOf(item)), `${path}: item ${canon(item)}`);
+    }
+    for (const serverItem of server) {
+      const id = idOf(serverItem);
+      if (id === undefined) continue;
+      const first = (list: JsonValue[]) => list.find((i) => idOf(i) === id);
+      if (first(server) !== serverItem) continue;
+      checkTwoWay(serverItem, first(local), first(merged), `${path}[${id}]`);
+    }
+  } else if (isPlainObject(local)) {
+    assert.ok(isPlainObject(merged), path);
+    const serverObject = isPlainObject(server) ? server : {};
+    for (const key of keysOf(serverObject, local, merged)) {
+      checkTwoWay(
+        own(serverObject, key),
+        own(local, key),
+        own(merged, key),
+        `${path}.${key}`,
+      );
+    }
+  } else {
+    assert.ok(same(merged, local), `${path}: the local value`);
+  }
+}
+
+protoTest(
+  "autoPreserveMerge() without a base or changedFields: non-null local values win at every depth, lists union, the server's other values stay",
+  () => {
+    fc.assert(
+      fc.property(
+        twoWayRecordArb,
+        twoWayRecordArb,
+        function check(local, server): void {
+          const { data } = autoPreserveMerge({ local, server });
+          for (const key of keysOf(local, server, data)) {
+            if (SYSTEM.has(key)) {
+              assert.ok(same(own(data, key), own(server, key)), key);
+            } else {
+              checkTwoWay(
+                own(server, key),
+                own(local, key),
+                own(data, key),
+                key,
+              );
+            }
+          }
+        },
+      ),
+      { seed, numRuns },
+    );
+  },
+);
+
+protoTest(
+  "autoPreserveMerge() with a base and no changedFields merges as with changedFields = diffFields(base, local)",
+  () => {
+    fc.assert(
+      fc.property(scenarioArb, function check({ base, local, server }): void {
+        const derived = autoPreserveMerge({ local, server, base });
+        const declared = autoPreserveMerge({
+          local,
+          server,
+          base,
+          changedFields: diffFields(base, local),
+        });
+        assert.equal(canon(derived.data), canon(declared.data));
+        assert.deepEqual(derived.localFields, declared.localFields);
+        assert.deepEqual(derived.serverFields, declared.serverFields);
+        assert.deepEqual(derived.conflictingFields, declared.conflictingFields);
+      }),
+      { seed, numRuns },
+    );
+  },
+);
+
 // --- Three-way list laws ---------------------------------------------------
 
 const TAGS = ["a", "b", "c", "d", "e", "f"];
