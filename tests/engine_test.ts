@@ -14,6 +14,24 @@ import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { createClient, eventsOf, startServer } from "./_harness.ts";
 
+/**
+ * Waits until `condition` holds, polling; rejects after `ms` so that a
+ * state that never comes fails the test in seconds instead of hanging it.
+ */
+async function until(
+  condition: () => boolean,
+  what: string,
+  ms = 5_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${ms} ms waiting until ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
 Deno.test("engine: clause 8, a rejected op is quarantined while other records go on", async () => {
   await using server = startServer({
     schemas: { todos: z.object({ id: z.string(), title: z.string().max(10) }) },
@@ -152,9 +170,10 @@ Deno.test("engine: clauses 5 and 7, ops of one record are delivered in order and
   });
   const running = a.engine.sync();
   // While the first op is in flight it is frozen: this edit queues behind.
-  while (server.requests.filter((r) => r.method === "PUT").length === 0) {
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
+  await until(
+    () => server.requests.some((r) => r.method === "PUT"),
+    "the first op was sent",
+  );
   await todos.update("t", { title: "v2" });
   assert.equal((await a.engine.outbox.list()).length, 2);
   release();
@@ -439,9 +458,7 @@ Deno.test("engine: clause 19, auto sync turns failures into events and backs off
       const next = callbacks.at(-1)!;
       const count = callbacks.length;
       next();
-      while (callbacks.length === count) {
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+      await until(() => callbacks.length > count, "the next run was armed");
     }
     assert.equal(errors.length, 3);
     assert.equal(scheduled[0], 0, "the first run starts at once");
@@ -827,10 +844,11 @@ Deno.test("engine: clause 19, auto sync turns a non-retryable failure into an er
     first.callback();
     await ran;
     // The tick settles: it arms the next timer, or its rejection escapes.
-    for (let i = 0; i < 200 && pending.size === 0; i++) {
-      if (unhandled.length > 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await until(
+      () => pending.size > 0 || unhandled.length > 0,
+      "the tick settled",
+    );
+    // A rejection event is dispatched a task later: give it that task.
     await new Promise((resolve) => setTimeout(resolve, 20));
     assert.deepEqual(unhandled, [], "no unhandled rejection");
     const [error] = eventsOf(a.events, "error");
