@@ -96,7 +96,7 @@ function watchFifo(server: TestServer, options: WatchOptions): FifoLog {
         let timer: ReturnType<typeof setTimeout> | undefined;
         await Promise.race([
           arrival.promise,
-          new Promise((resolve) => timer = setTimeout(resolve, 1_000)),
+          new Promise((resolve) => timer = setTimeout(resolve, 250)),
         ]);
         clearTimeout(timer);
       }
