@@ -3,7 +3,8 @@
  * that fails exactly the k-th call after it is armed, and wrappers that put
  * it in front of a `node:sqlite` connection (every statement), a `Deno.Kv`
  * (every atomic `commit()`, blob chunks included) and any `Storage` (every
- * call). Not published (underscore).
+ * call), and a deadline for tests that wait on a state. Not published
+ * (underscore).
  *
  * @module
  */
@@ -191,4 +192,27 @@ export function faultyStorage(storage: Storage, fault: FaultPoint): Storage {
     close: () => storage.close(),
     [Symbol.asyncDispose]: () => storage.close(),
   };
+}
+
+/**
+ * Waits until `condition` holds, polling; rejects after `ms` so that a
+ * state that never comes fails the test in seconds instead of hanging it.
+ *
+ * @param condition What to wait for.
+ * @param what Names it in the error.
+ * @param ms The deadline.
+ * @throws {Error} When the deadline passes first.
+ */
+export async function until(
+  condition: () => boolean,
+  what: string,
+  ms = 5_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${ms} ms waiting until ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
 }

@@ -12,25 +12,8 @@ import {
 } from "../mod.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
+import { until } from "./_faults.ts";
 import { createClient, eventsOf, startServer } from "./_harness.ts";
-
-/**
- * Waits until `condition` holds, polling; rejects after `ms` so that a
- * state that never comes fails the test in seconds instead of hanging it.
- */
-async function until(
-  condition: () => boolean,
-  what: string,
-  ms = 5_000,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${ms} ms waiting until ${what}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
 
 Deno.test("engine: clause 8, a rejected op is quarantined while other records go on", async () => {
   await using server = startServer({
@@ -803,88 +786,6 @@ Deno.test("engine: clause 13, a full resync asked for during a sync runs after i
   );
   assert.equal(await todos.get("ghost"), undefined, "the resync ran");
   assert.equal((await todos.get("kept"))?.title, "k");
-});
-
-Deno.test("engine: clause 19, auto sync turns a non-retryable failure into an error event, never an unhandled rejection, and waits an interval", async () => {
-  await using server = startServer();
-  server.intercept((_request, seen) =>
-    seen.method === "GET" && seen.path === "/todos"
-      ? Response.json({ error: "bad_request" }, { status: 400 })
-      : undefined
-  );
-  const pending = new Map<number, { callback: () => void; ms: number }>();
-  let handle = 0;
-  const timers = {
-    setTimeout(callback: () => void, ms: number) {
-      pending.set(++handle, { callback, ms });
-      return handle;
-    },
-    clearTimeout(id: unknown) {
-      pending.delete(id as number);
-    },
-  };
-  const unhandled: unknown[] = [];
-  const onUnhandled = (event: PromiseRejectionEvent): void => {
-    unhandled.push(event.reason);
-    event.preventDefault();
-  };
-  globalThis.addEventListener("unhandledrejection", onUnhandled);
-  try {
-    await using a = createClient(server.url, {
-      engine: { timers },
-      transport: { retry: { attempts: 1 } },
-    });
-    a.engine.table("todos");
-    const ran = new Promise<void>((resolve) =>
-      a.engine.on("syncCompleted", () => resolve())
-    );
-    a.engine.startAuto({ intervalMs: 60_000 });
-    const [id, first] = [...pending][0]!;
-    pending.delete(id);
-    first.callback();
-    await ran;
-    // The tick settles: it arms the next timer, or its rejection escapes.
-    await until(
-      () => pending.size > 0 || unhandled.length > 0,
-      "the tick settled",
-    );
-    // A rejection event is dispatched a task later: give it that task.
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.deepEqual(unhandled, [], "no unhandled rejection");
-    const [error] = eventsOf(a.events, "error");
-    assert.equal(error?.retryable, false, "reported as an event");
-    assert.deepEqual(
-      [...pending.values()].map((timer) => timer.ms),
-      [60_000],
-      "the next run waits an interval",
-    );
-    a.engine.stopAuto();
-  } finally {
-    globalThis.removeEventListener("unhandledrejection", onUnhandled);
-  }
-});
-
-Deno.test("engine: clause 20, a throwing listener does not keep the listeners after it from their events", async () => {
-  await using server = startServer();
-  const reported: unknown[] = [];
-  await using a = createClient(server.url, {
-    engine: { onListenerError: (error) => reported.push(error) },
-  });
-  const todos = a.engine.table("todos");
-  const before: string[] = [];
-  const after: string[] = [];
-  a.engine.on("change", (event) => before.push(event.id));
-  a.engine.on("change", () => {
-    throw new Error("listener bug");
-  });
-  a.engine.on("change", (event) => after.push(event.id));
-  await todos.put({ id: "t1", title: "x" });
-  await todos.put({ id: "t2", title: "y" });
-  await a.engine.sync();
-  assert.deepEqual(before.slice(0, 2), ["t1", "t2"], "the local writes");
-  assert.ok(before.length > 2, "and the acknowledged versions");
-  assert.deepEqual(after, before, "the later listener saw every event");
-  assert.equal(reported.length, before.length);
 });
 
 Deno.test("engine: clause 22, every call that writes rejects after close() and changes nothing", async () => {
