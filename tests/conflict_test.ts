@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { Resolutions } from "../mod.ts";
+import {
+  type Conflict,
+  type ConflictPolicy,
+  decideConflict,
+  DEFAULT_SYSTEM_FIELDS,
+  Resolutions,
+} from "../mod.ts";
 import {
   createClient,
   eventsOf,
@@ -251,4 +257,40 @@ Deno.test("conflict: autoPreserve keeps a server edit over a stale local delete"
   await a.engine.sync();
   assert.equal((await docsA.get("d"))?.title, "edited");
   assert.equal((await a.engine.outbox.list()).length, 0);
+});
+
+Deno.test("conflict: lastWriteWins gives a tie to the server, and a millisecond later edit to the client", async () => {
+  const serverUpdatedAt = "2025-03-01T10:00:00.000Z";
+  const at = Date.parse(serverUpdatedAt);
+  const policy: ConflictPolicy = {
+    strategy: "lastWriteWins",
+    resolver: undefined,
+    mergeFn: undefined,
+    systemFields: DEFAULT_SYSTEM_FIELDS,
+  };
+  // The client's clock is 5 s behind the server's: its edit time plus the
+  // skew is the instant that is compared.
+  const skew = 5_000;
+  const decide = (localUpdatedAt: number) => {
+    const conflict: Conflict = {
+      kind: "docs",
+      id: "d",
+      opId: "01JNB000000000000000000000",
+      opType: "upsert",
+      local: { id: "d", title: "mine" },
+      server: { id: "d", title: "theirs", updated_at: serverUpdatedAt },
+      serverDeleted: false,
+      base: null,
+      changedFields: ["title"],
+      localUpdatedAt,
+      serverUpdatedAt,
+    };
+    return decideConflict(conflict, policy, { clockSkewMs: skew });
+  };
+  assert.equal((await decide(at - skew)).type, "acceptServer", "a tie");
+  assert.equal((await decide(at - skew - 1)).type, "acceptServer");
+  const later = await decide(at - skew + 1);
+  assert.ok(later.type === "write", later.type);
+  assert.equal(later.resolution, "acceptClient");
+  assert.deepEqual(later.data, { id: "d", title: "mine" });
 });

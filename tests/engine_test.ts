@@ -12,6 +12,7 @@ import {
 } from "../mod.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
+import { until } from "./_faults.ts";
 import { createClient, eventsOf, startServer } from "./_harness.ts";
 
 Deno.test("engine: clause 8, a rejected op is quarantined while other records go on", async () => {
@@ -152,9 +153,10 @@ Deno.test("engine: clauses 5 and 7, ops of one record are delivered in order and
   });
   const running = a.engine.sync();
   // While the first op is in flight it is frozen: this edit queues behind.
-  while (server.requests.filter((r) => r.method === "PUT").length === 0) {
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
+  await until(
+    () => server.requests.some((r) => r.method === "PUT"),
+    "the first op was sent",
+  );
   await todos.update("t", { title: "v2" });
   assert.equal((await a.engine.outbox.list()).length, 2);
   release();
@@ -362,6 +364,9 @@ Deno.test("engine: watch() streams local and pulled changes", async () => {
   const todosA = a.engine.table("todos");
   const todosB = b.engine.table("todos");
   const controller = new AbortController();
+  // A change that never comes ends the watch in seconds: the test fails on
+  // its assertions instead of hanging.
+  const timer = setTimeout(() => controller.abort(), 5_000);
   const seen: string[] = [];
   const watching = (async () => {
     for await (const item of todosB.watch({ signal: controller.signal })) {
@@ -369,11 +374,15 @@ Deno.test("engine: watch() streams local and pulled changes", async () => {
       if (seen.includes("remote:theirs")) controller.abort();
     }
   })();
-  await todosB.put({ id: "mine", title: "local" });
-  await todosA.put({ id: "theirs", title: "remote" });
-  await a.engine.sync();
-  await b.engine.sync();
-  await watching;
+  try {
+    await todosB.put({ id: "mine", title: "local" });
+    await todosA.put({ id: "theirs", title: "remote" });
+    await a.engine.sync();
+    await b.engine.sync();
+    await watching;
+  } finally {
+    clearTimeout(timer);
+  }
   assert.equal(seen[0], "local:mine");
   assert.ok(seen.includes("remote:theirs"), seen.join());
 });
@@ -432,9 +441,7 @@ Deno.test("engine: clause 19, auto sync turns failures into events and backs off
       const next = callbacks.at(-1)!;
       const count = callbacks.length;
       next();
-      while (callbacks.length === count) {
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+      await until(() => callbacks.length > count, "the next run was armed");
     }
     assert.equal(errors.length, 3);
     assert.equal(scheduled[0], 0, "the first run starts at once");
@@ -732,4 +739,131 @@ Deno.test("engine: what put() returns and announces shares nothing with the call
   assert.deepEqual(out.tags, ["x"]);
   assert.deepEqual((seen[0] as { tags: string[] }).tags, ["x"]);
   assert.deepEqual((await notes.get("a"))?.tags, ["x"]);
+});
+
+Deno.test("engine: clause 13, a full resync asked for during a sync runs after it instead of sharing its result", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "kept", title: "k" });
+  await a.engine.sync();
+  // A record the server never had: only a full resync removes it.
+  await a.storage.write([{
+    type: "putRecord",
+    record: {
+      kind: "todos",
+      id: "ghost",
+      data: { id: "ghost", title: "never on the server" },
+      deleted: false,
+      base: {
+        data: { id: "ghost" },
+        updatedAt: "2020-01-01T00:00:00.000Z",
+        deleted: false,
+      },
+      lastOpId: null,
+      localUpdatedAt: null,
+    },
+  }]);
+  const arrived = Promise.withResolvers<void>();
+  const gate = Promise.withResolvers<void>();
+  let held = false;
+  server.intercept(async (request, seen, next) => {
+    if (seen.method !== "GET" || held) return undefined;
+    held = true;
+    arrived.resolve();
+    await gate.promise;
+    return next(request);
+  });
+  const syncing = a.engine.sync();
+  await arrived.promise; // the sync is pulling
+  const resyncing = a.engine.fullResync();
+  gate.resolve();
+  const [synced, resynced] = await Promise.all([syncing, resyncing]);
+  assert.notEqual(resynced.runId, synced.runId, "a run of its own");
+  assert.deepEqual(
+    eventsOf(a.events, "syncCompleted").map((event) => event.mode),
+    ["sync", "sync", "fullResync"],
+  );
+  assert.equal(await todos.get("ghost"), undefined, "the resync ran");
+  assert.equal((await todos.get("kept"))?.title, "k");
+});
+
+Deno.test("engine: clause 22, every call that writes rejects after close() and changes nothing", async () => {
+  await using server = startServer({
+    schemas: { todos: z.object({ id: z.string(), title: z.string().max(10) }) },
+  });
+  await using storage = createMemoryStorage();
+  const a = createClient(server.url, { storage });
+  const todos = a.engine.table("todos");
+  await todos.put({ id: "rejected", title: "far too long a title" });
+  await a.engine.sync();
+  const [quarantined] = await a.engine.outbox.quarantined();
+  assert.ok(quarantined);
+  await todos.put({ id: "t", title: "x" });
+  const [pending] = await a.engine.outbox.list({ states: ["pending"] });
+  assert.ok(pending);
+  const state = async () => ({
+    records: await storage.listRecords("todos", { includeDeleted: true }),
+    ops: await storage.listOps(),
+  });
+  const before = await state();
+  await a.engine.close();
+
+  const calls: [string, () => Promise<unknown>][] = [
+    ["table.delete", () => todos.delete("t")],
+    ["table.update", () => todos.update("t", { title: "y" })],
+    ["table.put", () => todos.put({ id: "t", title: "y" })],
+    ["table.putMany", () => todos.putMany([{ id: "u", title: "y" }])],
+    ["outbox.drop", () => a.engine.outbox.drop(pending.opId)],
+    ["outbox.retry", () => a.engine.outbox.retry(quarantined.opId)],
+    [
+      "outbox.edit",
+      () => a.engine.outbox.edit(quarantined.opId, { id: "rejected" }),
+    ],
+    ["outbox.count", () => a.engine.outbox.count()],
+    [
+      "conflicts.resolve",
+      () => a.engine.conflicts.resolve(pending.opId, Resolutions.discard()),
+    ],
+    ["fullResync", () => a.engine.fullResync()],
+  ];
+  for (const [name, call] of calls) {
+    await assert.rejects(call(), ClosedError, name);
+  }
+  assert.throws(() => todos.watch(), ClosedError);
+  assert.deepEqual(await state(), before, "the store is untouched");
+  await a[Symbol.asyncDispose]();
+});
+
+Deno.test("engine: clause 4, editing a quarantined op validates the new payload with the table's schema", async () => {
+  await using server = startServer({
+    schemas: { todos: z.object({ id: z.string(), title: z.string().max(10) }) },
+  });
+  await using a = createClient(server.url);
+  const Todo = z.object({ id: z.string(), title: z.string() });
+  const todos = a.engine.table("todos", { schema: Todo });
+  await todos.put({ id: "t", title: "far too long a title" });
+  await a.engine.sync();
+  const [op] = await a.engine.outbox.quarantined();
+  assert.ok(op);
+  await assert.rejects(
+    a.engine.outbox.edit(op.opId, {
+      id: "t",
+      title: 42 as unknown as string,
+    }),
+    (error: unknown) => {
+      assert.ok(error instanceof ValidationError, String(error));
+      assert.deepEqual(error.issues[0]?.path, ["title"]);
+      return true;
+    },
+  );
+  assert.deepEqual(await a.engine.outbox.list(), [op], "the op is unchanged");
+  assert.equal((await todos.get("t"))?.title, "far too long a title");
+  const writes = server.requests.filter((r) => r.method !== "GET").length;
+  await a.engine.sync();
+  assert.equal(
+    server.requests.filter((r) => r.method !== "GET").length,
+    writes,
+    "nothing was queued to send",
+  );
 });

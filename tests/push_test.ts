@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Resolutions } from "../mod.ts";
+import { type JsonObject, Resolutions } from "../mod.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import {
   createClient,
@@ -288,4 +288,169 @@ Deno.test("push: taking the server's version keeps the record's newest op, howev
     "client and server agree",
   );
   assert.equal(await a.engine.outbox.count(), 0);
+});
+
+/**
+ * Answers every write of `id` with the 409 a broken server sends: the
+ * record is the tombstone the client's op builds on. Aborts `controller`
+ * once `budget` writes came, so an engine that loops fails instead of
+ * hanging.
+ */
+function tombstoneForever(
+  server: TestServer,
+  id: string,
+  tombstone: JsonObject,
+  options: { readonly budget: number; readonly controller: AbortController },
+): { readonly writes: () => number } {
+  let writes = 0;
+  const body = {
+    error: "conflict",
+    current: tombstone,
+    serverTimestamp: tombstone.updated_at,
+  };
+  server.intercept(async (request, seen) => {
+    if (seen.method === "GET") return undefined;
+    const ops: { opId: string; id: string }[] = seen.path === "/batch"
+      ? (await request.json()).ops
+      : [{ opId: "", id: decodeURIComponent(seen.path.split("/")[2] ?? "") }];
+    writes += ops.filter((op) => op.id === id).length;
+    if (writes > options.budget) {
+      options.controller.abort(new Error("the engine kept re-sending"));
+      return Response.json({ error: "unavailable" }, { status: 503 });
+    }
+    if (seen.path !== "/batch") return Response.json(body, { status: 409 });
+    return Response.json({
+      results: ops.map((op) => ({ opId: op.opId, status: 409, error: body })),
+    });
+  });
+  return { writes: () => writes };
+}
+
+for (const batch of [false, true]) {
+  Deno.test(`push: clause 9, a 409 that keeps answering with the op's own tombstone is tried a bounded number of times per run (batch ${batch})`, async () => {
+    await using server = startServer();
+    await using a = createClient(server.url, {
+      transport: { batch, retry: { attempts: 1 } },
+    });
+    const notes = a.engine.table("notes");
+    await notes.put({ id: "r", v: 1 });
+    await a.engine.sync();
+    await notes.delete("r");
+    await a.engine.sync(); // the base is now the tombstone
+    const tombstone = await notes.get("r", { includeDeleted: true });
+    assert.ok(tombstone?.deleted_at, "the client holds the tombstone");
+    await notes.put({ id: "r", v: 2 }); // a re-create: not a conflict...
+    // ...but this server refuses every write with that same tombstone.
+    const controller = new AbortController();
+    const counter = tombstoneForever(server, "r", tombstone, {
+      budget: 50,
+      controller,
+    });
+    const { stats } = await a.engine.sync({ signal: controller.signal });
+    const first = counter.writes();
+    assert.ok(first >= 1 && first <= 10, `one run sent ${first} writes`);
+    assert.equal(stats.pushed, 0);
+    const [op] = await a.engine.outbox.list();
+    assert.equal(op?.id, "r", "the op waits for a later run");
+    await a.engine.sync({ signal: controller.signal });
+    assert.ok(
+      counter.writes() - first <= 10,
+      `the next run sent ${counter.writes() - first} writes`,
+    );
+    assert.equal((await notes.get("r"))?.v, 2, "the local re-create is kept");
+  });
+}
+
+for (
+  const [how, blockedStatus] of [
+    ["quarantined (422)", 422],
+    ["left for the next run (503)", 503],
+    ["deferred to the inbox (409, manual)", 409],
+  ] as const
+) {
+  Deno.test(`push: clause 8, a record ${how} does not end the push phase: records after it are pushed in the same run`, async () => {
+    await using server = startServer();
+    // One record per round: the blocked record's round comes first.
+    await using a = createClient(server.url, {
+      engine: { pushBatchSize: 1, strategy: "manual" },
+      transport: { batch: false, retry: { attempts: 1 } },
+    });
+    await using b = createClient(server.url);
+    const notes = a.engine.table("notes");
+    const notesB = b.engine.table("notes");
+    for (const id of ["blocked", "x", "y"]) await notes.put({ id, v: 0 });
+    await a.engine.sync();
+    if (blockedStatus === 409) {
+      await b.engine.sync();
+      await notesB.update("blocked", { v: "B" });
+      await b.engine.sync();
+    } else {
+      server.intercept((_request, seen) =>
+        seen.method === "PUT" && seen.path === "/notes/blocked"
+          ? Response.json({ error: "nope" }, { status: blockedStatus })
+          : undefined
+      );
+    }
+    for (const id of ["blocked", "x", "y"]) await notes.update(id, { v: 1 });
+    const [head] = await a.engine.outbox.list();
+    assert.equal(head?.id, "blocked", "the blocked record's op goes first");
+
+    const { stats } = await a.engine.sync();
+    assert.equal(stats.pushed, 2, "x and y were pushed");
+    assert.equal(
+      stats.quarantined + stats.retrying + stats.deferred,
+      1,
+      "blocked waits",
+    );
+    const sent = server.requests.filter((r) => r.method === "PUT").map((r) =>
+      r.path
+    );
+    assert.deepEqual(sent.slice(-3), [
+      "/notes/blocked",
+      "/notes/x",
+      "/notes/y",
+    ]);
+    server.intercept(undefined);
+    await b.engine.sync();
+    assert.equal((await notesB.get("x"))?.v, 1);
+    assert.equal((await notesB.get("y"))?.v, 1);
+  });
+}
+
+Deno.test("push: clause 7, an op queued behind an accepted one is rebased onto the server's record, data and all", async () => {
+  await using server = startServer();
+  await using a = createClient(server.url, {
+    transport: { batch: false, retry: { attempts: 1 } },
+  });
+  await using b = createClient(server.url);
+  const notesA = a.engine.table("notes");
+  const notesB = b.engine.table("notes");
+  await notesA.put({ id: "r", tags: ["a"] });
+  await a.engine.sync();
+  await notesA.update("r", { tags: ["a", "x"] }); // op 1
+  failNextWrite(server);
+  await a.engine.sync(); // op 1 was sent once: frozen
+  await notesA.update("r", { tags: ["a", "x", "y"] }); // op 2, queued behind
+  assert.equal(await a.engine.outbox.count(), 2);
+  // Op 1 is accepted; before op 2 goes, B removes "x" on the server.
+  let edited = false;
+  server.intercept(async (request, seen, next) => {
+    if (seen.method !== "PUT" || !seen.body.includes('"y"') || edited) {
+      return undefined;
+    }
+    edited = true;
+    await b.engine.sync();
+    await notesB.update("r", { tags: ["a"] });
+    await b.engine.sync();
+    return next(request);
+  });
+  await a.engine.sync();
+  assert.ok(edited, "op 2 met B's edit");
+  // Op 2 was built on op 1's record ["a","x"]: it added only "y", and B's
+  // removal of "x" stands. Merged against the stale base ["a"], "x" would
+  // count as op 2's own addition and come back.
+  assert.equal(eventsOf(a.events, "dataMerged").length, 1);
+  await b.engine.sync();
+  assert.deepEqual((await notesB.get("r"))?.tags, ["a", "y"]);
+  assert.deepEqual(await notesA.get("r"), await notesB.get("r"));
 });
