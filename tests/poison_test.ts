@@ -216,7 +216,7 @@ function rowsWith(poison: Poison, at: number): Row[] {
   return rows;
 }
 
-async function engineOn(transport: Transport, pageSize: number) {
+function engineOn(transport: Transport, pageSize: number) {
   const storage = createMemoryStorage();
   const engine = new SyncEngine({ storage, transport, pageSize });
   const events: SyncEvent[] = [];
@@ -253,7 +253,7 @@ for (const poison of POISONS) {
       Deno.test(name, async () => {
         const rows = rowsWith(poison, at);
         const transport = keysetTransport(rows);
-        await using client = await engineOn(transport, pageSize);
+        await using client = engineOn(transport, pageSize);
         const pages = Math.ceil(rows.length / pageSize);
         if (stuck) {
           await assert.rejects(client.engine.sync(), (error: unknown) => {
@@ -344,7 +344,7 @@ Deno.test("pull: clause 25, several bad items in one page are each reported, the
     },
   ];
   const transport = keysetTransport(rows);
-  await using client = await engineOn(transport, 100);
+  await using client = engineOn(transport, 100);
   const result = await client.engine.sync();
   assert.equal(result.stats.skipped, POISONS.length);
   const problems = client.events.flatMap((e) =>
@@ -378,7 +378,7 @@ Deno.test("pull: clause 25, a page whose items are all skipped still moves the c
     body: { id: "z", updated_at: iso(T0 + 9000) },
   });
   const transport = keysetTransport(rows);
-  await using client = await engineOn(transport, 4);
+  await using client = engineOn(transport, 4);
   const result = await client.engine.sync();
   assert.equal(result.stats.skipped, 4);
   assert.deepEqual((await client.table.list()).map((r) => r.id), ["z"]);
@@ -407,7 +407,7 @@ Deno.test("pull: clause 25, an item behind the cursor is applied but never moves
       });
     },
   };
-  await using client = await engineOn(transport, 100);
+  await using client = engineOn(transport, 100);
   await client.engine.sync();
   assert.deepEqual(
     (await client.table.list()).map((r) => r.id).sort(),
