@@ -793,9 +793,9 @@ export class SyncEngine implements AsyncDisposable {
       auto.failures = 0;
       auto.notBefore = 0;
       if (result.retryAfterMs !== null) {
-        const wait = clampDelay(result.retryAfterMs, MAX_RETRY_AFTER_MS);
-        next = Math.max(next, wait);
-        auto.notBefore = this.#clock.now() + wait;
+        // Clamped by the push phase to MAX_RETRY_AFTER_MS.
+        next = Math.max(next, result.retryAfterMs);
+        auto.notBefore = this.#clock.now() + result.retryAfterMs;
       }
     } catch (error) {
       // Already reported as an `error` event by the run; here it only

@@ -197,3 +197,21 @@ Deno.test("auto sync: over HTTP, Retry-After 99999999999 or a far HTTP date wait
     });
   }
 });
+
+Deno.test("auto sync: a clock that jumps back never arms a timer past the range", async () => {
+  const timers = manualTimers();
+  let now = NOW;
+  let step = 0;
+  await using client = engineWith(transportOf(EMPTY), timers, {
+    // Once the run is over, every reading is a year before the last one.
+    clock: { now: () => now -= step },
+  });
+  client.engine.table("items");
+  client.engine.on("syncCompleted", () => {
+    step = 3e10;
+  });
+  client.engine.startAuto({ intervalMs: 1000, afterWriteMs: null });
+  await timers.next();
+  assert.ok(timers.armed.every((timer) => timer.ms <= MAX_TIMER_MS));
+  client.engine.stopAuto();
+});

@@ -431,7 +431,10 @@ Deno.test("pull: clause 9, empty pages with a token stop the pull at once, whate
   for (const [name, token] of scripts) {
     await t.step(name, async () => {
       await using server = startScriptedServer((request, index) =>
-        request.path === "/items"
+        // Past 20 requests the pull spins: end it with an error of its own.
+        index >= 20
+          ? json({ error: "spinning" }, 400)
+          : request.path === "/items"
           ? page([], token(index))
           : new Response(null, { status: 404 })
       );
@@ -515,4 +518,22 @@ Deno.test("pull: a table whose server brings no progress does not stop the other
   const other = engine.table("other");
   await assert.rejects(engine.sync(), /brings no progress/);
   assert.equal((await other.get("fine"))?.id, "fine");
+});
+
+Deno.test("pull: clause 25, a full resync keeps a local record the server now sends broken", async () => {
+  const good: Row = {
+    time: T0,
+    id: "m",
+    body: { id: "m", updated_at: iso(T0), v: 1 },
+  };
+  const rows: Row[] = [good];
+  const transport = keysetTransport(rows);
+  await using client = engineOn(transport, 10);
+  await client.engine.sync();
+  assert.equal((await client.table.get("m"))?.v, 1);
+  rows[0] = POISONS[3]!.row(T0 + 1000);
+  const result = await client.engine.fullResync();
+  assert.equal(result.stats.skipped, 1);
+  assert.equal(result.stats.removed, 0);
+  assert.equal((await client.table.get("m"))?.v, 1, "kept as it was");
 });
