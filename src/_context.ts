@@ -139,11 +139,16 @@ export function readRecordMeta(
     ? record["updated_at"] ?? record["updatedAt"]
     : record[table.updatedAtField];
   const time = parseTimestamp(updatedAt);
-  const cursorId = typeof id === "string" ? cursorIdAfter(id) : null;
+  const idIssue = idProblem(id);
+  // A valid id is its own cursor; a bad one's stand-in is found only then.
+  const cursorId = idIssue === null
+    ? id as string
+    : typeof id === "string"
+    ? cursorIdAfter(id)
+    : null;
   const position = time === null || cursorId === null
     ? null
     : { updatedAt: updatedAt as string, time, id: cursorId };
-  const idIssue = idProblem(id);
   if (idIssue !== null) {
     return {
       problem: "invalid_id",
