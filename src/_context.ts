@@ -6,9 +6,15 @@
  */
 
 import { parseTimestamp } from "./_timestamp.ts";
+import {
+  cursorIdAfter,
+  exceedsDepth,
+  idProblem,
+  WIRE_LIMITS,
+} from "./limits.ts";
 import type { ConflictPolicy } from "./conflict.ts";
-import type { EventHub } from "./events.ts";
-import type { JsonObject } from "./json.ts";
+import type { EventHub, RecordProblem } from "./events.ts";
+import { isJsonObject, type JsonValue } from "./json.ts";
 import type { StandardSchemaV1 } from "./schema.ts";
 import type { Storage } from "./storage.ts";
 import type { Transport } from "./transport.ts";
@@ -77,40 +83,159 @@ export interface RecordMeta {
   readonly deleted: boolean;
 }
 
+/** Where an item sits in the pull order, as a cursor names it. */
+export interface Position {
+  /** The item's `updated_at`, as the server sent it. */
+  readonly updatedAt: string;
+  /** `updatedAt` as ms since the epoch. */
+  readonly time: number;
+  /** The cursor id: the item's id, or a valid stand-in past it. */
+  readonly id: string;
+}
+
+/** A server record that breaks the limits (ENGINE.md clause 25). */
+export interface RecordFault {
+  /** What is wrong. */
+  readonly problem: RecordProblem;
+  /** What is wrong, as the end of a std-style message. */
+  readonly reason: string;
+  /**
+   * Where the item sits, when its `updated_at` is readable and its id is a
+   * non-empty string: a cursor can move past it.
+   */
+  readonly position: Position | null;
+}
+
 /**
- * Reads the id, `updated_at` and tombstone of a record through the table's
- * field names.
+ * Reads the id, `updated_at` and tombstone of a server record through the
+ * table's field names, and checks it against the wire limits: an id that
+ * `idProblem` accepts, a valid `updated_at`, a `deleted_at` that is absent,
+ * `null` or a timestamp, and nesting no deeper than `WIRE_LIMITS.maxDepth`.
+ * Every check is bounded by its limit, so a hostile record costs no more.
  *
  * @param table The table.
- * @param record The record.
- * @returns The fields, or a string saying what is missing.
+ * @param record The record, as received.
+ * @returns The fields, or what is wrong and where the record sits.
  */
 export function readRecordMeta(
   table: TableConfig,
-  record: JsonObject,
-): RecordMeta | string {
-  const id = record[table.idField];
-  if (typeof id !== "string" || id === "") {
-    return `the record has no string "${table.idField}"`;
+  record: JsonValue | undefined,
+): RecordMeta | RecordFault {
+  if (!isJsonObject(record)) {
+    return {
+      problem: "not_object",
+      reason: `it is not an object (${
+        record === null
+          ? "null"
+          : Array.isArray(record)
+          ? "array"
+          : typeof record
+      })`,
+      position: null,
+    };
   }
+  const id = record[table.idField];
   const updatedAt = table.updatedAtField === undefined
     ? record["updated_at"] ?? record["updatedAt"]
     : record[table.updatedAtField];
   const time = parseTimestamp(updatedAt);
-  if (typeof updatedAt !== "string" || time === null) {
-    return `the record "${id}" has no valid "${
-      table.updatedAtField ?? "updated_at"
-    }" timestamp`;
+  const idIssue = idProblem(id);
+  // A valid id is its own cursor; a bad one's stand-in is found only then.
+  const cursorId = idIssue === null
+    ? id as string
+    : typeof id === "string"
+    ? cursorIdAfter(id)
+    : null;
+  const position = time === null || cursorId === null
+    ? null
+    : { updatedAt: updatedAt as string, time, id: cursorId };
+  if (idIssue !== null) {
+    return {
+      problem: "invalid_id",
+      reason: `its "${table.idField}" is invalid: ${idIssue}`,
+      position,
+    };
+  }
+  if (time === null) {
+    return {
+      problem: "invalid_updated_at",
+      reason: `its "${
+        table.updatedAtField ?? "updated_at"
+      }" is not a timestamp: current value is ${preview(updatedAt)}`,
+      position,
+    };
   }
   const deletedAt = table.deletedAtField === undefined
     ? record["deleted_at"] ?? record["deletedAt"]
     : record[table.deletedAtField];
+  if (
+    deletedAt !== undefined && deletedAt !== null &&
+    parseTimestamp(deletedAt) === null
+  ) {
+    return {
+      problem: "invalid_deleted_at",
+      reason: `its "${
+        table.deletedAtField ?? "deleted_at"
+      }" is neither null nor a timestamp: current value is ${
+        preview(deletedAt)
+      }`,
+      position,
+    };
+  }
+  if (exceedsDepth(record, WIRE_LIMITS.maxDepth)) {
+    return {
+      problem: "too_deep",
+      reason: `it nests deeper than ${WIRE_LIMITS.maxDepth} levels`,
+      position,
+    };
+  }
   return {
-    id,
-    updatedAt,
+    id: id as string,
+    updatedAt: updatedAt as string,
     time,
     deleted: deletedAt !== undefined && deletedAt !== null,
   };
+}
+
+/**
+ * Tells a record's fault from its fields.
+ *
+ * @param meta What {@linkcode readRecordMeta} returned.
+ * @returns `true` when the record breaks the limits.
+ */
+export function isFault(meta: RecordMeta | RecordFault): meta is RecordFault {
+  return "problem" in meta;
+}
+
+/**
+ * Orders two positions as the pull does: by instant, then by id in UTF-16
+ * code units (CONTRACT.md, Pull).
+ *
+ * @param a A position.
+ * @param b Another.
+ * @returns Negative, zero or positive as `a` is before, at or after `b`.
+ */
+export function comparePositions(a: Position, b: Position): number {
+  return a.time - b.time || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+/**
+ * A short, safe rendering of a hostile value for a message: JSON (which
+ * escapes lone surrogates), cut to a few dozen characters.
+ *
+ * @param value The value.
+ * @returns The rendering.
+ */
+export function preview(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(typeof value);
+  }
+  return text.length > 64
+    ? `${text.slice(0, 60)}... (${text.length} characters)`
+    : text;
 }
 
 /**

@@ -6,7 +6,12 @@
  */
 
 import type { EngineContext, EngineLimits, TableConfig } from "./_context.ts";
-import { backoffDelay } from "./_backoff.ts";
+import {
+  backoffDelay,
+  clampDelay,
+  MAX_RETRY_AFTER_MS,
+  MAX_TIMER_MS,
+} from "./_backoff.ts";
 import {
   CONFLICT_STRATEGIES,
   type ConflictResolver,
@@ -30,6 +35,7 @@ import {
 } from "./events.ts";
 import { ConflictInbox } from "./inbox.ts";
 import type { JsonObject } from "./json.ts";
+import { kindProblem } from "./limits.ts";
 import { DEFAULT_SYSTEM_FIELDS } from "./merge.ts";
 import { assertOpen, Outbox } from "./outbox.ts";
 import { pullPhase } from "./pull.ts";
@@ -158,10 +164,14 @@ export interface SyncResult {
   readonly retryAfterMs: number | null;
 }
 
-/** Options of {@linkcode SyncEngine.startAuto}. */
+/**
+ * Options of {@linkcode SyncEngine.startAuto}. Every delay is at most
+ * `2 ** 31 - 1` ms (about 24.8 days), the longest a timer holds; a
+ * server's `Retry-After` is honoured up to one hour.
+ */
 export interface AutoSyncOptions {
   /**
-   * The time between runs, in ms.
+   * The time between runs, in ms: more than 0.
    *
    * @default {30000}
    */
@@ -363,8 +373,9 @@ export class SyncEngine implements AsyncDisposable {
    * @param kind The table's kind: its REST path segment.
    * @param options Schema, field names, conflict strategy, coalescing.
    * @returns The table handle.
-   * @throws {TypeError} When `kind` is empty or reserved (`batch`,
-   * `health`), or is registered already with other options.
+   * @throws {TypeError} When `kind` breaks the wire limits (1 to 64
+   * characters of `[A-Za-z0-9_-]`, not `health`, `batch` or `live`), or is
+   * registered already with other options.
    */
   table<S extends StandardSchemaV1>(
     kind: string,
@@ -381,12 +392,12 @@ export class SyncEngine implements AsyncDisposable {
   table<T = JsonObject>(kind: string, options?: TableOptions<T>): Table<T>;
   table<T>(kind: string, options?: TableOptions<T>): Table<T> {
     assertOpen(this.#closed, "register a table");
-    if (
-      typeof kind !== "string" || kind === "" || kind === "batch" ||
-      kind === "health"
-    ) {
+    // A TypeError, like every other misconfiguration of a table: a kind is
+    // code, not data, and one the server refuses could never sync.
+    const problem = kindProblem(kind);
+    if (problem !== null) {
       throw new TypeError(
-        `Cannot register table as the kind is empty or reserved: current value is ${
+        `Cannot register table as its kind is invalid, ${problem}: current value is ${
           JSON.stringify(kind)
         }`,
       );
@@ -466,7 +477,8 @@ export class SyncEngine implements AsyncDisposable {
    * `sync()` succeeds.
    *
    * @param options Interval, write delay, backoff cap.
-   * @throws {RangeError} When an option is out of range.
+   * @throws {RangeError} When an option is not a number of ms in its range
+   * (`intervalMs` from 1, the others from 0, all up to `2 ** 31 - 1`).
    */
   startAuto(options: AutoSyncOptions = {}): void {
     assertOpen(this.#closed, "start auto sync");
@@ -478,9 +490,15 @@ export class SyncEngine implements AsyncDisposable {
       maxBackoffMs: options.maxBackoffMs ?? 300_000,
     };
     for (const [name, value] of Object.entries(resolved)) {
-      if (value !== null && (!Number.isFinite(value) || value < 0)) {
+      if (value === null && name === "afterWriteMs") continue;
+      // An interval of 0 would run back to back; past MAX_TIMER_MS a timer
+      // overflows and fires at once.
+      const min = name === "intervalMs" ? 1 : 0;
+      if (
+        typeof value !== "number" || !(value >= min && value <= MAX_TIMER_MS)
+      ) {
         throw new RangeError(
-          `Cannot start auto sync as ${name} is not a non-negative number: current value is ${value}`,
+          `Cannot start auto sync as ${name} is not a number of ms from ${min} to ${MAX_TIMER_MS}: current value is ${value}`,
         );
       }
     }
@@ -658,6 +676,7 @@ export class SyncEngine implements AsyncDisposable {
       retrying: 0,
       pulled: 0,
       pages: 0,
+      skipped: 0,
       removed: 0,
     };
     const signals = [this.#closeController.signal];
@@ -750,7 +769,7 @@ export class SyncEngine implements AsyncDisposable {
     auto.timer = this.#timers.setTimeout(() => {
       auto.dueAt = null;
       void this.#tick();
-    }, Math.max(0, at - this.#clock.now()));
+    }, clampDelay(at - this.#clock.now()));
   }
 
   /**
@@ -774,6 +793,7 @@ export class SyncEngine implements AsyncDisposable {
       auto.failures = 0;
       auto.notBefore = 0;
       if (result.retryAfterMs !== null) {
+        // Clamped by the push phase to MAX_RETRY_AFTER_MS.
         next = Math.max(next, result.retryAfterMs);
         auto.notBefore = this.#clock.now() + result.retryAfterMs;
       }
@@ -787,8 +807,10 @@ export class SyncEngine implements AsyncDisposable {
         maxMs: auto.options.maxBackoffMs,
         random: this.#random,
       });
+      // A transport's value is clamped too: NaN or a year must not turn
+      // into an immediate timer.
       const retryAfter = error instanceof ServerError
-        ? error.retryAfterMs ?? 0
+        ? clampDelay(error.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS)
         : 0;
       // Full jitter can draw 0: keep a floor so a dead server is not hammered.
       next = retryable

@@ -216,11 +216,16 @@ export class ParseError extends SyncError {
    * Constructs a new instance.
    *
    * @param message What was malformed.
-   * @param options Status, retryability (default `false`) and cause.
+   * @param options Status, machine-readable code, retryability (default
+   * `false`) and cause.
    */
   constructor(
     message: string,
-    options: ErrorOptions & { status?: number; retryable?: boolean } = {},
+    options: ErrorOptions & {
+      status?: number;
+      code?: string;
+      retryable?: boolean;
+    } = {},
   ) {
     super(message, {
       ...options,

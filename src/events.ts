@@ -27,9 +27,27 @@ export interface SyncStats {
   pulled: number;
   /** Pull pages applied. */
   pages: number;
+  /**
+   * Pulled items skipped for breaking the wire limits (clause 25), each
+   * reported by a `pullItemSkipped` event.
+   */
+  skipped: number;
   /** Local records removed by a full resync. */
   removed: number;
 }
+
+/**
+ * What is wrong with a record a server sent (ENGINE.md clause 25): not an
+ * object, an id the limits refuse, an `updated_at` that is not a timestamp,
+ * a `deleted_at` that is neither null nor a timestamp, or nesting deeper
+ * than the limit.
+ */
+export type RecordProblem =
+  | "not_object"
+  | "invalid_id"
+  | "invalid_updated_at"
+  | "invalid_deleted_at"
+  | "too_deep";
 
 /** Where a change to local data came from. */
 export type ChangeSource = "local" | "remote";
@@ -140,6 +158,28 @@ export type SyncEvent =
     readonly kind: string;
     readonly count: number;
     readonly cursor: { readonly updatedAt: string; readonly id: string };
+  }
+  | {
+    /**
+     * A pulled item broke the wire limits (ENGINE.md clause 25) and was not
+     * applied; the pull went on past it.
+     */
+    readonly type: "pullItemSkipped";
+    readonly kind: string;
+    /** The item's index in its page. */
+    readonly index: number;
+    /** What is wrong, machine-readable. */
+    readonly problem: RecordProblem;
+    /** What is wrong, in words. */
+    readonly reason: string;
+    /**
+     * The cursor position past the item (its `updated_at`, and its id or a
+     * valid stand-in past it); `null` when the item has no readable
+     * position, and the cursor moves past it only with the items after it.
+     */
+    readonly position:
+      | { readonly updatedAt: string; readonly id: string }
+      | null;
   }
   | ({ readonly type: "change" } & RecordChange)
   | {

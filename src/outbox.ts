@@ -14,6 +14,7 @@
 import {
   compareInstants,
   type EngineContext,
+  isFault,
   readRecordMeta,
   type TableConfig,
 } from "./_context.ts";
@@ -526,7 +527,7 @@ export function baseOf(
 ): RecordBase | null {
   if (server === null) return null;
   const meta = readRecordMeta(table, server);
-  if (typeof meta === "string") return null;
+  if (isFault(meta)) return null;
   return { data: server, updatedAt: meta.updatedAt, deleted: meta.deleted };
 }
 

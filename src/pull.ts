@@ -1,31 +1,58 @@
 /**
- * The pull phase (ENGINE.md clauses 10-13): fetches each table's changes
+ * The pull phase (ENGINE.md clauses 10-13, 25): fetches each table's changes
  * page by page with the keyset cursor and applies them without ever
- * overwriting a pending local edit.
+ * overwriting a pending local edit; an item that breaks the wire limits is
+ * skipped and reported, and the pull goes on past it.
  *
  * @module
  */
 
 import {
+  comparePositions,
   type EngineContext,
+  isFault,
+  type Position,
+  preview,
   readRecordMeta,
+  type RecordFault,
   type RecordMeta,
   type TableConfig,
 } from "./_context.ts";
-import { ParseError, ResyncRequiredError, StorageError } from "./errors.ts";
+import { parseTimestamp } from "./_timestamp.ts";
+import {
+  ParseError,
+  ResyncRequiredError,
+  ServerError,
+  StorageError,
+  SyncError,
+} from "./errors.ts";
 import type { RecordChange, SyncStats } from "./events.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
 import { byteLength, writeChunked } from "./_write.ts";
 import type { Mutation, StoredRecord, Versioned } from "./storage.ts";
+import type { PullPage } from "./transport.ts";
 
-/** Where a table's pull stands: the last applied item and the page hint. */
-export interface PullCursor {
-  /** The `updated_at` of the last applied item. */
+/** A request position: a cursor and the token the server gave with it. */
+export interface PullFrom {
+  /** The `updated_at` of the last item passed. */
   readonly updatedAt: string;
-  /** The id of the last applied item. */
+  /** The id of the last item passed, or a valid stand-in past it. */
   readonly id: string;
-  /** The server's hint for the next page, when the last page gave one. */
+  /** The server's hint for the next page, when it gave one. */
   readonly pageToken: string | null;
+}
+
+/** Where a table's pull stands: the last item passed and the page hint. */
+export interface PullCursor extends PullFrom {
+  /**
+   * Present on a cursor that ends part of a page applied in several writes:
+   * where that page was requested from (`null`: from no cursor). The
+   * middle of a page has no token (the server's token names the page's
+   * end), so a pull resumed there after a crash may meet `410` where the
+   * page's own request, which may carry the server's mark of a pull that
+   * began with no cursor, would not: it then goes back to that request.
+   */
+  readonly pageStart?: PullFrom | null;
 }
 
 /** Options of {@linkcode pullPhase}. */
@@ -63,7 +90,10 @@ export function resyncKey(kind: string): string {
 
 /**
  * Pulls every table in `kinds`. A table whose cursor the server no longer
- * serves (`410`), or whose last resync was interrupted, is resynced.
+ * serves (`410`), or whose last resync was interrupted, is resynced. A
+ * table whose server sends what cannot be pulled (category `parse`, e.g. a
+ * page that brings no progress) does not stop the other tables: they are
+ * pulled, then the phase fails with the first such error.
  *
  * @param ctx The engine context.
  * @param options Tables, mode, counters, signal.
@@ -73,31 +103,84 @@ export async function pullPhase(
   options: PullPhaseOptions,
 ): Promise<void> {
   const markers = await ctx.storage.getMeta(options.kinds.map(resyncKey));
+  let failure: SyncError | null = null;
   for (let i = 0; i < options.kinds.length; i++) {
-    const kind = options.kinds[i]!;
-    const table = ctx.table(kind);
+    const table = ctx.table(options.kinds[i]!);
     const resync = options.resync || markers[i] !== undefined;
     try {
-      await pullTable(ctx, table, { ...options, resync });
+      await pullKind(ctx, table, options, resync);
     } catch (error) {
-      if (!(error instanceof ResyncRequiredError) || resync) throw error;
-      await pullTable(ctx, table, { ...options, resync: true });
+      if (!(error instanceof SyncError) || error.category !== "parse") {
+        throw error;
+      }
+      failure ??= error;
     }
   }
+  if (failure !== null) throw failure;
 }
 
-/** Reads and validates a stored cursor. */
-function parseCursor(value: JsonValue | undefined): PullCursor | null {
+/**
+ * Pulls one table, resyncing it on `410`. A `410` during a resync breaks
+ * the contract (pages of a pull that began with no cursor never get it):
+ * an error, not a loop.
+ */
+async function pullKind(
+  ctx: EngineContext,
+  table: TableConfig,
+  options: PullPhaseOptions,
+  resync: boolean,
+): Promise<void> {
+  try {
+    await pullTable(ctx, table, { ...options, resync });
+    return;
+  } catch (error) {
+    if (!(error instanceof ResyncRequiredError)) throw error;
+    if (resync) {
+      throw new ServerError(
+        `Cannot resync '${table.kind}' as the server answered 410 to a pull that began with no cursor: current value is ${
+          preview(error.message)
+        }`,
+        { status: 410, code: "gone", retryable: false, cause: error },
+      );
+    }
+  }
+  await pullKind(ctx, table, options, true);
+}
+
+/** Reads a stored request position, or `undefined` when malformed. */
+function parseFrom(value: JsonValue | undefined): PullFrom | undefined {
   if (
     !isJsonObject(value) || typeof value.updatedAt !== "string" ||
-    typeof value.id !== "string"
+    typeof value.id !== "string" || parseTimestamp(value.updatedAt) === null
   ) {
-    return null;
+    return undefined;
   }
   return {
     updatedAt: value.updatedAt,
     id: value.id,
     pageToken: typeof value.pageToken === "string" ? value.pageToken : null,
+  };
+}
+
+/** Reads and validates a stored cursor. */
+function parseCursor(value: JsonValue | undefined): PullCursor | null {
+  const from = parseFrom(value);
+  if (from === undefined) return null;
+  const object = value as JsonObject;
+  if (!Object.hasOwn(object, "pageStart")) return from;
+  const pageStart = object.pageStart === null
+    ? null
+    : parseFrom(object.pageStart);
+  return pageStart === undefined ? from : { ...from, pageStart };
+}
+
+/** The position a request position names. */
+function positionOf(from: PullFrom | null): Position | null {
+  if (from === null) return null;
+  return {
+    updatedAt: from.updatedAt,
+    time: parseTimestamp(from.updatedAt)!,
+    id: from.id,
   };
 }
 
@@ -120,139 +203,232 @@ async function pullTable(
     seen = new Set();
   }
   let [entry] = await ctx.storage.getMeta([key]);
-  let previousToken: string | null = null;
   let done = 0;
   let interrupted = false;
   for (;;) {
     signal.throwIfAborted();
-    const cursor = parseCursor(entry?.value);
     const limit = ctx.limits.pageSize;
-    const sentAt = ctx.now();
-    const page = await ctx.transport.pull({
-      kind,
-      updatedSince: cursor?.updatedAt ?? null,
-      afterId: cursor?.id ?? null,
+    const { page, from } = await fetchPage(ctx, table, {
+      cursor: parseCursor(entry?.value),
       limit,
-      pageToken: cursor?.pageToken ?? null,
-    }, { signal });
-    ctx.observeServerDate(page.serverDate, sentAt);
-    const metas = validatePage(table, page.items, cursor);
-    for (const meta of metas) seen?.add(meta.id);
-    if (metas.length === 0) {
-      if (page.nextPageToken === null) break;
-      if (page.nextPageToken === previousToken) {
-        throw new ParseError(
-          `Cannot pull '${kind}' as the server repeats an empty page with the same token: current value is "${page.nextPageToken}"`,
-        );
-      }
-    }
-    previousToken = page.nextPageToken;
-    if (metas.length > 0) {
-      const applied = await applyPage(
-        ctx,
-        table,
-        // validatePage() refused any item that is not an object.
-        page.items as readonly JsonObject[],
-        metas,
-        page.nextPageToken,
-        entry,
+      signal,
+    });
+    const read = readPage(table, page.items, positionOf(from));
+    reportSkipped(ctx, table, read.skipped, stats);
+    for (const { meta } of read.accepted) seen?.add(meta.id);
+    // The server still has a record it sent broken: a resync keeps the
+    // local copy rather than sweep it away.
+    for (const { id } of read.skipped) if (id !== null) seen?.add(id);
+    const caughtUp = page.items.length < limit && page.nextPageToken === null;
+    if (read.end === null) {
+      if (caughtUp) break;
+      // Clause 9: the same request would bring the same page again.
+      throw new ParseError(
+        `Cannot pull '${kind}' as the server's page brings no progress past the cursor: current value is ${page.items.length} items and token ${
+          preview(page.nextPageToken)
+        }`,
+        { code: "no_progress" },
       );
-      if (applied === null) {
-        // Another engine moved the cursor: continue from where it stands.
-        // During a resync its pages escape `seen`, so no sweep this time;
-        // the marker stays and the next run resyncs again.
-        interrupted = true;
-        [entry] = await ctx.storage.getMeta([key]);
-        continue;
-      }
-      entry = applied;
-      done += metas.length;
-      stats.pulled += metas.length;
-      stats.pages++;
-      const last = metas[metas.length - 1]!;
-      ctx.hub.emit({
-        type: "pullPageApplied",
-        kind,
-        count: metas.length,
-        cursor: { updatedAt: last.updatedAt, id: last.id },
-      });
-      ctx.hub.emit({
-        type: "progress",
-        phase: "pull",
-        kind,
-        done,
-        total: null,
-      });
-    } else {
-      // An empty page with a token: follow the token, keyset unchanged.
-      const value: PullCursor | null = cursor === null
-        ? null
-        : { ...cursor, pageToken: page.nextPageToken };
-      if (value !== null) {
-        await ctx.storage.write([{
-          type: "putMeta",
-          key,
-          value: { ...value },
-        }]);
-        [entry] = await ctx.storage.getMeta([key]);
-      }
     }
-    if (metas.length < limit && page.nextPageToken === null) break;
+    const applied = await applyPage(ctx, table, {
+      accepted: read.accepted,
+      end: read.end,
+      // The server refuses a token that does not name the cursor sent with
+      // it: only a cursor at the page's last item, as served, carries it.
+      token: read.endsAtLast ? page.nextPageToken : null,
+      from,
+      entry,
+    });
+    if (applied === null) {
+      // Another engine moved the cursor: continue from where it stands.
+      // During a resync its pages escape `seen`, so no sweep this time;
+      // the marker stays and the next run resyncs again.
+      interrupted = true;
+      [entry] = await ctx.storage.getMeta([key]);
+      continue;
+    }
+    entry = applied;
+    done += read.accepted.length;
+    stats.pulled += read.accepted.length;
+    stats.pages++;
+    ctx.hub.emit({
+      type: "pullPageApplied",
+      kind,
+      count: read.accepted.length,
+      cursor: { updatedAt: read.end.updatedAt, id: read.end.id },
+    });
+    ctx.hub.emit({ type: "progress", phase: "pull", kind, done, total: null });
+    if (caughtUp) break;
   }
   if (seen !== null && !interrupted) await sweep(ctx, table, seen, stats);
 }
 
 /**
- * Checks a page before anything of it is applied: every item is a record
- * with an id and a timestamp, in strictly increasing `(updated_at, id)`
- * order after the cursor. A server that breaks the order could make the
- * cursor skip items, so such a page is refused whole.
+ * Requests the page after `cursor`. A cursor in the middle of a page that
+ * meets `410` goes back, once, to where that page was requested from (see
+ * {@linkcode PullCursor.pageStart}).
+ *
+ * @returns The page and the position it was requested from.
  */
-function validatePage(
+async function fetchPage(
+  ctx: EngineContext,
+  table: TableConfig,
+  request: { cursor: PullCursor | null; limit: number; signal: AbortSignal },
+): Promise<{ page: PullPage; from: PullFrom | null }> {
+  const { cursor, limit, signal } = request;
+  let from: PullFrom | null = cursor;
+  let fallback = cursor?.pageStart;
+  for (;;) {
+    const sentAt = ctx.now();
+    try {
+      const page = await ctx.transport.pull({
+        kind: table.kind,
+        updatedSince: from?.updatedAt ?? null,
+        afterId: from?.id ?? null,
+        limit,
+        pageToken: from?.pageToken ?? null,
+      }, { signal });
+      ctx.observeServerDate(page.serverDate, sentAt);
+      return { page, from };
+    } catch (error) {
+      if (!(error instanceof ResyncRequiredError) || fallback === undefined) {
+        throw error;
+      }
+      from = fallback;
+      fallback = undefined;
+    }
+  }
+}
+
+/** A pulled item to apply, with the cursor position once it is applied. */
+interface AcceptedItem {
+  readonly item: JsonObject;
+  readonly meta: RecordMeta;
+  /** The furthest position reached with this item, skipped ones included. */
+  readonly after: Position;
+}
+
+/** A pulled item that breaks the limits, at its index in the page. */
+interface SkippedItem extends RecordFault {
+  readonly index: number;
+  /** Its id as served, when a string. */
+  readonly id: string | null;
+}
+
+/** What a page brings, checked item by item. */
+interface PageRead {
+  readonly accepted: AcceptedItem[];
+  readonly skipped: SkippedItem[];
+  /** The furthest position the page reaches, or `null` for no progress. */
+  readonly end: Position | null;
+  /** Whether `end` is the page's last item itself, its id as served. */
+  readonly endsAtLast: boolean;
+}
+
+/**
+ * Checks every item of a page (clause 25). An item that breaks the limits
+ * is skipped, and the cursor moves past it when its position is readable
+ * (its `updated_at`, and its id or a valid stand-in past it). The cursor
+ * never moves back: it is the furthest position seen.
+ *
+ * A valid item that is not after the one before it (a server that breaks
+ * the `(updated_at, id)` order) is still applied: it is a genuine record,
+ * and applying it cannot regress local data (a version older than the one
+ * held is ignored). Refusing the page would let one misordered pair (say,
+ * ids a server sorts by UTF-8 bytes rather than UTF-16 units) stop the pull
+ * for good; skipping it would lose a record the client can take.
+ */
+function readPage(
   table: TableConfig,
   items: readonly JsonValue[],
-  cursor: PullCursor | null,
-): RecordMeta[] {
-  const metas: RecordMeta[] = [];
-  let previous: { time: number; id: string } | null = cursor === null
-    ? null
-    : { time: Date.parse(cursor.updatedAt), id: cursor.id };
-  for (let i = 0; i < items.length; i++) {
-    const item = items[i];
-    if (!isJsonObject(item)) {
-      throw new ParseError(
-        `Cannot pull '${table.kind}' as item ${i} is not an object: current value is ${
-          JSON.stringify(item)
-        }`,
-      );
-    }
+  from: Position | null,
+): PageRead {
+  const accepted: AcceptedItem[] = [];
+  const skipped: SkippedItem[] = [];
+  let furthest = from;
+  let endsAtLast = false;
+  for (let index = 0; index < items.length; index++) {
+    const item = items[index];
     const meta = readRecordMeta(table, item);
-    if (typeof meta === "string") {
-      throw new ParseError(
-        `Cannot pull '${table.kind}' as item ${i} is malformed: ${meta}`,
-      );
+    let position: Position | null;
+    let exact: boolean;
+    if (isFault(meta)) {
+      const id = isJsonObject(item) ? item[table.idField] : undefined;
+      skipped.push({
+        ...meta,
+        index,
+        id: typeof id === "string" ? id : null,
+      });
+      position = meta.position;
+      exact = position !== null && id === position.id;
+    } else {
+      position = { updatedAt: meta.updatedAt, time: meta.time, id: meta.id };
+      exact = true;
     }
-    if (previous !== null) {
-      const order = meta.time - previous.time ||
-        (meta.id < previous.id ? -1 : meta.id > previous.id ? 1 : 0);
-      if (order <= 0) {
-        throw new ParseError(
-          `Cannot pull '${table.kind}' as item ${i} is not after the previous one in (updated_at, id) order: current value is ("${meta.updatedAt}", "${meta.id}")`,
-        );
-      }
+    if (
+      position !== null &&
+      (furthest === null || comparePositions(position, furthest) > 0)
+    ) {
+      furthest = position;
     }
-    previous = meta;
-    metas.push(meta);
+    endsAtLast = exact && furthest === position;
+    if (!isFault(meta)) {
+      accepted.push({ item: item as JsonObject, meta, after: furthest! });
+    }
   }
-  return metas;
+  return {
+    accepted,
+    skipped,
+    end: furthest === from ? null : furthest,
+    endsAtLast,
+  };
+}
+
+/** Reports the skipped items of a page and counts them (clause 25). */
+function reportSkipped(
+  ctx: EngineContext,
+  table: TableConfig,
+  skipped: readonly SkippedItem[],
+  stats: SyncStats,
+): void {
+  for (const item of skipped) {
+    stats.skipped++;
+    ctx.hub.emit({
+      type: "pullItemSkipped",
+      kind: table.kind,
+      index: item.index,
+      problem: item.problem,
+      reason:
+        `Cannot apply pulled item ${item.index} of '${table.kind}' as ${item.reason}`,
+      position: item.position === null
+        ? null
+        : { updatedAt: item.position.updatedAt, id: item.position.id },
+    });
+  }
+}
+
+/** What {@linkcode applyPage} writes. */
+interface PagePlan {
+  /** The items to apply, in page order. */
+  readonly accepted: readonly AcceptedItem[];
+  /** The furthest position of the page: the cursor once it is applied. */
+  readonly end: Position;
+  /** The token the cursor at `end` carries. */
+  readonly token: string | null;
+  /** Where the page was requested from. */
+  readonly from: PullFrom | null;
+  /** The cursor entry as last read. */
+  readonly entry: Versioned<JsonValue> | undefined;
 }
 
 /**
  * Applies one page, in as many writes as the storage's limits require; each
  * write carries the cursor of its last item, so an interrupted page resumes
- * exactly after the last chunk that landed (clause 10). Chunks are sized by
- * the mutations actually planned (a record with pending edits stores its
- * local data and its base), never by an estimate.
+ * exactly after the last chunk that landed (clause 10), and the last write
+ * carries the page's end (skipped items included) and token. Chunks are
+ * sized by the mutations actually planned (a record with pending edits
+ * stores its local data and its base), never by an estimate. A page whose
+ * items were all skipped writes the cursor alone.
  *
  * @returns The new cursor entry, or `null` when another writer moved the
  * cursor first.
@@ -260,23 +436,44 @@ function validatePage(
 async function applyPage(
   ctx: EngineContext,
   table: TableConfig,
-  items: readonly JsonObject[],
-  metas: readonly RecordMeta[],
-  nextPageToken: string | null,
-  entry: Versioned<JsonValue> | undefined,
+  plan: PagePlan,
 ): Promise<Versioned<JsonValue> | undefined | null> {
   const key = cursorKey(table.kind);
+  const { accepted } = plan;
+  let entry = plan.entry;
   const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
   const measure = Number.isFinite(maxWriteBytes);
   // One mutation per item plus the cursor's.
   const perWrite = Math.max(1, maxMutationsPerWrite - 1);
+  const cursorAt = (end: number): Extract<Mutation, { type: "putMeta" }> => {
+    const value: JsonObject = end === accepted.length
+      ? {
+        updatedAt: plan.end.updatedAt,
+        id: plan.end.id,
+        pageToken: plan.token,
+      }
+      : {
+        updatedAt: accepted[end - 1]!.after.updatedAt,
+        id: accepted[end - 1]!.after.id,
+        pageToken: null,
+        pageStart: plan.from === null ? null : { ...plan.from },
+      };
+    return {
+      type: "putMeta",
+      key,
+      value,
+      expect: entry === undefined ? null : entry.rev,
+    };
+  };
   let start = 0;
-  while (start < items.length) {
+  do {
     let committed = false;
     for (let attempt = 0; attempt < ctx.limits.writeRetries; attempt++) {
-      const stop = Math.min(items.length, start + perWrite);
-      const ids = metas.slice(start, stop).map((meta) => meta.id);
-      const locals = await ctx.storage.getRecords(table.kind, ids);
+      const stop = Math.min(accepted.length, start + perWrite);
+      const ids = accepted.slice(start, stop).map((one) => one.meta.id);
+      const locals = ids.length === 0
+        ? []
+        : await ctx.storage.getRecords(table.kind, ids);
       // Plan the items that fit, measured as the storage measures a write
       // (the JSON of the mutations); the cursor's own size depends on the
       // item it ends at, so it is measured last and the chunk shrinks if
@@ -290,8 +487,7 @@ async function applyPage(
         const itemChanges: RecordChange[] = [];
         planItem(
           table,
-          items[i]!,
-          metas[i]!,
+          accepted[i]!,
           locals[i - start],
           itemMutations,
           itemChanges,
@@ -308,12 +504,7 @@ async function applyPage(
         bytes += size;
       }
       let end = start + planned.length;
-      let cursor = cursorMutation(
-        key,
-        metas[end - 1]!,
-        end === items.length ? nextPageToken : null,
-        entry,
-      );
+      let cursor = cursorAt(end);
       while (
         measure && planned.length > 1 &&
         bytes + byteLength([cursor]) - 1 > maxWriteBytes
@@ -322,7 +513,7 @@ async function applyPage(
         planChanges.pop();
         bytes -= sizes.pop()!;
         end--;
-        cursor = cursorMutation(key, metas[end - 1]!, null, entry);
+        cursor = cursorAt(end);
       }
       const mutations = planned.flat();
       const changes = planChanges.flat();
@@ -346,39 +537,19 @@ async function applyPage(
         { retryable: true },
       );
     }
-  }
+  } while (start < accepted.length);
   return entry;
-}
-
-/** The cursor write of a chunk ending at `last`. */
-function cursorMutation(
-  key: string,
-  last: RecordMeta,
-  pageToken: string | null,
-  entry: Versioned<JsonValue> | undefined,
-): Extract<Mutation, { type: "putMeta" }> {
-  const cursor: PullCursor = {
-    updatedAt: last.updatedAt,
-    id: last.id,
-    pageToken,
-  };
-  return {
-    type: "putMeta",
-    key,
-    value: { ...cursor },
-    expect: entry === undefined ? null : entry.rev,
-  };
 }
 
 /** Plans one pulled item (clauses 11, 12). */
 function planItem(
   table: TableConfig,
-  item: JsonObject,
-  meta: RecordMeta,
+  accepted: AcceptedItem,
   local: Versioned<StoredRecord> | undefined,
   mutations: Mutation[],
   changes: RecordChange[],
 ): void {
+  const { item, meta } = accepted;
   const base = { data: item, updatedAt: meta.updatedAt, deleted: meta.deleted };
   if (local === undefined) {
     // A tombstone of a record we never had: nothing to hide.

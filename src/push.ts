@@ -8,6 +8,8 @@
 import {
   compareInstants,
   type EngineContext,
+  isFault,
+  preview,
   readRecordMeta,
   recordKey,
   type TableConfig,
@@ -17,8 +19,11 @@ import {
   type ConflictDecision,
   decideConflict,
 } from "./conflict.ts";
+import { clampDelay, MAX_RETRY_AFTER_MS } from "./_backoff.ts";
+import { parseTimestamp } from "./_timestamp.ts";
 import {
   NetworkError,
+  ParseError,
   StorageError,
   SyncError,
   toSyncError,
@@ -381,6 +386,11 @@ async function settleResults(
     const result = results[i]!;
     if (result.type === "ok" || result.type === "conflict") {
       ctx.observeServerDate(result.serverDate, sentAt);
+      const wrong = answerError(ctx.table(op.kind), op, result);
+      if (wrong !== null) {
+        outcomes.set(op.opId, { type: "rejected", error: wrong });
+        continue;
+      }
     }
     switch (result.type) {
       case "ok":
@@ -395,7 +405,10 @@ async function settleResults(
         break;
       case "retry":
         if (result.retryAfterMs !== null) {
-          retryAfterMs = Math.max(retryAfterMs ?? 0, result.retryAfterMs);
+          retryAfterMs = Math.max(
+            retryAfterMs ?? 0,
+            clampDelay(result.retryAfterMs, MAX_RETRY_AFTER_MS),
+          );
         }
         if (result.error.category === "network") {
           networkFailures++;
@@ -713,6 +726,68 @@ function planOutcome(
   }
 }
 
+/**
+ * Checks what a server answered for an op (ENGINE.md clause 25): the record
+ * of a `2xx`, or the current record of a `409`, must be a valid record (see
+ * `readRecordMeta`) of the op's own id, and a 409's `serverTimestamp` a
+ * timestamp. Anything else is a protocol error for that op alone: it is
+ * quarantined rather than retried, since the server would replay the same
+ * stored answer for the same idempotency key, and nothing of the answer is
+ * stored under either id.
+ *
+ * @returns The error, or `null` when the answer is sound.
+ */
+function answerError(
+  table: TableConfig,
+  op: StoredOp,
+  result: Extract<PushResult, { type: "ok" | "conflict" }>,
+): ParseError | null {
+  const record = result.type === "ok" ? result.record : result.current;
+  const action =
+    `Cannot accept the server's answer to op "${op.opId}" of '${op.kind}'`;
+  if (
+    result.type === "conflict" && result.serverTimestamp !== null &&
+    parseTimestamp(result.serverTimestamp) === null
+  ) {
+    return new ParseError(
+      `${action} as its 'serverTimestamp' is not a timestamp: current value is ${
+        preview(result.serverTimestamp)
+      }`,
+      { code: "invalid_updated_at" },
+    );
+  }
+  if (record === null) return null;
+  if (result.type === "ok" && !looksLikeRecord(table, record)) {
+    // An acknowledgement body (`{"ok": true}`) carries no record: the op is
+    // done and nothing of the body is stored, as for a 204.
+    return null;
+  }
+  const meta = readRecordMeta(table, record);
+  if (isFault(meta)) {
+    return new ParseError(`${action} as the record ${meta.reason}`, {
+      code: meta.problem,
+    });
+  }
+  if (meta.id !== op.id) {
+    return new ParseError(
+      `${action} as the record's "${table.idField}" is not the op's id ${
+        preview(op.id)
+      }: current value is ${preview(meta.id)}`,
+      { code: "id_mismatch" },
+    );
+  }
+  return null;
+}
+
+/** Whether a body has a record's id or `updated_at` field. */
+function looksLikeRecord(table: TableConfig, body: JsonObject): boolean {
+  const stamps = table.updatedAtField === undefined
+    ? ["updated_at", "updatedAt"]
+    : [table.updatedAtField];
+  return Object.hasOwn(body, table.idField) ||
+    stamps.some((field) => Object.hasOwn(body, field));
+}
+
 function buildConflict(
   table: TableConfig,
   op: StoredOp,
@@ -721,7 +796,7 @@ function buildConflict(
   const meta = result.current === null
     ? null
     : readRecordMeta(table, result.current);
-  const serverMeta = typeof meta === "string" ? null : meta;
+  const serverMeta = meta === null || isFault(meta) ? null : meta;
   return {
     kind: op.kind,
     id: op.id,

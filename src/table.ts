@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { EngineContext, TableConfig } from "./_context.ts";
+import { type EngineContext, preview, type TableConfig } from "./_context.ts";
 import type {
   ConflictResolver,
   ConflictStrategy,
@@ -15,6 +15,7 @@ import type {
 import { SyncError, ValidationError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
 import { isJsonObject, type JsonObject } from "./json.ts";
+import { exceedsDepth, idProblem, WIRE_LIMITS } from "./limits.ts";
 import { ownedRecord } from "./_own.ts";
 import { settleSystemFields, writeLocal, writeLocalMany } from "./outbox.ts";
 import { type StandardSchemaV1, validateWith } from "./schema.ts";
@@ -212,26 +213,19 @@ export class Table<T = JsonObject> {
    * @param record The whole record.
    * @param options The fields changed, when known.
    * @returns The record as stored.
-   * @throws {ValidationError} When the record fails the schema or has no id.
+   * @throws {ValidationError} When the record fails the schema, its id
+   * breaks the wire limits (1 to 256 characters of well-formed Unicode, not
+   * `.` or `..`), or it nests deeper than 64 levels; nothing is queued.
    */
   async put(record: T, options: PutOptions = {}): Promise<T> {
     this.#assertOpen("put a record");
     return await this.#putValid(await this.#withId(record), options) as T;
   }
 
-  /** Validates a record and checks it has a string id. */
+  /** Validates a record and checks its id against the wire limits. */
   async #withId(record: T): Promise<JsonObject> {
-    const config = this.#config;
     const valid = await this.#validate(record);
-    const id = valid[config.idField];
-    if (typeof id !== "string" || id === "") {
-      throw new ValidationError(
-        `Cannot put record into '${this.kind}' as it has no string "${config.idField}": current value is ${
-          JSON.stringify(id ?? null)
-        }`,
-        [{ message: "Expected a non-empty string id", path: [config.idField] }],
-      );
-    }
+    assertWireId(this.kind, this.#config.idField, valid[this.#config.idField]);
     return valid;
   }
 
@@ -272,7 +266,8 @@ export class Table<T = JsonObject> {
    *
    * @param records The whole records.
    * @returns The records as stored, in input order.
-   * @throws {ValidationError} When a record fails the schema or has no id.
+   * @throws {ValidationError} When a record fails the schema, its id breaks
+   * the wire limits, or it nests deeper than 64 levels; nothing is written.
    *
    * @example Importing a batch
    * ```ts
@@ -329,11 +324,14 @@ export class Table<T = JsonObject> {
    * @returns The record as stored.
    * @throws {SyncError} When the record does not exist (category
    * `validation`).
-   * @throws {ValidationError} When the patched record fails the schema.
+   * @throws {TypeError} When `id` is not a non-empty string.
+   * @throws {ValidationError} When `id` breaks the wire limits, or the
+   * patched record fails the schema or nests deeper than 64 levels.
    */
   async update(id: string, patch: Partial<T>): Promise<T> {
     this.#assertOpen("update a record");
     assertId(this.kind, id);
+    assertWireId(this.kind, this.#config.idField, id);
     if (!isJsonObject(patch)) {
       throw new TypeError(
         `Cannot update record as the patch is not an object: current value is ${
@@ -380,10 +378,13 @@ export class Table<T = JsonObject> {
    *
    * @param id The record's id.
    * @returns `true` when a record was deleted, `false` when there was none.
+   * @throws {TypeError} When `id` is not a non-empty string.
+   * @throws {ValidationError} When `id` breaks the wire limits.
    */
   async delete(id: string): Promise<boolean> {
     this.#assertOpen("delete a record");
     assertId(this.kind, id);
+    assertWireId(this.kind, this.#config.idField, id);
     let existed = false;
     await writeLocal(this.#ctx, this.#config, id, (current) => {
       existed = current !== undefined && !current.deleted;
@@ -455,9 +456,13 @@ export class Table<T = JsonObject> {
 
   async #validate(record: T): Promise<JsonObject> {
     const schema = this.#config.schema;
+    // Before the schema and the copy, which both recurse: a record nested
+    // thousands of levels deep must fail here, not overflow the stack.
+    assertDepth(this.kind, record);
     const value = schema === undefined
       ? record
       : await validateWith(schema, record, `record of '${this.kind}'`);
+    if (value !== record) assertDepth(this.kind, value);
     if (!isJsonObject(value)) {
       throw new ValidationError(
         `Cannot write record into '${this.kind}' as it is not an object: current value is ${
@@ -468,6 +473,62 @@ export class Table<T = JsonObject> {
     }
     return ownedRecord(this.kind, value);
   }
+}
+
+/**
+ * Refuses an id the wire contract does not allow (CONTRACT.md §Limits): it
+ * could never reach the server, and would stop every pull of the kind on
+ * every other client. Linear in the id, bounded by the limit.
+ */
+function assertWireId(kind: string, field: string, id: unknown): void {
+  const problem = idProblem(id);
+  if (problem === null) return;
+  throw new ValidationError(
+    `Cannot write record into '${kind}' as its "${field}" is invalid, ${problem}: current value is ${
+      preview(id ?? null)
+    }`,
+    [{ message: `Invalid id: ${problem}`, path: [field] }],
+  );
+}
+
+/**
+ * Refuses a record nested deeper than the wire limit; the walk stops at the
+ * limit, so its cost is bounded whatever the record holds.
+ */
+function assertDepth(kind: string, record: unknown): void {
+  if (!exceedsDepth(record, WIRE_LIMITS.maxDepth)) return;
+  const path = deepPath(record, WIRE_LIMITS.maxDepth);
+  throw new ValidationError(
+    `Cannot write record into '${kind}' as it nests deeper than ${WIRE_LIMITS.maxDepth} levels at "${
+      path.slice(0, 8).join(".")
+    }${path.length > 8 ? "..." : ""}"`,
+    [{
+      message: `Nesting deeper than ${WIRE_LIMITS.maxDepth} levels`,
+      path,
+    }],
+  );
+}
+
+/**
+ * The path to the first object or array past `maxDepth` levels, for the
+ * error only: the walk descends at most `maxDepth` levels.
+ */
+function deepPath(value: unknown, maxDepth: number): PropertyKey[] {
+  const path: PropertyKey[] = [];
+  const walk = (node: unknown, remaining: number): boolean => {
+    if (typeof node !== "object" || node === null) return false;
+    if (remaining <= 0) return true;
+    for (const key of Array.isArray(node) ? node.keys() : Object.keys(node)) {
+      path.push(key);
+      if (walk((node as Record<PropertyKey, unknown>)[key], remaining - 1)) {
+        return true;
+      }
+      path.pop();
+    }
+    return false;
+  };
+  walk(value, maxDepth);
+  return path;
 }
 
 function assertId(kind: string, id: string): void {
