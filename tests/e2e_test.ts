@@ -318,23 +318,33 @@ for (const backend of BACKENDS) {
     assert.deepEqual(await a.engine.outbox.list(), before);
   });
 
-  Deno.test(`e2e (${backend.name}): a malformed server response fails the sync and changes nothing`, async (t) => {
-    const cases: [string, () => Response][] = [
-      ["not JSON", () => new Response("<html>oops</html>", { status: 200 })],
-      ["a page without items", () => Response.json({ nextPageToken: null })],
+  Deno.test(`e2e (${backend.name}): a malformed server response fails the sync, a malformed item is skipped (clause 25), and neither changes anything`, async (t) => {
+    const cases: [string, () => Response, "fails" | "skips"][] = [
+      [
+        "not JSON",
+        () => new Response("<html>oops</html>", { status: 200 }),
+        "fails",
+      ],
+      [
+        "a page without items",
+        () => Response.json({ nextPageToken: null }),
+        "fails",
+      ],
       [
         "an item without id",
         () =>
           Response.json({
             items: [{ updated_at: "2025-03-01T10:00:00.000Z" }],
           }),
+        "skips",
       ],
       [
         "an item without updated_at",
         () => Response.json({ items: [{ id: "x" }] }),
+        "skips",
       ],
     ];
-    for (const [name, respond] of cases) {
+    for (const [name, respond, outcome] of cases) {
       await t.step(name, async () => {
         await using server = startServer();
         await using a = await openClient(server.url, backend, {
@@ -353,11 +363,17 @@ for (const backend of BACKENDS) {
             ? respond()
             : new Response(null, { status: 503 })
         );
-        await assert.rejects(a.engine.sync(), (error: unknown) => {
-          assert.ok(error instanceof ParseError, String(error));
-          assert.equal(error.category, "parse");
-          return true;
-        });
+        if (outcome === "fails") {
+          await assert.rejects(a.engine.sync(), (error: unknown) => {
+            assert.ok(error instanceof ParseError, String(error));
+            assert.equal(error.category, "parse");
+            return true;
+          });
+        } else {
+          const { stats } = await a.engine.sync();
+          assert.equal(stats.skipped, 1);
+          assert.equal(stats.pulled, 0);
+        }
         const [cursorAfter] = await a.storage.getMeta(["cursor/todos"]);
         assert.deepEqual(cursorAfter, cursorBefore, "the cursor did not move");
         assert.deepEqual(
