@@ -1510,7 +1510,7 @@ function parseBatchResults(
     // A batch result carries a final status: no 1xx, no redirect.
     if (
       typeof code !== "number" || !Number.isInteger(code) || code < 200 ||
-      code > 599
+      code > 599 || (code >= 300 && code < 400)
     ) {
       ordered[position] = damaged(
         actionOf(chunk[position]!),
