@@ -4,6 +4,7 @@
  * oversized bodies, redirects to another origin, huge `Retry-After`s.
  */
 import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
 import {
   createRestTransport,
   type RestTransportOptions,
@@ -547,6 +548,53 @@ Deno.test("rest: a body over maxResponseBytes is cancelled as it streams, with a
   await body.cancelled;
   // The cap (16 chunks) and the one chunk that passed it: nothing more.
   assert.equal(body.pulled(), 17);
+});
+
+Deno.test("rest: a chunked body over maxResponseBytes from a real server is cut off", async () => {
+  const cancelled = Promise.withResolvers<void>();
+  let sent = 0;
+  await using server = startScriptedServer(() =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        pull(controller): void {
+          sent++;
+          controller.enqueue(new Uint8Array(65_536).fill(0x20));
+        },
+        cancel(): void {
+          cancelled.resolve();
+        },
+      }),
+    )
+  );
+  await using transport = connect(server, { maxResponseBytes: 1_048_576 });
+  // Endless: without the cap, this read would never end.
+  await assert.rejects(
+    transport.pull(firstPull()),
+    /'maxResponseBytes'.+current value is at least \d+ bytes$/,
+  );
+  await cancelled.promise;
+  assert.ok(sent < 1_000, `${sent} chunks sent`);
+  assert.equal(server.requests.length, 1);
+});
+
+Deno.test("rest: a compressed body is capped on its decoded size, not its Content-Length", async () => {
+  // 10 MB of spaces in about 10 KB of gzip (a "gzip bomb").
+  const bomb = new Uint8Array(gzipSync(new Uint8Array(10_000_000).fill(0x20)));
+  await using server = startScriptedServer(() =>
+    new Response(bomb, {
+      headers: {
+        "content-encoding": "gzip",
+        "content-length": String(bomb.byteLength),
+      },
+    })
+  );
+  await using transport = connect(server, { maxResponseBytes: 1_048_576 });
+  await assert.rejects(transport.pull(firstPull()), (error: unknown) => {
+    assert.ok(error instanceof ParseError);
+    assert.equal(error.retryable, false);
+    assert.match(error.message, /'maxResponseBytes'/);
+    return true;
+  });
 });
 
 Deno.test("rest: a Content-Length over maxResponseBytes is refused before reading", async () => {
