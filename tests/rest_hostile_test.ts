@@ -317,11 +317,23 @@ Deno.test("rest: pull() rejects a kind or cursor that cannot travel in a URL wit
 
 // --- Item 14: a damaged answer is retryable, retried like a lost one ------
 
+/** A JSON body whose `\xff` characters become bytes 0xff (not UTF-8). */
+function notUtf8(value: unknown): Uint8Array<ArrayBuffer> {
+  const text = JSON.stringify(value);
+  const parts = text.split("\xff").map((part) =>
+    new TextEncoder().encode(part)
+  );
+  const bytes: number[] = [];
+  parts.forEach((part, i) => bytes.push(...(i === 0 ? [] : [0xff]), ...part));
+  return new Uint8Array(bytes);
+}
+
 Deno.test("rest: pull() retries a damaged 2xx page and returns the whole one", async () => {
   const damaged: [string, () => Response][] = [
     ["cut short", () => new Response('{"items": [{"id": "a"')],
     ["not JSON", () => new Response("<html>portal</html>")],
-    ["not UTF-8", () => new Response(new Uint8Array([0x7b, 0xff, 0x7d]))],
+    // Still JSON once the bad byte becomes U+FFFD: never stored like that.
+    ["not UTF-8", () => new Response(notUtf8({ items: [record("a\xff")] }))],
     ["wrong shape", () => json({ items: "nope", nextPageToken: null })],
     ["bad token", () => json({ items: [], nextPageToken: 7 })],
   ];
@@ -443,13 +455,18 @@ Deno.test("rest: push() reports a 409 whose record is not an object as damaged, 
   await using server = startScriptedServer((request) => {
     const id = idOf(request);
     if (id === "html") return new Response("<html>", { status: 409 });
+    if (id === "not-utf8") {
+      return new Response(notUtf8({ current: record("a\xff") }), {
+        status: 409,
+      });
+    }
     if (id === "null-current") {
       return json({ current: null, serverData: record(id) }, 409);
     }
     return json(answers[id], 409);
   });
   await using transport = connect(server, { retry: { attempts: 1 } });
-  const ids = [...Object.keys(answers), "html"];
+  const ids = [...Object.keys(answers), "html", "not-utf8"];
   const results = await transport.push(
     [...ids, "null-current"].map((id) => upsert(id, { baseUpdatedAt: T1 })),
   );
@@ -557,6 +574,7 @@ Deno.test("rest: a chunked body over maxResponseBytes from a real server is cut 
     new Response(
       new ReadableStream<Uint8Array>({
         pull(controller): void {
+          if (sent === 256) return controller.close();
           sent++;
           controller.enqueue(new Uint8Array(65_536).fill(0x20));
         },
@@ -567,13 +585,13 @@ Deno.test("rest: a chunked body over maxResponseBytes from a real server is cut 
     )
   );
   await using transport = connect(server, { maxResponseBytes: 1_048_576 });
-  // Endless: without the cap, this read would never end.
+  // 16 MiB offered: the client stops after 1 MiB and hangs up.
   await assert.rejects(
     transport.pull(firstPull()),
     /'maxResponseBytes'.+current value is at least \d+ bytes$/,
   );
   await cancelled.promise;
-  assert.ok(sent < 1_000, `${sent} chunks sent`);
+  assert.ok(sent < 256, `${sent} chunks sent`);
   assert.equal(server.requests.length, 1);
 });
 
@@ -738,7 +756,7 @@ Deno.test("rest: a huge Retry-After is read as one hour: never a near-zero wait,
   }
 });
 
-Deno.test("rest: a timeoutMs at the timer's maximum does not fire at once", async () => {
+Deno.test("rest: a timeoutMs at the timer's maximum arms no timer past it", async () => {
   await using server = startScriptedServer(async () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
     return json({ items: [record("a")] });
@@ -747,8 +765,21 @@ Deno.test("rest: a timeoutMs at the timer's maximum does not fire at once", asyn
     timeoutMs: MAX_TIMER_MS,
     retry: { attempts: 1 },
   });
-  const page = await transport.pull(firstPull());
-  assert.deepEqual(page.items, [record("a")]);
+  // A longer timer would fire after 1 ms, and again, and again.
+  const armed: number[] = [];
+  const original = globalThis.setTimeout;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    armed.push(ms ?? 0);
+    return original(fn, ms);
+  }) as typeof setTimeout;
+  try {
+    const page = await transport.pull(firstPull());
+    assert.deepEqual(page.items, [record("a")]);
+  } finally {
+    globalThis.setTimeout = original;
+  }
+  assert.ok(armed.length > 0);
+  assert.ok(armed.every((ms) => ms <= MAX_TIMER_MS), `${armed}`);
 });
 
 Deno.test("rest: hostile headers (a huge Date, a bad Content-Length) neither throw nor count", async () => {
