@@ -929,17 +929,33 @@ class RestTransport implements Transport {
    */
   #pullUrl(action: string, request: PullRequest): string {
     const problem = kindProblem(request.kind);
-    if (problem !== null) throw invalid(action, "kind", problem, request.kind);
+    if (problem !== null) {
+      throw invalid(action, {
+        field: "kind",
+        problem,
+        value: request.kind,
+      });
+    }
     const { afterId } = request;
     // A query carries `.` and `..` (only a path segment drops them).
     if (afterId !== null && !isDotSegment(afterId)) {
       const problem = idProblem(afterId);
-      if (problem !== null) throw invalid(action, "afterId", problem, afterId);
+      if (problem !== null) {
+        throw invalid(action, {
+          field: "afterId",
+          problem,
+          value: afterId,
+        });
+      }
     }
     for (const field of ["updatedSince", "pageToken"] as const) {
       const value = request[field];
       if (value !== null && !value.isWellFormed()) {
-        throw invalid(action, field, "it has a lone surrogate", value);
+        throw invalid(action, {
+          field,
+          problem: "it has a lone surrogate",
+          value,
+        });
       }
     }
     const query: string[] = [];
@@ -1247,12 +1263,12 @@ class RestTransport implements Transport {
   async #pushOne(call: Call, op: PushOp): Promise<PushResult> {
     const action = actionOf(op);
     if (isDotSegment(op.id)) {
-      const error = invalid(
-        action,
-        "id",
-        "it is a dot segment, which a URL path cannot carry and only POST /batch can",
-        op.id,
-      );
+      const error = invalid(action, {
+        field: "id",
+        problem:
+          "it is a dot segment, which a URL path cannot carry and only POST /batch can",
+        value: op.id,
+      });
       return { type: "rejected", error, body: null };
     }
     const headers: Record<string, string> = { "idempotency-key": op.key };
@@ -1260,12 +1276,11 @@ class RestTransport implements Transport {
     if (op.type === "upsert") {
       body = serializeUpsert(op);
       if (body === undefined) {
-        const error = invalid(
-          action,
-          "payload",
-          "it cannot be serialized as JSON",
-          op.payload,
-        );
+        const error = invalid(action, {
+          field: "payload",
+          problem: "it cannot be serialized as JSON",
+          value: op.payload,
+        });
         return { type: "rejected", error, body: null };
       }
       headers["content-type"] = "application/json";
@@ -1312,12 +1327,13 @@ class RestTransport implements Transport {
     if ((isSuccess(status) || status === 409) && text.trim() !== "") {
       const body = parseJson(text);
       if (received.malformed || body === undefined) {
-        return damaged(
-          action,
+        return damaged(action, {
           status,
-          `the response is not ${received.malformed ? "UTF-8" : "JSON"}`,
-          text,
-        );
+          problem: `the response is not ${
+            received.malformed ? "UTF-8" : "JSON"
+          }`,
+          value: text,
+        });
       }
       return toPushResult(action, op, { status, body, serverDate });
     }
@@ -1476,7 +1492,7 @@ function parseBatchResults(
 ): BatchAnswer | ParseError {
   const { status, text } = received;
   function fail(problem: string, value: unknown): ParseError {
-    return damaged(action, status, problem, value);
+    return damaged(action, { status, problem, value });
   }
   if (received.malformed) return fail("the response is not UTF-8", text);
   const body = parseJson(text);
@@ -1514,12 +1530,11 @@ function parseBatchResults(
       typeof code !== "number" || !Number.isInteger(code) || code < 200 ||
       code > 599 || (code >= 300 && code < 400)
     ) {
-      ordered[position] = damaged(
-        actionOf(chunk[position]!),
+      ordered[position] = damaged(actionOf(chunk[position]!), {
         status,
-        "its batch result has no valid 'status'",
-        code,
-      );
+        problem: "its batch result has no valid 'status'",
+        value: code,
+      });
       continue;
     }
     const body = isSuccess(code) ? result.record : result.error;
@@ -1553,7 +1568,11 @@ function toPushResult(
   const date = serverDate === undefined ? {} : { serverDate };
   if (isSuccess(status)) {
     if (body !== null && !isJsonObject(body)) {
-      return damaged(action, status, "the record is not an object", body);
+      return damaged(action, {
+        status,
+        problem: "the record is not an object",
+        value: body,
+      });
     }
     return { type: "ok", status, record: body, ...date };
   }
@@ -1590,20 +1609,27 @@ function toConflict(
     return { type: "conflict", current: null, serverTimestamp: null, ...date };
   }
   if (!isJsonObject(body)) {
-    return damaged(action, status, "the conflict is not an object", body);
+    return damaged(action, {
+      status,
+      problem: "the conflict is not an object",
+      value: body,
+    });
   }
   const current = body.current ?? body.serverData ?? null;
   if (current !== null && !isJsonObject(current)) {
-    return damaged(action, status, "'current' is not an object", current);
+    return damaged(action, {
+      status,
+      problem: "'current' is not an object",
+      value: current,
+    });
   }
   let serverTimestamp = body.serverTimestamp ?? null;
   if (serverTimestamp !== null && typeof serverTimestamp !== "string") {
-    return damaged(
-      action,
+    return damaged(action, {
       status,
-      "'serverTimestamp' is not a string",
-      serverTimestamp,
-    );
+      problem: "'serverTimestamp' is not a string",
+      value: serverTimestamp,
+    });
   }
   if (serverTimestamp === null && current !== null) {
     // The record's own fields are the engine's to check.
@@ -1616,10 +1642,9 @@ function toConflict(
 /** A damaged answer: retryable, like a lost response. */
 function damaged(
   action: string,
-  status: number,
-  problem: string,
-  value: unknown,
+  found: Problem & { readonly status: number },
 ): ParseError {
+  const { status, problem, value } = found;
   return new ParseError(
     `Cannot ${action} as ${problem}: current value is ${describe(value)}`,
     { status, retryable: true },
@@ -1657,7 +1682,7 @@ function parsePullPage(
 ): PullPage | ParseError {
   const { status, text } = received;
   function fail(problem: string, value: unknown): ParseError {
-    return damaged(action, status, problem, value);
+    return damaged(action, { status, problem, value });
   }
   if (received.malformed) return fail("the response is not UTF-8", text);
   const body = parseJson(text);
@@ -1765,35 +1790,44 @@ function checkPushOps(ops: readonly PushOp[]): void {
 function opProblem(op: PushOp): ValidationError | null {
   const action = actionOf(op);
   const kind = kindProblem(op.kind);
-  if (kind !== null) return invalid(action, "kind", kind, op.kind);
+  if (kind !== null) {
+    return invalid(action, { field: "kind", problem: kind, value: op.kind });
+  }
   const id = isDotSegment(op.id) ? null : idProblem(op.id);
-  if (id !== null) return invalid(action, "id", id, op.id);
+  if (id !== null) {
+    return invalid(action, { field: "id", problem: id, value: op.id });
+  }
   if (op.baseUpdatedAt !== null && !op.baseUpdatedAt.isWellFormed()) {
-    return invalid(
-      action,
-      "baseUpdatedAt",
-      "it has a lone surrogate",
-      op.baseUpdatedAt,
-    );
+    return invalid(action, {
+      field: "baseUpdatedAt",
+      problem: "it has a lone surrogate",
+      value: op.baseUpdatedAt,
+    });
   }
   if (op.type === "upsert" && exceedsDepth(op.payload, WIRE_LIMITS.maxDepth)) {
-    return invalid(
-      action,
-      "payload",
-      `it nests deeper than ${WIRE_LIMITS.maxDepth} levels`,
-      op.payload,
-    );
+    return invalid(action, {
+      field: "payload",
+      problem: `it nests deeper than ${WIRE_LIMITS.maxDepth} levels`,
+      value: op.payload,
+    });
   }
   return null;
+}
+
+/** What is wrong, and with which value. */
+interface Problem {
+  /** What is wrong: a sentence fragment. */
+  readonly problem: string;
+  /** The current value. */
+  readonly value: unknown;
 }
 
 /** A request field the contract's limits refuse. */
 function invalid(
   action: string,
-  field: string,
-  problem: string,
-  value: unknown,
+  found: Problem & { readonly field: string },
 ): ValidationError {
+  const { field, problem, value } = found;
   return new ValidationError(
     `Cannot ${action} as '${field}' is invalid (${problem}): current value is ${
       describe(value)
