@@ -162,7 +162,8 @@ Deno.test("rest: pull() sends the cursor as query parameters and omits absent on
 
 Deno.test("rest: pull() and push() percent-encode every path segment", async () => {
   const id = "a/b?c#d%e f ü😀";
-  const kind = "to do/x";
+  // Kinds are [A-Za-z0-9_-] (CONTRACT.md §Limits): only ids need encoding.
+  const kind = "to_do-x";
   await using server = startScriptedServer((request) =>
     request.method === "GET" ? json({ items: [] }) : json(record(id))
   );
@@ -170,7 +171,7 @@ Deno.test("rest: pull() and push() percent-encode every path segment", async () 
   await transport.pull(firstPull(kind));
   await transport.push([upsert(id, { kind, key: "k1" })]);
   await transport.push([remove(id, { kind, key: "k2" })]);
-  const encodedKind = "to%20do%2Fx";
+  const encodedKind = "to_do-x";
   const encodedId = "a%2Fb%3Fc%23d%25e%20f%20%C3%BC%F0%9F%98%80";
   assert.deepEqual(
     server.requests.map((request) => `${request.method} ${request.path}`),
@@ -201,14 +202,13 @@ Deno.test("rest: pull() returns the items, the nextPageToken and the server's Da
   assert.equal(last.nextPageToken, null);
 });
 
-Deno.test("rest: pull() rejects a malformed response with ParseError and returns no items", async () => {
+Deno.test("rest: pull() rejects a malformed response with a retryable ParseError and returns no items", async () => {
   const cases: [string, string][] = [
     ["not JSON", "<html>oops</html>"],
     ["empty", ""],
     ["not an object", JSON.stringify([record("a")])],
     ["no items", JSON.stringify({ nextPageToken: null })],
     ["items not an array", JSON.stringify({ items: { a: 1 } })],
-    ["item not an object", JSON.stringify({ items: [record("a"), 5] })],
     ["bad nextPageToken", JSON.stringify({ items: [], nextPageToken: 2 })],
   ];
   let index = 0;
@@ -217,11 +217,12 @@ Deno.test("rest: pull() rejects a malformed response with ParseError and returns
       headers: { "content-type": "application/json" },
     })
   );
-  await using transport = connect(server);
+  await using transport = connect(server, { retry: { attempts: 1 } });
   for (const [name] of cases) {
     await assert.rejects(transport.pull(firstPull()), (error: unknown) => {
       assert.ok(error instanceof ParseError, name);
-      assert.equal(error.retryable, false);
+      // A damaged body is a lost response (CONTRACT.md, Pull).
+      assert.equal(error.retryable, true, name);
       assert.match(
         error.message,
         /^Cannot pull 'todos' as .+: current value is /,
@@ -230,7 +231,6 @@ Deno.test("rest: pull() rejects a malformed response with ParseError and returns
       return true;
     });
   }
-  // Malformed is final: none of them was retried.
   assert.equal(server.requests.length, cases.length);
 });
 
@@ -506,7 +506,6 @@ Deno.test("rest: push() maps every status class to its result", async () => {
   assert.equal(ok("ok-200").serverDate, Date.parse(HTTP_DATE));
   assert.equal(ok("ok-201").status, 201);
   assert.equal(ok("ok-empty").record, null);
-  assert.equal(ok("ok-array").record, null);
   assert.equal(ok("del-204").status, 204);
   assert.equal(ok("del-204").record, null);
   assert.equal(ok("del-404").status, 404);
@@ -549,6 +548,10 @@ Deno.test("rest: push() maps every status class to its result", async () => {
     assert.equal(result.error.retryable, true, id);
     assert.equal(result.retryAfterMs, null, id);
   }
+  // A 2xx JSON answer that is not a record is damaged, not a success.
+  const array = byId.get("ok-array")!;
+  assert.ok(array.type === "retry" && array.error instanceof ParseError);
+  assert.equal(array.error.retryable, true);
   const html = byId.get("html-200")!;
   assert.equal(html.type, "retry");
   assert.ok(html.type === "retry" && html.error instanceof ParseError);
@@ -937,7 +940,6 @@ Deno.test("rest: push() rejects malformed ops and a repeated key with TypeError"
     transport.push([upsert("a", { payload: null })]),
     TypeError,
   );
-  await assert.rejects(transport.push([upsert("a", { id: "" })]), TypeError);
   await assert.rejects(
     transport.push([upsert("a", { key: "schlüssel" })]),
     TypeError,
@@ -1211,6 +1213,9 @@ Deno.test("rest: push() reports retry with ParseError for a malformed batch resp
       (ops) =>
         json({ results: ops.map(() => ({ opId: ops[0]!.opId, status: 201 })) }),
     ],
+  ];
+  // A broken result damages its own op only (the other was answered).
+  const perOp: [string, (ops: JsonObject[]) => Response][] = [
     [
       "bad status",
       (ops) =>
@@ -1229,22 +1234,33 @@ Deno.test("rest: push() reports retry with ParseError for a malformed batch resp
     ],
   ];
   let index = 0;
+  const all = [...cases, ...perOp];
   await using server = startScriptedServer(
-    batchHandler((ops) => cases[index++]![1](ops)),
+    batchHandler((ops) => all[index++]![1](ops)),
   );
-  await using transport = connect(server, { batch: true });
-  for (const [name] of cases) {
+  await using transport = connect(server, {
+    batch: true,
+    retry: { attempts: 1 },
+  });
+  for (const [name] of all) {
     const results = await transport.push([upsert("a"), upsert("b")]);
     assert.equal(results.length, 2, name);
-    for (const result of results) {
+    for (const [position, result] of results.entries()) {
       assert.equal(result.type, "retry", name);
       assert.ok(
         result.type === "retry" && result.error instanceof ParseError,
         name,
       );
+      assert.equal(result.error.retryable, true, name);
       assert.match(
         result.error.message,
-        /^Cannot push a batch of 2 ops as .+: current value is /,
+        cases.some(([known]) => known === name)
+          ? /^Cannot push a batch of 2 ops as .+: current value is /
+          : new RegExp(
+            `^Cannot push the upsert of 'todos/${
+              "ab"[position]
+            }' as .+: current value is `,
+          ),
         name,
       );
     }

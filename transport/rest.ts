@@ -8,6 +8,13 @@
  * exponential backoff and full jitter, honours `Retry-After`, refreshes the
  * token once on a 401, and reports every write's outcome as a value.
  *
+ * Every byte from the network is treated as hostile: a body is read up to
+ * `maxResponseBytes` and no further; a `2xx` answer that is cut short, not
+ * UTF-8 JSON or not of the contract's shape is a retryable `ParseError`
+ * (retried like a lost response); credentials never follow a redirect to
+ * another origin. An op whose id or kind breaks the contract's limits is
+ * rejected on its own (a `ValidationError`), and the other ops go on.
+ *
  * @example Pulling a page
  * ```ts
  * import { createRestTransport } from "@offline-first/sync/transport/rest";
@@ -50,8 +57,15 @@ import {
   ResyncRequiredError,
   ServerError,
   type SyncError,
+  ValidationError,
 } from "../src/errors.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
+import {
+  exceedsDepth,
+  idProblem,
+  kindProblem,
+  WIRE_LIMITS,
+} from "../src/limits.ts";
 import type {
   PullPage,
   PullRequest,
@@ -96,7 +110,9 @@ export interface RestRetryOptions {
   baseDelayMs?: number;
   /**
    * The cap on any delay, in ms. A `Retry-After` longer than this is not
-   * waited for: the call reports it (`retryAfterMs`) instead.
+   * waited for: the call reports it (`retryAfterMs`) instead. A
+   * `Retry-After` is read as at most one hour, whatever the server sent, so
+   * no wait this transport arms or reports leaves the timer's range.
    *
    * @default {30_000}
    */
@@ -111,7 +127,10 @@ export interface RestTransportOptions {
    */
   baseUrl: string | URL;
   /**
-   * The `fetch` to send requests with.
+   * The `fetch` to send requests with. It receives `redirect: "manual"`:
+   * the transport follows redirects itself (see `headers`). A body with a
+   * `Content-Length` and no `Content-Encoding` is read in one go, as HTTP
+   * framing bounds it; any other is counted as it streams.
    *
    * @default {globalThis.fetch}
    */
@@ -121,6 +140,7 @@ export interface RestTransportOptions {
    * `{ refresh: false }`, and once with `{ refresh: true }` after a 401, after
    * which the refused request is retried once; a second 401 rejects the whole
    * call with `AuthError`. Without a provider a 401 is an `AuthError` at once.
+   * The token is sent only to the base URL's origin (see `headers`).
    *
    * @default {undefined}
    */
@@ -129,6 +149,14 @@ export interface RestTransportOptions {
    * Extra headers sent with every request. The transport's own headers
    * (`Authorization` when a token is provided, `Idempotency-Key`,
    * `Content-Type`, the force headers) take precedence.
+   *
+   * These headers and the token go only to the base URL's origin. A
+   * redirect to the same origin is followed, at most 5 in a row, and only
+   * when it keeps the method and body (any redirect of a read; `307`/`308`
+   * of a write); any other redirect, above all one to another origin
+   * (another scheme, host or port), is not followed: the request fails with
+   * a non-retryable `ServerError` (code `"redirect"`), a pushed op stays
+   * queued, and the credentials are never sent there.
    *
    * @default {{}}
    */
@@ -141,6 +169,21 @@ export interface RestTransportOptions {
    * @default {30_000}
    */
   timeoutMs?: number;
+  /**
+   * The most bytes of one response body the transport reads; the body is
+   * read as it arrives and cancelled once it passes this size (or at once
+   * when its `Content-Length` does). The default is well above the
+   * contract's largest answers: a 4 MiB pull page, a 1,000-op batch answer.
+   * A response over the cap is a `ParseError` that is NOT retryable (a
+   * server that always sends too much is not asked again at once): a pull
+   * rejects with it, a single write is rejected with it (quarantined: the
+   * server may have applied it, and a later pull brings its state), and a
+   * batch's ops are sent again one by one under their idempotency keys.
+   * Raise it when the server's records or pages are larger.
+   *
+   * @default {33_554_432}
+   */
+  maxResponseBytes?: number;
   /**
    * How retryable failures are retried.
    *
@@ -158,7 +201,8 @@ export interface RestTransportOptions {
   batch?: boolean | "auto";
   /**
    * The most ops sent in one `POST {base}/batch`; larger pushes are sent as
-   * several batches, one after the other.
+   * several batches, one after the other. At most 1,000, the contract's
+   * batch limit.
    *
    * @default {100}
    */
@@ -263,6 +307,9 @@ export function createRestTransport(options: RestTransportOptions): Transport {
 
 interface ResolvedOptions {
   readonly base: string;
+  /** The base URL's origin: the only one credentials are sent to. */
+  readonly origin: string;
+  readonly maxResponseBytes: number;
   readonly fetch: typeof fetch;
   readonly token: RestTokenProvider | undefined;
   readonly headers: Headers;
@@ -278,7 +325,21 @@ interface ResolvedOptions {
   readonly now: () => number;
 }
 
+/** The longest delay `setTimeout` keeps: a longer one fires at once. */
 const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * The longest `Retry-After` honoured or reported, in ms (one hour): a larger
+ * value (a date in year 9999, a thousand digits) would overflow the timer of
+ * whoever waits for it, and a timer that overflows fires at once.
+ */
+const MAX_RETRY_AFTER_MS = 3_600_000;
+
+/** The default of `maxResponseBytes`: 32 MiB. */
+const DEFAULT_MAX_RESPONSE_BYTES = 33_554_432;
+
+/** The most same-origin redirects one request follows in a row. */
+const MAX_REDIRECTS = 5;
 
 function optionError(name: string, problem: string, value: unknown): string {
   return `Cannot create REST transport as '${name}' ${problem}: current value is ${
@@ -394,8 +455,17 @@ function resolveOptions(options: RestTransportOptions): ResolvedOptions {
     options.token,
     undefined,
   );
+  const base = resolveBase(options.baseUrl);
   return {
-    base: resolveBase(options.baseUrl),
+    base,
+    origin: new URL(base).origin,
+    maxResponseBytes: resolveNumber(
+      "maxResponseBytes",
+      options.maxResponseBytes,
+      DEFAULT_MAX_RESPONSE_BYTES,
+      isPositiveInteger,
+      "is not a positive integer",
+    ),
     fetch: resolveFunction("fetch", options.fetch, globalThis.fetch),
     token,
     headers,
@@ -422,8 +492,8 @@ function resolveOptions(options: RestTransportOptions): ResolvedOptions {
       "batchSize",
       options.batchSize,
       100,
-      isPositiveInteger,
-      "is not a positive integer",
+      (value) => isPositiveInteger(value) && value <= WIRE_LIMITS.maxBatchOps,
+      `is not an integer from 1 to ${WIRE_LIMITS.maxBatchOps}`,
     ),
     concurrency: resolveNumber(
       "concurrency",
@@ -446,20 +516,39 @@ interface Outgoing {
   readonly body?: string;
 }
 
-/** A response, with its body read in full. */
+/** A response, with its body read in full (up to `maxResponseBytes`). */
 interface Received {
   readonly type: "response";
   readonly status: number;
   readonly headers: Headers;
+  /** The body decoded as UTF-8 (a leading BOM dropped). */
   readonly text: string;
+  /** Whether the body was not valid UTF-8 (`text` then has U+FFFD). */
+  readonly malformed: boolean;
 }
 
-/** A request that kept failing in a way that may pass later. */
+/**
+ * A request that kept failing in a way that may pass later, or that met a
+ * redirect it may not follow: the op stays queued.
+ */
 interface GaveUp {
   readonly type: "retry";
   readonly error: SyncError;
   readonly retryAfterMs: number | null;
 }
+
+/** A request whose answer cannot be taken, and would not be if re-sent. */
+interface Refused {
+  readonly type: "refused";
+  readonly error: SyncError;
+}
+
+/**
+ * Makes the caller's value of a final answer (not 401, not retryable), or
+ * returns a `ParseError` for a damaged one, which is then re-sent like a
+ * lost response. Throws for what fails the whole call.
+ */
+type Interpret<T> = (received: Received) => T | ParseError;
 
 /** The state one pull or push call shares between its requests. */
 interface Call {
@@ -735,28 +824,17 @@ class RestTransport implements Transport {
     options: TransportCallOptions = {},
   ): Promise<PullPage> {
     const kind = isJsonLikeObject(request) && typeof request.kind === "string"
-      ? request.kind
+      ? shorten(request.kind)
       : "";
     const action = `pull '${kind}'`;
     return await this.#run(action, options.signal, async (call) => {
       checkPullRequest(request);
       const outcome = await this.#send(call, action, {
         method: "GET",
-        url: this.#pullUrl(request),
-      });
-      if (outcome.type === "retry") throw outcome.error;
-      const { status, text } = outcome;
-      if (status === 410) {
-        throw new ResyncRequiredError(
-          `Cannot ${action} as the cursor is older than the server's tombstone retention: current value is ${
-            describe(request.updatedSince)
-          }`,
-        );
-      }
-      if (!isSuccess(status)) throw rejection(action, status, bodyOf(text));
-      const page = parsePullPage(action, status, text);
-      const serverDate = this.#dateOf(outcome.headers);
-      return serverDate === undefined ? page : { ...page, serverDate };
+        url: this.#pullUrl(action, request),
+      }, (received) => this.#readPage(action, request, received));
+      if ("type" in outcome) throw outcome.error;
+      return outcome;
     });
   }
 
@@ -769,11 +847,19 @@ class RestTransport implements Transport {
     return await this.#run(action, options.signal, async (call) => {
       checkPushOps(ops);
       const results: PushResult[] = new Array(ops.length);
-      if (ops.length === 0) return results;
+      // An op that breaks the contract's limits is refused here, alone: it
+      // could not be encoded, or the server would refuse it anyway.
+      const sendable: number[] = [];
+      for (const [index, op] of ops.entries()) {
+        const error = opProblem(op);
+        if (error === null) sendable.push(index);
+        else results[index] = { type: "rejected", error, body: null };
+      }
+      if (sendable.length === 0) return results;
       if (await this.#useBatch(call)) {
-        await this.#pushBatches(call, ops, results);
+        await this.#pushBatches(call, ops, sendable, results);
       } else {
-        await this.#pushEach(call, ops, ops.map((_, index) => index), results);
+        await this.#pushEach(call, ops, sendable, results);
       }
       return results;
     });
@@ -834,14 +920,49 @@ class RestTransport implements Transport {
     }
   }
 
-  #pullUrl(request: PullRequest): string {
+  /**
+   * The URL of a pull page.
+   *
+   * @throws {ValidationError} When the kind or the cursor cannot travel in a
+   * URL (the engine moves its cursor past a bad id with `cursorIdAfter`, so
+   * a valid cursor is the normal case).
+   */
+  #pullUrl(action: string, request: PullRequest): string {
+    const problem = kindProblem(request.kind);
+    if (problem !== null) {
+      throw invalid(action, {
+        field: "kind",
+        problem,
+        value: request.kind,
+      });
+    }
+    const { afterId } = request;
+    // A query carries `.` and `..` (only a path segment drops them).
+    if (afterId !== null && !isDotSegment(afterId)) {
+      const problem = idProblem(afterId);
+      if (problem !== null) {
+        throw invalid(action, {
+          field: "afterId",
+          problem,
+          value: afterId,
+        });
+      }
+    }
+    for (const field of ["updatedSince", "pageToken"] as const) {
+      const value = request[field];
+      if (value !== null && !value.isWellFormed()) {
+        throw invalid(action, {
+          field,
+          problem: "it has a lone surrogate",
+          value,
+        });
+      }
+    }
     const query: string[] = [];
     if (request.updatedSince !== null) {
       query.push(`updatedSince=${encodeURIComponent(request.updatedSince)}`);
     }
-    if (request.afterId !== null) {
-      query.push(`afterId=${encodeURIComponent(request.afterId)}`);
-    }
+    if (afterId !== null) query.push(`afterId=${encodeURIComponent(afterId)}`);
     query.push(`limit=${request.limit}`, "includeDeleted=true");
     if (request.pageToken !== null) {
       query.push(`pageToken=${encodeURIComponent(request.pageToken)}`);
@@ -851,27 +972,42 @@ class RestTransport implements Transport {
     }`;
   }
 
-  #recordUrl(op: PushOp): string {
-    const url = `${this.#options.base}/${encodeURIComponent(op.kind)}/${
-      encodeURIComponent(op.id)
-    }`;
-    if (op.type === "delete" && op.baseUpdatedAt !== null && !op.force) {
-      return `${url}?_baseUpdatedAt=${encodeURIComponent(op.baseUpdatedAt)}`;
+  /** A pull's answer: the page, a damaged body, or a thrown refusal. */
+  #readPage(
+    action: string,
+    request: PullRequest,
+    received: Received,
+  ): PullPage | ParseError {
+    const { status, text } = received;
+    if (status === 410) {
+      throw new ResyncRequiredError(
+        `Cannot ${action} as the cursor is older than the server's tombstone retention: current value is ${
+          describe(request.updatedSince)
+        }`,
+      );
     }
-    return url;
+    if (!isSuccess(status)) throw rejection(action, status, bodyOf(text));
+    const page = parsePullPage(action, received);
+    if (page instanceof ParseError) return page;
+    const serverDate = this.#dateOf(received.headers);
+    return serverDate === undefined ? page : { ...page, serverDate };
   }
 
   /**
    * Sends one request until it gets an answer to act on: retries network
-   * errors, timeouts, unreadable bodies, 408, 429 and 5xx; refreshes the
-   * token once on a 401.
+   * errors, timeouts, damaged answers, 408, 429 and 5xx; refreshes the token
+   * once on a 401.
    *
-   * @returns The final response, or how the request gave up.
+   * @param interpret Makes the caller's value of a final answer.
+   * @returns That value, or how the request gave up or was refused.
    * @throws {AuthError} On a 401 after the refresh (or without a provider).
    */
-  async #send(call: Call, action: string, request: Outgoing): Promise<
-    Received | GaveUp
-  > {
+  async #send<T>(
+    call: Call,
+    action: string,
+    request: Outgoing,
+    interpret: Interpret<T>,
+  ): Promise<T | GaveUp | Refused> {
     const options = this.#options;
     let attempt = 1;
     while (true) {
@@ -883,6 +1019,9 @@ class RestTransport implements Transport {
         request,
         token,
       );
+      if (outcome.type === "retry" || outcome.type === "refused") {
+        return outcome;
+      }
       let error: SyncError;
       let retryAfterMs: number | null = null;
       if (outcome.type === "response") {
@@ -899,20 +1038,24 @@ class RestTransport implements Transport {
           await call.auth.refresh(generation);
           continue;
         }
-        if (!isRetryableStatus(status)) return outcome;
-        retryAfterMs = parseRetryAfter(
-          outcome.headers.get("retry-after"),
-          options.now(),
-        );
-        const code = codeOf(bodyOf(outcome.text));
-        error = new ServerError(
-          `Cannot ${action} as the server answered with a retryable status: current value is ${status}`,
-          {
-            status,
-            ...(code === undefined ? {} : { code }),
-            ...(retryAfterMs === null ? {} : { retryAfterMs }),
-          },
-        );
+        if (isRetryableStatus(status)) {
+          retryAfterMs = retryAfterOf(outcome.headers, options.now());
+          const code = codeOf(bodyOf(outcome.text));
+          error = new ServerError(
+            `Cannot ${action} as the server answered with a retryable status: current value is ${status}`,
+            {
+              status,
+              ...(code === undefined ? {} : { code }),
+              ...(retryAfterMs === null ? {} : { retryAfterMs }),
+            },
+          );
+        } else {
+          const value = interpret(outcome);
+          // A damaged answer is a lost one: the same request (same
+          // idempotency key) may bring a whole one.
+          if (!(value instanceof ParseError)) return value;
+          error = value;
+        }
       } else {
         error = outcome.error;
       }
@@ -934,8 +1077,11 @@ class RestTransport implements Transport {
   }
 
   /**
-   * Sends a request once and reads its body in full, under the timeout.
+   * Sends a request once, follows its same-origin redirects, and reads its
+   * body up to `maxResponseBytes`, all under the timeout.
    *
+   * @returns The response; a network failure (retried); a redirect not
+   * followed (given up at once); a body over the cap (refused).
    * @throws The signal's reason when the call's signal aborts.
    */
   async #attempt(
@@ -943,7 +1089,9 @@ class RestTransport implements Transport {
     action: string,
     request: Outgoing,
     token: string | null,
-  ): Promise<Received | { type: "failed"; error: NetworkError }> {
+  ): Promise<
+    Received | { type: "failed"; error: NetworkError } | GaveUp | Refused
+  > {
     const options = this.#options;
     // A record, not a `Headers`: fetch copies either, and a record is the
     // cheaper copy.
@@ -957,18 +1105,55 @@ class RestTransport implements Transport {
       method: request.method,
       headers,
       signal: cohort === null ? signal : cohort.controller.signal,
+      // fetch would follow a redirect anywhere with every header (custom
+      // ones such as `x-api-key` included): redirects are followed below,
+      // to the base URL's origin only.
+      redirect: "manual",
     };
     if (request.body !== undefined) init.body = request.body;
     let stage = "the request failed";
     try {
-      const response = await options.fetch(request.url, init);
+      let url = request.url;
+      let response = await options.fetch(url, init);
+      for (let hops = 0; isRedirect(response); hops++) {
+        await response.body?.cancel();
+        const next = redirectTarget(response, {
+          from: url,
+          method: request.method,
+          origin: options.origin,
+          hops,
+        });
+        if (typeof next !== "string") {
+          return {
+            type: "retry",
+            error: new ServerError(
+              `Cannot ${action} as ${next.problem}: current value is ${
+                describe(next.value)
+              }`,
+              { status: response.status, code: "redirect", retryable: false },
+            ),
+            retryAfterMs: null,
+          };
+        }
+        url = next;
+        response = await options.fetch(url, init);
+      }
       stage = "the response body could not be read";
-      const text = await response.text();
+      const bytes = await readBody(response, options.maxResponseBytes);
+      if (!(bytes instanceof Uint8Array)) {
+        return {
+          type: "refused",
+          error: new ParseError(
+            `Cannot ${action} as the response is larger than 'maxResponseBytes' allows (raise the option to read it): current value is ${bytes.size} bytes`,
+            { status: response.status },
+          ),
+        };
+      }
       return {
         type: "response",
         status: response.status,
         headers: response.headers,
-        text,
+        ...decodeUtf8(bytes),
       };
     } catch (error) {
       if (signal.aborted) throw signal.reason;
@@ -1058,7 +1243,9 @@ class RestTransport implements Transport {
         }
         try {
           const result = await this.#pushOne(call, ops[index]!);
-          if (result.type === "retry") call.stop ??= result;
+          if (result.type === "retry" && stopsCall(result)) {
+            call.stop ??= result;
+          }
           results[index] = result;
         } catch (error) {
           // Only whole-call failures throw (AuthError, abort, close): stop
@@ -1074,22 +1261,27 @@ class RestTransport implements Transport {
   }
 
   async #pushOne(call: Call, op: PushOp): Promise<PushResult> {
-    const action = `push the ${op.type} of '${op.kind}/${op.id}'`;
+    const action = actionOf(op);
+    if (isDotSegment(op.id)) {
+      const error = invalid(action, {
+        field: "id",
+        problem:
+          "it is a dot segment, which a URL path cannot carry and only POST /batch can",
+        value: op.id,
+      });
+      return { type: "rejected", error, body: null };
+    }
     const headers: Record<string, string> = { "idempotency-key": op.key };
     let body: string | undefined;
     if (op.type === "upsert") {
-      const payload = op.payload!;
-      const base = op.baseUpdatedAt !== null && !op.force
-        ? op.baseUpdatedAt
-        : null;
-      if (base === null && !Object.hasOwn(payload, "_baseUpdatedAt")) {
-        // The common create: the payload is the body, no copy needed.
-        body = JSON.stringify(payload);
-      } else {
-        const record: JsonObject = { ...payload };
-        delete record._baseUpdatedAt;
-        if (base !== null) record._baseUpdatedAt = base;
-        body = JSON.stringify(record);
+      body = serializeUpsert(op);
+      if (body === undefined) {
+        const error = invalid(action, {
+          field: "payload",
+          problem: "it cannot be serialized as JSON",
+          value: op.payload,
+        });
+        return { type: "rejected", error, body: null };
       }
       headers["content-type"] = "application/json";
       if (op.force) headers["x-force-update"] = "true";
@@ -1101,51 +1293,68 @@ class RestTransport implements Transport {
       url: this.#recordUrl(op),
       headers,
       ...(body === undefined ? {} : { body }),
-    });
-    if (outcome.type === "retry") return outcome;
-    const { status, text } = outcome;
-    const serverDate = this.#dateOf(outcome.headers);
-    if (isSuccess(status) && text.trim() !== "") {
-      const parsed = parseJson(text);
-      if (parsed === undefined) {
-        // A 2xx means the write was applied, but this body cannot be the
-        // contract's record (a proxy's or captive portal's page, a cut-off
-        // body). Re-sending with the same Idempotency-Key is safe: the
-        // server answers from its idempotency store without applying the
-        // write again, and a real backend's answer replaces this one.
-        return {
-          type: "retry",
-          error: new ParseError(
-            `Cannot ${action} as the response is not JSON: current value is ${
-              preview(text)
-            }`,
-            { status },
-          ),
-          retryAfterMs: null,
-        };
-      }
-      return toPushResult(action, op, status, parsed, serverDate);
+    }, (received) => this.#readWrite(action, op, received));
+    if (outcome.type === "refused") {
+      return { type: "rejected", error: outcome.error, body: null };
     }
-    return toPushResult(action, op, status, bodyOf(text), serverDate);
+    return outcome;
+  }
+
+  /** The URL of one op's record; only for an op with a valid, non-dot id. */
+  #recordUrl(op: PushOp): string {
+    const url = `${this.#options.base}/${encodeURIComponent(op.kind)}/${
+      encodeURIComponent(op.id)
+    }`;
+    if (op.type === "delete" && op.baseUpdatedAt !== null && !op.force) {
+      return `${url}?_baseUpdatedAt=${encodeURIComponent(op.baseUpdatedAt)}`;
+    }
+    return url;
+  }
+
+  /** A single write's answer: its result, or a damaged body. */
+  #readWrite(
+    action: string,
+    op: PushOp,
+    received: Received,
+  ): PushResult | ParseError {
+    const { status, text } = received;
+    const serverDate = this.#dateOf(received.headers);
+    // A 2xx means the write was applied, and a 409 carries the record to
+    // resolve against: a body that cannot be the contract's (a proxy's or
+    // captive portal's page, a cut-off body) is damaged. Re-sending with
+    // the same Idempotency-Key is safe: the server answers from its
+    // idempotency store without applying the write again.
+    if ((isSuccess(status) || status === 409) && text.trim() !== "") {
+      const body = parseJson(text);
+      if (received.malformed || body === undefined) {
+        return damaged(action, {
+          status,
+          problem: `the response is not ${
+            received.malformed ? "UTF-8" : "JSON"
+          }`,
+          value: text,
+        });
+      }
+      return toPushResult(action, op, { status, body, serverDate });
+    }
+    return toPushResult(action, op, { status, body: bodyOf(text), serverDate });
   }
 
   /** Sends the ops in chunks of `batchSize`, one chunk after the other. */
   async #pushBatches(
     call: Call,
     ops: readonly PushOp[],
+    indices: readonly number[],
     results: PushResult[],
   ): Promise<void> {
     const size = this.#options.batchSize;
-    for (let start = 0; start < ops.length; start += size) {
-      const indices: number[] = [];
-      for (let i = start; i < Math.min(ops.length, start + size); i++) {
-        indices.push(i);
-      }
+    for (let start = 0; start < indices.length; start += size) {
+      const chunk = indices.slice(start, start + size);
       if (call.stop !== null) {
-        for (const index of indices) results[index] = call.stop;
+        for (const index of chunk) results[index] = call.stop;
         continue;
       }
-      await this.#pushChunk(call, ops, indices, results);
+      await this.#pushChunk(call, ops, chunk, results);
     }
   }
 
@@ -1157,67 +1366,85 @@ class RestTransport implements Transport {
   ): Promise<void> {
     const chunk = indices.map((index) => ops[index]!);
     const action = `push a batch of ${chunk.length} ops`;
-    const outcome = await this.#send(call, action, {
-      method: "POST",
-      url: `${this.#options.base}/batch`,
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ ops: chunk.map(toWireOp) }),
-    });
+    let body: string;
+    try {
+      body = JSON.stringify({ ops: chunk.map(toWireOp) });
+    } catch {
+      // One payload cannot be serialized: one by one, it alone is refused.
+      await this.#pushEach(call, ops, indices, results);
+      return;
+    }
+    const outcome = await this.#send(
+      call,
+      action,
+      {
+        method: "POST",
+        url: `${this.#options.base}/batch`,
+        headers: { "content-type": "application/json" },
+        body,
+      },
+      (received) =>
+        isSuccess(received.status)
+          ? parseBatchResults(action, received, chunk)
+          : { type: "refused" as const },
+    );
     if (outcome.type === "retry") {
-      call.stop ??= outcome;
+      if (stopsCall(outcome)) call.stop ??= outcome;
       for (const index of indices) results[index] = outcome;
       return;
     }
-    if (!isSuccess(outcome.status)) {
+    if (outcome.type === "refused") {
       // A refused batch applied nothing (contract), so sending its ops one
       // by one is safe: 413 is the case the contract names; any other
       // refusal (404/405 from a server without batch support, 400/403/422)
       // is better reported per op than by quarantining every op at once.
+      // An answer over `maxResponseBytes` lands here too: one by one, each
+      // op's answer is smaller, and its idempotency key makes the server
+      // answer from its store without applying the op again.
       await this.#pushEach(call, ops, indices, results);
       return;
     }
-    const parsed = parseBatchResults(
-      action,
-      outcome.status,
-      outcome.text,
-      chunk,
-    );
-    if (parsed instanceof ParseError) {
-      // Safe to re-send: every op carries its idempotency key.
-      for (const index of indices) {
-        results[index] = { type: "retry", error: parsed, retryAfterMs: null };
-      }
-      return;
-    }
     const serverDate = this.#dateOf(outcome.headers);
-    parsed.forEach((result, position) => {
+    outcome.results.forEach((result, position) => {
       const op = chunk[position]!;
-      const opAction = `push the ${op.type} of '${op.kind}/${op.id}'`;
-      if (result.status === 401) {
+      if (!(result instanceof ParseError) && result.status === 401) {
         throw new AuthError(
-          `Cannot ${opAction} as the server refused the credentials: current value is 401`,
+          `Cannot ${
+            actionOf(op)
+          } as the server refused the credentials: current value is 401`,
           { status: 401 },
         );
       }
-      const body = isSuccess(result.status)
-        ? result.record ?? null
-        : result.error ?? null;
-      results[indices[position]!] = toPushResult(
-        opAction,
-        op,
-        result.status,
-        body,
-        serverDate,
-      );
+      const value = result instanceof ParseError
+        ? result
+        : toPushResult(actionOf(op), op, { ...result, serverDate });
+      // One damaged result is that op's alone: the others were answered.
+      results[indices[position]!] = value instanceof ParseError
+        ? { type: "retry", error: value, retryAfterMs: null }
+        : value;
     });
   }
 }
 
-/** One result of a batch response, validated. */
+/** A batch answer whose shape holds: one result (or damage) per op. */
+interface BatchAnswer {
+  readonly type: "results";
+  readonly headers: Headers;
+  readonly results: readonly (BatchResult | ParseError)[];
+}
+
+/** One result of a batch response: its status and body (record or error). */
 interface BatchResult {
   readonly status: number;
-  readonly record?: JsonObject | null;
-  readonly error?: JsonObject | null;
+  readonly body: JsonValue | null;
+}
+
+/**
+ * Whether a given-up request stops the rest of its call. A damaged answer
+ * does not: the server answers, so the other ops are worth sending.
+ */
+function stopsCall(result: GaveUp): boolean {
+  return !(result.error instanceof ParseError);
 }
 
 function toWireOp(op: PushOp): JsonObject {
@@ -1235,22 +1462,39 @@ function toWireOp(op: PushOp): JsonObject {
   return wire;
 }
 
+/** An upsert's PUT body, or `undefined` when it cannot be serialized. */
+function serializeUpsert(op: PushOp): string | undefined {
+  const payload = op.payload!;
+  const base = op.baseUpdatedAt !== null && !op.force ? op.baseUpdatedAt : null;
+  try {
+    // The common create: the payload is the body, no copy needed.
+    if (base === null && !Object.hasOwn(payload, "_baseUpdatedAt")) {
+      return JSON.stringify(payload);
+    }
+    const record: JsonObject = { ...payload };
+    delete record._baseUpdatedAt;
+    if (base !== null) record._baseUpdatedAt = base;
+    return JSON.stringify(record);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Validates a batch response and orders its results like `chunk` (matched by
- * `opId`, one result per op).
+ * `opId`, one result per op). A broken shape damages the whole answer; a
+ * broken result (status, record, conflict) damages only its op.
  */
 function parseBatchResults(
   action: string,
-  status: number,
-  text: string,
+  received: Received,
   chunk: readonly PushOp[],
-): BatchResult[] | ParseError {
+): BatchAnswer | ParseError {
+  const { status, text } = received;
   function fail(problem: string, value: unknown): ParseError {
-    return new ParseError(
-      `Cannot ${action} as ${problem}: current value is ${describe(value)}`,
-      { status },
-    );
+    return damaged(action, { status, problem, value });
   }
+  if (received.malformed) return fail("the response is not UTF-8", text);
   const body = parseJson(text);
   if (body === undefined) return fail("the response is not JSON", text);
   if (!isJsonObject(body)) return fail("the response is not an object", body);
@@ -1264,7 +1508,9 @@ function parseBatchResults(
   }
   const positions = new Map<string, number>();
   chunk.forEach((op, position) => positions.set(op.key, position));
-  const ordered: (BatchResult | undefined)[] = new Array(chunk.length);
+  const ordered: (BatchResult | ParseError | undefined)[] = new Array(
+    chunk.length,
+  );
   for (const [i, result] of list.entries()) {
     if (!isJsonObject(result)) {
       return fail(`result ${i} is not an object`, result);
@@ -1279,61 +1525,61 @@ function parseBatchResults(
       return fail(`result ${i} repeats an 'opId'`, result.opId);
     }
     const code = result.status;
+    // A batch result carries a final status: no 1xx, no redirect.
     if (
-      typeof code !== "number" || !Number.isInteger(code) || code < 100 ||
-      code > 599
+      typeof code !== "number" || !Number.isInteger(code) || code < 200 ||
+      code > 599 || (code >= 300 && code < 400)
     ) {
-      return fail(`result ${i} has no valid 'status'`, code);
+      ordered[position] = damaged(actionOf(chunk[position]!), {
+        status,
+        problem: "its batch result has no valid 'status'",
+        value: code,
+      });
+      continue;
     }
-    const { record, error } = result;
-    if (record !== undefined && record !== null && !isJsonObject(record)) {
-      return fail(`result ${i} has a 'record' that is not an object`, record);
-    }
-    if (error !== undefined && error !== null && !isJsonObject(error)) {
-      return fail(`result ${i} has an 'error' that is not an object`, error);
-    }
-    ordered[position] = {
-      status: code,
-      ...(record === undefined ? {} : { record }),
-      ...(error === undefined ? {} : { error }),
-    };
+    const body = isSuccess(code) ? result.record : result.error;
+    ordered[position] = { status: code, body: body ?? null };
   }
-  return ordered as BatchResult[];
+  return {
+    type: "results",
+    headers: received.headers,
+    results: ordered as (BatchResult | ParseError)[],
+  };
 }
 
-/** Maps a final status (not 401) and its body to the op's outcome. */
+/** What one write's answer says: status, body, the server's clock. */
+interface WriteAnswer {
+  readonly status: number;
+  readonly body: JsonValue | null;
+  readonly serverDate: number | undefined;
+}
+
+/**
+ * Maps a final status (not 401) and its body to the op's outcome, or to a
+ * retryable `ParseError` when the body cannot be what that status carries:
+ * a 2xx record or a 409 `current` that is not an object.
+ */
 function toPushResult(
   action: string,
   op: PushOp,
-  status: number,
-  body: JsonValue | null,
-  serverDate: number | undefined,
-): PushResult {
+  answer: WriteAnswer,
+): PushResult | ParseError {
+  const { status, body, serverDate } = answer;
   const date = serverDate === undefined ? {} : { serverDate };
   if (isSuccess(status)) {
-    return {
-      type: "ok",
-      status,
-      record: isJsonObject(body) ? body : null,
-      ...date,
-    };
+    if (body !== null && !isJsonObject(body)) {
+      return damaged(action, {
+        status,
+        problem: "the record is not an object",
+        value: body,
+      });
+    }
+    return { type: "ok", status, record: body, ...date };
   }
   if (status === 404 && op.type === "delete") {
     return { type: "ok", status, record: null, ...date };
   }
-  if (status === 409) {
-    const current = isJsonObject(body)
-      ? pickObject(body.current) ?? pickObject(body.serverData)
-      : null;
-    let serverTimestamp: string | null = null;
-    if (isJsonObject(body) && typeof body.serverTimestamp === "string") {
-      serverTimestamp = body.serverTimestamp;
-    } else if (current !== null) {
-      const stamp = current.updated_at ?? current.updatedAt;
-      if (typeof stamp === "string") serverTimestamp = stamp;
-    }
-    return { type: "conflict", current, serverTimestamp, ...date };
-  }
+  if (status === 409) return toConflict(action, answer);
   if (isRetryableStatus(status)) {
     const code = codeOf(body);
     return {
@@ -1346,6 +1592,63 @@ function toPushResult(
     };
   }
   return { type: "rejected", error: rejection(action, status, body), body };
+}
+
+/**
+ * A 409's conflict. An empty body is a conflict without the server's record
+ * (the engine then relies on a pull); a body whose record or timestamp is
+ * of the wrong type is damaged, never a conflict against nothing.
+ */
+function toConflict(
+  action: string,
+  answer: WriteAnswer,
+): PushResult | ParseError {
+  const { status, body, serverDate } = answer;
+  const date = serverDate === undefined ? {} : { serverDate };
+  if (body === null) {
+    return { type: "conflict", current: null, serverTimestamp: null, ...date };
+  }
+  if (!isJsonObject(body)) {
+    return damaged(action, {
+      status,
+      problem: "the conflict is not an object",
+      value: body,
+    });
+  }
+  const current = body.current ?? body.serverData ?? null;
+  if (current !== null && !isJsonObject(current)) {
+    return damaged(action, {
+      status,
+      problem: "'current' is not an object",
+      value: current,
+    });
+  }
+  let serverTimestamp = body.serverTimestamp ?? null;
+  if (serverTimestamp !== null && typeof serverTimestamp !== "string") {
+    return damaged(action, {
+      status,
+      problem: "'serverTimestamp' is not a string",
+      value: serverTimestamp,
+    });
+  }
+  if (serverTimestamp === null && current !== null) {
+    // The record's own fields are the engine's to check.
+    const own = current.updated_at ?? current.updatedAt;
+    if (typeof own === "string") serverTimestamp = own;
+  }
+  return { type: "conflict", current, serverTimestamp, ...date };
+}
+
+/** A damaged answer: retryable, like a lost response. */
+function damaged(
+  action: string,
+  found: Problem & { readonly status: number },
+): ParseError {
+  const { status, problem, value } = found;
+  return new ParseError(
+    `Cannot ${action} as ${problem}: current value is ${describe(value)}`,
+    { status, retryable: true },
+  );
 }
 
 function rejection(
@@ -1369,33 +1672,31 @@ function rejection(
   );
 }
 
-function parsePullPage(action: string, status: number, text: string): PullPage {
+/**
+ * Parses a pull page. Its items travel raw: checking each one is the
+ * engine's job (clause 25), which skips a bad item rather than the page.
+ */
+function parsePullPage(
+  action: string,
+  received: Received,
+): PullPage | ParseError {
+  const { status, text } = received;
   function fail(problem: string, value: unknown): ParseError {
-    return new ParseError(
-      `Cannot ${action} as ${problem}: current value is ${describe(value)}`,
-      { status },
-    );
+    return damaged(action, { status, problem, value });
   }
+  if (received.malformed) return fail("the response is not UTF-8", text);
   const body = parseJson(text);
-  if (body === undefined) throw fail("the response is not JSON", text);
-  if (!isJsonObject(body)) throw fail("the response is not an object", body);
+  if (body === undefined) return fail("the response is not JSON", text);
+  if (!isJsonObject(body)) return fail("the response is not an object", body);
   const { items, nextPageToken } = body;
-  if (!Array.isArray(items)) throw fail("'items' is not an array", items);
-  for (const [i, item] of items.entries()) {
-    // The record's own fields (id, timestamp, tombstone) are checked by the
-    // engine, which knows each table's field names.
-    if (!isJsonObject(item)) throw fail(`item ${i} is not an object`, item);
-  }
+  if (!Array.isArray(items)) return fail("'items' is not an array", items);
   if (
     nextPageToken !== undefined && nextPageToken !== null &&
     typeof nextPageToken !== "string"
   ) {
-    throw fail("'nextPageToken' is not a string or null", nextPageToken);
+    return fail("'nextPageToken' is not a string or null", nextPageToken);
   }
-  return {
-    items: items as JsonObject[],
-    nextPageToken: nextPageToken ?? null,
-  };
+  return { items, nextPageToken: nextPageToken ?? null };
 }
 
 function checkPullRequest(request: PullRequest): void {
@@ -1425,8 +1726,11 @@ function checkPullRequest(request: PullRequest): void {
   }
 }
 
-/** The fields of a {@linkcode PushOp} that must be non-empty strings. */
-const OP_STRING_FIELDS = ["opId", "key", "kind", "id"] as const;
+/**
+ * The fields of a {@linkcode PushOp} that must be non-empty strings. Its
+ * kind and id are checked per op instead ({@linkcode opProblem}).
+ */
+const OP_STRING_FIELDS = ["opId", "key"] as const;
 
 function checkPushOps(ops: readonly PushOp[]): void {
   function fail(index: number, problem: string, value: unknown): never {
@@ -1477,6 +1781,214 @@ function checkPushOps(ops: readonly PushOp[]): void {
   }
 }
 
+/**
+ * Why an op cannot be sent, if it cannot: an id or kind that breaks the
+ * contract's limits (CONTRACT.md §Limits), a base that no URL can carry, a
+ * payload nested too deep to serialize safely. Ids `.` and `..` pass here:
+ * they travel in a batch, and only a single request refuses them.
+ */
+function opProblem(op: PushOp): ValidationError | null {
+  const action = actionOf(op);
+  const kind = kindProblem(op.kind);
+  if (kind !== null) {
+    return invalid(action, { field: "kind", problem: kind, value: op.kind });
+  }
+  const id = isDotSegment(op.id) ? null : idProblem(op.id);
+  if (id !== null) {
+    return invalid(action, { field: "id", problem: id, value: op.id });
+  }
+  if (op.baseUpdatedAt !== null && !op.baseUpdatedAt.isWellFormed()) {
+    return invalid(action, {
+      field: "baseUpdatedAt",
+      problem: "it has a lone surrogate",
+      value: op.baseUpdatedAt,
+    });
+  }
+  if (op.type === "upsert" && exceedsDepth(op.payload, WIRE_LIMITS.maxDepth)) {
+    return invalid(action, {
+      field: "payload",
+      problem: `it nests deeper than ${WIRE_LIMITS.maxDepth} levels`,
+      value: op.payload,
+    });
+  }
+  return null;
+}
+
+/** What is wrong, and with which value. */
+interface Problem {
+  /** What is wrong: a sentence fragment. */
+  readonly problem: string;
+  /** The current value. */
+  readonly value: unknown;
+}
+
+/** A request field the contract's limits refuse. */
+function invalid(
+  action: string,
+  found: Problem & { readonly field: string },
+): ValidationError {
+  const { field, problem, value } = found;
+  return new ValidationError(
+    `Cannot ${action} as '${field}' is invalid (${problem}): current value is ${
+      describe(value)
+    }`,
+    [{ message: problem, path: [field] }],
+  );
+}
+
+/** The action of an op's messages, with its kind and id cut short. */
+function actionOf(op: PushOp): string {
+  return `push the ${op.type} of '${shorten(op.kind)}/${shorten(op.id)}'`;
+}
+
+/** A value for a message: a string cut at 64 code units, else described. */
+function shorten(value: unknown): string {
+  if (typeof value !== "string") return describe(value);
+  if (value.length <= 64) return value;
+  // Not in the middle of a surrogate pair.
+  const end = /[\ud800-\udbff]/.test(value[63]!) ? 63 : 64;
+  return `${value.slice(0, end)}…`;
+}
+
+function isDotSegment(id: unknown): boolean {
+  return id === "." || id === "..";
+}
+
+function isRedirect(response: Response): boolean {
+  const { status } = response;
+  // A browser hides a manual redirect behind an opaque response.
+  return response.type === "opaqueredirect" || status === 301 ||
+    status === 302 || status === 303 || status === 307 || status === 308;
+}
+
+/** Where a redirect comes from, and how far the request has come. */
+interface RedirectContext {
+  readonly from: string;
+  readonly method: Outgoing["method"];
+  /** The base URL's origin. */
+  readonly origin: string;
+  /** The redirects already followed. */
+  readonly hops: number;
+}
+
+/**
+ * Where a redirect may be followed: a URL on the base URL's origin (the
+ * credentials go nowhere else), reached with the same method and body
+ * (301, 302 and 303 make a write a GET, so only a read follows them), within
+ * {@linkcode MAX_REDIRECTS} hops. Otherwise why not.
+ */
+function redirectTarget(
+  response: Response,
+  context: RedirectContext,
+): string | { problem: string; value: unknown } {
+  const { status } = response;
+  const location = response.headers.get("location");
+  const target = location === null ? null : URL.parse(location, context.from);
+  if (target === null) {
+    return {
+      problem: "the server redirected it without a valid Location",
+      value: location,
+    };
+  }
+  if (target.origin !== context.origin) {
+    return {
+      problem: "the server redirected it to another origin",
+      value: target.origin,
+    };
+  }
+  if (context.method !== "GET" && status !== 307 && status !== 308) {
+    return {
+      problem:
+        `the server redirected a ${context.method} with a status that turns it into a GET`,
+      value: status,
+    };
+  }
+  if (context.hops >= MAX_REDIRECTS) {
+    return {
+      problem: `the server redirected it more than ${MAX_REDIRECTS} times`,
+      value: target.href,
+    };
+  }
+  return target.href;
+}
+
+/**
+ * Reads a body up to `cap` bytes: past that (or when its `Content-Length`
+ * says so) the rest is cancelled, never buffered.
+ *
+ * @returns The bytes, or the size that passed the cap.
+ */
+async function readBody(
+  response: Response,
+  cap: number,
+): Promise<Uint8Array | { size: string }> {
+  const declared = response.headers.get("content-length");
+  const length = declared === null ? NaN : Number(declared);
+  if (length > cap) {
+    await response.body?.cancel();
+    return { size: shorten(declared) };
+  }
+  // HTTP framing holds an identity body to its Content-Length, and the
+  // native read is several times faster than a reader loop. A compressed
+  // body is not held to it: fetch decodes it, and Content-Length is the
+  // compressed size (10 KB of gzip can be 10 GB of text).
+  const encoding = response.headers.get("content-encoding");
+  if (
+    Number.isSafeInteger(length) &&
+    (encoding === null || encoding.trim().toLowerCase() === "identity")
+  ) {
+    return await response.bytes();
+  }
+  const body = response.body;
+  if (body === null) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > cap) {
+      await reader.cancel();
+      return { size: `at least ${size}` };
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+const UTF8_LENIENT = new TextDecoder("utf-8");
+
+/**
+ * Decodes a body as UTF-8 (a leading BOM dropped, as `Response.text()`
+ * does). Invalid bytes are flagged, not silently replaced: a record with
+ * U+FFFD in place of its text would be stored as if it were the server's.
+ */
+function decodeUtf8(bytes: Uint8Array): { text: string; malformed: boolean } {
+  try {
+    return { text: UTF8.decode(bytes), malformed: false };
+  } catch {
+    return { text: UTF8_LENIENT.decode(bytes), malformed: true };
+  }
+}
+
+/**
+ * A response's `Retry-After` in ms, at most {@linkcode MAX_RETRY_AFTER_MS},
+ * or `null` when absent or unreadable.
+ */
+function retryAfterOf(headers: Headers, now: number): number | null {
+  const ms = parseRetryAfter(headers.get("retry-after"), now);
+  return ms === null ? null : Math.min(ms, MAX_RETRY_AFTER_MS);
+}
+
 function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
@@ -1507,10 +2019,6 @@ function isRetryableStatus(status: number): boolean {
 
 function isJsonLikeObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function pickObject(value: JsonValue | undefined): JsonObject | null {
-  return isJsonObject(value) ? value : null;
 }
 
 function codeOf(body: JsonValue | null): string | undefined {
