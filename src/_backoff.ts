@@ -58,6 +58,9 @@ export function backoffDelay(attempt: number, options: BackoffOptions): number {
   return Math.round(capped * options.random());
 }
 
+const HTTP_DATE =
+  /^[A-Za-z]{3,9}, .* GMT$|^[A-Za-z]{3} [A-Za-z]{3} +\d{1,2} \d{2}:\d{2}:\d{2} \d{4}$/;
+
 /**
  * Parses a `Retry-After` header: delta seconds or an HTTP date.
  *
@@ -76,6 +79,9 @@ export function parseRetryAfter(
   if (/^\d+$/.test(text)) {
     return clampDelay(Number(text) * 1000, MAX_RETRY_AFTER_MS);
   }
+  // An HTTP date (RFC 9110: IMF-fixdate, or the obsolete forms, all in
+  // GMT). `Date.parse` alone reads "-5" or "2025" as dates.
+  if (!HTTP_DATE.test(text)) return null;
   const date = Date.parse(text);
   if (Number.isNaN(date)) return null;
   return clampDelay(date - now, MAX_RETRY_AFTER_MS);

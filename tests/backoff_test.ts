@@ -38,6 +38,19 @@ Deno.test("parseRetryAfter() clamps a huge delay to one hour, never to a near-ze
   assert.equal(parseRetryAfter(null, NOW), null);
 });
 
+Deno.test("parseRetryAfter() reads HTTP dates only, not what Date.parse guesses a date", () => {
+  // RFC 9110's three forms: IMF-fixdate, RFC 850 and asctime.
+  assert.equal(parseRetryAfter("Sat, 01 Mar 2025 10:00:30 GMT", NOW), 30_000);
+  assert.equal(
+    parseRetryAfter("Saturday, 01-Mar-25 10:00:30 GMT", NOW),
+    30_000,
+  );
+  assert.equal(parseRetryAfter("Sat Mar  1 10:00:30 2025", NOW), 30_000);
+  for (const header of ["-5", "1.5", "2025-03-01", "Mar 1 2025"]) {
+    assert.equal(parseRetryAfter(header, NOW), null, header);
+  }
+});
+
 Deno.test("clampDelay() keeps a delay within what a timer holds", () => {
   assert.equal(MAX_TIMER_MS, 2 ** 31 - 1);
   assert.equal(clampDelay(1e15), MAX_TIMER_MS);

@@ -47,7 +47,12 @@
  * @module
  */
 
-import { backoffDelay, delay, parseRetryAfter } from "../src/_backoff.ts";
+import {
+  backoffDelay,
+  delay,
+  MAX_TIMER_MS,
+  parseRetryAfter,
+} from "../src/_backoff.ts";
 import {
   AuthError,
   ClosedError,
@@ -324,16 +329,6 @@ interface ResolvedOptions {
   readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly now: () => number;
 }
-
-/** The longest delay `setTimeout` keeps: a longer one fires at once. */
-const MAX_TIMER_MS = 2_147_483_647;
-
-/**
- * The longest `Retry-After` honoured or reported, in ms (one hour): a larger
- * value (a date in year 9999, a thousand digits) would overflow the timer of
- * whoever waits for it, and a timer that overflows fires at once.
- */
-const MAX_RETRY_AFTER_MS = 3_600_000;
 
 /** The default of `maxResponseBytes`: 32 MiB. */
 const DEFAULT_MAX_RESPONSE_BYTES = 33_554_432;
@@ -1981,12 +1976,11 @@ function decodeUtf8(bytes: Uint8Array): { text: string; malformed: boolean } {
 }
 
 /**
- * A response's `Retry-After` in ms, at most {@linkcode MAX_RETRY_AFTER_MS},
- * or `null` when absent or unreadable.
+ * A response's `Retry-After` in ms, at most `MAX_RETRY_AFTER_MS` (one
+ * hour), or `null` when absent or unreadable.
  */
 function retryAfterOf(headers: Headers, now: number): number | null {
-  const ms = parseRetryAfter(headers.get("retry-after"), now);
-  return ms === null ? null : Math.min(ms, MAX_RETRY_AFTER_MS);
+  return parseRetryAfter(headers.get("retry-after"), now);
 }
 
 function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
