@@ -126,7 +126,10 @@ export class AuthError extends SyncError {
 
 /**
  * The server answered with a status the client may retry (408, 429, 5xx)
- * or with one that needs a whole-call reaction (410).
+ * or with one that needs a whole-call reaction (410). Not retryable when
+ * retrying cannot help: code `"redirect"` (a redirect the REST transport
+ * refuses to follow, e.g. to another origin) and code `"gone"` (a `410`
+ * during a full resync, which breaks the contract).
  */
 export class ServerError extends SyncError {
   /** How long the server asked the client to wait, in milliseconds. */
@@ -245,7 +248,10 @@ export interface ValidationIssue {
 }
 
 /**
- * A local write failed its table's schema; nothing was written.
+ * A value broke a rule before anything was done with it: a local write
+ * failed its table's schema or the wire contract's limits (an id, the
+ * nesting depth), or the transport refused to send an op or a pull that
+ * breaks those limits. Nothing was written or sent.
  *
  * @example Reading the issues
  * ```ts

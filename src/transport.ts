@@ -125,7 +125,11 @@ export type PushResult =
  *    (a JSON object with an `items` array); otherwise reject with a
  *    retryable `ParseError` (a damaged body is a lost response),
  *    `ResyncRequiredError` (410), `AuthError`, `ServerError` or
- *    `NetworkError`. Checking each item (an object, its id, timestamps and
+ *    `NetworkError`. A request that cannot be sent at all (a kind or cursor
+ *    that breaks the contract's limits) rejects with `ValidationError`
+ *    before anything is sent; an answer that can never be read (over the
+ *    transport's size cap, a redirect to another origin) rejects with a
+ *    non-retryable error, so nobody hammers the server for it. Checking each item (an object, its id, timestamps and
  *    depth) is the engine's job: it knows every table's field names, and
  *    skips a bad item instead of failing the page (clause 25).
  * 5. Make `close()` idempotent and reject every later call with
@@ -138,7 +142,7 @@ export interface Transport extends AsyncDisposable {
    * @param request The table, cursor, page size and token.
    * @param options Abort signal.
    * @returns The page.
-   * @throws {ParseError | ResyncRequiredError | AuthError | ServerError | NetworkError}
+   * @throws {ParseError | ResyncRequiredError | AuthError | ServerError | NetworkError | ValidationError}
    */
   pull(request: PullRequest, options?: TransportCallOptions): Promise<PullPage>;
 
