@@ -182,7 +182,7 @@ export function testServerStore(
     );
     assert.equal(await store.getRecord("ns", "todo", "1"), null);
     assert.equal(await store.getIdempotency("ns", "k"), null);
-    assert.equal(await store.lastUpdatedAt(), null);
+    assert.equal(await store.lastWrite("ns"), null);
     // The store still works after the refused commit.
     await store.commit([put("ns", record)]);
     assert.deepEqual(await store.getRecord("ns", "todo", "1"), record);
@@ -420,19 +420,31 @@ export function testServerStore(
     assert.notEqual(await store.getRecord("ns", "todo", "live"), null);
   });
 
-  test("lastUpdatedAt() is the greatest updatedAt and is not lowered by purge", async (store) => {
-    assert.equal(await store.lastUpdatedAt(), null);
+  test("lastWrite() is the greatest (updatedAt, id) of its namespace and is not lowered by purge", async (store) => {
+    assert.equal(await store.lastWrite("a"), null);
     await store.commit([
       put("a", serverRecord("todo", "1", 5)),
+      put("a", serverRecord("note", "0", 5)),
+      put("a", serverRecord("todo", "z", 4)),
       put("b", serverRecord("todo", "2", 3)),
     ]);
-    assert.equal(await store.lastUpdatedAt(), 5);
+    assert.deepEqual(await store.lastWrite("a"), { updatedAt: 5, id: "1" });
+    // The clock is per namespace: "a" never moves "b".
+    assert.deepEqual(await store.lastWrite("b"), { updatedAt: 3, id: "2" });
+    assert.equal(await store.lastWrite("c"), null);
+    // A later commit of an older instant or smaller id lowers nothing.
+    await store.commit([
+      put("a", serverRecord("todo", "0", 5)),
+      put("a", serverRecord("todo", "y", 1)),
+    ]);
+    assert.deepEqual(await store.lastWrite("a"), { updatedAt: 5, id: "1" });
     await store.commit([
       put("a", serverRecord("todo", "3", 9, { deleted: true })),
     ]);
     await store.purge({ tombstonesUpdatedBefore: 100 });
     assert.equal(await store.getRecord("a", "todo", "3"), null);
-    assert.equal(await store.lastUpdatedAt(), 9);
+    assert.deepEqual(await store.lastWrite("a"), { updatedAt: 9, id: "3" });
+    assert.deepEqual(await store.lastWrite("b"), { updatedAt: 3, id: "2" });
   });
 
   test("returned records and entries are copies", async (store) => {
@@ -479,7 +491,11 @@ export function testServerStore(
       ClosedError,
     );
     await assert.rejects(store.purge({}), ClosedError);
-    await assert.rejects(store.lastUpdatedAt(), ClosedError);
+    await assert.rejects(store.lastWrite("ns"), ClosedError);
+    await assert.rejects(
+      store.trimIdempotency("ns", { keep: 0, expiresAtOrBefore: 0 }),
+      ClosedError,
+    );
   });
 
   test(
@@ -506,7 +522,10 @@ export function testServerStore(
       const page = await reopened.listRecords("ns", "todo", { limit: 10 });
       assert.deepEqual(page.records, [record]);
       assert.equal(page.horizon, 9);
-      assert.equal(await reopened.lastUpdatedAt(), 8);
+      assert.deepEqual(await reopened.lastWrite("ns"), {
+        updatedAt: 8,
+        id: "gone",
+      });
     },
     !persistent,
   );

@@ -109,15 +109,17 @@ Deno.test("sqlite: a server restarted on the same file keeps records, keys, hori
       `/todo?updatedSince=${encodeURIComponent(new Date(T0).toISOString())}`,
     );
     assert.equal(gone.status, 410);
+    // The clock and the last id survive: (T0 + 1 s, "gone") was the newest
+    // write, so "new" (after "gone") may share its instant and "fresh"
+    // (before it) moves to the next millisecond; neither goes back an hour.
     const next = await send(server, "PUT", "/todo/new", { json: {} });
-    assert.ok(
-      Date.parse(String(next.body.updated_at)) > T0 + 1_000,
-      String(next.body.updated_at),
-    );
+    assert.equal(next.body.updated_at, new Date(T0 + 1_000).toISOString());
+    const fresh = await send(server, "PUT", "/todo/fresh", { json: {} });
+    assert.equal(fresh.body.updated_at, new Date(T0 + 1_001).toISOString());
     const pull = await send(server, "GET", "/todo");
     assert.deepEqual(
       (pull.body.items as JsonObject[]).map((item) => item.id),
-      ["a/b", "new"],
+      ["a/b", "new", "fresh"],
     );
   });
 });
@@ -135,7 +137,7 @@ Deno.test("sqlite: openSqliteServerStore() uses WAL and a versioned schema", asy
       const version = probe.prepare("PRAGMA user_version").get() as {
         user_version: number;
       };
-      assert.equal(version.user_version, 1);
+      assert.equal(version.user_version, 2);
     } finally {
       probe.close();
       await store.close();
@@ -147,7 +149,7 @@ Deno.test("sqlite: a database with another schema version is refused", async () 
   await withTempDir((dir) => {
     const file = `${dir}/sync.sqlite`;
     const db = new DatabaseSync(file);
-    db.exec("PRAGMA user_version = 2");
+    db.exec("PRAGMA user_version = 3");
     db.close();
     assert.throws(() => openSqliteServerStore(file), StorageError);
     // The refused file is left as it was, and closed (removable).
@@ -156,7 +158,7 @@ Deno.test("sqlite: a database with another schema version is refused", async () 
       user_version: number;
     };
     check.close();
-    assert.equal(row.user_version, 2);
+    assert.equal(row.user_version, 3);
   });
 });
 
