@@ -59,9 +59,10 @@ export function kindRefusal(kind: string, action: string): Refusal | null {
   return problem === null ? null : {
     status: 400,
     error: "invalid_kind",
-    message: `Cannot ${action} as the kind is not valid, ${problem}: current value is ${
-      preview(kind)
-    }`,
+    message:
+      `Cannot ${action} as the kind is not valid, ${problem}: current value is ${
+        preview(kind)
+      }`,
   };
 }
 
@@ -77,9 +78,10 @@ export function idRefusal(id: string, action: string): Refusal | null {
   return problem === null ? null : {
     status: 400,
     error: "invalid_id",
-    message: `Cannot ${action} as the id is not valid, ${problem}: current value is ${
-      preview(id)
-    }`,
+    message:
+      `Cannot ${action} as the id is not valid, ${problem}: current value is ${
+        preview(id)
+      }`,
   };
 }
 
@@ -95,9 +97,10 @@ export function keyRefusal(key: string, action: string): Refusal | null {
   return problem === null ? null : {
     status: 400,
     error: "invalid_idempotency_key",
-    message: `Cannot ${action} as its idempotency key is not valid, ${problem}: current value is ${
-      preview(key)
-    }`,
+    message:
+      `Cannot ${action} as its idempotency key is not valid, ${problem}: current value is ${
+        preview(key)
+      }`,
   };
 }
 
@@ -123,7 +126,8 @@ export function tooDeepRefusal(action: string): Refusal {
   return {
     status: 400,
     error: "too_deep",
-    message: `Cannot ${action} as the record nests deeper than ${WIRE_LIMITS.maxDepth} levels`,
+    message:
+      `Cannot ${action} as the record nests deeper than ${WIRE_LIMITS.maxDepth} levels`,
   };
 }
 

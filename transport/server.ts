@@ -2021,7 +2021,9 @@ class ReferenceServer implements SyncServer {
   ): Promise<Reply> {
     const { kind, id, body } = call;
     if (body.type === "too_large") return tooLarge(this.#options.maxBodyBytes);
-    if (body.type === "too_deep") return refusal(tooDeepRefusal("store record"));
+    if (body.type === "too_deep") {
+      return refusal(tooDeepRefusal("store record"));
+    }
     if (body.type === "text") {
       return failure(
         400,
