@@ -91,14 +91,16 @@ function keysetSort(records: readonly ServerRecord[]): ServerRecord[] {
   );
 }
 
-const T0 = Date.UTC(2025, 2, 1, 10, 0, 0);
+/** The instant tests start at. */
+export const T0 = Date.UTC(2025, 2, 1, 10, 0, 0);
 
-function iso(ms: number): string {
+/** A timestamp as the wire writes it. */
+export function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
 /** The principal named by `Authorization: Bearer <name>`. */
-function bearerPrincipal(request: Request): string | null {
+export function bearerPrincipal(request: Request): string | null {
   return request.headers.get("authorization")?.match(/^Bearer (\w+)$/)?.[1] ??
     null;
 }
@@ -110,13 +112,15 @@ function rethrowLater(error: unknown): void {
   });
 }
 
-interface Called {
+/** What {@linkcode callOf} answers. */
+export interface Called {
   readonly status: number;
   readonly body: JsonObject;
   readonly replayed: boolean;
 }
 
-type Call = (
+/** Sends one request as a principal. */
+export type Call = (
   principal: string,
   method: string,
   target: string,
@@ -125,7 +129,7 @@ type Call = (
 ) => Promise<Called>;
 
 /** A request helper for one server: principal, method, target, body, key. */
-function callOf(server: SyncServer): Call {
+export function callOf(server: SyncServer): Call {
   return async (principal, method, target, json, key) => {
     const headers: Record<string, string> = {
       authorization: `Bearer ${principal}`,
@@ -147,7 +151,7 @@ function callOf(server: SyncServer): Call {
 }
 
 /** Pulls a kind to its end, three at a time, following page tokens. */
-async function pullEverything(
+export async function pullEverything(
   call: Call,
   principal: string,
   query: Record<string, string>,
