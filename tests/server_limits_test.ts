@@ -605,42 +605,53 @@ Deno.test("limits: one principal's write in progress never holds up another's", 
     },
   };
   await using server = createSyncServer({ store, auth: bearerPrincipal });
-  const alice = send(server, "POST", "/batch", {
-    headers: { authorization: "Bearer alice" },
-    json: {
-      ops: [{ opId: "a", kind: "todo", id: "1", type: "upsert", payload: {} }],
-    },
-  });
-  await aliceCommitting;
-  // Bob writes while Alice's batch holds her queue. The timer only turns a
-  // shared lock (Bob waiting for ever) into a failure instead of a hang.
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const bob = await Promise.race([
-    send(server, "PUT", "/todo/1", {
-      headers: { authorization: "Bearer bob" },
+  // Released in any case: close() waits for Alice's write.
+  try {
+    const alice = send(server, "POST", "/batch", {
+      headers: { authorization: "Bearer alice" },
+      json: {
+        ops: [{
+          opId: "a",
+          kind: "todo",
+          id: "1",
+          type: "upsert",
+          payload: {},
+        }],
+      },
+    });
+    await aliceCommitting;
+    // Bob writes while Alice's batch holds her queue. The timer only turns a
+    // shared lock (Bob waiting for ever) into a failure instead of a hang.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bob = await Promise.race([
+      send(server, "PUT", "/todo/1", {
+        headers: { authorization: "Bearer bob" },
+        json: {},
+      }),
+      new Promise<null>((resolve) => timer = setTimeout(resolve, 5_000, null)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(bob !== null, "Bob's write waited for Alice's");
+    assert.equal(bob.status, 201);
+    // Alice's next write does wait for her first.
+    let second = false;
+    const next = send(server, "PUT", "/todo/2", {
+      headers: { authorization: "Bearer alice" },
       json: {},
-    }),
-    new Promise<null>((resolve) => timer = setTimeout(resolve, 5_000, null)),
-  ]);
-  clearTimeout(timer);
-  assert.ok(bob !== null, "Bob's write waited for Alice's");
-  assert.equal(bob.status, 201);
-  // Alice's next write does wait for her first.
-  let second = false;
-  const next = send(server, "PUT", "/todo/2", {
-    headers: { authorization: "Bearer alice" },
-    json: {},
-  }).then((answer) => {
-    second = true;
-    return answer;
-  });
-  await send(server, "GET", "/todo", {
-    headers: { authorization: "Bearer bob" },
-  });
-  assert.equal(second, false);
-  release();
-  assert.equal((await alice).status, 200);
-  assert.equal((await next).status, 201);
+    }).then((answer) => {
+      second = true;
+      return answer;
+    });
+    await send(server, "GET", "/todo", {
+      headers: { authorization: "Bearer bob" },
+    });
+    assert.equal(second, false);
+    release();
+    assert.equal((await alice).status, 200);
+    assert.equal((await next).status, 201);
+  } finally {
+    release();
+  }
 });
 
 Deno.test("limits: stored keys per principal are bounded: the oldest expire after 24 h, else 429 with Retry-After", async () => {
