@@ -24,10 +24,16 @@
  *   only what this pull delivered (the resync sweeps the rest), so it needs
  *   only the tombstones of deletions committed after the pull's first read.
  *   The server computes `S` before that read as a lower bound on every
- *   `updated_at` it has not yet made visible (the write in flight, the
- *   clock, `now()`; later writes never go below it), and puts it in every
- *   token of the pull. Such a tombstone can only have been purged if the
- *   horizon passed `S`.
+ *   `updated_at` it has not yet made visible (the write in progress, one
+ *   past the clock, `now()`; later writes never go below it: see
+ *   `pullMark()`), and puts it in every token of the pull. Such a tombstone
+ *   can only have been purged if the horizon passed `S`, that is, if it was
+ *   written after the pull began and purged before it ended.
+ *
+ * `S` would be wrong for a pull that began with a cursor: the client also
+ * holds records from earlier pulls, whose tombstones may predate `S`. Such a
+ * pull gets no `S`: its bound is its cursor (the first bullet), which is
+ * also the mark its tokens carry.
  *
  * The bound of a page is the larger of the two that apply, and the next
  * token carries it on, so each later page of the pull (and a resumed pull

@@ -19,8 +19,8 @@ export interface Tenant {
   lastId: string | null;
   /**
    * The least `updated_at` a write assigned from now on may get: raised to
-   * `now()` by every pull mark, so a clock that steps back cannot put a
-   * later write below a mark already handed out.
+   * every pull mark, so no later write (not even with a clock that steps
+   * back) lands below a mark already handed out.
    */
   floor: number;
   /**
@@ -96,18 +96,32 @@ export class Tenants {
 /**
  * The pull mark of a namespace: a lower bound on every `updated_at` the
  * namespace has not made visible yet (see `_server_page_token.ts`). It is
- * computed, and the floor raised, in one synchronous step, before the pull
- * reads: the write in progress is below it only through `pending`, which
- * bounds it; every later write gets at least `max(now, clock, floor)`.
+ * computed, and the floor raised to it, in one synchronous step before the
+ * pull reads: the write in progress is below it only through `pending`,
+ * which then bounds it; every later write gets at least the floor.
+ *
+ * The mark is past the clock (`clock + 1`), so a later write cannot share
+ * its millisecond, and every purge horizon (one past a tombstone already
+ * written) is at most the mark: the later pages of this pull can only get
+ * `410` if a tombstone written after it began is purged before it ends. A
+ * write after a first page thus moves to the next millisecond when the
+ * clock has not: a bump per fresh pull, not per write.
  *
  * @param tenant The namespace's state.
  * @param now The server's `now()`.
+ * @param stored The namespace's last `updated_at` in the store, needed when
+ * `tenant.clock` is not loaded yet (read by the caller, never written to
+ * `tenant`, whose clock only the write queue sets).
  * @returns The mark, in ms.
  */
-export function pullMark(tenant: Tenant, now: number): number {
-  const visible = Math.max(Math.trunc(now), tenant.clock ?? -Infinity);
-  const mark = Math.max(visible, tenant.floor);
-  tenant.floor = Math.max(tenant.floor, Math.trunc(now));
+export function pullMark(
+  tenant: Tenant,
+  now: number,
+  stored: number | null,
+): number {
+  const clock = tenant.clock ?? stored ?? -Infinity;
+  const mark = Math.max(Math.trunc(now), clock + 1, tenant.floor);
+  tenant.floor = mark;
   return tenant.pending === null ? mark : Math.min(mark, tenant.pending);
 }
 

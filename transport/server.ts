@@ -1670,9 +1670,14 @@ class ReferenceServer implements SyncServer {
 
     await this.#maintainIfDue();
     // Taken before the read: see _server_page_token.ts.
-    const mark = since === undefined
-      ? pullMark(this.#tenants.get(namespace), this.#now())
-      : null;
+    let mark: number | null = null;
+    if (since === undefined) {
+      const tenant = this.#tenants.get(namespace);
+      const stored = tenant.clock === null
+        ? (await this.#store.lastWrite(namespace))?.updatedAt ?? null
+        : null;
+      mark = pullMark(tenant, this.#now(), stored);
+    }
     const budget = this.#options.maxPageBytes - PAGE_ENVELOPE_BYTES;
     const options: {
       since?: number;
