@@ -267,3 +267,54 @@ Deno.test("resync: a delete in progress during a first page bounds its mark", as
   // the mark counted the write in progress, so this is still 410.
   assert.equal((await call(server, "GET", after(first.body, 1))).status, 410);
 });
+
+Deno.test("resync: under a frozen clock a fresh pull is served past a purged tombstone that was the newest write", async () => {
+  await using server = createSyncServer({ now: () => T0 });
+  await call(server, "PUT", "/todo/a", {});
+  await call(server, "PUT", "/todo/z", {});
+  // "gone" sorts before "z": T0 + 1 ms, then its tombstone T0 + 2 ms.
+  await call(server, "PUT", "/todo/gone", {});
+  await call(server, "DELETE", "/todo/gone");
+  assert.equal(await server.purgeTombstones({ olderThan: T0 + 10 }), 1);
+  const first = await call(server, "GET", "/todo?limit=1");
+  const next = await call(server, "GET", after(first.body, 1));
+  assert.equal(next.status, 200);
+  assert.deepEqual(
+    (next.body.items as JsonObject[]).map((item) => item.id),
+    ["z"],
+  );
+});
+
+Deno.test("resync: no write after a first page lands below its mark, not in its millisecond nor with a clock that steps back", async () => {
+  // Same millisecond: "b" sorts after the last id, so without the floor its
+  // deletion would share the clock's instant, below the mark.
+  {
+    await using server = createSyncServer({ now: () => T0 });
+    await call(server, "PUT", "/todo/b", {});
+    await call(server, "PUT", "/todo/a", {});
+    const first = await call(server, "GET", "/todo?limit=1");
+    assert.deepEqual(
+      (first.body.items as JsonObject[]).map((item) => item.id),
+      ["b"],
+    );
+    const deleted = await call(server, "DELETE", "/todo/b");
+    assert.equal(deleted.body.updated_at, iso(T0 + 2));
+    assert.equal(await server.purgeTombstones({ olderThan: T0 + 100 }), 1);
+    assert.equal((await call(server, "GET", after(first.body, 1))).status, 410);
+  }
+  // A clock that steps back after the first page.
+  {
+    let now = T0;
+    await using server = createSyncServer({ now: () => now });
+    await call(server, "PUT", "/todo/a", {});
+    await call(server, "PUT", "/todo/b", {});
+    now = T0 + 10_000;
+    const first = await call(server, "GET", "/todo?limit=1");
+    now = T0 + 5_000;
+    const deleted = await call(server, "DELETE", "/todo/a");
+    assert.equal(deleted.body.updated_at, iso(T0 + 10_000));
+    now = T0 + 100_000;
+    assert.equal(await server.purgeTombstones({ olderThan: now }), 1);
+    assert.equal((await call(server, "GET", after(first.body, 1))).status, 410);
+  }
+});
