@@ -78,6 +78,8 @@ async function exitOf(
     env: { SYNC_TOKENS: "" },
     stdout: "piped",
     stderr: "piped",
+    // A CLI that starts instead of refusing is killed: a failure, not a hang.
+    signal: AbortSignal.timeout(10_000),
   }).output();
   return {
     code: output.code,
