@@ -42,8 +42,11 @@ export interface ServerLimits {
 
 /** A refusal before a reply: status, JSON error code and message. */
 export interface Refusal {
+  /** The HTTP status. */
   readonly status: number;
+  /** The JSON error code. */
   readonly error: string;
+  /** The std-style message. */
   readonly message: string;
 }
 
