@@ -329,3 +329,45 @@ Deno.test("hostile: deep nesting with an Idempotency-Key over real HTTP is a 400
   assert.equal(result.error.error, "too_deep");
   assert.deepEqual(errors, []);
 });
+
+Deno.test("hostile: a reply that cannot be serialised is still a JSON 500, and fetch never rejects", async () => {
+  const inner = createMemoryServerStore();
+  const errors: unknown[] = [];
+  // A broken store hands back a stored answer that JSON cannot write.
+  const store: ServerStore = {
+    getRecord: (ns, kind, id) => inner.getRecord(ns, kind, id),
+    listRecords: (ns, kind, options) => inner.listRecords(ns, kind, options),
+    async getIdempotency(ns, key) {
+      const entry = await inner.getIdempotency(ns, key);
+      return entry === null
+        ? null
+        : { ...entry, body: { n: 1n } as unknown as JsonObject };
+    },
+    commit: (writes) => inner.commit(writes),
+    purge: (options) => inner.purge(options),
+    trimIdempotency: (ns, options) => inner.trimIdempotency(ns, options),
+    lastWrite: (ns) => inner.lastWrite(ns),
+    close: () => inner.close(),
+    [Symbol.asyncDispose]: () => inner.close(),
+  };
+  await using server = createSyncServer({
+    store,
+    onError: (error) => errors.push(error),
+  });
+  const put = () =>
+    server.fetch(
+      new Request(`${ORIGIN}/todo/1`, {
+        method: "PUT",
+        headers: { "idempotency-key": "k" },
+        body: "{}",
+      }),
+    );
+  assert.equal((await put()).status, 201);
+  const replay = await put();
+  assert.equal(replay.status, 500);
+  assert.deepEqual(await replay.json(), {
+    error: "internal",
+    message: "Cannot answer request as the server failed",
+  });
+  assert.equal(errors.length, 1);
+});
