@@ -866,8 +866,10 @@ export interface SyncServerOptions {
   readonly maxIdempotencyKeys?: number;
   /**
    * How long tombstones are kept before the server purges them (checked at
-   * most once a minute of `now()`); a pull whose cursor predates a purged
-   * tombstone is answered `410`.
+   * most once a minute of `now()`); a pull whose cursor, brought from an
+   * earlier pull, predates a purged tombstone is answered `410`. The later
+   * pages of a pull that began with no cursor are not (their page tokens
+   * carry the pull's mark), so a full resync always finishes.
    *
    * @default {Infinity}
    */
@@ -919,8 +921,9 @@ export interface SyncServer extends AsyncDisposable {
   readonly fetch: (request: Request) => Promise<Response>;
 
   /**
-   * Removes old tombstones now. Pulls whose cursor predates a removed
-   * tombstone are then answered `410` (the client runs a full resync).
+   * Removes old tombstones now. Pulls whose cursor, brought from an earlier
+   * pull, predates a removed tombstone are then answered `410` (the client
+   * runs a full resync).
    *
    * @param options Which tombstones.
    * @returns How many tombstones were removed.
