@@ -13,6 +13,7 @@ import {
   shuffled,
   testServerStore,
 } from "./_server_store_cases.ts";
+import { wrapDriver } from "./_sqlite_drivers.ts";
 
 testServerStore(
   "sqlite (:memory:)",
@@ -109,15 +110,17 @@ Deno.test("sqlite: a server restarted on the same file keeps records, keys, hori
       `/todo?updatedSince=${encodeURIComponent(new Date(T0).toISOString())}`,
     );
     assert.equal(gone.status, 410);
+    // The clock and the last id survive: (T0 + 1 s, "gone") was the newest
+    // write, so "new" (after "gone") may share its instant and "fresh"
+    // (before it) moves to the next millisecond; neither goes back an hour.
     const next = await send(server, "PUT", "/todo/new", { json: {} });
-    assert.ok(
-      Date.parse(String(next.body.updated_at)) > T0 + 1_000,
-      String(next.body.updated_at),
-    );
+    assert.equal(next.body.updated_at, new Date(T0 + 1_000).toISOString());
+    const fresh = await send(server, "PUT", "/todo/fresh", { json: {} });
+    assert.equal(fresh.body.updated_at, new Date(T0 + 1_001).toISOString());
     const pull = await send(server, "GET", "/todo");
     assert.deepEqual(
       (pull.body.items as JsonObject[]).map((item) => item.id),
-      ["a/b", "new"],
+      ["a/b", "new", "fresh"],
     );
   });
 });
@@ -135,7 +138,7 @@ Deno.test("sqlite: openSqliteServerStore() uses WAL and a versioned schema", asy
       const version = probe.prepare("PRAGMA user_version").get() as {
         user_version: number;
       };
-      assert.equal(version.user_version, 1);
+      assert.equal(version.user_version, 2);
     } finally {
       probe.close();
       await store.close();
@@ -147,7 +150,7 @@ Deno.test("sqlite: a database with another schema version is refused", async () 
   await withTempDir((dir) => {
     const file = `${dir}/sync.sqlite`;
     const db = new DatabaseSync(file);
-    db.exec("PRAGMA user_version = 2");
+    db.exec("PRAGMA user_version = 3");
     db.close();
     assert.throws(() => openSqliteServerStore(file), StorageError);
     // The refused file is left as it was, and closed (removable).
@@ -156,7 +159,7 @@ Deno.test("sqlite: a database with another schema version is refused", async () 
       user_version: number;
     };
     check.close();
-    assert.equal(row.user_version, 2);
+    assert.equal(row.user_version, 3);
   });
 });
 
@@ -264,4 +267,203 @@ Deno.test("http: ids with / ? # % space unicode and NUL round-trip over HTTP int
     assert.equal(stillThere.status, 404);
     await stillThere.body?.cancel();
   });
+});
+
+// ---------------------------------------------------------------------------
+// Schema version 1 upgrades; pages and batches stay bounded
+// ---------------------------------------------------------------------------
+
+/** The layout of schema version 1, as files written before it hold it. */
+const V1_SCHEMA = `
+CREATE TABLE records (
+  ns BLOB NOT NULL, kind BLOB NOT NULL, id BLOB NOT NULL,
+  updated_at INTEGER NOT NULL, deleted_at INTEGER, data TEXT NOT NULL,
+  PRIMARY KEY (ns, kind, id)
+) WITHOUT ROWID;
+CREATE INDEX records_keyset ON records (ns, kind, updated_at, id);
+CREATE INDEX records_tombstones ON records (updated_at)
+  WHERE deleted_at IS NOT NULL;
+CREATE TABLE idempotency (
+  ns BLOB NOT NULL, key BLOB NOT NULL, fingerprint BLOB NOT NULL,
+  status INTEGER NOT NULL, body TEXT NOT NULL, expires_at INTEGER NOT NULL,
+  PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+CREATE TABLE horizons (
+  ns BLOB NOT NULL, kind BLOB NOT NULL, horizon INTEGER NOT NULL,
+  PRIMARY KEY (ns, kind)
+) WITHOUT ROWID;
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+PRAGMA user_version = 1;
+`;
+
+/** UTF-16BE code units, as the store keeps names. */
+function utf16(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length * 2);
+  for (let index = 0; index < text.length; index++) {
+    bytes[index * 2] = text.charCodeAt(index) >> 8;
+    bytes[index * 2 + 1] = text.charCodeAt(index) & 0xff;
+  }
+  return bytes;
+}
+
+Deno.test("sqlite: a schema version 1 file upgrades to version 2 with per-namespace clocks and record sizes", async () => {
+  await withTempDir(async (dir) => {
+    const file = `${dir}/v1.sqlite`;
+    const records = [
+      ["alice", serverRecord("todo", "a", T0 + 5, { fields: { t: "é😀" } })],
+      ["alice", serverRecord("todo", "b", T0 + 5)],
+      ["alice", serverRecord("todo", "c", T0 + 1, { deleted: true })],
+      ["bob", serverRecord("todo", "x", T0 + 2)],
+    ] as const;
+    {
+      const db = new DatabaseSync(file);
+      db.exec(V1_SCHEMA);
+      const insert = db.prepare(
+        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)",
+      );
+      for (const [ns, record] of records) {
+        insert.run(
+          utf16(ns),
+          utf16(record.kind),
+          utf16(record.id),
+          record.updatedAt,
+          record.deletedAt,
+          JSON.stringify(record.data),
+        );
+      }
+      // Bob purged a tombstone of T0 + 8; Carol has nothing but a purge.
+      const horizon = db.prepare("INSERT INTO horizons VALUES (?, ?, ?)");
+      horizon.run(utf16("bob"), utf16("todo"), T0 + 9);
+      horizon.run(utf16("carol"), utf16("note"), T0 + 4);
+      db.prepare("INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?)").run(
+        utf16("alice"),
+        utf16("k1"),
+        utf16("fp"),
+        201,
+        '{"id":"a"}',
+        T0 + 1e9,
+      );
+      // The one clock of version 1: everybody's.
+      db.exec(`INSERT INTO meta VALUES ('clock', ${T0 + 9})`);
+      db.close();
+    }
+    {
+      await using store = openSqliteServerStore(file);
+      for (const [ns, record] of records) {
+        assert.deepEqual(
+          await store.getRecord(ns, record.kind, record.id),
+          record,
+        );
+      }
+      assert.deepEqual(await store.lastWrite("alice"), {
+        updatedAt: T0 + 5,
+        id: "b",
+      });
+      assert.deepEqual(await store.lastWrite("bob"), {
+        updatedAt: T0 + 8,
+        id: null,
+      });
+      assert.deepEqual(await store.lastWrite("carol"), {
+        updatedAt: T0 + 3,
+        id: null,
+      });
+      assert.equal(await store.lastWrite("dave"), null);
+      // Sizes were measured in UTF-8 bytes.
+      const size = new TextEncoder().encode(
+        JSON.stringify(records[0][1].data),
+      ).length;
+      const page = await store.listRecords("alice", "todo", {
+        limit: 10,
+        since: T0 + 5,
+        maxBytes: size,
+      });
+      assert.deepEqual(page.records.map((record) => record.id), ["a"]);
+      assert.equal(page.truncated, true);
+      assert.equal((await store.getIdempotency("alice", "k1"))?.status, 201);
+      assert.deepEqual(
+        await store.trimIdempotency("alice", {
+          keep: Infinity,
+          expiresAtOrBefore: -Infinity,
+        }),
+        { count: 1, oldestExpiresAt: T0 + 1e9 },
+      );
+    }
+    const probe = new DatabaseSync(file);
+    const version = probe.prepare("PRAGMA user_version").get() as {
+      user_version: number;
+    };
+    probe.close();
+    assert.equal(version.user_version, 2);
+    // Reopened as version 2; each principal continues from its own clock.
+    await using server = createSyncServer({
+      store: openSqliteServerStore(file),
+      auth: (request) => request.headers.get("x-principal"),
+      now: () => T0,
+    });
+    const put = async (ns: string, id: string) =>
+      (await server.fetch(
+        new Request(`${ORIGIN}/todo/${id}`, {
+          method: "PUT",
+          headers: { "x-principal": ns },
+          body: "{}",
+        }),
+      ).then((response) => response.json())).updated_at;
+    assert.equal(await put("alice", "a0"), new Date(T0 + 6).toISOString());
+    assert.equal(await put("bob", "y"), new Date(T0 + 9).toISOString());
+    assert.equal(await put("carol", "z"), new Date(T0 + 4).toISOString());
+    assert.equal(await put("dave", "w"), new Date(T0).toISOString());
+  });
+});
+
+Deno.test("sqlite: a pull reads the data of the records it returns, no more", async () => {
+  let dataRows = 0;
+  const db = wrapDriver(new DatabaseSync(":memory:"), {
+    row(row) {
+      if ("data" in row) dataRows++;
+      return row;
+    },
+  });
+  await using server = createSyncServer({
+    store: createSqliteServerStore(db, { closeDatabase: true }),
+    maxPageBytes: 40_000,
+  });
+  for (let index = 0; index < 60; index++) {
+    await send(server, "PUT", `/todo/r${index}`, {
+      json: { text: "x".repeat(10_000) },
+    });
+  }
+  dataRows = 0;
+  const page = await send(server, "GET", "/todo?limit=1000");
+  const items = page.body.items as JsonObject[];
+  assert.equal(items.length, 3);
+  assert.equal(dataRows, 3);
+});
+
+Deno.test("sqlite: a batch commits in one bounded transaction", async () => {
+  const begins: string[] = [];
+  const db = wrapDriver(new DatabaseSync(":memory:"), {
+    beforeCall(sql) {
+      if (sql.startsWith("BEGIN")) begins.push(sql);
+    },
+  });
+  await using server = createSyncServer({
+    store: createSqliteServerStore(db, { closeDatabase: true }),
+  });
+  // The first keyed write counts the principal's keys once.
+  await send(server, "PUT", "/todo/warm", {
+    json: {},
+    headers: { "idempotency-key": "warm" },
+  });
+  begins.length = 0;
+  const ops = Array.from({ length: 1_000 }, (_, index) => ({
+    opId: `o${index}`,
+    kind: "todo",
+    id: `r${index}`,
+    type: "upsert",
+    payload: {},
+  }));
+  const batch = await send(server, "POST", "/batch", { json: { ops } });
+  assert.equal((batch.body.results as JsonObject[]).length, 1_000);
+  assert.deepEqual(begins, ["BEGIN IMMEDIATE"]);
 });

@@ -6,6 +6,7 @@ import {
   createMemoryServerStore,
   createSyncServer,
   type IdempotencyEntry,
+  type LastWrite,
   type ListRecordsOptions,
   type ListRecordsResult,
   type ServerRecord,
@@ -15,6 +16,8 @@ import {
   type ServerWrite,
   type SyncServer,
   type SyncServerOptions,
+  type TrimIdempotencyOptions,
+  type TrimIdempotencyResult,
 } from "../transport/server.ts";
 import {
   AWKWARD_IDS,
@@ -241,9 +244,17 @@ class SpyStore implements ServerStore {
     return this.#inner.purge(options);
   }
 
-  lastUpdatedAt(): Promise<number | null> {
-    this.calls.push("lastUpdatedAt");
-    return this.#inner.lastUpdatedAt();
+  trimIdempotency(
+    namespace: string,
+    options: TrimIdempotencyOptions,
+  ): Promise<TrimIdempotencyResult> {
+    this.calls.push("trimIdempotency");
+    return this.#inner.trimIdempotency(namespace, options);
+  }
+
+  lastWrite(namespace: string): Promise<LastWrite | null> {
+    this.calls.push("lastWrite");
+    return this.#inner.lastWrite(namespace);
   }
 
   close(): Promise<void> {
@@ -277,18 +288,58 @@ function options(extra: SyncServerOptions = {}): SyncServerOptions {
 // Health, envelope, routes
 // ---------------------------------------------------------------------------
 
-Deno.test("server: GET /health answers ok with the batch flag, without auth", async () => {
+/** The limits `/health` states by default (CONTRACT.md §Limits). */
+const DEFAULT_LIMITS = {
+  maxIdLength: 256,
+  maxKindLength: 64,
+  maxDepth: 64,
+  maxRecordBytes: 1_048_576,
+  maxBatchOps: 1_000,
+  maxBatchBytes: 8_388_608,
+  maxPageItems: 1_000,
+  maxPageBytes: 4_194_304,
+  maxIdempotencyKeyLength: 255,
+  maxIdempotencyKeys: 100_000,
+};
+
+Deno.test("server: GET /health answers ok with the batch flag and the limits, without auth", async () => {
   await using server = createSyncServer(options({ auth: () => null }));
   const health = await send(server, "GET", "/health");
   assert.equal(health.status, 200);
-  assert.deepEqual(health.body, { status: "ok", batch: true, contract: 1 });
+  assert.deepEqual(health.body, {
+    status: "ok",
+    batch: true,
+    live: false,
+    contract: 1,
+    limits: DEFAULT_LIMITS,
+  });
   assert.equal((await send(server, "GET", "/todo")).status, 401);
 
-  await using noBatch = createSyncServer(options({ batch: false }));
+  await using noBatch = createSyncServer(
+    options({
+      batch: false,
+      maxBodyBytes: 1000,
+      maxBatchBytes: 2000,
+      maxBatchOps: 10,
+      maxPageSize: 50,
+      maxPageBytes: 8192,
+      maxIdempotencyKeys: 20,
+    }),
+  );
   assert.deepEqual((await send(noBatch, "GET", "/health")).body, {
     status: "ok",
     batch: false,
+    live: false,
     contract: 1,
+    limits: {
+      ...DEFAULT_LIMITS,
+      maxRecordBytes: 1000,
+      maxBatchOps: 10,
+      maxBatchBytes: 2000,
+      maxPageItems: 50,
+      maxPageBytes: 8192,
+      maxIdempotencyKeys: 20,
+    },
   });
 });
 
@@ -838,12 +889,18 @@ Deno.test("server: ids with / ? # % space unicode and NUL round-trip through the
   // in the order they were written.
   const { items } = await pullAll(server, "todo", 3);
   assert.deepEqual(items.map((item) => item.id), idList);
-  // A kind is a decoded segment too.
+  // A kind is a decoded segment too, held to [A-Za-z0-9_-] (§Limits).
+  const kind = await send<ErrorBody>(server, "PUT", path("to do/ü", "x"), {
+    json: {},
+  });
+  assert.equal(kind.status, 400);
+  assert.equal(kind.body.error, "invalid_kind");
+  assert.equal((await pull(server, "to do/ü")).status, 400);
   assert.equal(
-    (await send(server, "PUT", path("to do/ü", "x"), { json: {} })).status,
+    (await send(server, "PUT", path("to_do-2", "x"), { json: {} })).status,
     201,
   );
-  assert.equal((await pull(server, "to do/ü")).body.items.length, 1);
+  assert.equal((await pull(server, "to_do-2")).body.items.length, 1);
   for (const id of idList) {
     const { status, body } = await send(server, "DELETE", path("todo", id));
     assert.equal(status, 200);
@@ -958,8 +1015,8 @@ Deno.test("server: pull answers 400 for malformed timestamps, limits and flags",
   assert.equal(twice.status, 400);
 });
 
-Deno.test("server: pull answers 400 invalid_page_token for a token that disagrees with the cursor", async () => {
-  await using server = createSyncServer(options());
+Deno.test("server: pull ignores a page token that disagrees with the cursor: the keyset is authoritative", async () => {
+  await using server = createSyncServer(options({ now: () => T0 }));
   for (const id of ["a", "b", "c"]) await putOk(server, "todo", id, {});
   const page = await pull(server, "todo", { limit: "1" });
   const token = page.body.nextPageToken!;
@@ -973,17 +1030,27 @@ Deno.test("server: pull answers 400 invalid_page_token for a token that disagree
   assert.equal(good.status, 200);
   assert.deepEqual(good.body.items.map((item) => item.id), ["b"]);
   for (
-    const query of [
-      { updatedSince: since, afterId: "a", pageToken: "%%%garbage" },
-      { updatedSince: since, afterId: "a", pageToken: "eyJ4IjoxfQ" },
-      { updatedSince: since, afterId: "b", pageToken: token },
-      { updatedSince: iso(0), afterId: "a", pageToken: token },
-      { pageToken: token },
-    ]
+    const [query, expected] of [
+      [{ updatedSince: since, afterId: "a", pageToken: "%%%garbage" }, ["b"]],
+      [{ updatedSince: since, afterId: "a", pageToken: "eyJ4IjoxfQ" }, ["b"]],
+      [{ updatedSince: since, afterId: "a", pageToken: "x".repeat(9000) }, [
+        "b",
+      ]],
+      [{ updatedSince: since, afterId: "b", pageToken: token }, ["c"]],
+      [{ updatedSince: iso(0), afterId: "a", pageToken: token }, ["a"]],
+      [{ pageToken: token }, ["a"]],
+    ] as const
   ) {
-    const { status, body } = await pull(server, "todo", query);
-    assert.equal(status, 400, JSON.stringify(query));
-    assert.equal(body.error, "invalid_page_token");
+    const { status, body } = await pull(server, "todo", {
+      limit: "1",
+      ...query,
+    });
+    assert.equal(status, 200, JSON.stringify(query));
+    assert.deepEqual(
+      body.items.map((item) => item.id),
+      expected,
+      JSON.stringify(query),
+    );
   }
 });
 
@@ -1463,7 +1530,7 @@ Deno.test("server: batch ops are idempotent by opId, like single requests with t
 Deno.test("server: a batch refused as a whole (401, 413, 400) applies nothing", async () => {
   const store = new SpyStore();
   await using server = createSyncServer(
-    options({ store, auth: bearer, maxBodyBytes: 400 }),
+    options({ store, auth: bearer, maxBatchBytes: 400 }),
   );
   const good = {
     opId: "o1",
@@ -1485,22 +1552,30 @@ Deno.test("server: a batch refused as a whole (401, 413, 400) applies nothing", 
     headers: alice,
   });
   assert.equal(tooLarge.status, 413);
-  assert.equal(tooLarge.body.error, "payload_too_large");
+  assert.equal(tooLarge.body.error, "batch_too_large");
   for (
-    const json of [
-      [good],
-      { ops: good },
-      { ops: [good, { kind: "todo", id: "b", type: "upsert", payload: {} }] },
-      { ops: [good, { ...good, opId: "" }] },
-      { ops: [good, "op"] },
-    ]
+    const [json, code] of [
+      [[good], "invalid_body"],
+      [{ ops: good }, "invalid_body"],
+      [
+        {
+          ops: [good, { kind: "todo", id: "b", type: "upsert", payload: {} }],
+        },
+        "invalid_body",
+      ],
+      // An opId is an idempotency key: §Limits holds it to 1 to 255 visible
+      // ASCII characters.
+      [{ ops: [good, { ...good, opId: "" }] }, "invalid_idempotency_key"],
+      [{ ops: [good, { ...good, opId: "o 2" }] }, "invalid_idempotency_key"],
+      [{ ops: [good, "op"] }, "invalid_body"],
+    ] as [JsonValue, string][]
   ) {
     const { status, body } = await send<ErrorBody>(server, "POST", "/batch", {
       json,
       headers: alice,
     });
     assert.equal(status, 400, JSON.stringify(json));
-    assert.equal(body.error, "invalid_body");
+    assert.equal(body.error, code);
   }
   const raw = await send(server, "POST", "/batch", {
     raw: "{not json",
@@ -1790,7 +1865,9 @@ Deno.test("http: a client writes, conflicts and pulls over a real HTTP server", 
   assert.deepEqual(await health.json(), {
     status: "ok",
     batch: true,
+    live: false,
     contract: 1,
+    limits: DEFAULT_LIMITS,
   });
   assert.equal(health.headers.get("date"), new Date(T0).toUTCString());
 

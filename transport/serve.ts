@@ -2,38 +2,61 @@
  * Runs the reference sync server on an SQLite file: `deno task serve`.
  *
  * ```sh
- * deno task serve --port 8787 --hostname 127.0.0.1 --db ./sync-server.sqlite
+ * SYNC_TOKENS="s3cret-alice=alice,s3cret-bob=bob" deno task serve --port 8787
  * ```
  *
  * Flags: `--port` (default 8787; 0 picks a free port), `--hostname` (default
  * 127.0.0.1), `--db` (default `./sync-server.sqlite`; `:memory:` keeps
- * nothing). It prints the URL it listens on and stops cleanly on SIGINT or
- * SIGTERM. Invalid flags exit with code 2.
+ * nothing), `--token TOKEN=principal` (repeatable; also `SYNC_TOKENS`, comma
+ * separated) and `--insecure`.
+ *
+ * With tokens, every request but `GET /health` needs `Authorization: Bearer
+ * TOKEN` and lives in its principal's namespace; without, every request is
+ * the principal `"public"`, which is only allowed on a loopback address
+ * unless `--insecure` says otherwise. It prints the URL it listens on and
+ * stops cleanly on SIGINT or SIGTERM. Invalid flags, and a non-loopback bind
+ * without auth, exit with code 2.
  *
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { createSyncServer } from "./server.ts";
 import { openSqliteServerStore } from "./server_sqlite.ts";
 
 const USAGE =
   `Usage: deno task serve [--port 8787] [--hostname 127.0.0.1] [--db ./sync-server.sqlite]
+                        [--token TOKEN=principal ...] [--insecure]
 
   --port      TCP port, 0 for any free port (default 8787)
-  --hostname  interface to listen on (default 127.0.0.1)
+  --hostname  interface to listen on (default 127.0.0.1, loopback only)
   --db        SQLite file, or :memory: (default ./sync-server.sqlite)
+  --token     a bearer token and the principal it stands for; repeatable.
+              SYNC_TOKENS="TOKEN=principal,TOKEN=principal" adds more
+              (prefer it: flags show in the process list)
+  --insecure  serve without tokens on a non-loopback address
   --help      show this help`;
 
+/** What the flags and the environment say. */
 interface ServeFlags {
   readonly port: number;
   readonly hostname: string;
   readonly db: string;
+  /** Principals by the SHA-256 of their token. */
+  readonly tokens: ReadonlyMap<string, string>;
+  readonly insecure: boolean;
   readonly help: boolean;
 }
 
-/** Parses the flags; throws a `TypeError` with a message for the user. */
-function parseFlags(args: string[]): ServeFlags {
+/** A token shorter than this is accepted with a warning. */
+const WEAK_TOKEN_LENGTH = 16;
+
+/**
+ * Parses the flags and `SYNC_TOKENS`; throws a `TypeError` with a message
+ * for the user.
+ */
+function parseFlags(args: string[], envTokens: string): ServeFlags {
   const { values, positionals } = parseArgs({
     args,
     strict: true,
@@ -42,6 +65,8 @@ function parseFlags(args: string[]): ServeFlags {
       port: { type: "string", default: "8787" },
       hostname: { type: "string", default: "127.0.0.1" },
       db: { type: "string", default: "./sync-server.sqlite" },
+      token: { type: "string", multiple: true, default: [] },
+      insecure: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -70,18 +95,102 @@ function parseFlags(args: string[]): ServeFlags {
       "Cannot start server as '--db' is empty: current value is \"\"",
     );
   }
+  const pairs = [
+    ...values.token.map((pair) => ["--token", pair] as const),
+    ...envTokens.split(",").filter((pair) => pair.trim() !== "").map((
+      pair,
+    ) => ["SYNC_TOKENS", pair.trim()] as const),
+  ];
+  const tokens = new Map<string, string>();
+  for (const [source, pair] of pairs) {
+    const [token, principal] = parseToken(source, pair);
+    const digest = sha256(token);
+    if (tokens.has(digest)) {
+      throw new TypeError(
+        `Cannot start server as a token is given twice: current value is the one for ${
+          JSON.stringify(principal)
+        }`,
+      );
+    }
+    if (token.length < WEAK_TOKEN_LENGTH) {
+      console.error(
+        `Warning: the token for ${
+          JSON.stringify(principal)
+        } is shorter than ${WEAK_TOKEN_LENGTH} characters`,
+      );
+    }
+    tokens.set(digest, principal);
+  }
   return {
     port,
     hostname: values.hostname,
     db: values.db,
+    tokens,
+    insecure: values.insecure,
     help: values.help,
   };
+}
+
+/** Splits `TOKEN=principal` at its last `=` (tokens may end in `=`). */
+function parseToken(source: string, pair: string): [string, string] {
+  const at = pair.lastIndexOf("=");
+  const token = at < 0 ? "" : pair.slice(0, at);
+  const principal = at < 0 ? "" : pair.slice(at + 1);
+  // A bearer token is visible ASCII (RFC 6750 allows less; this is enough
+  // to refuse a pasted space or newline).
+  if (
+    !/^[\x21-\x7e]+$/.test(token) || !/^[\x21-\x7e]{1,256}$/.test(principal)
+  ) {
+    throw new TypeError(
+      `Cannot start server as '${source}' needs TOKEN=principal, both visible ASCII without spaces: current value is ${
+        JSON.stringify(at < 0 ? pair.slice(0, 8) : `…=${principal}`)
+      }`,
+    );
+  }
+  return [token, principal];
+}
+
+function sha256(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** Whether a hostname only reaches this machine. */
+function isLoopback(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  return host === "localhost" || host === "::1" ||
+    host === "0:0:0:0:0:0:0:1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/**
+ * The auth hook for a token table: the principal of `Authorization: Bearer
+ * TOKEN`, or `null`. Tokens are looked up by their SHA-256, so the lookup
+ * takes no time that depends on how much of a guess is right.
+ */
+function bearerAuth(
+  tokens: ReadonlyMap<string, string>,
+): (request: Request) => string | null {
+  return (request) => {
+    const match = request.headers.get("authorization")?.match(
+      /^Bearer ([\x21-\x7e]+)$/i,
+    );
+    return match === null || match === undefined
+      ? null
+      : tokens.get(sha256(match[1]!)) ?? null;
+  };
+}
+
+function envTokens(): string {
+  const state = Deno.permissions.querySync({
+    name: "env",
+    variable: "SYNC_TOKENS",
+  }).state;
+  return state === "granted" ? Deno.env.get("SYNC_TOKENS") ?? "" : "";
 }
 
 async function main(args: string[]): Promise<number> {
   let flags: ServeFlags;
   try {
-    flags = parseFlags(args);
+    flags = parseFlags(args, envTokens());
   } catch (error) {
     console.error(error instanceof Error ? error.message : String(error));
     console.error(USAGE);
@@ -91,8 +200,18 @@ async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  const auth = flags.tokens.size > 0;
+  if (!auth && !isLoopback(flags.hostname) && !flags.insecure) {
+    console.error(
+      `Cannot start server as '--hostname' is not a loopback address and no token is given, pass --token TOKEN=principal (or SYNC_TOKENS), or --insecure to serve without auth: current value is ${
+        JSON.stringify(flags.hostname)
+      }`,
+    );
+    return 2;
+  }
   const server = createSyncServer({
     store: openSqliteServerStore(flags.db),
+    ...(auth ? { auth: bearerAuth(flags.tokens) } : {}),
   });
   const http = Deno.serve({
     port: flags.port,
@@ -100,6 +219,18 @@ async function main(args: string[]): Promise<number> {
     onListen({ hostname, port }): void {
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
       console.log(`Listening on http://${host}:${port}/`);
+      console.log(
+        auth
+          ? `Auth: bearer tokens for ${
+            [...new Set(flags.tokens.values())].join(", ")
+          }`
+          : 'Auth: none, every request is the principal "public"',
+      );
+      if (!auth && !isLoopback(flags.hostname)) {
+        console.error(
+          "Warning: serving without auth on a non-loopback address (--insecure)",
+        );
+      }
     },
   }, server.fetch);
   const stop = new Promise<void>((resolve) => {

@@ -23,11 +23,10 @@
  *   server.fetch,
  * );
  * const response = await fetch(`http://127.0.0.1:${http.addr.port}/health`);
- * assert.deepEqual(await response.json(), {
- *   status: "ok",
- *   batch: true,
- *   contract: 1,
- * });
+ * const health = await response.json();
+ * assert.equal(health.status, "ok");
+ * assert.equal(health.batch, true);
+ * assert.equal(health.limits.maxBatchOps, 1000);
  * ```
  *
  * @module
@@ -36,7 +35,28 @@
 import { createHash } from "node:crypto";
 import { ClosedError, ValidationError } from "../src/errors.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
+import { cursorIdAfter, RESERVED_KINDS, WIRE_LIMITS } from "../src/limits.ts";
 import { type StandardSchemaV1, validateWith } from "../src/schema.ts";
+import {
+  idRefusal,
+  isTooDeep,
+  keyRefusal,
+  kindRefusal,
+  preview,
+  type Refusal,
+  type ServerLimits,
+  tooDeepRefusal,
+  utf8Length,
+} from "./_server_limits.ts";
+import {
+  encodePageToken,
+  isGone,
+  readPageToken,
+  requestBound,
+} from "./_server_page_token.ts";
+import { pullMark, type Tenant, Tenants } from "./_server_tenants.ts";
+
+export type { ServerLimits } from "./_server_limits.ts";
 
 // ---------------------------------------------------------------------------
 // The store contract
@@ -112,6 +132,16 @@ export interface ListRecordsOptions {
    * @default true
    */
   readonly includeDeleted?: boolean;
+  /**
+   * The most bytes of records to return: the page stops before the record
+   * that would take the sum of the records' sizes (the UTF-8 length of
+   * `JSON.stringify(data)`) past it, but holds at least one record. A store
+   * reads no more than it returns (plus sizes), so a page of huge records
+   * never costs more memory than the page itself.
+   *
+   * @default {no limit}
+   */
+  readonly maxBytes?: number;
 }
 
 /** The answer of {@linkcode ServerStore.listRecords}. */
@@ -123,6 +153,41 @@ export interface ListRecordsResult {
    * this may have missed a purged tombstone. `null` when none was purged.
    */
   readonly horizon: number | null;
+  /**
+   * Whether the page stopped at `maxBytes` while more records were
+   * selected; `false` when it stopped at `limit` or at the end.
+   */
+  readonly truncated: boolean;
+}
+
+/** The newest write of a namespace: {@linkcode ServerStore.lastWrite}. */
+export interface LastWrite {
+  /** The greatest `updatedAt` ever committed in the namespace (ms). */
+  readonly updatedAt: number;
+  /**
+   * The greatest id committed at `updatedAt`; `null` when unknown (a later
+   * write at that instant then moves to the next millisecond).
+   */
+  readonly id: string | null;
+}
+
+/** What {@linkcode ServerStore.trimIdempotency} removes. */
+export interface TrimIdempotencyOptions {
+  /**
+   * Removes entries, oldest (smallest `expiresAt`) first, until at most
+   * this many remain; `Infinity` only counts.
+   */
+  readonly keep: number;
+  /** Removes only entries with `expiresAt <= expiresAtOrBefore`. */
+  readonly expiresAtOrBefore: number;
+}
+
+/** The answer of {@linkcode ServerStore.trimIdempotency}. */
+export interface TrimIdempotencyResult {
+  /** The entries left in the namespace. */
+  readonly count: number;
+  /** The smallest `expiresAt` left, or `null` when none is left. */
+  readonly oldestExpiresAt: number | null;
 }
 
 /** What {@linkcode ServerStore.purge} removes. */
@@ -160,9 +225,13 @@ export interface ServerStorePurgeResult {
  * 5. Raise a kind's tombstone horizon on purge to one millisecond past the
  *    newest purged tombstone, never lowering it, and return it with the page
  *    it applies to (read together, so a purge cannot slip between them).
- * 6. Never lower {@linkcode ServerStore.lastUpdatedAt}, not even by a purge.
+ * 6. Keep {@linkcode ServerStore.lastWrite} per namespace, the greatest
+ *    `(updatedAt, id)` ever committed there, never lowered, not even by a
+ *    purge: the clock is per namespace (CONTRACT.md).
  * 7. Make `close()` idempotent and reject every later call with
  *    `ClosedError`.
+ * 8. Keep `maxBytes` in {@linkcode ServerStore.listRecords} without reading
+ *    the records it leaves out.
  *
  * `tests/_server_store_cases.ts` states these clauses as tests.
  *
@@ -186,7 +255,8 @@ export interface ServerStorePurgeResult {
  *     return inner.commit(writes);
  *   },
  *   purge: (options) => inner.purge(options),
- *   lastUpdatedAt: () => inner.lastUpdatedAt(),
+ *   trimIdempotency: (ns, options) => inner.trimIdempotency(ns, options),
+ *   lastWrite: (ns) => inner.lastWrite(ns),
  *   close: () => inner.close(),
  *   [Symbol.asyncDispose]: () => inner.close(),
  * };
@@ -265,13 +335,29 @@ export interface ServerStore extends AsyncDisposable {
   purge(options: ServerStorePurgeOptions): Promise<ServerStorePurgeResult>;
 
   /**
-   * Reads the greatest `updatedAt` ever committed, in any namespace, so a
-   * restarted server never assigns an older one.
+   * Counts a namespace's idempotency entries and removes the oldest of them,
+   * so the server can bound the keys each principal stores.
    *
-   * @returns The greatest `updatedAt`, or `null` before the first record.
+   * @param namespace The principal.
+   * @param options How many to keep, and which may go.
+   * @returns What is left.
    * @throws {ClosedError} After close.
    */
-  lastUpdatedAt(): Promise<number | null>;
+  trimIdempotency(
+    namespace: string,
+    options: TrimIdempotencyOptions,
+  ): Promise<TrimIdempotencyResult>;
+
+  /**
+   * Reads the newest write ever committed in a namespace, so a restarted
+   * server never assigns an older `updated_at` there.
+   *
+   * @param namespace The principal.
+   * @returns The greatest `(updatedAt, id)`, or `null` before the first
+   * record.
+   * @throws {ClosedError} After close.
+   */
+  lastWrite(namespace: string): Promise<LastWrite | null>;
 
   /**
    * Releases the store. Idempotent.
@@ -324,6 +410,8 @@ interface MemoryRecord {
   readonly updatedAt: number;
   readonly deletedAt: number | null;
   readonly data: string;
+  /** The UTF-8 length of `data`, for `maxBytes`. */
+  readonly size: number;
 }
 
 /** An idempotency entry as the memory store keeps it: its body as JSON text. */
@@ -348,7 +436,8 @@ class MemoryServerStore implements ServerStore {
   readonly #tables = new Map<string, Map<string, MemoryTable>>();
   /** Entries by namespace, then key. */
   readonly #entries = new Map<string, Map<string, MemoryEntry>>();
-  #lastUpdatedAt: number | null = null;
+  /** The newest write of each namespace. */
+  readonly #lastWrites = new Map<string, LastWrite>();
   #closed = false;
 
   getRecord(
@@ -371,22 +460,29 @@ class MemoryServerStore implements ServerStore {
     return settle(() => {
       this.#assertOpen("list records");
       const table = this.#tables.get(namespace)?.get(kind);
-      if (table === undefined) return { records: [], horizon: null };
+      if (table === undefined) {
+        return { records: [], horizon: null, truncated: false };
+      }
       table.sorted ??= [...table.records.values()].sort(compareRecords);
       const sorted = table.sorted;
       const includeDeleted = options.includeDeleted ?? true;
+      const maxBytes = options.maxBytes ?? Infinity;
       const records: ServerRecord[] = [];
+      let bytes = 0;
       for (
         let index = firstAfter(sorted, options);
         index < sorted.length && records.length < options.limit;
         index++
       ) {
         const record = sorted[index]!;
-        if (includeDeleted || record.deletedAt === null) {
-          records.push(toServerRecord(record));
+        if (!includeDeleted && record.deletedAt !== null) continue;
+        bytes += record.size;
+        if (records.length > 0 && bytes > maxBytes) {
+          return { records, horizon: table.horizon, truncated: true };
         }
+        records.push(toServerRecord(record));
       }
-      return { records, horizon: table.horizon };
+      return { records, horizon: table.horizon, truncated: false };
     });
   }
 
@@ -416,12 +512,14 @@ class MemoryServerStore implements ServerStore {
       for (const [index, write] of writes.entries()) {
         if (write.type === "record") {
           const { kind, id, updatedAt, deletedAt } = write.record;
+          const data = texts[index]!;
           const record: MemoryRecord = {
             kind,
             id,
             updatedAt,
             deletedAt,
-            data: texts[index]!,
+            data,
+            size: utf8Length(data),
           };
           const tables = inner(this.#tables, write.namespace);
           let table = tables.get(kind);
@@ -431,13 +529,19 @@ class MemoryServerStore implements ServerStore {
           }
           table.records.set(record.id, record);
           table.sorted = null;
-          this.#lastUpdatedAt = Math.max(
-            this.#lastUpdatedAt ?? -Infinity,
-            record.updatedAt,
-          );
+          const last = this.#lastWrites.get(write.namespace);
+          if (
+            last === undefined || updatedAt > last.updatedAt ||
+            (updatedAt === last.updatedAt && last.id !== null && id > last.id)
+          ) {
+            this.#lastWrites.set(write.namespace, { updatedAt, id });
+          }
         } else {
           const { key, fingerprint, status, expiresAt } = write.entry;
-          inner(this.#entries, write.namespace).set(key, {
+          const entries = inner(this.#entries, write.namespace);
+          // Re-inserted, so iteration order stays write order.
+          entries.delete(key);
+          entries.set(key, {
             key,
             fingerprint,
             status,
@@ -488,10 +592,40 @@ class MemoryServerStore implements ServerStore {
     });
   }
 
-  lastUpdatedAt(): Promise<number | null> {
+  trimIdempotency(
+    namespace: string,
+    options: TrimIdempotencyOptions,
+  ): Promise<TrimIdempotencyResult> {
     return settle(() => {
-      this.#assertOpen("read last updatedAt");
-      return this.#lastUpdatedAt;
+      this.#assertOpen("trim idempotency entries");
+      const entries = this.#entries.get(namespace);
+      if (entries === undefined) return { count: 0, oldestExpiresAt: null };
+      const excess = entries.size - options.keep;
+      if (excess > 0) {
+        const candidates = [...entries.values()]
+          .filter((entry) => entry.expiresAt <= options.expiresAtOrBefore)
+          .sort((a, b) =>
+            a.expiresAt - b.expiresAt ||
+            (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)
+          );
+        for (const entry of candidates.slice(0, excess)) {
+          entries.delete(entry.key);
+        }
+      }
+      let oldest: number | null = null;
+      for (const entry of entries.values()) {
+        if (oldest === null || entry.expiresAt < oldest) {
+          oldest = entry.expiresAt;
+        }
+      }
+      return { count: entries.size, oldestExpiresAt: oldest };
+    });
+  }
+
+  lastWrite(namespace: string): Promise<LastWrite | null> {
+    return settle(() => {
+      this.#assertOpen("read last write");
+      return this.#lastWrites.get(namespace) ?? null;
     });
   }
 
@@ -671,17 +805,43 @@ export interface SyncServerOptions {
    */
   readonly schemas?: Readonly<Record<string, StandardSchemaV1>>;
   /**
-   * The largest request body, in bytes; larger ones are answered `413`.
+   * The largest record body, in bytes: a `PUT` body, or one batch op's
+   * payload (that op alone is answered `413`); larger ones are answered
+   * `413`.
    *
    * @default {1048576}
    */
   readonly maxBodyBytes?: number;
   /**
-   * The largest page a pull returns; a larger `limit` is clamped.
+   * The largest `POST /batch` body, in bytes; a larger batch is answered
+   * `413 batch_too_large` and nothing of it is applied.
+   *
+   * @default {8388608}
+   */
+  readonly maxBatchBytes?: number;
+  /**
+   * The most ops in one `POST /batch`; more are answered
+   * `413 batch_too_large` and nothing is applied. It bounds how long one
+   * batch holds its principal's write queue.
+   *
+   * @default {1000}
+   */
+  readonly maxBatchOps?: number;
+  /**
+   * The most items a pull page holds; a larger `limit` is clamped.
    *
    * @default {1000}
    */
   readonly maxPageSize?: number;
+  /**
+   * The largest pull page body, in bytes (at least 4096): a page stops
+   * before the item that would pass it and still carries `nextPageToken`;
+   * a single record larger than this goes out alone. The store reads no
+   * more than the page.
+   *
+   * @default {4194304}
+   */
+  readonly maxPageBytes?: number;
   /**
    * The page size of a pull without `limit`; at most `maxPageSize`.
    *
@@ -689,15 +849,27 @@ export interface SyncServerOptions {
    */
   readonly defaultPageSize?: number;
   /**
-   * How long a write's response is kept for replays by idempotency key.
+   * How long a write's response is kept for replays by idempotency key, in
+   * ms (a positive integer).
    *
    * @default {604800000}
    */
   readonly idempotencyRetentionMs?: number;
   /**
+   * The most idempotency keys stored per principal (at least
+   * `maxBatchOps`). Over it, the oldest keys expire first, but never one
+   * stored less than 24 hours ago: when none can, the write is answered
+   * `429 too_many_keys` with `Retry-After` and nothing is applied.
+   *
+   * @default {100000}
+   */
+  readonly maxIdempotencyKeys?: number;
+  /**
    * How long tombstones are kept before the server purges them (checked at
-   * most once a minute of `now()`); a pull whose cursor predates a purged
-   * tombstone is answered `410`.
+   * most once a minute of `now()`); a pull whose cursor, brought from an
+   * earlier pull, predates a purged tombstone is answered `410`. The later
+   * pages of a pull that began with no cursor are not (their page tokens
+   * carry the pull's mark), so a full resync always finishes.
    *
    * @default {Infinity}
    */
@@ -749,8 +921,9 @@ export interface SyncServer extends AsyncDisposable {
   readonly fetch: (request: Request) => Promise<Response>;
 
   /**
-   * Removes old tombstones now. Pulls whose cursor predates a removed
-   * tombstone are then answered `410` (the client runs a full resync).
+   * Removes old tombstones now. Pulls whose cursor, brought from an earlier
+   * pull, predates a removed tombstone are then answered `410` (the client
+   * runs a full resync).
    *
    * @param options Which tombstones.
    * @returns How many tombstones were removed.
@@ -811,9 +984,13 @@ interface ResolvedOptions {
   readonly auth: (request: Request) => string | null | Promise<string | null>;
   readonly schemas: Readonly<Record<string, StandardSchemaV1>>;
   readonly maxBodyBytes: number;
+  readonly maxBatchBytes: number;
+  readonly maxBatchOps: number;
   readonly maxPageSize: number;
+  readonly maxPageBytes: number;
   readonly defaultPageSize: number;
   readonly idempotencyRetentionMs: number;
+  readonly maxIdempotencyKeys: number;
   readonly tombstoneRetentionMs: number;
   readonly batch: boolean;
   readonly now: () => number;
@@ -845,7 +1022,8 @@ function resolveOptions(options: SyncServerOptions): ResolvedOptions {
       "getIdempotency",
       "commit",
       "purge",
-      "lastUpdatedAt",
+      "trimIdempotency",
+      "lastWrite",
       "close",
     ] as const
   ) {
@@ -878,7 +1056,7 @@ function resolveOptions(options: SyncServerOptions): ResolvedOptions {
   }
   const maxPageSize = positiveOption(
     options.maxPageSize,
-    1000,
+    WIRE_LIMITS.maxPageItems,
     "maxPageSize",
     "integer",
   );
@@ -904,24 +1082,63 @@ function resolveOptions(options: SyncServerOptions): ResolvedOptions {
       }`,
     );
   }
+  const maxBatchOps = positiveOption(
+    options.maxBatchOps,
+    WIRE_LIMITS.maxBatchOps,
+    "maxBatchOps",
+    "integer",
+  );
+  const maxIdempotencyKeys = positiveOption(
+    options.maxIdempotencyKeys,
+    100_000,
+    "maxIdempotencyKeys",
+    "integer",
+  );
+  // A batch stores a key per op: a bound below one batch could never be met.
+  if (maxIdempotencyKeys < maxBatchOps) {
+    throw new RangeError(
+      `Cannot create sync server as 'maxIdempotencyKeys' is below 'maxBatchOps' (${maxBatchOps}): current value is ${maxIdempotencyKeys}`,
+    );
+  }
+  const maxPageBytes = positiveOption(
+    options.maxPageBytes,
+    WIRE_LIMITS.maxPageBytes,
+    "maxPageBytes",
+    "integer",
+  );
+  if (maxPageBytes < MIN_PAGE_BYTES) {
+    throw new RangeError(
+      `Cannot create sync server as 'maxPageBytes' is below ${MIN_PAGE_BYTES}: current value is ${maxPageBytes}`,
+    );
+  }
   return {
     store,
     auth: functionOption(options.auth, publicPrincipal, "auth"),
     schemas,
     maxBodyBytes: positiveOption(
       options.maxBodyBytes,
-      1024 * 1024,
+      WIRE_LIMITS.maxRecordBytes,
       "maxBodyBytes",
       "integer",
     ),
+    maxBatchBytes: positiveOption(
+      options.maxBatchBytes,
+      WIRE_LIMITS.maxBatchBytes,
+      "maxBatchBytes",
+      "integer",
+    ),
+    maxBatchOps,
     maxPageSize,
+    maxPageBytes,
     defaultPageSize,
+    // An integer: entries' ages are derived from it (`expiresAt - retention`).
     idempotencyRetentionMs: positiveOption(
       options.idempotencyRetentionMs,
       7 * 24 * 60 * 60 * 1000,
       "idempotencyRetentionMs",
-      "duration",
+      "integer",
     ),
+    maxIdempotencyKeys,
     tombstoneRetentionMs: positiveOption(
       options.tombstoneRetentionMs,
       Infinity,
@@ -999,6 +1216,8 @@ interface Reply {
   readonly status: number;
   readonly body: JsonValue;
   readonly headers?: Readonly<Record<string, string>>;
+  /** The body already serialised (a pull page), sent instead of `body`. */
+  readonly text?: string;
 }
 
 /** The outcome of one write, single or in a batch. */
@@ -1007,11 +1226,15 @@ interface Outcome extends Reply {
   readonly replayed: boolean;
 }
 
-/** A PUT body as far as it could be read. */
+/**
+ * A PUT body as far as it could be read. A body that breaks a limit keeps
+ * only that fact: nothing recursive (fingerprint, schema, store) sees it.
+ */
 type BodyInput =
   | { readonly type: "json"; readonly value: JsonValue }
   | { readonly type: "text"; readonly text: string }
-  | { readonly type: "too_large" };
+  | { readonly type: "too_large" }
+  | { readonly type: "too_deep" };
 
 /** One write, from a single request or a batch op. */
 type WriteCall =
@@ -1030,27 +1253,48 @@ type WriteCall =
     readonly id: string;
     readonly key: string | null;
     readonly force: boolean;
-    readonly base: JsonValue;
+    readonly base: string | null;
     readonly extra: readonly (readonly [string, string])[];
   };
 
-const RESERVED_KINDS: ReadonlySet<string> = new Set(["health", "batch"]);
-const MAX_KEY_LENGTH = 255;
 /** How often (in ms of `now()`) expired entries and tombstones are purged. */
 const MAINTENANCE_INTERVAL_MS = 60_000;
 /** The statuses the contract stores by idempotency key; never 401/403/409/429/5xx. */
 const STORED_STATUSES: ReadonlySet<number> = new Set([400, 404, 413, 422]);
+/** A stored idempotency key is kept at least this long, even over the bound. */
+const MIN_KEY_AGE_MS = 24 * 60 * 60 * 1000;
+/**
+ * The share of `maxPageBytes` kept for a page's envelope,
+ * `{"items":[…],"nextPageToken":"…"}`, whose token holds an id at the limit.
+ */
+const PAGE_ENVELOPE_BYTES = 2048;
+/** The smallest `maxPageBytes`: twice the envelope. */
+const MIN_PAGE_BYTES = 2 * PAGE_ENVELOPE_BYTES;
 
 function ignore(): void {}
 
+/** A whole request refused from deep inside, such as a `429` under the lock. */
+class RefusedError extends Error {
+  readonly reply: Reply;
+
+  constructor(reply: Reply) {
+    super("Cannot answer request as it was refused");
+    this.name = "RefusedError";
+    this.reply = reply;
+  }
+}
+
 /**
- * The pending writes of one request or batch: later ops read earlier ones
- * through it, and the server commits it as one store call, so nothing is
- * half-applied.
+ * The pending writes of one request or batch, in one namespace: later ops
+ * read earlier ones through it, and the server commits it as one store
+ * call, so nothing is half-applied.
  */
 class WriteScope {
   readonly writes: ServerWrite[] = [];
+  /** How many idempotency keys this scope adds that the store did not hold. */
+  newKeys = 0;
   readonly #store: ServerStore;
+  readonly #tenant: Tenant;
   /** Pending records by namespace, kind and id. */
   readonly #records = new Map<string, Map<string, Map<string, ServerRecord>>>();
   /** Pending entries by namespace and key. */
@@ -1058,10 +1302,11 @@ class WriteScope {
   clock: number;
   lastId: string | null;
 
-  constructor(store: ServerStore, clock: number, lastId: string | null) {
+  constructor(store: ServerStore, tenant: Tenant) {
     this.#store = store;
-    this.clock = clock;
-    this.lastId = lastId;
+    this.#tenant = tenant;
+    this.clock = tenant.clock ?? -Infinity;
+    this.lastId = tenant.lastId;
   }
 
   getRecord(
@@ -1088,25 +1333,32 @@ class WriteScope {
     return this.#store.getIdempotency(namespace, key);
   }
 
-  putIdempotency(namespace: string, entry: IdempotencyEntry): void {
+  /** Stores an entry; `added` when the store held none under its key. */
+  putIdempotency(
+    namespace: string,
+    entry: IdempotencyEntry,
+    added: boolean,
+  ): void {
     inner(this.#entries, namespace).set(entry.key, entry);
     this.writes.push({ type: "idempotency", namespace, entry });
+    if (added) this.newKeys++;
   }
 
   /**
-   * Assigns the next `updated_at`. The clock never goes back and, within one
+   * Assigns the next `updated_at` of the namespace. The clock never goes
+   * back (nor below the floor that pull marks raised) and, within one
    * millisecond, a later write gets the same instant only if its id sorts
    * after every id already written at that instant: otherwise a client
    * holding the cursor `(t, lastId)` would never see it. That also makes
    * every record's `updated_at` strictly increase.
    */
   nextTimestamp(now: number, id: string, previous: number | null): number {
-    let ts = Math.max(Math.trunc(now), this.clock);
+    let ts = Math.max(Math.trunc(now), this.clock, this.#tenant.floor);
     if (ts === this.clock && (this.lastId === null || id <= this.lastId)) {
       ts = this.clock + 1;
     }
     // Already implied by the rule above; kept so that the per-record clause
-    // of the contract holds even with a store whose lastUpdatedAt() lags.
+    // of the contract holds even with a store whose lastWrite() lags.
     if (previous !== null && ts <= previous) ts = previous + 1;
     if (!Number.isSafeInteger(ts) || Math.abs(ts) > 8.64e15) {
       throw new RangeError(
@@ -1115,6 +1367,8 @@ class WriteScope {
     }
     this.clock = ts;
     this.lastId = id;
+    // Invisible until committed: a pull mark taken meanwhile stays below it.
+    this.#tenant.pending ??= ts;
     return ts;
   }
 }
@@ -1122,12 +1376,13 @@ class WriteScope {
 class ReferenceServer implements SyncServer {
   readonly #options: ResolvedOptions;
   readonly #store: ServerStore;
-  /** The tail of the write queue: every write runs after the previous one. */
-  #tail: Promise<void> = Promise.resolve();
-  /** The last assigned `updated_at`; `null` until read from the store. */
-  #clock: number | null = null;
-  /** The id written last at `#clock`; `null` when unknown (after start). */
-  #lastId: string | null = null;
+  readonly #limits: ServerLimits;
+  /** Each namespace's write queue, clock and key count. */
+  readonly #tenants = new Tenants();
+  /** The maintenance in progress, shared by whoever finds it due. */
+  #maintenance: Promise<void> | null = null;
+  /** The purges started by purgeTombstones(), awaited by close(). */
+  readonly #purges = new Set<Promise<unknown>>();
   #maintenanceDueAt = -Infinity;
   #dateSecond = NaN;
   #dateText = "";
@@ -1137,6 +1392,18 @@ class ReferenceServer implements SyncServer {
   constructor(options: ResolvedOptions) {
     this.#options = options;
     this.#store = options.store;
+    this.#limits = Object.freeze({
+      maxIdLength: WIRE_LIMITS.maxIdLength,
+      maxKindLength: WIRE_LIMITS.maxKindLength,
+      maxDepth: WIRE_LIMITS.maxDepth,
+      maxRecordBytes: options.maxBodyBytes,
+      maxBatchOps: options.maxBatchOps,
+      maxBatchBytes: options.maxBatchBytes,
+      maxPageItems: options.maxPageSize,
+      maxPageBytes: options.maxPageBytes,
+      maxIdempotencyKeyLength: WIRE_LIMITS.maxIdempotencyKeyLength,
+      maxIdempotencyKeys: options.maxIdempotencyKeys,
+    });
   }
 
   readonly fetch = (request: Request): Promise<Response> =>
@@ -1167,18 +1434,26 @@ class ReferenceServer implements SyncServer {
       Math.min(Math.ceil(bound), Number.MAX_SAFE_INTEGER),
       Number.MIN_SAFE_INTEGER,
     );
-    return await this.#exclusive(async () => {
-      const result = await this.#store.purge({
-        tombstonesUpdatedBefore: before,
-      });
-      return result.tombstones;
-    });
+    // No write lock: a purge removes only tombstones older than `before`,
+    // which no write in progress creates; close() waits for it.
+    const purge = this.#store.purge({ tombstonesUpdatedBefore: before });
+    this.#purges.add(purge);
+    try {
+      return (await purge).tombstones;
+    } finally {
+      this.#purges.delete(purge);
+    }
   }
 
   close(): Promise<void> {
     this.#closed = true;
-    // Queued behind the writes in progress, which thus finish on an open store.
-    this.#closing ??= this.#exclusive(() => this.#store.close());
+    // After the writes in progress, which thus finish on an open store.
+    this.#closing ??= (async () => {
+      await this.#tenants.idle();
+      await this.#maintenance?.catch(ignore);
+      await Promise.allSettled([...this.#purges]);
+      await this.#store.close();
+    })();
     return this.#closing;
   }
 
@@ -1187,12 +1462,6 @@ class ReferenceServer implements SyncServer {
   }
 
   // -- plumbing -------------------------------------------------------------
-
-  #exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.#tail.then(work);
-    this.#tail = run.then(ignore, ignore);
-    return run;
-  }
 
   #now(): number {
     const now = this.#options.now();
@@ -1211,22 +1480,33 @@ class ReferenceServer implements SyncServer {
     try {
       reply = await this.#route(request);
     } catch (error) {
-      if (error instanceof ClosedError && this.#closed) {
+      if (error instanceof RefusedError) {
+        reply = error.reply;
+      } else if (error instanceof ClosedError && this.#closed) {
         reply = closedReply();
       } else {
-        try {
-          this.#options.onError(error);
-        } catch {
-          // A failing error hook must not turn a 500 into a rejected fetch.
-        }
-        reply = failure(
-          500,
-          "internal",
-          "Cannot answer request as the server failed",
-        );
+        reply = this.#internal(error);
       }
     }
-    return this.#respond(reply);
+    try {
+      return this.#respond(reply);
+    } catch (error) {
+      // A body too large to serialise must still answer, as JSON.
+      return this.#respond(this.#internal(error));
+    }
+  }
+
+  #internal(error: unknown): Reply {
+    try {
+      this.#options.onError(error);
+    } catch {
+      // A failing error hook must not turn a 500 into a rejected fetch.
+    }
+    return failure(
+      500,
+      "internal",
+      "Cannot answer request as the server failed",
+    );
   }
 
   #respond(reply: Reply): Response {
@@ -1245,7 +1525,7 @@ class ReferenceServer implements SyncServer {
       "cache-control": "no-store",
       "date": this.#httpDate(now),
     };
-    return new Response(JSON.stringify(reply.body), {
+    return new Response(reply.text ?? JSON.stringify(reply.body), {
       status: reply.status,
       headers,
     });
@@ -1278,7 +1558,13 @@ class ReferenceServer implements SyncServer {
       if (method !== "GET") return methodNotAllowed(method, "GET");
       return {
         status: 200,
-        body: { status: "ok", batch: this.#options.batch, contract: 1 },
+        body: {
+          status: "ok",
+          batch: this.#options.batch,
+          live: false,
+          contract: 1,
+          limits: { ...this.#limits },
+        },
       };
     }
 
@@ -1312,9 +1598,14 @@ class ReferenceServer implements SyncServer {
     if (RESERVED_KINDS.has(kind)) return notFound(request);
     if (id === undefined) {
       if (method !== "GET") return methodNotAllowed(method, "GET");
+      const refused = kindRefusal(kind, "pull");
+      if (refused !== null) return refusal(refused);
       return await this.#pull(principal, kind, url.searchParams);
     }
     if (method === "PUT" || method === "DELETE") {
+      const action = method === "PUT" ? "store record" : "delete record";
+      const refused = kindRefusal(kind, action) ?? idRefusal(id, action);
+      if (refused !== null) return refusal(refused);
       return await this.#write(principal, request, kind, id, url.searchParams);
     }
     return methodNotAllowed(method, "PUT, DELETE");
@@ -1337,9 +1628,13 @@ class ReferenceServer implements SyncServer {
     }
   }
 
+  /** Runs the maintenance when due; every caller awaits the same run. */
   async #maintainIfDue(): Promise<void> {
     if (this.#now() < this.#maintenanceDueAt) return;
-    await this.#exclusive(() => this.#maintain());
+    this.#maintenance ??= this.#maintain().finally(() => {
+      this.#maintenance = null;
+    });
+    await this.#maintenance;
   }
 
   /** Purges expired idempotency entries and tombstones past retention. */
@@ -1355,6 +1650,8 @@ class ReferenceServer implements SyncServer {
         }
         : { idempotencyExpiredAt: Math.floor(now) },
     );
+    // Keys of any namespace may be gone: count them again when needed.
+    this.#tenants.forgetKeyCounts();
     this.#maintenanceDueAt = now + MAINTENANCE_INTERVAL_MS;
   }
 
@@ -1365,6 +1662,90 @@ class ReferenceServer implements SyncServer {
     kind: string,
     params: URLSearchParams,
   ): Promise<Reply> {
+    const query = this.#pullQuery(params);
+    if ("status" in query) return query;
+    const { since, afterId, limit, includeDeleted } = query;
+    const pageToken = params.get("pageToken");
+    // The keyset is authoritative: a token that does not agree is ignored.
+    const token = pageToken === null
+      ? null
+      : readPageToken(pageToken, { since, afterId });
+
+    await this.#maintainIfDue();
+    // Taken before the read: see _server_page_token.ts.
+    let mark: number | null = null;
+    if (since === undefined) {
+      const tenant = this.#tenants.get(namespace);
+      const stored = tenant.clock === null
+        ? (await this.#store.lastWrite(namespace))?.updatedAt ?? null
+        : null;
+      mark = pullMark(tenant, this.#now(), stored);
+    }
+    const budget = this.#options.maxPageBytes - PAGE_ENVELOPE_BYTES;
+    const options: {
+      since?: number;
+      afterId?: string;
+      limit: number;
+      includeDeleted: boolean;
+      maxBytes: number;
+    } = {
+      limit,
+      includeDeleted,
+      // Each item after the first costs a comma too.
+      maxBytes: Math.max(1, budget - limit),
+    };
+    if (since !== undefined) options.since = since;
+    if (afterId !== undefined) options.afterId = afterId;
+    const page = await this.#store.listRecords(namespace, kind, options);
+    const bound = requestBound(since, token);
+    if (isGone(bound, page.horizon)) {
+      return failure(
+        410,
+        "gone",
+        `Cannot pull as the cursor is older than the tombstone retention, run a full resync: current value is ${
+          preview(params.get("updatedSince"))
+        }`,
+      );
+    }
+    // Counted again here, so a store that ignores maxBytes cannot make the
+    // page larger (only the first item may pass the budget alone).
+    const texts: string[] = [];
+    let bytes = 0;
+    let truncated = page.truncated;
+    for (const record of page.records) {
+      if (texts.length === limit) break;
+      const text = JSON.stringify(record.data);
+      bytes += utf8Length(text) + 1;
+      if (texts.length > 0 && bytes > budget) {
+        truncated = true;
+        break;
+      }
+      texts.push(text);
+    }
+    const last = page.records[texts.length - 1];
+    const next = last !== undefined && (texts.length === limit || truncated)
+      ? encodePageToken({
+        since: last.updatedAt,
+        afterId: last.id,
+        mark: bound ?? mark!,
+      })
+      : null;
+    return {
+      status: 200,
+      body: null,
+      text: `{"items":[${texts.join(",")}],"nextPageToken":${
+        JSON.stringify(next)
+      }}`,
+    };
+  }
+
+  /** Reads and checks a pull's query, or the `400` that refuses it. */
+  #pullQuery(params: URLSearchParams): Reply | {
+    since: number | undefined;
+    afterId: string | undefined;
+    limit: number;
+    includeDeleted: boolean;
+  } {
     for (
       const name of [
         "updatedSince",
@@ -1374,12 +1755,13 @@ class ReferenceServer implements SyncServer {
         "pageToken",
       ]
     ) {
-      if (params.getAll(name).length > 1) {
+      const values = params.getAll(name);
+      if (values.length > 1) {
         return failure(
           400,
           "invalid_query",
           `Cannot pull as '${name}' is given more than once: current value is ${
-            JSON.stringify(params.getAll(name))
+            preview(values)
           }`,
         );
       }
@@ -1391,17 +1773,28 @@ class ReferenceServer implements SyncServer {
         400,
         "invalid_timestamp",
         `Cannot pull as 'updatedSince' is not an ISO-8601 timestamp with a timezone: current value is ${
-          JSON.stringify(sinceText)
+          preview(sinceText)
         }`,
       );
     }
     const afterId = params.get("afterId") ?? undefined;
+    // A cursor is an id within the limits, or what cursorIdAfter() makes of
+    // one past them; `.` and `..` travel fine in a query.
+    if (afterId !== undefined && cursorIdAfter(afterId) !== afterId) {
+      return failure(
+        400,
+        "invalid_cursor",
+        `Cannot pull as 'afterId' is not a cursor (1 to ${WIRE_LIMITS.maxIdLength} well-formed characters): current value is ${
+          preview(afterId)
+        }`,
+      );
+    }
     if (afterId !== undefined && since === undefined) {
       return failure(
         400,
         "invalid_query",
         `Cannot pull as 'afterId' needs 'updatedSince': current value is ${
-          JSON.stringify(afterId)
+          preview(afterId)
         }`,
       );
     }
@@ -1414,7 +1807,7 @@ class ReferenceServer implements SyncServer {
           400,
           "invalid_limit",
           `Cannot pull as 'limit' is not a positive integer: current value is ${
-            JSON.stringify(limitText)
+            preview(limitText)
           }`,
         );
       }
@@ -1428,58 +1821,11 @@ class ReferenceServer implements SyncServer {
         400,
         "invalid_query",
         `Cannot pull as 'includeDeleted' is neither "true" nor "false": current value is ${
-          JSON.stringify(includeText)
+          preview(includeText)
         }`,
       );
     }
-    const pageToken = params.get("pageToken");
-    if (pageToken !== null) {
-      const cursor = decodePageToken(pageToken);
-      // The keyset is authoritative: a token is only accepted as a hint
-      // that names the same cursor.
-      if (
-        cursor === null || since === undefined || cursor.since !== since ||
-        cursor.afterId !== afterId
-      ) {
-        return failure(
-          400,
-          "invalid_page_token",
-          `Cannot pull as 'pageToken' does not match 'updatedSince' and 'afterId': current value is ${
-            JSON.stringify(pageToken)
-          }`,
-        );
-      }
-    }
-
-    await this.#maintainIfDue();
-    const query: {
-      since?: number;
-      afterId?: string;
-      limit: number;
-      includeDeleted: boolean;
-    } = { limit, includeDeleted: includeText !== "false" };
-    if (since !== undefined) query.since = since;
-    if (afterId !== undefined) query.afterId = afterId;
-    const page = await this.#store.listRecords(namespace, kind, query);
-    if (since !== undefined && page.horizon !== null && since < page.horizon) {
-      return failure(
-        410,
-        "gone",
-        `Cannot pull as the cursor is older than the tombstone retention, run a full resync: current value is ${
-          JSON.stringify(sinceText)
-        }`,
-      );
-    }
-    const last = page.records.at(-1);
-    return {
-      status: 200,
-      body: {
-        items: page.records.map((record) => record.data),
-        nextPageToken: last !== undefined && page.records.length === limit
-          ? encodePageToken(last.updatedAt, last.id)
-          : null,
-      },
-    };
+    return { since, afterId, limit, includeDeleted: includeText !== "false" };
   }
 
   // -- single writes --------------------------------------------------------
@@ -1501,16 +1847,17 @@ class ReferenceServer implements SyncServer {
         id,
         key,
         force: isTrue(request.headers.get("x-force-update")),
-        body: await readBody(request, this.#options.maxBodyBytes),
+        body: withinDepth(await readBody(request, this.#options.maxBodyBytes)),
         extra: sortedParams(params, null),
       };
     } else {
-      if (params.getAll("_baseUpdatedAt").length > 1) {
+      const bases = params.getAll("_baseUpdatedAt");
+      if (bases.length > 1) {
         return failure(
           400,
           "invalid_query",
           `Cannot delete record as '_baseUpdatedAt' is given more than once: current value is ${
-            JSON.stringify(params.getAll("_baseUpdatedAt"))
+            preview(bases)
           }`,
         );
       }
@@ -1520,14 +1867,15 @@ class ReferenceServer implements SyncServer {
         id,
         key,
         force: isTrue(request.headers.get("x-force-delete")),
-        base: params.get("_baseUpdatedAt"),
+        base: bases[0] ?? null,
         extra: sortedParams(params, "_baseUpdatedAt"),
       };
     }
     // Hashed before the write lock: nothing under it waits for the digest.
     const fingerprint = call.key === null ? "" : fingerprintOf(call);
-    const outcome = await this.#inScope(async (scope) =>
-      await this.#apply(namespace, scope, call, fingerprint)
+    const outcome = await this.#inScope(
+      namespace,
+      async (scope) => await this.#apply(namespace, scope, call, fingerprint),
     );
     return outcome.replayed
       ? { ...outcome, headers: { "idempotent-replayed": "true" } }
@@ -1535,25 +1883,92 @@ class ReferenceServer implements SyncServer {
   }
 
   /**
-   * Runs writes under the write lock in one scope, then commits the scope
-   * as one store call; the clock advances only when the commit succeeded.
+   * Runs writes under the namespace's write lock in one scope, then commits
+   * the scope as one store call; the clock advances only when the commit
+   * succeeded. Other namespaces never wait for it.
    */
-  async #inScope<T>(work: (scope: WriteScope) => Promise<T>): Promise<T> {
-    return await this.#exclusive(async () => {
+  async #inScope<T>(
+    namespace: string,
+    work: (scope: WriteScope) => Promise<T>,
+  ): Promise<T> {
+    return await this.#tenants.exclusive(namespace, async () => {
       if (this.#closed) {
         throw new ClosedError("Cannot write as the server is closed");
       }
-      await this.#maintain();
-      if (this.#clock === null) {
-        this.#clock = (await this.#store.lastUpdatedAt()) ?? -Infinity;
-        this.#lastId = null;
+      await this.#maintainIfDue();
+      const tenant = this.#tenants.get(namespace);
+      if (tenant.clock === null) {
+        const last = await this.#store.lastWrite(namespace);
+        tenant.clock = last?.updatedAt ?? -Infinity;
+        tenant.lastId = last?.id ?? null;
       }
-      const scope = new WriteScope(this.#store, this.#clock, this.#lastId);
-      const result = await work(scope);
-      if (scope.writes.length > 0) await this.#store.commit(scope.writes);
-      this.#clock = scope.clock;
-      this.#lastId = scope.lastId;
-      return result;
+      const scope = new WriteScope(this.#store, tenant);
+      try {
+        const result = await work(scope);
+        if (scope.newKeys > 0) {
+          await this.#admitKeys(namespace, tenant, scope.newKeys);
+        }
+        if (scope.writes.length > 0) await this.#store.commit(scope.writes);
+        tenant.clock = scope.clock;
+        tenant.lastId = scope.lastId;
+        if (tenant.keys !== null) tenant.keys += scope.newKeys;
+        return result;
+      } finally {
+        tenant.pending = null;
+      }
+    });
+  }
+
+  /**
+   * Makes room for `added` new idempotency keys in a namespace, expiring
+   * the oldest keys that are at least a day old.
+   *
+   * @throws {RefusedError} `429 too_many_keys` with `Retry-After` when no
+   * key can expire yet; the caller then applies nothing.
+   */
+  async #admitKeys(
+    namespace: string,
+    tenant: Tenant,
+    added: number,
+  ): Promise<void> {
+    const max = this.#options.maxIdempotencyKeys;
+    if (tenant.keys === null) {
+      const counted = await this.#store.trimIdempotency(namespace, {
+        keep: Infinity,
+        expiresAtOrBefore: -Infinity,
+      });
+      tenant.keys = counted.count;
+      tenant.oldestExpiresAt = counted.oldestExpiresAt;
+    }
+    if (tenant.keys + added <= max) return;
+    const now = Math.floor(this.#now());
+    const retention = this.#options.idempotencyRetentionMs;
+    // An entry was stored at `expiresAt - retention`; expired ones may go too.
+    const bound = Math.max(now, now - MIN_KEY_AGE_MS + retention);
+    if (tenant.oldestExpiresAt === null || tenant.oldestExpiresAt <= bound) {
+      // A little more than needed, so a principal at the bound does not
+      // trim on every write.
+      const slack = Math.floor(max / 100);
+      const trimmed = await this.#store.trimIdempotency(namespace, {
+        keep: Math.max(0, max - added - slack),
+        expiresAtOrBefore: bound,
+      });
+      tenant.keys = trimmed.count;
+      tenant.oldestExpiresAt = trimmed.oldestExpiresAt;
+      if (tenant.keys + added <= max) return;
+    }
+    const oldest = tenant.oldestExpiresAt ?? now;
+    const seconds = Math.max(
+      1,
+      Math.ceil((oldest - retention + MIN_KEY_AGE_MS - now) / 1000),
+    );
+    throw new RefusedError({
+      ...failure(
+        429,
+        "too_many_keys",
+        `Cannot store idempotency key as the principal holds the most allowed (${max}), none old enough to expire, retry in ${seconds} s: current value is ${tenant.keys}`,
+      ),
+      headers: { "retry-after": String(seconds) },
     });
   }
 
@@ -1568,8 +1983,10 @@ class ReferenceServer implements SyncServer {
     fingerprint: string,
   ): Promise<Outcome> {
     const now = this.#now();
+    let added = true;
     if (call.key !== null) {
       const entry = await scope.getIdempotency(namespace, call.key);
+      added = entry === null;
       if (entry !== null && entry.expiresAt > now) {
         if (entry.fingerprint === fingerprint) {
           return { status: entry.status, body: entry.body, replayed: true };
@@ -1579,7 +1996,7 @@ class ReferenceServer implements SyncServer {
             422,
             "idempotency_mismatch",
             `Cannot apply request as its idempotency key was used for another request: current value is ${
-              JSON.stringify(call.key)
+              preview(call.key)
             }`,
           ),
           replayed: false,
@@ -1599,8 +2016,8 @@ class ReferenceServer implements SyncServer {
         fingerprint,
         status: reply.status,
         body: reply.body,
-        expiresAt: now + this.#options.idempotencyRetentionMs,
-      });
+        expiresAt: Math.floor(now) + this.#options.idempotencyRetentionMs,
+      }, added);
     }
     return { ...reply, replayed: false };
   }
@@ -1612,12 +2029,15 @@ class ReferenceServer implements SyncServer {
   ): Promise<Reply> {
     const { kind, id, body } = call;
     if (body.type === "too_large") return tooLarge(this.#options.maxBodyBytes);
+    if (body.type === "too_deep") {
+      return refusal(tooDeepRefusal("store record"));
+    }
     if (body.type === "text") {
       return failure(
         400,
         "invalid_body",
         `Cannot store record as the body is not JSON: current value is ${
-          JSON.stringify(body.text.slice(0, 64))
+          preview(body.text)
         }`,
       );
     }
@@ -1627,7 +2047,7 @@ class ReferenceServer implements SyncServer {
         400,
         "invalid_body",
         `Cannot store record as the body is not a JSON object: current value is ${
-          JSON.stringify(value)?.slice(0, 64)
+          preview(value)
         }`,
       );
     }
@@ -1636,8 +2056,8 @@ class ReferenceServer implements SyncServer {
         400,
         "id_mismatch",
         `Cannot store record as the body's id differs from the path's ${
-          JSON.stringify(id)
-        }: current value is ${JSON.stringify(value.id)}`,
+          preview(id)
+        }: current value is ${preview(value.id)}`,
       );
     }
     const base = parseBase(value._baseUpdatedAt);
@@ -1730,7 +2150,7 @@ class ReferenceServer implements SyncServer {
         404,
         "not_found",
         `Cannot delete record as it does not exist: current value is ${
-          JSON.stringify(id)
+          preview(id)
         }`,
       );
     }
@@ -1755,8 +2175,15 @@ class ReferenceServer implements SyncServer {
   // -- batch ----------------------------------------------------------------
 
   async #batch(namespace: string, request: Request): Promise<Reply> {
-    const body = await readBody(request, this.#options.maxBodyBytes);
-    if (body.type === "too_large") return tooLarge(this.#options.maxBodyBytes);
+    const { maxBatchBytes, maxBatchOps } = this.#options;
+    const body = await readBody(request, maxBatchBytes);
+    if (body.type === "too_large") {
+      return failure(
+        413,
+        "batch_too_large",
+        `Cannot apply batch as its body exceeds ${maxBatchBytes} bytes`,
+      );
+    }
     const ops = body.type === "json" && isJsonObject(body.value)
       ? body.value.ops
       : undefined;
@@ -1765,9 +2192,21 @@ class ReferenceServer implements SyncServer {
         400,
         "invalid_body",
         `Cannot apply batch as the body is not {"ops": [...]}: current value is ${
-          JSON.stringify(body.type === "json" ? body.value : body.text)
-            ?.slice(0, 64)
+          preview(
+            body.type === "json"
+              ? body.value
+              : body.type === "text"
+              ? body.text
+              : null,
+          )
         }`,
+      );
+    }
+    if (ops.length > maxBatchOps) {
+      return failure(
+        413,
+        "batch_too_large",
+        `Cannot apply batch as it holds more than ${maxBatchOps} ops: current value is ${ops.length}`,
       );
     }
     const calls: {
@@ -1777,24 +2216,23 @@ class ReferenceServer implements SyncServer {
     }[] = [];
     for (const [index, op] of ops.entries()) {
       const opId = isJsonObject(op) ? op.opId : undefined;
-      if (
-        !isJsonObject(op) || typeof opId !== "string" || opId === "" ||
-        opId.length > MAX_KEY_LENGTH
-      ) {
+      if (!isJsonObject(op) || typeof opId !== "string") {
         return failure(
           400,
           "invalid_body",
-          `Cannot apply batch as op ${index} has no valid 'opId' (a string of 1 to ${MAX_KEY_LENGTH} characters): current value is ${
-            JSON.stringify(op)?.slice(0, 64)
+          `Cannot apply batch as op ${index} has no string 'opId': current value is ${
+            preview(op)
           }`,
         );
       }
-      const call = batchCall(op, opId);
+      const badKey = keyRefusal(opId, `apply batch op ${index}`);
+      if (badKey !== null) return refusal(badKey);
+      const call = batchCall(op, opId, this.#options.maxBodyBytes);
       // Hashed before the write lock, as for a single write.
       const fingerprint = "method" in call ? fingerprintOf(call) : "";
       calls.push({ opId, call, fingerprint });
     }
-    const results = await this.#inScope(async (scope) => {
+    const results = await this.#inScope(namespace, async (scope) => {
       const results: JsonObject[] = [];
       for (const { opId, call, fingerprint } of calls) {
         const outcome = "method" in call
@@ -1815,8 +2253,15 @@ class ReferenceServer implements SyncServer {
   }
 }
 
-/** Turns one batch op into the single request it stands for. */
-function batchCall(op: JsonObject, opId: string): WriteCall | Reply {
+/**
+ * Turns one batch op into the single request it stands for, or the `400`
+ * that op gets on its own (not stored: it names no request).
+ */
+function batchCall(
+  op: JsonObject,
+  opId: string,
+  maxRecordBytes: number,
+): WriteCall | Reply {
   const { kind, id, type, payload, baseUpdatedAt, force } = op;
   if (
     typeof kind !== "string" || kind === "" || RESERVED_KINDS.has(kind) ||
@@ -1827,13 +2272,18 @@ function batchCall(op: JsonObject, opId: string): WriteCall | Reply {
     return failure(
       400,
       "invalid_op",
-      `Cannot apply op as it needs a kind (not "health" or "batch"), a non-empty id, a type of "upsert" or "delete" and a boolean force: current value is ${
-        JSON.stringify(op).slice(0, 128)
+      `Cannot apply op as it needs a kind (not "health", "batch" or "live"), a non-empty id, a type of "upsert" or "delete" and a boolean force: current value is ${
+        preview(op)
       }`,
     );
   }
+  const action = type === "upsert" ? "store record" : "delete record";
+  const refused = kindRefusal(kind, action) ?? idRefusal(id, action);
+  if (refused !== null) return refusal(refused);
   const base = baseUpdatedAt ?? null;
   if (type === "delete") {
+    // A single DELETE carries its base in the query: a string or nothing.
+    if (base !== null && typeof base !== "string") return invalidBase(base);
     return {
       method: "DELETE",
       kind,
@@ -1854,9 +2304,27 @@ function batchCall(op: JsonObject, opId: string): WriteCall | Reply {
     id,
     key: opId,
     force: force === true,
-    body: { type: "json", value },
+    body: withinLimits(value, maxRecordBytes),
     extra: [],
   };
+}
+
+/** A batch op's body as a single PUT of it would read: limits first. */
+function withinLimits(value: JsonValue, maxBytes: number): BodyInput {
+  const body = withinDepth({ type: "json", value });
+  if (body.type !== "json") return body;
+  const text = JSON.stringify(value);
+  // Every UTF-16 unit is at most 3 UTF-8 bytes: most bodies skip the count.
+  return text.length * 3 > maxBytes && utf8Length(text) > maxBytes
+    ? { type: "too_large" }
+    : body;
+}
+
+/** A JSON body deeper than the contract allows becomes `too_deep`. */
+function withinDepth(body: BodyInput): BodyInput {
+  return body.type === "json" && isTooDeep(body.value)
+    ? { type: "too_deep" }
+    : body;
 }
 
 // ---------------------------------------------------------------------------
@@ -1865,6 +2333,10 @@ function batchCall(op: JsonObject, opId: string): WriteCall | Reply {
 
 function failure(status: number, error: string, message: string): Reply {
   return { status, body: { error, message } };
+}
+
+function refusal({ status, error, message }: Refusal): Reply {
+  return failure(status, error, message);
 }
 
 function closedReply(): Reply {
@@ -1880,7 +2352,7 @@ function notFound(request: Request): Reply {
     404,
     "not_found",
     `Cannot route request as no route matches its path: current value is ${
-      JSON.stringify(new URL(request.url).pathname)
+      preview(new URL(request.url).pathname)
     }`,
   );
 }
@@ -1911,7 +2383,7 @@ function invalidBase(value: JsonValue | undefined): Reply {
     400,
     "invalid_timestamp",
     `Cannot check version as '_baseUpdatedAt' is not an ISO-8601 timestamp with a timezone: current value is ${
-      JSON.stringify(value)
+      preview(value)
     }`,
   );
 }
@@ -1945,21 +2417,14 @@ function idempotencyKey(headers: Headers): string | null | Reply {
       400,
       "invalid_idempotency_key",
       `Cannot apply request as 'Idempotency-Key' and 'X-Idempotency-Key' differ: current value is ${
-        JSON.stringify([key, alias])
+        preview([key, alias])
       }`,
     );
   }
   const value = key ?? alias;
-  if (value !== null && (value === "" || value.length > MAX_KEY_LENGTH)) {
-    return failure(
-      400,
-      "invalid_idempotency_key",
-      `Cannot apply request as its idempotency key is not 1 to ${MAX_KEY_LENGTH} characters: current value is ${
-        JSON.stringify(value.slice(0, 64))
-      }`,
-    );
-  }
-  return value;
+  if (value === null) return null;
+  const refused = keyRefusal(value, "apply request");
+  return refused === null ? value : refusal(refused);
 }
 
 function isTrue(header: string | null): boolean {
@@ -2050,7 +2515,8 @@ function parseBase(value: JsonValue | undefined): number | null | "invalid" {
 /**
  * The digest of what makes two writes the same request: SHA-256, in hex, of
  * the canonical JSON of `[...parts, kind, id, force, extra]`. Stores keep it,
- * so its input and output never change.
+ * so its input and output never change. A JSON body has passed the depth
+ * limit first: the canonical JSON recurses.
  *
  * `node:crypto`'s synchronous `createHash` hashes a 400-byte request in
  * about 1 µs. `crypto.subtle.digest` took 40 µs awaited one after another
@@ -2072,7 +2538,8 @@ function fingerprintOf(call: WriteCall): string {
   } else if (call.body.type === "text") {
     canonical = `["PUT","text",null,${JSON.stringify(call.body.text)}`;
   } else {
-    canonical = `["PUT","too_large",null,null`;
+    // A body past a limit is the same request whatever it held.
+    canonical = `["PUT","${call.body.type}",null,null`;
   }
   canonical += `,${JSON.stringify(call.kind)},${JSON.stringify(call.id)},${
     call.force ? "true" : "false"
@@ -2160,39 +2627,6 @@ function canonicalText(value: JsonValue, omit: string | null): string {
     out += `${JSON.stringify(key)}:${canonicalText(value[key]!, null)}`;
   }
   return `${out}}`;
-}
-
-function encodePageToken(updatedAt: number, id: string): string {
-  // JSON.stringify escapes lone surrogates, so the token is ASCII-safe.
-  const bytes = new TextEncoder().encode(JSON.stringify([1, updatedAt, id]));
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(
-    /=+$/,
-    "",
-  );
-}
-
-function decodePageToken(
-  token: string,
-): { since: number; afterId: string } | null {
-  if (!/^[A-Za-z0-9_-]*$/.test(token)) return null;
-  try {
-    const binary = atob(token.replaceAll("-", "+").replaceAll("_", "/"));
-    const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
-    const value: unknown = JSON.parse(
-      new TextDecoder("utf-8", { fatal: true }).decode(bytes),
-    );
-    if (
-      Array.isArray(value) && value.length === 3 && value[0] === 1 &&
-      Number.isSafeInteger(value[1]) && typeof value[2] === "string"
-    ) {
-      return { since: value[1], afterId: value[2] };
-    }
-  } catch {
-    // Malformed base64 or JSON: reported as an invalid token below.
-  }
-  return null;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

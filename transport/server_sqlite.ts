@@ -31,9 +31,11 @@ import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import type {
   SqliteDatabaseLike,
   SqliteStatementLike,
+  SqliteValue,
 } from "../src/sqlite_like.ts";
 import type {
   IdempotencyEntry,
+  LastWrite,
   ListRecordsOptions,
   ListRecordsResult,
   ServerRecord,
@@ -41,7 +43,10 @@ import type {
   ServerStorePurgeOptions,
   ServerStorePurgeResult,
   ServerWrite,
+  TrimIdempotencyOptions,
+  TrimIdempotencyResult,
 } from "./server.ts";
+import { utf8Length } from "./_server_limits.ts";
 
 /** Options for {@linkcode createSqliteServerStore}. */
 export interface SqliteServerStoreOptions {
@@ -64,25 +69,45 @@ export interface OpenSqliteServerStoreOptions {
 }
 
 /** The schema version this module writes (`PRAGMA user_version`). */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 // Ids, kinds, namespaces, keys and fingerprints are BLOBs holding UTF-16BE code units:
 // memcmp order on them is UTF-16 code-unit order (node:sqlite cannot register
 // a collation), and Deno's node:sqlite cuts TEXT at a raw NUL on read.
 // Record data and response bodies are TEXT: JSON.stringify escapes NUL.
-const SCHEMA = `
+//
+// `size` is the UTF-8 length of `data`, stored before it and in the keyset
+// index, so a pull measures its page from the index alone and never reads a
+// record it leaves out (a record's overflow pages are only read for `data`).
+const RECORDS = `
 CREATE TABLE records (
   ns BLOB NOT NULL,
   kind BLOB NOT NULL,
   id BLOB NOT NULL,
   updated_at INTEGER NOT NULL,
   deleted_at INTEGER,
+  size INTEGER NOT NULL,
   data TEXT NOT NULL,
   PRIMARY KEY (ns, kind, id)
 ) WITHOUT ROWID;
-CREATE INDEX records_keyset ON records (ns, kind, updated_at, id);
+CREATE INDEX records_keyset
+  ON records (ns, kind, updated_at, id, deleted_at, size);
 CREATE INDEX records_tombstones ON records (updated_at)
   WHERE deleted_at IS NOT NULL;
+`;
+
+// The clock is per namespace (CONTRACT.md): the greatest (updated_at, id)
+// committed there; `id` is NULL when unknown.
+const CLOCKS = `
+CREATE TABLE clocks (
+  ns BLOB PRIMARY KEY,
+  updated_at INTEGER NOT NULL,
+  id BLOB
+) WITHOUT ROWID;
+CREATE INDEX idempotency_age ON idempotency (ns, expires_at);
+`;
+
+const SCHEMA = `${RECORDS}
 CREATE TABLE idempotency (
   ns BLOB NOT NULL,
   key BLOB NOT NULL,
@@ -103,7 +128,40 @@ CREATE TABLE meta (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
 ) WITHOUT ROWID;
+${CLOCKS}
 PRAGMA user_version = ${SCHEMA_VERSION};
+`;
+
+/**
+ * Version 1 to 2: records gain `size` (the table is rebuilt so that `size`
+ * comes before `data`), the one clock of every namespace becomes one per
+ * namespace, and idempotency entries get an index by age.
+ *
+ * A namespace's clock is the greatest `(updated_at, id)` of its records, or
+ * one millisecond below its newest horizon (the newest tombstone it purged,
+ * whose id is gone): every `updated_at` it ever handed out, and no other
+ * namespace's.
+ */
+const MIGRATE_1_TO_2 = `
+ALTER TABLE records RENAME TO records_v1;
+DROP INDEX records_keyset;
+DROP INDEX records_tombstones;
+${RECORDS}
+INSERT INTO records (ns, kind, id, updated_at, deleted_at, size, data)
+  SELECT ns, kind, id, updated_at, deleted_at, length(CAST(data AS BLOB)), data
+  FROM records_v1;
+DROP TABLE records_v1;
+${CLOCKS}
+INSERT INTO clocks (ns, updated_at, id)
+  SELECT ns, updated_at, max(id) FROM records AS r
+  WHERE updated_at = (SELECT max(updated_at) FROM records WHERE ns = r.ns)
+  GROUP BY ns, updated_at;
+INSERT INTO clocks (ns, updated_at, id)
+  SELECT ns, max(horizon) - 1, NULL FROM horizons WHERE true GROUP BY ns
+  ON CONFLICT (ns) DO UPDATE SET updated_at = excluded.updated_at, id = NULL
+    WHERE excluded.updated_at >= clocks.updated_at;
+DELETE FROM meta WHERE name = 'clock';
+PRAGMA user_version = 2;
 `;
 
 /**
@@ -217,6 +275,12 @@ interface Statements {
   readonly listLiveFrom: SqliteStatementLike;
   readonly listLiveAfter: SqliteStatementLike;
   readonly listLiveAll: SqliteStatementLike;
+  readonly sizesFrom: SqliteStatementLike;
+  readonly sizesAfter: SqliteStatementLike;
+  readonly sizesAll: SqliteStatementLike;
+  readonly sizesLiveFrom: SqliteStatementLike;
+  readonly sizesLiveAfter: SqliteStatementLike;
+  readonly sizesLiveAll: SqliteStatementLike;
   readonly horizon: SqliteStatementLike;
   readonly getIdempotency: SqliteStatementLike;
   readonly putRecord: SqliteStatementLike;
@@ -227,16 +291,20 @@ interface Statements {
   readonly newestTombstones: SqliteStatementLike;
   readonly raiseHorizon: SqliteStatementLike;
   readonly purgeTombstones: SqliteStatementLike;
+  readonly countIdempotency: SqliteStatementLike;
+  readonly trimIdempotency: SqliteStatementLike;
 }
 
 const RECORD_COLUMNS = "kind, id, updated_at, deleted_at, data";
 
+/** A keyset selection: `where` narrows `ns = ? AND kind = ?`. */
 function listStatement(
   db: SqliteDatabaseLike,
+  columns: string,
   where: string,
 ): SqliteStatementLike {
   return db.prepare(
-    `SELECT ${RECORD_COLUMNS} FROM records WHERE ns = ? AND kind = ?${where}
+    `SELECT ${columns} FROM records WHERE ns = ? AND kind = ?${where}
      ORDER BY updated_at, id LIMIT ?`,
   );
 }
@@ -254,16 +322,24 @@ class SqliteServerStore implements ServerStore {
     const after = " AND (updated_at, id) > (?, ?)";
     const from = " AND updated_at >= ?";
     const live = " AND deleted_at IS NULL";
+    // The sizes of a page come from the keyset index alone.
+    const sizes = "size";
     this.#statements = {
       getRecord: db.prepare(
         `SELECT ${RECORD_COLUMNS} FROM records WHERE ns = ? AND kind = ? AND id = ?`,
       ),
-      listFrom: listStatement(db, from),
-      listAfter: listStatement(db, after),
-      listAll: listStatement(db, ""),
-      listLiveFrom: listStatement(db, from + live),
-      listLiveAfter: listStatement(db, after + live),
-      listLiveAll: listStatement(db, live),
+      listFrom: listStatement(db, RECORD_COLUMNS, from),
+      listAfter: listStatement(db, RECORD_COLUMNS, after),
+      listAll: listStatement(db, RECORD_COLUMNS, ""),
+      listLiveFrom: listStatement(db, RECORD_COLUMNS, from + live),
+      listLiveAfter: listStatement(db, RECORD_COLUMNS, after + live),
+      listLiveAll: listStatement(db, RECORD_COLUMNS, live),
+      sizesFrom: listStatement(db, sizes, from),
+      sizesAfter: listStatement(db, sizes, after),
+      sizesAll: listStatement(db, sizes, ""),
+      sizesLiveFrom: listStatement(db, sizes, from + live),
+      sizesLiveAfter: listStatement(db, sizes, after + live),
+      sizesLiveAll: listStatement(db, sizes, live),
       horizon: db.prepare(
         "SELECT horizon FROM horizons WHERE ns = ? AND kind = ?",
       ),
@@ -272,9 +348,11 @@ class SqliteServerStore implements ServerStore {
          WHERE ns = ? AND key = ?`,
       ),
       putRecord: db.prepare(
-        `INSERT INTO records (ns, ${RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO records (ns, kind, id, updated_at, deleted_at, size, data)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (ns, kind, id) DO UPDATE SET updated_at = excluded.updated_at,
-           deleted_at = excluded.deleted_at, data = excluded.data`,
+           deleted_at = excluded.deleted_at, size = excluded.size,
+           data = excluded.data`,
       ),
       putIdempotency: db.prepare(
         `INSERT INTO idempotency (ns, key, fingerprint, status, body, expires_at)
@@ -283,11 +361,17 @@ class SqliteServerStore implements ServerStore {
            status = excluded.status, body = excluded.body,
            expires_at = excluded.expires_at`,
       ),
+      // Raised only by a greater (updated_at, id); an unknown id (NULL)
+      // stays unknown at its instant.
       raiseClock: db.prepare(
-        `INSERT INTO meta (name, value) VALUES ('clock', ?)
-         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)`,
+        `INSERT INTO clocks (ns, updated_at, id) VALUES (?, ?, ?)
+         ON CONFLICT (ns) DO UPDATE SET updated_at = excluded.updated_at,
+           id = excluded.id
+         WHERE excluded.updated_at > clocks.updated_at
+           OR (excluded.updated_at = clocks.updated_at
+             AND clocks.id IS NOT NULL AND excluded.id > clocks.id)`,
       ),
-      clock: db.prepare("SELECT value FROM meta WHERE name = 'clock'"),
+      clock: db.prepare("SELECT updated_at, id FROM clocks WHERE ns = ?"),
       purgeIdempotency: db.prepare(
         "DELETE FROM idempotency WHERE expires_at <= ?",
       ),
@@ -302,6 +386,15 @@ class SqliteServerStore implements ServerStore {
       ),
       purgeTombstones: db.prepare(
         "DELETE FROM records WHERE deleted_at IS NOT NULL AND updated_at < ?",
+      ),
+      countIdempotency: db.prepare(
+        `SELECT count(*) AS count, min(expires_at) AS oldest FROM idempotency
+         WHERE ns = ?`,
+      ),
+      trimIdempotency: db.prepare(
+        `DELETE FROM idempotency WHERE ns = ? AND key IN (
+           SELECT key FROM idempotency WHERE ns = ? AND expires_at <= ?
+           ORDER BY expires_at, key LIMIT ?)`,
       ),
     };
   }
@@ -327,39 +420,48 @@ class SqliteServerStore implements ServerStore {
     options: ListRecordsOptions,
   ): Promise<ListRecordsResult> {
     return this.#run("list records", () => {
-      const { since, afterId, limit } = options;
+      const { since, afterId, maxBytes } = options;
+      let limit = options.limit;
       const live = options.includeDeleted === false;
       const s = this.#statements;
-      const ns = utf16(namespace);
-      const table = utf16(kind);
-      // One read transaction: the page and its horizon come from one
-      // snapshot, so a purge by another connection cannot slip between them.
+      const keyset: SqliteValue[] = [utf16(namespace), utf16(kind)];
+      if (since !== undefined) keyset.push(since);
+      if (since !== undefined && afterId !== undefined) {
+        keyset.push(utf16(afterId));
+      }
+      const shape = since === undefined
+        ? "All"
+        : afterId === undefined
+        ? "From"
+        : "After";
+      const variant = `${live ? "Live" : ""}${shape}` as const;
+      // One read transaction: the sizes, the page and its horizon come from
+      // one snapshot, so neither a purge nor a write by another connection
+      // can slip between them.
       return this.#transaction("BEGIN", () => {
-        let rows: unknown[];
-        if (since === undefined) {
-          rows = (live ? s.listLiveAll : s.listAll).all(ns, table, limit);
-        } else if (afterId === undefined) {
-          rows = (live ? s.listLiveFrom : s.listFrom).all(
-            ns,
-            table,
-            since,
-            limit,
-          );
-        } else {
-          rows = (live ? s.listLiveAfter : s.listAfter).all(
-            ns,
-            table,
-            since,
-            utf16(afterId),
-            limit,
-          );
+        let truncated = false;
+        if (maxBytes !== undefined) {
+          const sizes = s[`sizes${variant}`].all(...keyset, limit) as {
+            size: number | bigint;
+          }[];
+          let bytes = 0;
+          for (let index = 0; index < sizes.length; index++) {
+            bytes += Number(sizes[index]!.size);
+            if (index > 0 && bytes > maxBytes) {
+              limit = index;
+              truncated = true;
+              break;
+            }
+          }
         }
-        const horizon = s.horizon.get(ns, table) as
+        const rows = s[`list${variant}`].all(...keyset, limit);
+        const horizon = s.horizon.get(keyset[0]!, keyset[1]!) as
           | { horizon: number | bigint }
           | undefined;
         return {
           records: rows.map(toRecord),
           horizon: horizon === undefined ? null : Number(horizon.horizon),
+          truncated,
         };
       });
     });
@@ -398,6 +500,8 @@ class SqliteServerStore implements ServerStore {
       if (writes.length === 0) return;
       const s = this.#statements;
       this.#transaction("BEGIN IMMEDIATE", () => {
+        // The newest record of each namespace raises its clock once.
+        const newest = new Map<string, { updatedAt: number; id: string }>();
         for (const write of writes) {
           if (write.type === "record") {
             const { record } = write;
@@ -408,15 +512,26 @@ class SqliteServerStore implements ServerStore {
                 }`,
               );
             }
+            const data = JSON.stringify(record.data);
             s.putRecord.run(
               utf16(write.namespace),
               utf16(record.kind),
               utf16(record.id),
               integer(record.updatedAt),
               record.deletedAt === null ? null : integer(record.deletedAt),
-              JSON.stringify(record.data),
+              utf8Length(data),
+              data,
             );
-            s.raiseClock.run(integer(record.updatedAt));
+            const last = newest.get(write.namespace);
+            if (
+              last === undefined || record.updatedAt > last.updatedAt ||
+              (record.updatedAt === last.updatedAt && record.id > last.id)
+            ) {
+              newest.set(write.namespace, {
+                updatedAt: record.updatedAt,
+                id: record.id,
+              });
+            }
           } else if (write.type === "idempotency") {
             const { entry } = write;
             s.putIdempotency.run(
@@ -435,6 +550,9 @@ class SqliteServerStore implements ServerStore {
               }`,
             );
           }
+        }
+        for (const [namespace, { updatedAt, id }] of newest) {
+          s.raiseClock.run(utf16(namespace), updatedAt, utf16(id));
         }
       });
     });
@@ -469,12 +587,40 @@ class SqliteServerStore implements ServerStore {
     });
   }
 
-  lastUpdatedAt(): Promise<number | null> {
-    return this.#run("read last updatedAt", () => {
-      const row = this.#statements.clock.get() as
-        | { value: number | bigint }
+  trimIdempotency(
+    namespace: string,
+    options: TrimIdempotencyOptions,
+  ): Promise<TrimIdempotencyResult> {
+    return this.#run("trim idempotency entries", () => {
+      const s = this.#statements;
+      const ns = utf16(namespace);
+      return this.#transaction("BEGIN IMMEDIATE", () => {
+        let counted = readCount(s.countIdempotency.get(ns));
+        const excess = counted.count - options.keep;
+        if (excess > 0 && Number.isFinite(options.expiresAtOrBefore)) {
+          s.trimIdempotency.run(
+            ns,
+            ns,
+            integer(options.expiresAtOrBefore),
+            excess,
+          );
+          counted = readCount(s.countIdempotency.get(ns));
+        }
+        return counted;
+      });
+    });
+  }
+
+  lastWrite(namespace: string): Promise<LastWrite | null> {
+    return this.#run("read last write", () => {
+      const row = this.#statements.clock.get(utf16(namespace)) as
+        | { updated_at: number | bigint; id: Uint8Array | null }
         | undefined;
-      return row === undefined ? null : Number(row.value);
+      if (row === undefined || row === null) return null;
+      return {
+        updatedAt: Number(row.updated_at),
+        id: row.id === null ? null : fromUtf16(row.id),
+      };
     });
   }
 
@@ -532,13 +678,28 @@ class SqliteServerStore implements ServerStore {
       | undefined;
     const version = Number(row?.user_version ?? 0);
     if (version === SCHEMA_VERSION) return;
-    if (version !== 0) {
+    if (version === 0) {
+      this.#transaction("BEGIN IMMEDIATE", () => this.#db.exec(SCHEMA));
+    } else if (version === 1) {
+      this.#transaction("BEGIN IMMEDIATE", () => this.#db.exec(MIGRATE_1_TO_2));
+    } else {
       throw new StorageError(
-        `Cannot open SQLite server store as its schema version is not ${SCHEMA_VERSION}: current value is ${version}`,
+        `Cannot open SQLite server store as its schema version is not ${SCHEMA_VERSION} or older: current value is ${version}`,
       );
     }
-    this.#transaction("BEGIN IMMEDIATE", () => this.#db.exec(SCHEMA));
   }
+}
+
+/** Reads a `countIdempotency` row. */
+function readCount(row: unknown): TrimIdempotencyResult {
+  const { count, oldest } = row as {
+    count: number | bigint;
+    oldest: number | bigint | null;
+  };
+  return {
+    count: Number(count),
+    oldestExpiresAt: oldest === null ? null : Number(oldest),
+  };
 }
 
 function toRecord(row: unknown): ServerRecord {

@@ -1,0 +1,217 @@
+/**
+ * The reference server's side of CONTRACT.md §Limits: what it reports in
+ * `GET /health`, and the bounded helpers its refusals are built with. Every
+ * helper here costs no more than the limit it enforces, whatever the request
+ * holds, so a refusal never becomes a 500 (a message that quoted a value by
+ * `JSON.stringify` could overflow or allocate megabytes).
+ *
+ * @module
+ */
+
+import {
+  exceedsDepth,
+  idempotencyKeyProblem,
+  idProblem,
+  kindProblem,
+  WIRE_LIMITS,
+} from "../src/limits.ts";
+
+/** The limits a server states in `GET /health` (`"limits"`). */
+export interface ServerLimits {
+  /** Most Unicode code points in a record id. */
+  readonly maxIdLength: number;
+  /** Most characters in a kind. */
+  readonly maxKindLength: number;
+  /** Deepest nesting of a record (the record itself is level 1). */
+  readonly maxDepth: number;
+  /** Largest record body (a `PUT` body, one batch op's payload), in bytes. */
+  readonly maxRecordBytes: number;
+  /** Most ops in one `POST /batch`. */
+  readonly maxBatchOps: number;
+  /** Largest `POST /batch` body, in bytes. */
+  readonly maxBatchBytes: number;
+  /** Most items in one pull page. */
+  readonly maxPageItems: number;
+  /** Largest pull page body, in bytes (a record larger goes out alone). */
+  readonly maxPageBytes: number;
+  /** Most characters in an idempotency key. */
+  readonly maxIdempotencyKeyLength: number;
+  /** Most idempotency keys stored per principal. */
+  readonly maxIdempotencyKeys: number;
+}
+
+/** A refusal before a reply: status, JSON error code and message. */
+export interface Refusal {
+  /** The HTTP status. */
+  readonly status: number;
+  /** The JSON error code. */
+  readonly error: string;
+  /** The std-style message. */
+  readonly message: string;
+}
+
+/**
+ * The refusal of a kind that breaks the limits, or `null`.
+ *
+ * @param kind The decoded kind.
+ * @param action What was refused, such as `"pull"`.
+ * @returns `400 invalid_kind`, or `null` for a valid kind.
+ */
+export function kindRefusal(kind: string, action: string): Refusal | null {
+  const problem = kindProblem(kind);
+  return problem === null ? null : {
+    status: 400,
+    error: "invalid_kind",
+    message:
+      `Cannot ${action} as the kind is not valid, ${problem}: current value is ${
+        preview(kind)
+      }`,
+  };
+}
+
+/**
+ * The refusal of an id that breaks the limits, or `null`.
+ *
+ * @param id The decoded id.
+ * @param action What was refused.
+ * @returns `400 invalid_id`, or `null` for a valid id.
+ */
+export function idRefusal(id: string, action: string): Refusal | null {
+  const problem = idProblem(id);
+  return problem === null ? null : {
+    status: 400,
+    error: "invalid_id",
+    message:
+      `Cannot ${action} as the id is not valid, ${problem}: current value is ${
+        preview(id)
+      }`,
+  };
+}
+
+/**
+ * The refusal of an idempotency key that breaks the limits, or `null`.
+ *
+ * @param key The key.
+ * @param action What was refused.
+ * @returns `400 invalid_idempotency_key`, or `null` for a valid key.
+ */
+export function keyRefusal(key: string, action: string): Refusal | null {
+  const problem = idempotencyKeyProblem(key);
+  return problem === null ? null : {
+    status: 400,
+    error: "invalid_idempotency_key",
+    message:
+      `Cannot ${action} as its idempotency key is not valid, ${problem}: current value is ${
+        preview(key)
+      }`,
+  };
+}
+
+/**
+ * Tells whether a record nests deeper than the contract allows. It must run
+ * before anything recursive sees the value (canonical JSON, a schema, a
+ * structured clone): the check itself stops one level past the limit.
+ *
+ * @param value The record (level 1).
+ * @returns `true` when it is too deep.
+ */
+export function isTooDeep(value: unknown): boolean {
+  return exceedsDepth(value, WIRE_LIMITS.maxDepth);
+}
+
+/**
+ * The refusal of a record nested deeper than the contract allows.
+ *
+ * @param action What was refused.
+ * @returns `400 too_deep`.
+ */
+export function tooDeepRefusal(action: string): Refusal {
+  return {
+    status: 400,
+    error: "too_deep",
+    message:
+      `Cannot ${action} as the record nests deeper than ${WIRE_LIMITS.maxDepth} levels`,
+  };
+}
+
+/**
+ * The number of UTF-8 bytes of a string, as `TextEncoder` would write it (a
+ * lone surrogate as the 3 bytes of U+FFFD), without allocating.
+ *
+ * @param text The string.
+ * @returns Its UTF-8 length.
+ */
+export function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) continue;
+    if (unit < 0x800) {
+      bytes += 1;
+    } else if (
+      unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length &&
+      (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
+      // Two units, four bytes.
+      bytes += 2;
+      i++;
+    } else {
+      bytes += 2;
+    }
+  }
+  return bytes;
+}
+
+const PREVIEW_CHARS = 64;
+
+/**
+ * A short, bounded description of a hostile value for an error message: at
+ * most 64 characters of it, cut with `…`. Objects are described two levels
+ * deep and a few entries wide, never by a full `JSON.stringify`.
+ *
+ * @param value Any value.
+ * @returns The description.
+ */
+export function preview(value: unknown): string {
+  const text = sketch(value, 2);
+  return text.length > PREVIEW_CHARS
+    ? `${text.slice(0, PREVIEW_CHARS)}…`
+    : text;
+}
+
+function sketch(value: unknown, depth: number): string {
+  if (typeof value === "string") {
+    return JSON.stringify(
+      value.length > PREVIEW_CHARS ? value.slice(0, PREVIEW_CHARS) : value,
+    );
+  }
+  if (typeof value !== "object" || value === null) {
+    return typeof value === "number" || typeof value === "boolean" ||
+        value === null
+      ? String(value)
+      : typeof value;
+  }
+  if (depth === 0) return Array.isArray(value) ? "[…]" : "{…}";
+  const parts: string[] = [];
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length && i < 4; i++) {
+      parts.push(sketch(value[i], depth - 1));
+    }
+    if (value.length > 4) parts.push("…");
+    return `[${parts.join(",")}]`;
+  }
+  let count = 0;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (count++ === 4) {
+      parts.push("…");
+      break;
+    }
+    parts.push(
+      `${sketch(key, 0)}:${
+        sketch((value as Record<string, unknown>)[key], depth - 1)
+      }`,
+    );
+  }
+  return `{${parts.join(",")}}`;
+}
