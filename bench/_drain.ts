@@ -129,7 +129,9 @@ function countingStore(
       count(records);
     },
     purge: (options) => store.purge(options),
-    lastUpdatedAt: () => store.lastUpdatedAt(),
+    trimIdempotency: (namespace, options) =>
+      store.trimIdempotency(namespace, options),
+    lastWrite: (namespace) => store.lastWrite(namespace),
     close: () => store.close(),
     [Symbol.asyncDispose]: () => store.close(),
   };

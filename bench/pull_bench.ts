@@ -159,7 +159,9 @@ function unclosable(store: ServerStore): ServerStore {
     getIdempotency: (namespace, key) => store.getIdempotency(namespace, key),
     commit: (writes) => store.commit(writes),
     purge: (options) => store.purge(options),
-    lastUpdatedAt: () => store.lastUpdatedAt(),
+    trimIdempotency: (namespace, options) =>
+      store.trimIdempotency(namespace, options),
+    lastWrite: (namespace) => store.lastWrite(namespace),
     close: () => Promise.resolve(),
     [Symbol.asyncDispose]: () => Promise.resolve(),
   };
