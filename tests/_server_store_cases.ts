@@ -532,6 +532,45 @@ export function testServerStore(
     assert.notEqual(await store.getRecord("ns", "todo", "live"), null);
   });
 
+  test("purge() with a limit removes the oldest first, in bounded slices, with an exact horizon", async (store) => {
+    await store.commit([
+      { type: "idempotency", namespace: "ns", entry: entry("c", 300) },
+      { type: "idempotency", namespace: "other", entry: entry("a", 100) },
+      { type: "idempotency", namespace: "ns", entry: entry("b", 200) },
+      put("ns", serverRecord("todo", "t30", 30, { deleted: true })),
+      put("ns", serverRecord("todo", "t10", 10, { deleted: true })),
+      put("other", serverRecord("todo", "o20", 20, { deleted: true })),
+      put("ns", serverRecord("note", "n20", 20, { deleted: true })),
+      put("ns", serverRecord("todo", "t40", 40, { deleted: true })),
+    ]);
+    const horizon = async (ns: string, kind: string) =>
+      (await store.listRecords(ns, kind, { limit: 1 })).horizon;
+    const bounds = { idempotencyExpiredAt: 1000, tombstonesUpdatedBefore: 35 };
+    // Two entries of three; tombstones up to the second one's millisecond
+    // (20, which three share) of four.
+    assert.deepEqual(await store.purge({ ...bounds, limit: 2 }), {
+      idempotency: 2,
+      tombstones: 3,
+    });
+    assert.equal(await store.getIdempotency("other", "a"), null);
+    assert.equal(await store.getIdempotency("ns", "b"), null);
+    assert.notEqual(await store.getIdempotency("ns", "c"), null);
+    assert.equal(await horizon("ns", "todo"), 11);
+    assert.equal(await horizon("ns", "note"), 21);
+    assert.equal(await horizon("other", "todo"), 21);
+    assert.notEqual(await store.getRecord("ns", "todo", "t30"), null);
+    assert.deepEqual(await store.purge({ ...bounds, limit: 2 }), {
+      idempotency: 1,
+      tombstones: 1,
+    });
+    assert.equal(await horizon("ns", "todo"), 31);
+    assert.notEqual(await store.getRecord("ns", "todo", "t40"), null);
+    assert.deepEqual(await store.purge({ ...bounds, limit: 2 }), {
+      idempotency: 0,
+      tombstones: 0,
+    });
+  });
+
   test("lastWrite() is the greatest (updatedAt, id) of its namespace and is not lowered by purge", async (store) => {
     assert.equal(await store.lastWrite("a"), null);
     await store.commit([

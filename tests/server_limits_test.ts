@@ -725,3 +725,45 @@ Deno.test("limits: stored keys per principal are bounded: the oldest expire afte
     "true",
   );
 });
+
+Deno.test("limits: maintenance removes expired keys and tombstones in bounded slices, one per request that finds it due", async () => {
+  let now = T0;
+  const inner = createMemoryServerStore();
+  const limits: (number | undefined)[] = [];
+  const store: ServerStore = {
+    ...spy(inner),
+    purge(options) {
+      limits.push(options.limit);
+      return inner.purge(options);
+    },
+  };
+  await using server = createSyncServer({
+    store,
+    now: () => now,
+    idempotencyRetentionMs: 1_000,
+  });
+  const entries = Array.from({ length: 2_500 }, (_, index) => ({
+    type: "idempotency" as const,
+    namespace: "public",
+    entry: {
+      key: `k${index}`,
+      fingerprint: "f",
+      status: 200,
+      body: "{}",
+      expiresAt: T0 + 10,
+    },
+  }));
+  await inner.commit(entries);
+  const get = () => send(server, "GET", "/todo");
+  now = T0 + 60_000;
+  assert.equal((await get()).status, 200);
+  assert.deepEqual(limits, [1_000], "one bounded slice");
+  // Slices left: the next requests each run one, at once.
+  assert.equal((await get()).status, 200);
+  assert.equal((await get()).status, 200);
+  assert.deepEqual(limits, [1_000, 1_000, 1_000]);
+  assert.equal(await inner.getIdempotency("public", "k2499"), null);
+  // Done: the next slice waits for the interval.
+  assert.equal((await get()).status, 200);
+  assert.equal(limits.length, 3);
+});

@@ -196,6 +196,16 @@ export interface ServerStorePurgeOptions {
   readonly idempotencyExpiredAt?: number;
   /** Removes tombstones with `updatedAt < tombstonesUpdatedBefore`. */
   readonly tombstonesUpdatedBefore?: number;
+  /**
+   * Removes at most about this many idempotency entries and this many
+   * tombstones, the oldest first (tombstones sharing the last one's
+   * millisecond go with it, so the horizon stays exact): a purge holds the
+   * store for a bounded time, and the caller calls again while a result
+   * reaches the limit. Below 1, nothing is removed.
+   *
+   * @default {Infinity}
+   */
+  readonly limit?: number;
 }
 
 /** How much {@linkcode ServerStore.purge} removed. */
@@ -558,19 +568,39 @@ class MemoryServerStore implements ServerStore {
       this.#assertOpen("purge");
       let idempotency = 0;
       let tombstones = 0;
+      const limit = Math.floor(options.limit ?? Infinity);
+      if (!(limit >= 1)) return { idempotency, tombstones };
       const expiredAt = options.idempotencyExpiredAt;
       if (expiredAt !== undefined) {
+        const expired: [Map<string, MemoryEntry>, MemoryEntry][] = [];
         for (const entries of this.#entries.values()) {
-          for (const [key, entry] of entries) {
-            if (entry.expiresAt <= expiredAt) {
-              entries.delete(key);
-              idempotency++;
+          for (const entry of entries.values()) {
+            if (entry.expiresAt <= expiredAt) expired.push([entries, entry]);
+          }
+        }
+        if (expired.length > limit) {
+          expired.sort((a, b) => a[1].expiresAt - b[1].expiresAt);
+          expired.length = limit;
+        }
+        for (const [entries, entry] of expired) entries.delete(entry.key);
+        idempotency = expired.length;
+      }
+      let before = options.tombstonesUpdatedBefore;
+      if (before !== undefined) {
+        const old: number[] = [];
+        for (const tables of this.#tables.values()) {
+          for (const table of tables.values()) {
+            for (const record of table.records.values()) {
+              if (record.deletedAt !== null && record.updatedAt < before) {
+                old.push(record.updatedAt);
+              }
             }
           }
         }
-      }
-      const before = options.tombstonesUpdatedBefore;
-      if (before !== undefined) {
+        if (old.length > limit) {
+          old.sort((a, b) => a - b);
+          before = old[limit - 1]! + 1;
+        }
         for (const tables of this.#tables.values()) {
           for (const table of tables.values()) {
             let newest = -Infinity;
@@ -1259,6 +1289,8 @@ type WriteCall =
 
 /** How often (in ms of `now()`) expired entries and tombstones are purged. */
 const MAINTENANCE_INTERVAL_MS = 60_000;
+/** The most entries and tombstones one maintenance run removes. */
+const MAINTENANCE_SLICE = 1_000;
 /** The statuses the contract stores by idempotency key; never 401/403/409/429/5xx. */
 const STORED_STATUSES: ReadonlySet<number> = new Set([400, 404, 413, 422]);
 /** A stored idempotency key is kept at least this long, even over the bound. */
@@ -1435,13 +1467,23 @@ class ReferenceServer implements SyncServer {
       Number.MIN_SAFE_INTEGER,
     );
     // No write lock: a purge removes only tombstones older than `before`,
-    // which no write in progress creates; close() waits for it.
-    const purge = this.#store.purge({ tombstonesUpdatedBefore: before });
-    this.#purges.add(purge);
-    try {
-      return (await purge).tombstones;
-    } finally {
-      this.#purges.delete(purge);
+    // which no write in progress creates; close() waits for it. In slices,
+    // so that requests are served between them.
+    let removed = 0;
+    for (;;) {
+      const purge = this.#store.purge({
+        tombstonesUpdatedBefore: before,
+        limit: MAINTENANCE_SLICE,
+      });
+      this.#purges.add(purge);
+      try {
+        const { tombstones } = await purge;
+        removed += tombstones;
+        if (tombstones < MAINTENANCE_SLICE || this.#closed) return removed;
+      } finally {
+        this.#purges.delete(purge);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 0));
     }
   }
 
@@ -1642,17 +1684,23 @@ class ReferenceServer implements SyncServer {
     const now = this.#now();
     if (now < this.#maintenanceDueAt) return;
     const retention = this.#options.tombstoneRetentionMs;
-    await this.#store.purge(
+    // Bounded: the requests that find maintenance due wait for one slice
+    // of it, whichever principal they come from; the next slice runs with
+    // the next request.
+    const removed = await this.#store.purge(
       Number.isFinite(retention)
         ? {
           idempotencyExpiredAt: Math.floor(now),
           tombstonesUpdatedBefore: Math.ceil(now - retention),
+          limit: MAINTENANCE_SLICE,
         }
-        : { idempotencyExpiredAt: Math.floor(now) },
+        : { idempotencyExpiredAt: Math.floor(now), limit: MAINTENANCE_SLICE },
     );
     // Keys of any namespace may be gone: count them again when needed.
     this.#tenants.forgetKeyCounts();
-    this.#maintenanceDueAt = now + MAINTENANCE_INTERVAL_MS;
+    const more = removed.idempotency >= MAINTENANCE_SLICE ||
+      removed.tombstones >= MAINTENANCE_SLICE;
+    this.#maintenanceDueAt = more ? now : now + MAINTENANCE_INTERVAL_MS;
   }
 
   // -- pull -----------------------------------------------------------------

@@ -288,6 +288,7 @@ interface Statements {
   readonly raiseClock: SqliteStatementLike;
   readonly clock: SqliteStatementLike;
   readonly purgeIdempotency: SqliteStatementLike;
+  readonly nthTombstone: SqliteStatementLike;
   readonly newestTombstones: SqliteStatementLike;
   readonly raiseHorizon: SqliteStatementLike;
   readonly purgeTombstones: SqliteStatementLike;
@@ -373,7 +374,14 @@ class SqliteServerStore implements ServerStore {
       ),
       clock: db.prepare("SELECT updated_at, id FROM clocks WHERE ns = ?"),
       purgeIdempotency: db.prepare(
-        "DELETE FROM idempotency WHERE expires_at <= ?",
+        `DELETE FROM idempotency WHERE (ns, key) IN (
+           SELECT ns, key FROM idempotency WHERE expires_at <= ?
+           ORDER BY expires_at LIMIT ?)`,
+      ),
+      nthTombstone: db.prepare(
+        `SELECT updated_at FROM records
+         WHERE deleted_at IS NOT NULL AND updated_at < ?
+         ORDER BY updated_at LIMIT 1 OFFSET ?`,
       ),
       newestTombstones: db.prepare(
         `SELECT ns, kind, max(updated_at) AS newest FROM records
@@ -564,13 +572,29 @@ class SqliteServerStore implements ServerStore {
       return this.#transaction("BEGIN IMMEDIATE", () => {
         let idempotency = 0;
         let tombstones = 0;
+        // SQLite reads a negative LIMIT as none.
+        const limit = Number.isFinite(options.limit ?? Infinity)
+          ? Math.floor(options.limit!)
+          : -1;
+        if (limit === 0 || limit < -1) return { idempotency, tombstones };
         if (options.idempotencyExpiredAt !== undefined) {
           idempotency = Number(
-            s.purgeIdempotency.run(integer(options.idempotencyExpiredAt))
-              .changes,
+            s.purgeIdempotency.run(
+              integer(options.idempotencyExpiredAt),
+              limit,
+            ).changes,
           );
         }
-        const before = options.tombstonesUpdatedBefore;
+        let before = options.tombstonesUpdatedBefore;
+        if (before !== undefined && limit > 0) {
+          // The limit-th oldest: tombstones up to its millisecond go.
+          const nth = s.nthTombstone.get(integer(before), limit - 1) as {
+            updated_at: number | bigint;
+          } | undefined;
+          if (nth !== undefined) {
+            before = Math.min(before, Number(nth.updated_at) + 1);
+          }
+        }
         if (before !== undefined) {
           const newest = s.newestTombstones.all(integer(before)) as {
             ns: Uint8Array;
