@@ -767,3 +767,53 @@ Deno.test("limits: maintenance removes expired keys and tombstones in bounded sl
   assert.equal((await get()).status, 200);
   assert.equal(limits.length, 3);
 });
+
+Deno.test("limits: a batch's answer is bounded: past twice maxBatchBytes of records, ops are answered 503 unapplied and apply when sent again", async () => {
+  await using server = createSyncServer({ maxBatchBytes: 65_536 });
+  const big = "x".repeat(30_000);
+  for (let index = 0; index < 10; index++) {
+    const put = await send(server, "PUT", `/todo/r${index}`, {
+      json: { id: `r${index}`, big },
+    });
+    assert.equal(put.status, 201);
+  }
+  const ops = Array.from({ length: 10 }, (_, index) => ({
+    opId: `d${index}`,
+    kind: "todo",
+    id: `r${index}`,
+    type: "delete",
+  }));
+  const first = await send(server, "POST", "/batch", { json: { ops } });
+  assert.equal(first.status, 200);
+  const results = first.body.results as JsonObject[];
+  const statuses = results.map((result) => result.status);
+  // 131,072 bytes of budget: five tombstones of ~30 KB pass it.
+  assert.deepEqual(statuses, [
+    200,
+    200,
+    200,
+    200,
+    200,
+    503,
+    503,
+    503,
+    503,
+    503,
+  ]);
+  assert.equal(
+    (results[5]!.error as JsonObject).error,
+    "batch_answer_full",
+  );
+  assert.ok(first.text.length < 2 * 131_072, "the answer stays bounded");
+  const pulled = await send(server, "GET", "/todo?includeDeleted=true");
+  const deleted = (pulled.body.items as JsonObject[])
+    .filter((item) => item.deleted_at !== undefined).map((item) => item.id);
+  assert.deepEqual(deleted, ["r0", "r1", "r2", "r3", "r4"]);
+  const again = await send(server, "POST", "/batch", {
+    json: { ops: ops.slice(5) },
+  });
+  assert.deepEqual(
+    (again.body.results as JsonObject[]).map((result) => result.status),
+    [200, 200, 200, 200, 200],
+  );
+});

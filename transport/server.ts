@@ -2280,9 +2280,18 @@ class ReferenceServer implements SyncServer {
       const fingerprint = "method" in call ? fingerprintOf(call) : "";
       calls.push({ opId, call, fingerprint });
     }
+    // The answer echoes records: 1,000 deletes of 1 MiB records would
+    // answer a GiB. Past the budget, ops are answered 503 unapplied (never
+    // stored), which the client re-sends with the same keys.
+    const budget = 2 * maxBatchBytes;
     const results = await this.#inScope(namespace, async (scope) => {
       const results: JsonObject[] = [];
+      let spent = 0;
       for (const { opId, call, fingerprint } of calls) {
+        if (spent > budget) {
+          results.push({ opId, status: 503, error: answerFull(budget) });
+          continue;
+        }
         const outcome = "method" in call
           ? await this.#apply(namespace, scope, call, fingerprint)
           : { ...call, replayed: false };
@@ -2293,12 +2302,22 @@ class ReferenceServer implements SyncServer {
           result.error = outcome.body;
         }
         if (outcome.replayed) result.replayed = true;
+        spent += JSON.stringify(outcome.body)?.length ?? 0;
         results.push(result);
       }
       return results;
     });
     return { status: 200, body: { results } };
   }
+}
+
+/** The error of a batch op left unapplied because the answer is full. */
+function answerFull(budget: number): JsonObject {
+  return {
+    error: "batch_answer_full",
+    message:
+      `Cannot apply op as the batch's answer already holds about ${budget} bytes of records: send it again`,
+  };
 }
 
 /**
