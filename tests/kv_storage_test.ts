@@ -129,17 +129,29 @@ Deno.test("kv: capabilities follow the path, the prefix and maxMutationsPerWrite
   assert.equal(onFile.capabilities.persistent, true);
   assert.equal(onFile.capabilities.multiProcess, true);
   using kv = await Deno.openKv(":memory:");
-  await using passed = await openKvStorage(kv, { maxMutationsPerWrite: 98 });
+  // The most mutations that leave op ids and meta keys 80 code units.
+  await using passed = await openKvStorage(kv, { maxMutationsPerWrite: 69 });
   assert.equal(passed.capabilities.persistent, true);
   assert.equal(passed.capabilities.multiProcess, true);
-  assert.equal(passed.capabilities.maxMutationsPerWrite, 98);
-  assert.ok(passed.capabilities.maxKeyLength < 118);
+  assert.equal(passed.capabilities.maxMutationsPerWrite, 69);
+  assert.equal(passed.capabilities.maxKeyLength, 81);
+  for (const maxMutationsPerWrite of [70, 98]) {
+    await assert.rejects(openKvStorage(kv, { maxMutationsPerWrite }), {
+      name: "RangeError",
+      message:
+        `Cannot open KV storage as 'prefix' and 'maxMutationsPerWrite' leave too little room for keys: current value is 20 bytes of prefix and ${maxMutationsPerWrite} mutations per write`,
+    });
+  }
   await using one = await openKvStorage(kv, { maxMutationsPerWrite: 1 });
   // One mutation per write: the 2 KiB limit of one key decides.
-  assert.equal(one.capabilities.maxKeyLength, 336);
-  await using long = await openKvStorage(kv, { prefix: ["x".repeat(100)] });
+  assert.equal(one.capabilities.maxKeyLength, 670);
+  await using long = await openKvStorage(kv, { prefix: ["x".repeat(60)] });
   assert.ok(long.capabilities.maxKeyLength < 118);
   // A long prefix is in every key: fewer mutations per write leave room.
+  await assert.rejects(
+    openKvStorage(kv, { prefix: ["x".repeat(100)] }),
+    RangeError,
+  );
   await assert.rejects(
     openKvStorage(kv, { prefix: ["x".repeat(300)] }),
     RangeError,
@@ -202,59 +214,84 @@ Deno.test("kv: the longest keys fit at 3 bytes per code unit, whatever the prefi
     ["\0\0", 1n << 80n, true, 3.5, new Uint8Array(40)],
     ["p".repeat(300)],
   ];
+  let opened = 0;
   for (const prefix of prefixes) {
-    for (const maxMutationsPerWrite of [1, 7, 50, 98]) {
-      if (keyBytes(prefix) * 6 * maxMutationsPerWrite > 70_000) continue;
+    for (const maxMutationsPerWrite of [1, 7, 50, 69]) {
       using kv = await Deno.openKv(":memory:");
-      await using storage = await openKvStorage(kv, {
-        prefix,
-        maxMutationsPerWrite,
-      });
+      let storage: KvStorage;
+      try {
+        storage = await openKvStorage(kv, { prefix, maxMutationsPerWrite });
+      } catch (error) {
+        // Too many mutations for so long a prefix.
+        assert.ok(error instanceof RangeError);
+        assert.ok(keyBytes(prefix) > 40, Deno.inspect(prefix));
+        continue;
+      }
+      opened++;
+      await using _ = storage;
       const max = storage.capabilities.maxKeyLength;
       const count = maxMutationsPerWrite;
-      // A record with kind and id at the limit.
-      const kind = wide(max, 1);
+      // The worst record write: every record with the longest kind and id
+      // (64 and 512 code units, all 3 bytes), each with a check.
+      const kind = wide(64, 1);
+      const ids = Array.from({ length: count }, (_, i) => wide(512, i));
+      const created = await storage.write(ids.map((id) => ({
+        type: "putRecord",
+        record: record(kind, id, {}),
+        expect: null,
+      })));
+      assert.equal(created.ok, true);
+      const records = await storage.getRecords(kind, ids);
+      const updated = await storage.write(records.map((entry) => ({
+        type: "putRecord",
+        record: { ...entry!.value, deleted: true },
+        expect: entry!.rev,
+      })));
+      assert.equal(updated.ok, true, `prefix ${Deno.inspect(prefix)}`);
       assert.equal(
-        (await storage.write([{
-          type: "putRecord",
-          record: record(kind, wide(max, 2), {}),
-          expect: null,
-        }])).ok,
-        true,
+        (await storage.listRecords(kind, { includeDeleted: true })).length,
+        count,
       );
-      // The worst write: every op changes state between two indexed
-      // states and changes record, each with a check, all ids at the limit.
+      // The worst op write: every op changes state between two indexed
+      // states and changes record, each with a check, op ids at the limit.
       const ops = Array.from({ length: count }, (_, i) =>
         op(i, {
           opId: wide(max - 1, i) + String.fromCharCode(0xff00 + i % 200),
-          kind: wide(max, i + 1),
-          id: wide(max, i + 2),
+          kind: wide(64, i + 1),
+          id: wide(512, i + 2),
           state: "quarantined",
         }));
-      for (let start = 0; start < ops.length; start += count) {
-        const result = await storage.write(
-          ops.slice(start, start + count).map((value) => ({
-            type: "putOp",
-            op: value,
-            expect: null,
-          })),
-        );
-        assert.equal(result.ok, true);
-      }
-      const current = await storage.getOps(ops.map((value) => value.opId));
-      const result = await storage.write(current.map((entry, i) => ({
+      const result = await storage.write(ops.map((value) => ({
         type: "putOp",
-        op: { ...entry!.value, state: "parked", id: wide(max, i + 3) },
+        op: value,
+        expect: null,
+      })));
+      assert.equal(result.ok, true);
+      const current = await storage.getOps(ops.map((value) => value.opId));
+      const moved = await storage.write(current.map((entry, i) => ({
+        type: "putOp",
+        op: { ...entry!.value, state: "parked", id: wide(512, i + 3) },
         expect: entry!.rev,
       })));
-      assert.equal(result.ok, true, `prefix ${Deno.inspect(prefix)}`);
-      const [moved] = await storage.listOps({
+      assert.equal(moved.ok, true, `prefix ${Deno.inspect(prefix)}`);
+      const [listed] = await storage.listOps({
         kinds: [ops[0]!.kind],
-        id: wide(max, 3),
+        id: wide(512, 3),
       });
-      assert.equal(moved?.value.state, "parked");
+      assert.equal(listed?.value.state, "parked");
+      // Meta keys at the limit.
+      const keys = Array.from({ length: count }, (_, i) => wide(max, i));
+      const metas = await storage.write(keys.map((key) => ({
+        type: "putMeta",
+        key,
+        value: 1,
+        expect: null,
+      })));
+      assert.equal(metas.ok, true);
     }
   }
+  // Every prefix opens at 1 and 7 mutations; the short ones up to 69.
+  assert.equal(opened, 12);
 });
 
 Deno.test("kv: values are stored as JSON bytes, not V8 serialization", async () => {
@@ -271,8 +308,8 @@ Deno.test("kv: values are stored as JSON bytes, not V8 serialization", async () 
   );
   const entries = await raw(kv, ["p"]);
   // Record, op, its record index entry (a pending op has no by-state
-  // entry), meta.
-  assert.equal(entries.length, 4);
+  // entry), meta, the layout's version.
+  assert.equal(entries.length, 5);
   for (const entry of entries) {
     assert.ok(entry.value instanceof Uint8Array, Deno.inspect(entry.key));
     JSON.parse(new TextDecoder().decode(entry.value));
@@ -1036,7 +1073,9 @@ Deno.test("kv: an aborted write after its blobs were pre-written leaves nothing"
   } finally {
     kv.atomic = original;
   }
-  assert.deepEqual(await raw(kv, ["p"]), []);
+  assert.deepEqual((await raw(kv, ["p"])).map((entry) => entry.key), [
+    ["p", "f"],
+  ]);
 });
 
 Deno.test("kv: KV failures reject with a StorageError that keeps the cause", async () => {
