@@ -15,8 +15,19 @@
  */
 
 import { StorageError } from "../src/errors.ts";
-import type { StoredOp, StoredRecord } from "../src/storage.ts";
-import { describe, OP_STATES } from "./_validate.ts";
+import type { JsonObject } from "../src/json.ts";
+import type { RecordBase, StoredOp, StoredRecord } from "../src/storage.ts";
+import { copyJson, describe, MAX_DEPTH, OP_STATES } from "./_validate.ts";
+
+/**
+ * The stored item, for a message (`record "1" of kind "todo"`), or a
+ * function that names it: reads build the name only on failure.
+ */
+export type ItemName = string | (() => string);
+
+function nameOf(item: ItemName): string {
+  return typeof item === "string" ? item : item();
+}
 
 /**
  * Parses stored JSON text.
@@ -27,19 +38,21 @@ import { describe, OP_STATES } from "./_validate.ts";
  * @returns The parsed value.
  * @throws {StorageError} When the text is not JSON.
  */
-export function parseStored(text: unknown, item: string): unknown {
+export function parseStored(text: unknown, item: ItemName): unknown {
   if (typeof text !== "string") {
     throw new StorageError(
-      `Cannot read ${item} as its stored value is not text: current value is ${
-        describe(text)
-      }`,
+      `Cannot read ${
+        nameOf(item)
+      } as its stored value is not text: current value is ${describe(text)}`,
     );
   }
   try {
     return JSON.parse(text);
   } catch (error) {
     throw new StorageError(
-      `Cannot read ${item} as its stored value is not valid JSON: current value is ${
+      `Cannot read ${
+        nameOf(item)
+      } as its stored value is not valid JSON: current value is ${
         excerpt(text)
       }`,
       { cause: error },
@@ -135,14 +148,14 @@ export interface StoredRecordOptions {
  * and id it was read under.
  *
  * @param value The parsed value.
- * @param item The item, for the message.
+ * @param item The item, or what names it, for the message.
  * @param options The kind and id it must have, and how its base is stored.
  * @returns The value, typed.
  * @throws {StorageError} When it is not such a record.
  */
 export function storedRecord(
   value: unknown,
-  item: string,
+  item: ItemName,
   options: StoredRecordOptions = {},
 ): StoredRecord {
   checkFields(value, item, "", RECORD_FIELDS);
@@ -161,18 +174,51 @@ export function storedRecord(
 }
 
 /**
+ * Gives a record stored without its base's data (which is its own data)
+ * that data back, as a copy, so that data and base share no objects. The
+ * base's own keys follow `data`, as the engine builds a base.
+ *
+ * @param record The record, checked with `baseIsData`.
+ * @param item The item, or what names it, for the message.
+ * @returns The record, whole.
+ * @throws {StorageError} When its data nests too deep to copy.
+ */
+export function withBaseData(
+  record: StoredRecord,
+  item: ItemName,
+): StoredRecord {
+  let data: JsonObject;
+  try {
+    data = copyJson(record.data) as JsonObject;
+  } catch (error) {
+    // Parsed JSON is JSON: only its depth can fail the copy.
+    throw new StorageError(
+      `Cannot read ${
+        nameOf(item)
+      } as its stored 'data' nests more than ${MAX_DEPTH} levels deep: current value is at least ${
+        MAX_DEPTH + 1
+      } levels`,
+      { cause: error },
+    );
+  }
+  const base = record.base as Omit<RecordBase, "data">;
+  (record as { base: RecordBase }).base = { data, ...base };
+  return record;
+}
+
+/**
  * Checks that a value read back is a {@linkcode StoredOp} with the op id it
  * was read under.
  *
  * @param value The parsed value.
- * @param item The item, for the message.
+ * @param item The item, or what names it, for the message.
  * @param opId The op id it must have, if known.
  * @returns The value, typed.
  * @throws {StorageError} When it is not such an op.
  */
 export function storedOp(
   value: unknown,
-  item: string,
+  item: ItemName,
   opId?: string,
 ): StoredOp {
   checkFields(value, item, "", OP_FIELDS);
@@ -187,13 +233,13 @@ export function storedOp(
 
 function checkFields(
   value: unknown,
-  item: string,
+  item: ItemName,
   path: string,
   fields: readonly (readonly [string, Kind])[],
 ): void {
   if (!isObject(value)) {
     throw new StorageError(
-      `Cannot read ${item} as its stored ${
+      `Cannot read ${nameOf(item)} as its stored ${
         path === "" ? "value" : `'${path.slice(0, -1)}'`
       } is not an object: current value is ${describe(value)}`,
     );
@@ -203,7 +249,7 @@ function checkFields(
     const field = Object.hasOwn(source, name) ? source[name] : undefined;
     if (!hasKind(field, kind)) {
       throw new StorageError(
-        `Cannot read ${item} as its stored '${path}${name}' is not ${
+        `Cannot read ${nameOf(item)} as its stored '${path}${name}' is not ${
           /^[aeiou]/.test(kind) ? "an" : "a"
         } ${kind}: current value is ${describe(field)}`,
       );
@@ -244,7 +290,7 @@ function isObject(value: unknown): boolean {
 
 /** A value stored under another key is as wrong as a corrupt one. */
 function checkIdentity(
-  item: string,
+  item: ItemName,
   name: string,
   actual: string,
   expected: string | undefined,
@@ -258,18 +304,20 @@ function checkIdentity(
  * The error for an item whose stored value names another key than the one
  * it was read under.
  *
- * @param item The item, for the message.
+ * @param item The item, or what names it, for the message.
  * @param name The field that disagrees with the key.
  * @param actual The field's stored value.
  * @returns The error.
  */
 export function misplaced(
-  item: string,
+  item: ItemName,
   name: string,
   actual: string,
 ): StorageError {
   return new StorageError(
-    `Cannot read ${item} as its stored '${name}' is not the one it is stored under: current value is ${
+    `Cannot read ${
+      nameOf(item)
+    } as its stored '${name}' is not the one it is stored under: current value is ${
       shortText(actual)
     }`,
   );

@@ -152,14 +152,13 @@
  */
 
 import { ClosedError, StorageError, SyncError } from "../src/errors.ts";
-import type { JsonObject, JsonValue } from "../src/json.ts";
+import type { JsonValue } from "../src/json.ts";
 import type {
   Expect,
   ListOpsOptions,
   ListRecordsOptions,
   Mutation,
   OpState,
-  RecordBase,
   Storage,
   StorageCallOptions,
   StorageCapabilities,
@@ -179,12 +178,14 @@ import {
   startsWith,
 } from "./_kv_keys.ts";
 import {
+  type ItemName,
   misplaced,
   parseStored,
   recordItem,
   shortText,
   storedOp,
   storedRecord,
+  withBaseData,
 } from "./_stored.ts";
 import {
   type CheckedMutation,
@@ -192,7 +193,6 @@ import {
   checkString,
   checkStrings,
   checkWriteBytes,
-  copyJson,
   describe,
   resolveListOpsOptions,
   resolveListRecordsOptions,
@@ -780,7 +780,10 @@ class DenoKvStorage implements KvStorage {
       return () =>
         this.#getItems(keys, (value, envelope, index) => {
           const id = ids[index]!;
-          return recordOf(value, envelope, recordItem(kind, id), { kind, id });
+          return recordOf(value, envelope, () => recordItem(kind, id), {
+            kind,
+            id,
+          });
         });
     });
   }
@@ -812,7 +815,7 @@ class DenoKvStorage implements KvStorage {
       return () =>
         this.#getItems(keys, (value, _envelope, index) => {
           const opId = opIds[index]!;
-          return storedOp(value, `op ${shortText(opId)}`, opId);
+          return storedOp(value, () => `op ${shortText(opId)}`, opId);
         });
     });
   }
@@ -1079,7 +1082,10 @@ class DenoKvStorage implements KvStorage {
       seen++;
     }
     if (seen !== count || offset !== size) return undefined;
-    return parseStored(decoder.decode(bytes), this.#name(key)) as JsonValue;
+    return parseStored(
+      decoder.decode(bytes),
+      () => this.#name(key),
+    ) as JsonValue;
   }
 
   /**
@@ -1161,7 +1167,7 @@ class DenoKvStorage implements KvStorage {
     kind: string,
     includeDeleted: boolean,
   ): Promise<Versioned<StoredRecord> | undefined> {
-    const item = this.#name(entry.key);
+    const item = () => this.#name(entry.key);
     const part = entry.key.at(-1) as Uint8Array;
     const read = (value: unknown, envelope: Envelope): StoredRecord => {
       const record = recordOf(value, envelope, item, { kind });
@@ -1256,7 +1262,7 @@ class DenoKvStorage implements KvStorage {
       if (!(part instanceof Uint8Array)) {
         throw this.#formatError(entry.key, part);
       }
-      const item = this.#name(entry.key);
+      const item = () => this.#name(entry.key);
       const envelope = this.#decodeEnvelope(entry);
       if (Object.hasOwn(envelope, "v")) {
         const op = storedOp(envelope.v, item);
@@ -1286,7 +1292,7 @@ class DenoKvStorage implements KvStorage {
     opId: string,
   ): Promise<Versioned<StoredOp> | undefined> {
     const read = (value: unknown): StoredOp =>
-      storedOp(value, `op ${shortText(opId)}`, opId);
+      storedOp(value, () => `op ${shortText(opId)}`, opId);
     const value = await this.#readBlob(
       this.#decodeEnvelope(entry),
       entry.key,
@@ -1349,7 +1355,7 @@ class DenoKvStorage implements KvStorage {
         ),
         (value, _envelope, index) => {
           const opId = batch[index]!;
-          return storedOp(value, `op ${shortText(opId)}`, opId);
+          return storedOp(value, () => `op ${shortText(opId)}`, opId);
         },
       );
       for (const op of ops) {
@@ -1378,7 +1384,10 @@ class DenoKvStorage implements KvStorage {
     if (!(entry.value instanceof Uint8Array)) {
       throw this.#formatError(entry.key, entry.value);
     }
-    return parseStored(decoder.decode(entry.value), this.#name(entry.key));
+    return parseStored(
+      decoder.decode(entry.value),
+      () => this.#name(entry.key),
+    );
   }
 
   #decodeCount(entry: Deno.KvEntryMaybe<unknown>): Count {
@@ -2250,26 +2259,17 @@ type Reader<T> = (value: unknown, envelope: Envelope, index: number) => T;
 
 /**
  * A stored record, checked, with its base's data back when it was stored
- * without it (`"a": 1`), as a copy: the data and the base's data share no
- * objects.
+ * without it (`"a": 1`).
  */
 function recordOf(
   value: unknown,
   envelope: Envelope,
-  item: string,
+  item: ItemName,
   expected: { readonly kind: string; readonly id?: string },
 ): StoredRecord {
   const shared = envelope.a === 1;
   const record = storedRecord(value, item, { ...expected, baseIsData: shared });
-  if (!shared) return record;
-  // Stored without `data`; its own keys follow it, as the engine builds a
-  // base.
-  const base = record.base as Omit<RecordBase, "data">;
-  (record as { base: RecordBase }).base = {
-    data: copyJson(record.data, `read ${item}`) as JsonObject,
-    ...base,
-  };
-  return record;
+  return shared ? withBaseData(record, item) : record;
 }
 
 /**
