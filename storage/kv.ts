@@ -1027,6 +1027,9 @@ class DenoKvStorage implements KvStorage {
    * Turns a header entry into the item, reading its blob if it has one. A
    * blob can vanish between reading the header and reading the chunks (a
    * concurrent write replaced the value): then the header is read again.
+   * A header that did not change while its chunks stayed incomplete is
+   * damaged: chunks are complete before a header refers to them, and are
+   * deleted only after it no longer does.
    */
   async #materialize<T>(
     entry: Deno.KvEntryMaybe<unknown>,
@@ -1041,12 +1044,24 @@ class DenoKvStorage implements KvStorage {
       if (value !== undefined) {
         return { value: read(value, envelope), rev: entry.versionstamp };
       }
+      const before = entry.versionstamp;
       entry = await this.#kv.get<unknown>(entry.key, {
         consistency: "strong",
       });
+      if (entry.versionstamp === before) {
+        throw new StorageError(
+          `Cannot read ${
+            this.#name(entry.key)
+          } as the chunks of its large value are incomplete: current value is blob ${
+            describe(envelope.b)
+          }`,
+        );
+      }
     }
     throw new StorageError(
-      `Cannot read a large value as its chunks kept vanishing: current value is ${MAX_READ_ATTEMPTS} attempts`,
+      `Cannot read ${
+        this.#name(entry.key)
+      } as the chunks of its large value kept vanishing: current value is ${MAX_READ_ATTEMPTS} attempts`,
       { retryable: true },
     );
   }

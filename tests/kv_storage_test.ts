@@ -8,6 +8,9 @@ import type {
   StoredOp,
   StoredRecord,
 } from "../src/storage.ts";
+import type { JsonValue } from "../src/json.ts";
+import { encodeText } from "../storage/_kv_keys.ts";
+import { sha256 } from "../storage/_sha256.ts";
 import { pendingOp } from "./_fixtures.ts";
 
 await testStorage("kv (:memory:)", async () => ({
@@ -1199,4 +1202,389 @@ Deno.test("kv: replacing a large value another handle wrote frees its chunks", a
     (await second.getMeta(["big", "big2"])).map((entry) => entry?.value),
     ["small", undefined],
   );
+});
+
+Deno.test("kv: the key hash is SHA-256, as Web Crypto computes it", async () => {
+  for (const length of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 140_000]) {
+    const data = Uint8Array.from({ length }, (_, i) => (i * 31 + 7) & 0xff);
+    assert.deepEqual(
+      sha256(data),
+      new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
+      `${length} bytes`,
+    );
+  }
+});
+
+Deno.test("kv: ids beyond the key budget are hashed, and list and page in UTF-16 order", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const emoji = "\u{1F600}";
+  const ids = [
+    // Around the 256 bytes kept whole: ASCII takes 1 byte, U+FFFF 3.
+    "x".repeat(255),
+    "x".repeat(256),
+    "x".repeat(257),
+    "x".repeat(256) + "\0",
+    "x".repeat(256) + "\uFFFF",
+    "\uFFFF".repeat(85),
+    "\uFFFF".repeat(85) + "a",
+    "\uFFFF".repeat(86),
+    // Cut inside a surrogate pair: 1 + 42 × 6 + 3 bytes fit.
+    "a" + emoji.repeat(256),
+    "a" + emoji.repeat(255) + "\0",
+    "a" + emoji.repeat(42) + "\uD83D",
+    // 1 or 2 bytes left after the prefix: narrower units still fit there.
+    "x".repeat(254) + "\u0100\u0100",
+    "x".repeat(254) + "\u0100" + "a",
+    "x".repeat(255) + "\u0100",
+    "x".repeat(255) + "\uFFFF",
+    "x".repeat(255) + "a" + "b",
+    // Ids sharing 255 emoji, differing in their last character.
+    ...["", "\0", "/", "%", "a", "\u{10FFFF}", "\uFFFF", "\u{10000}"].map((
+      last,
+    ) => emoji.repeat(255) + last),
+    // Far beyond the contract, and lone surrogates.
+    emoji.repeat(35_000),
+    "\uDC00".repeat(600),
+    "\uD800".repeat(600),
+    "z",
+  ];
+  const shuffled = [...ids].sort(() => Math.random() - 0.5);
+  const result = await storage.write(shuffled.map((id, n) => ({
+    type: "putRecord",
+    record: record("todo", id, { n }),
+  })));
+  assert.equal(result.ok, true);
+  const sorted = [...ids].sort();
+  // Whole up to 256 bytes of the key encoding, a prefix and a hash beyond.
+  const parts = (await raw(kv, ["p", "r"])).map((entry) =>
+    entry.key.at(-1) as Uint8Array
+  );
+  assert.ok(parts.every((part) => part.length <= 256 + 21));
+  assert.equal(parts.filter((part) => part.length > 256).length, 22);
+  const list = async (options: { after?: string; limit?: number } = {}) =>
+    (await storage.listRecords("todo", options)).map((entry) => entry.value.id);
+  assert.deepEqual(await list(), sorted);
+  assert.deepEqual(
+    (await storage.getRecords("todo", ids)).map((entry) => entry?.value.id),
+    ids,
+  );
+  for (const [index, after] of sorted.entries()) {
+    assert.deepEqual(
+      await list({ after, limit: 3 }),
+      sorted.slice(index + 1, index + 4),
+      `after ${index}`,
+    );
+  }
+  // Cursors that are no stored id, inside and between groups.
+  for (
+    const after of [
+      emoji.repeat(255) + "0",
+      emoji.repeat(255) + "\uD83D",
+      emoji.repeat(300),
+      "x".repeat(256) + "\u0001",
+      "\uFFFF".repeat(200),
+      "a" + emoji.repeat(100),
+    ]
+  ) {
+    assert.deepEqual(
+      await list({ after, limit: 5 }),
+      sorted.filter((id) => id > after).slice(0, 5),
+    );
+  }
+  // Paging one by one visits every id once.
+  const paged: string[] = [];
+  for (let after: string | undefined;;) {
+    const page = await list(
+      after === undefined ? { limit: 1 } : {
+        after,
+        limit: 1,
+      },
+    );
+    if (page.length === 0) break;
+    paged.push(page[0]!);
+    after = page[0];
+  }
+  assert.deepEqual(paged, sorted);
+  // Kinds beyond 192 bytes are hashed too, and kept apart.
+  const kinds = ["\uFFFF".repeat(64), "\uFFFF".repeat(65), "k".repeat(70_000)];
+  for (const kind of kinds) {
+    const write = await storage.write([{
+      type: "putRecord",
+      record: record(kind, emoji.repeat(256), { kind }),
+    }]);
+    assert.equal(write.ok, true);
+  }
+  for (const kind of kinds) {
+    const listed = await storage.listRecords(kind);
+    assert.deepEqual(listed.map((entry) => entry.value.data), [{ kind }]);
+  }
+});
+
+Deno.test("kv: opening a store of layout 1 moves the records whose keys are now hashed", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const prefix = ["p"];
+  const wideKind = "\uFFFF".repeat(70);
+  const wideId = "\u{1F600}".repeat(59);
+  const kept = [
+    record("todo", "a", { n: 1 }),
+    record("todo", "\uFFFF".repeat(85), { n: 2 }),
+  ];
+  const moved = [
+    record("todo", wideId, { n: 3 }),
+    record("todo", wideId + "\0", { n: 4 }),
+    record(wideKind, "a", { n: 5 }),
+  ];
+  // What version 1 wrote (with up to 59 emoji in an id, at 20 mutations per
+  // write): every kind and id whole, and no layout version.
+  for (const value of [...kept, ...moved]) {
+    await kv.set(
+      [...prefix, "r", encodeText(value.kind), encodeText(value.id)],
+      new TextEncoder().encode(JSON.stringify({ v: value })),
+    );
+  }
+  await kv.set(
+    [...prefix, "m", encodeText("cursor/todo")],
+    new TextEncoder().encode(JSON.stringify({ v: "c" })),
+  );
+  {
+    await using storage = await openKvStorage(kv, { prefix });
+    const todo = [...kept, ...moved.slice(0, 2)];
+    assert.deepEqual(
+      (await storage.getRecords("todo", todo.map((value) => value.id))).map((
+        entry,
+      ) => entry?.value),
+      todo,
+    );
+    assert.deepEqual(
+      (await storage.listRecords("todo")).map((entry) => entry.value),
+      [...todo].sort((a, b) => a.id < b.id ? -1 : 1),
+    );
+    assert.deepEqual(
+      (await storage.listRecords(wideKind)).map((entry) => entry.value),
+      [moved[2]],
+    );
+    assert.deepEqual((await storage.getMeta(["cursor/todo"]))[0]?.value, "c");
+  }
+  const layout = await kv.get<Uint8Array>([...prefix, "f"]);
+  assert.equal(new TextDecoder().decode(layout.value!), "2");
+  const parts = (await raw(kv, [...prefix, "r"])).map((entry) =>
+    entry.key.slice(-2) as Uint8Array[]
+  );
+  assert.equal(parts.length, 5);
+  assert.ok(parts.every(([kind, id]) => kind!.length <= 192 + 21));
+  assert.equal(parts.filter(([, id]) => id!.length > 256).length, 2);
+  // Once upgraded, a record of layout 2 is never moved again.
+  const before = await raw(kv, [...prefix, "r"]);
+  await (await openKvStorage(kv, { prefix })).close();
+  assert.deepEqual(await raw(kv, [...prefix, "r"]), before);
+});
+
+Deno.test("kv: opening a store of a later layout fails and changes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await kv.set(["p", "f"], new TextEncoder().encode("3"));
+  await assert.rejects(openKvStorage(kv, { prefix: ["p"] }), {
+    name: "StorageError",
+    message:
+      "Cannot open KV storage as a later version of this library wrote it: current value is layout 3",
+  });
+  assert.equal((await raw(kv, ["p"])).length, 1);
+});
+
+Deno.test("kv: a stored record or op that is corrupt, of the wrong shape or under another key rejects with a StorageError naming it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const long = "\u{1F600}".repeat(256);
+  await storage.write([
+    { type: "putRecord", record: record("todo", "a", {}) },
+    { type: "putRecord", record: record("todo", long, {}) },
+    {
+      type: "putRecord",
+      record: record("todo", "big", { text: bigText(100 * 1024) }),
+    },
+    { type: "putOp", op: op(1, { id: "a", state: "quarantined" }) },
+    { type: "putMeta", key: "cursor/todo", value: "x" },
+  ]);
+  const encode = (value: unknown) =>
+    new TextEncoder().encode(JSON.stringify(value));
+  /** Every read that meets the damage rejects with a message naming it. */
+  const fails = async (
+    reads: (() => Promise<unknown>)[],
+    message: RegExp,
+  ): Promise<void> => {
+    for (const read of reads) {
+      await assert.rejects(read(), (error: unknown) => {
+        assert.ok(error instanceof StorageError, String(error));
+        assert.match(error.message, message);
+        return true;
+      });
+    }
+  };
+  const headerOf = async (id: string) =>
+    (await raw(kv, ["p", "r"])).find((entry) =>
+      JSON.stringify(entry.value).length > 0 &&
+      new TextDecoder().decode(entry.value as Uint8Array).includes(
+        JSON.stringify(id),
+      )
+    )!.key;
+  const a = ["p", "r", ...keyParts("todo", "a")];
+  const good = (await kv.get(a)).value;
+  const reads = [
+    () => storage.getRecords("todo", ["a"]),
+    () => storage.listRecords("todo"),
+  ];
+  await kv.set(a, new TextEncoder().encode('{"v":{"kind"'));
+  await fails(
+    reads,
+    /^Cannot read record "a" of kind "todo" as its stored value is not valid JSON: current value is "\{\\"v\\":\{\\"kind\\""$/,
+  );
+  await kv.set(a, "not bytes");
+  await fails(
+    reads,
+    /^Cannot read record "a" of kind "todo" as it is not in this storage's format: current value is "not bytes"$/,
+  );
+  await kv.set(a, encode({ v: { ...record("todo", "a", {}), deleted: 0 } }));
+  await fails(
+    reads,
+    /^Cannot read record "a" of kind "todo" as its stored 'deleted' is not a boolean: current value is 0$/,
+  );
+  await kv.set(a, encode({ v: record("todo", "b", {}) }));
+  await fails(
+    reads,
+    /^Cannot read record "a" of kind "todo" as its stored 'id' is not the one it is stored under: current value is "b"$/,
+  );
+  await kv.set(a, encode({ v: record("todo", long, {}) }));
+  await fails(reads, /stored 'id' is not the one it is stored under/);
+  await kv.set(a, good);
+  // A hashed key is named by the prefix it keeps.
+  const hashed = await headerOf(long);
+  const longGood = (await kv.get(hashed)).value;
+  await kv.set(hashed, encode({ v: record("todo", "a", {}) }));
+  await fails(
+    [
+      () => storage.getRecords("todo", [long]),
+      () => storage.listRecords("todo"),
+    ],
+    /^Cannot read record "(\u{1F600}){40}…" of kind "todo" as its stored 'id' is not the one/u,
+  );
+  await kv.set(hashed, longGood);
+  // A large record whose chunks are not JSON, or are missing.
+  const [chunk] = await raw(kv, ["p", "b"]);
+  const bytes = chunk!.value as Uint8Array;
+  await kv.set(chunk!.key, new Uint8Array(bytes.length).fill(0x7d));
+  const bigReads = [
+    () => storage.getRecords("todo", ["big"]),
+    () => storage.listRecords("todo"),
+  ];
+  await fails(
+    bigReads,
+    /^Cannot read record "big" of kind "todo" as its stored value is not valid JSON: current value is "}}}/,
+  );
+  await kv.set(chunk!.key, bytes.subarray(1));
+  await fails(
+    bigReads,
+    /^Cannot read record "big" of kind "todo" as the chunks of its large value are incomplete: current value is blob "/,
+  );
+  await kv.set(chunk!.key, bytes);
+  assert.equal((await storage.listRecords("todo", { limit: 2 })).length, 2);
+  // Ops: the header, its by-state copy and its ops-by-record entry.
+  const opId = op(1).opId;
+  const header = ["p", "o", ...keyParts(opId)];
+  const opGood = (await kv.get(header)).value;
+  const opReads = [
+    () => storage.getOps([opId]),
+    () => storage.listOps(),
+    () => storage.listOps({ kinds: ["todo"], id: "a" }),
+  ];
+  await kv.set(header, new TextEncoder().encode("nope"));
+  await fails(
+    opReads,
+    new RegExp(
+      `^Cannot read op "${opId}" as its stored value is not valid JSON`,
+    ),
+  );
+  await kv.set(header, encode({ s: 1, v: { ...op(1), state: "gone" } }));
+  await fails(
+    opReads,
+    new RegExp(
+      `^Cannot read op "${opId}" as its stored 'state' is not an op state: current value is "gone"$`,
+    ),
+  );
+  await kv.set(header, encode({ s: 1, v: op(2) }));
+  await fails(opReads, /stored 'opId' is not the one it is stored under/);
+  await kv.set(header, opGood);
+  const [byState] = await raw(kv, ["p", "s"]);
+  await kv.set(
+    byState!.key,
+    encode({ s: 1, v: { ...op(1), changedFields: [1] } }),
+  );
+  await fails(
+    [() => storage.listOps({ states: ["quarantined"] })],
+    new RegExp(
+      `^Cannot read the quarantined entry of op "${opId}" as its stored 'changedFields' is not a list of strings or null`,
+    ),
+  );
+  const [byRecord] = await raw(kv, ["p", "i"]);
+  await kv.set(byRecord!.key, encode([opId, "todo"]));
+  await fails(
+    [() => storage.listOps({ id: "a" })],
+    /^Cannot read the ops-by-record entry \d+\/\d+ as it is not in this storage's format: current value is an array$/,
+  );
+  // A write that must replace the damaged op fails the same way, and
+  // commits nothing.
+  await kv.set(header, new TextEncoder().encode("nope"));
+  await assert.rejects(
+    storage.write([
+      { type: "putMeta", key: "m", value: 1 },
+      { type: "deleteOp", opId },
+    ]),
+    StorageError,
+  );
+  assert.deepEqual(await storage.getMeta(["m"]), [undefined]);
+  // Meta values are any JSON: only corrupt text fails.
+  await kv.set(["p", "m", ...keyParts("cursor/todo")], encode({ v: [1] }));
+  assert.deepEqual((await storage.getMeta(["cursor/todo"]))[0]?.value, [1]);
+  await kv.set(["p", "m", ...keyParts("cursor/todo")], encode(1));
+  await fails(
+    [() => storage.getMeta(["cursor/todo"])],
+    /^Cannot read meta entry "cursor\/todo" as it is not in this storage's format: current value is 1$/,
+  );
+});
+
+Deno.test("kv: a damaged ticket does not keep the store from opening; a damaged count does, naming it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  (await openKvStorage(kv, { prefix: ["p"] })).close();
+  await kv.set(["p", "t", "x"], new TextEncoder().encode('{"state":'));
+  await kv.set(
+    ["p", "t", "y"],
+    new TextEncoder().encode('{"state":"garbage"}'),
+  );
+  {
+    await using storage = await openKvStorage(kv, { prefix: ["p"] });
+    assert.equal(await storage.vacuum({ graceMs: 0 }), 0);
+  }
+  await kv.set(["p", "x"], new TextEncoder().encode('"many"'));
+  await assert.rejects(openKvStorage(kv, { prefix: ["p"] }), {
+    name: "StorageError",
+    message:
+      `Cannot read the count of large values as it is not in this storage's format: current value is "many"`,
+  });
+});
+
+Deno.test("kv: a value nested deeper than 256 levels is refused with a StorageError", async () => {
+  await using storage = await openKvStorage(":memory:");
+  let deep: JsonValue = 1;
+  for (let level = 0; level < 5_000; level++) deep = [deep];
+  await assert.rejects(
+    storage.write([
+      { type: "putMeta", key: "before", value: 1 },
+      { type: "putRecord", record: record("todo", "a", { deep }) },
+    ]),
+    {
+      name: "StorageError",
+      message:
+        "Cannot write mutation 1 as 'record' nests more than 256 levels deep: current value is at least 257 levels",
+    },
+  );
+  assert.deepEqual(await storage.getMeta(["before"]), [undefined]);
 });
