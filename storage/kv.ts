@@ -53,11 +53,10 @@
  * by id. Only ids beyond 256 bytes of `K` are cut: every id of up to 256
  * ASCII characters is kept whole, or of 128 from most scripts (2 bytes
  * each), while the widest code units (from U+7F00, surrogates included)
- * take 3 bytes. `hash(id)`
- * is 64-bit FNV-1a over the id's code units (low byte first), cut to its
- * top 53 bits so that it is an exact number part; `slot` is a random 53-bit
- * number fixed when the op is created. Listing a record's ops reads that
- * record's index entries and sorts them by op id.
+ * take 3 bytes. `hash(id)` is 64-bit FNV-1a over the id's code units (low
+ * byte first), cut to its top 53 bits so that it is an exact number part;
+ * `slot` is a random 53-bit number fixed when the op is created. Listing a
+ * record's ops reads that record's index entries and sorts them by op id.
  *
  * A store written before version 2 of the layout kept every kind and id
  * whole; opening it moves the records whose key would now differ (a kind of
@@ -73,9 +72,9 @@
  * fit 80 KiB in the worst case the capabilities allow:
  *
  * - A record written with an `expect` takes two keys (the check and the
- *   set) of at most `prefix + 497` bytes (the longest kind and id parts).
- *   This bounds `maxMutationsPerWrite`: 50 leave 20 KiB to spare with the
- *   default prefix, 69 is the most.
+ *   set) of at most `prefix + 497` bytes (the longest kind and id parts),
+ *   whatever its kind and id: 50 such records take 51 KiB of keys with the
+ *   default prefix.
  * - An op changing state and record takes six keys: the check of its
  *   header, its header, the old and the new state index (all four with its
  *   op id), and the old and the new record index (fixed size). So
@@ -222,7 +221,7 @@ export interface KvStorageOptions {
    * and ids, so the more mutations a write may hold, the shorter
    * `capabilities.maxKeyLength` (op ids and meta keys) is: 50 leave 118 code
    * units with the default prefix. At most 69 with the default prefix (the
-   * most that leaves 80), fewer with a longer one; never more than 98 (KV
+   * most that leave 80), fewer with a longer one; never more than 98 (KV
    * allows 100 checks per atomic operation, a write needs one per item plus
    * two).
    *
@@ -1128,44 +1127,47 @@ class DenoKvStorage implements KvStorage {
       start === undefined ? { prefix } : { prefix, start: [...prefix, start] },
       { consistency: "strong", batchSize: batchSize(limit) },
     )[Symbol.asyncIterator]();
-    const take = async (entry: Deno.KvEntry<unknown>): Promise<boolean> => {
-      const item = await this.#listedRecord(entry, kind, includeDeleted);
+    // Adds a listed record unless it is the cursor (or a group member
+    // before it); whether the page is full.
+    const take = (item: Versioned<StoredRecord> | undefined): boolean => {
       if (item === undefined) return false;
       if (after !== undefined && !(item.value.id > after)) return false;
       result.push(item);
       return result.length >= limit;
     };
     try {
-      let next = await source.next();
-      while (!next.done) {
+      // Read ahead only to find where a group ends: a page that ends on an
+      // entry does not fetch the next batch.
+      let ahead: IteratorResult<Deno.KvEntry<unknown>> | undefined;
+      for (;;) {
+        const next = ahead ?? await source.next();
+        ahead = undefined;
+        if (next.done) break;
         const entry = next.value;
-        next = await source.next();
         const part = entry.key.at(-1);
         const group = part instanceof Uint8Array
           ? hashedGroup(part, ID_BUDGET)
           : undefined;
         if (group === undefined) {
-          if (await take(entry)) break;
+          if (take(await this.#listedRecord(entry, kind, includeDeleted))) {
+            break;
+          }
           continue;
         }
         const members = [entry];
-        while (!next.done && startsWith(next.value.key.at(-1), group)) {
-          members.push(next.value);
-          next = await source.next();
+        for (;;) {
+          ahead = await source.next();
+          if (ahead.done || !startsWith(ahead.value.key.at(-1), group)) break;
+          members.push(ahead.value);
         }
         const items = await Promise.all(
-          members.map((member) => this.#listedRecord(member, kind, true)),
+          members.map((member) =>
+            this.#listedRecord(member, kind, includeDeleted)
+          ),
         );
         const sorted = items.filter((item) => item !== undefined)
           .sort((a, b) => compareKeys(a.value.id, b.value.id));
-        let full = false;
-        for (const item of sorted) {
-          if (!includeDeleted && item.value.deleted) continue;
-          if (after !== undefined && !(item.value.id > after)) continue;
-          result.push(item);
-          if ((full = result.length >= limit)) break;
-        }
-        if (full) break;
+        if (sorted.some(take)) break;
       }
     } finally {
       await source.return?.();
@@ -1199,11 +1201,11 @@ class DenoKvStorage implements KvStorage {
     }
     // A large record says whether it is deleted without its chunks.
     if (!includeDeleted && envelope.d === true) return undefined;
-    const item_ = await this.#materialize(entry, read);
-    if (item_ === undefined || (!includeDeleted && item_.value.deleted)) {
+    const large = await this.#materialize(entry, read);
+    if (large === undefined || (!includeDeleted && large.value.deleted)) {
       return undefined;
     }
-    return item_;
+    return large;
   }
 
   /**
