@@ -526,9 +526,8 @@ function resolveMaxMutations(value: unknown): number {
 /**
  * The longest op id or meta key (code units) that keeps every key and every
  * write within KV's limits, given the prefix's encoded size and the
- * mutations a write may hold; 0 when a write of that many records with the
- * longest kinds and ids would not fit. A string part takes at most
- * `3 × length + 2` bytes.
+ * mutations a write may hold; 0 when the longest record key would not fit.
+ * A string part takes at most `3 × length + 2` bytes.
  */
 function deriveMaxKeyLength(prefixBytes: number, mutations: number): number {
   // The longest key with an op id: its by-state entry.
@@ -538,17 +537,19 @@ function deriveMaxKeyLength(prefixBytes: number, mutations: number): number {
   // Per write: the count's check and set, the ticket's check and set.
   const fixed = 2 * (prefixBytes + TAG) + 2 * (prefixBytes + TAG + UUID);
   const perMutation = Math.floor((KV_MAX_TOTAL_KEY_BYTES - fixed) / mutations);
-  // A record with an expect: its header's check and set, each with the
-  // longest kind and id parts.
-  const recordKey = prefixBytes + TAG + keyPartBytes(KIND_BUDGET) + 2 +
-    keyPartBytes(ID_BUDGET) + 2;
-  if (recordKey > KV_MAX_KEY_BYTES || 2 * recordKey > perMutation) return 0;
   // An op changing state and record: header check and set (prefix + TAG +
   // S), old and new state index (prefix + TAG + STATE + S), old and new
   // record index (prefix + TAG + 2 numbers), with S the op id's part. A
-  // meta entry (check and set of prefix + TAG + S) weighs less.
+  // meta entry (check and set of prefix + TAG + S) weighs less, and so does
+  // a record with an expect, its header's check and set with the longest
+  // kind and id parts (2 × (prefix + 497) bytes), once S may take
+  // MIN_KEY_LENGTH code units (6 × prefix + 1048).
   const constant = 6 * prefixBytes + 6 * TAG + 2 * STATE + 4 * NUMBER + 4 * 2;
   const byTotal = Math.floor((perMutation - constant) / 12);
+  // The longest record key must fit one key, whatever the mutations.
+  const recordKey = prefixBytes + TAG + keyPartBytes(KIND_BUDGET) + 2 +
+    keyPartBytes(ID_BUDGET) + 2;
+  if (recordKey > KV_MAX_KEY_BYTES) return 0;
   return Math.max(0, Math.min(bySingleKey, byTotal));
 }
 

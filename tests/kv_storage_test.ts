@@ -202,6 +202,29 @@ Deno.test("kv: openKvStorage() rejects malformed options", async () => {
     openKvStorage(":memory:", { prefix: ["x".repeat(2000)] }),
     RangeError,
   );
+  // Room for op ids of 156 code units, but not for a record key with the
+  // longest kind and id parts (1,562 + 497 bytes).
+  await assert.rejects(
+    openKvStorage(":memory:", {
+      prefix: ["x".repeat(1560)],
+      maxMutationsPerWrite: 1,
+    }),
+    RangeError,
+  );
+  await using widest = await openKvStorage(":memory:", {
+    prefix: ["x".repeat(1549)],
+    maxMutationsPerWrite: 1,
+  });
+  // The longest parts: 192 and 256 bytes kept, a marker and a hash each.
+  const kind = "\uFFFF".repeat(65);
+  const id = "a" + "\u{1F600}".repeat(255);
+  const created = await widest.write([{
+    type: "putRecord",
+    record: record(kind, id, {}),
+    expect: null,
+  }]);
+  assert.equal(created.ok, true);
+  assert.equal((await widest.getRecords(kind, [id]))[0]?.value.id, id);
 });
 
 Deno.test("kv: the longest keys fit at 3 bytes per code unit, whatever the prefix", async () => {
@@ -1293,17 +1316,11 @@ Deno.test("kv: ids beyond the key budget are hashed, and list and page in UTF-16
     );
   }
   // Paging one by one visits every id once.
-  const paged: string[] = [];
-  for (let after: string | undefined;;) {
-    const page = await list(
-      after === undefined ? { limit: 1 } : {
-        after,
-        limit: 1,
-      },
-    );
+  const paged = await list({ limit: 1 });
+  for (;;) {
+    const page = await list({ after: paged.at(-1)!, limit: 1 });
     if (page.length === 0) break;
-    paged.push(page[0]!);
-    after = page[0];
+    paged.push(...page);
   }
   assert.deepEqual(paged, sorted);
   // Kinds beyond 192 bytes are hashed too, and kept apart.
@@ -1372,7 +1389,7 @@ Deno.test("kv: opening a store of layout 1 moves the records whose keys are now 
     entry.key.slice(-2) as Uint8Array[]
   );
   assert.equal(parts.length, 5);
-  assert.ok(parts.every(([kind, id]) => kind!.length <= 192 + 21));
+  assert.ok(parts.every(([kind]) => kind!.length <= 192 + 21));
   assert.equal(parts.filter(([, id]) => id!.length > 256).length, 2);
   // Once upgraded, a record of layout 2 is never moved again.
   const before = await raw(kv, [...prefix, "r"]);
