@@ -9,7 +9,7 @@ import type {
   StoredRecord,
 } from "../src/storage.ts";
 import type { JsonValue } from "../src/json.ts";
-import { encodeText } from "../storage/_kv_keys.ts";
+import { encodeText, keyPart, keyPartBytes } from "../storage/_kv_keys.ts";
 import { sha256 } from "../storage/_sha256.ts";
 import { pendingOp } from "./_fixtures.ts";
 
@@ -1236,6 +1236,39 @@ Deno.test("kv: the key hash is SHA-256, as Web Crypto computes it", async () => 
       `${length} bytes`,
     );
   }
+});
+
+Deno.test("kv: a key part keeps 256 bytes whole, else a prefix that fits, 0xFF and 20 bytes of SHA-256", () => {
+  const x = "x".charCodeAt(0) + 1;
+  assert.deepEqual(
+    keyPart("x".repeat(256), 256),
+    new Uint8Array(256).fill(x),
+  );
+  const hashOf = (text: string): number[] => {
+    const units = new Uint8Array(text.length * 2);
+    for (let i = 0; i < text.length; i++) {
+      units[i * 2] = text.charCodeAt(i) & 0xff;
+      units[i * 2 + 1] = text.charCodeAt(i) >> 8;
+    }
+    return [...sha256(units).subarray(0, 20)].map((byte) => byte | 0x80);
+  };
+  for (
+    const [text, kept] of [
+      ["x".repeat(257), 256],
+      ["x".repeat(70_000), 256],
+      // The last unit would take 3 bytes of the 1 left.
+      ["x".repeat(255) + "\uFFFF", 255],
+      // A surrogate pair is cut between its halves.
+      ["a" + "\u{1F600}".repeat(60), 256],
+    ] as const
+  ) {
+    const part = keyPart(text, 256);
+    assert.deepEqual([...part.subarray(0, kept)], [
+      ...encodeText(text).subarray(0, kept),
+    ]);
+    assert.deepEqual([...part.subarray(kept)], [0xff, ...hashOf(text)]);
+  }
+  assert.equal(keyPartBytes(256), 277);
 });
 
 Deno.test("kv: ids beyond the key budget are hashed, and list and page in UTF-16 order", async () => {
