@@ -158,16 +158,19 @@ export function storedRecord(
   item: ItemName,
   options: StoredRecordOptions = {},
 ): StoredRecord {
-  checkFields(value, item, "", RECORD_FIELDS);
-  const record = value as StoredRecord;
-  if (record.base !== null) {
+  const baseIsData = options.baseIsData === true;
+  if (!isRecord(value, baseIsData)) {
+    // Only a failure walks the fields again, to say which one is wrong.
+    checkFields(value, item, "", RECORD_FIELDS);
+    // Its own fields passed: then its base is what failed.
     checkFields(
-      record.base,
+      (value as StoredRecord).base,
       item,
       "base.",
-      options.baseIsData === true ? BASE_FIELDS.slice(1) : BASE_FIELDS,
+      baseIsData ? BASE_FIELDS.slice(1) : BASE_FIELDS,
     );
   }
+  const record = value as StoredRecord;
   checkIdentity(item, "kind", record.kind, options.kind);
   checkIdentity(item, "id", record.id, options.id);
   return record;
@@ -221,14 +224,74 @@ export function storedOp(
   item: ItemName,
   opId?: string,
 ): StoredOp {
-  checkFields(value, item, "", OP_FIELDS);
-  const op = value as StoredOp;
-  if (op.error !== null) checkFields(op.error, item, "error.", ERROR_FIELDS);
-  if (op.conflict !== null) {
-    checkFields(op.conflict, item, "conflict.", CONFLICT_FIELDS);
+  if (!isOp(value)) {
+    // Only a failure walks the fields again, to say which one is wrong.
+    checkFields(value, item, "", OP_FIELDS);
+    const { error, conflict } = value as StoredOp;
+    if (error !== null) checkFields(error, item, "error.", ERROR_FIELDS);
+    if (conflict !== null) {
+      checkFields(conflict, item, "conflict.", CONFLICT_FIELDS);
+    }
   }
+  const op = value as StoredOp;
   checkIdentity(item, "opId", op.opId, opId);
   return op;
+}
+
+// The fast checks below read fields directly: none of their names is a
+// property of Object.prototype, so a missing field reads as undefined.
+
+/** Whether a value has a stored record's shape (the fields above). */
+function isRecord(value: unknown, baseIsData: boolean): boolean {
+  if (!isObject(value)) return false;
+  const record = value as Record<string, unknown>;
+  const base = record["base"] as Record<string, unknown> | null;
+  return typeof record["kind"] === "string" &&
+    typeof record["id"] === "string" && isObject(record["data"]) &&
+    typeof record["deleted"] === "boolean" &&
+    (record["lastOpId"] === null || typeof record["lastOpId"] === "string") &&
+    (record["localUpdatedAt"] === null ||
+      typeof record["localUpdatedAt"] === "number") &&
+    (base === null ||
+      (isObject(base) && (baseIsData || isObject(base["data"])) &&
+        typeof base["updatedAt"] === "string" &&
+        typeof base["deleted"] === "boolean"));
+}
+
+/** Whether a value has a stored op's shape (the fields above). */
+function isOp(value: unknown): boolean {
+  if (!isObject(value)) return false;
+  const op = value as Record<string, unknown>;
+  const error = op["error"] as Record<string, unknown> | null;
+  const conflict = op["conflict"] as Record<string, unknown> | null;
+  return typeof op["opId"] === "string" && typeof op["kind"] === "string" &&
+    typeof op["id"] === "string" &&
+    (op["type"] === "upsert" || op["type"] === "delete") &&
+    (op["payload"] === null || isObject(op["payload"])) &&
+    (op["baseUpdatedAt"] === null ||
+      typeof op["baseUpdatedAt"] === "string") &&
+    (op["base"] === null || isObject(op["base"])) &&
+    hasKind(op["changedFields"], "list of strings or null") &&
+    typeof op["createdAt"] === "number" &&
+    typeof op["editedAt"] === "number" &&
+    typeof op["attempts"] === "number" &&
+    typeof op["revision"] === "number" &&
+    typeof op["conflicts"] === "number" && typeof op["force"] === "boolean" &&
+    typeof op["state"] === "string" && OP_STATES.has(op["state"]) &&
+    (error === null ||
+      (isObject(error) && typeof error["category"] === "string" &&
+        typeof error["message"] === "string" &&
+        (error["status"] === null || typeof error["status"] === "number") &&
+        (error["code"] === null || typeof error["code"] === "string") &&
+        typeof error["at"] === "number")) &&
+    (conflict === null ||
+      (isObject(conflict) &&
+        (conflict["server"] === null || isObject(conflict["server"])) &&
+        (conflict["serverUpdatedAt"] === null ||
+          typeof conflict["serverUpdatedAt"] === "string") &&
+        (conflict["local"] === null || isObject(conflict["local"])) &&
+        (conflict["base"] === null || isObject(conflict["base"])) &&
+        typeof conflict["detectedAt"] === "number"));
 }
 
 function checkFields(
