@@ -1346,3 +1346,81 @@ Deno.test("sqlite: a value nested deeper than 256 levels is refused with a Stora
   }
   assert.deepEqual(await storage.getMeta(["before"]), [undefined]);
 });
+
+Deno.test("sqlite: every field of a stored record or op is checked on read", async () => {
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(db, { closeDatabase: true });
+  const base = { data: { id: "a" }, updatedAt: "2024-01-01T00:00:00Z" };
+  const full = record("todo", "a", {
+    base: { ...base, deleted: false },
+    lastOpId: "01A",
+    localUpdatedAt: 1,
+  });
+  const error = {
+    category: "validation",
+    message: "m",
+    status: 422,
+    code: "c",
+    body: null,
+    at: 1,
+  };
+  const conflict = {
+    server: {},
+    serverUpdatedAt: "2024-01-01T00:00:00Z",
+    local: {},
+    base: {},
+    detectedAt: 1,
+  };
+  const fullOp = op("01A", { id: "a", error, conflict, changedFields: ["x"] });
+  await storage.write([
+    { type: "putRecord", record: full },
+    { type: "putOp", op: fullOp },
+  ]);
+  // A wrong value for each field, nested ones by path.
+  const wrong = (value: unknown): unknown =>
+    typeof value === "string"
+      ? 1
+      : typeof value === "number"
+      ? "1"
+      : Array.isArray(value)
+      ? [1]
+      : [];
+  const paths = (value: Record<string, unknown>): string[][] =>
+    Object.entries(value).flatMap(([key, field]) =>
+      typeof field === "object" && field !== null && !Array.isArray(field) &&
+        ["base", "error", "conflict"].includes(key)
+        ? [[key], ...Object.keys(field).map((inner) => [key, inner])]
+        : [[key]]
+    );
+  const damaged = (value: object, path: string[]): string => {
+    const copy = structuredClone(value) as Record<string, unknown>;
+    const parent = path.length === 1
+      ? copy
+      : copy[path[0]!] as Record<string, unknown>;
+    parent[path.at(-1)!] = wrong(parent[path.at(-1)!]);
+    return JSON.stringify(copy);
+  };
+  let checked = 0;
+  for (const path of paths(full as unknown as Record<string, unknown>)) {
+    db.prepare("UPDATE records SET value = ?").run(damaged(full, path));
+    await assert.rejects(storage.getRecords("todo", ["a"]), (e: unknown) => {
+      assert.ok(e instanceof StorageError, `${path}: ${e}`);
+      assert.match(e.message, new RegExp(`'${path.join("\\.")}' is not`));
+      return true;
+    });
+    checked++;
+  }
+  db.prepare("UPDATE records SET value = ?").run(JSON.stringify(full));
+  for (const path of paths(fullOp as unknown as Record<string, unknown>)) {
+    // Any JSON is an error's body.
+    if (path.join(".") === "error.body") continue;
+    db.prepare("UPDATE ops SET value = ?").run(damaged(fullOp, path));
+    await assert.rejects(storage.getOps(["01A"]), (e: unknown) => {
+      assert.ok(e instanceof StorageError, `${path}: ${e}`);
+      assert.match(e.message, new RegExp(`'${path.join("\\.")}' is not`));
+      return true;
+    });
+    checked++;
+  }
+  assert.equal(checked, 7 + 3 + 17 + 5 + 5);
+});
