@@ -547,6 +547,13 @@ const PROTO_JSON = '{"__proto__":{"polluted":true},"constructor":' +
   '{"prototype":{"polluted":true}},"prototype":1,"toString":"x",' +
   '"hasOwnProperty":0,"nested":[{"__proto__":null},{"__proto__":[1]}]}';
 
+/** Arrays nested `depth` deep: the smallest value of that depth. */
+function chain(depth: number): JsonValue {
+  let value: JsonValue = "bottom";
+  for (let level = 0; level < depth; level++) value = [value];
+  return value;
+}
+
 function nested(depth: number): JsonValue {
   let value: JsonValue = "bottom";
   for (let level = 0; level < depth; level++) {
@@ -1973,9 +1980,7 @@ const CASES: readonly Case[] = [
     clause:
       "ops with the longest kinds and ids round-trip: read, list by record, update and delete",
     async run({ storage }): Promise<void> {
-      const ops = LONG_IDS.map((id, n) =>
-        op(opId(n), { kind: LONG_KIND, id, payload: { id } })
-      );
+      const ops = LONG_IDS.map((id, n) => op(opId(n), { kind: LONG_KIND, id }));
       await commit(storage, ops.map((value) => putOp(value, null)));
       const opIds = ops.map((value) => value.opId);
       const entries = await storage.getOps(opIds);
@@ -2104,11 +2109,11 @@ const CASES: readonly Case[] = [
     async run({ storage }): Promise<void> {
       // The record is level 1, its data level 2.
       const deepRecord = record(KIND, "deep", {
-        data: { value: nested(MAX_DEPTH - 2) },
+        data: { value: chain(MAX_DEPTH - 2) },
       });
       await commit(storage, [
         putRecord(deepRecord),
-        putMeta("deep", nested(MAX_DEPTH)),
+        putMeta("deep", chain(MAX_DEPTH)),
       ]);
       assert.equal(
         JSON.stringify((await getRecord(storage, KIND, "deep"))?.value),
@@ -2116,7 +2121,7 @@ const CASES: readonly Case[] = [
       );
       assert.equal(
         JSON.stringify((await getMeta(storage, "deep"))?.value),
-        JSON.stringify(nested(MAX_DEPTH)),
+        JSON.stringify(chain(MAX_DEPTH)),
       );
       // A valid mutation first, when the limits allow two: a refused write
       // must not commit it either.
@@ -2124,11 +2129,11 @@ const CASES: readonly Case[] = [
         storage.capabilities.maxMutationsPerWrite >= 2 ? [putMeta(key, 1)] : [];
       for (const depth of [5_000, 100_000]) {
         const value = record(KIND, `d${depth}`, {
-          data: { value: nested(depth) },
+          data: { value: chain(depth) },
         });
         const writes = [
           [...lead(`r${depth}`), putRecord(value)],
-          [...lead(`m${depth}`), putMeta(`d${depth}`, nested(depth))],
+          [...lead(`m${depth}`), putMeta(`d${depth}`, chain(depth))],
         ];
         for (const mutations of writes) {
           let refused = false;
@@ -2154,7 +2159,7 @@ const CASES: readonly Case[] = [
             const written = mutations.at(-1) as { record?: unknown };
             assert.equal(
               JSON.stringify(stored),
-              JSON.stringify(written.record ?? nested(depth)),
+              JSON.stringify(written.record ?? chain(depth)),
             );
           }
         }
