@@ -225,9 +225,15 @@ export interface StorageCapabilities {
    */
   readonly maxWriteBytes: number;
   /**
-   * The longest kind, record id, op id or meta key, in UTF-16 code units
-   * (a string's `length`); `Infinity` for no limit. Deno KV, for one, caps
-   * a whole key at 2 KiB.
+   * The longest op id or meta key, in UTF-16 code units (a string's
+   * `length`); `Infinity` for no limit. Deno KV, for one, caps a whole key
+   * at 2 KiB and the keys of one write at 80 KiB. The engine's own keys
+   * need 71: its op ids are 26-character ULIDs, its meta keys `cursor/` or
+   * `resync/` and a kind.
+   *
+   * Kinds and record ids are not bound by it: every storage holds every
+   * kind and id the wire contract allows, whatever this says (clause 8 of
+   * {@linkcode Storage}).
    */
   readonly maxKeyLength: number;
 }
@@ -293,17 +299,34 @@ export interface ListOpsOptions extends StorageCallOptions {
  *    equal to what `JSON.parse(JSON.stringify(value))` gives, so `-0` may
  *    read back as `0` while every other number reads back exactly. This
  *    includes `""`, `0`, `false`, `null`, NUL characters, lone surrogates
- *    and `__proto__` keys (as own data properties). Returned values never
- *    share objects with the caller, nor with what the caller wrote.
+ *    and `__proto__` keys (as own data properties), and values nested 256
+ *    levels deep (the value itself is level 1; the wire contract lets a
+ *    record's data nest 64). A deeper value may be refused with a
+ *    `StorageError`, committing nothing, but never overflows the stack.
+ *    Returned values never share objects with the caller, nor with what the
+ *    caller wrote.
  * 4. Order records by id and ops by op id, both compared by UTF-16 code
  *    units (JavaScript's `<` on strings).
  * 5. Reject a write beyond {@linkcode StorageCapabilities} (too many
- *    mutations, too many bytes, a key too long) with a `StorageError` and
- *    commit nothing; reject a malformed mutation with a `TypeError`.
+ *    mutations, too many bytes, an op id or meta key too long) with a
+ *    `StorageError` and commit nothing; reject a malformed mutation with a
+ *    `TypeError`.
  * 6. Make `close()` idempotent and reject every later call with a
  *    `ClosedError`.
  * 7. Reject a write whose `signal` is aborted before it commits with the
  *    signal's reason, committing nothing.
+ * 8. Hold every kind of up to 64 UTF-16 code units and every record id of
+ *    up to 512 (the wire contract's 64 characters and 256 code points),
+ *    whatever characters they hold (NUL, `/`, `%`, astral characters), in
+ *    records and in ops, with the usual order and paging, also in a write
+ *    of `maxMutationsPerWrite` such items. The engine relies on it: it
+ *    never checks kinds or ids against `maxKeyLength`. Longer ones may be
+ *    refused with a `StorageError`.
+ * 9. Treat what it reads back as untrusted: an item whose stored form is
+ *    corrupt, or is not a record or op of the key it was read under (a
+ *    file edited by hand, another program sharing the database), rejects
+ *    the read with a `StorageError` that names the item, never a crash
+ *    and never a wrong value.
  *
  * A record marked `deleted` still exists for `expect`: only a
  * `deleteRecord` removes it. `capabilities.persistent` means data survives

@@ -9,7 +9,9 @@
  * JSON is checked in two ways: {@linkcode checkJson} only validates, for an
  * adapter that serialises the value at once and so never keeps the caller's
  * object; {@linkcode copyJson} validates and deep-copies, for one that keeps
- * the value as an object.
+ * the value as an object. Both walk at most {@linkcode MAX_DEPTH} levels
+ * deep, so their stack is bounded whatever the value: a deeper value is
+ * refused with a `StorageError` rather than overflowing the stack.
  *
  * @module
  */
@@ -26,6 +28,15 @@ import type {
   StoredOp,
   StoredRecord,
 } from "../src/storage.ts";
+
+/**
+ * How deep a value may nest: the value itself is level 1 when it is an
+ * object or an array. The contract asks every adapter to hold 256 levels
+ * (a record's data nests at most 64 by the wire contract, a few more around
+ * it); ours refuse deeper values, since checking and copying them recurses
+ * once per level.
+ */
+export const MAX_DEPTH = 256;
 
 /** Every op state, in the order the contract lists them. */
 export const OP_STATES: ReadonlySet<string> = new Set<OpState>([
@@ -126,12 +137,11 @@ export function checkMutations(
   );
   if (maxKeyLength !== Infinity) {
     for (const mutation of checked) {
-      for (const key of keysOf(mutation)) {
-        if (key.length > maxKeyLength) {
-          throw new StorageError(
-            `Cannot write a key of ${key.length} characters as the storage accepts at most ${maxKeyLength}: current value is ${key.length}`,
-          );
-        }
+      const key = limitedKey(mutation);
+      if (key !== undefined && key.length > maxKeyLength) {
+        throw new StorageError(
+          `Cannot write a key of ${key.length} characters as the storage accepts at most ${maxKeyLength}: current value is ${key.length}`,
+        );
       }
     }
   }
@@ -213,17 +223,19 @@ function mutationBytes(mutation: Mutation, valueBytes: number | undefined) {
   return bytes + Math.max(0, members - 1);
 }
 
-/** The keys a checked mutation writes under, for the key-length limit. */
-function keysOf(mutation: CheckedMutation): string[] {
+/**
+ * The key a checked mutation writes under that `maxKeyLength` bounds: an op
+ * id or a meta key. Kinds and record ids are not bound by it: every adapter
+ * holds every kind and id the contract promises (contract clause 8).
+ */
+function limitedKey(mutation: CheckedMutation): string | undefined {
   switch (mutation.space) {
     case "record":
-      return [mutation.kind, mutation.id];
+      return undefined;
     case "op":
-      return mutation.value === undefined
-        ? [mutation.opId]
-        : [mutation.opId, mutation.value.kind, mutation.value.id];
+      return mutation.opId;
     case "meta":
-      return [mutation.key];
+      return mutation.key;
   }
 }
 
@@ -541,6 +553,7 @@ function resolveListLimit(action: string, limit: unknown): number {
  * and its base's data); objects near the root are added once checked. The
  * checks of a write run synchronously, so nothing changes them meanwhile.
  * @throws {TypeError} When it is not such JSON.
+ * @throws {StorageError} When it nests deeper than {@linkcode MAX_DEPTH}.
  */
 export function checkJson(
   value: unknown,
@@ -551,18 +564,17 @@ export function checkJson(
 ): void {
   // The common case, valid JSON, is checked without tracking the path or
   // the ancestors; only a failure walks again to say where and why.
-  if (ancestors.size === 0 && isJson(value, path.length, seen)) return;
+  if (ancestors.size === 0 && isJson(value, 0, seen)) return;
   explainJson(value, action, path, ancestors);
 }
 
 /**
- * How deep {@linkcode isJson} goes. A cycle makes a value infinitely deep,
- * so it is found by depth; a legitimately deeper value is checked by
- * {@linkcode explainJson} instead.
+ * Whether a value is JSON as {@linkcode checkJson} means it, at most
+ * {@linkcode MAX_DEPTH} levels deep. A cycle makes a value infinitely deep,
+ * so it fails here too; {@linkcode explainJson} then tells which it is.
+ *
+ * @param depth How many objects and arrays hold the value.
  */
-const FAST_DEPTH = 200;
-
-/** Whether a value is JSON as {@linkcode checkJson} means it. */
 function isJson(
   value: unknown,
   depth: number,
@@ -576,9 +588,9 @@ function isJson(
       return Number.isFinite(value);
     case "object": {
       if (value === null) return true;
-      if (depth >= FAST_DEPTH) return false;
+      if (depth >= MAX_DEPTH) return false;
       // Only near the root: deeper, a lookup would cost what it saves.
-      const near = seen !== undefined && depth <= 3;
+      const near = seen !== undefined && depth <= 2;
       if (near && seen.has(value)) return true;
       if (Array.isArray(value)) {
         for (let index = 0; index < value.length; index++) {
@@ -600,7 +612,11 @@ function isJson(
   }
 }
 
-/** Walks a value as {@linkcode checkJson} does, throwing where it fails. */
+/**
+ * Walks a value as {@linkcode checkJson} does, throwing where it fails. The
+ * ancestors are the objects and arrays that hold the value, so their count
+ * is its depth.
+ */
 function explainJson(
   value: unknown,
   action: string,
@@ -617,6 +633,7 @@ function explainJson(
     case "object": {
       if (value === null) return;
       if (ancestors.has(value)) break;
+      if (ancestors.size >= MAX_DEPTH) throw tooDeep(action, path);
       if (Array.isArray(value)) {
         ancestors.add(value);
         for (let index = 0; index < value.length; index++) {
@@ -656,6 +673,7 @@ function explainJson(
  * returns its copy (copies are shared, never with `value`'s objects).
  * @returns The copy, sharing nothing with `value`.
  * @throws {TypeError} When it is not such JSON.
+ * @throws {StorageError} When it nests deeper than {@linkcode MAX_DEPTH}.
  */
 export function copyJson(
   value: unknown,
@@ -676,6 +694,10 @@ export function copyJson(
       if (ancestors.has(value)) break;
       const known = copies?.get(value);
       if (known !== undefined) return known;
+      // The ancestors hold the value: their count is its depth.
+      if (ancestors.size >= MAX_DEPTH) {
+        throw tooDeep(action ?? "copy value", path);
+      }
       if (Array.isArray(value)) {
         ancestors.add(value);
         const copy: JsonValue[] = new Array(value.length);
@@ -714,6 +736,22 @@ export function copyJson(
     }
   }
   throw notJson(value, action ?? "copy value", path);
+}
+
+/**
+ * The error for a value nested deeper than {@linkcode MAX_DEPTH}; it names
+ * the root only, since the path to the deepest level is that long.
+ */
+function tooDeep(
+  action: string,
+  path: readonly (string | number)[],
+): StorageError {
+  const root = path.length === 0 ? "value" : String(path[0]);
+  return new StorageError(
+    `Cannot ${action} as '${root}' nests more than ${MAX_DEPTH} levels deep: current value is at least ${
+      MAX_DEPTH + 1
+    } levels`,
+  );
 }
 
 function notJson(

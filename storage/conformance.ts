@@ -19,9 +19,10 @@
  * - cases with two open handles, unless `reopen` is given and
  *   `capabilities.multiProcess` is `true`;
  * - the 1 MiB record, when `maxWriteBytes` is smaller than its write;
- * - the writes of `maxMutationsPerWrite` items with every key at
- *   `maxKeyLength`, unless both limits are finite and those writes fit
- *   `maxWriteBytes`.
+ * - the writes of `maxMutationsPerWrite` items with the longest kinds and
+ *   ids (64 and 512 UTF-16 code units, clause 8 of the contract), when
+ *   those writes exceed `maxWriteBytes`. With no limit on mutations they
+ *   hold 64 items.
  *
  * The suite measures a write as the UTF-8 length of
  * `JSON.stringify(mutations)`, and it splits the writes that only establish
@@ -546,6 +547,13 @@ const PROTO_JSON = '{"__proto__":{"polluted":true},"constructor":' +
   '{"prototype":{"polluted":true}},"prototype":1,"toString":"x",' +
   '"hasOwnProperty":0,"nested":[{"__proto__":null},{"__proto__":[1]}]}';
 
+/** Arrays nested `depth` deep: the smallest value of that depth. */
+function chain(depth: number): JsonValue {
+  let value: JsonValue = "bottom";
+  for (let level = 0; level < depth; level++) value = [value];
+  return value;
+}
+
 function nested(depth: number): JsonValue {
   let value: JsonValue = "bottom";
   for (let level = 0; level < depth; level++) {
@@ -553,6 +561,12 @@ function nested(depth: number): JsonValue {
   }
   return value;
 }
+
+/**
+ * How deep every storage must let a value nest (contract clause 3): the
+ * value itself is level 1.
+ */
+const MAX_DEPTH = 256;
 
 /** Values that stress an adapter's encoding. */
 function trickyData(): JsonObject {
@@ -616,6 +630,57 @@ function wideKey(length: number, n: number): string {
   return units.join("");
 }
 
+/**
+ * The longest kind every storage holds, in UTF-16 code units (contract
+ * clause 8): the wire contract's 64 characters.
+ */
+const LONGEST_KIND = 64;
+
+/**
+ * The longest record id every storage holds, in UTF-16 code units: the wire
+ * contract's 256 code points, each up to two units.
+ */
+const LONGEST_ID = 512;
+
+/** The longest kind the wire contract allows: 64 of `[A-Za-z0-9_-]`. */
+const LONG_KIND = "K_-9".repeat(LONGEST_KIND / 4);
+
+/**
+ * Record ids of 256 code points, the wire contract's longest, most of them
+ * astral (512 UTF-16 units), with NUL, `/` and `%`; several share all but
+ * their last character, whose UTF-16 order differs from its code point
+ * order. The last one is 512 BMP characters: within what every storage
+ * holds, beyond what the wire carries.
+ */
+const LONG_IDS: readonly string[] = (() => {
+  const emoji = "\u{1F600}";
+  const stem = emoji.repeat(255);
+  return [
+    emoji.repeat(256),
+    // A prefix of the next ones.
+    stem,
+    ...["\0", "%", "/", "a", "\u{10FFFF}", "\uFFFF", "\u{10000}"].map((
+      last,
+    ) => stem + last),
+    "\0" + stem,
+    "/" + stem,
+    "%2F" + emoji.repeat(253),
+    emoji.repeat(128) + "\0/%" + emoji.repeat(125),
+    "x".repeat(256),
+    "\uFFFF".repeat(LONGEST_ID),
+  ];
+})();
+
+/**
+ * A record id of 256 code points (511 UTF-16 units), all but two among the
+ * widest, with NUL, `/` or `%`: ids for different `n` differ while
+ * `n < 0x100000`.
+ */
+function longestId(n: number): string {
+  return "\u{10FFFF}".repeat(254) + ["\0", "/", "%"][n % 3]! +
+    String.fromCodePoint(0x10000 + n);
+}
+
 /** The values of a widest case: as first written, then as changed. */
 interface Widest<T> {
   readonly created: T[];
@@ -623,36 +688,46 @@ interface Widest<T> {
 }
 
 /**
- * `maxMutationsPerWrite` ops whose op id, kind and id are `maxKeyLength`
- * wide characters; changed, each moves to another state and record.
+ * How many items a widest case writes at once: `maxMutationsPerWrite`, or
+ * 64 when it has no limit.
+ */
+function widestCount(capabilities: StorageCapabilities): number {
+  const { maxMutationsPerWrite } = capabilities;
+  return finite(maxMutationsPerWrite) ? maxMutationsPerWrite : 64;
+}
+
+/**
+ * Ops whose op id is `maxKeyLength` wide characters (26 when it has no
+ * limit) and whose kind and id are the longest, wide too; changed, each
+ * moves to another state and record.
  */
 function widestOps(capabilities: StorageCapabilities): Widest<StoredOp> {
-  const { maxKeyLength: length, maxMutationsPerWrite: count } = capabilities;
+  const { maxKeyLength } = capabilities;
+  const length = finite(maxKeyLength) ? maxKeyLength : 26;
   const created = Array.from(
-    { length: count },
+    { length: widestCount(capabilities) },
     (_, n) =>
       op(wideKey(length, n), {
-        kind: wideKey(length, 0),
-        id: wideKey(length, 0),
+        kind: wideKey(LONGEST_KIND, 0),
+        id: longestId(0),
       }),
   );
   const changed = created.map((value): StoredOp => ({
     ...value,
     // The longest state name, for adapters that put it in a key.
     state: "quarantined",
-    id: wideKey(length, 1),
+    id: longestId(1),
   }));
   return { created, changed };
 }
 
-/** `maxMutationsPerWrite` records whose kind and id are at `maxKeyLength`. */
+/** Records whose kind and id are the longest, in wide characters. */
 function widestRecords(
   capabilities: StorageCapabilities,
 ): Widest<StoredRecord> {
-  const { maxKeyLength: length, maxMutationsPerWrite: count } = capabilities;
   const created = Array.from(
-    { length: count },
-    (_, n) => record(wideKey(length, 0), wideKey(length, n), { data: { n } }),
+    { length: widestCount(capabilities) },
+    (_, n) => record(wideKey(LONGEST_KIND, 0), longestId(n), { data: { n } }),
   );
   const changed = created.map((value, n): StoredRecord => ({
     ...value,
@@ -668,10 +743,9 @@ function widestFits<T>(
   build: (capabilities: StorageCapabilities) => Widest<T>,
   put: (value: T) => Mutation,
 ): boolean {
-  const { maxKeyLength, maxMutationsPerWrite, maxWriteBytes } = capabilities;
-  if (!finite(maxKeyLength) || !finite(maxMutationsPerWrite)) return false;
-  // Too short a key to tell every item apart.
-  if (WIDE_DIGITS ** maxKeyLength < maxMutationsPerWrite) return false;
+  const { maxKeyLength, maxWriteBytes } = capabilities;
+  // Too short an op id to tell every op apart.
+  if (WIDE_DIGITS ** maxKeyLength < widestCount(capabilities)) return false;
   const { created, changed } = build(capabilities);
   return [created, changed].every((values) =>
     writeBytes(values.map(put)) <= maxWriteBytes
@@ -1157,26 +1231,29 @@ const CASES: readonly Case[] = [
   {
     clause: "keys with /, NUL, unicode and 2 KiB round-trip",
     async run({ storage }): Promise<void> {
-      // A key beyond the declared maxKeyLength is the limit cases' business.
+      // An op id or meta key beyond the declared maxKeyLength, or a record
+      // id beyond the contract's 512 code units, is the limit cases'
+      // business.
       const ODD_KEYS = ALL_ODD_KEYS.filter((key) =>
         key.length <= storage.capabilities.maxKeyLength
       );
+      const ODD_IDS = ALL_ODD_KEYS.filter((key) => key.length <= LONGEST_ID);
       await commit(storage, [
-        ...ODD_KEYS.map((key) =>
+        ...ODD_IDS.map((key) =>
           putRecord(record(KIND, key, { data: { n: key.length } }))
         ),
         ...ODD_KEYS.map((key) => putOp(op(key, { id: shortId(key) }))),
         ...ODD_KEYS.map((key) => putMeta(key, key.length)),
       ]);
       const sorted = [...ODD_KEYS].sort();
-      const records = await storage.getRecords(KIND, ODD_KEYS);
+      const records = await storage.getRecords(KIND, ODD_IDS);
       assert.deepEqual(
         records.map((entry) => entry?.value),
-        ODD_KEYS.map((key) => record(KIND, key, { data: { n: key.length } })),
+        ODD_IDS.map((key) => record(KIND, key, { data: { n: key.length } })),
       );
       assert.deepEqual(
         (await storage.listRecords(KIND)).map((entry) => entry.value.id),
-        sorted,
+        [...ODD_IDS].sort(),
       );
       const ops = await storage.getOps(ODD_KEYS);
       assert.deepEqual(
@@ -1792,7 +1869,7 @@ const CASES: readonly Case[] = [
     },
   },
   {
-    clause: "write() accepts keys of exactly maxKeyLength",
+    clause: "write() accepts op ids and meta keys of exactly maxKeyLength",
     needs: ({ capabilities }) => finite(capabilities.maxKeyLength),
     async run({ storage }): Promise<void> {
       const max = storage.capabilities.maxKeyLength;
@@ -1800,28 +1877,23 @@ const CASES: readonly Case[] = [
       // or a key cut short, shows up here.
       const key = "k".repeat(max - 2) + "\u{1F600}";
       assert.equal(key.length, max);
-      await commit(storage, [putRecord(record(key, key, { data: { n: 1 } }))]);
-      await commit(storage, [putOp(op(key, { kind: key, id: key }))]);
+      await commit(storage, [putOp(op(key, { kind: LONG_KIND }))]);
       await commit(storage, [putMeta(key, 1)]);
-      assert.equal((await getRecord(storage, key, key))?.value.id, key);
       assert.equal((await storage.getOps([key]))[0]?.value.opId, key);
       assert.equal((await getMeta(storage, key))?.value, 1);
-      const [listed] = await storage.listOps({ kinds: [key], id: key });
+      const [listed] = await storage.listOps({ kinds: [LONG_KIND], id: "1" });
       assert.equal(listed?.value.opId, key);
     },
   },
   {
     clause:
-      "write() rejects a key of maxKeyLength + 1 with a StorageError and commits nothing",
+      "write() rejects an op id or meta key of maxKeyLength + 1 with a StorageError and commits nothing",
     needs: ({ capabilities }) => finite(capabilities.maxKeyLength),
     async run({ storage }): Promise<void> {
       const max = storage.capabilities.maxKeyLength;
       const long = "k".repeat(max + 1);
       const writes: Mutation[][] = [
-        [putMeta("before", 1), putRecord(record(KIND, long))],
-        [putMeta("before", 1), putRecord(record(long, "a"))],
         [putMeta("before", 1), putOp(op(long))],
-        [putMeta("before", 1), putOp(op(opId(1), { id: long }))],
         [putMeta("before", 1), putMeta(long, 1)],
       ];
       for (const mutations of writes) {
@@ -1829,30 +1901,153 @@ const CASES: readonly Case[] = [
       }
       assert.equal(await getMeta(storage, "before"), undefined);
       assert.deepEqual(await storage.listOps(), []);
-      assert.deepEqual(await storage.listRecords(KIND), []);
+    },
+  },
+  {
+    clause:
+      "records with the longest kinds and ids round-trip: read, list, page, update and delete",
+    async run({ storage }): Promise<void> {
+      const other = LONG_KIND.slice(0, -1) + "8";
+      await commit(storage, [
+        ...LONG_IDS.map((id) => putRecord(record(LONG_KIND, id), null)),
+        putRecord(record(other, LONG_IDS[0]!, { data: { other: true } })),
+      ]);
+      const sorted = [...LONG_IDS].sort();
+      const entries = await storage.getRecords(LONG_KIND, LONG_IDS);
+      assert.deepEqual(
+        entries.map((entry) => entry?.value),
+        LONG_IDS.map((id) => record(LONG_KIND, id)),
+      );
+      const list = async (after?: string, limit?: number) =>
+        (await storage.listRecords(LONG_KIND, {
+          ...(after === undefined ? {} : { after }),
+          ...(limit === undefined ? {} : { limit }),
+        })).map((entry) => entry.value.id);
+      assert.deepEqual(await list(), sorted);
+      assert.deepEqual(await pages((after) => list(after, 3), String, 3), [
+        ...sorted,
+      ]);
+      for (const [index, after] of sorted.entries()) {
+        assert.deepEqual(
+          await list(after, 2),
+          sorted.slice(index + 1, index + 3),
+          `Expected the two ids after ${index}`,
+        );
+      }
+      // A cursor that is no stored id, between two that share 255
+      // characters.
+      assert.deepEqual(
+        await list("\u{1F600}".repeat(255) + "b"),
+        sorted.filter((id) => id > "\u{1F600}".repeat(255) + "b"),
+      );
+      assert.deepEqual(
+        (await storage.listRecords(other)).map((entry) => entry.value.data),
+        [{ other: true }],
+      );
+      const changed = LONG_IDS.map((id, n) =>
+        record(LONG_KIND, id, { data: { n }, deleted: true })
+      );
+      await commit(
+        storage,
+        changed.map((value, n) => putRecord(value, entries[n]!.rev)),
+      );
+      const updated = await storage.getRecords(LONG_KIND, LONG_IDS);
+      assert.deepEqual(updated.map((entry) => entry?.value), changed);
+      assert.deepEqual(await list(), []);
+      assert.deepEqual(
+        (await storage.listRecords(LONG_KIND, { includeDeleted: true })).map(
+          (entry) => entry.value,
+        ),
+        [...changed].sort(byId),
+      );
+      await commit(
+        storage,
+        LONG_IDS.map((id, n) => deleteRecord(LONG_KIND, id, updated[n]!.rev)),
+      );
+      assert.ok(
+        (await storage.getRecords(LONG_KIND, LONG_IDS)).every((entry) =>
+          entry === undefined
+        ),
+      );
+      assert.deepEqual(
+        await storage.listRecords(LONG_KIND, { includeDeleted: true }),
+        [],
+      );
+      assert.equal((await storage.listRecords(other)).length, 1);
+    },
+  },
+  {
+    clause:
+      "ops with the longest kinds and ids round-trip: read, list by record, update and delete",
+    async run({ storage }): Promise<void> {
+      const ops = LONG_IDS.map((id, n) => op(opId(n), { kind: LONG_KIND, id }));
+      await commit(storage, ops.map((value) => putOp(value, null)));
+      const opIds = ops.map((value) => value.opId);
+      const entries = await storage.getOps(opIds);
+      assert.deepEqual(entries.map((entry) => entry?.value), ops);
+      for (const value of ops) {
+        for (const kinds of [[LONG_KIND], undefined]) {
+          const listed = await storage.listOps({
+            id: value.id,
+            ...(kinds === undefined ? {} : { kinds }),
+          });
+          assert.deepEqual(listed.map((entry) => entry.value), [value]);
+        }
+      }
+      // Each op moves to the next op's record and out of the live queue.
+      const changed = ops.map((value, n): StoredOp => ({
+        ...value,
+        id: LONG_IDS[(n + 1) % LONG_IDS.length]!,
+        state: "quarantined",
+      }));
+      await commit(
+        storage,
+        changed.map((value, n) => putOp(value, entries[n]!.rev)),
+      );
+      const updated = await storage.getOps(opIds);
+      assert.deepEqual(updated.map((entry) => entry?.value), changed);
+      for (const value of changed) {
+        const listed = await storage.listOps({
+          kinds: [LONG_KIND],
+          id: value.id,
+        });
+        assert.deepEqual(listed.map((entry) => entry.value), [value]);
+      }
+      assert.deepEqual(await storage.listOps({ states: ["pending"] }), []);
+      assert.deepEqual(
+        (await storage.listOps({ states: ["quarantined"] })).map((entry) =>
+          entry.value
+        ),
+        changed,
+      );
+      await commit(
+        storage,
+        opIds.map((id, n) => deleteOp(id, updated[n]!.rev)),
+      );
+      assert.deepEqual(await storage.listOps(), []);
+      assert.deepEqual(await storage.listOps({ id: LONG_IDS[0]! }), []);
     },
   },
   {
     // The worst write the declared limits allow: an adapter that derives
-    // maxKeyLength from a budget per write (Deno KV caps the keys of one
+    // its limits from a budget per write (Deno KV caps the keys of one
     // atomic operation at 80 KiB) shows here that its limits fit it.
     clause:
-      "write() accepts maxMutationsPerWrite ops with every key at maxKeyLength in wide characters",
+      "write() accepts maxMutationsPerWrite ops with the longest kinds, ids and op ids in wide characters",
     needs: ({ capabilities }) => widestFits(capabilities, widestOps, putOp),
     async run({ storage }): Promise<void> {
       const { created, changed } = widestOps(storage.capabilities);
       const opIds = created.map((value) => value.opId);
       assert.equal(new Set(opIds).size, opIds.length);
       await succeeds(storage, created.map((value) => putOp(value, null)));
-      assert.deepEqual(
-        (await storage.getOps(opIds)).map((entry) => entry?.value),
-        created,
+      const entries = await storage.getOps(opIds);
+      assert.deepEqual(entries.map((entry) => entry?.value), created);
+      await succeeds(
+        storage,
+        changed.map((value, n) => putOp(value, entries[n]!.rev)),
       );
-      await succeeds(storage, changed.map((value) => putOp(value)));
-      assert.deepEqual(
-        (await storage.getOps(opIds)).map((entry) => entry?.value),
-        changed,
-      );
+      const updated = await storage.getOps(opIds);
+      assert.deepEqual(updated.map((entry) => entry?.value), changed);
       const { kind, id } = changed[0]!;
       assert.deepEqual(
         (await storage.listOps({ kinds: [kind], id })).map((entry) =>
@@ -1865,11 +2060,16 @@ const CASES: readonly Case[] = [
         [],
       );
       assert.deepEqual(await storage.listOps({ states: ["pending"] }), []);
+      await succeeds(
+        storage,
+        opIds.map((opId, n) => deleteOp(opId, updated[n]!.rev)),
+      );
+      assert.deepEqual(await storage.listOps(), []);
     },
   },
   {
     clause:
-      "write() accepts maxMutationsPerWrite records with kind and id at maxKeyLength in wide characters",
+      "write() accepts maxMutationsPerWrite records with the longest kinds and ids in wide characters",
     needs: ({ capabilities }) =>
       widestFits(capabilities, widestRecords, putRecord),
     async run({ storage }): Promise<void> {
@@ -1878,15 +2078,14 @@ const CASES: readonly Case[] = [
       const ids = created.map((value) => value.id);
       assert.equal(new Set(ids).size, ids.length);
       await succeeds(storage, created.map((value) => putRecord(value, null)));
-      assert.deepEqual(
-        (await storage.getRecords(kind, ids)).map((entry) => entry?.value),
-        created,
+      const entries = await storage.getRecords(kind, ids);
+      assert.deepEqual(entries.map((entry) => entry?.value), created);
+      await succeeds(
+        storage,
+        changed.map((value, n) => putRecord(value, entries[n]!.rev)),
       );
-      await succeeds(storage, changed.map((value) => putRecord(value)));
-      assert.deepEqual(
-        (await storage.getRecords(kind, ids)).map((entry) => entry?.value),
-        changed,
-      );
+      const updated = await storage.getRecords(kind, ids);
+      assert.deepEqual(updated.map((entry) => entry?.value), changed);
       assert.deepEqual(
         (await storage.listRecords(kind, { includeDeleted: true })).map((
           entry,
@@ -1894,6 +2093,77 @@ const CASES: readonly Case[] = [
         [...changed].sort(byId),
       );
       assert.deepEqual(await storage.listRecords(kind), []);
+      await succeeds(
+        storage,
+        ids.map((id, n) => deleteRecord(kind, id, updated[n]!.rev)),
+      );
+      assert.deepEqual(
+        await storage.listRecords(kind, { includeDeleted: true }),
+        [],
+      );
+    },
+  },
+  {
+    clause:
+      "values nested 256 levels deep round-trip; a deeper one is refused with a StorageError or round-trips, never a crash",
+    async run({ storage }): Promise<void> {
+      // The record is level 1, its data level 2.
+      const deepRecord = record(KIND, "deep", {
+        data: { value: chain(MAX_DEPTH - 2) },
+      });
+      await commit(storage, [
+        putRecord(deepRecord),
+        putMeta("deep", chain(MAX_DEPTH)),
+      ]);
+      assert.equal(
+        JSON.stringify((await getRecord(storage, KIND, "deep"))?.value),
+        JSON.stringify(deepRecord),
+      );
+      assert.equal(
+        JSON.stringify((await getMeta(storage, "deep"))?.value),
+        JSON.stringify(chain(MAX_DEPTH)),
+      );
+      // A valid mutation first, when the limits allow two: a refused write
+      // must not commit it either.
+      const lead = (key: string): Mutation[] =>
+        storage.capabilities.maxMutationsPerWrite >= 2 ? [putMeta(key, 1)] : [];
+      for (const depth of [5_000, 100_000]) {
+        const value = record(KIND, `d${depth}`, {
+          data: { value: chain(depth) },
+        });
+        const writes = [
+          [...lead(`r${depth}`), putRecord(value)],
+          [...lead(`m${depth}`), putMeta(`d${depth}`, chain(depth))],
+        ];
+        for (const mutations of writes) {
+          let refused = false;
+          try {
+            await call("write()", () => storage.write(mutations));
+          } catch (error) {
+            assert.ok(
+              error instanceof StorageError,
+              `Expected a StorageError for a value ${depth} levels deep, got ${error}`,
+            );
+            refused = true;
+          }
+          const stored = mutations.at(-1)!.type === "putRecord"
+            ? (await getRecord(storage, KIND, `d${depth}`))?.value
+            : (await getMeta(storage, `d${depth}`))?.value;
+          if (refused) {
+            assert.equal(stored, undefined, "Expected nothing committed");
+            if (mutations.length === 2) {
+              const key = (mutations[0] as { key: string }).key;
+              assert.equal(await getMeta(storage, key), undefined);
+            }
+          } else {
+            const written = mutations.at(-1) as { record?: unknown };
+            assert.equal(
+              JSON.stringify(stored),
+              JSON.stringify(written.record ?? chain(depth)),
+            );
+          }
+        }
+      }
     },
   },
   {

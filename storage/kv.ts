@@ -12,16 +12,17 @@
  * prefix is a prefix of another. Under it, `K(s)` is a string as a
  * `Uint8Array` key part (see below) and `P` is the prefix:
  *
- * | key                                  | value                                              |
- * | ------------------------------------ | -------------------------------------------------- |
- * | `[...P, "r", K(kind), K(id)]`        | a record's header                                  |
- * | `[...P, "o", K(opId)]`               | an op's header                                     |
- * | `[...P, "s", state, K(opId)]`        | quarantined and parked ops: a copy of the header   |
- * | `[...P, "i", hash(id), slot]`        | ops by record: `[opId, kind, id, state]`           |
- * | `[...P, "m", K(key)]`                | a meta entry's header                              |
- * | `[...P, "b", blobId, n]`             | chunk `n` of a large value                         |
- * | `[...P, "t", ticketId]`              | a ticket listing blobs being written or discarded  |
- * | `[...P, "x"]`                        | how many records and meta entries are large values |
+ * | key                                      | value                                              |
+ * | ---------------------------------------- | -------------------------------------------------- |
+ * | `[...P, "r", R192(kind), R256(id)]`      | a record's header                                  |
+ * | `[...P, "o", K(opId)]`                   | an op's header                                     |
+ * | `[...P, "s", state, K(opId)]`            | quarantined and parked ops: a copy of the header   |
+ * | `[...P, "i", hash(id), slot]`            | ops by record: `[opId, kind, id, state]`           |
+ * | `[...P, "m", K(key)]`                    | a meta entry's header                              |
+ * | `[...P, "b", blobId, n]`                 | chunk `n` of a large value                         |
+ * | `[...P, "t", ticketId]`                  | a ticket listing blobs being written or discarded  |
+ * | `[...P, "x"]`                            | how many records and meta entries are large values |
+ * | `[...P, "f"]`                            | the layout's version (2)                           |
  *
  * Every value is UTF-8 JSON in a `Uint8Array`, never V8 serialisation, so
  * the file stays readable by `@deno/kv` on Node.js. A header is
@@ -41,29 +42,47 @@
  * ops, which are few and listed on their own, keep theirs. Opening a store
  * that an earlier version wrote deletes its by-state entries of pending ops.
  *
- * `K(s)` encodes each UTF-16 code unit `u` of `s`: `u + 1` for `u < 0x7F`;
- * two bytes `0x80 + ⌊v / 255⌋, 1 + v % 255` for `v = u − 0x7F < 32385`;
- * else three bytes `0xFF, 1 + ⌊w / 255⌋, 1 + w % 255` for `w = v − 32385`.
- * The first byte tells the length, no byte is zero (so KV never escapes
- * one), and bytes compare like code units: KV's byte order of the keys is
- * JavaScript's `<` on the strings, which the contract requires, while KV's
- * own string parts would sort by UTF-8 (code points) instead. `hash(id)` is
- * 64-bit FNV-1a over the id's code units (low byte first), cut to its top
- * 53 bits so that it is an exact number part; `slot` is a random 53-bit
- * number fixed when the op is created. Listing a record's ops reads that
- * record's index entries and sorts them by op id.
+ * `K(s)` encodes each UTF-16 code unit of `s` in one to three bytes that
+ * compare like code units, so that KV's byte order of the keys is
+ * JavaScript's `<` on the strings, which the contract requires (KV's own
+ * string parts would sort by UTF-8, that is by code points). `Rn(s)` is
+ * `K(s)` while it takes at most `n` bytes, else a prefix of it, a marker and
+ * a SHA-256 hash of `s`: at most `n + 21` bytes whatever `s` holds, so that
+ * every kind and id fits (see `_kv_keys.ts`). Ids cut at one prefix sort
+ * together, after every other id starting with it; listing sorts that group
+ * by id. Only ids beyond 256 bytes of `K` are cut: every id of up to 256
+ * ASCII characters is kept whole, or of 128 from most scripts (2 bytes
+ * each), while the widest code units (from U+7F00, surrogates included)
+ * take 3 bytes. `hash(id)` is 64-bit FNV-1a over the id's code units (low
+ * byte first), cut to its top 53 bits so that it is an exact number part;
+ * `slot` is a random 53-bit number fixed when the op is created. Listing a
+ * record's ops reads that record's index entries and sorts them by op id.
+ *
+ * A store written before version 2 of the layout kept every kind and id
+ * whole; opening it moves the records whose key would now differ (a kind of
+ * more than 192 bytes or an id of more than 256) to their new key, once,
+ * and then writes the version. Upgrade every process that shares a store:
+ * one of an earlier version writes records that this one may not find.
  *
  * ## Limits
  *
  * KV caps a key at 2 KiB, the keys of one atomic operation at 80 KiB in
  * total, an atomic at 100 checks, 1000 mutations and 800 KiB, and a value at
- * 64 KiB. One contract write becomes one atomic operation whose worst case
- * is 6 keys per mutation (an op changing state and record: the check of its
- * header, its header, the old and the new state index, the old and the new
- * record index), so `maxKeyLength` is derived from `maxMutationsPerWrite`
- * and the prefix's size: the longest kind, id, op id or meta key, at 3 bytes
- * per code unit, for which the worst write of `maxMutationsPerWrite`
- * mutations still fits 80 KiB of keys and a record key still fits 2 KiB.
+ * 64 KiB. One contract write becomes one atomic operation, whose keys must
+ * fit 80 KiB in the worst case the capabilities allow:
+ *
+ * - A record written with an `expect` takes two keys (the check and the
+ *   set) of at most `prefix + 497` bytes (the longest kind and id parts),
+ *   whatever its kind and id: 50 such records take 51 KiB of keys with the
+ *   default prefix.
+ * - An op changing state and record takes six keys: the check of its
+ *   header, its header, the old and the new state index (all four with its
+ *   op id), and the old and the new record index (fixed size). So
+ *   `maxKeyLength`, which bounds op ids and meta keys only, follows from
+ *   `maxMutationsPerWrite` and the prefix: the longest op id, at 3 bytes per
+ *   code unit, for which the worst write still fits (118 with the
+ *   defaults). It must leave at least 80, enough for the engine's meta
+ *   keys (`cursor/` and a kind of up to 64 characters).
  *
  * ## Large values
  *
@@ -132,7 +151,7 @@
  */
 
 import { ClosedError, StorageError, SyncError } from "../src/errors.ts";
-import type { JsonObject, JsonValue } from "../src/json.ts";
+import type { JsonValue } from "../src/json.ts";
 import type {
   Expect,
   ListOpsOptions,
@@ -148,12 +167,31 @@ import type {
   WriteResult,
 } from "../src/storage.ts";
 import {
+  decodeText,
+  encodeText,
+  hashedGroup,
+  keyPart,
+  keyPartBytes,
+  partMatches,
+  sameBytes,
+  startsWith,
+} from "./_kv_keys.ts";
+import {
+  type ItemName,
+  misplaced,
+  parseStored,
+  recordItem,
+  shortText,
+  storedOp,
+  storedRecord,
+  withBaseData,
+} from "./_stored.ts";
+import {
   type CheckedMutation,
   checkMutations,
   checkString,
   checkStrings,
   checkWriteBytes,
-  copyJson,
   describe,
   resolveListOpsOptions,
   resolveListRecordsOptions,
@@ -165,7 +203,7 @@ export interface KvStorageOptions {
   /**
    * The key prefix of every entry, so that one KV can hold several stores
    * (one per user, say). No store's prefix may be a prefix of another's. A
-   * longer prefix leaves less room for keys: see `maxKeyLength`.
+   * longer prefix leaves less room for keys: see `maxMutationsPerWrite`.
    *
    * @default {["offline-first-sync"]}
    */
@@ -178,11 +216,14 @@ export interface KvStorageOptions {
    */
   closeKv?: boolean;
   /**
-   * The most mutations one `write()` accepts, from 1 to 98 (KV allows 100
-   * checks per atomic operation; a write needs one per item plus two). The
-   * keys of one atomic operation share 80 KiB, so the more mutations a
-   * write may hold, the shorter `capabilities.maxKeyLength` is: 50 leaves
-   * 118 code units with the default prefix.
+   * The most mutations one `write()` accepts. The keys of one atomic
+   * operation share 80 KiB, and every write must fit with the longest kinds
+   * and ids, so the more mutations a write may hold, the shorter
+   * `capabilities.maxKeyLength` (op ids and meta keys) is: 50 leave 118 code
+   * units with the default prefix. At most 69 with the default prefix (the
+   * most that leave 80), fewer with a longer one; never more than 98 (KV
+   * allows 100 checks per atomic operation, a write needs one per item plus
+   * two).
    *
    * @default {50}
    */
@@ -233,6 +274,17 @@ export interface KvStorage extends Storage {
 /** The default of {@linkcode KvStorageOptions.prefix}. */
 const DEFAULT_PREFIX: Deno.KvKey = ["offline-first-sync"];
 const DEFAULT_MAX_MUTATIONS = 50;
+/**
+ * The shortest `maxKeyLength` a store opens with: the engine's meta keys
+ * are `cursor/` or `resync/` and a kind of up to 64 characters.
+ */
+const MIN_KEY_LENGTH = 80;
+/** How many bytes of a kind's `K` its key part keeps whole: 64 wide units. */
+const KIND_BUDGET = 192;
+/** How many bytes of a record id's `K` its key part keeps whole. */
+const ID_BUDGET = 256;
+/** The version of the key layout, under `[...P, "f"]`. */
+const LAYOUT_VERSION = 2;
 const DEFAULT_GRACE_MS = 60_000;
 /**
  * The most bytes one write accepts. Large values go through blobs, so any
@@ -278,6 +330,10 @@ const UUID = 38;
 const STATE = 13;
 
 const OP_STATES: readonly OpState[] = ["pending", "quarantined", "parked"];
+
+function isOpState(value: unknown): value is OpState {
+  return (OP_STATES as readonly unknown[]).includes(value);
+}
 /** The one state without a by-state index (see the module documentation). */
 const UNINDEXED_STATE: OpState = "pending";
 /** A versionstamp as KV issues it: 20 lowercase hex digits. */
@@ -296,16 +352,20 @@ const decoder = new TextDecoder();
  * `capabilities`: `persistent` is `false` for `":memory:"` only;
  * `multiProcess` is `true` for a path and for a `Deno.Kv` passed in;
  * `maxWriteBytes` is 8 MiB (large values are chunked);
- * `maxMutationsPerWrite` is the option; `maxKeyLength` follows from it and
- * from the prefix (see the module documentation).
+ * `maxMutationsPerWrite` is the option; `maxKeyLength`, the longest op id
+ * or meta key, follows from it and from the prefix (see the module
+ * documentation). Kinds and record ids of any length fit.
  *
  * @param pathOrKv Where the store lives.
  * @param options Prefix, ownership of the KV, mutations per write.
  * @returns The open storage.
  * @throws {TypeError} When `pathOrKv` or an option has the wrong type.
- * @throws {RangeError} When `maxMutationsPerWrite` is out of range or the
- * prefix leaves no room for keys.
- * @throws {StorageError} When KV cannot be opened or read.
+ * @throws {RangeError} When `maxMutationsPerWrite` is out of range, or too
+ * many for the prefix: a write of that many records with the longest kinds
+ * and ids would not fit KV's limits, or op ids and meta keys would be
+ * limited to fewer than 80 code units.
+ * @throws {StorageError} When KV cannot be opened or read, or the store was
+ * written by a later version of this library.
  *
  * @example Two stores sharing one KV
  * ```ts
@@ -321,7 +381,7 @@ const decoder = new TextDecoder();
  * assert.equal(alice.capabilities.multiProcess, true);
  * ```
  *
- * @example Trading mutations per write for longer keys
+ * @example Trading mutations per write for longer op ids and meta keys
  * ```ts
  * import { openKvStorage } from "@offline-first/sync/storage/kv";
  * import assert from "node:assert/strict";
@@ -333,6 +393,20 @@ const decoder = new TextDecoder();
  *   maxMutationsPerWrite: 20,
  * });
  * assert.equal(fewer.capabilities.maxKeyLength, 323);
+ * // Record ids are not bound by maxKeyLength: 256 emoji fit.
+ * const id = "\u{1F600}".repeat(256);
+ * const record = {
+ *   kind: "todo",
+ *   id,
+ *   data: {},
+ *   deleted: false,
+ *   base: null,
+ *   lastOpId: null,
+ *   localUpdatedAt: null,
+ * };
+ * await storage.write([{ type: "putRecord", record }]);
+ * const [stored] = await storage.getRecords("todo", [id]);
+ * assert.equal(stored?.value.id, id);
  * ```
  */
 export async function openKvStorage(
@@ -352,9 +426,9 @@ export async function openKvStorage(
   );
   const prefixBytes = keyBytes(prefix);
   const maxKeyLength = deriveMaxKeyLength(prefixBytes, maxMutationsPerWrite);
-  if (maxKeyLength < 1) {
+  if (maxKeyLength < MIN_KEY_LENGTH) {
     throw new RangeError(
-      `Cannot open KV storage as 'prefix' leaves no room for keys with ${maxMutationsPerWrite} mutations per write: current value is ${prefixBytes} bytes`,
+      `Cannot open KV storage as 'prefix' and 'maxMutationsPerWrite' leave too little room for keys: current value is ${prefixBytes} bytes of prefix and ${maxMutationsPerWrite} mutations per write`,
     );
   }
   const owned = pathOrKv === undefined || typeof pathOrKv === "string";
@@ -450,26 +524,33 @@ function resolveMaxMutations(value: unknown): number {
 }
 
 /**
- * The longest string (code units) that keeps every key and every write
- * within KV's limits, given the prefix's encoded size and the mutations a
- * write may hold. A string part takes at most `3 × length + 2` bytes.
+ * The longest op id or meta key (code units) that keeps every key and every
+ * write within KV's limits, given the prefix's encoded size and the
+ * mutations a write may hold; 0 when the longest record key would not fit.
+ * A string part takes at most `3 × length + 2` bytes.
  */
 function deriveMaxKeyLength(prefixBytes: number, mutations: number): number {
-  // The longest key is a record's: prefix, tag, kind and id.
+  // The longest key with an op id: its by-state entry.
   const bySingleKey = Math.floor(
-    (KV_MAX_KEY_BYTES - prefixBytes - TAG - 4) / 6,
+    (KV_MAX_KEY_BYTES - prefixBytes - TAG - STATE - 2) / 3,
   );
   // Per write: the count's check and set, the ticket's check and set.
   const fixed = 2 * (prefixBytes + TAG) + 2 * (prefixBytes + TAG + UUID);
-  // Per mutation, at worst an op changing state and record: header check and
-  // set (prefix + TAG + S), old and new state index (prefix + TAG + STATE +
-  // S), old and new record index (prefix + TAG + 2 numbers), with S the op
-  // id's part. A record (check and set of prefix + TAG + 2 parts) weighs
-  // less: 4 parts there, 4 here.
   const perMutation = Math.floor((KV_MAX_TOTAL_KEY_BYTES - fixed) / mutations);
+  // An op changing state and record: header check and set (prefix + TAG +
+  // S), old and new state index (prefix + TAG + STATE + S), old and new
+  // record index (prefix + TAG + 2 numbers), with S the op id's part. A
+  // meta entry (check and set of prefix + TAG + S) weighs less, and so does
+  // a record with an expect, its header's check and set with the longest
+  // kind and id parts (2 × (prefix + 497) bytes), once S may take
+  // MIN_KEY_LENGTH code units (6 × prefix + 1048).
   const constant = 6 * prefixBytes + 6 * TAG + 2 * STATE + 4 * NUMBER + 4 * 2;
   const byTotal = Math.floor((perMutation - constant) / 12);
-  return Math.min(bySingleKey, byTotal);
+  // The longest record key must fit one key, whatever the mutations.
+  const recordKey = prefixBytes + TAG + keyPartBytes(KIND_BUDGET) + 2 +
+    keyPartBytes(ID_BUDGET) + 2;
+  if (recordKey > KV_MAX_KEY_BYTES) return 0;
+  return Math.max(0, Math.min(bySingleKey, byTotal));
 }
 
 /** The encoded size of a KV key, as KV counts it against its limits. */
@@ -506,33 +587,6 @@ function partBytes(part: Deno.KvKeyPart): number {
     default:
       return KV_MAX_KEY_BYTES;
   }
-}
-
-/**
- * Encodes a string as a key part whose bytes sort like its UTF-16 code
- * units, with no zero byte (see the module documentation).
- */
-function encodeText(text: string): Uint8Array {
-  const out = new Uint8Array(text.length * 3);
-  let length = 0;
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    if (unit < 0x7f) {
-      out[length++] = unit + 1;
-      continue;
-    }
-    const v = unit - 0x7f;
-    if (v < 127 * 255) {
-      out[length++] = 0x80 + Math.floor(v / 255);
-      out[length++] = 1 + v % 255;
-    } else {
-      const w = v - 127 * 255;
-      out[length++] = 0xff;
-      out[length++] = 1 + Math.floor(w / 255);
-      out[length++] = 1 + w % 255;
-    }
-  }
-  return out.slice(0, length);
 }
 
 /**
@@ -662,6 +716,7 @@ class DenoKvStorage implements KvStorage {
   readonly #prefixBytes: number;
   readonly #closeKv: boolean;
   readonly #countKey: Deno.KvKey;
+  readonly #layoutKey: Deno.KvKey;
   #count: Count = { value: 0, versionstamp: null };
   #closing: Promise<void> | undefined;
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -677,12 +732,14 @@ class DenoKvStorage implements KvStorage {
     this.#prefixBytes = keyBytes(prefix);
     this.#closeKv = closeKv;
     this.#countKey = [...prefix, "x"];
+    this.#layoutKey = [...prefix, "f"];
     this.capabilities = Object.freeze(capabilities);
   }
 
   /**
-   * Opens a storage: reads the count of large values and collects garbage.
-   * On failure the storage is closed (and the KV with it when it owns it).
+   * Opens a storage: reads the count of large values, brings a store of an
+   * earlier layout to this one, and collects garbage. On failure the
+   * storage is closed (and the KV with it when it owns it).
    */
   static async open(
     kv: Deno.Kv,
@@ -692,11 +749,14 @@ class DenoKvStorage implements KvStorage {
   ): Promise<DenoKvStorage> {
     const storage = new DenoKvStorage(kv, prefix, closeKv, capabilities);
     try {
-      const [count] = await Promise.all([
-        kv.get<unknown>(storage.#countKey, { consistency: "strong" }),
+      const [[count, layout]] = await Promise.all([
+        kv.getMany<unknown[]>([storage.#countKey, storage.#layoutKey], {
+          consistency: "strong",
+        }),
         storage.#dropPendingIndex(),
       ]);
-      storage.#count = decodeCount(count);
+      storage.#count = storage.#decodeCount(count!);
+      await storage.#upgradeLayout(layout!);
       await storage.#collect(DEFAULT_GRACE_MS, undefined);
     } catch (error) {
       await storage.close();
@@ -713,15 +773,18 @@ class DenoKvStorage implements KvStorage {
     return this.#run("read records", options, () => {
       checkString("read records", "kind", kind);
       checkStrings("read records", "ids", ids);
-      // A key longer than the limit was never written: nothing to read.
-      const max = this.capabilities.maxKeyLength;
-      const kindPart = kind.length > max ? undefined : encodeText(kind);
+      const kindPart = keyPart(kind, KIND_BUDGET);
       const keys = ids.map((id) =>
-        kindPart === undefined || id.length > max
-          ? undefined
-          : this.#key("r", kindPart, encodeText(id))
+        this.#key("r", kindPart, keyPart(id, ID_BUDGET))
       );
-      return () => this.#getItems<StoredRecord>(keys);
+      return () =>
+        this.#getItems(keys, (value, envelope, index) => {
+          const id = ids[index]!;
+          return recordOf(value, envelope, () => recordItem(kind, id), {
+            kind,
+            id,
+          });
+        });
     });
   }
 
@@ -744,11 +807,16 @@ class DenoKvStorage implements KvStorage {
   ): Promise<(Versioned<StoredOp> | undefined)[]> {
     return this.#run("read ops", options, () => {
       checkStrings("read ops", "opIds", opIds);
+      // A key longer than the limit was never written: nothing to read.
       const max = this.capabilities.maxKeyLength;
       const keys = opIds.map((opId) =>
         opId.length > max ? undefined : this.#key("o", encodeText(opId))
       );
-      return () => this.#getItems<StoredOp>(keys);
+      return () =>
+        this.#getItems(keys, (value, _envelope, index) => {
+          const opId = opIds[index]!;
+          return storedOp(value, () => `op ${shortText(opId)}`, opId);
+        });
     });
   }
 
@@ -779,7 +847,8 @@ class DenoKvStorage implements KvStorage {
       const kvKeys = keys.map((key) =>
         key.length > max ? undefined : this.#key("m", encodeText(key))
       );
-      return () => this.#getItems<JsonValue>(kvKeys);
+      // Any JSON is a meta value.
+      return () => this.#getItems(kvKeys, (value) => value as JsonValue);
     });
   }
 
@@ -890,23 +959,37 @@ class DenoKvStorage implements KvStorage {
   // -------------------------------------------------------------------------
   // Reads
 
-  /** Reads items by header key, `undefined` keys being absent. */
+  /**
+   * Reads items by header key, `undefined` keys being absent. `read` checks
+   * a stored value and makes it the item; `index` is its key's position.
+   */
   async #getItems<T>(
     keys: readonly (Deno.KvKey | undefined)[],
+    read: Reader<T>,
   ): Promise<(Versioned<T> | undefined)[]> {
-    const present = keys.filter((key): key is Deno.KvKey => key !== undefined);
+    const positions: number[] = [];
+    const present: Deno.KvKey[] = [];
+    keys.forEach((key, index) => {
+      if (key === undefined) return;
+      positions.push(index);
+      present.push(key);
+    });
     const entries = await this.#getMany(present);
     // Inline values need no further read: only large ones are awaited.
     let large = false;
-    const items = entries.map((entry) => {
+    const items = entries.map((entry, n) => {
       if (entry.versionstamp === null) return undefined;
-      const envelope = decodeEnvelope(entry.value);
+      const index = positions[n]!;
+      const envelope = this.#decodeEnvelope(entry);
       if (!Object.hasOwn(envelope, "v")) {
         large = true;
-        return this.#materialize<T>(entry);
+        return this.#materialize(
+          entry,
+          (value, fresh) => read(value, fresh, index),
+        );
       }
       return {
-        value: restoreBase(envelope, envelope.v!) as T,
+        value: read(envelope.v, envelope, index),
         rev: entry.versionstamp,
       };
     });
@@ -944,44 +1027,56 @@ class DenoKvStorage implements KvStorage {
    * Turns a header entry into the item, reading its blob if it has one. A
    * blob can vanish between reading the header and reading the chunks (a
    * concurrent write replaced the value): then the header is read again.
+   * A header that did not change while its chunks stayed incomplete is
+   * damaged: chunks are complete before a header refers to them, and are
+   * deleted only after it no longer does.
    */
   async #materialize<T>(
     entry: Deno.KvEntryMaybe<unknown>,
+    read: (value: unknown, envelope: Envelope) => T,
   ): Promise<Versioned<T> | undefined> {
     for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
       if (entry.versionstamp === null) return undefined;
-      const envelope = decodeEnvelope(entry.value);
-      if (Object.hasOwn(envelope, "v")) {
-        return {
-          value: restoreBase(envelope, envelope.v!) as T,
-          rev: entry.versionstamp,
-        };
-      }
-      const value = await this.#readBlob(envelope);
+      const envelope = this.#decodeEnvelope(entry);
+      const value = Object.hasOwn(envelope, "v")
+        ? envelope.v
+        : await this.#readBlob(envelope, entry.key);
       if (value !== undefined) {
-        return {
-          value: restoreBase(envelope, value) as T,
-          rev: entry.versionstamp,
-        };
+        return { value: read(value, envelope), rev: entry.versionstamp };
       }
+      const before = entry.versionstamp;
       entry = await this.#kv.get<unknown>(entry.key, {
         consistency: "strong",
       });
+      if (entry.versionstamp === before) {
+        throw new StorageError(
+          `Cannot read ${
+            this.#name(entry.key)
+          } as the chunks of its large value are incomplete: current value is blob ${
+            describe(envelope.b)
+          }`,
+        );
+      }
     }
     throw new StorageError(
-      `Cannot read a large value as its chunks kept vanishing: current value is ${MAX_READ_ATTEMPTS} attempts`,
+      `Cannot read ${
+        this.#name(entry.key)
+      } as the chunks of its large value kept vanishing: current value is ${MAX_READ_ATTEMPTS} attempts`,
       { retryable: true },
     );
   }
 
-  /** Reads a blob; `undefined` when a chunk is missing. */
-  async #readBlob(envelope: Envelope): Promise<JsonValue | undefined> {
+  /** Reads the blob of a header; `undefined` when a chunk is missing. */
+  async #readBlob(
+    envelope: Envelope,
+    key: Deno.KvKey,
+  ): Promise<JsonValue | undefined> {
     const { b: id, n: count, z: size } = envelope;
     if (
       typeof id !== "string" || typeof count !== "number" ||
-      typeof size !== "number"
+      typeof size !== "number" || !Number.isSafeInteger(size) || size < 0
     ) {
-      throw formatError(envelope);
+      throw this.#formatError(key, envelope);
     }
     const bytes = new Uint8Array(size);
     let offset = 0;
@@ -994,16 +1089,25 @@ class DenoKvStorage implements KvStorage {
       if (chunk.key.at(-1) !== seen || !(chunk.value instanceof Uint8Array)) {
         return undefined;
       }
-      if (offset + chunk.value.length > size) throw formatError(envelope);
+      if (offset + chunk.value.length > size) {
+        throw this.#formatError(key, envelope);
+      }
       bytes.set(chunk.value, offset);
       offset += chunk.value.length;
       seen++;
     }
     if (seen !== count || offset !== size) return undefined;
-    return JSON.parse(decoder.decode(bytes)) as JsonValue;
+    return parseStored(
+      decoder.decode(bytes),
+      () => this.#name(key),
+    ) as JsonValue;
   }
 
-  /** Lists a table's records in id order, from their headers. */
+  /**
+   * Lists a table's records in id order, from their headers. Keys order
+   * records by id, except that ids cut at one prefix (see `_kv_keys.ts`)
+   * sit together in hash order: such a group is read whole and sorted.
+   */
   async #listRecords(
     kind: string,
     after: string | undefined,
@@ -1011,40 +1115,98 @@ class DenoKvStorage implements KvStorage {
     limit: number,
   ): Promise<Versioned<StoredRecord>[]> {
     const result: Versioned<StoredRecord>[] = [];
-    const max = this.capabilities.maxKeyLength;
-    if (limit === 0 || kind.length > max) return result;
-    const prefix = this.#key("r", encodeText(kind));
-    // No stored id is longer than max, so an id sorts after `after` iff it
-    // sorts after `after`'s first max code units, the cursor.
-    const cursor = after === undefined
+    if (limit === 0) return result;
+    const prefix = this.#key("r", keyPart(kind, KIND_BUDGET));
+    // A cursor in a group starts at the group, whose ids are filtered.
+    const afterPart = after === undefined
       ? undefined
-      : encodeText(after.slice(0, max));
-    const entries = this.#kv.list<unknown>(
-      cursor === undefined
-        ? { prefix }
-        : { prefix, start: [...prefix, cursor] },
+      : keyPart(after, ID_BUDGET);
+    const start = afterPart === undefined
+      ? undefined
+      : hashedGroup(afterPart, ID_BUDGET) ?? afterPart;
+    const source = this.#kv.list<unknown>(
+      start === undefined ? { prefix } : { prefix, start: [...prefix, start] },
       { consistency: "strong", batchSize: batchSize(limit) },
-    );
-    for await (const entry of entries) {
-      if (cursor !== undefined && sameBytes(entry.key.at(-1), cursor)) continue;
-      const envelope = decodeEnvelope(entry.value);
-      let item: Versioned<StoredRecord> | undefined;
-      if (Object.hasOwn(envelope, "v")) {
-        item = {
-          value: restoreBase(envelope, envelope.v!) as unknown as StoredRecord,
-          rev: entry.versionstamp,
-        };
-      } else {
-        // A large record says whether it is deleted without its chunks.
-        if (!includeDeleted && envelope.d === true) continue;
-        item = await this.#materialize<StoredRecord>(entry);
-        if (item === undefined) continue;
-      }
-      if (!includeDeleted && item.value.deleted) continue;
+    )[Symbol.asyncIterator]();
+    // Adds a listed record unless it is the cursor (or a group member
+    // before it); whether the page is full.
+    const take = (item: Versioned<StoredRecord> | undefined): boolean => {
+      if (item === undefined) return false;
+      if (after !== undefined && !(item.value.id > after)) return false;
       result.push(item);
-      if (result.length >= limit) break;
+      return result.length >= limit;
+    };
+    try {
+      // Read ahead only to find where a group ends: a page that ends on an
+      // entry does not fetch the next batch.
+      let ahead: IteratorResult<Deno.KvEntry<unknown>> | undefined;
+      for (;;) {
+        const next = ahead ?? await source.next();
+        ahead = undefined;
+        if (next.done) break;
+        const entry = next.value;
+        const part = entry.key.at(-1);
+        const group = part instanceof Uint8Array
+          ? hashedGroup(part, ID_BUDGET)
+          : undefined;
+        if (group === undefined) {
+          if (take(await this.#listedRecord(entry, kind, includeDeleted))) {
+            break;
+          }
+          continue;
+        }
+        const members = [entry];
+        for (;;) {
+          ahead = await source.next();
+          if (ahead.done || !startsWith(ahead.value.key.at(-1), group)) break;
+          members.push(ahead.value);
+        }
+        const items = await Promise.all(
+          members.map((member) =>
+            this.#listedRecord(member, kind, includeDeleted)
+          ),
+        );
+        const sorted = items.filter((item) => item !== undefined)
+          .sort((a, b) => compareKeys(a.value.id, b.value.id));
+        if (sorted.some(take)) break;
+      }
+    } finally {
+      await source.return?.();
     }
     return result;
+  }
+
+  /**
+   * A listed record header as the item, checked against its key;
+   * `undefined` when it is deleted and not wanted, or vanished.
+   */
+  async #listedRecord(
+    entry: Deno.KvEntry<unknown>,
+    kind: string,
+    includeDeleted: boolean,
+  ): Promise<Versioned<StoredRecord> | undefined> {
+    const item = () => this.#name(entry.key);
+    const part = entry.key.at(-1) as Uint8Array;
+    const read = (value: unknown, envelope: Envelope): StoredRecord => {
+      const record = recordOf(value, envelope, item, { kind });
+      if (!partMatches(part, record.id, ID_BUDGET)) {
+        throw misplaced(item, "id", record.id);
+      }
+      return record;
+    };
+    const envelope = this.#decodeEnvelope(entry);
+    if (Object.hasOwn(envelope, "v")) {
+      const value = read(envelope.v, envelope);
+      if (!includeDeleted && value.deleted) return undefined;
+      return { value, rev: entry.versionstamp };
+    }
+    // A large record says whether it is deleted without its chunks.
+    if (!includeDeleted && envelope.d === true) return undefined;
+    const large = await this.#materialize(entry, read);
+    if (large === undefined || (!includeDeleted && large.value.deleted)) {
+      return undefined;
+    }
+    return large;
   }
 
   /**
@@ -1072,10 +1234,9 @@ class DenoKvStorage implements KvStorage {
       )[Symbol.asyncIterator]()
     );
     const result: Versioned<StoredOp>[] = [];
+    const next = (index: number) => this.#nextOpEntry(sources[index]!, cursor);
     try {
-      const heads = await Promise.all(
-        sources.map((source) => nextOpEntry(source, cursor)),
-      );
+      const heads = await Promise.all(sources.map((_, index) => next(index)));
       for (;;) {
         let best = -1;
         for (let index = 0; index < heads.length; index++) {
@@ -1085,12 +1246,12 @@ class DenoKvStorage implements KvStorage {
         }
         if (best < 0) break;
         const head = heads[best]!;
-        heads[best] = await nextOpEntry(sources[best]!, cursor);
+        heads[best] = await next(best);
         // Before a large op's chunks are read: its header has its ids and
         // state.
         if (!matches(filter, head.op)) continue;
         const item = head.large
-          ? await this.#materializeOp(head.entry)
+          ? await this.#materializeOp(head.entry, head.op.opId)
           : { value: head.op, rev: head.entry.versionstamp };
         if (item === undefined || !matches(filter, item.value)) continue;
         result.push(item);
@@ -1103,21 +1264,65 @@ class DenoKvStorage implements KvStorage {
   }
 
   /**
+   * The next entry of a listing of op headers (or by-state copies of them),
+   * skipping the one at the cursor, checked against its key.
+   */
+  async #nextOpEntry(
+    source: AsyncIterator<Deno.KvEntry<unknown>>,
+    cursor: Uint8Array | undefined,
+  ): Promise<OpEntry | undefined> {
+    for (;;) {
+      const next = await source.next();
+      if (next.done) return undefined;
+      const entry = next.value;
+      const part = entry.key.at(-1);
+      if (cursor !== undefined && sameBytes(part, cursor)) continue;
+      if (!(part instanceof Uint8Array)) {
+        throw this.#formatError(entry.key, part);
+      }
+      const item = () => this.#name(entry.key);
+      const envelope = this.#decodeEnvelope(entry);
+      if (Object.hasOwn(envelope, "v")) {
+        const op = storedOp(envelope.v, item);
+        if (!partMatches(part, op.opId, Infinity)) {
+          throw misplaced(item, "opId", op.opId);
+        }
+        return { entry, op, large: false };
+      }
+      const { k: kind, i: id, t: state } = envelope;
+      if (
+        typeof kind !== "string" || typeof id !== "string" ||
+        !isOpState(state)
+      ) {
+        throw this.#formatError(entry.key, envelope);
+      }
+      const op = { opId: decodeText(part), kind, id, state } as StoredOp;
+      return { entry, op, large: true };
+    }
+  }
+
+  /**
    * A large op listed from the headers or the state index. Its blob may
    * vanish under a concurrent write: then its header is read as it is now.
    */
   async #materializeOp(
     entry: Deno.KvEntry<unknown>,
+    opId: string,
   ): Promise<Versioned<StoredOp> | undefined> {
-    const value = await this.#readBlob(decodeEnvelope(entry.value));
+    const read = (value: unknown): StoredOp =>
+      storedOp(value, () => `op ${shortText(opId)}`, opId);
+    const value = await this.#readBlob(
+      this.#decodeEnvelope(entry),
+      entry.key,
+    );
     if (value !== undefined) {
-      return { value: value as unknown as StoredOp, rev: entry.versionstamp };
+      return { value: read(value), rev: entry.versionstamp };
     }
     const fresh = await this.#kv.get<unknown>(
       this.#key("o", entry.key.at(-1)!),
       { consistency: "strong" },
     );
-    return await this.#materialize<StoredOp>(fresh);
+    return await this.#materialize(fresh, read);
   }
 
   /** Lists one record's ops (every table's when `kinds` is absent). */
@@ -1125,14 +1330,21 @@ class DenoKvStorage implements KvStorage {
     id: string,
     filter: OpFilter,
   ): Promise<Versioned<StoredOp>[]> {
-    if (id.length > this.capabilities.maxKeyLength) return [];
     const candidates: string[] = [];
     const entries = this.#kv.list<unknown>(
       { prefix: this.#key("i", hashText(id)) },
       { consistency: "strong", batchSize: KV_MAX_BATCH },
     );
     for await (const entry of entries) {
-      const [opId, kind, recordId, state] = decodeJson(entry.value) as [
+      const indexed = this.#decodeJson(entry);
+      if (
+        !Array.isArray(indexed) || indexed.length !== 4 ||
+        !indexed.every((part) => typeof part === "string") ||
+        !isOpState(indexed[3])
+      ) {
+        throw this.#formatError(entry.key, indexed);
+      }
+      const [opId, kind, recordId, state] = indexed as [
         string,
         string,
         string,
@@ -1155,10 +1367,14 @@ class DenoKvStorage implements KvStorage {
       );
       const batch = candidates.slice(start, start + take);
       start += take;
-      const ops = await this.#getItems<StoredOp>(
+      const ops = await this.#getItems(
         batch.map((opId) =>
           opId.length > max ? undefined : this.#key("o", encodeText(opId))
         ),
+        (value, _envelope, index) => {
+          const opId = batch[index]!;
+          return storedOp(value, () => `op ${shortText(opId)}`, opId);
+        },
       );
       for (const op of ops) {
         if (op === undefined || !matches(filter, op.value)) continue;
@@ -1167,6 +1383,71 @@ class DenoKvStorage implements KvStorage {
       }
     }
     return result;
+  }
+
+  // -------------------------------------------------------------------------
+  // Decoding
+
+  /** A header's JSON, checked to be an object. */
+  #decodeEnvelope(entry: Deno.KvEntry<unknown>): Envelope {
+    const envelope = this.#decodeJson(entry);
+    if (typeof envelope !== "object" || envelope === null) {
+      throw this.#formatError(entry.key, envelope);
+    }
+    return envelope as Envelope;
+  }
+
+  /** An entry's JSON value. */
+  #decodeJson(entry: Deno.KvEntry<unknown>): unknown {
+    if (!(entry.value instanceof Uint8Array)) {
+      throw this.#formatError(entry.key, entry.value);
+    }
+    return parseStored(
+      decoder.decode(entry.value),
+      () => this.#name(entry.key),
+    );
+  }
+
+  #decodeCount(entry: Deno.KvEntryMaybe<unknown>): Count {
+    if (entry.versionstamp === null) return { value: 0, versionstamp: null };
+    const value = this.#decodeJson(entry);
+    if (typeof value !== "number") throw this.#formatError(entry.key, value);
+    return { value, versionstamp: entry.versionstamp };
+  }
+
+  #formatError(key: Deno.KvKey, value: unknown): StorageError {
+    return new StorageError(
+      `Cannot read ${
+        this.#name(key)
+      } as it is not in this storage's format: current value is ${
+        describe(value)
+      }`,
+    );
+  }
+
+  /** Names the item under a key of ours, for a message. */
+  #name(key: Deno.KvKey): string {
+    const [tag, first, second] = key.slice(this.#prefix.length);
+    switch (tag) {
+      case "r":
+        return `record ${partText(second, ID_BUDGET)} of kind ${
+          partText(first, KIND_BUDGET)
+        }`;
+      case "o":
+        return `op ${partText(first, Infinity)}`;
+      case "s":
+        return `the ${String(first)} entry of op ${partText(second, Infinity)}`;
+      case "i":
+        return `the ops-by-record entry ${String(first)}/${String(second)}`;
+      case "m":
+        return `meta entry ${partText(first, Infinity)}`;
+      case "x":
+        return "the count of large values";
+      case "f":
+        return "the layout version";
+      default:
+        return `KV entry ${Deno.inspect(key)}`;
+    }
   }
 
   // -------------------------------------------------------------------------
@@ -1230,7 +1511,7 @@ class DenoKvStorage implements KvStorage {
             ...toRead.map((item) => item.headerKey),
             this.#countKey,
           ]);
-          this.#count = decodeCount(entries.at(-1)!);
+          this.#count = this.#decodeCount(entries.at(-1)!);
           for (const [index, item] of toRead.entries()) {
             const entry = entries[index]!;
             if (
@@ -1243,7 +1524,7 @@ class DenoKvStorage implements KvStorage {
               versionstamp: entry.versionstamp,
               envelope: entry.versionstamp === null
                 ? undefined
-                : decodeEnvelope(entry.value),
+                : this.#decodeEnvelope(entry),
             };
           }
         }
@@ -1349,7 +1630,11 @@ class DenoKvStorage implements KvStorage {
       const item: Item = {
         space: planned.space,
         headerKey: planned.space === "record"
-          ? this.#key("r", encodeText(planned.kind), encodeText(planned.id))
+          ? this.#key(
+            "r",
+            keyPart(planned.kind, KIND_BUDGET),
+            keyPart(planned.id, ID_BUDGET),
+          )
           : planned.space === "op"
           ? this.#key("o", encodeText(planned.opId))
           : this.#key("m", encodeText(planned.key)),
@@ -1620,8 +1905,14 @@ class DenoKvStorage implements KvStorage {
       const oldOp = Object.hasOwn(old, "v")
         ? old.v as unknown as StoredOp
         : { kind: old.k, id: old.i, state: old.t } as StoredOp;
-      if (typeof old.s !== "number" || typeof oldOp.id !== "string") {
-        throw formatError(old);
+      // The old index entries are found from these: a header that lost them
+      // cannot be replaced without leaving stale entries.
+      if (
+        typeof old.s !== "number" || typeof oldOp !== "object" ||
+        oldOp === null || typeof oldOp.id !== "string" ||
+        !isOpState(oldOp.state)
+      ) {
+        throw this.#formatError(item.headerKey, old);
       }
       slot = old.s;
       oldState = oldOp.state;
@@ -1680,7 +1971,7 @@ class DenoKvStorage implements KvStorage {
     const keys = [...expected.map((item) => item.headerKey), this.#countKey];
     if (prewrite !== undefined) keys.push(prewrite.ticketKey);
     const entries = await this.#getMany(keys);
-    this.#count = decodeCount(entries[expected.length]!);
+    this.#count = this.#decodeCount(entries[expected.length]!);
     const expectsHold = expected.every((item, index) =>
       entries[index]!.versionstamp === item.expect
     );
@@ -1725,6 +2016,66 @@ class DenoKvStorage implements KvStorage {
       if (keys.length === 0) return;
       await this.#deleteAll(keys);
     }
+  }
+
+  /**
+   * Brings a store that an earlier version wrote to this layout: moves
+   * every record whose key would now differ (see the module documentation)
+   * to its new key, then writes the layout's version, which later opens
+   * find. Each move checks that the version is still absent, so that a
+   * handle that opened meanwhile, and already writes in this layout, never
+   * has a record moved under it.
+   */
+  async #upgradeLayout(layout: Deno.KvEntryMaybe<unknown>): Promise<void> {
+    if (layout.versionstamp !== null) {
+      const version = this.#decodeJson(layout);
+      if (typeof version !== "number") {
+        throw this.#formatError(layout.key, version);
+      }
+      if (version > LAYOUT_VERSION) {
+        throw new StorageError(
+          `Cannot open KV storage as a later version of this library wrote it: current value is layout ${version}`,
+        );
+      }
+      return;
+    }
+    const unchanged = { key: this.#layoutKey, versionstamp: null };
+    const records = this.#kv.list<unknown>({ prefix: this.#key("r") }, {
+      consistency: "strong",
+      batchSize: KV_MAX_BATCH,
+    });
+    for await (const record of records) {
+      const [kindPart, idPart] = record.key.slice(this.#prefix.length + 1);
+      if (!(kindPart instanceof Uint8Array && idPart instanceof Uint8Array)) {
+        continue;
+      }
+      const key = this.#key(
+        "r",
+        keyPart(decodeText(kindPart), KIND_BUDGET),
+        keyPart(decodeText(idPart), ID_BUDGET),
+      );
+      if (sameBytes(key.at(-2), kindPart) && sameBytes(key.at(-1), idPart)) {
+        continue;
+      }
+      const moved = await commitRetrying(
+        this.#kv.atomic()
+          .check(unchanged, record, { key, versionstamp: null })
+          .delete(record.key)
+          .set(key, record.value),
+      );
+      if (moved.ok) continue;
+      const now = await this.#kv.get(this.#layoutKey, {
+        consistency: "strong",
+      });
+      // Another handle finished the upgrade; otherwise it moved this one.
+      if (now.versionstamp !== null) return;
+    }
+    await commitRetrying(
+      this.#kv.atomic().check(unchanged).set(
+        this.#layoutKey,
+        encodeJson(LAYOUT_VERSION),
+      ),
+    );
   }
 
   /** Deletes keys in as few atomic operations as KV's limits allow. */
@@ -1773,7 +2124,10 @@ class DenoKvStorage implements KvStorage {
     });
     for await (const entry of tickets) {
       signal?.throwIfAborted();
-      const ticket = decodeJson(entry.value) as Ticket;
+      const ticket = ticketOf(entry.value);
+      // A ticket damaged outside this storage lists nothing it can trust:
+      // it is left alone rather than keep the store from opening.
+      if (ticket === undefined) continue;
       if (ticket.state === "pending") {
         if (now - ticket.at < graceMs) continue;
         // Marking it as garbage fails the writer's check of its ticket, so
@@ -1817,44 +2171,6 @@ interface OpEntry {
   /** The op, or for a large op its id, kind, id and state only. */
   readonly op: StoredOp;
   readonly large: boolean;
-}
-
-/** The next entry of a listing, skipping the one at the cursor. */
-async function nextOpEntry(
-  source: AsyncIterator<Deno.KvEntry<unknown>>,
-  cursor: Uint8Array | undefined,
-): Promise<OpEntry | undefined> {
-  for (;;) {
-    const next = await source.next();
-    if (next.done) return undefined;
-    const entry = next.value;
-    const part = entry.key.at(-1);
-    if (cursor !== undefined && sameBytes(part, cursor)) continue;
-    const envelope = decodeEnvelope(entry.value);
-    if (Object.hasOwn(envelope, "v")) {
-      return { entry, op: envelope.v as unknown as StoredOp, large: false };
-    }
-    const op = {
-      opId: decodeText(part),
-      kind: envelope.k,
-      id: envelope.i,
-      state: envelope.t,
-    } as StoredOp;
-    return { entry, op, large: true };
-  }
-}
-
-function sameBytes(
-  part: Deno.KvKeyPart | undefined,
-  bytes: Uint8Array,
-): boolean {
-  if (!(part instanceof Uint8Array) || part.length !== bytes.length) {
-    return false;
-  }
-  for (let index = 0; index < bytes.length; index++) {
-    if (part[index] !== bytes[index]) return false;
-  }
-  return true;
 }
 
 function batchSize(limit: number): number {
@@ -1913,9 +2229,23 @@ function encodeJson(value: unknown): Uint8Array {
   return encoder.encode(JSON.stringify(value));
 }
 
-function decodeJson(value: unknown): unknown {
-  if (!(value instanceof Uint8Array)) throw formatError(value);
-  return JSON.parse(decoder.decode(value));
+/** A ticket's value, or `undefined` when it is not one. */
+function ticketOf(value: unknown): Ticket | undefined {
+  if (!(value instanceof Uint8Array)) return undefined;
+  let ticket: Partial<Ticket>;
+  try {
+    ticket = JSON.parse(decoder.decode(value));
+  } catch {
+    return undefined;
+  }
+  const valid = typeof ticket === "object" && ticket !== null &&
+    (ticket.state === "pending" || ticket.state === "garbage") &&
+    typeof ticket.at === "number" && Array.isArray(ticket.blobs) &&
+    ticket.blobs.every((blob: Partial<BlobRef>) =>
+      typeof blob === "object" && blob !== null &&
+      typeof blob.id === "string" && Number.isSafeInteger(blob.n)
+    );
+  return valid ? ticket as Ticket : undefined;
 }
 
 const RECORD_HEAD = encoder.encode('{"v":');
@@ -1942,65 +2272,33 @@ function envelopeOf(
   return out;
 }
 
+/** Checks a stored value and makes it an item (see `#getItems`). */
+type Reader<T> = (value: unknown, envelope: Envelope, index: number) => T;
+
 /**
- * A record stored without its base's data (`"a": 1`) gets it back, as a
- * copy: the data and the base's data share no objects.
+ * A stored record, checked, with its base's data back when it was stored
+ * without it (`"a": 1`).
  */
-function restoreBase(envelope: Envelope, value: JsonValue): JsonValue {
-  if (envelope.a !== 1) return value;
-  const record = value as { data: JsonValue; base: JsonObject };
-  // The base's own keys after `data`, as the engine builds a base.
-  record.base = { data: copyJson(record.data), ...record.base };
-  return value;
+function recordOf(
+  value: unknown,
+  envelope: Envelope,
+  item: ItemName,
+  expected: { readonly kind: string; readonly id?: string },
+): StoredRecord {
+  const shared = envelope.a === 1;
+  const record = storedRecord(value, item, { ...expected, baseIsData: shared });
+  return shared ? withBaseData(record, item) : record;
 }
 
-function decodeEnvelope(value: unknown): Envelope {
-  const envelope = decodeJson(value);
-  if (typeof envelope !== "object" || envelope === null) {
-    throw formatError(value);
-  }
-  return envelope as Envelope;
-}
-
-function decodeCount(entry: Deno.KvEntryMaybe<unknown>): Count {
-  if (entry.versionstamp === null) return { value: 0, versionstamp: null };
-  const value = decodeJson(entry.value);
-  if (typeof value !== "number") throw formatError(value);
-  return { value, versionstamp: entry.versionstamp };
-}
-
-/** Decodes a key part written by {@linkcode encodeText}. */
-function decodeText(part: Deno.KvKeyPart | undefined): string {
-  if (!(part instanceof Uint8Array)) throw formatError(part);
-  const units: number[] = [];
-  for (let index = 0; index < part.length;) {
-    const lead = part[index]!;
-    if (lead < 0x80) {
-      units.push(lead - 1);
-      index += 1;
-    } else if (lead < 0xff) {
-      units.push(0x7f + (lead - 0x80) * 255 + part[index + 1]! - 1);
-      index += 2;
-    } else {
-      units.push(
-        0x7f + 127 * 255 + (part[index + 1]! - 1) * 255 + part[index + 2]! - 1,
-      );
-      index += 3;
-    }
-  }
-  let text = "";
-  for (let start = 0; start < units.length; start += 4096) {
-    text += String.fromCharCode(...units.slice(start, start + 4096));
-  }
-  return text;
-}
-
-function formatError(value: unknown): StorageError {
-  return new StorageError(
-    `Cannot read an entry as it is not in this storage's format: current value is ${
-      describe(value)
-    }`,
-  );
+/**
+ * A kind's or id's key part for a message: the text, or for a hashed part
+ * the prefix it keeps, followed by an ellipsis.
+ */
+function partText(part: Deno.KvKeyPart | undefined, budget: number): string {
+  if (!(part instanceof Uint8Array)) return Deno.inspect(part);
+  const group = hashedGroup(part, budget);
+  if (group === undefined) return shortText(decodeText(part));
+  return shortText(`${decodeText(group.subarray(0, -1))}…`);
 }
 
 // ---------------------------------------------------------------------------

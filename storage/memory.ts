@@ -86,9 +86,9 @@ export interface MemoryStorageOptions {
    */
   maxWriteBytes?: number;
   /**
-   * The longest kind, id, op id or meta key (UTF-16 code units) a write
-   * accepts; a longer one rejects with a `StorageError`. Set it to mimic
-   * Deno KV's 2 KiB key limit in tests.
+   * The longest op id or meta key (UTF-16 code units) a write accepts; a
+   * longer one rejects with a `StorageError`. Set it to mimic Deno KV's key
+   * limits in tests. Kinds and record ids of any length are held.
    *
    * @default {Infinity}
    */

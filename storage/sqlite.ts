@@ -61,7 +61,7 @@
  */
 
 import { ClosedError, StorageError, SyncError } from "../src/errors.ts";
-import type { JsonObject, JsonValue } from "../src/json.ts";
+import type { JsonValue } from "../src/json.ts";
 import type {
   SqliteDatabaseLike,
   SqliteStatementLike,
@@ -88,11 +88,19 @@ import {
   readSqliteSchemaVersion,
 } from "./_sqlite_schema.ts";
 import {
+  misplaced,
+  parseStored,
+  recordItem,
+  shortText,
+  storedOp,
+  storedRecord,
+  withBaseData,
+} from "./_stored.ts";
+import {
   type CheckedMutation,
   checkMutations,
   checkString,
   checkStrings,
-  copyJson,
   describe,
   OP_STATES,
   resolveListOpsOptions,
@@ -369,8 +377,14 @@ interface Layout {
   readonly select: string;
 }
 
-/** What a read of a record selects. */
-const RECORD_SELECT = "value, rev, base_is_data";
+/**
+ * What a read of a record selects: the key and the `deleted` column too,
+ * to check the JSON against them (contract clause 9).
+ */
+const RECORD_SELECT = "value, rev, base_is_data, id, deleted";
+
+/** What a read of an op selects: its indexed columns too, likewise. */
+const OP_SELECT = "value, rev, op_id, state, kind, id";
 
 const LAYOUTS: readonly Layout[] = [
   {
@@ -383,7 +397,7 @@ const LAYOUTS: readonly Layout[] = [
     table: "ops",
     keys: ["op_id"],
     columns: ["state", "kind", "id", "value"],
-    select: "value, rev",
+    select: OP_SELECT,
   },
   { table: "meta", keys: ["key"], columns: ["value"], select: "value, rev" },
 ];
@@ -614,15 +628,16 @@ class SqliteStorage implements Storage {
       const key = this.#kindKey(kind);
       if (ids.length === 1) {
         return this.#read("read records", false, () => [
-          toEntry<StoredRecord>(
+          toRecord(
             firstRow(s.spaces[RECORD].get, key, encodeKey(ids[0]!)),
+            kind,
           ),
         ]);
       }
       return this.#read(
         "read records",
         ids.length > RECORDS_IN_CHUNK,
-        () => this.#readRecords(key, ids),
+        () => this.#readRecords(kind, ids),
       );
     });
   }
@@ -646,7 +661,7 @@ class SqliteStorage implements Storage {
       return this.#read(
         "list records",
         false,
-        () => toEntries<StoredRecord>(statement.all(...params)),
+        () => statement.all(...params).map((row) => toRecord(row, kind)!),
       );
     });
   }
@@ -662,10 +677,7 @@ class SqliteStorage implements Storage {
       return this.#read(
         "read ops",
         opIds.length > 1,
-        () =>
-          opIds.map((opId) =>
-            toEntry<StoredOp>(firstRow(get, encodeKey(opId)))
-          ),
+        () => opIds.map((opId) => toOp(firstRow(get, encodeKey(opId)))),
       );
     });
   }
@@ -699,7 +711,7 @@ class SqliteStorage implements Storage {
       return this.#read(
         "list ops",
         false,
-        () => toEntries<StoredOp>(statement.all(...params)),
+        () => statement.all(...params).map((row) => toOp(row)!),
       );
     });
   }
@@ -715,8 +727,7 @@ class SqliteStorage implements Storage {
       return this.#read(
         "read meta",
         keys.length > 1,
-        () =>
-          keys.map((key) => toEntry<JsonValue>(firstRow(get, encodeKey(key)))),
+        () => keys.map((key) => toMeta(firstRow(get, encodeKey(key)), key)),
       );
     });
   }
@@ -1033,24 +1044,26 @@ class SqliteStorage implements Storage {
    * Reads records by id with `id IN (…)`, a chunk of ids per statement:
    * one call into the driver per chunk instead of one per id. Rows come
    * back in the index's order, so each is matched to its id through the id
-   * its value holds (a record's key is made of its own kind and id).
+   * its value holds, checked against its key (a record's key is made of
+   * its own kind and id).
    */
   #readRecords(
-    kind: Uint8Array,
+    kind: string,
     ids: readonly string[],
   ): (Versioned<StoredRecord> | undefined)[] {
+    const kindKey = this.#kindKey(kind);
     const rows = new Map<string, unknown>();
     const parsed = new Map<string, Versioned<StoredRecord>>();
     for (let start = 0; start < ids.length; start += RECORDS_IN_CHUNK) {
       const end = Math.min(ids.length, start + RECORDS_IN_CHUNK);
       let size = 1;
       while (size < end - start) size *= 2;
-      const params: SqliteValue[] = [kind];
+      const params: SqliteValue[] = [kindKey];
       for (let index = start; index < start + size; index++) {
         params.push(this.#encodeKey(ids[Math.min(index, end - 1)]!));
       }
       for (const row of this.#recordsInStatement(size).all(...params)) {
-        const entry = toEntry<StoredRecord>(row)!;
+        const entry = toRecord(row, kind)!;
         rows.set(entry.value.id, row);
         parsed.set(entry.value.id, entry);
       }
@@ -1062,7 +1075,7 @@ class SqliteStorage implements Storage {
       if (entry === undefined) {
         // A repeated id gets a fresh parse: entries share no objects.
         const row = rows.get(id);
-        return row === undefined ? undefined : toEntry<StoredRecord>(row);
+        return row === undefined ? undefined : toRecord(row, kind);
       }
       parsed.delete(id);
       return entry;
@@ -1146,7 +1159,7 @@ class SqliteStorage implements Storage {
     }
     if (id) where.push("id = ?");
     if (after) where.push("op_id > ?");
-    const sql = `SELECT value, rev FROM ops${
+    const sql = `SELECT ${OP_SELECT} FROM ops${
       where.length === 0 ? "" : ` WHERE ${where.join(" AND ")}`
     } ORDER BY op_id LIMIT ?`;
     try {
@@ -1226,29 +1239,97 @@ function revisionOf(
   return row === undefined ? undefined : Number(row["rev"]);
 }
 
-function toEntry<T>(row: unknown): Versioned<T> | undefined {
+/**
+ * A record row as the entry, checked (contract clause 9): its JSON must
+ * parse and be a record of the row's kind and id and `deleted` column.
+ */
+function toRecord(
+  row: unknown,
+  kind: string,
+): Versioned<StoredRecord> | undefined {
   if (row === null || row === undefined) return undefined;
-  const { value, rev, base_is_data: baseIsData } = row as {
-    value: string;
+  const { value, rev, base_is_data: baseIsData, id, deleted } = row as {
+    value: unknown;
     rev: number | bigint;
-    base_is_data?: number | bigint;
+    base_is_data: number | bigint;
+    id: Uint8Array;
+    deleted: number | bigint;
   };
+  // 1 (a number or a bigint) means the base was stored without its data,
+  // which is the record's (schema v3).
+  const shared = Number(baseIsData) !== 0;
+  const item = (): string => recordItem(kind, decodeKey(id));
   // A fresh parse per entry: nothing is shared with the caller or between
   // entries, and JSON.parse keeps "__proto__" keys as own data properties.
-  const parsed = JSON.parse(value);
-  // Only records have the column; 1 (a number or a bigint) means the base
-  // was stored without its data, which is the record's (schema v3).
-  if (baseIsData !== undefined && Number(baseIsData) !== 0) {
-    const { base } = parsed as { data: JsonObject; base: JsonObject };
-    // A copy, so that data and base.data share no objects. The base's own
-    // keys follow `data`, as the engine builds a base.
-    parsed.base = { data: copyJson(parsed.data), ...base };
+  const record = storedRecord(parseStored(value, item), item, {
+    kind,
+    baseIsData: shared,
+  });
+  if (!sameKey(id, record.id)) throw misplaced(item, "id", record.id);
+  if (Number(deleted) !== (record.deleted ? 1 : 0)) {
+    throw new StorageError(
+      `Cannot read ${item()} as its stored 'deleted' disagrees with its row: current value is ${record.deleted}`,
+    );
   }
-  return { value: parsed as T, rev: String(rev) };
+  return {
+    value: shared ? withBaseData(record, item) : record,
+    rev: String(rev),
+  };
 }
 
-function toEntries<T>(rows: readonly unknown[]): Versioned<T>[] {
-  return rows.map((row) => toEntry<T>(row)!);
+/**
+ * An op row as the entry, checked: its JSON must parse and be an op of the
+ * row's op id, state, kind and id (the columns listings filter on).
+ */
+function toOp(row: unknown): Versioned<StoredOp> | undefined {
+  if (row === null || row === undefined) return undefined;
+  const { value, rev, op_id: opId, state, kind, id } = row as {
+    value: unknown;
+    rev: number | bigint;
+    op_id: Uint8Array;
+    state: unknown;
+    kind: Uint8Array;
+    id: Uint8Array;
+  };
+  const item = (): string => `op ${shortText(decodeKey(opId))}`;
+  const op = storedOp(parseStored(value, item), item);
+  if (!sameKey(opId, op.opId)) throw misplaced(item, "opId", op.opId);
+  if (op.state !== state) throw misplaced(item, "state", op.state);
+  if (!sameKey(kind, op.kind)) throw misplaced(item, "kind", op.kind);
+  if (!sameKey(id, op.id)) throw misplaced(item, "id", op.id);
+  return { value: op, rev: String(rev) };
+}
+
+/** A meta row as the entry: any JSON is a meta value. */
+function toMeta(row: unknown, key: string): Versioned<JsonValue> | undefined {
+  if (row === null || row === undefined) return undefined;
+  const { value, rev } = row as { value: unknown; rev: number | bigint };
+  const parsed = parseStored(value, `meta entry ${shortText(key)}`);
+  return { value: parsed as JsonValue, rev: String(rev) };
+}
+
+/** A key column as its string ({@linkcode encodeKey} reversed). */
+function decodeKey(key: unknown): string {
+  if (!(key instanceof Uint8Array)) return String(key);
+  let text = "";
+  for (let index = 0; index + 1 < key.length; index += 2) {
+    text += String.fromCharCode(key[index]! << 8 | key[index + 1]!);
+  }
+  return text;
+}
+
+/** Whether a key column holds a string, without decoding it. */
+function sameKey(key: unknown, text: string): boolean {
+  if (!(key instanceof Uint8Array) || key.length !== text.length * 2) {
+    return false;
+  }
+  for (let index = 0; index < text.length; index++) {
+    const unit = text.charCodeAt(index);
+    if (key[index * 2] !== unit >> 8 || key[index * 2 + 1] !== (unit & 0xff)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 function expectationHolds(

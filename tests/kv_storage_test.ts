@@ -8,6 +8,9 @@ import type {
   StoredOp,
   StoredRecord,
 } from "../src/storage.ts";
+import type { JsonValue } from "../src/json.ts";
+import { encodeText, keyPart, keyPartBytes } from "../storage/_kv_keys.ts";
+import { sha256 } from "../storage/_sha256.ts";
 import { pendingOp } from "./_fixtures.ts";
 
 await testStorage("kv (:memory:)", async () => ({
@@ -129,17 +132,29 @@ Deno.test("kv: capabilities follow the path, the prefix and maxMutationsPerWrite
   assert.equal(onFile.capabilities.persistent, true);
   assert.equal(onFile.capabilities.multiProcess, true);
   using kv = await Deno.openKv(":memory:");
-  await using passed = await openKvStorage(kv, { maxMutationsPerWrite: 98 });
+  // The most mutations that leave op ids and meta keys 80 code units.
+  await using passed = await openKvStorage(kv, { maxMutationsPerWrite: 69 });
   assert.equal(passed.capabilities.persistent, true);
   assert.equal(passed.capabilities.multiProcess, true);
-  assert.equal(passed.capabilities.maxMutationsPerWrite, 98);
-  assert.ok(passed.capabilities.maxKeyLength < 118);
+  assert.equal(passed.capabilities.maxMutationsPerWrite, 69);
+  assert.equal(passed.capabilities.maxKeyLength, 81);
+  for (const maxMutationsPerWrite of [70, 98]) {
+    await assert.rejects(openKvStorage(kv, { maxMutationsPerWrite }), {
+      name: "RangeError",
+      message:
+        `Cannot open KV storage as 'prefix' and 'maxMutationsPerWrite' leave too little room for keys: current value is 20 bytes of prefix and ${maxMutationsPerWrite} mutations per write`,
+    });
+  }
   await using one = await openKvStorage(kv, { maxMutationsPerWrite: 1 });
   // One mutation per write: the 2 KiB limit of one key decides.
-  assert.equal(one.capabilities.maxKeyLength, 336);
-  await using long = await openKvStorage(kv, { prefix: ["x".repeat(100)] });
+  assert.equal(one.capabilities.maxKeyLength, 670);
+  await using long = await openKvStorage(kv, { prefix: ["x".repeat(60)] });
   assert.ok(long.capabilities.maxKeyLength < 118);
   // A long prefix is in every key: fewer mutations per write leave room.
+  await assert.rejects(
+    openKvStorage(kv, { prefix: ["x".repeat(100)] }),
+    RangeError,
+  );
   await assert.rejects(
     openKvStorage(kv, { prefix: ["x".repeat(300)] }),
     RangeError,
@@ -187,6 +202,29 @@ Deno.test("kv: openKvStorage() rejects malformed options", async () => {
     openKvStorage(":memory:", { prefix: ["x".repeat(2000)] }),
     RangeError,
   );
+  // Room for op ids of 156 code units, but not for a record key with the
+  // longest kind and id parts (1,562 + 497 bytes).
+  await assert.rejects(
+    openKvStorage(":memory:", {
+      prefix: ["x".repeat(1560)],
+      maxMutationsPerWrite: 1,
+    }),
+    RangeError,
+  );
+  await using widest = await openKvStorage(":memory:", {
+    prefix: ["x".repeat(1549)],
+    maxMutationsPerWrite: 1,
+  });
+  // The longest parts: 192 and 256 bytes kept, a marker and a hash each.
+  const kind = "\uFFFF".repeat(65);
+  const id = "a" + "\u{1F600}".repeat(255);
+  const created = await widest.write([{
+    type: "putRecord",
+    record: record(kind, id, {}),
+    expect: null,
+  }]);
+  assert.equal(created.ok, true);
+  assert.equal((await widest.getRecords(kind, [id]))[0]?.value.id, id);
 });
 
 Deno.test("kv: the longest keys fit at 3 bytes per code unit, whatever the prefix", async () => {
@@ -202,59 +240,84 @@ Deno.test("kv: the longest keys fit at 3 bytes per code unit, whatever the prefi
     ["\0\0", 1n << 80n, true, 3.5, new Uint8Array(40)],
     ["p".repeat(300)],
   ];
+  let opened = 0;
   for (const prefix of prefixes) {
-    for (const maxMutationsPerWrite of [1, 7, 50, 98]) {
-      if (keyBytes(prefix) * 6 * maxMutationsPerWrite > 70_000) continue;
+    for (const maxMutationsPerWrite of [1, 7, 50, 69]) {
       using kv = await Deno.openKv(":memory:");
-      await using storage = await openKvStorage(kv, {
-        prefix,
-        maxMutationsPerWrite,
-      });
+      let storage: KvStorage;
+      try {
+        storage = await openKvStorage(kv, { prefix, maxMutationsPerWrite });
+      } catch (error) {
+        // Too many mutations for so long a prefix.
+        assert.ok(error instanceof RangeError);
+        assert.ok(keyBytes(prefix) > 40, Deno.inspect(prefix));
+        continue;
+      }
+      opened++;
+      await using _ = storage;
       const max = storage.capabilities.maxKeyLength;
       const count = maxMutationsPerWrite;
-      // A record with kind and id at the limit.
-      const kind = wide(max, 1);
+      // The worst record write: every record with the longest kind and id
+      // (64 and 512 code units, all 3 bytes), each with a check.
+      const kind = wide(64, 1);
+      const ids = Array.from({ length: count }, (_, i) => wide(512, i));
+      const created = await storage.write(ids.map((id) => ({
+        type: "putRecord",
+        record: record(kind, id, {}),
+        expect: null,
+      })));
+      assert.equal(created.ok, true);
+      const records = await storage.getRecords(kind, ids);
+      const updated = await storage.write(records.map((entry) => ({
+        type: "putRecord",
+        record: { ...entry!.value, deleted: true },
+        expect: entry!.rev,
+      })));
+      assert.equal(updated.ok, true, `prefix ${Deno.inspect(prefix)}`);
       assert.equal(
-        (await storage.write([{
-          type: "putRecord",
-          record: record(kind, wide(max, 2), {}),
-          expect: null,
-        }])).ok,
-        true,
+        (await storage.listRecords(kind, { includeDeleted: true })).length,
+        count,
       );
-      // The worst write: every op changes state between two indexed
-      // states and changes record, each with a check, all ids at the limit.
+      // The worst op write: every op changes state between two indexed
+      // states and changes record, each with a check, op ids at the limit.
       const ops = Array.from({ length: count }, (_, i) =>
         op(i, {
           opId: wide(max - 1, i) + String.fromCharCode(0xff00 + i % 200),
-          kind: wide(max, i + 1),
-          id: wide(max, i + 2),
+          kind: wide(64, i + 1),
+          id: wide(512, i + 2),
           state: "quarantined",
         }));
-      for (let start = 0; start < ops.length; start += count) {
-        const result = await storage.write(
-          ops.slice(start, start + count).map((value) => ({
-            type: "putOp",
-            op: value,
-            expect: null,
-          })),
-        );
-        assert.equal(result.ok, true);
-      }
-      const current = await storage.getOps(ops.map((value) => value.opId));
-      const result = await storage.write(current.map((entry, i) => ({
+      const result = await storage.write(ops.map((value) => ({
         type: "putOp",
-        op: { ...entry!.value, state: "parked", id: wide(max, i + 3) },
+        op: value,
+        expect: null,
+      })));
+      assert.equal(result.ok, true);
+      const current = await storage.getOps(ops.map((value) => value.opId));
+      const moved = await storage.write(current.map((entry, i) => ({
+        type: "putOp",
+        op: { ...entry!.value, state: "parked", id: wide(512, i + 3) },
         expect: entry!.rev,
       })));
-      assert.equal(result.ok, true, `prefix ${Deno.inspect(prefix)}`);
-      const [moved] = await storage.listOps({
+      assert.equal(moved.ok, true, `prefix ${Deno.inspect(prefix)}`);
+      const [listed] = await storage.listOps({
         kinds: [ops[0]!.kind],
-        id: wide(max, 3),
+        id: wide(512, 3),
       });
-      assert.equal(moved?.value.state, "parked");
+      assert.equal(listed?.value.state, "parked");
+      // Meta keys at the limit.
+      const keys = Array.from({ length: count }, (_, i) => wide(max, i));
+      const metas = await storage.write(keys.map((key) => ({
+        type: "putMeta",
+        key,
+        value: 1,
+        expect: null,
+      })));
+      assert.equal(metas.ok, true);
     }
   }
+  // Every prefix opens at 1 and 7 mutations; the short ones up to 69.
+  assert.equal(opened, 12);
 });
 
 Deno.test("kv: values are stored as JSON bytes, not V8 serialization", async () => {
@@ -271,8 +334,8 @@ Deno.test("kv: values are stored as JSON bytes, not V8 serialization", async () 
   );
   const entries = await raw(kv, ["p"]);
   // Record, op, its record index entry (a pending op has no by-state
-  // entry), meta.
-  assert.equal(entries.length, 4);
+  // entry), meta, the layout's version.
+  assert.equal(entries.length, 5);
   for (const entry of entries) {
     assert.ok(entry.value instanceof Uint8Array, Deno.inspect(entry.key));
     JSON.parse(new TextDecoder().decode(entry.value));
@@ -1036,7 +1099,9 @@ Deno.test("kv: an aborted write after its blobs were pre-written leaves nothing"
   } finally {
     kv.atomic = original;
   }
-  assert.deepEqual(await raw(kv, ["p"]), []);
+  assert.deepEqual((await raw(kv, ["p"])).map((entry) => entry.key), [
+    ["p", "f"],
+  ]);
 });
 
 Deno.test("kv: KV failures reject with a StorageError that keeps the cause", async () => {
@@ -1160,4 +1225,416 @@ Deno.test("kv: replacing a large value another handle wrote frees its chunks", a
     (await second.getMeta(["big", "big2"])).map((entry) => entry?.value),
     ["small", undefined],
   );
+});
+
+Deno.test("kv: the key hash is SHA-256, as Web Crypto computes it", async () => {
+  for (const length of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 140_000]) {
+    const data = Uint8Array.from({ length }, (_, i) => (i * 31 + 7) & 0xff);
+    assert.deepEqual(
+      sha256(data),
+      new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
+      `${length} bytes`,
+    );
+  }
+});
+
+Deno.test("kv: a key part keeps 256 bytes whole, else a prefix that fits, 0xFF and 20 bytes of SHA-256", () => {
+  const x = "x".charCodeAt(0) + 1;
+  assert.deepEqual(
+    keyPart("x".repeat(256), 256),
+    new Uint8Array(256).fill(x),
+  );
+  const hashOf = (text: string): number[] => {
+    const units = new Uint8Array(text.length * 2);
+    for (let i = 0; i < text.length; i++) {
+      units[i * 2] = text.charCodeAt(i) & 0xff;
+      units[i * 2 + 1] = text.charCodeAt(i) >> 8;
+    }
+    return [...sha256(units).subarray(0, 20)].map((byte) => byte | 0x80);
+  };
+  for (
+    const [text, kept] of [
+      ["x".repeat(257), 256],
+      ["x".repeat(70_000), 256],
+      // The last unit would take 3 bytes of the 1 left.
+      ["x".repeat(255) + "\uFFFF", 255],
+      // A surrogate pair is cut between its halves.
+      ["a" + "\u{1F600}".repeat(60), 256],
+    ] as const
+  ) {
+    const part = keyPart(text, 256);
+    assert.deepEqual([...part.subarray(0, kept)], [
+      ...encodeText(text).subarray(0, kept),
+    ]);
+    assert.deepEqual([...part.subarray(kept)], [0xff, ...hashOf(text)]);
+  }
+  assert.equal(keyPartBytes(256), 277);
+});
+
+Deno.test("kv: ids beyond the key budget are hashed, and list and page in UTF-16 order", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const emoji = "\u{1F600}";
+  const ids = [
+    // Around the 256 bytes kept whole: ASCII takes 1 byte, U+FFFF 3.
+    "x".repeat(255),
+    "x".repeat(256),
+    "x".repeat(257),
+    "x".repeat(256) + "\0",
+    "x".repeat(256) + "\uFFFF",
+    "\uFFFF".repeat(85),
+    "\uFFFF".repeat(85) + "a",
+    "\uFFFF".repeat(86),
+    // Cut inside a surrogate pair: 1 + 42 × 6 + 3 bytes fit.
+    "a" + emoji.repeat(256),
+    "a" + emoji.repeat(255) + "\0",
+    "a" + emoji.repeat(42) + "\uD83D",
+    // 1 or 2 bytes left after the prefix: narrower units still fit there.
+    "x".repeat(254) + "\u0100\u0100",
+    "x".repeat(254) + "\u0100" + "a",
+    "x".repeat(255) + "\u0100",
+    "x".repeat(255) + "\uFFFF",
+    "x".repeat(255) + "a" + "b",
+    // Ids sharing 255 emoji, differing in their last character.
+    ...["", "\0", "/", "%", "a", "\u{10FFFF}", "\uFFFF", "\u{10000}"].map((
+      last,
+    ) => emoji.repeat(255) + last),
+    // Far beyond the contract, and lone surrogates.
+    emoji.repeat(35_000),
+    "\uDC00".repeat(600),
+    "\uD800".repeat(600),
+    "z",
+  ];
+  const shuffled = [...ids].sort(() => Math.random() - 0.5);
+  const result = await storage.write(shuffled.map((id, n) => ({
+    type: "putRecord",
+    record: record("todo", id, { n }),
+  })));
+  assert.equal(result.ok, true);
+  const sorted = [...ids].sort();
+  // Whole up to 256 bytes of the key encoding, a prefix and a hash beyond.
+  const parts = (await raw(kv, ["p", "r"])).map((entry) =>
+    entry.key.at(-1) as Uint8Array
+  );
+  assert.ok(parts.every((part) => part.length <= 256 + 21));
+  assert.equal(parts.filter((part) => part.length > 256).length, 22);
+  const list = async (options: { after?: string; limit?: number } = {}) =>
+    (await storage.listRecords("todo", options)).map((entry) => entry.value.id);
+  assert.deepEqual(await list(), sorted);
+  assert.deepEqual(
+    (await storage.getRecords("todo", ids)).map((entry) => entry?.value.id),
+    ids,
+  );
+  for (const [index, after] of sorted.entries()) {
+    assert.deepEqual(
+      await list({ after, limit: 3 }),
+      sorted.slice(index + 1, index + 4),
+      `after ${index}`,
+    );
+  }
+  // Cursors that are no stored id, inside and between groups.
+  for (
+    const after of [
+      emoji.repeat(255) + "0",
+      emoji.repeat(255) + "\uD83D",
+      emoji.repeat(300),
+      "x".repeat(256) + "\u0001",
+      "\uFFFF".repeat(200),
+      "a" + emoji.repeat(100),
+    ]
+  ) {
+    assert.deepEqual(
+      await list({ after, limit: 5 }),
+      sorted.filter((id) => id > after).slice(0, 5),
+    );
+  }
+  // Paging one by one visits every id once.
+  const paged = await list({ limit: 1 });
+  for (;;) {
+    const page = await list({ after: paged.at(-1)!, limit: 1 });
+    if (page.length === 0) break;
+    paged.push(...page);
+  }
+  assert.deepEqual(paged, sorted);
+  // Kinds beyond 192 bytes are hashed too, and kept apart.
+  const kinds = ["\uFFFF".repeat(64), "\uFFFF".repeat(65), "k".repeat(70_000)];
+  for (const kind of kinds) {
+    const write = await storage.write([{
+      type: "putRecord",
+      record: record(kind, emoji.repeat(256), { kind }),
+    }]);
+    assert.equal(write.ok, true);
+  }
+  for (const kind of kinds) {
+    const listed = await storage.listRecords(kind);
+    assert.deepEqual(listed.map((entry) => entry.value.data), [{ kind }]);
+  }
+});
+
+Deno.test("kv: opening a store of layout 1 moves the records whose keys are now hashed", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const prefix = ["p"];
+  const wideKind = "\uFFFF".repeat(70);
+  const wideId = "\u{1F600}".repeat(59);
+  const kept = [
+    record("todo", "a", { n: 1 }),
+    record("todo", "\uFFFF".repeat(85), { n: 2 }),
+  ];
+  const moved = [
+    record("todo", wideId, { n: 3 }),
+    record("todo", wideId + "\0", { n: 4 }),
+    record(wideKind, "a", { n: 5 }),
+  ];
+  // What version 1 wrote (with up to 59 emoji in an id, at 20 mutations per
+  // write): every kind and id whole, and no layout version.
+  for (const value of [...kept, ...moved]) {
+    await kv.set(
+      [...prefix, "r", encodeText(value.kind), encodeText(value.id)],
+      new TextEncoder().encode(JSON.stringify({ v: value })),
+    );
+  }
+  await kv.set(
+    [...prefix, "m", encodeText("cursor/todo")],
+    new TextEncoder().encode(JSON.stringify({ v: "c" })),
+  );
+  {
+    await using storage = await openKvStorage(kv, { prefix });
+    const todo = [...kept, ...moved.slice(0, 2)];
+    assert.deepEqual(
+      (await storage.getRecords("todo", todo.map((value) => value.id))).map((
+        entry,
+      ) => entry?.value),
+      todo,
+    );
+    assert.deepEqual(
+      (await storage.listRecords("todo")).map((entry) => entry.value),
+      [...todo].sort((a, b) => a.id < b.id ? -1 : 1),
+    );
+    assert.deepEqual(
+      (await storage.listRecords(wideKind)).map((entry) => entry.value),
+      [moved[2]],
+    );
+    assert.deepEqual((await storage.getMeta(["cursor/todo"]))[0]?.value, "c");
+  }
+  const layout = await kv.get<Uint8Array>([...prefix, "f"]);
+  assert.equal(new TextDecoder().decode(layout.value!), "2");
+  const parts = (await raw(kv, [...prefix, "r"])).map((entry) =>
+    entry.key.slice(-2) as Uint8Array[]
+  );
+  assert.equal(parts.length, 5);
+  assert.ok(parts.every(([kind]) => kind!.length <= 192 + 21));
+  assert.equal(parts.filter(([, id]) => id!.length > 256).length, 2);
+  // Once upgraded, a record of layout 2 is never moved again.
+  const before = await raw(kv, [...prefix, "r"]);
+  await (await openKvStorage(kv, { prefix })).close();
+  assert.deepEqual(await raw(kv, [...prefix, "r"]), before);
+});
+
+Deno.test("kv: opening a store of a later layout fails and changes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await kv.set(["p", "f"], new TextEncoder().encode("3"));
+  await assert.rejects(openKvStorage(kv, { prefix: ["p"] }), {
+    name: "StorageError",
+    message:
+      "Cannot open KV storage as a later version of this library wrote it: current value is layout 3",
+  });
+  assert.equal((await raw(kv, ["p"])).length, 1);
+});
+
+Deno.test("kv: a stored record or op that is corrupt, of the wrong shape or under another key rejects with a StorageError naming it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using storage = await openKvStorage(kv, { prefix: ["p"] });
+  const long = "\u{1F600}".repeat(256);
+  await storage.write([
+    { type: "putRecord", record: record("todo", "a", {}) },
+    { type: "putRecord", record: record("todo", long, {}) },
+    {
+      type: "putRecord",
+      record: record("todo", "big", { text: bigText(100 * 1024) }),
+    },
+    { type: "putOp", op: op(1, { id: "a", state: "quarantined" }) },
+    { type: "putMeta", key: "cursor/todo", value: "x" },
+  ]);
+  const encode = (value: unknown) =>
+    new TextEncoder().encode(JSON.stringify(value));
+  /** Every read that meets the damage rejects with a message naming it. */
+  const fails = async (
+    reads: (() => Promise<unknown>)[],
+    message: RegExp,
+  ): Promise<void> => {
+    for (const read of reads) {
+      await assert.rejects(read(), (error: unknown) => {
+        assert.ok(error instanceof StorageError, String(error));
+        assert.match(error.message, message);
+        return true;
+      });
+    }
+  };
+  const headerOf = async (id: string) =>
+    (await raw(kv, ["p", "r"])).find((entry) =>
+      JSON.stringify(entry.value).length > 0 &&
+      new TextDecoder().decode(entry.value as Uint8Array).includes(
+        JSON.stringify(id),
+      )
+    )!.key;
+  const a = ["p", "r", ...keyParts("todo", "a")];
+  const good = (await kv.get(a)).value;
+  const reads = [
+    () => storage.getRecords("todo", ["a"]),
+    () => storage.listRecords("todo"),
+  ];
+  await kv.set(a, new TextEncoder().encode('{"v":{"kind"'));
+  await fails(
+    reads,
+    /^Cannot read record "a" of kind "todo" as its stored value is not valid JSON: current value is "\{\\"v\\":\{\\"kind\\""$/,
+  );
+  await kv.set(a, "not bytes");
+  await fails(
+    reads,
+    /^Cannot read record "a" of kind "todo" as it is not in this storage's format: current value is "not bytes"$/,
+  );
+  await kv.set(a, encode({ v: { ...record("todo", "a", {}), deleted: 0 } }));
+  await fails(
+    reads,
+    /^Cannot read record "a" of kind "todo" as its stored 'deleted' is not a boolean: current value is 0$/,
+  );
+  await kv.set(a, encode({ v: record("todo", "b", {}) }));
+  await fails(
+    reads,
+    /^Cannot read record "a" of kind "todo" as its stored 'id' is not the one it is stored under: current value is "b"$/,
+  );
+  await kv.set(a, encode({ v: record("todo", long, {}) }));
+  await fails(reads, /stored 'id' is not the one it is stored under/);
+  await kv.set(a, good);
+  // A hashed key is named by the prefix it keeps.
+  const hashed = await headerOf(long);
+  const longGood = (await kv.get(hashed)).value;
+  await kv.set(hashed, encode({ v: record("todo", "a", {}) }));
+  await fails(
+    [
+      () => storage.getRecords("todo", [long]),
+      () => storage.listRecords("todo"),
+    ],
+    /^Cannot read record "(\u{1F600}){40}…" of kind "todo" as its stored 'id' is not the one/u,
+  );
+  await kv.set(hashed, longGood);
+  // A large record whose chunks are not JSON, or are missing.
+  const [chunk] = await raw(kv, ["p", "b"]);
+  const bytes = chunk!.value as Uint8Array;
+  await kv.set(chunk!.key, new Uint8Array(bytes.length).fill(0x7d));
+  const bigReads = [
+    () => storage.getRecords("todo", ["big"]),
+    () => storage.listRecords("todo"),
+  ];
+  await fails(
+    bigReads,
+    /^Cannot read record "big" of kind "todo" as its stored value is not valid JSON: current value is "}}}/,
+  );
+  await kv.set(chunk!.key, bytes.subarray(1));
+  await fails(
+    bigReads,
+    /^Cannot read record "big" of kind "todo" as the chunks of its large value are incomplete: current value is blob "/,
+  );
+  await kv.set(chunk!.key, bytes);
+  assert.equal((await storage.listRecords("todo", { limit: 2 })).length, 2);
+  // Ops: the header, its by-state copy and its ops-by-record entry.
+  const opId = op(1).opId;
+  const header = ["p", "o", ...keyParts(opId)];
+  const opGood = (await kv.get(header)).value;
+  const opReads = [
+    () => storage.getOps([opId]),
+    () => storage.listOps(),
+    () => storage.listOps({ kinds: ["todo"], id: "a" }),
+  ];
+  await kv.set(header, new TextEncoder().encode("nope"));
+  await fails(
+    opReads,
+    new RegExp(
+      `^Cannot read op "${opId}" as its stored value is not valid JSON`,
+    ),
+  );
+  await kv.set(header, encode({ s: 1, v: { ...op(1), state: "gone" } }));
+  await fails(
+    opReads,
+    new RegExp(
+      `^Cannot read op "${opId}" as its stored 'state' is not an op state: current value is "gone"$`,
+    ),
+  );
+  await kv.set(header, encode({ s: 1, v: op(2) }));
+  await fails(opReads, /stored 'opId' is not the one it is stored under/);
+  await kv.set(header, opGood);
+  const [byState] = await raw(kv, ["p", "s"]);
+  await kv.set(
+    byState!.key,
+    encode({ s: 1, v: { ...op(1), changedFields: [1] } }),
+  );
+  await fails(
+    [() => storage.listOps({ states: ["quarantined"] })],
+    new RegExp(
+      `^Cannot read the quarantined entry of op "${opId}" as its stored 'changedFields' is not a list of strings or null`,
+    ),
+  );
+  const [byRecord] = await raw(kv, ["p", "i"]);
+  await kv.set(byRecord!.key, encode([opId, "todo"]));
+  await fails(
+    [() => storage.listOps({ id: "a" })],
+    /^Cannot read the ops-by-record entry \d+\/\d+ as it is not in this storage's format: current value is an array$/,
+  );
+  // A write that must replace the damaged op fails the same way, and
+  // commits nothing.
+  await kv.set(header, new TextEncoder().encode("nope"));
+  await assert.rejects(
+    storage.write([
+      { type: "putMeta", key: "m", value: 1 },
+      { type: "deleteOp", opId },
+    ]),
+    StorageError,
+  );
+  assert.deepEqual(await storage.getMeta(["m"]), [undefined]);
+  // Meta values are any JSON: only corrupt text fails.
+  await kv.set(["p", "m", ...keyParts("cursor/todo")], encode({ v: [1] }));
+  assert.deepEqual((await storage.getMeta(["cursor/todo"]))[0]?.value, [1]);
+  await kv.set(["p", "m", ...keyParts("cursor/todo")], encode(1));
+  await fails(
+    [() => storage.getMeta(["cursor/todo"])],
+    /^Cannot read meta entry "cursor\/todo" as it is not in this storage's format: current value is 1$/,
+  );
+});
+
+Deno.test("kv: a damaged ticket does not keep the store from opening; a damaged count does, naming it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  (await openKvStorage(kv, { prefix: ["p"] })).close();
+  await kv.set(["p", "t", "x"], new TextEncoder().encode('{"state":'));
+  await kv.set(
+    ["p", "t", "y"],
+    new TextEncoder().encode('{"state":"garbage"}'),
+  );
+  {
+    await using storage = await openKvStorage(kv, { prefix: ["p"] });
+    assert.equal(await storage.vacuum({ graceMs: 0 }), 0);
+  }
+  await kv.set(["p", "x"], new TextEncoder().encode('"many"'));
+  await assert.rejects(openKvStorage(kv, { prefix: ["p"] }), {
+    name: "StorageError",
+    message:
+      `Cannot read the count of large values as it is not in this storage's format: current value is "many"`,
+  });
+});
+
+Deno.test("kv: a value nested deeper than 256 levels is refused with a StorageError", async () => {
+  await using storage = await openKvStorage(":memory:");
+  let deep: JsonValue = 1;
+  for (let level = 0; level < 5_000; level++) deep = [deep];
+  await assert.rejects(
+    storage.write([
+      { type: "putMeta", key: "before", value: 1 },
+      { type: "putRecord", record: record("todo", "a", { deep }) },
+    ]),
+    {
+      name: "StorageError",
+      message:
+        "Cannot write mutation 1 as 'record' nests more than 256 levels deep: current value is at least 257 levels",
+    },
+  );
+  assert.deepEqual(await storage.getMeta(["before"]), [undefined]);
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { testStorage } from "../storage/conformance.ts";
 import { ClosedError, StorageError } from "../src/errors.ts";
+import type { JsonValue } from "../src/json.ts";
 import type { Mutation, StoredOp } from "../src/storage.ts";
 import { pendingOp } from "./_fixtures.ts";
 
@@ -281,4 +282,42 @@ Deno.test("memory storage keeps records in order under random inserts and delete
     rest.map((entry) => entry.value.id),
     ids.slice(ids.indexOf(after) + 1, ids.indexOf(after) + 6),
   );
+});
+
+Deno.test("memory storage a value nested deeper than 256 levels is refused with a StorageError", async () => {
+  await using storage = createMemoryStorage();
+  let deep: JsonValue = 1;
+  for (let level = 0; level < 100_000; level++) deep = { deep };
+  for (
+    const [index, mutation] of [
+      {
+        type: "putRecord",
+        record: {
+          kind: "todo",
+          id: "a",
+          data: { deep },
+          deleted: false,
+          base: null,
+          lastOpId: null,
+          localUpdatedAt: null,
+        },
+      },
+      { type: "putOp", op: { ...op(1), payload: { deep } } },
+      { type: "putMeta", key: "m", value: deep },
+    ].entries()
+  ) {
+    await assert.rejects(
+      storage.write([
+        { type: "putMeta", key: "before", value: index },
+        mutation as Mutation,
+      ]),
+      {
+        name: "StorageError",
+        message: `Cannot write mutation 1 as '${
+          ["record", "op", "value"][index]
+        }' nests more than 256 levels deep: current value is at least 257 levels`,
+      },
+    );
+  }
+  assert.deepEqual(await storage.getMeta(["before"]), [undefined]);
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { ClosedError, StorageError } from "../src/errors.ts";
+import type { JsonValue } from "../src/json.ts";
 import type { SqliteDatabaseLike } from "../src/sqlite_like.ts";
 import type {
   Mutation,
@@ -1179,4 +1180,247 @@ Deno.test("sqlite: limits beyond 2^53 list everything", async () => {
   ]);
   assert.equal((await storage.listRecords("todo", { limit: 1e300 })).length, 1);
   assert.equal((await storage.listOps({ limit: 2 ** 60 })).length, 1);
+});
+
+Deno.test("sqlite: a stored record or op that is corrupt, of the wrong shape or under another key rejects with a StorageError naming it", async () => {
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(db, { closeDatabase: true });
+  const base = { data: { id: "b" }, updatedAt: "2024-01-01T00:00:00Z" };
+  const shared = record("todo", "b");
+  await storage.write([
+    { type: "putRecord", record: record("todo", "a") },
+    {
+      type: "putRecord",
+      record: {
+        ...shared,
+        base: { ...base, data: shared.data, deleted: false },
+      },
+    },
+    { type: "putOp", op: op("01A", { id: "a" }) },
+    { type: "putMeta", key: "cursor/todo", value: "x" },
+  ]);
+  const corrupt = (sql: string, ...params: (string | Uint8Array)[]) =>
+    db.prepare(sql).run(...params);
+  /** Every read that meets the damage rejects with a message naming it. */
+  const fails = async (
+    reads: (() => Promise<unknown>)[],
+    message: RegExp,
+  ): Promise<void> => {
+    for (const read of reads) {
+      await assert.rejects(read(), (error: unknown) => {
+        assert.ok(error instanceof StorageError, String(error));
+        assert.match(error.message, message);
+        return true;
+      });
+    }
+  };
+  const recordReads = [
+    () => storage.getRecords("todo", ["a"]),
+    () => storage.getRecords("todo", ["a", "b"]),
+    () => storage.listRecords("todo"),
+  ];
+  const a = encodeKey("a");
+  const update = "UPDATE records SET value = ? WHERE id = ?";
+  const good = JSON.stringify(record("todo", "a"));
+  corrupt(update, '{"kind": "todo", "id": "a", "da', a);
+  await fails(
+    recordReads,
+    /^Cannot read record "a" of kind "todo" as its stored value is not valid JSON: current value is "\{\\"kind/,
+  );
+  corrupt(update, JSON.stringify({ ...record("todo", "a"), deleted: "no" }), a);
+  await fails(
+    recordReads,
+    /^Cannot read record "a" of kind "todo" as its stored 'deleted' is not a boolean: current value is "no"$/,
+  );
+  corrupt(update, JSON.stringify({ ...record("todo", "a"), base: [] }), a);
+  await fails(recordReads, /stored 'base' is not an object or null/);
+  corrupt(update, "[1, 2]", a);
+  await fails(
+    recordReads,
+    /stored value is not an object: current value is an array$/,
+  );
+  // A record stored under another id or kind is as wrong as a corrupt one.
+  corrupt(update, JSON.stringify(record("todo", "c")), a);
+  await fails(
+    recordReads,
+    /^Cannot read record "a" of kind "todo" as its stored 'id' is not the one it is stored under: current value is "c"$/,
+  );
+  corrupt(update, JSON.stringify(record("other", "a")), a);
+  await fails(recordReads, /stored 'kind' is not the one it is stored under/);
+  corrupt(update, JSON.stringify({ ...record("todo", "a"), deleted: true }), a);
+  await fails(recordReads, /stored 'deleted' disagrees with its row/);
+  corrupt(update, good, a);
+  assert.equal((await storage.listRecords("todo")).length, 2);
+  // A shared base whose data nests too deep to copy.
+  let deep: unknown = 1;
+  for (let level = 0; level < 5_000; level++) deep = { deep };
+  corrupt(
+    update,
+    JSON.stringify({
+      ...shared,
+      data: { deep },
+      base: { ...base, deleted: false },
+    }),
+    encodeKey("b"),
+  );
+  await fails(
+    [() => storage.getRecords("todo", ["b"])],
+    /^Cannot read record "b" of kind "todo" as its stored 'data' nests more than 256 levels deep/,
+  );
+  corrupt("DELETE FROM records WHERE id = ?", encodeKey("b"));
+  // Ops: corrupt, wrong shape, or disagreeing with the columns listings
+  // filter on.
+  const opReads = [
+    () => storage.getOps(["01A"]),
+    () => storage.listOps(),
+    () => storage.listOps({ kinds: ["todo"], id: "a" }),
+  ];
+  const setOp = "UPDATE ops SET value = ? WHERE op_id = ?";
+  const opKey = encodeKey("01A");
+  corrupt(setOp, "not json", opKey);
+  await fails(
+    opReads,
+    /^Cannot read op "01A" as its stored value is not valid JSON/,
+  );
+  corrupt(
+    setOp,
+    JSON.stringify({ ...op("01A", { id: "a" }), state: "gone" }),
+    opKey,
+  );
+  await fails(
+    opReads,
+    /^Cannot read op "01A" as its stored 'state' is not an op state: current value is "gone"$/,
+  );
+  corrupt(
+    setOp,
+    JSON.stringify({ ...op("01A", { id: "a" }), error: { category: 1 } }),
+    opKey,
+  );
+  await fails(opReads, /stored 'error.category' is not a string/);
+  corrupt(setOp, JSON.stringify(op("01A", { id: "z" })), opKey);
+  await fails(
+    opReads,
+    /^Cannot read op "01A" as its stored 'id' is not the one it is stored under: current value is "z"$/,
+  );
+  corrupt(setOp, JSON.stringify(op("01B", { id: "a" })), opKey);
+  await fails(opReads, /stored 'opId' is not the one it is stored under/);
+  corrupt(
+    setOp,
+    JSON.stringify(op("01A", { id: "a", state: "parked" })),
+    opKey,
+  );
+  await fails(opReads, /stored 'state' is not the one it is stored under/);
+  corrupt(setOp, JSON.stringify(op("01A", { id: "a" })), opKey);
+  assert.equal((await storage.listOps({ id: "a" })).length, 1);
+  // Meta values are any JSON: only corrupt text fails.
+  corrupt("UPDATE meta SET value = ?", "{");
+  await fails(
+    [() => storage.getMeta(["cursor/todo"])],
+    /^Cannot read meta entry "cursor\/todo" as its stored value is not valid JSON/,
+  );
+});
+
+Deno.test("sqlite: a value nested deeper than 256 levels is refused with a StorageError", async () => {
+  await using storage = await openSqliteStorage(":memory:");
+  let deep: JsonValue = 1;
+  for (let level = 0; level < 100_000; level++) deep = { deep };
+  for (
+    const [index, mutation] of [
+      { type: "putRecord", record: { ...record("todo", "a"), data: { deep } } },
+      { type: "putOp", op: { ...op("01A"), payload: { deep } } },
+      { type: "putMeta", key: "m", value: deep },
+    ].entries()
+  ) {
+    await assert.rejects(
+      storage.write([
+        { type: "putMeta", key: "before", value: index },
+        mutation as Mutation,
+      ]),
+      {
+        name: "StorageError",
+        message: `Cannot write mutation 1 as '${
+          ["record", "op", "value"][index]
+        }' nests more than 256 levels deep: current value is at least 257 levels`,
+      },
+    );
+  }
+  assert.deepEqual(await storage.getMeta(["before"]), [undefined]);
+});
+
+Deno.test("sqlite: every field of a stored record or op is checked on read", async () => {
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(db, { closeDatabase: true });
+  const base = { data: { id: "a" }, updatedAt: "2024-01-01T00:00:00Z" };
+  const full = record("todo", "a", {
+    base: { ...base, deleted: false },
+    lastOpId: "01A",
+    localUpdatedAt: 1,
+  });
+  const error = {
+    category: "validation",
+    message: "m",
+    status: 422,
+    code: "c",
+    body: null,
+    at: 1,
+  };
+  const conflict = {
+    server: {},
+    serverUpdatedAt: "2024-01-01T00:00:00Z",
+    local: {},
+    base: {},
+    detectedAt: 1,
+  };
+  const fullOp = op("01A", { id: "a", error, conflict, changedFields: ["x"] });
+  await storage.write([
+    { type: "putRecord", record: full },
+    { type: "putOp", op: fullOp },
+  ]);
+  // A wrong value for each field, nested ones by path.
+  const wrong = (value: unknown): unknown =>
+    typeof value === "string"
+      ? 1
+      : typeof value === "number"
+      ? "1"
+      : Array.isArray(value)
+      ? [1]
+      : [];
+  const paths = (value: Record<string, unknown>): string[][] =>
+    Object.entries(value).flatMap(([key, field]) =>
+      typeof field === "object" && field !== null && !Array.isArray(field) &&
+        ["base", "error", "conflict"].includes(key)
+        ? [[key], ...Object.keys(field).map((inner) => [key, inner])]
+        : [[key]]
+    );
+  const damaged = (value: object, path: string[]): string => {
+    const copy = structuredClone(value) as Record<string, unknown>;
+    const parent = path.length === 1
+      ? copy
+      : copy[path[0]!] as Record<string, unknown>;
+    parent[path.at(-1)!] = wrong(parent[path.at(-1)!]);
+    return JSON.stringify(copy);
+  };
+  let checked = 0;
+  for (const path of paths(full as unknown as Record<string, unknown>)) {
+    db.prepare("UPDATE records SET value = ?").run(damaged(full, path));
+    await assert.rejects(storage.getRecords("todo", ["a"]), (e: unknown) => {
+      assert.ok(e instanceof StorageError, `${path}: ${e}`);
+      assert.match(e.message, new RegExp(`'${path.join("\\.")}' is not`));
+      return true;
+    });
+    checked++;
+  }
+  db.prepare("UPDATE records SET value = ?").run(JSON.stringify(full));
+  for (const path of paths(fullOp as unknown as Record<string, unknown>)) {
+    // Any JSON is an error's body.
+    if (path.join(".") === "error.body") continue;
+    db.prepare("UPDATE ops SET value = ?").run(damaged(fullOp, path));
+    await assert.rejects(storage.getOps(["01A"]), (e: unknown) => {
+      assert.ok(e instanceof StorageError, `${path}: ${e}`);
+      assert.match(e.message, new RegExp(`'${path.join("\\.")}' is not`));
+      return true;
+    });
+    checked++;
+  }
+  assert.equal(checked, 7 + 3 + 17 + 5 + 5);
 });
