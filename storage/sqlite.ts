@@ -808,10 +808,16 @@ class SqliteStorage implements Storage {
     try {
       if (!snapshot) return work();
       s.beginRead.run();
+      let ended = false;
       try {
-        return work();
-      } finally {
+        const result = work();
         s.commit.run();
+        ended = true;
+        return result;
+      } finally {
+        // A read or a COMMIT that failed leaves the transaction open, and
+        // every later write on this connection would fail to begin one.
+        if (!ended) rollbackQuietly(s);
       }
     } catch (error) {
       throw driverError(action, error);
@@ -840,12 +846,7 @@ class SqliteStorage implements Storage {
       }
       return { ok: true, revs: applied.revs };
     } catch (error) {
-      try {
-        s.rollback.run();
-      } catch {
-        // SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR);
-        // the first error is the one worth reporting.
-      }
+      rollbackQuietly(s);
       throw driverError("write mutations", error);
     }
   }
@@ -1339,6 +1340,19 @@ function expectationHolds(
   if (expect === undefined) return true;
   if (expect === null) return rev === undefined;
   return rev === expect;
+}
+
+/**
+ * Ends the connection's transaction after a failure. SQLite may have rolled
+ * back already (SQLITE_FULL, SQLITE_IOERR), or never begun: the first error
+ * is the one worth reporting, so this one is dropped.
+ */
+function rollbackQuietly(s: Statements): void {
+  try {
+    s.rollback.run();
+  } catch {
+    // See above.
+  }
 }
 
 /** Wraps a driver failure, marking lock timeouts as retryable. */

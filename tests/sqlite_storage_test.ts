@@ -23,6 +23,7 @@ import {
   bunShaped,
   wrapDriver,
 } from "./_sqlite_drivers.ts";
+import { FaultPoint, faultyDriver } from "./_faults.ts";
 import { pendingOp } from "./_fixtures.ts";
 
 /** A fresh temporary file for one suite case, and its cleanup. */
@@ -1423,4 +1424,27 @@ Deno.test("sqlite: every field of a stored record or op is checked on read", asy
     checked++;
   }
   assert.equal(checked, 7 + 3 + 17 + 5 + 5);
+});
+
+Deno.test("sqlite: a read that fails at any statement, its COMMIT included, leaves the connection able to write", async () => {
+  const fault = new FaultPoint();
+  await using storage = createSqliteStorage(
+    faultyDriver(new DatabaseSync(":memory:"), fault),
+  );
+  const read = () => storage.getMeta(["a", "b"]);
+  await read();
+  const before = fault.calls;
+  await read();
+  const statements = fault.calls - before;
+  assert.ok(statements >= 3, "BEGIN, the reads and COMMIT");
+  for (let k = 1; k <= statements; k++) {
+    fault.arm(k);
+    await assert.rejects(read());
+    assert.ok(fault.fired, `statement ${k} failed`);
+    const result = await storage.write([
+      { type: "putMeta", key: "a", value: k },
+    ]);
+    assert.equal(result.ok, true, `a write after statement ${k} failed`);
+    assert.equal((await storage.getMeta(["a"]))[0]?.value, k);
+  }
 });
