@@ -14,28 +14,15 @@ import {
   idProblem,
   kindProblem,
   WIRE_LIMITS,
+  type WireLimits,
 } from "../src/limits.ts";
 
-/** The limits a server states in `GET /health` (`"limits"`). */
-export interface ServerLimits {
-  /** Most Unicode code points in a record id. */
-  readonly maxIdLength: number;
-  /** Most characters in a kind. */
-  readonly maxKindLength: number;
-  /** Deepest nesting of a record (the record itself is level 1). */
-  readonly maxDepth: number;
-  /** Largest record body (a `PUT` body, one batch op's payload), in bytes. */
-  readonly maxRecordBytes: number;
-  /** Most ops in one `POST /batch`. */
-  readonly maxBatchOps: number;
-  /** Largest `POST /batch` body, in bytes. */
-  readonly maxBatchBytes: number;
-  /** Most items in one pull page. */
-  readonly maxPageItems: number;
-  /** Largest pull page body, in bytes (a record larger goes out alone). */
-  readonly maxPageBytes: number;
-  /** Most characters in an idempotency key. */
-  readonly maxIdempotencyKeyLength: number;
+/**
+ * The limits a server states in `GET /health` (`"limits"`): the wire
+ * contract's, where `maxRecordBytes`, the batch and page sizes may be the
+ * server's own, plus how many idempotency keys it stores per principal.
+ */
+export interface ServerLimits extends WireLimits {
   /** Most idempotency keys stored per principal. */
   readonly maxIdempotencyKeys: number;
 }
