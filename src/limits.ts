@@ -233,13 +233,18 @@ function deeper(value: unknown, remaining: number): boolean {
  * a valid id `A` such that, for every valid id `v`, `v > A` exactly when
  * `v > id` in UTF-16 order:
  *
- * - an id longer than the limit: its first `maxIdLength` code points (a valid
- *   id greater than those shares none of its extra characters);
+ * - an id longer than the limit: the smallest string of at most
+ *   `maxIdLength` code points above every string that starts with its first
+ *   `maxIdLength` code points (those, with the last one's successor). A
+ *   prefix of the bad id itself would not do: the server sends the bad id
+ *   again after it, and a page full of such ids would never pass;
  * - an id with a lone surrogate: the smallest well-formed string above every
- *   string with that ill-formed prefix. The one valid id that equals it at
- *   the same millisecond would be passed over too; a server that keeps the
- *   contract never stores an ill-formed id, so only a broken server can
- *   produce that case.
+ *   string with that ill-formed prefix.
+ *
+ * In both cases the one valid id that equals the cursor, at the same
+ * millisecond, is passed over too: no finite valid id lies just below it. A
+ * server that keeps the contract never stores such ids, so only a broken
+ * server can produce that case.
  *
  * The ids `.` and `..` are their own cursor: a query parameter carries them
  * (only a path segment cannot). An empty id has no such cursor: it returns
@@ -254,7 +259,7 @@ function deeper(value: unknown, remaining: number): boolean {
  * import assert from "node:assert/strict";
  *
  * assert.equal(cursorIdAfter("todo-1"), "todo-1");
- * assert.equal(cursorIdAfter("x".repeat(70_000)), "x".repeat(256));
+ * assert.equal(cursorIdAfter("x".repeat(70_000)), "x".repeat(255) + "y");
  * assert.equal(cursorIdAfter("a\udc00"), "a\ue000");
  * ```
  */
@@ -262,7 +267,7 @@ export function cursorIdAfter(id: string): string | null {
   if (id === "") return null;
   let points = 0;
   for (let i = 0; i < id.length; i++) {
-    if (points === WIRE_LIMITS.maxIdLength) return id.slice(0, i);
+    if (points === WIRE_LIMITS.maxIdLength) return successorOf(id.slice(0, i));
     const unit = id.charCodeAt(i);
     if (unit >= 0xd800 && unit <= 0xdbff) {
       const next = i + 1 < id.length ? id.charCodeAt(i + 1) : -1;
@@ -284,4 +289,26 @@ export function cursorIdAfter(id: string): string | null {
     points++;
   }
   return id;
+}
+
+/**
+ * The smallest string of at most as many code points as `prefix` (which is
+ * well-formed) above every string that starts with it: its last code point's
+ * successor, carrying over U+10FFFF and skipping the surrogate range; `null`
+ * when there is none.
+ */
+function successorOf(prefix: string): string | null {
+  let end = prefix.length;
+  while (end > 0) {
+    const low = prefix.charCodeAt(end - 1);
+    const pair = low >= 0xdc00 && low <= 0xdfff && end >= 2;
+    const start = pair ? end - 2 : end - 1;
+    const point = prefix.codePointAt(start)!;
+    if (point < 0x10ffff) {
+      const next = point === 0xd7ff ? 0xe000 : point + 1;
+      return prefix.slice(0, start) + String.fromCodePoint(next);
+    }
+    end = start;
+  }
+  return null;
 }

@@ -99,12 +99,34 @@ Deno.test("exceedsDepth() counts containers from the value itself and stops past
   assert.equal(WIRE_LIMITS.maxDepth, 64);
 });
 
-Deno.test("cursorIdAfter() keeps valid ids and cuts over-long ones to the limit", () => {
+Deno.test("cursorIdAfter() keeps valid ids and moves over-long ones past every id sharing their first 256 characters", () => {
   assert.equal(cursorIdAfter("todo-1"), "todo-1");
   assert.equal(cursorIdAfter("."), ".");
   assert.equal(cursorIdAfter(""), null);
-  assert.equal(cursorIdAfter("x".repeat(70_000)), "x".repeat(256));
-  assert.equal(cursorIdAfter("😀".repeat(300)), "😀".repeat(256));
+  assert.equal(cursorIdAfter("x".repeat(70_000)), "x".repeat(255) + "y");
+  assert.equal(cursorIdAfter("😀".repeat(300)), "😀".repeat(255) + "😁");
+  // Carries over the last code point, and skips the surrogate range.
+  const max = String.fromCodePoint(0x10ffff);
+  assert.equal(
+    cursorIdAfter("a".repeat(254) + max.repeat(3)),
+    "a".repeat(253) + "b",
+  );
+  assert.equal(
+    cursorIdAfter("a".repeat(255) + "\ud7ff" + "z"),
+    "a".repeat(255) + "\ue000",
+  );
+  assert.equal(cursorIdAfter(max.repeat(257)), null);
+  for (
+    const long of [
+      "x".repeat(70_000),
+      "😀".repeat(300),
+      "a".repeat(255) + "\ud7ffz",
+    ]
+  ) {
+    const after = cursorIdAfter(long)!;
+    assert.equal(idProblem(after), null);
+    assert.ok(after > long, "the cursor is past the bad id itself");
+  }
 });
 
 Deno.test("cursorIdAfter() orders every valid id the same as the bad id it stands for", () => {
@@ -132,10 +154,13 @@ Deno.test("cursorIdAfter() orders every valid id the same as the bad id it stand
     const v of [
       "b".repeat(256),
       "b".repeat(255) + "c",
-      "b".repeat(255) + "d",
+      "b".repeat(255) + "e",
+      "b".repeat(254) + "c",
       "c",
     ]
   ) {
     assert.equal(v > cut, v > long, v);
   }
+  // The one valid id passed over (documented): the cursor itself.
+  assert.equal(cut, "b".repeat(255) + "d");
 });
