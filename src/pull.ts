@@ -25,6 +25,7 @@ import {
   ServerError,
   StorageError,
   SyncError,
+  ValidationError,
 } from "./errors.ts";
 import type { RecordChange, SyncStats } from "./events.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
@@ -291,6 +292,16 @@ async function fetchPage(
       ctx.observeServerDate(page.serverDate, sentAt);
       return { page, from };
     } catch (error) {
+      if (
+        error instanceof ValidationError && from !== null &&
+        from.pageToken !== null
+      ) {
+        // The server's token cannot travel (a lone surrogate, too long): it
+        // is only a hint, and the keyset cursor goes on without it. Kept,
+        // it would fail every later run before a request is sent.
+        from = { ...from, pageToken: null };
+        continue;
+      }
       if (!(error instanceof ResyncRequiredError) || fallback === undefined) {
         throw error;
       }

@@ -8,6 +8,7 @@ import {
 import type { Mutation, Storage, WriteResult } from "../src/storage.ts";
 import type { PullPage, PullRequest, Transport } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
+import { createRestTransport } from "../transport/rest.ts";
 import { createClient, eventsOf, startServer } from "./_harness.ts";
 
 /** Wraps a storage so a chosen write throws, as a crash or a full disk would. */
@@ -416,3 +417,47 @@ Deno.test("pull: a 410 during a full resync is a non-retryable error, not a loop
   await assert.rejects(engine.sync(), check);
   assert.equal(transport.requests.length, 5);
 });
+
+for (
+  const [name, token] of [
+    ["a lone surrogate", "tok\ud800"],
+    ["100,000 characters", "t".repeat(100_000)],
+  ] as const
+) {
+  Deno.test(`pull: a page token that cannot travel (${name}) is dropped, and the keyset cursor goes on without it`, async () => {
+    const seen: URLSearchParams[] = [];
+    const items = ["a", "b", "c"].map((id, i) => ({
+      id,
+      updated_at: new Date(Date.UTC(2025, 2, 1, 10, 0, i)).toISOString(),
+    }));
+    await using http = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      (request) => {
+        const query = new URL(request.url).searchParams;
+        seen.push(query);
+        const afterId = query.get("afterId");
+        const rest = items.filter((item) =>
+          afterId === null || item.id > afterId
+        );
+        // The first page hands out the token; later pages none.
+        return Response.json({
+          items: rest.slice(0, 1),
+          nextPageToken: afterId === null ? token : null,
+        });
+      },
+    );
+    await using storage = createMemoryStorage();
+    await using transport = createRestTransport({
+      baseUrl: `http://127.0.0.1:${http.addr.port}`,
+    });
+    await using engine = new SyncEngine({ storage, transport, pageSize: 1 });
+    const table = engine.table("todos");
+    const first = await engine.sync();
+    assert.equal(first.stats.pulled, 3);
+    assert.deepEqual((await table.list()).map((r) => r.id), ["a", "b", "c"]);
+    assert.ok(seen.every((query) => query.get("pageToken") === null));
+    // Later runs are not stuck on the token either.
+    for (let run = 0; run < 2; run++) await engine.sync();
+    assert.ok(seen.length <= 6, `requests: ${seen.length}`);
+  });
+}

@@ -330,6 +330,13 @@ interface ResolvedOptions {
   readonly now: () => number;
 }
 
+/**
+ * The longest `updatedSince` or `pageToken` sent in a URL. A token is the
+ * server's opaque hint; one this long is not sent, and the engine goes on
+ * from its keyset cursor without it.
+ */
+const MAX_QUERY_VALUE_LENGTH = 4_096;
+
 /** The default of `maxResponseBytes`: 32 MiB. */
 const DEFAULT_MAX_RESPONSE_BYTES = 33_554_432;
 
@@ -949,6 +956,15 @@ class RestTransport implements Transport {
         throw invalid(action, {
           field,
           problem: "it has a lone surrogate",
+          value,
+        });
+      }
+      // Past a few KiB a URL is refused by servers and proxies alike.
+      if (value !== null && value.length > MAX_QUERY_VALUE_LENGTH) {
+        throw invalid(action, {
+          field,
+          problem:
+            `it is longer than ${MAX_QUERY_VALUE_LENGTH} characters (${value.length})`,
           value,
         });
       }
