@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseTimestamp } from "./_timestamp.ts";
+import { parseTimestamp } from "./timestamp.ts";
 import {
   cursorIdAfter,
   exceedsDepth,

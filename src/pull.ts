@@ -18,7 +18,7 @@ import {
   type RecordMeta,
   type TableConfig,
 } from "./_context.ts";
-import { parseTimestamp } from "./_timestamp.ts";
+import { parseTimestamp } from "./timestamp.ts";
 import {
   ParseError,
   ResyncRequiredError,

@@ -20,7 +20,7 @@ import {
   decideConflict,
 } from "./conflict.ts";
 import { clampDelay, MAX_RETRY_AFTER_MS } from "./_backoff.ts";
-import { parseTimestamp } from "./_timestamp.ts";
+import { parseTimestamp } from "./timestamp.ts";
 import {
   NetworkError,
   ParseError,

@@ -197,10 +197,25 @@ Deno.test("limits: kinds of 1 to 64 characters of [A-Za-z0-9_-] pass, others are
       "invalid_kind",
     );
   }
-  // Reserved route names are routes, not kinds.
-  for (const target of ["/live", "/live/1", "/health/1"]) {
-    assert.equal((await send(server, "GET", target)).status, 404, target);
+  // A reserved route name is no kind: under it, a record route is refused.
+  assert.equal((await send(server, "GET", "/live")).status, 404);
+  for (const target of ["/live/1", "/health/1", "/batch/1"]) {
+    for (const method of ["GET", "PUT", "DELETE"]) {
+      assertRefused(await send(server, method, target), 400, "invalid_kind");
+    }
   }
+  // A lone surrogate in the path: the kind's or the id's code, by position.
+  assertRefused(await send(server, "GET", "/%ED%A0%80"), 400, "invalid_kind");
+  assertRefused(
+    await send(server, "PUT", "/todo/%ED%A0%80", { json: {} }),
+    400,
+    "invalid_id",
+  );
+  assertRefused(
+    await send(server, "DELETE", "/todo/a%ED%A0%80"),
+    400,
+    "invalid_id",
+  );
   const batch = await send(server, "POST", "/batch", {
     json: {
       ops: [
@@ -215,7 +230,7 @@ Deno.test("limits: kinds of 1 to 64 characters of [A-Za-z0-9_-] pass, others are
       result.status,
       (result.error as JsonObject | undefined)?.error ?? null,
     ]),
-    [[400, "invalid_kind"], [400, "invalid_op"], [201, null]],
+    [[400, "invalid_kind"], [400, "invalid_kind"], [201, null]],
   );
 });
 
@@ -441,7 +456,16 @@ Deno.test("limits: pull query parameters: afterId is a cursor, updatedSince a ti
       "invalid_cursor",
     );
   }
-  for (const updatedSince of ["x".repeat(70_000), "2025-13-01T00:00:00Z"]) {
+  for (
+    const updatedSince of [
+      "x".repeat(70_000),
+      "2025-13-01T00:00:00Z",
+      // Dates the calendar does not have: the client's rule, shared.
+      "2025-02-30T00:00:00.000Z",
+      "2025-02-29T00:00:00.000Z",
+      "2025-04-31T10:00:00.000Z",
+    ]
+  ) {
     assertRefused(await pull({ updatedSince }), 400, "invalid_timestamp");
   }
   for (const limit of ["0", "1".repeat(16), "-5", "1e3"]) {
@@ -571,6 +595,16 @@ Deno.test("limits: a store that ignores maxBytes still cannot make a page larger
 Deno.test("limits: createSyncServer() validates the new limits", () => {
   assert.throws(() => createSyncServer({ maxPageBytes: 4095 }), RangeError);
   assert.throws(() => createSyncServer({ maxBatchOps: 0 }), RangeError);
+  // Never more than the contract: clients size batches and caps by it.
+  assert.throws(() => createSyncServer({ maxBatchOps: 1_001 }), {
+    name: "RangeError",
+    message: /'maxBatchOps' exceeds the contract's 1000: current value is 1001/,
+  });
+  assert.throws(() => createSyncServer({ maxPageSize: 1_001 }), {
+    name: "RangeError",
+    message: /'maxPageSize' exceeds the contract's 1000: current value is 1001/,
+  });
+  createSyncServer({ maxBatchOps: 1_000, maxPageSize: 1_000 }).close();
   assert.throws(() => createSyncServer({ maxBatchBytes: 1.5 }), RangeError);
   assert.throws(
     () => createSyncServer({ maxBatchOps: 10, maxIdempotencyKeys: 9 }),

@@ -369,12 +369,18 @@ Deno.test("server: every response is JSON with a Date header from the injected c
 Deno.test("server: unknown routes answer 404 and wrong methods 405 with a JSON error", async () => {
   await using server = createSyncServer(options());
   for (
-    const target of ["/", "/todo/1/extra", "/health/x", "/batch/x", "/todo/"]
+    const target of ["/", "/todo/1/extra", "/todo/"]
   ) {
     const { status, body } = await send<ErrorBody>(server, "GET", target);
     assert.equal(status, 404, target);
     assert.equal(body.error, "not_found");
     assert.equal(typeof body.message, "string");
+  }
+  // Under a reserved route name, a record route names an invalid kind.
+  for (const target of ["/health/x", "/batch/x"]) {
+    const { status, body } = await send<ErrorBody>(server, "GET", target);
+    assert.equal(status, 400, target);
+    assert.equal(body.error, "invalid_kind");
   }
   for (
     const [method, target, allow] of [
@@ -395,7 +401,7 @@ Deno.test("server: unknown routes answer 404 and wrong methods 405 with a JSON e
     json: {},
   });
   assert.equal(bad.status, 400);
-  assert.equal(bad.body.error, "invalid_path");
+  assert.equal(bad.body.error, "invalid_id");
 });
 
 Deno.test("server: basePath mounts the routes under a prefix", async () => {
@@ -1616,7 +1622,7 @@ Deno.test("server: a batch op that is not a valid request gets its own 400, the 
     [
       [201, null],
       [400, "invalid_op"],
-      [400, "invalid_op"],
+      [400, "invalid_kind"],
       [400, "invalid_body"],
       [400, "invalid_timestamp"],
       [400, "invalid_body"],

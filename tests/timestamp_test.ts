@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { isTimestamp, parseTimestamp } from "../src/_timestamp.ts";
+import { isTimestamp, parseTimestamp } from "../src/timestamp.ts";
 
 Deno.test("parseTimestamp() reads ISO-8601 instants with a zone", () => {
   assert.equal(

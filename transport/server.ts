@@ -36,6 +36,7 @@ import { createHash } from "node:crypto";
 import { ClosedError, ValidationError } from "../src/errors.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import { cursorIdAfter, RESERVED_KINDS, WIRE_LIMITS } from "../src/limits.ts";
+import { parseTimestamp } from "../src/timestamp.ts";
 import { type StandardSchemaV1, validateWith } from "../src/schema.ts";
 import {
   idRefusal,
@@ -850,15 +851,16 @@ export interface SyncServerOptions {
    */
   readonly maxBatchBytes?: number;
   /**
-   * The most ops in one `POST /batch`; more are answered
-   * `413 batch_too_large` and nothing is applied. It bounds how long one
-   * batch holds its principal's write queue.
+   * The most ops in one `POST /batch`, at most the contract's 1,000; more
+   * are answered `413 batch_too_large` and nothing is applied. It bounds
+   * how long one batch holds its principal's write queue.
    *
    * @default {1000}
    */
   readonly maxBatchOps?: number;
   /**
-   * The most items a pull page holds; a larger `limit` is clamped.
+   * The most items a pull page holds, at most the contract's 1,000; a
+   * larger `limit` is clamped.
    *
    * @default {1000}
    */
@@ -1101,6 +1103,7 @@ function resolveOptions(options: SyncServerOptions): ResolvedOptions {
       `Cannot create sync server as 'defaultPageSize' exceeds 'maxPageSize' (${maxPageSize}): current value is ${defaultPageSize}`,
     );
   }
+  atMostContract(maxPageSize, WIRE_LIMITS.maxPageItems, "maxPageSize");
   const basePath = options.basePath ?? "";
   if (
     typeof basePath !== "string" ||
@@ -1118,6 +1121,7 @@ function resolveOptions(options: SyncServerOptions): ResolvedOptions {
     "maxBatchOps",
     "integer",
   );
+  atMostContract(maxBatchOps, WIRE_LIMITS.maxBatchOps, "maxBatchOps");
   const maxIdempotencyKeys = positiveOption(
     options.maxIdempotencyKeys,
     100_000,
@@ -1211,6 +1215,18 @@ function positiveOption(
     );
   }
   return value;
+}
+
+/**
+ * Refuses a count above the contract's maximum: clients size their batches
+ * and read caps by it, so a server may state less, never more.
+ */
+function atMostContract(value: number, max: number, name: string): void {
+  if (value > max) {
+    throw new RangeError(
+      `Cannot create sync server as '${name}' exceeds the contract's ${max}: current value is ${value}`,
+    );
+  }
 }
 
 function booleanOption(
@@ -1588,11 +1604,16 @@ class ReferenceServer implements SyncServer {
     const url = new URL(request.url);
     const segments = this.#segments(url.pathname);
     if (segments === null) return notFound(request);
-    if (segments === "invalid") {
+    if (!Array.isArray(segments)) {
+      const [what, code] = segments.invalid === 0
+        ? ["kind", "invalid_kind"]
+        : segments.invalid === 1
+        ? ["id", "invalid_id"]
+        : ["path segment", "invalid_path"];
       return failure(
         400,
-        "invalid_path",
-        "Cannot route request as a path segment is not valid percent-encoded UTF-8",
+        code,
+        `Cannot route request as its ${what} is not valid percent-encoded UTF-8 (a lone surrogate, say)`,
       );
     }
     const method = request.method;
@@ -1637,7 +1658,12 @@ class ReferenceServer implements SyncServer {
       if (method !== "POST") return methodNotAllowed(method, "POST");
       return await this.#batch(principal, request);
     }
-    if (RESERVED_KINDS.has(kind)) return notFound(request);
+    if (RESERVED_KINDS.has(kind)) {
+      // `/health/x`, `/batch/x`: a record route on a name no kind may take.
+      if (id === undefined) return notFound(request);
+      const refused = kindRefusal(kind, "route request");
+      if (refused !== null) return refusal(refused);
+    }
     if (id === undefined) {
       if (method !== "GET") return methodNotAllowed(method, "GET");
       const refused = kindRefusal(kind, "pull");
@@ -1653,8 +1679,12 @@ class ReferenceServer implements SyncServer {
     return methodNotAllowed(method, "PUT, DELETE");
   }
 
-  /** The decoded path segments under the base path; `null` when outside. */
-  #segments(pathname: string): string[] | "invalid" | null {
+  /**
+   * The decoded path segments under the base path; `null` when outside;
+   * the index of the first segment that is not percent-encoded UTF-8 (a
+   * lone surrogate, say).
+   */
+  #segments(pathname: string): string[] | { invalid: number } | null {
     const { basePath } = this.#options;
     if (basePath !== "") {
       if (pathname === basePath) return [];
@@ -1663,11 +1693,16 @@ class ReferenceServer implements SyncServer {
     }
     const raw = pathname.split("/").slice(1);
     if (raw.length === 1 && raw[0] === "") return [];
-    try {
-      return raw.map(decodeURIComponent);
-    } catch {
-      return "invalid";
+    const segments: string[] = [];
+    for (const segment of raw) {
+      try {
+        segments.push(decodeURIComponent(segment));
+      } catch {
+        // Reported by position: a kind or an id that is not UTF-8.
+        return { invalid: segments.length };
+      }
     }
+    return segments;
   }
 
   /** Runs the maintenance when due; every caller awaits the same run. */
@@ -2331,15 +2366,14 @@ function batchCall(
 ): WriteCall | Reply {
   const { kind, id, type, payload, baseUpdatedAt, force } = op;
   if (
-    typeof kind !== "string" || kind === "" || RESERVED_KINDS.has(kind) ||
-    typeof id !== "string" || id === "" ||
+    typeof kind !== "string" || typeof id !== "string" ||
     (type !== "upsert" && type !== "delete") ||
     (force !== undefined && typeof force !== "boolean")
   ) {
     return failure(
       400,
       "invalid_op",
-      `Cannot apply op as it needs a kind (not "health", "batch" or "live"), a non-empty id, a type of "upsert" or "delete" and a boolean force: current value is ${
+      `Cannot apply op as it needs a string kind and id, a type of "upsert" or "delete" and a boolean force: current value is ${
         preview(op)
       }`,
     );
@@ -2557,19 +2591,6 @@ async function readBody(request: Request, max: number): Promise<BodyInput> {
   } catch {
     return { type: "text", text };
   }
-}
-
-const TIMESTAMP =
-  /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/i;
-
-/**
- * Parses an ISO-8601 instant that names its timezone (a timestamp without
- * one would depend on the server's zone); `null` when malformed.
- */
-function parseTimestamp(text: string): number | null {
-  if (!TIMESTAMP.test(text)) return null;
-  const ms = Date.parse(text);
-  return Number.isFinite(ms) ? ms : null;
 }
 
 /** A version-check base: `null` when absent, `"invalid"` when malformed. */

@@ -1,6 +1,8 @@
 /**
- * Timestamp validation shared by the engine and the REST transport. Private
- * to the package (underscore): not exported from `mod.ts`.
+ * Timestamp validation shared by the engine and the reference server, so
+ * both read the contract's timestamps by one rule: ISO-8601 with a time
+ * zone, on a date the calendar has. A leaf module (no imports), not
+ * exported from `mod.ts`.
  *
  * @module
  */
