@@ -2,13 +2,18 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { StorageError } from "../src/errors.ts";
 import type { JsonObject } from "../src/json.ts";
-import { createSyncServer, type SyncServer } from "../transport/server.ts";
+import {
+  createSyncServer,
+  type ServerStore,
+  type SyncServer,
+} from "../transport/server.ts";
 import {
   createSqliteServerStore,
   openSqliteServerStore,
 } from "../transport/server_sqlite.ts";
 import {
   AWKWARD_IDS,
+  bearerPrincipal,
   serverRecord,
   shuffled,
   testServerStore,
@@ -440,22 +445,36 @@ Deno.test("sqlite: a pull reads the data of the records it returns, no more", as
   assert.equal(dataRows, 3);
 });
 
-Deno.test("sqlite: a batch commits in one bounded transaction", async () => {
+Deno.test("sqlite: a batch commits in bounded slices, and another principal's write lands between them", async () => {
   const begins: string[] = [];
   const db = wrapDriver(new DatabaseSync(":memory:"), {
     beforeCall(sql) {
       if (sql.startsWith("BEGIN")) begins.push(sql);
     },
   });
-  await using server = createSyncServer({
-    store: createSqliteServerStore(db, { closeDatabase: true }),
-  });
-  // The first keyed write counts the principal's keys once.
-  await send(server, "PUT", "/todo/warm", {
-    json: {},
-    headers: { "idempotency-key": "warm" },
-  });
-  begins.length = 0;
+  const inner = createSqliteServerStore(db, { closeDatabase: true });
+  const commits: string[] = [];
+  let bob: Promise<unknown> | null = null;
+  const store: ServerStore = {
+    getRecord: (ns, kind, id) => inner.getRecord(ns, kind, id),
+    listRecords: (ns, kind, options) => inner.listRecords(ns, kind, options),
+    getIdempotency: (ns, key) => inner.getIdempotency(ns, key),
+    async commit(writes) {
+      await inner.commit(writes);
+      commits.push(writes[0]!.namespace);
+      // Bob writes once Alice's batch has committed its first slice.
+      bob ??= send(server, "PUT", "/todo/b", {
+        json: {},
+        headers: { authorization: "Bearer bob" },
+      });
+    },
+    purge: (options) => inner.purge(options),
+    trimIdempotency: (ns, options) => inner.trimIdempotency(ns, options),
+    lastWrite: (ns) => inner.lastWrite(ns),
+    close: () => inner.close(),
+    [Symbol.asyncDispose]: () => inner.close(),
+  };
+  await using server = createSyncServer({ store, auth: bearerPrincipal });
   const ops = Array.from({ length: 1_000 }, (_, index) => ({
     opId: `o${index}`,
     kind: "todo",
@@ -463,7 +482,21 @@ Deno.test("sqlite: a batch commits in one bounded transaction", async () => {
     type: "upsert",
     payload: {},
   }));
-  const batch = await send(server, "POST", "/batch", { json: { ops } });
-  assert.equal((batch.body.results as JsonObject[]).length, 1_000);
-  assert.deepEqual(begins, ["BEGIN IMMEDIATE"]);
+  const batch = await send(server, "POST", "/batch", {
+    json: { ops },
+    headers: { authorization: "Bearer alice" },
+  });
+  assert.deepEqual(
+    (batch.body.results as JsonObject[]).map((result) => result.status),
+    ops.map(() => 201),
+  );
+  await bob;
+  // One commit (one transaction) per slice of 100 ops.
+  assert.equal(commits.filter((ns) => ns === "alice").length, 10);
+  assert.ok(begins.every((sql) => sql.startsWith("BEGIN")));
+  const bobAt = commits.indexOf("bob");
+  assert.ok(
+    bobAt > 0 && bobAt < commits.length - 1,
+    `Bob's write waited for the whole batch: ${commits.join(" ")}`,
+  );
 });

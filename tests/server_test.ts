@@ -1663,6 +1663,50 @@ Deno.test("server: a store failure during a batch answers 500 and applies nothin
   assert.equal(retry.body.results[0]?.status, 201);
 });
 
+Deno.test("server: a store failure after a batch's first slice answers the unapplied ops 500 each; the applied slice stands", async () => {
+  const store = new SpyStore();
+  const errors: unknown[] = [];
+  await using server = createSyncServer({
+    store,
+    onError: (error) => errors.push(error),
+  });
+  // Every commit after the first (slice) fails.
+  store.failWhen = () => store.commits.length > 1;
+  const ops = Array.from({ length: 150 }, (_, index) => ({
+    opId: `o${index}`,
+    kind: "todo",
+    id: `r${String(index).padStart(3, "0")}`,
+    type: "upsert",
+    payload: {},
+  }));
+  const { status, body } = await send<BatchBody>(server, "POST", "/batch", {
+    json: { ops },
+  });
+  assert.equal(status, 200);
+  const statuses = body.results.map((result) => result.status);
+  assert.deepEqual(statuses.slice(0, 100), ops.slice(0, 100).map(() => 201));
+  assert.deepEqual(statuses.slice(100), ops.slice(100).map(() => 500));
+  assert.equal((body.results[120]?.error as ErrorBody).error, "internal");
+  assert.deepEqual(
+    body.results.map((result) => result.opId),
+    ops.map((op) => op.opId),
+  );
+  assert.equal(errors.length, 1);
+  store.failWhen = () => false;
+  const items = (await pull(server, "todo", { limit: "1000" })).body.items;
+  assert.equal(items.length, 100);
+  // Sent again, the applied ops replay and the others apply.
+  const again = await send<BatchBody>(server, "POST", "/batch", {
+    json: { ops },
+  });
+  assert.deepEqual(
+    again.body.results.map((
+      result,
+    ) => [result.status, result.replayed ?? false]),
+    ops.map((_, index) => index < 100 ? [201, true] : [201, false]),
+  );
+});
+
 Deno.test("server: a write and its idempotency entry commit in one store call", async () => {
   const store = new SpyStore();
   await using server = createSyncServer(options({ store }));

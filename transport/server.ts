@@ -1277,7 +1277,12 @@ interface Outcome extends Reply {
  * only that fact: nothing recursive (fingerprint, schema, store) sees it.
  */
 type BodyInput =
-  | { readonly type: "json"; readonly value: JsonValue }
+  | {
+    readonly type: "json";
+    readonly value: JsonValue;
+    /** Its JSON text's length, when known (a batch op's payload). */
+    readonly size?: number;
+  }
   | { readonly type: "text"; readonly text: string }
   | { readonly type: "too_large" }
   | { readonly type: "too_deep" };
@@ -1538,13 +1543,7 @@ class ReferenceServer implements SyncServer {
     try {
       reply = await this.#route(request);
     } catch (error) {
-      if (error instanceof RefusedError) {
-        reply = error.reply;
-      } else if (error instanceof ClosedError && this.#closed) {
-        reply = closedReply();
-      } else {
-        reply = this.#internal(error);
-      }
+      reply = this.#failureReply(error);
     }
     try {
       return this.#respond(reply);
@@ -1552,6 +1551,13 @@ class ReferenceServer implements SyncServer {
       // A body too large to serialise must still answer, as JSON.
       return this.#respond(this.#internal(error));
     }
+  }
+
+  /** The reply to what a request's work threw. */
+  #failureReply(error: unknown): Reply {
+    if (error instanceof RefusedError) return error.reply;
+    if (error instanceof ClosedError && this.#closed) return closedReply();
+    return this.#internal(error);
   }
 
   #internal(error: unknown): Reply {
@@ -2319,31 +2325,88 @@ class ReferenceServer implements SyncServer {
     // answer a GiB. Past the budget, ops are answered 503 unapplied (never
     // stored), which the client re-sends with the same keys.
     const budget = 2 * maxBatchBytes;
-    const results = await this.#inScope(namespace, async (scope) => {
-      const results: JsonObject[] = [];
-      let spent = 0;
-      for (const { opId, call, fingerprint } of calls) {
-        if (spent > budget) {
-          results.push({ opId, status: 503, error: answerFull(budget) });
-          continue;
+    const results: JsonObject[] = [];
+    let spent = 0;
+    for (const slice of slices(calls)) {
+      // Each slice is one store commit; between two, other principals'
+      // requests run: a synchronous store (SQLite) would otherwise hold
+      // the whole process for the whole batch.
+      if (results.length > 0) await nextTurn();
+      // The slice's results count once it committed: a failure before
+      // leaves its ops unapplied.
+      const done: JsonObject[] = [];
+      try {
+        await this.#inScope(namespace, async (scope) => {
+          for (const { opId, call, fingerprint } of slice) {
+            if (spent > budget) {
+              done.push({ opId, status: 503, error: answerFull(budget) });
+              continue;
+            }
+            const outcome = "method" in call
+              ? await this.#apply(namespace, scope, call, fingerprint)
+              : { ...call, replayed: false };
+            const result: JsonObject = { opId, status: outcome.status };
+            if (outcome.status >= 200 && outcome.status < 300) {
+              result.record = outcome.body;
+            } else {
+              result.error = outcome.body;
+            }
+            if (outcome.replayed) result.replayed = true;
+            spent += JSON.stringify(outcome.body)?.length ?? 0;
+            done.push(result);
+          }
+        });
+        results.push(...done);
+      } catch (error) {
+        // A failure of the first slice fails the batch (nothing applied);
+        // later, the slices before it stand, so only the ops not applied
+        // get it, each as its own result (a 429, a 5xx: retried by the
+        // client under the same keys).
+        if (results.length === 0) throw error;
+        const { status, body } = this.#failureReply(error);
+        for (const { opId } of calls.slice(results.length)) {
+          results.push({ opId, status, error: body });
         }
-        const outcome = "method" in call
-          ? await this.#apply(namespace, scope, call, fingerprint)
-          : { ...call, replayed: false };
-        const result: JsonObject = { opId, status: outcome.status };
-        if (outcome.status >= 200 && outcome.status < 300) {
-          result.record = outcome.body;
-        } else {
-          result.error = outcome.body;
-        }
-        if (outcome.replayed) result.replayed = true;
-        spent += JSON.stringify(outcome.body)?.length ?? 0;
-        results.push(result);
+        break;
       }
-      return results;
-    });
+    }
     return { status: 200, body: { results } };
   }
+}
+
+/** The most ops, and about the most payload bytes, of one batch slice. */
+const SLICE_OPS = 100;
+const SLICE_BYTES = 1_048_576;
+
+/** A batch's calls cut into slices of at most SLICE_OPS ops and ~SLICE_BYTES. */
+function* slices<T extends { call: WriteCall | Reply }>(
+  calls: readonly T[],
+): Generator<T[]> {
+  let slice: T[] = [];
+  let bytes = 0;
+  for (const entry of calls) {
+    const { call } = entry;
+    const size = "method" in call && call.method === "PUT" &&
+        call.body.type === "json"
+      ? call.body.size ?? 0
+      : 0;
+    if (
+      slice.length === SLICE_OPS ||
+      (slice.length > 0 && bytes + size > SLICE_BYTES)
+    ) {
+      yield slice;
+      slice = [];
+      bytes = 0;
+    }
+    slice.push(entry);
+    bytes += size;
+  }
+  if (slice.length > 0) yield slice;
+}
+
+/** Resolves after the event loop served what else was waiting. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** The error of a batch op left unapplied because the answer is full. */
@@ -2418,7 +2481,7 @@ function withinLimits(value: JsonValue, maxBytes: number): BodyInput {
   // Every UTF-16 unit is at most 3 UTF-8 bytes: most bodies skip the count.
   return text.length * 3 > maxBytes && utf8Length(text) > maxBytes
     ? { type: "too_large" }
-    : body;
+    : { type: "json", value, size: text.length };
 }
 
 /** A JSON body deeper than the contract allows becomes `too_deep`. */
