@@ -2304,6 +2304,9 @@ class ReferenceServer implements SyncServer {
       fingerprint: string;
     }[] = [];
     for (const [index, op] of ops.entries()) {
+      // Checking and hashing are synchronous: let other requests run
+      // between slices of them too.
+      if (index > 0 && index % SLICE_OPS === 0) await nextTurn();
       const opId = isJsonObject(op) ? op.opId : undefined;
       if (!isJsonObject(op) || typeof opId !== "string") {
         return failure(
