@@ -1177,7 +1177,7 @@ export class Outbox {
   async drop(opId: string): Promise<boolean> {
     this.#assertOpen("drop an op");
     const ctx = this.#ctx;
-    return await withRetries(ctx, `drop op "${opId}"`, async () => {
+    return await withRetries<boolean>(ctx, `drop op "${opId}"`, async () => {
       const [op] = await ctx.storage.getOps([opId]);
       if (op === undefined) return { ok: true, value: false };
       if (op.value.state === "pending" && op.value.attempts > 0) {
