@@ -277,7 +277,7 @@ export class Table<T = JsonObject> {
    * import assert from "node:assert/strict";
    *
    * await using storage = createMemoryStorage();
-   * await using transport = createRestTransport({ baseUrl: "http://127.0.0.1:9" });
+   * await using transport = createRestTransport({ baseUrl: "http://127.0.0.1:65535" });
    * await using engine = new SyncEngine({ storage, transport });
    * const notes = engine.table("notes");
    * const batch = Array.from({ length: 100 }, (_, i) => ({ id: `n${i}`, i }));
