@@ -506,7 +506,7 @@ export class SyncEngine implements AsyncDisposable {
     const offWrite = resolved.afterWriteMs === null
       ? () => {}
       : this.#hub.on("change", (event) => {
-        if (event.source !== "local" || this.#auto === null) return;
+        if (event.origin !== "local" || this.#auto === null) return;
         const soon = this.#clock.now() + resolved.afterWriteMs!;
         this.#schedule(Math.max(soon, this.#auto.notBefore), false);
       });

@@ -49,8 +49,15 @@ export type RecordProblem =
   | "invalid_deleted_at"
   | "too_deep";
 
-/** Where a change to local data came from. */
-export type ChangeSource = "local" | "remote";
+/**
+ * Where a change to local data came from:
+ *
+ * - `local`: a write of this app (or a quarantined op edited or dropped);
+ * - `pushed`: the server's answer to this client's own push (its stored
+ *   version after an acknowledged write, or what a conflict resolved to);
+ * - `pulled`: a pull brought another client's change.
+ */
+export type ChangeOrigin = "local" | "pushed" | "pulled";
 
 /** A change to a record as the app sees it. */
 export interface RecordChange {
@@ -62,8 +69,8 @@ export interface RecordChange {
   readonly data: JsonObject | null;
   /** Whether the record is now deleted. */
   readonly deleted: boolean;
-  /** Who changed it. */
-  readonly source: ChangeSource;
+  /** Where the change came from. */
+  readonly origin: ChangeOrigin;
 }
 
 /** Every event the engine emits, discriminated by `type`. */

@@ -110,7 +110,7 @@ export function planLocalWrite(
       id,
       data: null,
       deleted: true,
-      source: "local",
+      origin: "local",
     };
     if (
       foldable && latest.value.type === "upsert" && record.base === null &&
@@ -216,7 +216,7 @@ export function planLocalWrite(
       { type: "putOp", op, expect: foldable ? latest.rev : null },
     ],
     record: saved,
-    change: { kind: table.kind, id, data, deleted: false, source: "local" },
+    change: { kind: table.kind, id, data, deleted: false, origin: "local" },
   };
 }
 
@@ -676,7 +676,7 @@ function settle(
           id: r.id,
           data: deleted ? null : data,
           deleted,
-          source: "remote",
+          origin: "pushed",
         }
         : null,
     };
@@ -798,7 +798,7 @@ export function planAcceptServer(
     follow: replay.follow ?? [],
     change: replay.change === null
       ? null
-      : { ...replay.change, source: "remote" },
+      : { ...replay.change, origin: "pushed" },
   };
 }
 
@@ -866,7 +866,7 @@ export function planForcedWrite(
         id: r.id,
         data: nextRecord.deleted ? null : nextRecord.data,
         deleted: nextRecord.deleted,
-        source: "remote",
+        origin: "pushed",
       }
       : null,
   };
@@ -973,7 +973,7 @@ export function planReplay(
         id: r.id,
         data: null,
         deleted: true,
-        source: "local",
+        origin: "local",
       },
     };
   }
@@ -1029,7 +1029,7 @@ export function planReplay(
         id: r.id,
         data: deleted ? null : data,
         deleted,
-        source: "local",
+        origin: "local",
       }
       : null,
   };
@@ -1284,7 +1284,7 @@ export class Outbox {
             id: op.value.id,
             data,
             deleted: false,
-            source: "local",
+            origin: "local",
           };
         } else if (record !== undefined) {
           // Ops queued behind carry the rejected body inside theirs: rebuild

@@ -583,7 +583,7 @@ function planItem(
       id: meta.id,
       data: item,
       deleted: false,
-      source: "remote",
+      origin: "pulled",
     });
     return;
   }
@@ -612,7 +612,7 @@ function planItem(
     id: meta.id,
     data: meta.deleted ? null : item,
     deleted: meta.deleted,
-    source: "remote",
+    origin: "pulled",
   });
 }
 
@@ -661,7 +661,7 @@ async function sweep(
         id: entry.value.id,
         data: null,
         deleted: true,
-        source: "remote",
+        origin: "pulled",
       });
     }
   });

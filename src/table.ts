@@ -425,7 +425,7 @@ export class Table<T = JsonObject> {
           id: event.id,
           data: event.data,
           deleted: event.deleted,
-          source: event.source,
+          origin: event.origin,
           record: event.data as T | null,
         });
       }

@@ -357,7 +357,7 @@ Deno.test("engine: clause 12, a 410 on pull runs a full resync of that table", a
   assert.equal(marker, undefined, "the resync finished");
 });
 
-Deno.test("engine: watch() streams local and pulled changes", async () => {
+Deno.test("engine: watch() streams local, pushed and pulled changes, each with its origin", async () => {
   await using server = startServer();
   await using a = createClient(server.url);
   await using b = createClient(server.url);
@@ -370,8 +370,8 @@ Deno.test("engine: watch() streams local and pulled changes", async () => {
   const seen: string[] = [];
   const watching = (async () => {
     for await (const item of todosB.watch({ signal: controller.signal })) {
-      if (item.type === "change") seen.push(`${item.source}:${item.id}`);
-      if (seen.includes("remote:theirs")) controller.abort();
+      if (item.type === "change") seen.push(`${item.origin}:${item.id}`);
+      if (seen.includes("pulled:theirs")) controller.abort();
     }
   })();
   try {
@@ -383,8 +383,9 @@ Deno.test("engine: watch() streams local and pulled changes", async () => {
   } finally {
     clearTimeout(timer);
   }
-  assert.equal(seen[0], "local:mine");
-  assert.ok(seen.includes("remote:theirs"), seen.join());
+  // B's own write comes back from its push as "pushed" (with the server's
+  // updated_at), never as a change from elsewhere.
+  assert.deepEqual(seen, ["local:mine", "pushed:mine", "pulled:theirs"]);
 });
 
 Deno.test("engine: clause 20, a throwing listener never breaks a sync", async () => {
