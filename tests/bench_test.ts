@@ -20,7 +20,7 @@ benches.sort();
 for (const name of benches) {
   Deno.test(`bench: ${name} runs once at a tiny size`, async () => {
     const output = await new Deno.Command(Deno.execPath(), {
-      args: ["bench", "-A", `bench/${name}`],
+      args: ["bench", "-A", "--lock=bench/deno.lock", `bench/${name}`],
       cwd: root,
       env: { BENCH_SCALE: "tiny", NO_COLOR: "1" },
       stdout: "piped",
