@@ -48,6 +48,22 @@ Deno.test("bun: two clients sync through the reference server on memory and SQLi
       JSON.stringify({ type: "module" }),
     );
     await Deno.copyFile(new URL("tests/bun/smoke.ts", root), `${dir}/smoke.ts`);
+    // Bun comes from the npm registry through npx: say so when it cannot.
+    const npx = await new Deno.Command("npx", {
+      args: ["-y", BUN, "--version"],
+      stdout: "null",
+      stderr: "piped",
+    }).output().catch((error: unknown) => ({
+      code: -1,
+      stderr: new TextEncoder().encode(String(error)),
+    }));
+    assert.equal(
+      npx.code,
+      0,
+      `Cannot run the Bun smoke test as \`npx -y ${BUN}\` failed (it needs Node.js with npm and the npm registry; .ci/run fetches it first): current value is ${
+        new TextDecoder().decode(npx.stderr).slice(0, 500)
+      }`,
+    );
     const output = await new Deno.Command("npx", {
       args: ["-y", BUN, "run", "smoke.ts"],
       cwd: dir,
