@@ -14,7 +14,7 @@
  * import { SyncEngine } from "@offline-first/sync";
  * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
  * import { createRestTransport } from "@offline-first/sync/transport/rest";
- * import { createSyncServer } from "@offline-first/sync/transport/server";
+ * import { createSyncServer } from "@offline-first/sync/server";
  * import assert from "node:assert/strict";
  *
  * await using server = createSyncServer();

@@ -19,7 +19,7 @@ import {
   type ServerStore,
   type ServerWrite,
   type SyncServer,
-} from "../transport/server.ts";
+} from "../server/handler.ts";
 
 /** The table every bench writes to (also the REST path segment). */
 export const KIND = "todos";

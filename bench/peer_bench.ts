@@ -74,7 +74,7 @@ import { createRestTransport } from "../transport/rest.ts";
 import {
   createMemoryServerStore,
   createSyncServer,
-} from "../transport/server.ts";
+} from "../server/handler.ts";
 import { type BenchDoc, openRxdbClient } from "./_rxdb.ts";
 
 const TINY = Deno.env.get("BENCH_SCALE") === "tiny";

@@ -61,7 +61,7 @@ import {
   createMemoryServerStore,
   createSyncServer,
   type ServerStore,
-} from "../transport/server.ts";
+} from "../server/handler.ts";
 import { SCALE, short } from "./_scale.ts";
 
 const KIND = "items";

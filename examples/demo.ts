@@ -13,8 +13,8 @@ import assert from "node:assert/strict";
 import { SyncEngine, type SyncEvent } from "../mod.ts";
 import { openSqliteStorage } from "../storage/sqlite.ts";
 import { createRestTransport } from "../transport/rest.ts";
-import { createSyncServer } from "../transport/server.ts";
-import { openSqliteServerStore } from "../transport/server_sqlite.ts";
+import { createSyncServer } from "../server/handler.ts";
+import { openSqliteServerStore } from "../server/sqlite.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "offline-first-demo-" });
 try {

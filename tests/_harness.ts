@@ -18,7 +18,7 @@ import {
   createSyncServer,
   type SyncServer,
   type SyncServerOptions,
-} from "../transport/server.ts";
+} from "../server/handler.ts";
 
 /** A request as the test server saw it. */
 export interface SeenRequest {

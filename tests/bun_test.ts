@@ -30,7 +30,7 @@ Deno.test("bun: two clients sync through the reference server on memory and SQLi
   const dir = await Deno.makeTempDir({ prefix: "bun-smoke-" });
   try {
     const pkg = `${dir}/node_modules/@offline-first/sync`;
-    for (const folder of ["src", "storage", "transport"]) {
+    for (const folder of ["src", "storage", "transport", "server"]) {
       await copyTree(new URL(`${folder}/`, root), `${pkg}/${folder}`);
     }
     await Deno.copyFile(new URL("mod.ts", root), `${pkg}/mod.ts`);

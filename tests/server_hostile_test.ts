@@ -16,8 +16,8 @@ import {
   createSyncServer,
   type ServerStore,
   type SyncServer,
-} from "../transport/server.ts";
-import { openSqliteServerStore } from "../transport/server_sqlite.ts";
+} from "../server/handler.ts";
+import { openSqliteServerStore } from "../server/sqlite.ts";
 import { bearerPrincipal, T0 } from "./_server_store_cases.ts";
 
 const ORIGIN = "http://sync.test";

@@ -18,8 +18,8 @@ import {
   type ServerStore,
   type ServerWrite,
   type SyncServer,
-} from "../transport/server.ts";
-import { openSqliteServerStore } from "../transport/server_sqlite.ts";
+} from "../server/handler.ts";
+import { openSqliteServerStore } from "../server/sqlite.ts";
 import { bearerPrincipal, iso, T0 } from "./_server_store_cases.ts";
 
 const ORIGIN = "http://sync.test";

@@ -14,7 +14,7 @@ import {
   createSyncServer,
   type ServerStore,
   type SyncServer,
-} from "../transport/server.ts";
+} from "../server/handler.ts";
 import { createClient, startServer } from "./_harness.ts";
 import { iso, T0 } from "./_server_store_cases.ts";
 

@@ -1,5 +1,5 @@
 /**
- * `deno task serve` (transport/serve.ts) as a real process: bearer tokens
+ * `deno task serve` (server/serve.ts) as a real process: bearer tokens
  * from flags and `SYNC_TOKENS` mapped to principals, `/health` open, a
  * loopback bind by default, and no non-loopback bind without auth unless
  * `--insecure`.
@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 
-const SERVE = new URL("../transport/serve.ts", import.meta.url).href;
+const SERVE = new URL("../server/serve.ts", import.meta.url).href;
 
 interface Running extends AsyncDisposable {
   /** The URL it printed, ending in `/`. */

@@ -6,11 +6,11 @@ import {
   createSyncServer,
   type ServerStore,
   type SyncServer,
-} from "../transport/server.ts";
+} from "../server/handler.ts";
 import {
   createSqliteServerStore,
   openSqliteServerStore,
-} from "../transport/server_sqlite.ts";
+} from "../server/sqlite.ts";
 import {
   AWKWARD_IDS,
   bearerPrincipal,

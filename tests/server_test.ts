@@ -18,7 +18,7 @@ import {
   type SyncServerOptions,
   type TrimIdempotencyOptions,
   type TrimIdempotencyResult,
-} from "../transport/server.ts";
+} from "../server/handler.ts";
 import {
   AWKWARD_IDS,
   serverRecord,
@@ -1998,7 +1998,7 @@ Deno.test("http: an oversized body answers 413 and a batch applies over HTTP", a
 // The CLI
 // ---------------------------------------------------------------------------
 
-const SERVE = new URL("../transport/serve.ts", import.meta.url).href;
+const SERVE = new URL("../server/serve.ts", import.meta.url).href;
 
 Deno.test("serve.ts: invalid flags print a message and exit with code 2", async () => {
   for (

@@ -15,7 +15,7 @@ import {
   openSqliteStorage,
 } from "@offline-first/sync/storage/sqlite";
 import { createRestTransport } from "@offline-first/sync/transport/rest";
-import { createSyncServer } from "@offline-first/sync/transport/server";
+import { createSyncServer } from "@offline-first/sync/server";
 
 /** The part of Bun's API this script uses. */
 declare const Bun: {

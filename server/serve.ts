@@ -22,8 +22,8 @@
 
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import { createSyncServer } from "./server.ts";
-import { openSqliteServerStore } from "./server_sqlite.ts";
+import { createSyncServer } from "./handler.ts";
+import { openSqliteServerStore } from "./sqlite.ts";
 
 const USAGE =
   `Usage: deno task serve [--port 8787] [--hostname 127.0.0.1] [--db ./sync-server.sqlite]

@@ -9,8 +9,8 @@
  *
  * @example Serving from an SQLite file
  * ```ts
- * import { createSyncServer } from "@offline-first/sync/transport/server";
- * import { openSqliteServerStore } from "@offline-first/sync/transport/server-sqlite";
+ * import { createSyncServer } from "@offline-first/sync/server";
+ * import { openSqliteServerStore } from "@offline-first/sync/server/sqlite";
  * import assert from "node:assert/strict";
  *
  * await using server = createSyncServer({
@@ -45,8 +45,8 @@ import type {
   ServerWrite,
   TrimIdempotencyOptions,
   TrimIdempotencyResult,
-} from "./server.ts";
-import { utf8Length } from "./_server_limits.ts";
+} from "./handler.ts";
+import { utf8Length } from "./_limits.ts";
 
 /** Options for {@linkcode createSqliteServerStore}. */
 export interface SqliteServerStoreOptions {
@@ -177,7 +177,7 @@ PRAGMA user_version = 2;
  *
  * @example Using a node:sqlite connection
  * ```ts
- * import { createSqliteServerStore } from "@offline-first/sync/transport/server-sqlite";
+ * import { createSqliteServerStore } from "@offline-first/sync/server/sqlite";
  * import { DatabaseSync } from "node:sqlite";
  * import assert from "node:assert/strict";
  *
@@ -222,7 +222,7 @@ export function createSqliteServerStore(
  *
  * @example Surviving a reopen
  * ```ts
- * import { openSqliteServerStore } from "@offline-first/sync/transport/server-sqlite";
+ * import { openSqliteServerStore } from "@offline-first/sync/server/sqlite";
  * import assert from "node:assert/strict";
  *
  * const dir = await Deno.makeTempDir();

@@ -4,7 +4,7 @@
  * {@linkcode ServerStore}. It uses web standards plus `node:crypto`'s
  * `createHash` (in Deno, Deno Deploy, Bun and Node), so the same handler runs
  * under `Deno.serve`, `Bun.serve` and Deno Deploy; the SQLite store lives in
- * `@offline-first/sync/transport/server-sqlite` so that this module never
+ * `@offline-first/sync/server/sqlite` so that this module never
  * imports `node:sqlite`.
  *
  * Routes, under an optional base path: `GET /health`, `POST /batch`,
@@ -14,7 +14,7 @@
  *
  * @example Serving over HTTP
  * ```ts
- * import { createSyncServer } from "@offline-first/sync/transport/server";
+ * import { createSyncServer } from "@offline-first/sync/server";
  * import assert from "node:assert/strict";
  *
  * await using server = createSyncServer();
@@ -48,16 +48,16 @@ import {
   type ServerLimits,
   tooDeepRefusal,
   utf8Length,
-} from "./_server_limits.ts";
+} from "./_limits.ts";
 import {
   encodePageToken,
   isGone,
   readPageToken,
   requestBound,
-} from "./_server_page_token.ts";
-import { pullMark, type Tenant, Tenants } from "./_server_tenants.ts";
+} from "./_page_token.ts";
+import { pullMark, type Tenant, Tenants } from "./_tenants.ts";
 
-export type { ServerLimits } from "./_server_limits.ts";
+export type { ServerLimits } from "./_limits.ts";
 
 // ---------------------------------------------------------------------------
 // The store contract
@@ -252,7 +252,7 @@ export interface ServerStorePurgeResult {
  *   createMemoryServerStore,
  *   createSyncServer,
  *   type ServerStore,
- * } from "@offline-first/sync/transport/server";
+ * } from "@offline-first/sync/server";
  * import assert from "node:assert/strict";
  *
  * const inner = createMemoryServerStore();
@@ -390,7 +390,7 @@ export interface ServerStore extends AsyncDisposable {
  *
  * @example Committing and reading a record
  * ```ts
- * import { createMemoryServerStore } from "@offline-first/sync/transport/server";
+ * import { createMemoryServerStore } from "@offline-first/sync/server";
  * import assert from "node:assert/strict";
  *
  * await using store = createMemoryServerStore();
@@ -983,7 +983,7 @@ export interface SyncServer extends AsyncDisposable {
  *
  * @example Writing and pulling through the handler
  * ```ts
- * import { createSyncServer } from "@offline-first/sync/transport/server";
+ * import { createSyncServer } from "@offline-first/sync/server";
  * import assert from "node:assert/strict";
  *
  * await using server = createSyncServer({ now: () => Date.UTC(2025, 2, 1) });
@@ -1761,7 +1761,7 @@ class ReferenceServer implements SyncServer {
       : readPageToken(pageToken, { since, afterId });
 
     await this.#maintainIfDue();
-    // Taken before the read: see _server_page_token.ts.
+    // Taken before the read: see _page_token.ts.
     let mark: number | null = null;
     if (since === undefined) {
       const tenant = this.#tenants.get(namespace);

@@ -95,7 +95,7 @@ export class Tenants {
 
 /**
  * The pull mark of a namespace: a lower bound on every `updated_at` the
- * namespace has not made visible yet (see `_server_page_token.ts`). It is
+ * namespace has not made visible yet (see `_page_token.ts`). It is
  * computed, and the floor raised to it, in one synchronous step before the
  * pull reads: the write in progress is below it only through `pending`,
  * which then bounds it; every later write gets at least the floor.
