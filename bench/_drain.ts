@@ -14,12 +14,12 @@ import { createMemoryStorage } from "../storage/memory.ts";
 import { openSqliteStorage } from "../storage/sqlite.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import {
-  createMemoryServerStore,
   createSyncServer,
   type ServerStore,
   type ServerWrite,
   type SyncServer,
-} from "../server/handler.ts";
+} from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
 
 /** The table every bench writes to (also the REST path segment). */
 export const KIND = "todos";

@@ -71,10 +71,8 @@
 import { SyncEngine } from "../src/engine.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
-import {
-  createMemoryServerStore,
-  createSyncServer,
-} from "../server/handler.ts";
+import { createSyncServer } from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
 import { type BenchDoc, openRxdbClient } from "./_rxdb.ts";
 
 const TINY = Deno.env.get("BENCH_SCALE") === "tiny";

@@ -57,11 +57,8 @@ import { openKvStorage } from "../storage/kv.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createSqliteStorage, openSqliteStorage } from "../storage/sqlite.ts";
 import { createRestTransport } from "../transport/rest.ts";
-import {
-  createMemoryServerStore,
-  createSyncServer,
-  type ServerStore,
-} from "../server/handler.ts";
+import { createSyncServer, type ServerStore } from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
 import { SCALE, short } from "./_scale.ts";
 
 const KIND = "items";

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { SyncEngine, type SyncEvent } from "../mod.ts";
 import { openSqliteStorage } from "../storage/sqlite.ts";
 import { createRestTransport } from "../transport/rest.ts";
-import { createSyncServer } from "../server/handler.ts";
+import { createSyncServer } from "../server/mod.ts";
 import { openSqliteServerStore } from "../server/sqlite.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "offline-first-demo-" });

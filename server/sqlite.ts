@@ -45,7 +45,7 @@ import type {
   ServerWrite,
   TrimIdempotencyOptions,
   TrimIdempotencyResult,
-} from "./handler.ts";
+} from "./store.ts";
 import { utf8Length } from "./_limits.ts";
 
 /** Options for {@linkcode createSqliteServerStore}. */

@@ -18,7 +18,7 @@ import {
   createSyncServer,
   type SyncServer,
   type SyncServerOptions,
-} from "../server/handler.ts";
+} from "../server/mod.ts";
 
 /** A request as the test server saw it. */
 export interface SeenRequest {

@@ -17,7 +17,7 @@ import {
   type ServerStore,
   type ServerWrite,
   type SyncServer,
-} from "../server/handler.ts";
+} from "../server/mod.ts";
 
 /** What a case gets from the adapter under test. */
 export interface ServerStoreSetup {

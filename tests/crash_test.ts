@@ -16,7 +16,7 @@ import { SyncEngine } from "../mod.ts";
 import type { JsonObject } from "../src/json.ts";
 import type { Storage } from "../src/storage.ts";
 import { createRestTransport } from "../transport/rest.ts";
-import { createSyncServer } from "../server/handler.ts";
+import { createSyncServer } from "../server/mod.ts";
 
 const KILLS = Number(
   Deno.args.find((arg) => arg.startsWith("--kills="))?.slice(

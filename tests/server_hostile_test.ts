@@ -12,11 +12,11 @@ import assert from "node:assert/strict";
 import { z } from "zod";
 import type { JsonObject } from "../src/json.ts";
 import {
-  createMemoryServerStore,
   createSyncServer,
   type ServerStore,
   type SyncServer,
-} from "../server/handler.ts";
+} from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
 import { openSqliteServerStore } from "../server/sqlite.ts";
 import { bearerPrincipal, T0 } from "./_server_store_cases.ts";
 

@@ -11,14 +11,14 @@ import assert from "node:assert/strict";
 import type { JsonObject, JsonValue } from "../src/json.ts";
 import { cursorIdAfter } from "../src/limits.ts";
 import {
-  createMemoryServerStore,
   createSyncServer,
   type ListRecordsOptions,
   type ListRecordsResult,
   type ServerStore,
   type ServerWrite,
   type SyncServer,
-} from "../server/handler.ts";
+} from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
 import { openSqliteServerStore } from "../server/sqlite.ts";
 import { bearerPrincipal, iso, T0 } from "./_server_store_cases.ts";
 

@@ -10,11 +10,11 @@
 import assert from "node:assert/strict";
 import type { JsonObject } from "../src/json.ts";
 import {
-  createMemoryServerStore,
   createSyncServer,
   type ServerStore,
   type SyncServer,
-} from "../server/handler.ts";
+} from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
 import { createClient, startServer } from "./_harness.ts";
 import { iso, T0 } from "./_server_store_cases.ts";
 

@@ -6,7 +6,7 @@ import {
   createSyncServer,
   type ServerStore,
   type SyncServer,
-} from "../server/handler.ts";
+} from "../server/mod.ts";
 import {
   createSqliteServerStore,
   openSqliteServerStore,

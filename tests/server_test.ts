@@ -3,7 +3,6 @@ import { z } from "zod";
 import { ClosedError } from "../src/errors.ts";
 import type { JsonObject, JsonValue } from "../src/json.ts";
 import {
-  createMemoryServerStore,
   createSyncServer,
   type IdempotencyEntry,
   type LastWrite,
@@ -18,7 +17,8 @@ import {
   type SyncServerOptions,
   type TrimIdempotencyOptions,
   type TrimIdempotencyResult,
-} from "../server/handler.ts";
+} from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
 import {
   AWKWARD_IDS,
   serverRecord,

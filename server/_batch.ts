@@ -1,0 +1,270 @@
+/**
+ * The reference server's `POST /batch`: every op checked and hashed first
+ * (nothing applied when the batch as a whole is refused), then applied in
+ * slices of at most 100 ops / ~1 MiB, each one store commit, with a turn of
+ * the event loop between slices so that other principals' requests run.
+ *
+ * @module
+ */
+
+import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
+import type { ServerCore } from "./_core.ts";
+import { fingerprintOf } from "./_fingerprint.ts";
+import {
+  idRefusal,
+  keyRefusal,
+  kindRefusal,
+  preview,
+  utf8Length,
+} from "./_limits.ts";
+import { failure, invalidBase, refusal, type Reply } from "./_reply.ts";
+import {
+  type BodyInput,
+  readBody,
+  withinDepth,
+  type WriteCall,
+} from "./_wire.ts";
+import { applyWrite } from "./_write.ts";
+
+/** Where a batch goes: the principal, and the request with its ops. */
+export interface BatchRoute {
+  /** The principal. */
+  readonly namespace: string;
+  /** The request. */
+  readonly request: Request;
+}
+
+/**
+ * Answers a batch with one result per op.
+ *
+ * @param core The server.
+ * @param route The principal and the request.
+ * @returns `200` with the results, or the refusal of the whole batch
+ * (`400`, `413`), which applies nothing.
+ */
+export async function batchRequest(
+  core: ServerCore,
+  route: BatchRoute,
+): Promise<Reply> {
+  const { namespace, request } = route;
+  const { maxBatchBytes, maxBatchOps } = core.options;
+  const body = await readBody(request, maxBatchBytes);
+  if (body.type === "too_large") {
+    return failure(
+      413,
+      "batch_too_large",
+      `Cannot apply batch as its body exceeds ${maxBatchBytes} bytes`,
+    );
+  }
+  const ops = body.type === "json" && isJsonObject(body.value)
+    ? body.value.ops
+    : undefined;
+  if (!Array.isArray(ops)) {
+    return failure(
+      400,
+      "invalid_body",
+      `Cannot apply batch as the body is not {"ops": [...]}: current value is ${
+        preview(
+          body.type === "json"
+            ? body.value
+            : body.type === "text"
+            ? body.text
+            : null,
+        )
+      }`,
+    );
+  }
+  if (ops.length > maxBatchOps) {
+    return failure(
+      413,
+      "batch_too_large",
+      `Cannot apply batch as it holds more than ${maxBatchOps} ops: current value is ${ops.length}`,
+    );
+  }
+  const calls: {
+    opId: string;
+    call: WriteCall | Reply;
+    fingerprint: string;
+  }[] = [];
+  for (const [index, op] of ops.entries()) {
+    // Checking and hashing are synchronous: let other requests run
+    // between slices of them too.
+    if (index > 0 && index % SLICE_OPS === 0) await nextTurn();
+    const opId = isJsonObject(op) ? op.opId : undefined;
+    if (!isJsonObject(op) || typeof opId !== "string") {
+      return failure(
+        400,
+        "invalid_body",
+        `Cannot apply batch as op ${index} has no string 'opId': current value is ${
+          preview(op)
+        }`,
+      );
+    }
+    const badKey = keyRefusal(opId, `apply batch op ${index}`);
+    if (badKey !== null) return refusal(badKey);
+    const call = batchCall(op, opId, core.options.maxBodyBytes);
+    // Hashed before the write lock, as for a single write.
+    const fingerprint = "method" in call ? fingerprintOf(call) : "";
+    calls.push({ opId, call, fingerprint });
+  }
+  // The answer echoes records: 1,000 deletes of 1 MiB records would
+  // answer a GiB. Past the budget, ops are answered 503 unapplied (never
+  // stored), which the client re-sends with the same keys.
+  const budget = 2 * maxBatchBytes;
+  const results: JsonObject[] = [];
+  let spent = 0;
+  for (const slice of slices(calls)) {
+    // Each slice is one store commit; between two, other principals'
+    // requests run: a synchronous store (SQLite) would otherwise hold
+    // the whole process for the whole batch.
+    if (results.length > 0) await nextTurn();
+    // The slice's results count once it committed: a failure before
+    // leaves its ops unapplied.
+    const done: JsonObject[] = [];
+    try {
+      await core.inScope(namespace, async (scope) => {
+        for (const { opId, call, fingerprint } of slice) {
+          if (spent > budget) {
+            done.push({ opId, status: 503, error: answerFull(budget) });
+            continue;
+          }
+          const outcome = "method" in call
+            ? await applyWrite(core, { namespace, scope, call, fingerprint })
+            : { ...call, replayed: false };
+          const result: JsonObject = { opId, status: outcome.status };
+          if (outcome.status >= 200 && outcome.status < 300) {
+            result.record = outcome.body;
+          } else {
+            result.error = outcome.body;
+          }
+          if (outcome.replayed) result.replayed = true;
+          spent += JSON.stringify(outcome.body)?.length ?? 0;
+          done.push(result);
+        }
+      });
+      results.push(...done);
+    } catch (error) {
+      // A failure of the first slice fails the batch (nothing applied);
+      // later, the slices before it stand, so only the ops not applied
+      // get it, each as its own result (a 429, a 5xx: retried by the
+      // client under the same keys).
+      if (results.length === 0) throw error;
+      const { status, body } = core.failureReply(error);
+      for (const { opId } of calls.slice(results.length)) {
+        results.push({ opId, status, error: body });
+      }
+      break;
+    }
+  }
+  return { status: 200, body: { results } };
+}
+
+/** The most ops, and about the most payload bytes, of one batch slice. */
+const SLICE_OPS = 100;
+const SLICE_BYTES = 1_048_576;
+
+/** A batch's calls cut into slices of at most SLICE_OPS ops and ~SLICE_BYTES. */
+function* slices<T extends { call: WriteCall | Reply }>(
+  calls: readonly T[],
+): Generator<T[]> {
+  let slice: T[] = [];
+  let bytes = 0;
+  for (const entry of calls) {
+    const { call } = entry;
+    const size = "method" in call && call.method === "PUT" &&
+        call.body.type === "json"
+      ? call.body.size ?? 0
+      : 0;
+    if (
+      slice.length === SLICE_OPS ||
+      (slice.length > 0 && bytes + size > SLICE_BYTES)
+    ) {
+      yield slice;
+      slice = [];
+      bytes = 0;
+    }
+    slice.push(entry);
+    bytes += size;
+  }
+  if (slice.length > 0) yield slice;
+}
+
+/** Resolves after the event loop served what else was waiting. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** The error of a batch op left unapplied because the answer is full. */
+function answerFull(budget: number): JsonObject {
+  return {
+    error: "batch_answer_full",
+    message:
+      `Cannot apply op as the batch's answer already holds about ${budget} bytes of records: send it again`,
+  };
+}
+
+/**
+ * Turns one batch op into the single request it stands for, or the `400`
+ * that op gets on its own (not stored: it names no request).
+ */
+function batchCall(
+  op: JsonObject,
+  opId: string,
+  maxRecordBytes: number,
+): WriteCall | Reply {
+  const { kind, id, type, payload, baseUpdatedAt, force } = op;
+  if (
+    typeof kind !== "string" || typeof id !== "string" ||
+    (type !== "upsert" && type !== "delete") ||
+    (force !== undefined && typeof force !== "boolean")
+  ) {
+    return failure(
+      400,
+      "invalid_op",
+      `Cannot apply op as it needs a string kind and id, a type of "upsert" or "delete" and a boolean force: current value is ${
+        preview(op)
+      }`,
+    );
+  }
+  const action = type === "upsert" ? "store record" : "delete record";
+  const refused = kindRefusal(kind, action) ?? idRefusal(id, action);
+  if (refused !== null) return refusal(refused);
+  const base = baseUpdatedAt ?? null;
+  if (type === "delete") {
+    // A single DELETE carries its base in the query: a string or nothing.
+    if (base !== null && typeof base !== "string") return invalidBase(base);
+    return {
+      method: "DELETE",
+      kind,
+      id,
+      key: opId,
+      force: force === true,
+      base,
+      extra: [],
+    };
+  }
+  // The body a single PUT would carry: the payload plus its base.
+  const value = isJsonObject(payload) && base !== null
+    ? { ...payload, _baseUpdatedAt: base }
+    : payload ?? null;
+  return {
+    method: "PUT",
+    kind,
+    id,
+    key: opId,
+    force: force === true,
+    body: withinLimits(value, maxRecordBytes),
+    extra: [],
+  };
+}
+
+/** A batch op's body as a single PUT of it would read: limits first. */
+function withinLimits(value: JsonValue, maxBytes: number): BodyInput {
+  const body = withinDepth({ type: "json", value });
+  if (body.type !== "json") return body;
+  const text = JSON.stringify(value);
+  // Every UTF-16 unit is at most 3 UTF-8 bytes: most bodies skip the count.
+  return text.length * 3 > maxBytes && utf8Length(text) > maxBytes
+    ? { type: "too_large" }
+    : { type: "json", value, size: text.length };
+}

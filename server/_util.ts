@@ -1,0 +1,48 @@
+/**
+ * Small helpers the reference server's modules share.
+ *
+ * @module
+ */
+
+/**
+ * Tells whether a value is a non-null object.
+ *
+ * @param value Any value.
+ * @returns `true` for an object or an array.
+ */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
+}
+
+/**
+ * Describes a value for an error message: its JSON when it has one.
+ *
+ * @param value Any value.
+ * @returns The description.
+ */
+export function describe(value: unknown): string {
+  if (typeof value === "function") return "a function";
+  if (typeof value === "bigint") return `${value}n`;
+  if (typeof value === "symbol") return String(value);
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/**
+ * The inner map of `outer` at `key`, created when absent.
+ *
+ * @param outer A map of maps.
+ * @param key The outer key.
+ * @returns The inner map.
+ */
+export function inner<K, L, V>(outer: Map<K, Map<L, V>>, key: K): Map<L, V> {
+  let map = outer.get(key);
+  if (map === undefined) {
+    map = new Map();
+    outer.set(key, map);
+  }
+  return map;
+}

@@ -1,0 +1,336 @@
+/**
+ * The contract between the reference server's handler and the store it runs
+ * over: {@linkcode ServerStore}, its records, writes and pages, and the MUST
+ * clauses every store keeps. Types only: the stores live beside it
+ * (`./memory.ts`, `./sqlite.ts`), and `./conformance.ts` states the clauses
+ * as tests that any store runs with one call.
+ *
+ * @example Reading a store through the contract
+ * ```ts
+ * import type { ServerStore } from "@offline-first/sync/server";
+ * import { createMemoryServerStore } from "@offline-first/sync/server/memory";
+ * import assert from "node:assert/strict";
+ *
+ * const store: ServerStore = createMemoryServerStore();
+ * const page = await store.listRecords("alice", "todo", { limit: 10 });
+ * assert.deepEqual(page, { records: [], horizon: null, truncated: false });
+ * await store.close();
+ * ```
+ *
+ * @module
+ */
+
+import type { JsonObject, JsonValue } from "../src/json.ts";
+
+/** A record as the server stores it, in one namespace. */
+export interface ServerRecord {
+  /** The table (the REST path segment). */
+  readonly kind: string;
+  /** The record's id. */
+  readonly id: string;
+  /** The server-assigned `updated_at`, in ms since epoch. */
+  readonly updatedAt: number;
+  /** When it was deleted (ms since epoch) for a tombstone; else `null`. */
+  readonly deletedAt: number | null;
+  /**
+   * The record exactly as the server sends it: with `id`, `updated_at` and,
+   * for a tombstone, `deleted_at`.
+   */
+  readonly data: JsonObject;
+}
+
+/** A stored response to a write, found again by its idempotency key. */
+export interface IdempotencyEntry {
+  /** The idempotency key, as the client sent it. */
+  readonly key: string;
+  /** A digest of the request, to detect a key reused for another request. */
+  readonly fingerprint: string;
+  /** The HTTP status of the stored response. */
+  readonly status: number;
+  /** The JSON body of the stored response. */
+  readonly body: JsonValue;
+  /** When the entry stops counting (ms since epoch). */
+  readonly expiresAt: number;
+}
+
+/** One change in a {@linkcode ServerStore.commit} call. */
+export type ServerWrite =
+  /** Inserts or replaces a record (a tombstone is a record too). */
+  | {
+    readonly type: "record";
+    /** The principal the record belongs to. */
+    readonly namespace: string;
+    /** The record. */
+    readonly record: ServerRecord;
+  }
+  /** Inserts or replaces an idempotency entry. */
+  | {
+    readonly type: "idempotency";
+    /** The principal the key belongs to. */
+    readonly namespace: string;
+    /** The entry. */
+    readonly entry: IdempotencyEntry;
+  };
+
+/** The keyset of a {@linkcode ServerStore.listRecords} call. */
+export interface ListRecordsOptions {
+  /**
+   * The cursor's `updated_at` (ms). Without `afterId`, records with
+   * `updatedAt >= since`; absent, every record.
+   */
+  readonly since?: number;
+  /**
+   * The cursor's id: with it, records with `(updatedAt, id) > (since,
+   * afterId)`. Ignored without `since`.
+   */
+  readonly afterId?: string;
+  /** The most records to return; a positive integer. */
+  readonly limit: number;
+  /**
+   * Whether tombstones are returned.
+   *
+   * @default true
+   */
+  readonly includeDeleted?: boolean;
+  /**
+   * The most bytes of records to return: the page stops before the record
+   * that would take the sum of the records' sizes (the UTF-8 length of
+   * `JSON.stringify(data)`) past it, but holds at least one record. A store
+   * reads no more than it returns (plus sizes), so a page of huge records
+   * never costs more memory than the page itself.
+   *
+   * @default {no limit}
+   */
+  readonly maxBytes?: number;
+}
+
+/** The answer of {@linkcode ServerStore.listRecords}. */
+export interface ListRecordsResult {
+  /** The page, ordered by `(updatedAt, id)`, ids by UTF-16 code units. */
+  readonly records: ServerRecord[];
+  /**
+   * The namespace and kind's tombstone horizon (ms): a cursor older than
+   * this may have missed a purged tombstone. `null` when none was purged.
+   */
+  readonly horizon: number | null;
+  /**
+   * Whether the page stopped at `maxBytes` while more records were
+   * selected; `false` when it stopped at `limit` or at the end.
+   */
+  readonly truncated: boolean;
+}
+
+/** The newest write of a namespace: {@linkcode ServerStore.lastWrite}. */
+export interface LastWrite {
+  /** The greatest `updatedAt` ever committed in the namespace (ms). */
+  readonly updatedAt: number;
+  /**
+   * The greatest id committed at `updatedAt`; `null` when unknown (a later
+   * write at that instant then moves to the next millisecond).
+   */
+  readonly id: string | null;
+}
+
+/** What {@linkcode ServerStore.trimIdempotency} removes. */
+export interface TrimIdempotencyOptions {
+  /**
+   * Removes entries, oldest (smallest `expiresAt`) first, until at most
+   * this many remain; `Infinity` only counts.
+   */
+  readonly keep: number;
+  /** Removes only entries with `expiresAt <= expiresAtOrBefore`. */
+  readonly expiresAtOrBefore: number;
+}
+
+/** The answer of {@linkcode ServerStore.trimIdempotency}. */
+export interface TrimIdempotencyResult {
+  /** The entries left in the namespace. */
+  readonly count: number;
+  /** The smallest `expiresAt` left, or `null` when none is left. */
+  readonly oldestExpiresAt: number | null;
+}
+
+/** What {@linkcode ServerStore.purge} removes. */
+export interface ServerStorePurgeOptions {
+  /** Removes idempotency entries with `expiresAt <= idempotencyExpiredAt`. */
+  readonly idempotencyExpiredAt?: number;
+  /** Removes tombstones with `updatedAt < tombstonesUpdatedBefore`. */
+  readonly tombstonesUpdatedBefore?: number;
+  /**
+   * Removes at most about this many idempotency entries and this many
+   * tombstones, the oldest first (tombstones sharing the last one's
+   * millisecond go with it, so the horizon stays exact): a purge holds the
+   * store for a bounded time, and the caller calls again while a result
+   * reaches the limit. Below 1, nothing is removed.
+   *
+   * @default {Infinity}
+   */
+  readonly limit?: number;
+}
+
+/** How much {@linkcode ServerStore.purge} removed. */
+export interface ServerStorePurgeResult {
+  /** The number of idempotency entries removed. */
+  readonly idempotency: number;
+  /** The number of tombstones removed. */
+  readonly tombstones: number;
+}
+
+/**
+ * Where the reference server keeps records and idempotency entries.
+ *
+ * The server serialises every write itself and computes every timestamp, so
+ * a store is plain storage. Every store MUST:
+ *
+ * 1. Keep each namespace apart: no call reads or changes another
+ *    namespace's records or entries.
+ * 2. Apply a {@linkcode ServerStore.commit} atomically: all of its writes or,
+ *    when it rejects, none.
+ * 3. Order {@linkcode ServerStore.listRecords} by `(updatedAt, id)`, ids
+ *    compared by UTF-16 code units (JavaScript's `<`), and select by keyset
+ *    exactly as {@linkcode ListRecordsOptions} says, however many records
+ *    share one `updatedAt`.
+ * 4. Return ids, kinds, keys and data exactly as written: with `/`, NUL,
+ *    unicode and lone surrogates; returned objects are copies.
+ * 5. Raise a kind's tombstone horizon on purge to one millisecond past the
+ *    newest purged tombstone, never lowering it, and return it with the page
+ *    it applies to (read together, so a purge cannot slip between them).
+ * 6. Keep {@linkcode ServerStore.lastWrite} per namespace, the greatest
+ *    `(updatedAt, id)` ever committed there, never lowered, not even by a
+ *    purge: the clock is per namespace (CONTRACT.md).
+ * 7. Make `close()` idempotent and reject every later call with
+ *    `ClosedError`.
+ * 8. Keep `maxBytes` in {@linkcode ServerStore.listRecords} without reading
+ *    the records it leaves out.
+ *
+ * `testServerStore()` (`@offline-first/sync/server/conformance`) states
+ * these clauses as tests.
+ *
+ * @example Wrapping a store to count commits
+ * ```ts
+ * import { createSyncServer, type ServerStore } from "@offline-first/sync/server";
+ * import { createMemoryServerStore } from "@offline-first/sync/server/memory";
+ * import assert from "node:assert/strict";
+ *
+ * const inner = createMemoryServerStore();
+ * let commits = 0;
+ * const store: ServerStore = {
+ *   getRecord: (ns, kind, id) => inner.getRecord(ns, kind, id),
+ *   listRecords: (ns, kind, options) => inner.listRecords(ns, kind, options),
+ *   getIdempotency: (ns, key) => inner.getIdempotency(ns, key),
+ *   commit(writes) {
+ *     commits++;
+ *     return inner.commit(writes);
+ *   },
+ *   purge: (options) => inner.purge(options),
+ *   trimIdempotency: (ns, options) => inner.trimIdempotency(ns, options),
+ *   lastWrite: (ns) => inner.lastWrite(ns),
+ *   close: () => inner.close(),
+ *   [Symbol.asyncDispose]: () => inner.close(),
+ * };
+ * await using server = createSyncServer({ store });
+ * await server.fetch(
+ *   new Request("http://localhost/todo/1", { method: "PUT", body: "{}" }),
+ * );
+ * assert.equal(commits, 1);
+ * ```
+ */
+export interface ServerStore extends AsyncDisposable {
+  /**
+   * Reads one record, tombstone or not.
+   *
+   * @param namespace The principal.
+   * @param kind The table.
+   * @param id The record's id.
+   * @returns The record, or `null` when absent.
+   * @throws {ClosedError} After close.
+   */
+  getRecord(
+    namespace: string,
+    kind: string,
+    id: string,
+  ): Promise<ServerRecord | null>;
+
+  /**
+   * Reads one page of a table's records in keyset order, with the table's
+   * tombstone horizon.
+   *
+   * @param namespace The principal.
+   * @param kind The table.
+   * @param options The keyset and the page size.
+   * @returns The page and the horizon.
+   * @throws {ClosedError} After close.
+   */
+  listRecords(
+    namespace: string,
+    kind: string,
+    options: ListRecordsOptions,
+  ): Promise<ListRecordsResult>;
+
+  /**
+   * Reads an idempotency entry. It MAY return an expired entry: the server
+   * checks `expiresAt` itself.
+   *
+   * @param namespace The principal.
+   * @param key The idempotency key.
+   * @returns The entry, or `null` when absent.
+   * @throws {ClosedError} After close.
+   */
+  getIdempotency(
+    namespace: string,
+    key: string,
+  ): Promise<IdempotencyEntry | null>;
+
+  /**
+   * Applies writes atomically, in order (a later write of the same record or
+   * key wins).
+   *
+   * @param writes The writes; may be empty.
+   * @returns When every write is durable.
+   * @throws {TypeError} For a write of unknown type; nothing is applied.
+   * @throws {ClosedError} After close.
+   */
+  commit(writes: readonly ServerWrite[]): Promise<void>;
+
+  /**
+   * Removes expired idempotency entries and old tombstones, raising the
+   * tombstone horizon of every namespace and kind that lost one.
+   *
+   * @param options What to remove; an absent bound removes nothing.
+   * @returns How much was removed.
+   * @throws {ClosedError} After close.
+   */
+  purge(options: ServerStorePurgeOptions): Promise<ServerStorePurgeResult>;
+
+  /**
+   * Counts a namespace's idempotency entries and removes the oldest of them,
+   * so the server can bound the keys each principal stores.
+   *
+   * @param namespace The principal.
+   * @param options How many to keep, and which may go.
+   * @returns What is left.
+   * @throws {ClosedError} After close.
+   */
+  trimIdempotency(
+    namespace: string,
+    options: TrimIdempotencyOptions,
+  ): Promise<TrimIdempotencyResult>;
+
+  /**
+   * Reads the newest write ever committed in a namespace, so a restarted
+   * server never assigns an older `updated_at` there.
+   *
+   * @param namespace The principal.
+   * @returns The greatest `(updatedAt, id)`, or `null` before the first
+   * record.
+   * @throws {ClosedError} After close.
+   */
+  lastWrite(namespace: string): Promise<LastWrite | null>;
+
+  /**
+   * Releases the store. Idempotent.
+   *
+   * @returns When the store is closed.
+   */
+  close(): Promise<void>;
+}
