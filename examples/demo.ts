@@ -27,7 +27,7 @@ async function run(dir: string): Promise<void> {
   const dbPath = `${dir}/server.sqlite`;
 
   await using server = createSyncServer({
-    store: openSqliteServerStore(dbPath),
+    store: await openSqliteServerStore(dbPath),
   });
   await using http = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen() {} },

@@ -210,7 +210,7 @@ async function main(args: string[]): Promise<number> {
     return 2;
   }
   const server = createSyncServer({
-    store: openSqliteServerStore(flags.db),
+    store: await openSqliteServerStore(flags.db),
     ...(auth ? { auth: bearerAuth(flags.tokens) } : {}),
   });
   const http = Deno.serve({

@@ -4,8 +4,9 @@
  *
  * {@linkcode createSqliteServerStore} takes any driver that fits
  * `SqliteDatabaseLike` (Deno's and Node's `node:sqlite`, `bun:sqlite`,
- * better-sqlite3); {@linkcode openSqliteServerStore} opens a file with
- * `node:sqlite`.
+ * better-sqlite3) synchronously; {@linkcode openSqliteServerStore} opens a
+ * file with `node:sqlite`, imported on first use (so a caller that brings
+ * its own driver never loads it).
  *
  * @example Serving from an SQLite file
  * ```ts
@@ -14,7 +15,7 @@
  * import assert from "node:assert/strict";
  *
  * await using server = createSyncServer({
- *   store: openSqliteServerStore(":memory:"),
+ *   store: await openSqliteServerStore(":memory:"),
  * });
  * const response = await server.fetch(
  *   new Request("http://localhost/todo/1", { method: "PUT", body: "{}" }),
@@ -25,7 +26,6 @@
  * @module
  */
 
-import { DatabaseSync } from "node:sqlite";
 import { ClosedError, StorageError } from "../src/errors.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import type { SqliteDatabaseLike, SqliteValue } from "../src/sqlite_like.ts";
@@ -119,11 +119,13 @@ export function createSqliteServerStore(
 /**
  * Opens (creating it if needed) an SQLite file with `node:sqlite` as a
  * {@linkcode ServerStore} in WAL mode. The store owns the connection.
+ * `node:sqlite` is imported here, on first use.
  *
  * @param path The file, or `":memory:"`.
  * @param options The busy timeout.
  * @returns The store.
- * @throws {StorageError} When the file holds a newer schema version.
+ * @throws {StorageError} When `node:sqlite` is not available, or the file
+ * holds a newer schema version.
  * @throws {RangeError} When `busyTimeoutMs` is not a non-negative integer.
  * @throws {Error} When the file cannot be opened.
  *
@@ -142,24 +144,33 @@ export function createSqliteServerStore(
  *   data: { id: "1", updated_at: "1970-01-01T00:00:00.001Z" },
  * };
  * {
- *   await using store = openSqliteServerStore(path);
+ *   await using store = await openSqliteServerStore(path);
  *   await store.commit([{ type: "record", namespace: "public", record }]);
  * }
  * {
- *   await using store = openSqliteServerStore(path);
+ *   await using store = await openSqliteServerStore(path);
  *   assert.deepEqual(await store.getRecord("public", "todo", "1"), record);
  * }
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export function openSqliteServerStore(
+export async function openSqliteServerStore(
   path: string,
   options: OpenSqliteServerStoreOptions = {},
-): ServerStore {
+): Promise<ServerStore> {
   const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
   if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
     throw new RangeError(
       `Cannot open SQLite server store as 'busyTimeoutMs' is not a non-negative integer: current value is ${busyTimeoutMs}`,
+    );
+  }
+  let DatabaseSync: new (path: string) => SqliteDatabaseLike;
+  try {
+    ({ DatabaseSync } = await import("node:sqlite"));
+  } catch (error) {
+    throw new StorageError(
+      "Cannot open SQLite server store as node:sqlite is not available",
+      { cause: error },
     );
   }
   const db = new DatabaseSync(path);

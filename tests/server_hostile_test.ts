@@ -213,7 +213,7 @@ async function probe(
   }
 }
 
-const STORES: readonly [string, () => ServerStore][] = [
+const STORES: readonly [string, () => ServerStore | Promise<ServerStore>][] = [
   ["memory", createMemoryServerStore],
   ["sqlite", () => openSqliteServerStore(":memory:")],
 ];
@@ -222,7 +222,7 @@ for (const [name, open] of STORES) {
   Deno.test(`hostile (${name}): no route answers 5xx to malformed, deep, huge or prototype input`, async () => {
     const errors: unknown[] = [];
     await using server = createSyncServer({
-      store: open(),
+      store: await open(),
       auth: bearerPrincipal,
       now: () => T0,
       schemas: { todo: z.object({ title: z.string().optional() }) },

@@ -101,7 +101,7 @@ function nested(depth: number): JsonObject {
   return value;
 }
 
-const STORES: readonly [string, () => ServerStore][] = [
+const STORES: readonly [string, () => ServerStore | Promise<ServerStore>][] = [
   ["memory", createMemoryServerStore],
   ["sqlite", () => openSqliteServerStore(":memory:")],
 ];
@@ -481,7 +481,7 @@ Deno.test("limits: pull query parameters: afterId is a cursor, updatedSince a ti
 
 for (const [name, open] of STORES) {
   Deno.test(`limits (${name}): a pull page holds at most maxPageBytes and the store reads no more than the page`, async () => {
-    const store = spy(open());
+    const store = spy(await open());
     const maxPageBytes = 40_000;
     await using server = createSyncServer({ store, maxPageBytes });
     // 60 records of ~10 KB: a page of limit=1000 would be ~600 KB.
@@ -530,7 +530,7 @@ for (const [name, open] of STORES) {
 
   Deno.test(`limits (${name}): a record larger than maxPageBytes goes out alone and the pull goes on`, async () => {
     await using server = createSyncServer({
-      store: open(),
+      store: await open(),
       maxPageBytes: 4096,
       now: () => T0,
     });

@@ -22,14 +22,14 @@ import { wrapDriver } from "./_sqlite_drivers.ts";
 
 testServerStore(
   "sqlite (:memory:)",
-  () => Promise.resolve({ store: openSqliteServerStore(":memory:") }),
+  async () => ({ store: await openSqliteServerStore(":memory:") }),
 );
 
 testServerStore("sqlite (file)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sync-server-" });
   const file = `${dir}/store.sqlite`;
   return {
-    store: openSqliteServerStore(file),
+    store: await openSqliteServerStore(file),
     reopen: () => openSqliteServerStore(file),
     teardown: () => Deno.remove(dir, { recursive: true }),
   };
@@ -83,7 +83,7 @@ Deno.test("sqlite: a server restarted on the same file keeps records, keys, hori
     let created: JsonObject;
     {
       await using server = createSyncServer({
-        store: openSqliteServerStore(file),
+        store: await openSqliteServerStore(file),
         now: () => clock,
       });
       const put = await send(server, "PUT", "/todo/a%2Fb", {
@@ -100,7 +100,7 @@ Deno.test("sqlite: a server restarted on the same file keeps records, keys, hori
     // The clock went back an hour while the server was down.
     clock = T0 - 3_600_000;
     await using server = createSyncServer({
-      store: openSqliteServerStore(file),
+      store: await openSqliteServerStore(file),
       now: () => clock,
     });
     const replay = await send(server, "PUT", "/todo/a%2Fb", {
@@ -133,7 +133,7 @@ Deno.test("sqlite: a server restarted on the same file keeps records, keys, hori
 Deno.test("sqlite: openSqliteServerStore() uses WAL and a versioned schema", async () => {
   await withTempDir(async (dir) => {
     const file = `${dir}/sync.sqlite`;
-    const store = openSqliteServerStore(file);
+    const store = await openSqliteServerStore(file);
     const probe = new DatabaseSync(file);
     try {
       const mode = probe.prepare("PRAGMA journal_mode").get() as {
@@ -152,12 +152,12 @@ Deno.test("sqlite: openSqliteServerStore() uses WAL and a versioned schema", asy
 });
 
 Deno.test("sqlite: a database with another schema version is refused", async () => {
-  await withTempDir((dir) => {
+  await withTempDir(async (dir) => {
     const file = `${dir}/sync.sqlite`;
     const db = new DatabaseSync(file);
     db.exec("PRAGMA user_version = 3");
     db.close();
-    assert.throws(() => openSqliteServerStore(file), StorageError);
+    await assert.rejects(openSqliteServerStore(file), StorageError);
     // The refused file is left as it was, and closed (removable).
     const check = new DatabaseSync(file);
     const row = check.prepare("PRAGMA user_version").get() as {
@@ -188,14 +188,14 @@ Deno.test("sqlite: createSqliteServerStore() closes the database only with close
     TypeError,
   );
   other.close();
-  assert.throws(
-    () => openSqliteServerStore(":memory:", { busyTimeoutMs: -1 }),
+  await assert.rejects(
+    openSqliteServerStore(":memory:", { busyTimeoutMs: -1 }),
     RangeError,
   );
 });
 
 Deno.test("sqlite: pull pages exactly through 1,000 records sharing one updated_at with limit 7", async () => {
-  const store = openSqliteServerStore(":memory:");
+  const store = await openSqliteServerStore(":memory:");
   const all = Array.from(
     { length: 1000 },
     (_, index) => serverRecord("todo", `é${(index * 7919) % 1000}😀`, T0),
@@ -234,7 +234,7 @@ Deno.test("sqlite: pull pages exactly through 1,000 records sharing one updated_
 Deno.test("http: ids with / ? # % space unicode and NUL round-trip over HTTP into SQLite", async () => {
   await withTempDir(async (dir) => {
     await using server = createSyncServer({
-      store: openSqliteServerStore(`${dir}/sync.sqlite`),
+      store: await openSqliteServerStore(`${dir}/sync.sqlite`),
     });
     await using http = Deno.serve(
       { port: 0, hostname: "127.0.0.1", onListen(): void {} },
@@ -354,7 +354,7 @@ Deno.test("sqlite: a schema version 1 file upgrades to version 2 with per-namesp
       db.close();
     }
     {
-      await using store = openSqliteServerStore(file);
+      await using store = await openSqliteServerStore(file);
       for (const [ns, record] of records) {
         assert.deepEqual(
           await store.getRecord(ns, record.kind, record.id),
@@ -402,7 +402,7 @@ Deno.test("sqlite: a schema version 1 file upgrades to version 2 with per-namesp
     assert.equal(version.user_version, 2);
     // Reopened as version 2; each principal continues from its own clock.
     await using server = createSyncServer({
-      store: openSqliteServerStore(file),
+      store: await openSqliteServerStore(file),
       auth: (request) => request.headers.get("x-principal"),
       now: () => T0,
     });
