@@ -18,7 +18,7 @@ import {
 } from "../server/mod.ts";
 import { createMemoryServerStore } from "../server/memory.ts";
 import { openSqliteServerStore } from "../server/sqlite.ts";
-import { bearerPrincipal, T0 } from "./_server_store_cases.ts";
+import { bearerPrincipal, T0 } from "../server/_conformance_kit.ts";
 
 const ORIGIN = "http://sync.test";
 

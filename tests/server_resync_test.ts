@@ -16,7 +16,7 @@ import {
 } from "../server/mod.ts";
 import { createMemoryServerStore } from "../server/memory.ts";
 import { createClient, startServer } from "./_harness.ts";
-import { iso, T0 } from "./_server_store_cases.ts";
+import { iso, T0 } from "../server/_conformance_kit.ts";
 
 const ORIGIN = "http://sync.test";
 

@@ -11,13 +11,13 @@ import {
   createSqliteServerStore,
   openSqliteServerStore,
 } from "../server/sqlite.ts";
+import { testServerStore } from "../server/conformance.ts";
 import {
   AWKWARD_IDS,
   bearerPrincipal,
   serverRecord,
   shuffled,
-  testServerStore,
-} from "./_server_store_cases.ts";
+} from "../server/_conformance_kit.ts";
 import { wrapDriver } from "./_sqlite_drivers.ts";
 
 testServerStore(

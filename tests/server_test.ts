@@ -19,12 +19,12 @@ import {
   type TrimIdempotencyResult,
 } from "../server/mod.ts";
 import { createMemoryServerStore } from "../server/memory.ts";
+import { testServerStore } from "../server/conformance.ts";
 import {
   AWKWARD_IDS,
   serverRecord,
   shuffled,
-  testServerStore,
-} from "./_server_store_cases.ts";
+} from "../server/_conformance_kit.ts";
 
 testServerStore(
   "memory",
