@@ -208,3 +208,45 @@ Deno.test("serve.ts: malformed tokens exit with code 2 and never echo the token"
     assert.doesNotMatch(stderr, new RegExp(ALICE));
   }
 });
+
+Deno.test("serve.ts: invalid flags print a message and exit with code 2", async () => {
+  for (
+    const args of [["--port", "abc"], ["--port", "70000"], ["--bogus"], [
+      "extra",
+    ]]
+  ) {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", SERVE, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(output.code, 2, args.join(" "));
+    assert.match(new TextDecoder().decode(output.stderr), /Usage: /);
+  }
+});
+
+Deno.test("serve.ts: prints its URL, serves the contract and stops on SIGINT", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SERVE, "--port", "0", "--db", ":memory:"],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let printed = "";
+  while (!printed.includes("\n")) {
+    const { done, value } = await lines.read();
+    if (done) break;
+    printed += value;
+  }
+  const url = printed.match(/Listening on (http:\/\/127\.0\.0\.1:\d+\/)/)?.[1];
+  assert.ok(url !== undefined, printed);
+  const health = await fetch(`${url}health`);
+  assert.equal((await health.json()).status, "ok");
+  const put = await fetch(`${url}todo/1`, { method: "PUT", body: "{}" });
+  assert.equal(put.status, 201);
+  await put.body?.cancel();
+  child.kill("SIGINT");
+  const status = await child.status;
+  await lines.cancel();
+  assert.equal(status.code, 0);
+});
