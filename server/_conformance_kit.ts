@@ -9,7 +9,7 @@ import type { JsonObject } from "../src/json.ts";
 import type { ServerStoreSetup } from "./conformance.ts";
 import type {
   IdempotencyEntry,
-  ListRecordsOptions,
+  ListServerRecordsOptions,
   ServerRecord,
   ServerStore,
   ServerWrite,
@@ -154,7 +154,7 @@ export function bearerPrincipal(request: Request): string | null {
  */
 export function selects(
   record: ServerRecord,
-  options: Partial<ListRecordsOptions>,
+  options: Partial<ListServerRecordsOptions>,
 ): boolean {
   const { since, afterId } = options;
   if (since === undefined) return true;

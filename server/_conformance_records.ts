@@ -19,7 +19,11 @@ import {
   type ServerStoreCase,
   shuffled,
 } from "./_conformance_kit.ts";
-import type { ListRecordsOptions, ServerRecord, ServerWrite } from "./store.ts";
+import type {
+  ListServerRecordsOptions,
+  ServerRecord,
+  ServerWrite,
+} from "./store.ts";
 
 /** The cases, in the order they are registered. */
 export const RECORD_CASES: readonly ServerStoreCase[] = [
@@ -307,7 +311,7 @@ export const RECORD_CASES: readonly ServerStoreCase[] = [
         number,
       ];
       const list = async (
-        options: Partial<ListRecordsOptions>,
+        options: Partial<ListServerRecordsOptions>,
       ): Promise<[string[], boolean]> => {
         const page = await store.listRecords("ns", "todo", {
           limit: 100,
@@ -388,7 +392,7 @@ export const RECORD_CASES: readonly ServerStoreCase[] = [
             { since: 110, includeDeleted: false },
             { maxBytes: 1 },
             { since: 100, afterId: "r3", maxBytes: 300 },
-          ] as Partial<ListRecordsOptions>[]
+          ] as Partial<ListServerRecordsOptions>[]
         ) {
           const page = await store.listRecords(owner, "todo", {
             limit: 100,

@@ -25,8 +25,8 @@ import { describe, inner } from "./_util.ts";
 import type {
   IdempotencyEntry,
   LastWrite,
-  ListRecordsOptions,
-  ListRecordsResult,
+  ListServerRecordsOptions,
+  ListServerRecordsResult,
   ServerRecord,
   ServerStore,
   ServerStorePurgeOptions,
@@ -120,8 +120,8 @@ class MemoryServerStore implements ServerStore {
   listRecords(
     namespace: string,
     kind: string,
-    options: ListRecordsOptions,
-  ): Promise<ListRecordsResult> {
+    options: ListServerRecordsOptions,
+  ): Promise<ListServerRecordsResult> {
     return settle(() => {
       this.#assertOpen("list records");
       const table = this.#tables.get(namespace)?.get(kind);
@@ -379,7 +379,7 @@ function compareRecords(a: MemoryRecord, b: MemoryRecord): number {
 /** The index of the first record the keyset selects (binary search). */
 function firstAfter(
   sorted: readonly MemoryRecord[],
-  { since, afterId }: ListRecordsOptions,
+  { since, afterId }: ListServerRecordsOptions,
 ): number {
   if (since === undefined) return 0;
   let low = 0;

@@ -45,8 +45,8 @@ export {
 export type {
   IdempotencyEntry,
   LastWrite,
-  ListRecordsOptions,
-  ListRecordsResult,
+  ListServerRecordsOptions,
+  ListServerRecordsResult,
   ServerRecord,
   ServerStore,
   ServerStorePurgeOptions,

@@ -32,8 +32,8 @@ import type { SqliteDatabaseLike, SqliteValue } from "../src/sqlite_like.ts";
 import type {
   IdempotencyEntry,
   LastWrite,
-  ListRecordsOptions,
-  ListRecordsResult,
+  ListServerRecordsOptions,
+  ListServerRecordsResult,
   ServerRecord,
   ServerStore,
   ServerStorePurgeOptions,
@@ -216,8 +216,8 @@ class SqliteServerStore implements ServerStore {
   listRecords(
     namespace: string,
     kind: string,
-    options: ListRecordsOptions,
-  ): Promise<ListRecordsResult> {
+    options: ListServerRecordsOptions,
+  ): Promise<ListServerRecordsResult> {
     return this.#run("list records", () => {
       const { since, afterId, maxBytes } = options;
       let limit = options.limit;

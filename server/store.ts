@@ -73,7 +73,7 @@ export type ServerWrite =
   };
 
 /** The keyset of a {@linkcode ServerStore.listRecords} call. */
-export interface ListRecordsOptions {
+export interface ListServerRecordsOptions {
   /**
    * The cursor's `updated_at` (ms). Without `afterId`, records with
    * `updatedAt >= since`; absent, every record.
@@ -105,7 +105,7 @@ export interface ListRecordsOptions {
 }
 
 /** The answer of {@linkcode ServerStore.listRecords}. */
-export interface ListRecordsResult {
+export interface ListServerRecordsResult {
   /** The page, ordered by `(updatedAt, id)`, ids by UTF-16 code units. */
   readonly records: ServerRecord[];
   /**
@@ -188,7 +188,7 @@ export interface ServerStorePurgeResult {
  *    when it rejects, none.
  * 3. Order {@linkcode ServerStore.listRecords} by `(updatedAt, id)`, ids
  *    compared by UTF-16 code units (JavaScript's `<`), and select by keyset
- *    exactly as {@linkcode ListRecordsOptions} says, however many records
+ *    exactly as {@linkcode ListServerRecordsOptions} says, however many records
  *    share one `updatedAt`.
  * 4. Return ids, kinds, keys and data exactly as written: with `/`, NUL,
  *    unicode and lone surrogates; returned objects are copies.
@@ -264,8 +264,8 @@ export interface ServerStore extends AsyncDisposable {
   listRecords(
     namespace: string,
     kind: string,
-    options: ListRecordsOptions,
-  ): Promise<ListRecordsResult>;
+    options: ListServerRecordsOptions,
+  ): Promise<ListServerRecordsResult>;
 
   /**
    * Reads an idempotency entry. It MAY return an expired entry: the server

@@ -10,8 +10,8 @@ import type { JsonObject, JsonValue } from "../src/json.ts";
 import type {
   IdempotencyEntry,
   LastWrite,
-  ListRecordsOptions,
-  ListRecordsResult,
+  ListServerRecordsOptions,
+  ListServerRecordsResult,
   ServerRecord,
   ServerStore,
   ServerStorePurgeOptions,
@@ -207,8 +207,8 @@ export class SpyStore implements ServerStore {
   listRecords(
     namespace: string,
     kind: string,
-    options: ListRecordsOptions,
-  ): Promise<ListRecordsResult> {
+    options: ListServerRecordsOptions,
+  ): Promise<ListServerRecordsResult> {
     this.calls.push("listRecords");
     return this.#inner.listRecords(namespace, kind, options);
   }

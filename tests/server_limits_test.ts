@@ -12,8 +12,8 @@ import type { JsonObject, JsonValue } from "../src/json.ts";
 import { cursorIdAfter } from "../src/limits.ts";
 import {
   createSyncServer,
-  type ListRecordsOptions,
-  type ListRecordsResult,
+  type ListServerRecordsOptions,
+  type ListServerRecordsResult,
   type ServerStore,
   type ServerWrite,
   type SyncServer,
@@ -75,8 +75,8 @@ function spy(inner: ServerStore): ServerStore & {
     async listRecords(
       ns: string,
       kind: string,
-      options: ListRecordsOptions,
-    ): Promise<ListRecordsResult> {
+      options: ListServerRecordsOptions,
+    ): Promise<ListServerRecordsResult> {
       const page = await inner.listRecords(ns, kind, options);
       store.listed.push(page.records.length);
       return page;
