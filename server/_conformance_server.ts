@@ -150,7 +150,8 @@ export const SERVER_CASES: readonly ServerStoreCase[] = [
             afterId: "r5",
             includeDeleted: "false",
           },
-        ]
+          // Typed, so it checks without exactOptionalPropertyTypes too.
+        ] as Record<string, string>[]
       ) {
         for (
           const [owner, everything] of [["alice", alice], ["bob", bob]] as const
