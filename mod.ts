@@ -40,18 +40,84 @@
  *
  * @module
  */
-export * from "./src/engine.ts";
-export * from "./src/table.ts";
-export * from "./src/conflict.ts";
-export * from "./src/merge.ts";
-export * from "./src/events.ts";
-export * from "./src/errors.ts";
-export * from "./src/json.ts";
-export * from "./src/limits.ts";
-export * from "./src/schema.ts";
-export * from "./src/ulid.ts";
-export { Outbox, type OutboxListOptions } from "./src/outbox.ts";
-export { type ConflictEntry, ConflictInbox } from "./src/inbox.ts";
-export type * from "./src/storage.ts";
-export type * from "./src/transport.ts";
-export type * from "./src/sqlite_like.ts";
+// What an app needs, and nothing more: adapter authors find the contracts
+// on `./storage` and `./transport`, backend authors the limits on `./limits`.
+export {
+  type AutoSyncOptions,
+  type Clock,
+  type EngineStatus,
+  SyncEngine,
+  type SyncEngineOptions,
+  type SyncOptions,
+  type SyncResult,
+  type Timers,
+} from "./src/engine.ts";
+export type {
+  FieldNames,
+  GetOptions,
+  ListOptions,
+  PutOptions,
+  Table,
+  TableOptions,
+  WatchItem,
+  WatchOptions,
+} from "./src/table.ts";
+export type { Outbox, OutboxListOptions } from "./src/outbox.ts";
+export type { ConflictEntry, ConflictInbox } from "./src/inbox.ts";
+export {
+  type Conflict,
+  type ConflictResolver,
+  type ConflictStrategy,
+  type MergeFunction,
+  type Resolution,
+  Resolutions,
+} from "./src/conflict.ts";
+export {
+  type AutoPreserveInput,
+  autoPreserveMerge,
+  deepEqual,
+  diffFields,
+  type MergeResult,
+} from "./src/merge.ts";
+export type {
+  ChangeOrigin,
+  ListenOptions,
+  RecordChange,
+  RecordProblem,
+  SyncEvent,
+  SyncEventListener,
+  SyncEventOf,
+  SyncEventType,
+  SyncStats,
+} from "./src/events.ts";
+export {
+  AuthError,
+  ClosedError,
+  type ErrorCategory,
+  NetworkError,
+  ParseError,
+  RejectedError,
+  ResyncRequiredError,
+  ServerError,
+  StorageError,
+  SyncError,
+  type SyncErrorOptions,
+  ValidationError,
+  type ValidationIssue,
+} from "./src/errors.ts";
+export type { JsonObject, JsonPrimitive, JsonValue } from "./src/json.ts";
+export {
+  idProblem,
+  kindProblem,
+  WIRE_LIMITS,
+  type WireLimits,
+} from "./src/limits.ts";
+export type {
+  InferOutput,
+  StandardSchemaV1,
+  StandardSchemaV1Props,
+  StandardSchemaV1Result,
+} from "./src/schema.ts";
+export { createUlid, type UlidFactory, type UlidOptions } from "./src/ulid.ts";
+export type { Storage } from "./src/storage.ts";
+export type { Transport } from "./src/transport.ts";

@@ -53,13 +53,11 @@ import { DatabaseSync } from "node:sqlite";
 import {
   createUlid,
   type JsonObject,
-  type Mutation,
   type Storage,
-  type StoredOp,
-  type StoredRecord,
   SyncEngine,
   type Table,
 } from "../mod.ts";
+import type { Mutation, StoredOp, StoredRecord } from "../storage/mod.ts";
 import { openKvStorage } from "../storage/kv.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createSqliteStorage } from "../storage/sqlite.ts";

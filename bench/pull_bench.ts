@@ -47,12 +47,11 @@
 import { DatabaseSync } from "node:sqlite";
 import {
   type JsonObject,
-  type PullPage,
-  type PullRequest,
   type Storage,
   SyncEngine,
   type Transport,
 } from "../mod.ts";
+import type { PullPage, PullRequest } from "../transport/mod.ts";
 import { openKvStorage } from "../storage/kv.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createSqliteStorage, openSqliteStorage } from "../storage/sqlite.ts";

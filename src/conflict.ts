@@ -219,7 +219,7 @@ export interface DecideOptions {
  *
  * @example Deciding with serverWins
  * ```ts
- * import { decideConflict } from "@offline-first/sync";
+ * import { decideConflict } from "./conflict.ts";
  * import assert from "node:assert/strict";
  *
  * const decision = await decideConflict({

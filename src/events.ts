@@ -222,7 +222,7 @@ export interface ListenOptions {
  *
  * @example Listening until a signal aborts
  * ```ts
- * import { EventHub } from "@offline-first/sync";
+ * import { EventHub } from "./events.ts";
  * import assert from "node:assert/strict";
  *
  * const hub = new EventHub();

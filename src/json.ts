@@ -28,7 +28,7 @@ export interface JsonObject {
  *
  * @example Usage
  * ```ts
- * import { isJsonObject } from "@offline-first/sync";
+ * import { isJsonObject } from "./json.ts";
  * import assert from "node:assert/strict";
  *
  * assert.equal(isJsonObject({ a: 1 }), true);

@@ -10,7 +10,7 @@
  *
  * @example Checking an id before sending it
  * ```ts
- * import { idProblem, WIRE_LIMITS } from "@offline-first/sync";
+ * import { idProblem, WIRE_LIMITS } from "@offline-first/sync/limits";
  * import assert from "node:assert/strict";
  *
  * assert.equal(idProblem("todo-1"), null);
@@ -79,7 +79,7 @@ export const RESERVED_KINDS: ReadonlySet<string> = new Set([
  *
  * @example Usage
  * ```ts
- * import { idProblem } from "@offline-first/sync";
+ * import { idProblem } from "@offline-first/sync/limits";
  * import assert from "node:assert/strict";
  *
  * assert.equal(idProblem("a/b?c#d %"), null);
@@ -128,7 +128,7 @@ const KIND = /^[A-Za-z0-9_-]+$/;
  *
  * @example Usage
  * ```ts
- * import { kindProblem } from "@offline-first/sync";
+ * import { kindProblem } from "@offline-first/sync/limits";
  * import assert from "node:assert/strict";
  *
  * assert.equal(kindProblem("todo_items-v2"), null);
@@ -157,7 +157,7 @@ export function kindProblem(kind: unknown): string | null {
  *
  * @example Usage
  * ```ts
- * import { idempotencyKeyProblem } from "@offline-first/sync";
+ * import { idempotencyKeyProblem } from "@offline-first/sync/limits";
  * import assert from "node:assert/strict";
  *
  * assert.equal(idempotencyKeyProblem("01J9ZQ4K2M3N4P5Q6R7S8T9V0W.r1"), null);
@@ -192,7 +192,7 @@ export function idempotencyKeyProblem(key: unknown): string | null {
  *
  * @example Usage
  * ```ts
- * import { exceedsDepth } from "@offline-first/sync";
+ * import { exceedsDepth } from "@offline-first/sync/limits";
  * import assert from "node:assert/strict";
  *
  * assert.equal(exceedsDepth({ a: { b: [1] } }, 3), false);
@@ -255,7 +255,7 @@ function deeper(value: unknown, remaining: number): boolean {
  *
  * @example Usage
  * ```ts
- * import { cursorIdAfter } from "@offline-first/sync";
+ * import { cursorIdAfter } from "@offline-first/sync/limits";
  * import assert from "node:assert/strict";
  *
  * assert.equal(cursorIdAfter("todo-1"), "todo-1");

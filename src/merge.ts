@@ -1,11 +1,10 @@
 /**
  * Field-level merging of JSON records: the `autoPreserve` conflict strategy
- * (ENGINE.md clause 14), the building blocks it rests on (`deepEqual`,
- * `diffFields` for clause 2) and two general-purpose merges.
+ * (ENGINE.md clause 14) and the building blocks it rests on (`deepEqual`,
+ * `diffFields` for clause 2).
  *
  * Every function here is pure: inputs are never mutated, and results never
- * share an object or array with an input (except {@linkcode shallowMerge},
- * which is shallow by definition), so the engine may store or edit a result
+ * share an object or array with an input, so the engine may store or edit a result
  * without touching the records it came from. Sharing untouched subtrees would
  * save copying, but then editing the merged record would silently edit the
  * server's record or the client's pending data; instead each output node is
@@ -36,7 +35,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
  *
  * @example Usage
  * ```ts
- * import { DEFAULT_SYSTEM_FIELDS } from "@offline-first/sync";
+ * import { DEFAULT_SYSTEM_FIELDS } from "./merge.ts";
  * import assert from "node:assert/strict";
  *
  * assert.ok(DEFAULT_SYSTEM_FIELDS.includes("updated_at"));
@@ -953,124 +952,4 @@ function unionLists(
     addToIndex(outIndex, localItem);
   }
   return out;
-}
-
-/**
- * Merges `source` into `target` recursively: where both hold plain objects
- * they merge key by key; everywhere else the source's value wins, lists
- * included (they are replaced, not concatenated). Properties whose value is
- * `undefined` are treated as absent, so they never erase a target value.
- *
- * @param target The base object.
- * @param source The object whose values win.
- * @returns A new object sharing no objects or arrays with the inputs.
- * @throws {TypeError} If `target` or `source` is not an object.
- *
- * @example Usage
- * ```ts
- * import { deepMerge } from "@offline-first/sync";
- * import assert from "node:assert/strict";
- *
- * const merged = deepMerge(
- *   { settings: { theme: "light", size: 12 }, tags: ["a"] },
- *   { settings: { theme: "dark" }, tags: ["b"] },
- * );
- * assert.deepEqual(merged, {
- *   settings: { theme: "dark", size: 12 },
- *   tags: ["b"],
- * });
- * ```
- */
-export function deepMerge(target: JsonObject, source: JsonObject): JsonObject {
-  assertObjects("deep merge", target, source);
-  return deepMergeObjects(target, source);
-}
-
-function deepMergeObjects(target: JsonObject, source: JsonObject): JsonObject {
-  // Target key order first, then keys only the source has, in its order.
-  const out = copyObject(target);
-  for (const key of Object.keys(out)) {
-    const targetValue = out[key]!;
-    const sourceValue = getOwn(source, key);
-    if (sourceValue === undefined) {
-      if (typeof targetValue === "object" && targetValue !== null) {
-        out[key] = cloneValue(targetValue);
-      }
-    } else if (isJsonObject(targetValue) && isJsonObject(sourceValue)) {
-      out[key] = deepMergeObjects(targetValue, sourceValue);
-    } else {
-      out[key] = cloneValue(sourceValue);
-    }
-  }
-  for (const key of Object.keys(source)) {
-    const sourceValue = source[key];
-    if (sourceValue === undefined || Object.hasOwn(out, key)) continue;
-    setOwn(out, key, cloneValue(sourceValue));
-  }
-  return out;
-}
-
-/**
- * Merges the top-level fields of `source` over `target`, like
- * `{ ...target, ...source }` but safe for untrusted keys: a `"__proto__"`
- * key becomes an own property rather than a prototype, and properties whose
- * value is `undefined` are treated as absent (spread would copy them).
- * Nested objects and arrays are shared with the inputs, as with spread; use
- * {@linkcode deepMerge} for an independent copy.
- *
- * @param target The base object.
- * @param source The object whose fields win.
- * @returns A new plain object.
- * @throws {TypeError} If `target` or `source` is not an object.
- *
- * @example Usage
- * ```ts
- * import { shallowMerge } from "@offline-first/sync";
- * import assert from "node:assert/strict";
- *
- * const merged = shallowMerge({ a: 1, b: { x: 1 } }, { b: { y: 2 }, c: 0 });
- * assert.deepEqual(merged, { a: 1, b: { y: 2 }, c: 0 });
- *
- * const untrusted = JSON.parse('{"__proto__": {"polluted": true}}');
- * const safe = shallowMerge({}, untrusted);
- * assert.equal(Object.getPrototypeOf(safe), Object.prototype);
- * assert.ok(Object.hasOwn(safe, "__proto__"));
- * ```
- */
-export function shallowMerge(
-  target: JsonObject,
-  source: JsonObject,
-): JsonObject {
-  assertObjects("shallow merge", target, source);
-  const out: JsonObject = {};
-  for (const key of Object.keys(target)) {
-    const value = target[key];
-    if (value !== undefined) setOwn(out, key, value);
-  }
-  for (const key of Object.keys(source)) {
-    const value = source[key];
-    if (value !== undefined) setOwn(out, key, value);
-  }
-  return out;
-}
-
-function assertObjects(
-  action: string,
-  target: JsonObject,
-  source: JsonObject,
-): void {
-  if (!isJsonObject(target)) {
-    throw new TypeError(
-      `Cannot ${action} as 'target' is not an object: current value is ${
-        describe(target)
-      }`,
-    );
-  }
-  if (!isJsonObject(source)) {
-    throw new TypeError(
-      `Cannot ${action} as 'source' is not an object: current value is ${
-        describe(source)
-      }`,
-    );
-  }
 }

@@ -60,7 +60,8 @@ export type InferOutput<S extends StandardSchemaV1> = NonNullable<
  *
  * @example Validating with any Standard Schema
  * ```ts
- * import { validateWith, ValidationError } from "@offline-first/sync";
+ * import { ValidationError } from "@offline-first/sync";
+ * import { validateWith } from "./schema.ts";
  * import assert from "node:assert/strict";
  *
  * const positive = {

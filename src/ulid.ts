@@ -78,7 +78,7 @@ function increment(text: string): string | null {
  *
  * @example Usage
  * ```ts
- * import { isUlid } from "@offline-first/sync";
+ * import { isUlid } from "./ulid.ts";
  * import assert from "node:assert/strict";
  *
  * assert.equal(isUlid("01ARZ3NDEKTSV4RRFFQ69G5FAV"), true);
@@ -98,7 +98,7 @@ export function isUlid(value: string): boolean {
  *
  * @example Usage
  * ```ts
- * import { decodeUlidTime } from "@offline-first/sync";
+ * import { decodeUlidTime } from "./ulid.ts";
  * import assert from "node:assert/strict";
  *
  * assert.equal(decodeUlidTime("01ARZ3NDEKTSV4RRFFQ69G5FAV"), 1469922850259);

@@ -1,11 +1,7 @@
 import assert from "node:assert/strict";
-import {
-  type Conflict,
-  type ConflictPolicy,
-  decideConflict,
-  DEFAULT_SYSTEM_FIELDS,
-  Resolutions,
-} from "../mod.ts";
+import { type Conflict, Resolutions } from "../mod.ts";
+import { type ConflictPolicy, decideConflict } from "../src/conflict.ts";
+import { DEFAULT_SYSTEM_FIELDS } from "../src/merge.ts";
 import {
   createClient,
   eventsOf,

@@ -3,10 +3,8 @@ import fc from "fast-check";
 import {
   autoPreserveMerge,
   deepEqual,
-  deepMerge,
   DEFAULT_SYSTEM_FIELDS,
   diffFields,
-  shallowMerge,
 } from "../src/merge.ts";
 import type { JsonObject, JsonValue } from "../src/json.ts";
 import { protoTest } from "./_proto.ts";
@@ -797,7 +795,7 @@ protoTest("autoPreserveMerge() introduces no duplicate list items", () => {
   );
 });
 
-// --- deepEqual, diffFields, deepMerge, shallowMerge -----------------------
+// --- deepEqual, diffFields ------------------------------------------------
 
 protoTest("deepEqual() agrees with canonical JSON", () => {
   fc.assert(
@@ -827,52 +825,6 @@ protoTest("diffFields() lists exactly the top-level fields that differ", () => {
   );
 });
 
-protoTest(
-  "deepMerge() keeps target-only keys and takes source values elsewhere",
-  () => {
-    fc.assert(
-      fc.property(recordArb, recordArb, function check(target, source): void {
-        const merged = deepMerge(target, source);
-        assert.equal(canon(deepMerge({}, source)), canon(source));
-        assert.equal(canon(deepMerge(target, {})), canon(target));
-        assert.equal(canon(deepMerge(target, target)), canon(target));
-        for (const key of keysOf(target, source)) {
-          const t = own(target, key);
-          const s = own(source, key);
-          const m = own(merged, key);
-          if (s === undefined) assert.ok(same(m, t), key);
-          else if (!isPlainObject(t) || !isPlainObject(s)) {
-            assert.ok(same(m, s), key);
-          } else assert.ok(same(m, deepMerge(t, s)), key);
-        }
-      }),
-      { seed, numRuns },
-    );
-  },
-);
-
-protoTest(
-  "shallowMerge() takes each top-level field from the source, else the target",
-  () => {
-    fc.assert(
-      fc.property(recordArb, recordArb, function check(target, source): void {
-        const merged = shallowMerge(target, source);
-        assert.deepEqual(
-          Object.keys(merged).sort(),
-          keysOf(target, source).sort(),
-        );
-        for (const key of keysOf(target, source)) {
-          const expected = Object.hasOwn(source, key)
-            ? source[key]
-            : target[key];
-          assert.equal(merged[key], expected, key);
-        }
-      }),
-      { seed, numRuns },
-    );
-  },
-);
-
 // --- Prototype safety and purity ------------------------------------------
 
 protoTest(
@@ -898,14 +850,8 @@ protoTest(
             });
             results.push(result.data);
           }
-          results.push(
-            deepMerge(local, server),
-            deepMerge(other, base),
-            deepMerge({}, other),
-          );
           diffFields(base, local);
           deepEqual(local, server);
-          const shallow = shallowMerge(local, other);
 
           assert.equal(
             Object.getOwnPropertyNames(Object.prototype).sort().join(),
@@ -913,11 +859,7 @@ protoTest(
           );
           assert.equal(({} as Record<string, unknown>)["polluted"], undefined);
           assert.equal(snapshot(inputs), before, "inputs were mutated");
-          assert.equal(Object.getPrototypeOf(shallow), Object.prototype);
           for (const result of results) assertPlain(result);
-          // Keys such as "__proto__" survive as own data keys.
-          assert.equal(canon(deepMerge({}, other)), canon(other));
-          assert.deepEqual(Object.keys(shallowMerge({}, other)), keysOf(other));
           // Results share nothing with the inputs.
           for (const result of results) mutateEverywhere(result);
           assert.equal(snapshot(inputs), before, "results share structure");

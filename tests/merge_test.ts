@@ -2,10 +2,8 @@ import assert from "node:assert/strict";
 import {
   autoPreserveMerge,
   deepEqual,
-  deepMerge,
   DEFAULT_SYSTEM_FIELDS,
   diffFields,
-  shallowMerge,
 } from "../src/merge.ts";
 import type { JsonObject, JsonValue } from "../src/json.ts";
 import { protoTest } from "./_proto.ts";
@@ -642,129 +640,6 @@ protoTest("diffFields() compares __proto__ as an own key", () => {
     "__proto__",
   ]);
 });
-
-protoTest(
-  "deepMerge() merges plain objects recursively and replaces the rest",
-  () => {
-    const merged = deepMerge(
-      { a: { b: 1, c: { d: 1 } }, list: [1, 2, 3], keep: "k", obj: { x: 1 } },
-      { a: { c: { e: 2 } }, list: [9], obj: [1], added: true },
-    );
-    assert.deepEqual(merged, {
-      a: { b: 1, c: { d: 1, e: 2 } },
-      list: [9],
-      keep: "k",
-      obj: [1],
-      added: true,
-    });
-  },
-);
-
-protoTest("deepMerge() takes the source's falsy values", () => {
-  assert.deepEqual(
-    deepMerge({ a: "x", b: 1, c: true, d: { e: 1 } }, {
-      a: "",
-      b: 0,
-      c: false,
-      d: null,
-    }),
-    { a: "", b: 0, c: false, d: null },
-  );
-});
-
-protoTest(
-  "deepMerge() keeps the target's value where the source has none",
-  () => {
-    const source = { a: undefined, b: 2 } as unknown as JsonObject;
-    assert.deepEqual(deepMerge({ a: 1 }, source), { a: 1, b: 2 });
-    assert.deepEqual(deepMerge({ a: 1 }, {}), { a: 1 });
-  },
-);
-
-protoTest("deepMerge() neither mutates nor shares its inputs", () => {
-  const target: JsonObject = { a: { b: [1, { c: 1 }] }, only: { t: [1] } };
-  const source: JsonObject = { a: { d: { e: [2] } }, fresh: [{ f: 1 }] };
-  const before = snapshot([target, source]);
-  const merged = deepMerge(target, source);
-  mutateEverywhere(merged);
-  assert.equal(snapshot([target, source]), before);
-});
-
-protoTest(
-  "deepMerge() keeps __proto__, constructor and prototype as data",
-  () => {
-    const payload = JSON.parse(
-      '{"__proto__": {"polluted": "yes"}, "constructor": {"prototype": {"polluted": "yes"}}}',
-    );
-    const merged = deepMerge({ constructor: { keep: 1 } }, payload);
-    assert.equal(Object.getPrototypeOf(merged), Object.prototype);
-    assert.deepEqual(Object.keys(merged).sort(), ["__proto__", "constructor"]);
-    assert.deepEqual(merged["__proto__"], { polluted: "yes" });
-    assert.deepEqual(merged["constructor"], {
-      keep: 1,
-      prototype: { polluted: "yes" },
-    });
-    assert.equal(({} as Record<string, unknown>)["polluted"], undefined);
-    assert.equal(deepMerge(payload, {})["__proto__"] !== undefined, true);
-  },
-);
-
-protoTest("deepMerge() rejects a non-object with a TypeError", () => {
-  assert.throws(() => deepMerge({}, null as unknown as JsonObject), {
-    name: "TypeError",
-    message:
-      "Cannot deep merge as 'source' is not an object: current value is null",
-  });
-  assert.throws(() => deepMerge([] as unknown as JsonObject, {}), TypeError);
-});
-
-protoTest("shallowMerge() lets the source's top-level fields win", () => {
-  const nested = { x: 1 };
-  const merged = shallowMerge({ a: 1, b: { y: 1 }, c: "c" }, {
-    b: nested,
-    d: 0,
-  });
-  assert.deepEqual(merged, { a: 1, b: { x: 1 }, c: "c", d: 0 });
-  assert.deepEqual(Object.keys(merged), ["a", "b", "c", "d"]);
-  // Shallow like spread: nested values are the source's own objects.
-  assert.equal(merged["b"], nested);
-});
-
-protoTest("shallowMerge() takes the source's falsy values", () => {
-  assert.deepEqual(
-    shallowMerge({ a: 1, b: 1, c: 1, d: 1 }, {
-      a: "",
-      b: 0,
-      c: false,
-      d: null,
-    }),
-    { a: "", b: 0, c: false, d: null },
-  );
-});
-
-protoTest(
-  "shallowMerge() keeps the target's value where the source has none",
-  () => {
-    const source = { a: undefined } as unknown as JsonObject;
-    const merged = shallowMerge({ a: 1 }, source);
-    assert.deepEqual(merged, { a: 1 });
-    assert.equal(Object.hasOwn(shallowMerge({}, source), "a"), false);
-  },
-);
-
-protoTest(
-  "shallowMerge() keeps __proto__ as an own key of a plain object",
-  () => {
-    const target: JsonObject = { a: 1 };
-    const source = JSON.parse('{"__proto__": {"polluted": "yes"}, "b": 2}');
-    const merged = shallowMerge(target, source);
-    assert.equal(Object.getPrototypeOf(merged), Object.prototype);
-    assert.deepEqual(Object.keys(merged), ["a", "__proto__", "b"]);
-    assert.equal(({} as Record<string, unknown>)["polluted"], undefined);
-    assert.equal((merged as Record<string, unknown>)["polluted"], undefined);
-    assert.deepEqual(target, { a: 1 });
-  },
-);
 
 /** Writes a marker into every object and array of a result. */
 function mutateEverywhere(value: JsonValue): void {

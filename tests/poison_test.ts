@@ -8,13 +8,8 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  cursorIdAfter,
-  ParseError,
-  SyncEngine,
-  SyncError,
-  type SyncEvent,
-} from "../mod.ts";
+import { ParseError, SyncEngine, SyncError, type SyncEvent } from "../mod.ts";
+import { cursorIdAfter } from "../src/limits.ts";
 import type { JsonValue } from "../src/json.ts";
 import type { PullPage, PullRequest, Transport } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
