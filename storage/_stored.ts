@@ -17,7 +17,9 @@
 import { StorageError } from "../src/errors.ts";
 import type { JsonObject } from "../src/json.ts";
 import type { RecordBase, StoredOp, StoredRecord } from "../src/storage.ts";
-import { copyJson, describe, MAX_DEPTH, OP_STATES } from "./_validate.ts";
+import { copyJson, MAX_DEPTH } from "./_json.ts";
+import { describe, shortText } from "./_text.ts";
+import { OP_STATES } from "./_validate.ts";
 
 /**
  * The stored item, for a message (`record "1" of kind "todo"`), or a
@@ -395,15 +397,4 @@ export function misplaced(
  */
 export function recordItem(kind: string, id: string): string {
   return `record ${shortText(id)} of kind ${shortText(kind)}`;
-}
-
-/**
- * A string for a message: quoted, and cut after 80 characters (an id may
- * be 70,000 long).
- *
- * @param text The string.
- * @returns The quoted text.
- */
-export function shortText(text: string): string {
-  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
 }

@@ -181,7 +181,6 @@ import {
   misplaced,
   parseStored,
   recordItem,
-  shortText,
   storedOp,
   storedRecord,
   withBaseData,
@@ -192,11 +191,10 @@ import {
   checkString,
   checkStrings,
   checkWriteBytes,
-  describe,
   resolveListOpsOptions,
   resolveListRecordsOptions,
-  utf8Length,
 } from "./_validate.ts";
+import { describe, shortText, utf8Length } from "./_text.ts";
 
 /** Options for {@linkcode openKvStorage}. */
 export interface KvStorageOptions {

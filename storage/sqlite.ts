@@ -91,7 +91,6 @@ import {
   misplaced,
   parseStored,
   recordItem,
-  shortText,
   storedOp,
   storedRecord,
   withBaseData,
@@ -101,11 +100,11 @@ import {
   checkMutations,
   checkString,
   checkStrings,
-  describe,
   OP_STATES,
   resolveListOpsOptions,
   resolveListRecordsOptions,
 } from "./_validate.ts";
+import { describe, shortText } from "./_text.ts";
 
 /** Options for {@linkcode createSqliteStorage}. */
 export interface SqliteStorageOptions {
