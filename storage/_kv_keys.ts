@@ -28,6 +28,7 @@
  */
 
 import { sha256 } from "./_sha256.ts";
+import { encodeUtf16 } from "./_utf16.ts";
 
 /** How many bytes of a hashed part carry the hash. */
 const HASH_BYTES = 20;
@@ -68,22 +69,21 @@ export function encodeText(
   let length = 0;
   for (let index = 0; index < units; index++) {
     const unit = text.charCodeAt(index);
-    if (unit < 0x7f) {
-      out[length++] = unit + 1;
-      continue;
-    }
-    const v = unit - 0x7f;
-    if (v < 127 * 255) {
-      out[length++] = 0x80 + Math.floor(v / 255);
-      out[length++] = 1 + v % 255;
-    } else {
-      const w = v - 127 * 255;
-      out[length++] = 0xff;
-      out[length++] = 1 + Math.floor(w / 255);
-      out[length++] = 1 + w % 255;
+    const size = unitBytes(unit);
+    for (let byte = 0; byte < size; byte++) {
+      out[length++] = unitByte(unit, byte);
     }
   }
   return out.slice(0, length + room);
+}
+
+/** Byte `n` of `K`'s encoding of a code unit (see the module documentation). */
+function unitByte(unit: number, n: number): number {
+  if (unit < 0x7f) return unit + 1;
+  const v = unit - 0x7f;
+  if (v < 127 * 255) return n === 0 ? 0x80 + Math.floor(v / 255) : 1 + v % 255;
+  const w = v - 127 * 255;
+  return n === 0 ? 0xff : n === 1 ? 1 + Math.floor(w / 255) : 1 + w % 255;
 }
 
 /**
@@ -136,22 +136,12 @@ export function keyPart(text: string, budget: number): Uint8Array {
   if (units === text.length) return encodeText(text);
   const part = encodeText(text, units, 1 + HASH_BYTES);
   part[bytes] = HASHED;
-  const digest = sha256(codeUnits(text));
+  // The hash covers the code units, low byte first.
+  const digest = sha256(encodeUtf16(text, { littleEndian: true }));
   for (let index = 0; index < HASH_BYTES; index++) {
     part[bytes + 1 + index] = 0x80 | digest[index]!;
   }
   return part;
-}
-
-/** A string's UTF-16 code units, low byte first: what the hash covers. */
-function codeUnits(text: string): Uint8Array {
-  const bytes = new Uint8Array(text.length * 2);
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    bytes[index * 2] = unit & 0xff;
-    bytes[index * 2 + 1] = unit >>> 8;
-  }
-  return bytes;
 }
 
 /**
@@ -189,27 +179,9 @@ export function partMatches(
   let offset = 0;
   for (let index = 0; index < text.length; index++) {
     const unit = text.charCodeAt(index);
-    if (unit < 0x7f) {
-      if (part[offset++] !== unit + 1) return false;
-      continue;
-    }
-    const v = unit - 0x7f;
-    if (v < 127 * 255) {
-      if (
-        part[offset++] !== 0x80 + Math.floor(v / 255) ||
-        part[offset++] !== 1 + v % 255
-      ) {
-        return false;
-      }
-    } else {
-      const w = v - 127 * 255;
-      if (
-        part[offset++] !== 0xff ||
-        part[offset++] !== 1 + Math.floor(w / 255) ||
-        part[offset++] !== 1 + w % 255
-      ) {
-        return false;
-      }
+    const size = unitBytes(unit);
+    for (let byte = 0; byte < size; byte++) {
+      if (part[offset++] !== unitByte(unit, byte)) return false;
     }
   }
   return offset === part.length;

@@ -104,6 +104,7 @@ import {
   resolveListOpsOptions,
   resolveListRecordsOptions,
 } from "./_validate.ts";
+import { decodeUtf16, encodeUtf16, isUtf16Of } from "./_utf16.ts";
 import { describe, shortText } from "./_text.ts";
 
 /** Options for {@linkcode createSqliteStorage}. */
@@ -1113,15 +1114,11 @@ class SqliteStorage implements Storage {
       this.#keyChunk = new Uint8Array(KEY_CHUNK);
       this.#keyChunkUsed = 0;
     }
-    const chunk = this.#keyChunk;
     const start = this.#keyChunkUsed;
-    for (let index = 0; index < text.length; index++) {
-      const unit = text.charCodeAt(index);
-      chunk[start + index * 2] = unit >> 8;
-      chunk[start + index * 2 + 1] = unit & 0xff;
-    }
     this.#keyChunkUsed = start + length;
-    return chunk.subarray(start, start + length);
+    return encodeUtf16(text, {
+      into: this.#keyChunk.subarray(start, start + length),
+    });
   }
 
   /** A kind's key, encoded once. */
@@ -1258,14 +1255,14 @@ function toRecord(
   // 1 (a number or a bigint) means the base was stored without its data,
   // which is the record's (schema v3).
   const shared = Number(baseIsData) !== 0;
-  const item = (): string => recordItem(kind, decodeKey(id));
+  const item = (): string => recordItem(kind, decodeUtf16(id));
   // A fresh parse per entry: nothing is shared with the caller or between
   // entries, and JSON.parse keeps "__proto__" keys as own data properties.
   const record = storedRecord(parseStored(value, item), item, {
     kind,
     baseIsData: shared,
   });
-  if (!sameKey(id, record.id)) throw misplaced(item, "id", record.id);
+  if (!isUtf16Of(id, record.id)) throw misplaced(item, "id", record.id);
   if (Number(deleted) !== (record.deleted ? 1 : 0)) {
     throw new StorageError(
       `Cannot read ${item()} as its stored 'deleted' disagrees with its row: current value is ${record.deleted}`,
@@ -1291,12 +1288,12 @@ function toOp(row: unknown): Versioned<StoredOp> | undefined {
     kind: Uint8Array;
     id: Uint8Array;
   };
-  const item = (): string => `op ${shortText(decodeKey(opId))}`;
+  const item = (): string => `op ${shortText(decodeUtf16(opId))}`;
   const op = storedOp(parseStored(value, item), item);
-  if (!sameKey(opId, op.opId)) throw misplaced(item, "opId", op.opId);
+  if (!isUtf16Of(opId, op.opId)) throw misplaced(item, "opId", op.opId);
   if (op.state !== state) throw misplaced(item, "state", op.state);
-  if (!sameKey(kind, op.kind)) throw misplaced(item, "kind", op.kind);
-  if (!sameKey(id, op.id)) throw misplaced(item, "id", op.id);
+  if (!isUtf16Of(kind, op.kind)) throw misplaced(item, "kind", op.kind);
+  if (!isUtf16Of(id, op.id)) throw misplaced(item, "id", op.id);
   return { value: op, rev: String(rev) };
 }
 
@@ -1306,30 +1303,6 @@ function toMeta(row: unknown, key: string): Versioned<JsonValue> | undefined {
   const { value, rev } = row as { value: unknown; rev: number | bigint };
   const parsed = parseStored(value, `meta entry ${shortText(key)}`);
   return { value: parsed as JsonValue, rev: String(rev) };
-}
-
-/** A key column as its string ({@linkcode encodeKey} reversed). */
-function decodeKey(key: unknown): string {
-  if (!(key instanceof Uint8Array)) return String(key);
-  let text = "";
-  for (let index = 0; index + 1 < key.length; index += 2) {
-    text += String.fromCharCode(key[index]! << 8 | key[index + 1]!);
-  }
-  return text;
-}
-
-/** Whether a key column holds a string, without decoding it. */
-function sameKey(key: unknown, text: string): boolean {
-  if (!(key instanceof Uint8Array) || key.length !== text.length * 2) {
-    return false;
-  }
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    if (key[index * 2] !== unit >> 8 || key[index * 2 + 1] !== (unit & 0xff)) {
-      return false;
-    }
-  }
-  return true;
 }
 
 function expectationHolds(
