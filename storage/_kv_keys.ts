@@ -28,7 +28,14 @@
  */
 
 import { sha256 } from "./_sha256.ts";
+import { shortText } from "./_text.ts";
 import { encodeUtf16 } from "./_utf16.ts";
+
+/** How many bytes of a kind's `K` its key part keeps whole: 64 wide units. */
+export const KIND_BUDGET = 192;
+
+/** How many bytes of a record id's `K` its key part keeps whole. */
+export const ID_BUDGET = 256;
 
 /** How many bytes of a hashed part carry the hash. */
 const HASH_BYTES = 20;
@@ -223,4 +230,64 @@ export function startsWith(
     if (part[index] !== head[index]) return false;
   }
   return true;
+}
+
+/**
+ * 64-bit FNV-1a over a string's UTF-16 code units (low byte first), cut to
+ * its top 53 bits: the record index's bucket. Computed on four 16-bit limbs
+ * because JavaScript numbers hold 53 bits. Part of the file format: it must
+ * never change.
+ *
+ * @param text The string (a record id).
+ * @returns The bucket, an exact number.
+ */
+export function hashText(text: string): number {
+  let h0 = 0x2325;
+  let h1 = 0x8422;
+  let h2 = 0x9ce4;
+  let h3 = 0xcbf2;
+  for (let index = 0; index < text.length * 2; index++) {
+    const unit = text.charCodeAt(index >>> 1);
+    h0 ^= index & 1 ? unit >>> 8 : unit & 0xff;
+    // Times the FNV prime 2^40 + 0x1b3.
+    const t0 = h0 * 0x1b3;
+    const t1 = h1 * 0x1b3;
+    const t2 = h2 * 0x1b3 + (h0 << 8);
+    const t3 = h3 * 0x1b3 + (h1 << 8);
+    h0 = t0 & 0xffff;
+    const c1 = t1 + (t0 >>> 16);
+    h1 = c1 & 0xffff;
+    const c2 = t2 + (c1 >>> 16);
+    h2 = c2 & 0xffff;
+    h3 = (t3 + (c2 >>> 16)) & 0xffff;
+  }
+  return ((h3 * 0x10000 + h2) * 0x10000 + h1) * 32 + (h0 >>> 11);
+}
+
+/**
+ * A random 53-bit integer: an op's slot in the record index.
+ *
+ * @returns The slot.
+ */
+export function randomSlot(): number {
+  const words = crypto.getRandomValues(new Uint32Array(2));
+  return (words[0]! & 0x1fffff) * 0x100000000 + words[1]!;
+}
+
+/**
+ * A kind's or id's key part for a message: the text, or for a hashed part
+ * the prefix it keeps, followed by an ellipsis.
+ *
+ * @param part The key part.
+ * @param budget The budget it was written with.
+ * @returns The quoted text.
+ */
+export function partText(
+  part: Deno.KvKeyPart | undefined,
+  budget: number,
+): string {
+  if (!(part instanceof Uint8Array)) return Deno.inspect(part);
+  const group = hashedGroup(part, budget);
+  if (group === undefined) return shortText(decodeText(part));
+  return shortText(`${decodeText(group.subarray(0, -1))}…`);
 }

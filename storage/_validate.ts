@@ -473,7 +473,7 @@ function checkBoolean(
 }
 
 /** An argument, for {@linkcode notA}. */
-interface Argument {
+export interface Argument {
   /** What the caller was doing. */
   readonly action: string;
   /** The argument's name. */
@@ -482,8 +482,17 @@ interface Argument {
   readonly value: unknown;
 }
 
-/** The error for an argument of the wrong type. */
-function notA(expected: string, { action, name, value }: Argument): TypeError {
+/**
+ * The error for an argument of the wrong type.
+ *
+ * @param expected What it should be (`"a string"`).
+ * @param argument What the caller was doing, the argument's name and value.
+ * @returns The error.
+ */
+export function notA(
+  expected: string,
+  { action, name, value }: Argument,
+): TypeError {
   return new TypeError(
     `Cannot ${action} as '${name}' is not ${expected}: current value is ${
       describe(value)
