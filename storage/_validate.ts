@@ -113,14 +113,18 @@ export function checkMutations(
     );
   }
   const copy = options.copy ?? false;
-  // Objects already checked in this write: the engine passes one object
-  // for a record's data and its base's data, or its op's payload.
-  const seen = copy ? undefined : new Set<object>();
-  // Copies made in this write, by source: the same object copies once, so a
-  // record's data and its op's payload share one stored (immutable) copy.
-  const copies = copy ? new Map<object, JsonValue>() : undefined;
+  const values: WriteValues = {
+    copy,
+    // Objects already checked in this write: the engine passes one object
+    // for a record's data and its base's data, or its op's payload.
+    seen: copy ? undefined : new Set<object>(),
+    // Copies made in this write, by source: the same object copies once, so
+    // a record's data and its op's payload share one stored (immutable)
+    // copy.
+    copies: copy ? new Map<object, JsonValue>() : undefined,
+  };
   const checked = mutations.map((mutation, index) =>
-    checkMutation(mutation, index, copy, seen, copies)
+    checkMutation(mutation, { action: `write mutation ${index}`, values })
   );
   if (maxKeyLength !== Infinity) {
     for (const mutation of checked) {
@@ -226,14 +230,28 @@ function limitedKey(mutation: CheckedMutation): string | undefined {
   }
 }
 
+/** How a write's values are checked, and the objects it met so far. */
+interface WriteValues {
+  /** Whether the values are copied, or only checked. */
+  readonly copy: boolean;
+  /** Objects already found to be JSON, when only checking. */
+  readonly seen: Set<object> | undefined;
+  /** Copies already made, by source, when copying. */
+  readonly copies: Map<object, JsonValue> | undefined;
+}
+
+/** Where a mutation is checked: its action, and the write's values. */
+interface MutationContext {
+  /** `write mutation <index>`, for messages. */
+  readonly action: string;
+  readonly values: WriteValues;
+}
+
 function checkMutation(
   mutation: Mutation,
-  index: number,
-  copy: boolean,
-  seen: Set<object> | undefined,
-  copies: Map<object, JsonValue> | undefined,
+  context: MutationContext,
 ): CheckedMutation {
-  const action = `write mutation ${index}`;
+  const { action } = context;
   if (typeof mutation !== "object" || mutation === null) {
     throw new TypeError(
       `Cannot ${action} as it is not an object: current value is ${
@@ -244,14 +262,7 @@ function checkMutation(
   const expect = checkExpect(action, mutation.expect);
   switch (mutation.type) {
     case "putRecord": {
-      const record = checkRoot(
-        action,
-        "record",
-        mutation.record,
-        copy,
-        seen,
-        copies,
-      );
+      const record = checkRoot(mutation.record, { ...context, name: "record" });
       checkString(action, "record.kind", record["kind"]);
       checkString(action, "record.id", record["id"]);
       checkObject(action, "record.data", record["data"]);
@@ -270,7 +281,7 @@ function checkMutation(
         expect,
       };
     case "putOp": {
-      const op = checkRoot(action, "op", mutation.op, copy, seen, copies);
+      const op = checkRoot(mutation.op, { ...context, name: "op" });
       checkString(action, "op.opId", op["opId"]);
       checkString(action, "op.kind", op["kind"]);
       checkString(action, "op.id", op["id"]);
@@ -289,9 +300,7 @@ function checkMutation(
       return { space: "op", opId: mutation.opId, value: undefined, expect };
     case "putMeta": {
       checkString(action, "key", mutation.key);
-      let value: JsonValue = mutation.value;
-      if (copy) value = copyJson(value, action, ["value"], new Set(), copies);
-      else checkJson(value, action, ["value"], new Set(), seen);
+      const value = checkValue(mutation.value, { ...context, name: "value" });
       return { space: "meta", key: mutation.key, value, expect };
     }
     case "deleteMeta":
@@ -308,19 +317,24 @@ function checkMutation(
 
 /** Checks the object at the root of a mutation, copying it when asked. */
 function checkRoot(
-  action: string,
-  name: string,
   value: unknown,
-  copy: boolean,
-  seen: Set<object> | undefined,
-  copies: Map<object, JsonValue> | undefined,
+  where: MutationContext & { readonly name: string },
 ): JsonObject {
-  checkObject(action, name, value);
-  if (copy) {
-    return copyJson(value, action, [name], new Set(), copies) as JsonObject;
+  checkObject(where.action, where.name, value);
+  return checkValue(value, where) as JsonObject;
+}
+
+/** Checks a mutation's value as JSON, copying it when asked. */
+function checkValue(
+  value: unknown,
+  where: MutationContext & { readonly name: string },
+): JsonValue {
+  const { action, name, values } = where;
+  if (values.copy) {
+    return copyJson(value, action, [name], new Set(), values.copies);
   }
-  checkJson(value, action, [name], new Set(), seen);
-  return value as JsonObject;
+  checkJson(value, action, [name], new Set(), values.seen);
+  return value as JsonValue;
 }
 
 /** {@linkcode ListRecordsOptions} checked, with their defaults. */
