@@ -100,6 +100,8 @@ export class KvKeyspace {
   count: Count = { value: 0, versionstamp: null };
 
   /**
+   * Describes a store's entries in a KV.
+   *
    * @param kv The KV.
    * @param layout The prefix, its encoded size, and the longest key.
    */

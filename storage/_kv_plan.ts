@@ -56,7 +56,9 @@ type Planned = CheckedMutation & {
 
 /** One item a write touches: its last mutation, its combined expect. */
 export interface Item {
+  /** The item's space. */
   readonly space: "record" | "op" | "meta";
+  /** The key of its header. */
   readonly headerKey: Deno.KvKey;
   /** The final value; `undefined` when the write deletes the item. */
   readonly value: StoredRecord | StoredOp | JsonValue | undefined;
@@ -64,6 +66,7 @@ export interface Item {
   readonly bytes: Uint8Array | undefined;
   /** Whether a record's base was left out of `bytes` (`"a": 1`). */
   readonly shared: boolean;
+  /** The expect of its mutations (they agree). */
   readonly expect: Expect;
   /** Whether the final value goes to a blob. */
   large: boolean;

@@ -30,6 +30,7 @@ export type PlannedExpect = undefined | null | number | false;
 
 /** A mutation checked and encoded, ready to run. */
 export interface Planned {
+  /** The item's space. */
   readonly space: Space;
   /** The item's name within its space: record id, op id or meta key. */
   readonly name: string;
@@ -39,6 +40,7 @@ export interface Planned {
   readonly keys: SqliteValue[];
   /** The value columns' values; `undefined` for a delete. */
   readonly columns: SqliteValue[] | undefined;
+  /** The expect, as the write applies it. */
   readonly expect: PlannedExpect;
 }
 
@@ -76,6 +78,7 @@ export type Step =
 
 /** A write's steps, and what it leaves. */
 export interface WriteSteps {
+  /** The steps, in the write's order. */
   readonly steps: readonly Step[];
   /**
    * For each mutation, whether its item exists after the write (and has

@@ -101,7 +101,9 @@ export class SqliteStatements {
   readonly begin: SqliteStatementLike;
   /** `BEGIN`, for reads of several statements. */
   readonly beginRead: SqliteStatementLike;
+  /** `COMMIT`. */
   readonly commit: SqliteStatementLike;
+  /** `ROLLBACK`. */
   readonly rollback: SqliteStatementLike;
   /** Reserves the next block of revisions for this connection. */
   readonly reserve: SqliteStatementLike;
@@ -115,7 +117,11 @@ export class SqliteStatements {
   /** Multi-row INSERTs by space, type and number of rows. */
   readonly #inserts = new Map<string, SqliteStatementLike>();
 
-  /** @param db The connection. */
+  /**
+   * Prepares a connection's statements.
+   *
+   * @param db The connection.
+   */
   constructor(db: SqliteDatabaseLike) {
     this.#db = db;
     this.spaces = [

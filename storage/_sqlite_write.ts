@@ -43,7 +43,8 @@ const REVISION_BLOCK = 1_000_000;
 const INSERT_ROWS = 32;
 
 /** The revision a write took, and the block it reserved for it, if any. */
-interface Taken {
+export interface Taken {
+  /** The revision. */
   readonly revision: number;
   /** The end (exclusive) of a block the write reserved. */
   readonly blockEnd: number | undefined;
