@@ -181,54 +181,66 @@ export async function commit(
 }
 
 /** Runs one write and asserts that it committed. */
-export async function succeeds(
+export function succeeds(
   storage: Storage,
   mutations: readonly Mutation[],
   message = "write() resolved { ok: false } where it should commit",
 ): Promise<void> {
-  const result = await storage.write(mutations);
-  assert.equal(result.ok, true, message);
+  return resolves(storage, { mutations, ok: true, message });
 }
 
 /** Runs one write and asserts that a precondition refused it. */
-export async function refused(
+export function refused(
   storage: Storage,
   mutations: readonly Mutation[],
   message = "write() resolved { ok: true } where an expect should fail",
 ): Promise<void> {
-  const result = await storage.write(mutations);
-  assert.equal(result.ok, false, message);
+  return resolves(storage, { mutations, ok: false, message });
+}
+
+/** Runs one write and asserts whether it committed. */
+async function resolves(
+  storage: Storage,
+  write: {
+    readonly mutations: readonly Mutation[];
+    readonly ok: boolean;
+    readonly message: string;
+  },
+): Promise<void> {
+  const result = await storage.write(write.mutations);
+  assert.equal(result.ok, write.ok, write.message);
 }
 
 /** Reads one record, asserting that `getRecords()` returned one entry. */
-export async function getRecord(
+export function getRecord(
   storage: Storage,
   kind: string,
   id: string,
 ): Promise<Versioned<StoredRecord> | undefined> {
-  const entries = await storage.getRecords(kind, [id]);
-  assert.equal(entries.length, 1);
-  return entries[0];
+  return only(storage.getRecords(kind, [id]));
 }
 
 /** Reads one op, asserting that `getOps()` returned one entry. */
-export async function getOp(
+export function getOp(
   storage: Storage,
   id: string,
 ): Promise<Versioned<StoredOp> | undefined> {
-  const entries = await storage.getOps([id]);
-  assert.equal(entries.length, 1);
-  return entries[0];
+  return only(storage.getOps([id]));
 }
 
 /** Reads one meta entry, asserting that `getMeta()` returned one entry. */
-export async function getMeta(
+export function getMeta(
   storage: Storage,
   key: string,
 ): Promise<Versioned<JsonValue> | undefined> {
-  const entries = await storage.getMeta([key]);
+  return only(storage.getMeta([key]));
+}
+
+/** The one entry a read of one item returned. */
+async function only<T>(read: Promise<T[]>): Promise<T> {
+  const entries = await read;
   assert.equal(entries.length, 1);
-  return entries[0];
+  return entries[0]!;
 }
 
 /** The current revision of an item that must exist. */

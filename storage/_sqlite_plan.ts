@@ -228,46 +228,44 @@ function itemOf(planned: Planned): string {
 /** Encodes a checked mutation as the statements' parameters. */
 function planOf(mutation: CheckedMutation, encode: KeyEncoder): Planned {
   const expect = plannedExpect(mutation.expect);
-  switch (mutation.space) {
-    case "record": {
-      const { kind, id, value } = mutation;
-      return {
-        space: RECORD,
-        name: id,
-        kind,
-        keys: [encode.kind(kind), encode.key(id)],
-        columns: value === undefined ? undefined : recordColumns(value),
-        expect,
-      };
-    }
-    case "op": {
-      const { opId, value } = mutation;
-      return {
-        space: OP,
-        name: opId,
-        kind: undefined,
-        keys: [encode.key(opId)],
-        columns: value === undefined ? undefined : [
-          value.state,
-          encode.key(value.kind),
-          encode.key(value.id),
-          JSON.stringify(value),
-        ],
-        expect,
-      };
-    }
-    case "meta": {
-      const { key, value } = mutation;
-      return {
-        space: META,
-        name: key,
-        kind: undefined,
-        keys: [encode.key(key)],
-        columns: value === undefined ? undefined : [JSON.stringify(value)],
-        expect,
-      };
-    }
+  if (mutation.space === "record") {
+    const { kind, id, value } = mutation;
+    return {
+      space: RECORD,
+      name: id,
+      kind,
+      keys: [encode.kind(kind), encode.key(id)],
+      columns: value === undefined ? undefined : recordColumns(value),
+      expect,
+    };
   }
+  const name = mutation.space === "op" ? mutation.opId : mutation.key;
+  return {
+    space: mutation.space === "op" ? OP : META,
+    name,
+    kind: undefined,
+    keys: [encode.key(name)],
+    columns: valueColumns(mutation, encode),
+    expect,
+  };
+}
+
+/** An op's or meta entry's value columns; `undefined` for a delete. */
+function valueColumns(
+  mutation: Exclude<CheckedMutation, { readonly space: "record" }>,
+  encode: KeyEncoder,
+): SqliteValue[] | undefined {
+  if (mutation.space === "meta") {
+    const { value } = mutation;
+    return value === undefined ? undefined : [JSON.stringify(value)];
+  }
+  const { value } = mutation;
+  return value === undefined ? undefined : [
+    value.state,
+    encode.key(value.kind),
+    encode.key(value.id),
+    JSON.stringify(value),
+  ];
 }
 
 /**

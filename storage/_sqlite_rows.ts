@@ -13,9 +13,11 @@ import type { JsonValue } from "../src/json.ts";
 import type { SqliteValue } from "../src/sqlite_like.ts";
 import type { StoredOp, StoredRecord, Versioned } from "../src/storage.ts";
 import type { KeyEncoder } from "./_sqlite_keys.ts";
+import { encodeKey, firstRow } from "./_sqlite_schema.ts";
 import {
   driverError,
   rollbackQuietly,
+  type Space,
   type SqliteStatements,
   sqlLimit,
 } from "./_sqlite_statements.ts";
@@ -73,6 +75,35 @@ export function readRows<T>(
   } catch (error) {
     throw driverError(read.action, error);
   }
+}
+
+/**
+ * Reads ops or meta entries by key, one statement each, in one snapshot
+ * when there are several.
+ *
+ * @param s The statements.
+ * @param read What the reads are for, the space, the keys, and how a row
+ * becomes an entry.
+ * @returns The entries, in the keys' order.
+ * @throws {StorageError} When the driver fails.
+ */
+export function readEach<T>(
+  s: SqliteStatements,
+  read: {
+    readonly action: string;
+    readonly space: Space;
+    readonly names: readonly string[];
+    readonly to: (row: unknown, name: string) => Versioned<T> | undefined;
+  },
+): (Versioned<T> | undefined)[] {
+  const { action, space, names, to } = read;
+  if (names.length === 0) return [];
+  const get = s.spaces[space].get;
+  return readRows(s, {
+    action,
+    snapshot: names.length > 1,
+    work: () => names.map((name) => to(firstRow(get, encodeKey(name)), name)),
+  });
 }
 
 /**

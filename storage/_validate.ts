@@ -331,9 +331,9 @@ function checkValue(
 ): JsonValue {
   const { action, name, values } = where;
   if (values.copy) {
-    return copyJson(value, action, [name], new Set(), values.copies);
+    return copyJson(value, { action, path: [name], copies: values.copies });
   }
-  checkJson(value, action, [name], new Set(), values.seen);
+  checkJson(value, { action, path: [name], seen: values.seen });
   return value as JsonValue;
 }
 

@@ -79,6 +79,7 @@ import { KeyEncoder } from "./_sqlite_keys.ts";
 import { planWrite } from "./_sqlite_plan.ts";
 import {
   listOpRows,
+  readEach,
   readRecordsIn,
   readRows,
   RECORDS_IN_CHUNK,
@@ -451,12 +452,11 @@ class SqliteStorage implements Storage {
   ): Promise<(Versioned<StoredOp> | undefined)[]> {
     return this.#call("read ops", options, (s) => {
       checkStrings("read ops", "opIds", opIds);
-      if (opIds.length === 0) return [];
-      const get = s.spaces[OP].get;
-      return readRows(s, {
+      return readEach(s, {
         action: "read ops",
-        snapshot: opIds.length > 1,
-        work: () => opIds.map((opId) => toOp(firstRow(get, encodeKey(opId)))),
+        space: OP,
+        names: opIds,
+        to: toOp,
       });
     });
   }
@@ -476,13 +476,11 @@ class SqliteStorage implements Storage {
   ): Promise<(Versioned<JsonValue> | undefined)[]> {
     return this.#call("read meta", options, (s) => {
       checkStrings("read meta", "keys", keys);
-      if (keys.length === 0) return [];
-      const get = s.spaces[META].get;
-      return readRows(s, {
+      return readEach(s, {
         action: "read meta",
-        snapshot: keys.length > 1,
-        work: () =>
-          keys.map((key) => toMeta(firstRow(get, encodeKey(key)), key)),
+        space: META,
+        names: keys,
+        to: toMeta,
       });
     });
   }
