@@ -229,33 +229,13 @@ export async function listRecords(
     result.push(item);
     return result.length >= limit;
   };
-  const listed = (entry: Deno.KvEntry<unknown>) =>
-    listedRecord(space, { entry, query });
   try {
-    // Read ahead only to find where a group ends: a page that ends on an
-    // entry does not fetch the next batch.
-    let ahead: IteratorResult<Deno.KvEntry<unknown>> | undefined;
-    for (;;) {
-      const next = ahead ?? await source.next();
-      ahead = undefined;
-      if (next.done) break;
-      const entry = next.value;
-      const part = entry.key.at(-1);
-      const group = part instanceof Uint8Array
-        ? hashedGroup(part, ID_BUDGET)
-        : undefined;
-      if (group === undefined) {
-        if (take(await listed(entry))) break;
-        continue;
-      }
-      const members = [entry];
-      for (;;) {
-        ahead = await source.next();
-        if (ahead.done || !startsWith(ahead.value.key.at(-1), group)) break;
-        members.push(ahead.value);
-      }
-      const items = await Promise.all(members.map(listed));
-      const sorted = items.filter((item) => item !== undefined)
+    for await (const members of idGroups(source)) {
+      const items = await Promise.all(
+        members.map((entry) => listedRecord(space, { entry, query })),
+      );
+      const sorted = members.length === 1 ? items : items
+        .filter((item) => item !== undefined)
         .sort((a, b) => compareKeys(a.value.id, b.value.id));
       if (sorted.some(take)) break;
     }
@@ -263,6 +243,37 @@ export async function listRecords(
     await source.return?.();
   }
   return result;
+}
+
+/**
+ * The entries of a listing of record headers, one at a time, or a group of
+ * ids cut at one prefix at once. It reads ahead only to find where a group
+ * ends: a page that ends on a single entry does not fetch the next batch.
+ */
+async function* idGroups(
+  source: AsyncIterator<Deno.KvEntry<unknown>>,
+): AsyncGenerator<Deno.KvEntry<unknown>[]> {
+  let ahead: IteratorResult<Deno.KvEntry<unknown>> | undefined;
+  for (;;) {
+    const next = ahead ?? await source.next();
+    ahead = undefined;
+    if (next.done) return;
+    const part = next.value.key.at(-1);
+    const group = part instanceof Uint8Array
+      ? hashedGroup(part, ID_BUDGET)
+      : undefined;
+    if (group === undefined) {
+      yield [next.value];
+      continue;
+    }
+    const members = [next.value];
+    for (;;) {
+      ahead = await source.next();
+      if (ahead.done || !startsWith(ahead.value.key.at(-1), group)) break;
+      members.push(ahead.value);
+    }
+    yield members;
+  }
 }
 
 /**

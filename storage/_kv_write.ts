@@ -61,53 +61,24 @@ export async function commitWrite(
     readonly signal?: AbortSignal | undefined;
   },
 ): Promise<WriteResult> {
-  const { plan: { items, itemOf }, signal } = write;
-  let prewrite: Prewrite<Item> | undefined;
-  let committed = false;
+  const { plan, signal } = write;
+  const state: Attempts = { prewrite: undefined, committed: false };
   try {
     for (let attempt = 1;; attempt++) {
       signal?.throwIfAborted();
-      if (!await readItems(space, items)) return { ok: false };
-      if (prewrite === undefined && items.some((item) => item.large)) {
-        prewrite = await prewriteBlobs(space, largeValues(items));
-      }
-      const atomic = buildAtomic(space, { items, prewrite });
-      signal?.throwIfAborted();
-      let result: Deno.KvCommitResult | Deno.KvCommitError;
-      try {
-        result = await commitRetrying(atomic.tally.operation);
-      } catch (error) {
-        // The outcome is unknown (a remote KV may have committed): the
-        // pre-written blobs stay for vacuum(), which only takes them when
-        // no header references them.
-        prewrite = undefined;
-        throw error;
-      }
-      if (result.ok) {
-        committed = true;
-        await settle(space, { atomic, versionstamp: result.versionstamp });
-        return {
-          ok: true,
-          revs: itemOf.map((item) =>
-            item.value === undefined ? null : result.versionstamp
-          ),
-        };
-      }
-      // A check failed: the caller's expect, or only one of ours.
-      const verdict = await verify(space, { items, prewrite });
-      if (!verdict.expectsHold) return { ok: false };
-      // vacuum() took the pre-written blobs: write them again.
-      if (!verdict.ticketHolds) prewrite = undefined;
+      const result = await tryWrite(space, { plan, state, signal });
+      if (result !== undefined) return result;
       if (attempt >= MAX_ATTEMPTS) {
         throw new StorageError(
           `Cannot write mutations as the store kept changing concurrently: current value is ${attempt} attempts`,
           { retryable: true },
         );
       }
-      for (const item of items) item.read = undefined;
+      for (const item of plan.items) item.read = undefined;
       await delay(Math.random() * Math.min(2 ** attempt, 50));
     }
   } finally {
+    const { committed, prewrite } = state;
     if (!committed && prewrite !== undefined) {
       await discardQuietly(space, {
         key: prewrite.ticketKey,
@@ -115,6 +86,60 @@ export async function commitWrite(
       });
     }
   }
+}
+
+/** What a write's attempts share. */
+interface Attempts {
+  /** The pre-written blobs, while they may still be used. */
+  prewrite: Prewrite<Item> | undefined;
+  /** Whether an attempt committed. */
+  committed: boolean;
+}
+
+/**
+ * One attempt at a write: the result, or `undefined` when only our own
+ * checks failed and the write is tried again.
+ */
+async function tryWrite(
+  space: KvKeyspace,
+  attempt: {
+    readonly plan: WritePlan;
+    readonly state: Attempts;
+    readonly signal: AbortSignal | undefined;
+  },
+): Promise<WriteResult | undefined> {
+  const { plan: { items, itemOf }, state, signal } = attempt;
+  if (!await readItems(space, items)) return { ok: false };
+  if (state.prewrite === undefined && items.some((item) => item.large)) {
+    state.prewrite = await prewriteBlobs(space, largeValues(items));
+  }
+  const atomic = buildAtomic(space, { items, prewrite: state.prewrite });
+  signal?.throwIfAborted();
+  let result: Deno.KvCommitResult | Deno.KvCommitError;
+  try {
+    result = await commitRetrying(atomic.tally.operation);
+  } catch (error) {
+    // The outcome is unknown (a remote KV may have committed): the
+    // pre-written blobs stay for vacuum(), which only takes them when no
+    // header references them.
+    state.prewrite = undefined;
+    throw error;
+  }
+  if (result.ok) {
+    state.committed = true;
+    await settle(space, { atomic, versionstamp: result.versionstamp });
+    const rev = result.versionstamp;
+    return {
+      ok: true,
+      revs: itemOf.map((item) => item.value === undefined ? null : rev),
+    };
+  }
+  // A check failed: the caller's expect, or only one of ours.
+  const verdict = await verify(space, { items, prewrite: state.prewrite });
+  if (!verdict.expectsHold) return { ok: false };
+  // vacuum() took the pre-written blobs: write them again.
+  if (!verdict.ticketHolds) state.prewrite = undefined;
+  return undefined;
 }
 
 /** The JSON of the items whose values go to blobs. */
