@@ -41,11 +41,10 @@ async function increment(storage: Storage, key: string): Promise<void> {
 }
 
 async function raceOnce(
-  first: Storage,
-  second: Storage,
-  key: string,
-  expect: Expect,
+  [first, second]: readonly [Storage, Storage],
+  write: { readonly key: string; readonly expect: Expect },
 ): Promise<void> {
+  const { key, expect } = write;
   const [a, b] = await Promise.all([
     first.write([putRecord(record(KIND, key, { data: { by: "a" } }), expect)]),
     second.write([putRecord(record(KIND, key, { data: { by: "b" } }), expect)]),
@@ -64,14 +63,12 @@ async function race(first: Storage, second: Storage): Promise<void> {
   for (let round = 0; round < 10; round++) {
     const key = `race-${round}`;
     // Both create the record.
-    await raceOnce(first, second, key, null);
+    await raceOnce([first, second], { key, expect: null });
     // Both update the version they read.
-    await raceOnce(
-      first,
-      second,
+    await raceOnce([first, second], {
       key,
-      revOf(await getRecord(first, KIND, key)),
-    );
+      expect: revOf(await getRecord(first, KIND, key)),
+    });
   }
 }
 

@@ -294,10 +294,13 @@ export const SPACES: readonly Space[] = [
 /** Asserts that the item holds `put(key, version)`'s value. */
 export async function holds(
   storage: Storage,
-  space: Space,
-  key: string,
-  version: number,
+  item: {
+    readonly space: Space;
+    readonly key: string;
+    readonly version: number;
+  },
 ): Promise<string> {
+  const { space, key, version } = item;
   const entry = await space.read(storage, key);
   assert.deepEqual(
     entry?.value,

@@ -153,16 +153,25 @@ export const REOPEN_CASES: readonly Case[] = [
       };
       for (const space of SPACES) {
         await commit(harness.storage, [space.put("k", 1)]);
-        remember(space, await holds(harness.storage, space, "k", 1));
+        remember(
+          space,
+          await holds(harness.storage, { space: space, key: "k", version: 1 }),
+        );
         await commit(harness.storage, [space.put("k", 2)]);
-        remember(space, await holds(harness.storage, space, "k", 2));
+        remember(
+          space,
+          await holds(harness.storage, { space: space, key: "k", version: 2 }),
+        );
       }
       let storage = await harness.reopen();
       for (const space of SPACES) {
         const [stale, current] = seen.get(space.name) as [string, string];
         await refused(storage, [space.put("k", 3, stale)]);
         await succeeds(storage, [space.put("k", 3, current)]);
-        const third = remember(space, await holds(storage, space, "k", 3));
+        const third = remember(
+          space,
+          await holds(storage, { space: space, key: "k", version: 3 }),
+        );
         await succeeds(storage, [space.remove("k", third)]);
       }
       storage = await harness.reopen();
@@ -172,7 +181,10 @@ export const REOPEN_CASES: readonly Case[] = [
           await refused(storage, [space.put("k", 4, stale)]);
         }
         await succeeds(storage, [space.put("k", 4, null)]);
-        remember(space, await holds(storage, space, "k", 4));
+        remember(
+          space,
+          await holds(storage, { space: space, key: "k", version: 4 }),
+        );
       }
     },
   },

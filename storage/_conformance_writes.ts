@@ -79,15 +79,22 @@ export const WRITE_CASES: readonly Case[] = [
       for (const space of SPACES) {
         const key = `${space.name}-1`;
         await succeeds(storage, [space.put(key, 1, null)]);
-        const rev = await holds(storage, space, key, 1);
+        const rev = await holds(storage, {
+          space: space,
+          key: key,
+          version: 1,
+        });
         await refused(storage, [space.put(key, 2, null)]);
         await refused(storage, [space.remove(key, null)]);
-        assert.equal(await holds(storage, space, key, 1), rev);
+        assert.equal(
+          await holds(storage, { space: space, key: key, version: 1 }),
+          rev,
+        );
         await succeeds(storage, [space.remove(key)]);
         await succeeds(storage, [space.remove(key, null)]);
         await absent(storage, space, key);
         await succeeds(storage, [space.put(key, 3, null)]);
-        await holds(storage, space, key, 3);
+        await holds(storage, { space: space, key: key, version: 3 });
       }
     },
   },
@@ -97,13 +104,24 @@ export const WRITE_CASES: readonly Case[] = [
       for (const space of SPACES) {
         const key = `${space.name}-1`;
         await commit(storage, [space.put(key, 1)]);
-        const first = await holds(storage, space, key, 1);
+        const first = await holds(storage, {
+          space: space,
+          key: key,
+          version: 1,
+        });
         await succeeds(storage, [space.put(key, 2, first)]);
-        const second = await holds(storage, space, key, 2);
+        const second = await holds(storage, {
+          space: space,
+          key: key,
+          version: 2,
+        });
         assert.notEqual(second, first);
         await refused(storage, [space.put(key, 3, first)]);
         await refused(storage, [space.remove(key, first)]);
-        assert.equal(await holds(storage, space, key, 2), second);
+        assert.equal(
+          await holds(storage, { space: space, key: key, version: 2 }),
+          second,
+        );
         await succeeds(storage, [space.remove(key, second)]);
         await absent(storage, space, key);
         await refused(storage, [space.put(key, 4, second)]);
@@ -121,10 +139,12 @@ export const WRITE_CASES: readonly Case[] = [
         for (let write = 0; write < 5; write++) {
           // The same value each time: the revision still changes.
           await commit(storage, [space.put(key, 1)]);
-          revs.add(await holds(storage, space, key, 1));
+          revs.add(
+            await holds(storage, { space: space, key: key, version: 1 }),
+          );
         }
         await succeeds(storage, [space.put(key, 1), space.put(key, 1)]);
-        revs.add(await holds(storage, space, key, 1));
+        revs.add(await holds(storage, { space: space, key: key, version: 1 }));
         assert.equal(revs.size, 6, `Expected 6 distinct ${space.name} revs`);
       }
     },
@@ -137,12 +157,14 @@ export const WRITE_CASES: readonly Case[] = [
         const revs: string[] = [];
         for (let cycle = 0; cycle < 5; cycle++) {
           await succeeds(storage, [space.put(key, cycle, null)]);
-          revs.push(await holds(storage, space, key, cycle));
+          revs.push(
+            await holds(storage, { space: space, key: key, version: cycle }),
+          );
           await succeeds(storage, [space.remove(key, revs.at(-1))]);
           await absent(storage, space, key);
         }
         await succeeds(storage, [space.put(key, 9, null)]);
-        revs.push(await holds(storage, space, key, 9));
+        revs.push(await holds(storage, { space: space, key: key, version: 9 }));
         assert.equal(
           new Set(revs).size,
           revs.length,
@@ -151,7 +173,7 @@ export const WRITE_CASES: readonly Case[] = [
         for (const stale of revs.slice(0, -1)) {
           await refused(storage, [space.put(key, 10, stale)]);
         }
-        await holds(storage, space, key, 9);
+        await holds(storage, { space: space, key: key, version: 9 });
       }
     },
   },
@@ -160,20 +182,23 @@ export const WRITE_CASES: readonly Case[] = [
     async run({ storage }): Promise<void> {
       const [records, ops, meta] = SPACES as [Space, Space, Space];
       await commit(storage, [records.put("x", 0), meta.put("w", 0)]);
-      const x = await holds(storage, records, "x", 0);
+      const x = await holds(storage, { space: records, key: "x", version: 0 });
       // Both mutations expect the revision the item has before the write.
       await succeeds(storage, [records.put("x", 1, x), records.put("x", 2, x)]);
-      await holds(storage, records, "x", 2);
+      await holds(storage, { space: records, key: "x", version: 2 });
       // Both expect the item to be absent, as it is before the write.
       await succeeds(storage, [ops.put("y", 1, null), ops.put("y", 2, null)]);
-      await holds(storage, ops, "y", 2);
+      await holds(storage, { space: ops, key: "y", version: 2 });
       await succeeds(storage, [meta.put("z", 1, null), meta.remove("z", null)]);
       await absent(storage, meta, "z");
       // The item exists before the write, so expecting absence fails even
       // after an earlier mutation of the same write deleted it.
-      const w = await holds(storage, meta, "w", 0);
+      const w = await holds(storage, { space: meta, key: "w", version: 0 });
       await refused(storage, [meta.remove("w", w), meta.put("w", 1, null)]);
-      assert.equal(await holds(storage, meta, "w", 0), w);
+      assert.equal(
+        await holds(storage, { space: meta, key: "w", version: 0 }),
+        w,
+      );
     },
   },
   {
@@ -182,11 +207,11 @@ export const WRITE_CASES: readonly Case[] = [
       const [records, ops, meta] = SPACES as [Space, Space, Space];
       await commit(storage, [ops.put(opId(1), 0)]);
       await succeeds(storage, [records.put("a", 1), records.put("a", 2)]);
-      await holds(storage, records, "a", 2);
+      await holds(storage, { space: records, key: "a", version: 2 });
       await succeeds(storage, [meta.put("m", 1), meta.remove("m")]);
       await absent(storage, meta, "m");
       await succeeds(storage, [ops.remove(opId(1)), ops.put(opId(1), 3)]);
-      await holds(storage, ops, opId(1), 3);
+      await holds(storage, { space: ops, key: opId(1), version: 3 });
       await succeeds(storage, [
         putOp(op(opId(2), { state: "pending" })),
         putOp(op(opId(2), { state: "parked" })),

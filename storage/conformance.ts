@@ -136,10 +136,11 @@ export async function testStorage(
   };
   // Registered before the first await, so that a suite whose promise was
   // not awaited fails loudly instead of silently losing its cases.
-  register(name, suite, FIRST_CASE, false);
+  register(suite, { name, testCase: FIRST_CASE, ignore: false });
   const profile = await probe(setup);
   for (const testCase of CASES) {
-    register(name, suite, testCase, !(testCase.needs?.(profile) ?? true));
+    const ignore = !(testCase.needs?.(profile) ?? true);
+    register(suite, { name, testCase, ignore });
   }
   suite.registered = true;
 }
@@ -170,11 +171,14 @@ async function probe(
 }
 
 function register(
-  name: string,
   suite: Suite,
-  testCase: Case,
-  ignore: boolean,
+  registration: {
+    readonly name: string;
+    readonly testCase: Case;
+    readonly ignore: boolean;
+  },
 ): void {
+  const { name, testCase, ignore } = registration;
   Deno.test({
     name: `${name}: ${testCase.clause}`,
     ignore,
