@@ -1,7 +1,9 @@
 /**
- * How the KV storage turns strings into key parts. Private to
- * `storage/kv.ts` (and its tests): not exported from the package. Part of
- * the file format: nothing here may change without a migration.
+ * How the KV storage turns strings into key parts: `K` and `R` (see
+ * `storage/kv.ts`), the record index's hash buckets and slots, and key
+ * parts named for messages. Private to `storage/kv.ts`, its helpers and its
+ * tests: not exported from the package. Part of the file format: nothing
+ * here may change without a migration.
  *
  * `K(s)` encodes each UTF-16 code unit `u` of `s`: `u + 1` for `u < 0x7F`;
  * two bytes `0x80 + ⌊v / 255⌋, 1 + v % 255` for `v = u − 0x7F < 32385`;
