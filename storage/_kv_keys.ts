@@ -78,6 +78,11 @@ export function encodeText(
   let length = 0;
   for (let index = 0; index < units; index++) {
     const unit = text.charCodeAt(index);
+    // Most keys are ASCII: one byte each, without the general case's calls.
+    if (unit < 0x7f) {
+      out[length++] = unit + 1;
+      continue;
+    }
     const size = unitBytes(unit);
     for (let byte = 0; byte < size; byte++) {
       out[length++] = unitByte(unit, byte);
@@ -188,6 +193,10 @@ export function partMatches(
   let offset = 0;
   for (let index = 0; index < text.length; index++) {
     const unit = text.charCodeAt(index);
+    if (unit < 0x7f) {
+      if (part[offset++] !== unit + 1) return false;
+      continue;
+    }
     const size = unitBytes(unit);
     for (let byte = 0; byte < size; byte++) {
       if (part[offset++] !== unitByte(unit, byte)) return false;

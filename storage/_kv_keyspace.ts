@@ -144,6 +144,18 @@ export class KvKeyspace {
   }
 
   /**
+   * The header keys of records of one kind, its key part encoded once.
+   *
+   * @param kind The records' kind.
+   * @param ids Their ids.
+   * @returns The keys, in order.
+   */
+  recordKeys(kind: string, ids: readonly string[]): Deno.KvKey[] {
+    const kindPart = keyPart(kind, KIND_BUDGET);
+    return ids.map((id) => this.key("r", kindPart, keyPart(id, ID_BUDGET)));
+  }
+
+  /**
    * An op's header key (tag `"o"`) or a meta entry's (tag `"m"`).
    *
    * @param tag `"o"` or `"m"`.

@@ -405,7 +405,7 @@ class DenoKvStorage implements KvStorage {
       checkString("read records", "kind", kind);
       checkStrings("read records", "ids", ids);
       const space = this.#space;
-      const keys = ids.map((id) => space.recordKey(kind, id));
+      const keys = space.recordKeys(kind, ids);
       return () =>
         getItems(space, {
           keys,
