@@ -933,6 +933,28 @@ Deno.test("sqlite: malformed calls fail with the memory storage's errors and mes
   ]);
 });
 
+Deno.test("sqlite: write() refuses an array with a hole with the memory storage's TypeError", async () => {
+  await using memory = createMemoryStorage();
+  await using sqlite = await openSqliteStorage(":memory:");
+  // JSON.stringify would write the hole as null: it would read back changed.
+  const holey: JsonValue[] = new Array(2);
+  holey[1] = 1;
+  for (
+    const mutation of [
+      { type: "putMeta", key: "k", value: { list: holey } },
+      { type: "putRecord", record: record("todo", "1", { data: { holey } }) },
+    ] as Mutation[]
+  ) {
+    const message = await memory.write([mutation]).then(
+      () => assert.fail("Expected the memory storage to refuse the hole"),
+      (error: Error) => error.message,
+    );
+    await assert.rejects(sqlite.write([mutation]), TypeError, message);
+  }
+  assert.deepEqual(await sqlite.getMeta(["k"]), [undefined]);
+  assert.deepEqual(await sqlite.getRecords("todo", ["1"]), [undefined]);
+});
+
 Deno.test("sqlite: reads and writes with an aborted signal reject with its reason", async () => {
   await using storage = await openSqliteStorage(":memory:");
   const reason = new Error("stop");
