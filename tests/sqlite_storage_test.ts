@@ -1180,6 +1180,34 @@ Deno.test("sqlite: handles sharing a file never issue the same revision, even af
   });
 });
 
+Deno.test("sqlite: a connection takes its revisions from one reserved block, not one counter update per write", async () => {
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(db, { closeDatabase: true });
+  const counter = (): number =>
+    Number(
+      (db.prepare("SELECT revision FROM sync_state").get() as {
+        revision: number;
+      }).revision,
+    );
+  const revs: string[] = [];
+  for (let write = 0; write < 10; write++) {
+    const result = await storage.write([
+      { type: "putMeta", key: `k${write}`, value: write },
+    ]);
+    assert.ok(result.ok);
+    revs.push(result.revs[0]!);
+    // The first write reserved the block: later ones leave the counter.
+    if (write === 0) assert.ok(counter() >= Number(revs[0]));
+  }
+  const reserved = counter();
+  await storage.write([{ type: "putMeta", key: "last", value: 0 }]);
+  assert.equal(counter(), reserved);
+  assert.deepEqual(
+    revs.map((rev) => Number(rev) - Number(revs[0])),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
+});
+
 Deno.test("sqlite: a file that cannot switch to WAL keeps its durability with synchronous FULL", async () => {
   await withTempDir(async (dir) => {
     const db = new DatabaseSync(`${dir}/no-wal.sqlite`);
