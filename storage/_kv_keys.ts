@@ -1,7 +1,9 @@
 /**
- * How the KV storage turns strings into key parts. Private to
- * `storage/kv.ts` (and its tests): not exported from the package. Part of
- * the file format: nothing here may change without a migration.
+ * How the KV storage turns strings into key parts: `K` and `R` (see
+ * `storage/kv.ts`), the record index's hash buckets and slots, and key
+ * parts named for messages. Private to `storage/kv.ts`, its helpers and its
+ * tests: not exported from the package. Part of the file format: nothing
+ * here may change without a migration.
  *
  * `K(s)` encodes each UTF-16 code unit `u` of `s`: `u + 1` for `u < 0x7F`;
  * two bytes `0x80 + ⌊v / 255⌋, 1 + v % 255` for `v = u − 0x7F < 32385`;
@@ -28,6 +30,14 @@
  */
 
 import { sha256 } from "./_sha256.ts";
+import { shortText } from "./_text.ts";
+import { encodeUtf16 } from "./_utf16.ts";
+
+/** How many bytes of a kind's `K` its key part keeps whole: 64 wide units. */
+export const KIND_BUDGET = 192;
+
+/** How many bytes of a record id's `K` its key part keeps whole. */
+export const ID_BUDGET = 256;
 
 /** How many bytes of a hashed part carry the hash. */
 const HASH_BYTES = 20;
@@ -68,22 +78,26 @@ export function encodeText(
   let length = 0;
   for (let index = 0; index < units; index++) {
     const unit = text.charCodeAt(index);
+    // Most keys are ASCII: one byte each, without the general case's calls.
     if (unit < 0x7f) {
       out[length++] = unit + 1;
       continue;
     }
-    const v = unit - 0x7f;
-    if (v < 127 * 255) {
-      out[length++] = 0x80 + Math.floor(v / 255);
-      out[length++] = 1 + v % 255;
-    } else {
-      const w = v - 127 * 255;
-      out[length++] = 0xff;
-      out[length++] = 1 + Math.floor(w / 255);
-      out[length++] = 1 + w % 255;
+    const size = unitBytes(unit);
+    for (let byte = 0; byte < size; byte++) {
+      out[length++] = unitByte(unit, byte);
     }
   }
   return out.slice(0, length + room);
+}
+
+/** Byte `n` of `K`'s encoding of a code unit (see the module documentation). */
+function unitByte(unit: number, n: number): number {
+  if (unit < 0x7f) return unit + 1;
+  const v = unit - 0x7f;
+  if (v < 127 * 255) return n === 0 ? 0x80 + Math.floor(v / 255) : 1 + v % 255;
+  const w = v - 127 * 255;
+  return n === 0 ? 0xff : n === 1 ? 1 + Math.floor(w / 255) : 1 + w % 255;
 }
 
 /**
@@ -136,22 +150,12 @@ export function keyPart(text: string, budget: number): Uint8Array {
   if (units === text.length) return encodeText(text);
   const part = encodeText(text, units, 1 + HASH_BYTES);
   part[bytes] = HASHED;
-  const digest = sha256(codeUnits(text));
+  // The hash covers the code units, low byte first.
+  const digest = sha256(encodeUtf16(text, { littleEndian: true }));
   for (let index = 0; index < HASH_BYTES; index++) {
     part[bytes + 1 + index] = 0x80 | digest[index]!;
   }
   return part;
-}
-
-/** A string's UTF-16 code units, low byte first: what the hash covers. */
-function codeUnits(text: string): Uint8Array {
-  const bytes = new Uint8Array(text.length * 2);
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    bytes[index * 2] = unit & 0xff;
-    bytes[index * 2 + 1] = unit >>> 8;
-  }
-  return bytes;
 }
 
 /**
@@ -193,23 +197,9 @@ export function partMatches(
       if (part[offset++] !== unit + 1) return false;
       continue;
     }
-    const v = unit - 0x7f;
-    if (v < 127 * 255) {
-      if (
-        part[offset++] !== 0x80 + Math.floor(v / 255) ||
-        part[offset++] !== 1 + v % 255
-      ) {
-        return false;
-      }
-    } else {
-      const w = v - 127 * 255;
-      if (
-        part[offset++] !== 0xff ||
-        part[offset++] !== 1 + Math.floor(w / 255) ||
-        part[offset++] !== 1 + w % 255
-      ) {
-        return false;
-      }
+    const size = unitBytes(unit);
+    for (let byte = 0; byte < size; byte++) {
+      if (part[offset++] !== unitByte(unit, byte)) return false;
     }
   }
   return offset === part.length;
@@ -251,4 +241,64 @@ export function startsWith(
     if (part[index] !== head[index]) return false;
   }
   return true;
+}
+
+/**
+ * 64-bit FNV-1a over a string's UTF-16 code units (low byte first), cut to
+ * its top 53 bits: the record index's bucket. Computed on four 16-bit limbs
+ * because JavaScript numbers hold 53 bits. Part of the file format: it must
+ * never change.
+ *
+ * @param text The string (a record id).
+ * @returns The bucket, an exact number.
+ */
+export function hashText(text: string): number {
+  let h0 = 0x2325;
+  let h1 = 0x8422;
+  let h2 = 0x9ce4;
+  let h3 = 0xcbf2;
+  for (let index = 0; index < text.length * 2; index++) {
+    const unit = text.charCodeAt(index >>> 1);
+    h0 ^= index & 1 ? unit >>> 8 : unit & 0xff;
+    // Times the FNV prime 2^40 + 0x1b3.
+    const t0 = h0 * 0x1b3;
+    const t1 = h1 * 0x1b3;
+    const t2 = h2 * 0x1b3 + (h0 << 8);
+    const t3 = h3 * 0x1b3 + (h1 << 8);
+    h0 = t0 & 0xffff;
+    const c1 = t1 + (t0 >>> 16);
+    h1 = c1 & 0xffff;
+    const c2 = t2 + (c1 >>> 16);
+    h2 = c2 & 0xffff;
+    h3 = (t3 + (c2 >>> 16)) & 0xffff;
+  }
+  return ((h3 * 0x10000 + h2) * 0x10000 + h1) * 32 + (h0 >>> 11);
+}
+
+/**
+ * A random 53-bit integer: an op's slot in the record index.
+ *
+ * @returns The slot.
+ */
+export function randomSlot(): number {
+  const words = crypto.getRandomValues(new Uint32Array(2));
+  return (words[0]! & 0x1fffff) * 0x100000000 + words[1]!;
+}
+
+/**
+ * A kind's or id's key part for a message: the text, or for a hashed part
+ * the prefix it keeps, followed by an ellipsis.
+ *
+ * @param part The key part.
+ * @param budget The budget it was written with.
+ * @returns The quoted text.
+ */
+export function partText(
+  part: Deno.KvKeyPart | undefined,
+  budget: number,
+): string {
+  if (!(part instanceof Uint8Array)) return Deno.inspect(part);
+  const group = hashedGroup(part, budget);
+  if (group === undefined) return shortText(decodeText(part));
+  return shortText(`${decodeText(group.subarray(0, -1))}…`);
 }

@@ -23,6 +23,7 @@ import type {
   SqliteStatementLike,
   SqliteValue,
 } from "../src/sqlite_like.ts";
+import { encodeUtf16 } from "./_utf16.ts";
 
 /** One step of the schema: from `version - 1` to `version`. */
 export interface SqliteMigration {
@@ -136,13 +137,7 @@ export const SQLITE_SCHEMA_VERSION: number = SQLITE_MIGRATIONS.length;
  * @returns Two bytes per code unit, big-endian.
  */
 export function encodeKey(text: string): Uint8Array {
-  const bytes = new Uint8Array(text.length * 2);
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    bytes[index * 2] = unit >> 8;
-    bytes[index * 2 + 1] = unit & 0xff;
-  }
-  return bytes;
+  return encodeUtf16(text);
 }
 
 /**

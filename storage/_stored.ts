@@ -17,7 +17,9 @@
 import { StorageError } from "../src/errors.ts";
 import type { JsonObject } from "../src/json.ts";
 import type { RecordBase, StoredOp, StoredRecord } from "../src/storage.ts";
-import { copyJson, describe, MAX_DEPTH, OP_STATES } from "./_validate.ts";
+import { copyJson, MAX_DEPTH } from "./_json.ts";
+import { describe, shortText } from "./_text.ts";
+import { OP_STATES } from "./_validate.ts";
 
 /**
  * The stored item, for a message (`record "1" of kind "todo"`), or a
@@ -161,18 +163,21 @@ export function storedRecord(
   const baseIsData = options.baseIsData === true;
   if (!isRecord(value, baseIsData)) {
     // Only a failure walks the fields again, to say which one is wrong.
-    checkFields(value, item, "", RECORD_FIELDS);
+    checkFields(value, { item, path: "", fields: RECORD_FIELDS });
     // Its own fields passed: then its base is what failed.
-    checkFields(
-      (value as StoredRecord).base,
+    checkFields((value as StoredRecord).base, {
       item,
-      "base.",
-      baseIsData ? BASE_FIELDS.slice(1) : BASE_FIELDS,
-    );
+      path: "base.",
+      fields: baseIsData ? BASE_FIELDS.slice(1) : BASE_FIELDS,
+    });
   }
   const record = value as StoredRecord;
-  checkIdentity(item, "kind", record.kind, options.kind);
-  checkIdentity(item, "id", record.id, options.id);
+  checkIdentity(item, {
+    name: "kind",
+    actual: record.kind,
+    expected: options.kind,
+  });
+  checkIdentity(item, { name: "id", actual: record.id, expected: options.id });
   return record;
 }
 
@@ -226,15 +231,21 @@ export function storedOp(
 ): StoredOp {
   if (!isOp(value)) {
     // Only a failure walks the fields again, to say which one is wrong.
-    checkFields(value, item, "", OP_FIELDS);
+    checkFields(value, { item, path: "", fields: OP_FIELDS });
     const { error, conflict } = value as StoredOp;
-    if (error !== null) checkFields(error, item, "error.", ERROR_FIELDS);
+    if (error !== null) {
+      checkFields(error, { item, path: "error.", fields: ERROR_FIELDS });
+    }
     if (conflict !== null) {
-      checkFields(conflict, item, "conflict.", CONFLICT_FIELDS);
+      checkFields(conflict, {
+        item,
+        path: "conflict.",
+        fields: CONFLICT_FIELDS,
+      });
     }
   }
   const op = value as StoredOp;
-  checkIdentity(item, "opId", op.opId, opId);
+  checkIdentity(item, { name: "opId", actual: op.opId, expected: opId });
   return op;
 }
 
@@ -296,10 +307,13 @@ function isOp(value: unknown): boolean {
 
 function checkFields(
   value: unknown,
-  item: ItemName,
-  path: string,
-  fields: readonly (readonly [string, Kind])[],
+  shape: {
+    readonly item: ItemName;
+    readonly path: string;
+    readonly fields: readonly (readonly [string, Kind])[];
+  },
 ): void {
+  const { item, path, fields } = shape;
   if (!isObject(value)) {
     throw new StorageError(
       `Cannot read ${nameOf(item)} as its stored ${
@@ -354,10 +368,13 @@ function isObject(value: unknown): boolean {
 /** A value stored under another key is as wrong as a corrupt one. */
 function checkIdentity(
   item: ItemName,
-  name: string,
-  actual: string,
-  expected: string | undefined,
+  field: {
+    readonly name: string;
+    readonly actual: string;
+    readonly expected: string | undefined;
+  },
 ): void {
+  const { name, actual, expected } = field;
   if (expected !== undefined && actual !== expected) {
     throw misplaced(item, name, actual);
   }
@@ -395,15 +412,4 @@ export function misplaced(
  */
 export function recordItem(kind: string, id: string): string {
   return `record ${shortText(id)} of kind ${shortText(kind)}`;
-}
-
-/**
- * A string for a message: quoted, and cut after 80 characters (an id may
- * be 70,000 long).
- *
- * @param text The string.
- * @returns The quoted text.
- */
-export function shortText(text: string): string {
-  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
 }

@@ -4,14 +4,8 @@
  * rejects with a `TypeError`, a write beyond the capabilities with a
  * `StorageError`). Private to the package's adapters: not exported from it.
  * It depends only on the contract, so each adapter still depends on nothing
- * but the contract it implements and this file.
- *
- * JSON is checked in two ways: {@linkcode checkJson} only validates, for an
- * adapter that serialises the value at once and so never keeps the caller's
- * object; {@linkcode copyJson} validates and deep-copies, for one that keeps
- * the value as an object. Both walk at most {@linkcode MAX_DEPTH} levels
- * deep, so their stack is bounded whatever the value: a deeper value is
- * refused with a `StorageError` rather than overflowing the stack.
+ * but the contract it implements and these files. The values' JSON is
+ * checked by `_json.ts`.
  *
  * @module
  */
@@ -28,15 +22,8 @@ import type {
   StoredOp,
   StoredRecord,
 } from "../src/storage.ts";
-
-/**
- * How deep a value may nest: the value itself is level 1 when it is an
- * object or an array. The contract asks every adapter to hold 256 levels
- * (a record's data nests at most 64 by the wire contract, a few more around
- * it); ours refuse deeper values, since checking and copying them recurses
- * once per level.
- */
-export const MAX_DEPTH = 256;
+import { checkJson, copyJson } from "./_json.ts";
+import { describe, utf8Length } from "./_text.ts";
 
 /** Every op state, in the order the contract lists them. */
 export const OP_STATES: ReadonlySet<string> = new Set<OpState>([
@@ -126,14 +113,18 @@ export function checkMutations(
     );
   }
   const copy = options.copy ?? false;
-  // Objects already checked in this write: the engine passes one object
-  // for a record's data and its base's data, or its op's payload.
-  const seen = copy ? undefined : new Set<object>();
-  // Copies made in this write, by source: the same object copies once, so a
-  // record's data and its op's payload share one stored (immutable) copy.
-  const copies = copy ? new Map<object, JsonValue>() : undefined;
+  const values: WriteValues = {
+    copy,
+    // Objects already checked in this write: the engine passes one object
+    // for a record's data and its base's data, or its op's payload.
+    seen: copy ? undefined : new Set<object>(),
+    // Copies made in this write, by source: the same object copies once, so
+    // a record's data and its op's payload share one stored (immutable)
+    // copy.
+    copies: copy ? new Map<object, JsonValue>() : undefined,
+  };
   const checked = mutations.map((mutation, index) =>
-    checkMutation(mutation, index, copy, seen, copies)
+    checkMutation(mutation, { action: `write mutation ${index}`, values })
   );
   if (maxKeyLength !== Infinity) {
     for (const mutation of checked) {
@@ -239,14 +230,28 @@ function limitedKey(mutation: CheckedMutation): string | undefined {
   }
 }
 
+/** How a write's values are checked, and the objects it met so far. */
+interface WriteValues {
+  /** Whether the values are copied, or only checked. */
+  readonly copy: boolean;
+  /** Objects already found to be JSON, when only checking. */
+  readonly seen: Set<object> | undefined;
+  /** Copies already made, by source, when copying. */
+  readonly copies: Map<object, JsonValue> | undefined;
+}
+
+/** Where a mutation is checked: its action, and the write's values. */
+interface MutationContext {
+  /** `write mutation <index>`, for messages. */
+  readonly action: string;
+  readonly values: WriteValues;
+}
+
 function checkMutation(
   mutation: Mutation,
-  index: number,
-  copy: boolean,
-  seen: Set<object> | undefined,
-  copies: Map<object, JsonValue> | undefined,
+  context: MutationContext,
 ): CheckedMutation {
-  const action = `write mutation ${index}`;
+  const { action } = context;
   if (typeof mutation !== "object" || mutation === null) {
     throw new TypeError(
       `Cannot ${action} as it is not an object: current value is ${
@@ -257,14 +262,7 @@ function checkMutation(
   const expect = checkExpect(action, mutation.expect);
   switch (mutation.type) {
     case "putRecord": {
-      const record = checkRoot(
-        action,
-        "record",
-        mutation.record,
-        copy,
-        seen,
-        copies,
-      );
+      const record = checkRoot(mutation.record, { ...context, name: "record" });
       checkString(action, "record.kind", record["kind"]);
       checkString(action, "record.id", record["id"]);
       checkObject(action, "record.data", record["data"]);
@@ -283,7 +281,7 @@ function checkMutation(
         expect,
       };
     case "putOp": {
-      const op = checkRoot(action, "op", mutation.op, copy, seen, copies);
+      const op = checkRoot(mutation.op, { ...context, name: "op" });
       checkString(action, "op.opId", op["opId"]);
       checkString(action, "op.kind", op["kind"]);
       checkString(action, "op.id", op["id"]);
@@ -302,9 +300,7 @@ function checkMutation(
       return { space: "op", opId: mutation.opId, value: undefined, expect };
     case "putMeta": {
       checkString(action, "key", mutation.key);
-      let value: JsonValue = mutation.value;
-      if (copy) value = copyJson(value, action, ["value"], new Set(), copies);
-      else checkJson(value, action, ["value"], new Set(), seen);
+      const value = checkValue(mutation.value, { ...context, name: "value" });
       return { space: "meta", key: mutation.key, value, expect };
     }
     case "deleteMeta":
@@ -321,19 +317,24 @@ function checkMutation(
 
 /** Checks the object at the root of a mutation, copying it when asked. */
 function checkRoot(
-  action: string,
-  name: string,
   value: unknown,
-  copy: boolean,
-  seen: Set<object> | undefined,
-  copies: Map<object, JsonValue> | undefined,
+  where: MutationContext & { readonly name: string },
 ): JsonObject {
-  checkObject(action, name, value);
-  if (copy) {
-    return copyJson(value, action, [name], new Set(), copies) as JsonObject;
+  checkObject(where.action, where.name, value);
+  return checkValue(value, where) as JsonObject;
+}
+
+/** Checks a mutation's value as JSON, copying it when asked. */
+function checkValue(
+  value: unknown,
+  where: MutationContext & { readonly name: string },
+): JsonValue {
+  const { action, name, values } = where;
+  if (values.copy) {
+    return copyJson(value, { action, path: [name], copies: values.copies });
   }
-  checkJson(value, action, [name], new Set(), seen);
-  return value as JsonObject;
+  checkJson(value, { action, path: [name], seen: values.seen });
+  return value as JsonValue;
 }
 
 /** {@linkcode ListRecordsOptions} checked, with their defaults. */
@@ -410,11 +411,11 @@ export function checkExpect(action: string, expect: unknown): Expect {
   if (expect === undefined || expect === null || typeof expect === "string") {
     return expect;
   }
-  throw new TypeError(
-    `Cannot ${action} as 'expect' is not a revision, null or undefined: current value is ${
-      describe(expect)
-    }`,
-  );
+  throw notA("a revision, null or undefined", {
+    action,
+    name: "expect",
+    value: expect,
+  });
 }
 
 /**
@@ -431,11 +432,7 @@ export function checkString(
   value: unknown,
 ): asserts value is string {
   if (typeof value !== "string") {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not a string: current value is ${
-        describe(value)
-      }`,
-    );
+    throw notA("a string", { action, name, value });
   }
 }
 
@@ -453,11 +450,7 @@ export function checkStrings(
   values: unknown,
 ): void {
   if (!Array.isArray(values)) {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not an array: current value is ${
-        describe(values)
-      }`,
-    );
+    throw notA("an array", { action, name, value: values });
   }
   values.forEach((value, index) =>
     checkString(action, `${name}[${index}]`, value)
@@ -478,11 +471,7 @@ export function checkObject(
   value: unknown,
 ): void {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not an object: current value is ${
-        describe(value)
-      }`,
-    );
+    throw notA("an object", { action, name, value });
   }
 }
 
@@ -493,12 +482,36 @@ function checkBoolean(
   value: unknown,
 ): void {
   if (typeof value !== "boolean") {
-    throw new TypeError(
-      `Cannot ${action} as '${name}' is not a boolean: current value is ${
-        describe(value)
-      }`,
-    );
+    throw notA("a boolean", { action, name, value });
   }
+}
+
+/** An argument, for {@linkcode notA}. */
+export interface Argument {
+  /** What the caller was doing. */
+  readonly action: string;
+  /** The argument's name. */
+  readonly name: string;
+  /** Its value. */
+  readonly value: unknown;
+}
+
+/**
+ * The error for an argument of the wrong type.
+ *
+ * @param expected What it should be (`"a string"`).
+ * @param argument What the caller was doing, the argument's name and value.
+ * @returns The error.
+ */
+export function notA(
+  expected: string,
+  { action, name, value }: Argument,
+): TypeError {
+  return new TypeError(
+    `Cannot ${action} as '${name}' is not ${expected}: current value is ${
+      describe(value)
+    }`,
+  );
 }
 
 /** Checks an optional string argument. */
@@ -536,277 +549,4 @@ function resolveListLimit(action: string, limit: unknown): number {
     );
   }
   return limit;
-}
-
-/**
- * Checks that a value is JSON that `JSON.stringify` writes faithfully: no
- * `undefined`, functions, symbols, bigints, non-finite numbers, cycles, or
- * objects other than plain ones and arrays (a `Date` or `Map` would be
- * written as something else and read back different). Copies nothing.
- *
- * @param value The value to check.
- * @param action What the caller was doing, for the message.
- * @param path Where the value is, for the message; restored on return.
- * @param ancestors The objects being checked around the value (cycles).
- * @param seen Objects of the same write already found to be such JSON,
- * skipped when met again (the engine passes one object as a record's data
- * and its base's data); objects near the root are added once checked. The
- * checks of a write run synchronously, so nothing changes them meanwhile.
- * @throws {TypeError} When it is not such JSON.
- * @throws {StorageError} When it nests deeper than {@linkcode MAX_DEPTH}.
- */
-export function checkJson(
-  value: unknown,
-  action: string,
-  path: (string | number)[] = [],
-  ancestors: Set<object> = new Set(),
-  seen?: Set<object>,
-): void {
-  // The common case, valid JSON, is checked without tracking the path or
-  // the ancestors; only a failure walks again to say where and why.
-  if (ancestors.size === 0 && isJson(value, 0, seen)) return;
-  explainJson(value, action, path, ancestors);
-}
-
-/**
- * Whether a value is JSON as {@linkcode checkJson} means it, at most
- * {@linkcode MAX_DEPTH} levels deep. A cycle makes a value infinitely deep,
- * so it fails here too; {@linkcode explainJson} then tells which it is.
- *
- * @param depth How many objects and arrays hold the value.
- */
-function isJson(
-  value: unknown,
-  depth: number,
-  seen: Set<object> | undefined,
-): boolean {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return true;
-    case "number":
-      return Number.isFinite(value);
-    case "object": {
-      if (value === null) return true;
-      if (depth >= MAX_DEPTH) return false;
-      // Only near the root: deeper, a lookup would cost what it saves.
-      const near = seen !== undefined && depth <= 2;
-      if (near && seen.has(value)) return true;
-      if (Array.isArray(value)) {
-        for (let index = 0; index < value.length; index++) {
-          if (!isJson(value[index], depth + 1, seen)) return false;
-        }
-      } else {
-        const prototype = Object.getPrototypeOf(value);
-        if (prototype !== Object.prototype && prototype !== null) return false;
-        const source = value as Record<string, unknown>;
-        for (const key of Object.keys(source)) {
-          if (!isJson(source[key], depth + 1, seen)) return false;
-        }
-      }
-      if (near) seen.add(value);
-      return true;
-    }
-    default:
-      return false;
-  }
-}
-
-/**
- * Walks a value as {@linkcode checkJson} does, throwing where it fails. The
- * ancestors are the objects and arrays that hold the value, so their count
- * is its depth.
- */
-function explainJson(
-  value: unknown,
-  action: string,
-  path: (string | number)[],
-  ancestors: Set<object>,
-): void {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return;
-    case "number":
-      if (Number.isFinite(value)) return;
-      break;
-    case "object": {
-      if (value === null) return;
-      if (ancestors.has(value)) break;
-      if (ancestors.size >= MAX_DEPTH) throw tooDeep(action, path);
-      if (Array.isArray(value)) {
-        ancestors.add(value);
-        for (let index = 0; index < value.length; index++) {
-          path.push(index);
-          explainJson(value[index], action, path, ancestors);
-          path.pop();
-        }
-        ancestors.delete(value);
-        return;
-      }
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) break;
-      ancestors.add(value);
-      const source = value as Record<string, unknown>;
-      for (const key of Object.keys(source)) {
-        path.push(key);
-        explainJson(source[key], action, path, ancestors);
-        path.pop();
-      }
-      ancestors.delete(value);
-      return;
-    }
-  }
-  throw notJson(value, action, path);
-}
-
-/**
- * Deep-copies a JSON value, checking it as {@linkcode checkJson} does.
- * Objects are rebuilt with data properties only, so a `__proto__` key stays
- * an own data key and never becomes a prototype (contract clause 3).
- *
- * @param value The value to copy.
- * @param action What the caller was doing, for the message.
- * @param path Where the value is, for the message; restored on return.
- * @param ancestors The objects being copied around the value (cycles).
- * @param copies Copies already made, by source object: a source met again
- * returns its copy (copies are shared, never with `value`'s objects).
- * @returns The copy, sharing nothing with `value`.
- * @throws {TypeError} When it is not such JSON.
- * @throws {StorageError} When it nests deeper than {@linkcode MAX_DEPTH}.
- */
-export function copyJson(
-  value: unknown,
-  action?: string,
-  path: (string | number)[] = [],
-  ancestors: Set<object> = new Set(),
-  copies?: Map<object, JsonValue>,
-): JsonValue {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return value;
-    case "number":
-      if (Number.isFinite(value)) return value;
-      break;
-    case "object": {
-      if (value === null) return null;
-      if (ancestors.has(value)) break;
-      const known = copies?.get(value);
-      if (known !== undefined) return known;
-      // The ancestors hold the value: their count is its depth.
-      if (ancestors.size >= MAX_DEPTH) {
-        throw tooDeep(action ?? "copy value", path);
-      }
-      if (Array.isArray(value)) {
-        ancestors.add(value);
-        const copy: JsonValue[] = new Array(value.length);
-        for (let index = 0; index < value.length; index++) {
-          path.push(index);
-          copy[index] = copyJson(value[index], action, path, ancestors, copies);
-          path.pop();
-        }
-        ancestors.delete(value);
-        copies?.set(value, copy);
-        return copy;
-      }
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) break;
-      ancestors.add(value);
-      const source = value as Record<string, unknown>;
-      const copy: JsonObject = {};
-      for (const key of Object.keys(source)) {
-        path.push(key);
-        const item = copyJson(source[key], action, path, ancestors, copies);
-        path.pop();
-        if (key === "__proto__") {
-          Object.defineProperty(copy, key, {
-            value: item,
-            writable: true,
-            enumerable: true,
-            configurable: true,
-          });
-        } else {
-          copy[key] = item;
-        }
-      }
-      ancestors.delete(value);
-      copies?.set(value, copy);
-      return copy;
-    }
-  }
-  throw notJson(value, action ?? "copy value", path);
-}
-
-/**
- * The error for a value nested deeper than {@linkcode MAX_DEPTH}; it names
- * the root only, since the path to the deepest level is that long.
- */
-function tooDeep(
-  action: string,
-  path: readonly (string | number)[],
-): StorageError {
-  const root = path.length === 0 ? "value" : String(path[0]);
-  return new StorageError(
-    `Cannot ${action} as '${root}' nests more than ${MAX_DEPTH} levels deep: current value is at least ${
-      MAX_DEPTH + 1
-    } levels`,
-  );
-}
-
-function notJson(
-  value: unknown,
-  action: string,
-  path: readonly (string | number)[],
-): TypeError {
-  return new TypeError(
-    `Cannot ${action} as '${
-      path.join(".")
-    }' is not a JSON value: current value is ${describe(value)}`,
-  );
-}
-
-/**
- * Describes a value for an error message: strings quoted, objects by their
- * class, never their contents.
- *
- * @param value The value.
- * @returns The description.
- */
-export function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "bigint") return `${value}n`;
-  if (Array.isArray(value)) return "an array";
-  if (typeof value === "object" && value !== null) {
-    const name = Object.getPrototypeOf(value)?.constructor?.name;
-    return typeof name === "string" && name !== "Object"
-      ? `a ${name}`
-      : "an object";
-  }
-  return String(value);
-}
-
-/**
- * The UTF-8 length of a string, without encoding it; a lone surrogate
- * counts as U+FFFD (3 bytes), as `TextEncoder` writes it.
- *
- * @param text The string.
- * @returns Its length in UTF-8 bytes.
- */
-export function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    if (unit < 0x80) continue;
-    if (unit < 0x800) bytes += 1;
-    else if (
-      unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length &&
-      (text.charCodeAt(index + 1) & 0xfc00) === 0xdc00
-    ) {
-      // A surrogate pair: 4 bytes for 2 units.
-      bytes += 2;
-      index++;
-    } else bytes += 2;
-  }
-  return bytes;
 }

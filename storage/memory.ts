@@ -62,11 +62,11 @@ import {
   checkMutations,
   checkString,
   checkStrings,
-  copyJson,
   OP_STATES,
   resolveListOpsOptions,
   resolveListRecordsOptions,
 } from "./_validate.ts";
+import { copyJson } from "./_json.ts";
 
 /** Options for {@linkcode createMemoryStorage}. */
 export interface MemoryStorageOptions {

@@ -933,6 +933,28 @@ Deno.test("sqlite: malformed calls fail with the memory storage's errors and mes
   ]);
 });
 
+Deno.test("sqlite: write() refuses an array with a hole with the memory storage's TypeError", async () => {
+  await using memory = createMemoryStorage();
+  await using sqlite = await openSqliteStorage(":memory:");
+  // JSON.stringify would write the hole as null: it would read back changed.
+  const holey: JsonValue[] = new Array(2);
+  holey[1] = 1;
+  for (
+    const mutation of [
+      { type: "putMeta", key: "k", value: { list: holey } },
+      { type: "putRecord", record: record("todo", "1", { data: { holey } }) },
+    ] as Mutation[]
+  ) {
+    const message = await memory.write([mutation]).then(
+      () => assert.fail("Expected the memory storage to refuse the hole"),
+      (error: Error) => error.message,
+    );
+    await assert.rejects(sqlite.write([mutation]), TypeError, message);
+  }
+  assert.deepEqual(await sqlite.getMeta(["k"]), [undefined]);
+  assert.deepEqual(await sqlite.getRecords("todo", ["1"]), [undefined]);
+});
+
 Deno.test("sqlite: reads and writes with an aborted signal reject with its reason", async () => {
   await using storage = await openSqliteStorage(":memory:");
   const reason = new Error("stop");
@@ -1156,6 +1178,34 @@ Deno.test("sqlite: handles sharing a file never issue the same revision, even af
     assert.deepEqual(fromFirst, fromSecond);
     assert.equal(fromFirst?.rev, revs.at(-2));
   });
+});
+
+Deno.test("sqlite: a connection takes its revisions from one reserved block, not one counter update per write", async () => {
+  const db = new DatabaseSync(":memory:");
+  await using storage = createSqliteStorage(db, { closeDatabase: true });
+  const counter = (): number =>
+    Number(
+      (db.prepare("SELECT revision FROM sync_state").get() as {
+        revision: number;
+      }).revision,
+    );
+  const revs: string[] = [];
+  for (let write = 0; write < 10; write++) {
+    const result = await storage.write([
+      { type: "putMeta", key: `k${write}`, value: write },
+    ]);
+    assert.ok(result.ok);
+    revs.push(result.revs[0]!);
+    // The first write reserved the block: later ones leave the counter.
+    if (write === 0) assert.ok(counter() >= Number(revs[0]));
+  }
+  const reserved = counter();
+  await storage.write([{ type: "putMeta", key: "last", value: 0 }]);
+  assert.equal(counter(), reserved);
+  assert.deepEqual(
+    revs.map((rev) => Number(rev) - Number(revs[0])),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
 });
 
 Deno.test("sqlite: a file that cannot switch to WAL keeps its durability with synchronous FULL", async () => {

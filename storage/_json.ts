@@ -1,0 +1,298 @@
+/**
+ * The JSON checks every storage adapter makes on the values it is given.
+ * Private to the package's adapters: not exported from it.
+ *
+ * JSON is checked in two ways: {@linkcode checkJson} only validates, for an
+ * adapter that serialises the value at once and so never keeps the caller's
+ * object; {@linkcode copyJson} validates and deep-copies, for one that keeps
+ * the value as an object. Both walk at most {@linkcode MAX_DEPTH} levels
+ * deep, so their stack is bounded whatever the value: a deeper value is
+ * refused with a `StorageError` rather than overflowing the stack.
+ *
+ * @module
+ */
+
+import { StorageError } from "../src/errors.ts";
+import type { JsonObject, JsonValue } from "../src/json.ts";
+import { describe } from "./_text.ts";
+
+/**
+ * How deep a value may nest: the value itself is level 1 when it is an
+ * object or an array. The contract asks every adapter to hold 256 levels
+ * (a record's data nests at most 64 by the wire contract, a few more around
+ * it); ours refuse deeper values, since checking and copying them recurses
+ * once per level.
+ */
+export const MAX_DEPTH = 256;
+
+/** Options for {@linkcode checkJson}. */
+export interface CheckJsonOptions {
+  /** What the caller was doing, for the message. */
+  readonly action: string;
+  /**
+   * Where the value is, for the message; restored on return.
+   *
+   * @default {[]}
+   */
+  readonly path?: (string | number)[];
+  /**
+   * Objects of the same write already found to be such JSON, skipped when
+   * met again (the engine passes one object as a record's data and its
+   * base's data); objects near the root are added once checked. The checks
+   * of a write run synchronously, so nothing changes them meanwhile.
+   */
+  readonly seen?: Set<object> | undefined;
+}
+
+/**
+ * Checks that a value is JSON that `JSON.stringify` writes faithfully: no
+ * `undefined`, functions, symbols, bigints, non-finite numbers, cycles, or
+ * objects other than plain ones and arrays (a `Date` or `Map` would be
+ * written as something else and read back different). Copies nothing.
+ *
+ * @param value The value to check.
+ * @param options What the caller was doing, where the value is, and the
+ * objects already checked.
+ * @throws {TypeError} When it is not such JSON.
+ * @throws {StorageError} When it nests deeper than {@linkcode MAX_DEPTH}.
+ */
+export function checkJson(value: unknown, options: CheckJsonOptions): void {
+  // The common case, valid JSON, is checked without tracking the path or
+  // the ancestors; only a failure walks again to say where and why.
+  if (isJson(value, { depth: 0, seen: options.seen })) return;
+  explainJson(value, {
+    action: options.action,
+    path: options.path ?? [],
+    ancestors: new Set(),
+    copies: undefined,
+  });
+}
+
+/** A check's state: how deep it is, and what the write checked before. */
+interface Scan {
+  /** How many objects and arrays hold the value. */
+  depth: number;
+  readonly seen: Set<object> | undefined;
+}
+
+/**
+ * Whether a value is JSON as {@linkcode checkJson} means it, at most
+ * {@linkcode MAX_DEPTH} levels deep. A cycle makes a value infinitely deep,
+ * so it fails here too; {@linkcode explainJson} then tells which it is.
+ */
+function isJson(value: unknown, scan: Scan): boolean {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return true;
+    case "number":
+      return Number.isFinite(value);
+    case "object": {
+      if (value === null) return true;
+      if (scan.depth >= MAX_DEPTH) return false;
+      // Only near the root: deeper, a lookup would cost what it saves.
+      const seen = scan.depth <= 2 ? scan.seen : undefined;
+      if (seen?.has(value)) return true;
+      scan.depth++;
+      const json = Array.isArray(value)
+        ? itemsAreJson(value, scan)
+        : isPlain(value) && membersAreJson(value, scan);
+      scan.depth--;
+      if (json) seen?.add(value);
+      return json;
+    }
+    default:
+      return false;
+  }
+}
+
+/** Whether every item of an array is JSON, holes included (not JSON). */
+function itemsAreJson(value: readonly unknown[], scan: Scan): boolean {
+  for (let index = 0; index < value.length; index++) {
+    if (!isJson(value[index], scan)) return false;
+  }
+  return true;
+}
+
+/** Whether every member of an object is JSON. */
+function membersAreJson(value: object, scan: Scan): boolean {
+  const source = value as Record<string, unknown>;
+  for (const key of Object.keys(source)) {
+    if (!isJson(source[key], scan)) return false;
+  }
+  return true;
+}
+
+/** Whether an object is a plain one (or has no prototype). */
+function isPlain(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/**
+ * A walk's state: what the caller was doing and where the walk is, for
+ * messages; the objects and arrays holding the value, whose count is its
+ * depth; the copies made so far.
+ */
+interface Walk {
+  readonly action: string;
+  readonly path: (string | number)[];
+  readonly ancestors: Set<object>;
+  readonly copies: Map<object, JsonValue> | undefined;
+}
+
+/** Walks a value as {@linkcode checkJson} does, throwing where it fails. */
+function explainJson(value: unknown, walk: Walk): void {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return;
+    case "number":
+      if (Number.isFinite(value)) return;
+      break;
+    case "object": {
+      if (value === null) return;
+      if (walk.ancestors.has(value)) break;
+      if (walk.ancestors.size >= MAX_DEPTH) throw tooDeep(walk);
+      if (!Array.isArray(value) && !isPlain(value)) break;
+      walk.ancestors.add(value);
+      const source = value as Record<string, unknown>;
+      for (
+        const key of Array.isArray(value) ? value.keys() : Object.keys(source)
+      ) {
+        walk.path.push(key);
+        explainJson(source[key], walk);
+        walk.path.pop();
+      }
+      walk.ancestors.delete(value);
+      return;
+    }
+  }
+  throw notJson(value, walk);
+}
+
+/** Options for {@linkcode copyJson}. */
+export interface CopyJsonOptions {
+  /**
+   * What the caller was doing, for the message.
+   *
+   * @default {"copy value"}
+   */
+  readonly action?: string;
+  /**
+   * Where the value is, for the message; restored on return.
+   *
+   * @default {[]}
+   */
+  readonly path?: (string | number)[];
+  /**
+   * Copies already made, by source object: a source met again returns its
+   * copy (copies are shared, never with the value's objects).
+   */
+  readonly copies?: Map<object, JsonValue> | undefined;
+}
+
+/**
+ * Deep-copies a JSON value, checking it as {@linkcode checkJson} does.
+ * Objects are rebuilt with data properties only, so a `__proto__` key stays
+ * an own data key and never becomes a prototype (contract clause 3).
+ *
+ * @param value The value to copy.
+ * @param options What the caller was doing, where the value is, and the
+ * copies already made.
+ * @returns The copy, sharing nothing with `value`.
+ * @throws {TypeError} When it is not such JSON.
+ * @throws {StorageError} When it nests deeper than {@linkcode MAX_DEPTH}.
+ */
+export function copyJson(
+  value: unknown,
+  options: CopyJsonOptions = {},
+): JsonValue {
+  return copyAt(value, {
+    action: options.action ?? "copy value",
+    path: options.path ?? [],
+    ancestors: new Set(),
+    copies: options.copies,
+  });
+}
+
+function copyAt(value: unknown, walk: Walk): JsonValue {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return value;
+    case "number":
+      if (Number.isFinite(value)) return value;
+      break;
+    case "object": {
+      if (value === null) return null;
+      const { ancestors, copies, path } = walk;
+      if (ancestors.has(value)) break;
+      const known = copies?.get(value);
+      if (known !== undefined) return known;
+      // The ancestors hold the value: their count is its depth.
+      if (ancestors.size >= MAX_DEPTH) throw tooDeep(walk);
+      if (Array.isArray(value)) {
+        ancestors.add(value);
+        const copy: JsonValue[] = new Array(value.length);
+        for (let index = 0; index < value.length; index++) {
+          path.push(index);
+          copy[index] = copyAt(value[index], walk);
+          path.pop();
+        }
+        ancestors.delete(value);
+        copies?.set(value, copy);
+        return copy;
+      }
+      if (!isPlain(value)) break;
+      ancestors.add(value);
+      const copy = copyMembers(value as Record<string, unknown>, walk);
+      ancestors.delete(value);
+      copies?.set(value, copy);
+      return copy;
+    }
+  }
+  throw notJson(value, walk);
+}
+
+/** Copies an object's members into a new plain object. */
+function copyMembers(source: Record<string, unknown>, walk: Walk): JsonObject {
+  const copy: JsonObject = {};
+  for (const key of Object.keys(source)) {
+    walk.path.push(key);
+    const item = copyAt(source[key], walk);
+    walk.path.pop();
+    if (key === "__proto__") {
+      Object.defineProperty(copy, key, {
+        value: item,
+        writable: true,
+        enumerable: true,
+        configurable: true,
+      });
+    } else {
+      copy[key] = item;
+    }
+  }
+  return copy;
+}
+
+/**
+ * The error for a value nested deeper than {@linkcode MAX_DEPTH}; it names
+ * the root only, since the path to the deepest level is that long.
+ */
+function tooDeep({ action, path }: Walk): StorageError {
+  const root = path.length === 0 ? "value" : String(path[0]);
+  return new StorageError(
+    `Cannot ${action} as '${root}' nests more than ${MAX_DEPTH} levels deep: current value is at least ${
+      MAX_DEPTH + 1
+    } levels`,
+  );
+}
+
+function notJson(value: unknown, { action, path }: Walk): TypeError {
+  return new TypeError(
+    `Cannot ${action} as '${
+      path.join(".")
+    }' is not a JSON value: current value is ${describe(value)}`,
+  );
+}
