@@ -11,7 +11,7 @@ import {
   clampDelay,
   MAX_RETRY_AFTER_MS,
   MAX_TIMER_MS,
-} from "./_backoff.ts";
+} from "./backoff.ts";
 import {
   CONFLICT_STRATEGIES,
   type ConflictResolver,

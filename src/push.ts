@@ -19,7 +19,7 @@ import {
   type ConflictDecision,
   decideConflict,
 } from "./conflict.ts";
-import { clampDelay, MAX_RETRY_AFTER_MS } from "./_backoff.ts";
+import { clampDelay, MAX_RETRY_AFTER_MS } from "./backoff.ts";
 import { parseTimestamp } from "./timestamp.ts";
 import {
   NetworkError,

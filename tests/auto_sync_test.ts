@@ -13,7 +13,7 @@ import {
   type SyncEngineOptions,
   type Timers,
 } from "../mod.ts";
-import { MAX_RETRY_AFTER_MS, MAX_TIMER_MS } from "../src/_backoff.ts";
+import { MAX_RETRY_AFTER_MS, MAX_TIMER_MS } from "../src/backoff.ts";
 import type { PullPage, PushResult, Transport } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";

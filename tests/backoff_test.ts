@@ -13,7 +13,7 @@ import {
   MAX_RETRY_AFTER_MS,
   MAX_TIMER_MS,
   parseRetryAfter,
-} from "../src/_backoff.ts";
+} from "../src/backoff.ts";
 
 const NOW = Date.parse("2025-03-01T10:00:00.000Z");
 

@@ -52,7 +52,7 @@ import {
   delay,
   MAX_TIMER_MS,
   parseRetryAfter,
-} from "../src/_backoff.ts";
+} from "../src/backoff.ts";
 import {
   AuthError,
   ClosedError,

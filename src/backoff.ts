@@ -1,6 +1,7 @@
 /**
- * Retry timing shared by the REST transport and the engine's auto sync.
- * Private to the package (underscore): not exported from `mod.ts`.
+ * Retry timing shared by the REST transport and the engine's auto sync: a
+ * leaf module (no imports) that adapters may use, not exported from
+ * `mod.ts`.
  *
  * @module
  */
