@@ -1,3 +1,4 @@
+import { describe } from "../src/describe.ts";
 /**
  * The reference server's `POST /batch`: every op checked and hashed first
  * (nothing applied when the batch as a whole is refused), then applied in
@@ -10,13 +11,7 @@
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import type { ServerCore } from "./_core.ts";
 import { fingerprintOf } from "./_fingerprint.ts";
-import {
-  idRefusal,
-  keyRefusal,
-  kindRefusal,
-  preview,
-  utf8Length,
-} from "./_limits.ts";
+import { idRefusal, keyRefusal, kindRefusal, utf8Length } from "./_limits.ts";
 import { failure, invalidBase, refusal, type Reply } from "./_reply.ts";
 import {
   type BodyInput,
@@ -64,7 +59,7 @@ export async function batchRequest(
       400,
       "invalid_body",
       `Cannot apply batch as the body is not {"ops": [...]}: current value is ${
-        preview(
+        describe(
           body.type === "json"
             ? body.value
             : body.type === "text"
@@ -96,7 +91,7 @@ export async function batchRequest(
         400,
         "invalid_body",
         `Cannot apply batch as op ${index} has no string 'opId': current value is ${
-          preview(op)
+          describe(op)
         }`,
       );
     }
@@ -222,7 +217,7 @@ function batchCall(
       400,
       "invalid_op",
       `Cannot apply op as it needs a string kind and id, a type of "upsert" or "delete" and a boolean force: current value is ${
-        preview(op)
+        describe(op)
       }`,
     );
   }

@@ -13,7 +13,7 @@ import type { ServerLimits } from "./_limits.ts";
 import type { ResolvedOptions } from "./_options.ts";
 import { closedReply, failure, RefusedError, type Reply } from "./_reply.ts";
 import { type Tenant, Tenants } from "./_tenants.ts";
-import { describe } from "./_util.ts";
+import { describe } from "../src/describe.ts";
 import { WriteScope } from "./_write_scope.ts";
 import type { PurgeTombstonesOptions } from "./handler.ts";
 import type { ServerStore } from "./store.ts";

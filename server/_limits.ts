@@ -16,6 +16,7 @@ import {
   WIRE_LIMITS,
   type WireLimits,
 } from "../src/limits.ts";
+import { describe } from "../src/describe.ts";
 
 /**
  * The limits a server states in `GET /health` (`"limits"`): the wire
@@ -51,7 +52,7 @@ export function kindRefusal(kind: string, action: string): Refusal | null {
     error: "invalid_kind",
     message:
       `Cannot ${action} as the kind is not valid, ${problem}: current value is ${
-        preview(kind)
+        describe(kind)
       }`,
   };
 }
@@ -70,7 +71,7 @@ export function idRefusal(id: string, action: string): Refusal | null {
     error: "invalid_id",
     message:
       `Cannot ${action} as the id is not valid, ${problem}: current value is ${
-        preview(id)
+        describe(id)
       }`,
   };
 }
@@ -89,7 +90,7 @@ export function keyRefusal(key: string, action: string): Refusal | null {
     error: "invalid_idempotency_key",
     message:
       `Cannot ${action} as its idempotency key is not valid, ${problem}: current value is ${
-        preview(key)
+        describe(key)
       }`,
   };
 }
@@ -147,58 +148,4 @@ export function utf8Length(text: string): number {
     }
   }
   return bytes;
-}
-
-const PREVIEW_CHARS = 64;
-
-/**
- * A short, bounded description of a hostile value for an error message: at
- * most 64 characters of it, cut with `…`. Objects are described two levels
- * deep and a few entries wide, never by a full `JSON.stringify`.
- *
- * @param value Any value.
- * @returns The description.
- */
-export function preview(value: unknown): string {
-  const text = sketch(value, 2);
-  return text.length > PREVIEW_CHARS
-    ? `${text.slice(0, PREVIEW_CHARS)}…`
-    : text;
-}
-
-function sketch(value: unknown, depth: number): string {
-  if (typeof value === "string") {
-    return JSON.stringify(
-      value.length > PREVIEW_CHARS ? value.slice(0, PREVIEW_CHARS) : value,
-    );
-  }
-  if (typeof value !== "object" || value === null) {
-    return typeof value === "number" || typeof value === "boolean" ||
-        value === null
-      ? String(value)
-      : typeof value;
-  }
-  if (depth === 0) return Array.isArray(value) ? "[…]" : "{…}";
-  const parts: string[] = [];
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length && i < 4; i++) {
-      parts.push(sketch(value[i], depth - 1));
-    }
-    if (value.length > 4) parts.push("…");
-    return `[${parts.join(",")}]`;
-  }
-  let count = 0;
-  for (const key in value) {
-    if (!Object.hasOwn(value, key)) continue;
-    if (count++ === 4) {
-      parts.push("…");
-      break;
-    }
-    parts.push(
-      `${sketch(key, 0)}:${
-        sketch((value as Record<string, unknown>)[key], depth - 1)
-      }`,
-    );
-  }
-  return `{${parts.join(",")}}`;
 }

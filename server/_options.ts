@@ -10,7 +10,8 @@ import { WIRE_LIMITS } from "../src/limits.ts";
 import type { StandardSchemaV1 } from "../src/schema.ts";
 import { createMemoryServerStore } from "./memory.ts";
 import type { ServerStore } from "./store.ts";
-import { describe, isObject } from "./_util.ts";
+import { describe } from "../src/describe.ts";
+import { isObject } from "./_util.ts";
 
 /**
  * The share of `maxPageBytes` kept for a page's envelope,

@@ -9,7 +9,8 @@
 import { cursorIdAfter, WIRE_LIMITS } from "../src/limits.ts";
 import { parseTimestamp } from "../src/timestamp.ts";
 import type { ServerCore } from "./_core.ts";
-import { preview, utf8Length } from "./_limits.ts";
+import { describe } from "../src/describe.ts";
+import { utf8Length } from "./_limits.ts";
 import { PAGE_ENVELOPE_BYTES, type ResolvedOptions } from "./_options.ts";
 import {
   encodePageToken,
@@ -92,7 +93,7 @@ export async function pullRequest(
       410,
       "gone",
       `Cannot pull as the cursor is older than the tombstone retention, run a full resync: current value is ${
-        preview(params.get("updatedSince"))
+        describe(params.get("updatedSince"))
       }`,
     );
   }
@@ -148,7 +149,7 @@ function pullQuery(
         400,
         "invalid_query",
         `Cannot pull as '${name}' is given more than once: current value is ${
-          preview(values)
+          describe(values)
         }`,
       );
     }
@@ -160,7 +161,7 @@ function pullQuery(
       400,
       "invalid_timestamp",
       `Cannot pull as 'updatedSince' is not an ISO-8601 timestamp with a timezone: current value is ${
-        preview(sinceText)
+        describe(sinceText)
       }`,
     );
   }
@@ -172,7 +173,7 @@ function pullQuery(
       400,
       "invalid_cursor",
       `Cannot pull as 'afterId' is not a cursor (1 to ${WIRE_LIMITS.maxIdLength} well-formed characters): current value is ${
-        preview(afterId)
+        describe(afterId)
       }`,
     );
   }
@@ -181,7 +182,7 @@ function pullQuery(
       400,
       "invalid_query",
       `Cannot pull as 'afterId' needs 'updatedSince': current value is ${
-        preview(afterId)
+        describe(afterId)
       }`,
     );
   }
@@ -194,7 +195,7 @@ function pullQuery(
         400,
         "invalid_limit",
         `Cannot pull as 'limit' is not a positive integer: current value is ${
-          preview(limitText)
+          describe(limitText)
         }`,
       );
     }
@@ -208,7 +209,7 @@ function pullQuery(
       400,
       "invalid_query",
       `Cannot pull as 'includeDeleted' is neither "true" nor "false": current value is ${
-        preview(includeText)
+        describe(includeText)
       }`,
     );
   }

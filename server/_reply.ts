@@ -8,7 +8,8 @@
  */
 
 import type { JsonValue } from "../src/json.ts";
-import { preview, type Refusal } from "./_limits.ts";
+import { describe } from "../src/describe.ts";
+import type { Refusal } from "./_limits.ts";
 import type { ServerRecord } from "./store.ts";
 
 /** A response before it becomes a `Response`. */
@@ -92,7 +93,7 @@ export function notFound(request: Request): Reply {
     404,
     "not_found",
     `Cannot route request as no route matches its path: current value is ${
-      preview(new URL(request.url).pathname)
+      describe(new URL(request.url).pathname)
     }`,
   );
 }
@@ -142,7 +143,7 @@ export function invalidBase(value: JsonValue | undefined): Reply {
     400,
     "invalid_timestamp",
     `Cannot check version as '_baseUpdatedAt' is not an ISO-8601 timestamp with a timezone: current value is ${
-      preview(value)
+      describe(value)
     }`,
   );
 }

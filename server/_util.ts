@@ -15,23 +15,6 @@ export function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * Describes a value for an error message: its JSON when it has one.
- *
- * @param value Any value.
- * @returns The description.
- */
-export function describe(value: unknown): string {
-  if (typeof value === "function") return "a function";
-  if (typeof value === "bigint") return `${value}n`;
-  if (typeof value === "symbol") return String(value);
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
-  }
-}
-
-/**
  * The inner map of `outer` at `key`, created when absent.
  *
  * @param outer A map of maps.

@@ -8,7 +8,8 @@
 
 import type { JsonValue } from "../src/json.ts";
 import { parseTimestamp } from "../src/timestamp.ts";
-import { isTooDeep, keyRefusal, preview } from "./_limits.ts";
+import { describe } from "../src/describe.ts";
+import { isTooDeep, keyRefusal } from "./_limits.ts";
 import { failure, refusal, type Reply } from "./_reply.ts";
 
 /**
@@ -62,7 +63,7 @@ export function idempotencyKey(headers: Headers): string | null | Reply {
       400,
       "invalid_idempotency_key",
       `Cannot apply request as 'Idempotency-Key' and 'X-Idempotency-Key' differ: current value is ${
-        preview([key, alias])
+        describe([key, alias])
       }`,
     );
   }

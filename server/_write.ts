@@ -8,11 +8,12 @@
  */
 
 import { ValidationError } from "../src/errors.ts";
-import { isJsonObject, type JsonObject } from "../src/json.ts";
+import { isJsonObject, type JsonObject, setOwn } from "../src/json.ts";
 import { validateWith } from "../src/schema.ts";
 import type { ServerCore } from "./_core.ts";
 import { fingerprintOf } from "./_fingerprint.ts";
-import { preview, tooDeepRefusal } from "./_limits.ts";
+import { describe } from "../src/describe.ts";
+import { tooDeepRefusal } from "./_limits.ts";
 import {
   conflict,
   failure,
@@ -100,7 +101,7 @@ export async function writeRequest(
         400,
         "invalid_query",
         `Cannot delete record as '_baseUpdatedAt' is given more than once: current value is ${
-          preview(bases)
+          describe(bases)
         }`,
       );
     }
@@ -153,7 +154,7 @@ export async function applyWrite(
           422,
           "idempotency_mismatch",
           `Cannot apply request as its idempotency key was used for another request: current value is ${
-            preview(call.key)
+            describe(call.key)
           }`,
         ),
         replayed: false,
@@ -195,7 +196,7 @@ async function putRecord(
       400,
       "invalid_body",
       `Cannot store record as the body is not JSON: current value is ${
-        preview(body.text)
+        describe(body.text)
       }`,
     );
   }
@@ -205,7 +206,7 @@ async function putRecord(
       400,
       "invalid_body",
       `Cannot store record as the body is not a JSON object: current value is ${
-        preview(value)
+        describe(value)
       }`,
     );
   }
@@ -214,8 +215,8 @@ async function putRecord(
       400,
       "id_mismatch",
       `Cannot store record as the body's id differs from the path's ${
-        preview(id)
-      }: current value is ${preview(value.id)}`,
+        describe(id)
+      }: current value is ${describe(value.id)}`,
     );
   }
   const base = parseBase(value._baseUpdatedAt);
@@ -229,17 +230,7 @@ async function putRecord(
     ) {
       continue;
     }
-    if (name === "__proto__") {
-      // Plain assignment would set the prototype, not the field.
-      Object.defineProperty(fields, name, {
-        value: value[name],
-        writable: true,
-        enumerable: true,
-        configurable: true,
-      });
-    } else {
-      fields[name] = value[name]!;
-    }
+    setOwn(fields, name, value[name]!);
   }
   const schema = Object.hasOwn(core.options.schemas, kind)
     ? core.options.schemas[kind]
@@ -309,7 +300,7 @@ async function deleteRecord(
       404,
       "not_found",
       `Cannot delete record as it does not exist: current value is ${
-        preview(id)
+        describe(id)
       }`,
     );
   }

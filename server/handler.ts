@@ -51,7 +51,7 @@ import {
   refusal,
   type Reply,
 } from "./_reply.ts";
-import { describe } from "./_util.ts";
+import { describe } from "../src/describe.ts";
 import { writeRequest } from "./_write.ts";
 
 export type { ServerLimits } from "./_limits.ts";

@@ -21,7 +21,8 @@
 import { ClosedError } from "../src/errors.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import { utf8Length } from "./_limits.ts";
-import { describe, inner } from "./_util.ts";
+import { describe } from "../src/describe.ts";
+import { inner } from "./_util.ts";
 import type {
   IdempotencyEntry,
   LastWrite,

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { describe } from "./describe.ts";
 import { parseTimestamp } from "./timestamp.ts";
 import {
   cursorIdAfter,
@@ -161,7 +162,7 @@ export function readRecordMeta(
       problem: "invalid_updated_at",
       reason: `its "${
         table.updatedAtField ?? "updated_at"
-      }" is not a timestamp: current value is ${preview(updatedAt)}`,
+      }" is not a timestamp: current value is ${describe(updatedAt)}`,
       position,
     };
   }
@@ -177,7 +178,7 @@ export function readRecordMeta(
       reason: `its "${
         table.deletedAtField ?? "deleted_at"
       }" is neither null nor a timestamp: current value is ${
-        preview(deletedAt)
+        describe(deletedAt)
       }`,
       position,
     };
@@ -217,25 +218,6 @@ export function isFault(meta: RecordMeta | RecordFault): meta is RecordFault {
  */
 export function comparePositions(a: Position, b: Position): number {
   return a.time - b.time || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-}
-
-/**
- * A short, safe rendering of a hostile value for a message: JSON (which
- * escapes lone surrogates), cut to a few dozen characters.
- *
- * @param value The value.
- * @returns The rendering.
- */
-export function preview(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = String(typeof value);
-  }
-  return text.length > 64
-    ? `${text.slice(0, 60)}... (${text.length} characters)`
-    : text;
 }
 
 /**

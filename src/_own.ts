@@ -6,7 +6,7 @@
  */
 
 import { ValidationError } from "./errors.ts";
-import type { JsonObject, JsonValue } from "./json.ts";
+import { type JsonObject, type JsonValue, setOwn } from "./json.ts";
 
 /**
  * A deep copy of `value` as JSON would carry it, owned by the caller: keys
@@ -34,27 +34,9 @@ function copyClean(value: JsonValue): JsonValue {
   if (Array.isArray(value)) return value.map(copyClean);
   const out: JsonObject = {};
   for (const key of Object.keys(value)) {
-    define(out, key, copyClean(value[key]!));
+    setOwn(out, key, copyClean(value[key]!));
   }
   return out;
-}
-
-/**
- * Sets an own data field: plain assignment, except for keys
- * `Object.prototype` has (`__proto__` would set the prototype; a frozen
- * prototype would make the assignment throw).
- */
-function define(target: JsonObject, key: string, value: JsonValue): void {
-  if (key in Object.prototype) {
-    Object.defineProperty(target, key, {
-      value,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  } else {
-    target[key] = value;
-  }
 }
 
 /**
@@ -133,7 +115,7 @@ function toJson(
       path.push(key);
       const copy = toJson(kind, item, path);
       path.pop();
-      define(out, key, copy);
+      setOwn(out, key, copy);
     }
     return out;
   }

@@ -26,7 +26,13 @@
  * @module
  */
 
-import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
+import { describe } from "./describe.ts";
+import {
+  isJsonObject,
+  type JsonObject,
+  type JsonValue,
+  setOwn,
+} from "./json.ts";
 
 /**
  * The fields that always come from the server in
@@ -55,8 +61,6 @@ export const DEFAULT_SYSTEM_FIELDS: readonly string[] = Object.freeze([
 // Built once: the engine merges per conflict and the default is the common case.
 const DEFAULT_SYSTEM_SET: ReadonlySet<string> = new Set(DEFAULT_SYSTEM_FIELDS);
 
-const OBJECT_PROTOTYPE: object = Object.prototype;
-
 /** Reads an own property only: `obj["constructor"]` on `{}` is `Object`. */
 function getOwn(obj: JsonObject, key: string): JsonValue | undefined {
   return Object.hasOwn(obj, key) ? obj[key] : undefined;
@@ -65,25 +69,6 @@ function getOwn(obj: JsonObject, key: string): JsonValue | undefined {
 /** Whether `obj` has `key` with a value (present-`undefined` is absent). */
 function hasValue(obj: JsonObject, key: string): boolean {
   return Object.hasOwn(obj, key) && obj[key] !== undefined;
-}
-
-/**
- * Sets an own data property. Plain assignment is used only for keys that
- * `Object.prototype` does not have: `out["__proto__"] = v` would replace the
- * prototype instead, and assigning a key that a frozen `Object.prototype`
- * holds throws (the "override mistake" of hardened environments).
- */
-function setOwn(obj: JsonObject, key: string, value: JsonValue): void {
-  if (key in OBJECT_PROTOTYPE) {
-    Object.defineProperty(obj, key, {
-      value,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  } else {
-    obj[key] = value;
-  }
 }
 
 /**
@@ -452,12 +437,6 @@ export function autoPreserveMerge(input: AutoPreserveInput): MergeResult {
     .sort();
   result.conflictingFields.sort();
   return result;
-}
-
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "an array";
-  return typeof value;
 }
 
 /** The original library's rule: every non-null local field wins. */

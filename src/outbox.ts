@@ -20,7 +20,7 @@ import {
 } from "./_context.ts";
 import { ClosedError, StorageError, SyncError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
-import type { JsonObject, JsonValue } from "./json.ts";
+import { type JsonObject, setOwn } from "./json.ts";
 import { deepEqual, diffFields } from "./merge.ts";
 import { ownedRecord } from "./_own.ts";
 import { writeChunked } from "./_write.ts";
@@ -476,37 +476,11 @@ export function settleSystemFields(
     if (Object.hasOwn(data, field)) delete data[field];
     const kept = current === undefined ? undefined : own(current.data, field);
     if (kept !== undefined && !field.startsWith("deleted")) {
-      setField(data, field, kept);
+      setOwn(data, field, kept);
     }
   }
-  setField(data, table.idField, id);
+  setOwn(data, table.idField, id);
   return data;
-}
-
-/**
- * Sets an own data field. Plain assignment is fastest, but for a key that
- * `Object.prototype` has (`__proto__`, `constructor`, …) it would reach the
- * prototype, or throw when the prototype is frozen: such keys are defined.
- *
- * @param target The object to write.
- * @param key The field.
- * @param value Its value.
- */
-export function setField(
-  target: JsonObject,
-  key: string,
-  value: JsonValue,
-): void {
-  if (key in Object.prototype) {
-    Object.defineProperty(target, key, {
-      value,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  } else {
-    target[key] = value;
-  }
 }
 
 function serverOwnedFields(table: TableConfig): string[] {
@@ -1047,12 +1021,7 @@ function withFields(
     if (value === undefined) {
       delete out[field];
     } else {
-      Object.defineProperty(out, field, {
-        value,
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
+      setOwn(out, field, value);
     }
   }
   return out;

@@ -12,12 +12,12 @@ import {
   type EngineContext,
   isFault,
   type Position,
-  preview,
   readRecordMeta,
   type RecordFault,
   type RecordMeta,
   type TableConfig,
 } from "./_context.ts";
+import { describe } from "./describe.ts";
 import { parseTimestamp } from "./timestamp.ts";
 import {
   ParseError,
@@ -139,7 +139,7 @@ async function pullKind(
     if (resync) {
       throw new ServerError(
         `Cannot resync '${table.kind}' as the server answered 410 to a pull that began with no cursor: current value is ${
-          preview(error.message)
+          describe(error.message)
         }`,
         { status: 410, code: "gone", retryable: false, cause: error },
       );
@@ -226,7 +226,7 @@ async function pullTable(
       // Clause 9: the same request would bring the same page again.
       throw new ParseError(
         `Cannot pull '${kind}' as the server's page brings no progress past the cursor: current value is ${page.items.length} items and token ${
-          preview(page.nextPageToken)
+          describe(page.nextPageToken)
         }`,
         { code: "no_progress" },
       );

@@ -9,11 +9,11 @@ import {
   compareInstants,
   type EngineContext,
   isFault,
-  preview,
   readRecordMeta,
   recordKey,
   type TableConfig,
 } from "./_context.ts";
+import { describe } from "./describe.ts";
 import {
   type Conflict,
   type ConflictDecision,
@@ -751,7 +751,7 @@ function answerError(
   ) {
     return new ParseError(
       `${action} as its 'serverTimestamp' is not a timestamp: current value is ${
-        preview(result.serverTimestamp)
+        describe(result.serverTimestamp)
       }`,
       { code: "invalid_updated_at" },
     );
@@ -771,8 +771,8 @@ function answerError(
   if (meta.id !== op.id) {
     return new ParseError(
       `${action} as the record's "${table.idField}" is not the op's id ${
-        preview(op.id)
-      }: current value is ${preview(meta.id)}`,
+        describe(op.id)
+      }: current value is ${describe(meta.id)}`,
       { code: "id_mismatch" },
     );
   }

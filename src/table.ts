@@ -6,7 +6,8 @@
  * @module
  */
 
-import { type EngineContext, preview, type TableConfig } from "./_context.ts";
+import type { EngineContext, TableConfig } from "./_context.ts";
+import { describe } from "./describe.ts";
 import type {
   ConflictResolver,
   ConflictStrategy,
@@ -14,7 +15,7 @@ import type {
 } from "./conflict.ts";
 import { SyncError, ValidationError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
-import { isJsonObject, type JsonObject } from "./json.ts";
+import { isJsonObject, type JsonObject, setOwn } from "./json.ts";
 import { exceedsDepth, idProblem, WIRE_LIMITS } from "./limits.ts";
 import { ownedRecord } from "./_own.ts";
 import { settleSystemFields, writeLocal, writeLocalMany } from "./outbox.ts";
@@ -355,12 +356,7 @@ export class Table<T = JsonObject> {
           delete merged[key];
           continue;
         }
-        Object.defineProperty(merged, key, {
-          value: (patch as JsonObject)[key],
-          enumerable: true,
-          writable: true,
-          configurable: true,
-        });
+        setOwn(merged, key, (patch as JsonObject)[key]!);
       }
       const valid = await this.#validate(merged as T);
       return {
@@ -485,7 +481,7 @@ function assertWireId(kind: string, field: string, id: unknown): void {
   if (problem === null) return;
   throw new ValidationError(
     `Cannot write record into '${kind}' as its "${field}" is invalid, ${problem}: current value is ${
-      preview(id ?? null)
+      describe(id ?? null)
     }`,
     [{ message: `Invalid id: ${problem}`, path: [field] }],
   );

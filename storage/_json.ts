@@ -13,8 +13,8 @@
  */
 
 import { StorageError } from "../src/errors.ts";
-import type { JsonObject, JsonValue } from "../src/json.ts";
-import { describe } from "./_text.ts";
+import { type JsonObject, type JsonValue, setOwn } from "../src/json.ts";
+import { describe } from "../src/describe.ts";
 
 /**
  * How deep a value may nest: the value itself is level 1 when it is an
@@ -262,16 +262,7 @@ function copyMembers(source: Record<string, unknown>, walk: Walk): JsonObject {
     walk.path.push(key);
     const item = copyAt(source[key], walk);
     walk.path.pop();
-    if (key === "__proto__") {
-      Object.defineProperty(copy, key, {
-        value: item,
-        writable: true,
-        enumerable: true,
-        configurable: true,
-      });
-    } else {
-      copy[key] = item;
-    }
+    setOwn(copy, key, item);
   }
   return copy;
 }

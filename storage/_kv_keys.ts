@@ -30,7 +30,7 @@
  */
 
 import { sha256 } from "./_sha256.ts";
-import { shortText } from "./_text.ts";
+import { describe } from "../src/describe.ts";
 import { encodeUtf16 } from "./_utf16.ts";
 
 /** How many bytes of a kind's `K` its key part keeps whole: 64 wide units. */
@@ -299,6 +299,6 @@ export function partText(
 ): string {
   if (!(part instanceof Uint8Array)) return Deno.inspect(part);
   const group = hashedGroup(part, budget);
-  if (group === undefined) return shortText(decodeText(part));
-  return shortText(`${decodeText(group.subarray(0, -1))}…`);
+  if (group === undefined) return describe(decodeText(part));
+  return describe(`${decodeText(group.subarray(0, -1))}…`);
 }

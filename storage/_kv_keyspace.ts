@@ -25,7 +25,7 @@ import {
   storedRecord,
   withBaseData,
 } from "./_stored.ts";
-import { describe } from "./_text.ts";
+import { describe } from "../src/describe.ts";
 import { OP_STATES } from "./_validate.ts";
 
 /** Every op state, in the contract's order. */

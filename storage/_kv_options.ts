@@ -8,7 +8,7 @@
 
 import type { StorageCapabilities } from "../src/storage.ts";
 import { deriveMaxKeyLength, keyBytes, KV_MAX_CHECKS } from "./_kv_limits.ts";
-import { describe } from "./_text.ts";
+import { describe } from "../src/describe.ts";
 import { notA } from "./_validate.ts";
 import type { KvStorageOptions } from "./kv.ts";
 

@@ -37,7 +37,7 @@ import {
   UNINDEXED_STATE,
 } from "./_kv_keyspace.ts";
 import { misplaced, storedOp } from "./_stored.ts";
-import { describe, shortText } from "./_text.ts";
+import { describe } from "../src/describe.ts";
 
 /** How often a read retries when a blob vanished under it. */
 const MAX_READ_ATTEMPTS = 5;
@@ -127,7 +127,7 @@ export function getOpItems(
     keys: opIds.map((opId) => space.readKey("o", opId)),
     read: (value, _envelope, index) => {
       const opId = opIds[index]!;
-      return storedOp(value, () => `op ${shortText(opId)}`, opId);
+      return storedOp(value, () => `op ${describe(opId)}`, opId);
     },
   });
 }
@@ -453,7 +453,7 @@ async function materializeOp(
 ): Promise<Versioned<StoredOp> | undefined> {
   const { entry, op: { opId } } = head;
   const read = (value: unknown): StoredOp =>
-    storedOp(value, () => `op ${shortText(opId)}`, opId);
+    storedOp(value, () => `op ${describe(opId)}`, opId);
   const value = await readBlob(space, {
     envelope: space.decodeEnvelope(entry),
     key: entry.key,

@@ -29,7 +29,7 @@ import {
   storedRecord,
   withBaseData,
 } from "./_stored.ts";
-import { shortText } from "./_text.ts";
+import { describe } from "../src/describe.ts";
 import { decodeUtf16, isUtf16Of } from "./_utf16.ts";
 import { OP_STATES, type ResolvedListOpsOptions } from "./_validate.ts";
 
@@ -271,7 +271,7 @@ export function toOp(row: unknown): Versioned<StoredOp> | undefined {
     kind: Uint8Array;
     id: Uint8Array;
   };
-  const item = (): string => `op ${shortText(decodeUtf16(opId))}`;
+  const item = (): string => `op ${describe(decodeUtf16(opId))}`;
   const op = storedOp(parseStored(value, item), item);
   if (!isUtf16Of(opId, op.opId)) throw misplaced(item, "opId", op.opId);
   if (op.state !== state) throw misplaced(item, "state", op.state);
@@ -294,6 +294,6 @@ export function toMeta(
 ): Versioned<JsonValue> | undefined {
   if (row === null || row === undefined) return undefined;
   const { value, rev } = row as { value: unknown; rev: number | bigint };
-  const parsed = parseStored(value, `meta entry ${shortText(key)}`);
+  const parsed = parseStored(value, `meta entry ${describe(key)}`);
   return { value: parsed as JsonValue, rev: String(rev) };
 }

@@ -18,7 +18,7 @@ import { StorageError } from "../src/errors.ts";
 import type { JsonObject } from "../src/json.ts";
 import type { RecordBase, StoredOp, StoredRecord } from "../src/storage.ts";
 import { copyJson, MAX_DEPTH } from "./_json.ts";
-import { describe, shortText } from "./_text.ts";
+import { describe } from "../src/describe.ts";
 import { OP_STATES } from "./_validate.ts";
 
 /**
@@ -398,7 +398,7 @@ export function misplaced(
     `Cannot read ${
       nameOf(item)
     } as its stored '${name}' is not the one it is stored under: current value is ${
-      shortText(actual)
+      describe(actual)
     }`,
   );
 }
@@ -411,5 +411,5 @@ export function misplaced(
  * @returns `record "1" of kind "todo"`.
  */
 export function recordItem(kind: string, id: string): string {
-  return `record ${shortText(id)} of kind ${shortText(kind)}`;
+  return `record ${describe(id)} of kind ${describe(kind)}`;
 }

@@ -6,26 +6,6 @@
  */
 
 /**
- * Describes a value for an error message: strings quoted, objects by their
- * class, never their contents.
- *
- * @param value The value.
- * @returns The description.
- */
-export function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "bigint") return `${value}n`;
-  if (Array.isArray(value)) return "an array";
-  if (typeof value === "object" && value !== null) {
-    const name = Object.getPrototypeOf(value)?.constructor?.name;
-    return typeof name === "string" && name !== "Object"
-      ? `a ${name}`
-      : "an object";
-  }
-  return String(value);
-}
-
-/**
  * The UTF-8 length of a string, without encoding it; a lone surrogate
  * counts as U+FFFD (3 bytes), as `TextEncoder` writes it.
  *
@@ -48,15 +28,4 @@ export function utf8Length(text: string): number {
     } else bytes += 2;
   }
   return bytes;
-}
-
-/**
- * A string for a message: quoted, and cut after 80 characters (an id may
- * be 70,000 long).
- *
- * @param text The string.
- * @returns The quoted text.
- */
-export function shortText(text: string): string {
-  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
 }

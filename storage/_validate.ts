@@ -23,7 +23,8 @@ import type {
   StoredRecord,
 } from "../src/storage.ts";
 import { checkJson, copyJson } from "./_json.ts";
-import { describe, utf8Length } from "./_text.ts";
+import { describe } from "../src/describe.ts";
+import { utf8Length } from "./_text.ts";
 
 /** Every op state, in the order the contract lists them. */
 export const OP_STATES: ReadonlySet<string> = new Set<OpState>([

@@ -179,7 +179,7 @@ import {
 import { dropPendingIndex, upgradeLayout } from "./_kv_upgrade.ts";
 import { commitWrite } from "./_kv_write.ts";
 import { recordItem } from "./_stored.ts";
-import { describe } from "./_text.ts";
+import { describe } from "../src/describe.ts";
 import {
   checkString,
   checkStrings,

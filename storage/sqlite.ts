@@ -103,7 +103,7 @@ import {
   sqlLimit,
 } from "./_sqlite_statements.ts";
 import { commitWrite, RevisionBlock } from "./_sqlite_write.ts";
-import { describe } from "./_text.ts";
+import { describe } from "../src/describe.ts";
 import {
   checkMutations,
   checkString,

@@ -1515,7 +1515,7 @@ Deno.test("kv: a stored record or op that is corrupt, of the wrong shape or unde
       () => storage.getRecords("todo", [long]),
       () => storage.listRecords("todo"),
     ],
-    /^Cannot read record "(\u{1F600}){40}…" of kind "todo" as its stored 'id' is not the one/u,
+    /^Cannot read record "(\u{1F600}){32}…" of kind "todo" as its stored 'id' is not the one/u,
   );
   await kv.set(hashed, longGood);
   // A large record whose chunks are not JSON, or are missing.
@@ -1578,7 +1578,7 @@ Deno.test("kv: a stored record or op that is corrupt, of the wrong shape or unde
   await kv.set(byRecord!.key, encode([opId, "todo"]));
   await fails(
     [() => storage.listOps({ id: "a" })],
-    /^Cannot read the ops-by-record entry \d+\/\d+ as it is not in this storage's format: current value is an array$/,
+    /^Cannot read the ops-by-record entry \d+\/\d+ as it is not in this storage's format: current value is \[.*\]$/,
   );
   // A write that must replace the damaged op fails the same way, and
   // commits nothing.
