@@ -27,6 +27,7 @@
  */
 
 import { ClosedError, StorageError } from "../src/errors.ts";
+import { decodeUtf16, encodeUtf16 } from "../src/utf16.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import type { SqliteDatabaseLike, SqliteValue } from "../src/sqlite_like.ts";
 import type {
@@ -205,9 +206,9 @@ class SqliteServerStore implements ServerStore {
   ): Promise<ServerRecord | null> {
     return this.#run("read record", () => {
       const row = this.#statements.getRecord.get(
-        utf16(namespace),
-        utf16(kind),
-        utf16(id),
+        encodeUtf16(namespace),
+        encodeUtf16(kind),
+        encodeUtf16(id),
       );
       return row === undefined ? null : toRecord(row);
     });
@@ -223,10 +224,10 @@ class SqliteServerStore implements ServerStore {
       let limit = options.limit;
       const live = options.includeDeleted === false;
       const s = this.#statements;
-      const keyset: SqliteValue[] = [utf16(namespace), utf16(kind)];
+      const keyset: SqliteValue[] = [encodeUtf16(namespace), encodeUtf16(kind)];
       if (since !== undefined) keyset.push(since);
       if (since !== undefined && afterId !== undefined) {
-        keyset.push(utf16(afterId));
+        keyset.push(encodeUtf16(afterId));
       }
       const shape = since === undefined
         ? "All"
@@ -272,8 +273,8 @@ class SqliteServerStore implements ServerStore {
   ): Promise<IdempotencyEntry | null> {
     return this.#run("read idempotency entry", () => {
       const row = this.#statements.getIdempotency.get(
-        utf16(namespace),
-        utf16(key),
+        encodeUtf16(namespace),
+        encodeUtf16(key),
       ) as
         | {
           key: Uint8Array;
@@ -285,8 +286,8 @@ class SqliteServerStore implements ServerStore {
         | undefined;
       if (row === undefined) return null;
       return {
-        key: fromUtf16(row.key),
-        fingerprint: fromUtf16(row.fingerprint),
+        key: decodeUtf16(row.key),
+        fingerprint: decodeUtf16(row.fingerprint),
         status: Number(row.status),
         body: JSON.parse(row.body) as JsonValue,
         expiresAt: Number(row.expires_at),
@@ -313,9 +314,9 @@ class SqliteServerStore implements ServerStore {
             }
             const data = JSON.stringify(record.data);
             s.putRecord.run(
-              utf16(write.namespace),
-              utf16(record.kind),
-              utf16(record.id),
+              encodeUtf16(write.namespace),
+              encodeUtf16(record.kind),
+              encodeUtf16(record.id),
               integer(record.updatedAt),
               record.deletedAt === null ? null : integer(record.deletedAt),
               utf8Length(data),
@@ -334,9 +335,9 @@ class SqliteServerStore implements ServerStore {
           } else if (write.type === "idempotency") {
             const { entry } = write;
             s.putIdempotency.run(
-              utf16(write.namespace),
-              utf16(entry.key),
-              utf16(entry.fingerprint),
+              encodeUtf16(write.namespace),
+              encodeUtf16(entry.key),
+              encodeUtf16(entry.fingerprint),
               integer(entry.status),
               JSON.stringify(entry.body),
               integer(entry.expiresAt),
@@ -351,7 +352,7 @@ class SqliteServerStore implements ServerStore {
           }
         }
         for (const [namespace, { updatedAt, id }] of newest) {
-          s.raiseClock.run(utf16(namespace), updatedAt, utf16(id));
+          s.raiseClock.run(encodeUtf16(namespace), updatedAt, encodeUtf16(id));
         }
       });
     });
@@ -408,7 +409,7 @@ class SqliteServerStore implements ServerStore {
   ): Promise<TrimIdempotencyResult> {
     return this.#run("trim idempotency entries", () => {
       const s = this.#statements;
-      const ns = utf16(namespace);
+      const ns = encodeUtf16(namespace);
       return this.#transaction("BEGIN IMMEDIATE", () => {
         let counted = readCount(s.countIdempotency.get(ns));
         const excess = counted.count - options.keep;
@@ -428,13 +429,13 @@ class SqliteServerStore implements ServerStore {
 
   lastWrite(namespace: string): Promise<LastWrite | null> {
     return this.#run("read last write", () => {
-      const row = this.#statements.clock.get(utf16(namespace)) as
+      const row = this.#statements.clock.get(encodeUtf16(namespace)) as
         | { updated_at: number | bigint; id: Uint8Array | null }
         | undefined;
       if (row === undefined || row === null) return null;
       return {
         updatedAt: Number(row.updated_at),
-        id: row.id === null ? null : fromUtf16(row.id),
+        id: row.id === null ? null : decodeUtf16(row.id),
       };
     });
   }
@@ -526,8 +527,8 @@ function toRecord(row: unknown): ServerRecord {
     data: string;
   };
   return {
-    kind: fromUtf16(kind),
-    id: fromUtf16(id),
+    kind: decodeUtf16(kind),
+    id: decodeUtf16(id),
     updatedAt: Number(updated_at),
     deletedAt: deleted_at === null ? null : Number(deleted_at),
     data: JSON.parse(data) as JsonObject,
@@ -541,32 +542,4 @@ function integer(value: number): number {
     );
   }
   return value;
-}
-
-/** A string's UTF-16BE code units, lone surrogates included. */
-function utf16(text: string): Uint8Array {
-  const bytes = new Uint8Array(text.length * 2);
-  for (let index = 0; index < text.length; index++) {
-    const unit = text.charCodeAt(index);
-    bytes[index * 2] = unit >> 8;
-    bytes[index * 2 + 1] = unit & 0xff;
-  }
-  return bytes;
-}
-
-/**
- * The inverse of {@linkcode utf16}. Not `TextDecoder("utf-16be")`: it would
- * replace lone surrogates with U+FFFD.
- */
-function fromUtf16(bytes: Uint8Array): string {
-  const units = new Uint16Array(bytes.length >> 1);
-  for (let index = 0; index < units.length; index++) {
-    units[index] = (bytes[index * 2]! << 8) | bytes[index * 2 + 1]!;
-  }
-  let text = "";
-  // Chunked: String.fromCharCode takes its units as call arguments.
-  for (let start = 0; start < units.length; start += 8192) {
-    text += String.fromCharCode(...units.subarray(start, start + 8192));
-  }
-  return text;
 }

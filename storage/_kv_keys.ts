@@ -31,7 +31,7 @@
 
 import { sha256 } from "./_sha256.ts";
 import { describe } from "../src/describe.ts";
-import { encodeUtf16 } from "./_utf16.ts";
+import { encodeUtf16 } from "../src/utf16.ts";
 
 /** How many bytes of a kind's `K` its key part keeps whole: 64 wide units. */
 export const KIND_BUDGET = 192;

@@ -7,7 +7,7 @@
  */
 
 import { encodeKey } from "./_sqlite_schema.ts";
-import { encodeUtf16 } from "./_utf16.ts";
+import { encodeUtf16 } from "../src/utf16.ts";
 
 /** The size of the chunks keys are encoded into. */
 const KEY_CHUNK = 64 * 1024;

@@ -30,7 +30,7 @@ import {
   withBaseData,
 } from "./_stored.ts";
 import { describe } from "../src/describe.ts";
-import { decodeUtf16, isUtf16Of } from "./_utf16.ts";
+import { decodeUtf16, isUtf16Of } from "../src/utf16.ts";
 import { OP_STATES, type ResolvedListOpsOptions } from "./_validate.ts";
 
 /**

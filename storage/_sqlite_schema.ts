@@ -23,7 +23,7 @@ import type {
   SqliteStatementLike,
   SqliteValue,
 } from "../src/sqlite_like.ts";
-import { encodeUtf16 } from "./_utf16.ts";
+import { encodeUtf16 } from "../src/utf16.ts";
 
 /** One step of the schema: from `version - 1` to `version`. */
 export interface SqliteMigration {

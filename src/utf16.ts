@@ -1,10 +1,12 @@
 /**
  * Strings as the bytes of their UTF-16 code units, lone surrogates
- * included: the one such encoder of the storage adapters. Private to the
- * package: not exported from it. The SQLite storage keeps its keys
- * big-endian, so that `memcmp` order on them is UTF-16 code-unit order (see
- * `_sqlite_schema.ts`); the KV storage hashes long ids over them
- * little-endian (see `_kv_keys.ts`). Both are part of a file format.
+ * included: the one such encoder of the package, a leaf module shared by
+ * the storages and the server, not exported from `mod.ts`. The SQLite
+ * storage and the SQLite server store keep their keys big-endian, so that
+ * `memcmp` order on them is UTF-16 code-unit order (JavaScript's `<`); the
+ * KV storage hashes long ids over them little-endian. All are part of a file
+ * format. Not `TextEncoder`/`TextDecoder("utf-16be")`: they would replace
+ * lone surrogates with U+FFFD.
  *
  * @module
  */
@@ -57,9 +59,14 @@ export function encodeUtf16(
  */
 export function decodeUtf16(bytes: unknown): string {
   if (!(bytes instanceof Uint8Array)) return String(bytes);
+  const units = new Uint16Array(bytes.length >> 1);
+  for (let index = 0; index < units.length; index++) {
+    units[index] = (bytes[index * 2]! << 8) | bytes[index * 2 + 1]!;
+  }
   let text = "";
-  for (let index = 0; index + 1 < bytes.length; index += 2) {
-    text += String.fromCharCode(bytes[index]! << 8 | bytes[index + 1]!);
+  // Chunked: String.fromCharCode takes its units as call arguments.
+  for (let start = 0; start < units.length; start += 8192) {
+    text += String.fromCharCode(...units.subarray(start, start + 8192));
   }
   return text;
 }
