@@ -155,37 +155,41 @@ export interface Versioned<T> {
  * for "the item must not exist", a revision for "the item must still have
  * this revision".
  */
-export type Expect = string | null | undefined;
+export type WritePrecondition = string | null | undefined;
 
 /** One change inside a {@linkcode Storage.write}. */
 export type Mutation =
   | {
     readonly type: "putRecord";
     readonly record: StoredRecord;
-    readonly expect?: Expect;
+    readonly expect?: WritePrecondition;
   }
   | {
     readonly type: "deleteRecord";
     readonly kind: string;
     readonly id: string;
-    readonly expect?: Expect;
+    readonly expect?: WritePrecondition;
   }
-  | { readonly type: "putOp"; readonly op: StoredOp; readonly expect?: Expect }
+  | {
+    readonly type: "putOp";
+    readonly op: StoredOp;
+    readonly expect?: WritePrecondition;
+  }
   | {
     readonly type: "deleteOp";
     readonly opId: string;
-    readonly expect?: Expect;
+    readonly expect?: WritePrecondition;
   }
   | {
     readonly type: "putMeta";
     readonly key: string;
     readonly value: JsonValue;
-    readonly expect?: Expect;
+    readonly expect?: WritePrecondition;
   }
   | {
     readonly type: "deleteMeta";
     readonly key: string;
-    readonly expect?: Expect;
+    readonly expect?: WritePrecondition;
   };
 
 /** The outcome of a {@linkcode Storage.write}. */

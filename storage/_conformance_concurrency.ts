@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { Expect, Storage } from "../src/storage.ts";
+import type { Storage, WritePrecondition } from "../src/storage.ts";
 import {
   type Case,
   deleteMeta,
@@ -42,7 +42,7 @@ async function increment(storage: Storage, key: string): Promise<void> {
 
 async function raceOnce(
   [first, second]: readonly [Storage, Storage],
-  write: { readonly key: string; readonly expect: Expect },
+  write: { readonly key: string; readonly expect: WritePrecondition },
 ): Promise<void> {
   const { key, expect } = write;
   const [a, b] = await Promise.all([

@@ -14,13 +14,13 @@ import assert from "node:assert/strict";
 import type { ClosedError, StorageError } from "../src/errors.ts";
 import type { JsonObject, JsonValue } from "../src/json.ts";
 import type {
-  Expect,
   Mutation,
   Storage,
   StorageCapabilities,
   StoredOp,
   StoredRecord,
   Versioned,
+  WritePrecondition,
 } from "../src/storage.ts";
 
 /** What the suite knows about an adapter when it registers the cases. */
@@ -104,7 +104,10 @@ export function op(id: string, fields: Partial<StoredOp> = {}): StoredOp {
 }
 
 /** A `putRecord` mutation. */
-export function putRecord(value: StoredRecord, expect?: Expect): Mutation {
+export function putRecord(
+  value: StoredRecord,
+  expect?: WritePrecondition,
+): Mutation {
   return { type: "putRecord", record: value, expect };
 }
 
@@ -112,18 +115,18 @@ export function putRecord(value: StoredRecord, expect?: Expect): Mutation {
 export function deleteRecord(
   kind: string,
   id: string,
-  expect?: Expect,
+  expect?: WritePrecondition,
 ): Mutation {
   return { type: "deleteRecord", kind, id, expect };
 }
 
 /** A `putOp` mutation. */
-export function putOp(value: StoredOp, expect?: Expect): Mutation {
+export function putOp(value: StoredOp, expect?: WritePrecondition): Mutation {
   return { type: "putOp", op: value, expect };
 }
 
 /** A `deleteOp` mutation. */
-export function deleteOp(id: string, expect?: Expect): Mutation {
+export function deleteOp(id: string, expect?: WritePrecondition): Mutation {
   return { type: "deleteOp", opId: id, expect };
 }
 
@@ -131,13 +134,13 @@ export function deleteOp(id: string, expect?: Expect): Mutation {
 export function putMeta(
   key: string,
   value: JsonValue,
-  expect?: Expect,
+  expect?: WritePrecondition,
 ): Mutation {
   return { type: "putMeta", key, value, expect };
 }
 
 /** A `deleteMeta` mutation. */
-export function deleteMeta(key: string, expect?: Expect): Mutation {
+export function deleteMeta(key: string, expect?: WritePrecondition): Mutation {
   return { type: "deleteMeta", key, expect };
 }
 
@@ -255,9 +258,9 @@ export interface Space {
   /** `record`, `op` or `meta`, for messages. */
   readonly name: string;
   /** A mutation that writes version `version` of the item. */
-  put(key: string, version: number, expect?: Expect): Mutation;
+  put(key: string, version: number, expect?: WritePrecondition): Mutation;
   /** A mutation that deletes the item. */
-  remove(key: string, expect?: Expect): Mutation;
+  remove(key: string, expect?: WritePrecondition): Mutation;
   /** Reads the item. */
   read(storage: Storage, key: string): Promise<Versioned<unknown> | undefined>;
   /** The value `put(key, version)` writes. */

@@ -10,11 +10,11 @@
 
 import type { JsonValue } from "../src/json.ts";
 import type {
-  Expect,
   Mutation,
   StorageCapabilities,
   StoredOp,
   StoredRecord,
+  WritePrecondition,
   WriteResult,
 } from "../src/storage.ts";
 import { randomSlot } from "./_kv_keys.ts";
@@ -67,7 +67,7 @@ export interface Item {
   /** Whether a record's base was left out of `bytes` (`"a": 1`). */
   readonly shared: boolean;
   /** The expect of its mutations (they agree). */
-  readonly expect: Expect;
+  readonly expect: WritePrecondition;
   /** Whether the final value goes to a blob. */
   large: boolean;
   /** A fresh slot, used if the op turns out not to exist. */
@@ -129,8 +129,8 @@ export function planWrite(
 /** The combined expect of each item; `undefined` when they cannot hold. */
 function expectsOf(
   plan: readonly Planned[],
-): Map<string, Expect> | undefined {
-  const expects = new Map<string, Expect>();
+): Map<string, WritePrecondition> | undefined {
+  const expects = new Map<string, WritePrecondition>();
   for (const planned of plan) {
     if (planned.expect === undefined) continue;
     if (

@@ -10,7 +10,11 @@
  */
 
 import type { SqliteValue } from "../src/sqlite_like.ts";
-import type { Expect, StoredRecord, WriteResult } from "../src/storage.ts";
+import type {
+  StoredRecord,
+  WritePrecondition,
+  WriteResult,
+} from "../src/storage.ts";
 import type { KeyEncoder } from "./_sqlite_keys.ts";
 import {
   type BatchType,
@@ -290,7 +294,7 @@ function recordColumns(record: StoredRecord): SqliteValue[] {
   return [record.deleted ? 1 : 0, 0, JSON.stringify(record)];
 }
 
-function plannedExpect(expect: Expect): PlannedExpect {
+function plannedExpect(expect: WritePrecondition): PlannedExpect {
   if (typeof expect !== "string") return expect;
   // Revisions are the counter in decimal; anything else was not issued.
   if (!/^[1-9][0-9]{0,15}$/.test(expect)) return false;

@@ -13,7 +13,6 @@
 import { StorageError } from "../src/errors.ts";
 import type { JsonObject, JsonValue } from "../src/json.ts";
 import type {
-  Expect,
   ListOpsOptions,
   ListRecordsOptions,
   Mutation,
@@ -21,6 +20,7 @@ import type {
   StorageCapabilities,
   StoredOp,
   StoredRecord,
+  WritePrecondition,
 } from "../src/storage.ts";
 import { checkJson, copyJson } from "./_json.ts";
 import { describe } from "../src/describe.ts";
@@ -43,19 +43,19 @@ export type CheckedMutation =
     readonly kind: string;
     readonly id: string;
     readonly value: StoredRecord | undefined;
-    readonly expect: Expect;
+    readonly expect: WritePrecondition;
   }
   | {
     readonly space: "op";
     readonly opId: string;
     readonly value: StoredOp | undefined;
-    readonly expect: Expect;
+    readonly expect: WritePrecondition;
   }
   | {
     readonly space: "meta";
     readonly key: string;
     readonly value: JsonValue | undefined;
-    readonly expect: Expect;
+    readonly expect: WritePrecondition;
   };
 
 /** Options for {@linkcode checkMutations}. */
@@ -408,7 +408,10 @@ export function resolveListOpsOptions(
  * @returns The expect.
  * @throws {TypeError} When it is not a string, `null` or `undefined`.
  */
-export function checkExpect(action: string, expect: unknown): Expect {
+export function checkExpect(
+  action: string,
+  expect: unknown,
+): WritePrecondition {
   if (expect === undefined || expect === null || typeof expect === "string") {
     return expect;
   }

@@ -45,7 +45,6 @@
 import { ClosedError } from "../src/errors.ts";
 import type { JsonValue } from "../src/json.ts";
 import type {
-  Expect,
   ListOpsOptions,
   ListRecordsOptions,
   Mutation,
@@ -55,6 +54,7 @@ import type {
   StoredOp,
   StoredRecord,
   Versioned,
+  WritePrecondition,
   WriteResult,
 } from "../src/storage.ts";
 import {
@@ -451,7 +451,10 @@ function* mergeSorted(
   }
 }
 
-function expectationHolds(expect: Expect, rev: string | undefined): boolean {
+function expectationHolds(
+  expect: WritePrecondition,
+  rev: string | undefined,
+): boolean {
   if (expect === undefined) return true;
   if (expect === null) return rev === undefined;
   return rev === expect;
