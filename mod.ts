@@ -57,6 +57,8 @@ export type {
   GetOptions,
   ListOptions,
   PutOptions,
+  ServerFields,
+  Synced,
   Table,
   TableOptions,
   WatchItem,

@@ -125,9 +125,48 @@ export interface WatchOptions {
   readonly bufferSize?: number;
 }
 
+/**
+ * The fields the server owns on every record it stored, in the spellings
+ * the engine reads by default: absent until the server has the record, and
+ * `deleted_at` only on a tombstone. A table with other field names (the
+ * `fields` option) finds them under those names instead.
+ */
+export interface ServerFields {
+  /** When the server last stored the record (ISO-8601 UTC, ms). */
+  readonly updated_at?: string;
+  /** The same, for a backend that spells it `updatedAt`. */
+  readonly updatedAt?: string;
+  /** When the server deleted the record; `null` or absent while it lives. */
+  readonly deleted_at?: string | null;
+  /** The same, for a backend that spells it `deletedAt`. */
+  readonly deletedAt?: string | null;
+}
+
+/**
+ * A record as a table returns it: the app's fields and the server-owned
+ * timestamps.
+ *
+ * @example Reading the server's timestamp
+ * ```ts
+ * import type { Synced } from "@offline-first/sync";
+ *
+ * type Todo = { id: string; title: string };
+ * const todo: Synced<Todo> = {
+ *   id: "t1",
+ *   title: "write",
+ *   updated_at: "2025-03-01T10:00:00.000Z",
+ * };
+ * console.log(todo.updated_at);
+ * ```
+ */
+export type Synced<T> = T & ServerFields;
+
 /** An item of {@linkcode Table.watch}. */
 export type WatchItem<T> =
-  | ({ readonly type: "change"; readonly record: T | null } & RecordChange)
+  | (
+    & { readonly type: "change"; readonly record: Synced<T> | null }
+    & RecordChange
+  )
   | { readonly type: "overflow" };
 
 /**
@@ -179,7 +218,10 @@ export class Table<T = JsonObject> {
    * @param options Whether to return a deleted record.
    * @returns The record, or `undefined` when absent (or deleted).
    */
-  async get(id: string, options: GetOptions = {}): Promise<T | undefined> {
+  async get(
+    id: string,
+    options: GetOptions = {},
+  ): Promise<Synced<T> | undefined> {
     this.#assertOpen("get a record");
     assertId(this.kind, id);
     const [entry] = await this.#ctx.storage.getRecords(this.kind, [id]);
@@ -187,7 +229,7 @@ export class Table<T = JsonObject> {
     if (entry.value.deleted && options.includeDeleted !== true) {
       return undefined;
     }
-    return entry.value.data as T;
+    return entry.value.data as Synced<T>;
   }
 
   /**
@@ -196,14 +238,14 @@ export class Table<T = JsonObject> {
    * @param options Deleted records, paging cursor, limit.
    * @returns The records.
    */
-  async list(options: ListOptions = {}): Promise<T[]> {
+  async list(options: ListOptions = {}): Promise<Synced<T>[]> {
     this.#assertOpen("list records");
     const entries = await this.#ctx.storage.listRecords(this.kind, {
       includeDeleted: options.includeDeleted ?? false,
       ...(options.after === undefined ? {} : { after: options.after }),
       ...(options.limit === undefined ? {} : { limit: options.limit }),
     });
-    return entries.map((entry) => entry.value.data as T);
+    return entries.map((entry) => entry.value.data as Synced<T>);
   }
 
   /**
@@ -218,9 +260,12 @@ export class Table<T = JsonObject> {
    * breaks the wire limits (1 to 256 characters of well-formed Unicode, not
    * `.` or `..`), or it nests deeper than 64 levels; nothing is queued.
    */
-  async put(record: T, options: PutOptions = {}): Promise<T> {
+  async put(record: T, options: PutOptions = {}): Promise<Synced<T>> {
     this.#assertOpen("put a record");
-    return await this.#putValid(await this.#withId(record), options) as T;
+    return await this.#putValid(
+      await this.#withId(record),
+      options,
+    ) as Synced<T>;
   }
 
   /** Validates a record and checks its id against the wire limits. */
@@ -287,7 +332,7 @@ export class Table<T = JsonObject> {
    * assert.equal(await engine.outbox.count(), 100);
    * ```
    */
-  async putMany(records: readonly T[]): Promise<T[]> {
+  async putMany(records: readonly T[]): Promise<Synced<T>[]> {
     this.#assertOpen("put records");
     if (!Array.isArray(records)) {
       throw new TypeError(
@@ -300,9 +345,9 @@ export class Table<T = JsonObject> {
     const ids = valid.map((record) => record[config.idField] as string);
     if (new Set(ids).size !== ids.length) {
       // Repeats fold into one another in order: keep the simple path.
-      const out: T[] = [];
+      const out: Synced<T>[] = [];
       for (const record of valid) {
-        out.push(await this.#putValid(record, {}) as T);
+        out.push(await this.#putValid(record, {}) as Synced<T>);
       }
       return out;
     }
@@ -312,7 +357,7 @@ export class Table<T = JsonObject> {
       ids,
       (current, i) => settleSystemFields(config, ids[i]!, valid[i]!, current),
     );
-    return stored.map((record, i) => (record?.data ?? valid[i]) as T);
+    return stored.map((record, i) => (record?.data ?? valid[i]) as Synced<T>);
   }
 
   /**
@@ -329,7 +374,7 @@ export class Table<T = JsonObject> {
    * @throws {ValidationError} When `id` breaks the wire limits, or the
    * patched record fails the schema or nests deeper than 64 levels.
    */
-  async update(id: string, patch: Partial<T>): Promise<T> {
+  async update(id: string, patch: Partial<T>): Promise<Synced<T>> {
     this.#assertOpen("update a record");
     assertId(this.kind, id);
     assertWireId(this.kind, this.#config.idField, id);
@@ -365,7 +410,7 @@ export class Table<T = JsonObject> {
         patchKeys,
       };
     });
-    return stored!.data as T;
+    return stored!.data as Synced<T>;
   }
 
   /**
@@ -422,7 +467,7 @@ export class Table<T = JsonObject> {
           data: event.data,
           deleted: event.deleted,
           origin: event.origin,
-          record: event.data as T | null,
+          record: event.data as Synced<T> | null,
         });
       }
       wake?.();

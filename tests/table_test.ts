@@ -16,6 +16,7 @@ import {
 import type { JsonObject, JsonValue } from "../src/json.ts";
 import type { Transport } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
+import { createClient, startServer } from "./_harness.ts";
 
 /** A transport nothing is sent to: these tests never sync. */
 const offline: Transport = {
@@ -254,4 +255,20 @@ Deno.test("engine: table() refuses a kind the wire limits refuse with a TypeErro
   }
   assert.equal(engine.table("k".repeat(64)).kind, "k".repeat(64));
   assert.equal(engine.table("todo_items-v2").kind, "todo_items-v2");
+});
+
+Deno.test("table: a typed table's records carry the server's updated_at in their type", async () => {
+  await using server = startServer();
+  await using client = createClient(server.url);
+  type Todo = { id: string; title: string };
+  const todos = client.engine.table<Todo>("todos");
+  const written = await todos.put({ id: "t1", title: "write" });
+  // Before the server has it, the server's fields are absent (and typed so).
+  const before: string | undefined = written.updated_at;
+  assert.equal(before, undefined);
+  await client.engine.sync();
+  const read = await todos.get("t1");
+  const after: string | undefined = read?.updated_at;
+  assert.equal(typeof after, "string");
+  assert.equal(read?.deleted_at, undefined);
 });
