@@ -6,7 +6,6 @@
  */
 
 import type { JsonObject } from "../src/json.ts";
-import type { ServerStoreSetup } from "./conformance.ts";
 import type {
   IdempotencyEntry,
   ListServerRecordsOptions,
@@ -14,6 +13,19 @@ import type {
   ServerStore,
   ServerWrite,
 } from "./store.ts";
+
+/** What `setup()` returns: a fresh store and how to reach its data again. */
+export interface ServerStoreSetup {
+  /** A fresh, empty store, used by one case only. */
+  readonly store: ServerStore;
+  /**
+   * Opens the same data again after `store` was closed (persistent stores);
+   * the reopen cases call it.
+   */
+  readonly reopen?: () => ServerStore | Promise<ServerStore>;
+  /** Removes whatever the setup created, after the store was closed. */
+  readonly teardown?: () => Promise<void>;
+}
 
 /** One clause of the contract, as a test. */
 export interface ServerStoreCase {

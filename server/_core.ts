@@ -15,7 +15,7 @@ import { closedReply, failure, RefusedError, type Reply } from "./_reply.ts";
 import { type Tenant, Tenants } from "./_tenants.ts";
 import { describe } from "../src/describe.ts";
 import { WriteScope } from "./_write_scope.ts";
-import type { PurgeTombstonesOptions } from "./handler.ts";
+import type { PurgeTombstonesOptions } from "./_options.ts";
 import type { ServerStore } from "./store.ts";
 
 /** How often (in ms of `now()`) expired entries and tombstones are purged. */

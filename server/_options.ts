@@ -164,6 +164,17 @@ export interface SyncServerOptions {
   readonly onError?: (error: unknown) => void;
 }
 
+/** Options for `SyncServer.purgeTombstones`. */
+export interface PurgeTombstonesOptions {
+  /**
+   * Removes tombstones whose `updated_at` is before this instant (ms since
+   * epoch).
+   *
+   * @default {now() - tombstoneRetentionMs, or every tombstone when the retention is unlimited}
+   */
+  readonly olderThan?: number;
+}
+
 /** Every option of {@linkcode SyncServerOptions}, checked, defaults filled in. */
 export type ResolvedOptions = Required<SyncServerOptions>;
 

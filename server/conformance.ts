@@ -37,20 +37,8 @@ import type { ServerStoreCase } from "./_conformance_kit.ts";
 import { RECORD_CASES } from "./_conformance_records.ts";
 import { SERVER_CASES } from "./_conformance_server.ts";
 import { UPKEEP_CASES } from "./_conformance_upkeep.ts";
-import type { ServerStore } from "./store.ts";
-
-/** What `setup()` returns: a fresh store and how to reach its data again. */
-export interface ServerStoreSetup {
-  /** A fresh, empty store, used by one case only. */
-  readonly store: ServerStore;
-  /**
-   * Opens the same data again after `store` was closed (persistent stores);
-   * the reopen cases call it.
-   */
-  readonly reopen?: () => ServerStore | Promise<ServerStore>;
-  /** Removes whatever the setup created, after the store was closed. */
-  readonly teardown?: () => Promise<void>;
-}
+import type { ServerStoreSetup } from "./_conformance_kit.ts";
+export type { ServerStoreSetup } from "./_conformance_kit.ts";
 
 /** Options for {@linkcode testServerStore}: what the store declares. */
 export interface TestServerStoreOptions {

@@ -55,18 +55,8 @@ import { describe } from "../src/describe.ts";
 import { writeRequest } from "./_write.ts";
 
 export type { ServerLimits } from "./_limits.ts";
-export type { SyncServerOptions } from "./_options.ts";
-
-/** Options for {@linkcode SyncServer.purgeTombstones}. */
-export interface PurgeTombstonesOptions {
-  /**
-   * Removes tombstones whose `updated_at` is before this instant (ms since
-   * epoch).
-   *
-   * @default {now() - tombstoneRetentionMs, or every tombstone when the retention is unlimited}
-   */
-  readonly olderThan?: number;
-}
+import type { PurgeTombstonesOptions } from "./_options.ts";
+export type { PurgeTombstonesOptions, SyncServerOptions } from "./_options.ts";
 
 /** A running reference server. */
 export interface SyncServer extends AsyncDisposable {

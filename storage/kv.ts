@@ -167,7 +167,13 @@ import type {
 import { collectGarbage } from "./_kv_blobs.ts";
 import { ALL_STATES, kvFailure, KvKeyspace, recordOf } from "./_kv_keyspace.ts";
 import { keyBytes } from "./_kv_limits.ts";
-import { type ResolvedKvOptions, resolveKvOptions } from "./_kv_options.ts";
+import {
+  type KvStorageOptions,
+  type ResolvedKvOptions,
+  resolveKvOptions,
+} from "./_kv_options.ts";
+
+export type { KvStorageOptions } from "./_kv_options.ts";
 import { planWrite } from "./_kv_plan.ts";
 import {
   getItems,
@@ -186,38 +192,6 @@ import {
   resolveListOpsOptions,
   resolveListRecordsOptions,
 } from "./_validate.ts";
-
-/** Options for {@linkcode openKvStorage}. */
-export interface KvStorageOptions {
-  /**
-   * The key prefix of every entry, so that one KV can hold several stores
-   * (one per user, say). No store's prefix may be a prefix of another's. A
-   * longer prefix leaves less room for keys: see `maxMutationsPerWrite`.
-   *
-   * @default {["offline-first-sync"]}
-   */
-  prefix?: Deno.KvKey;
-  /**
-   * Whether `close()` closes the `Deno.Kv`.
-   *
-   * @default {true} when the storage opened the KV, `false` for a `Deno.Kv`
-   * passed in
-   */
-  closeKv?: boolean;
-  /**
-   * The most mutations one `write()` accepts. The keys of one atomic
-   * operation share 80 KiB, and every write must fit with the longest kinds
-   * and ids, so the more mutations a write may hold, the shorter
-   * `capabilities.maxKeyLength` (op ids and meta keys) is: 50 leave 118 code
-   * units with the default prefix. At most 69 with the default prefix (the
-   * most that leave 80), fewer with a longer one; never more than 98 (KV
-   * allows 100 checks per atomic operation, a write needs one per item plus
-   * two).
-   *
-   * @default {50}
-   */
-  maxMutationsPerWrite?: number;
-}
 
 /** Options for {@linkcode KvStorage.vacuum}. */
 export interface KvVacuumOptions extends StorageCallOptions {
