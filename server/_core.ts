@@ -12,6 +12,7 @@ import { WIRE_LIMITS } from "../src/limits.ts";
 import type { ServerLimits } from "./_limits.ts";
 import type { ResolvedOptions } from "./_options.ts";
 import { closedReply, failure, RefusedError, type Reply } from "./_reply.ts";
+import { LiveHub } from "./_live.ts";
 import { type Tenant, Tenants } from "./_tenants.ts";
 import { describe } from "../src/describe.ts";
 import { WriteScope } from "./_write_scope.ts";
@@ -35,6 +36,8 @@ export class ServerCore {
   readonly limits: ServerLimits;
   /** Each namespace's write queue, clock and key count. */
   readonly tenants: Tenants = new Tenants();
+  /** The open `GET /live` streams, told of every commit. */
+  readonly live: LiveHub;
   /** The maintenance in progress, shared by whoever finds it due. */
   #maintenance: Promise<void> | null = null;
   /** The purges started by purgeTombstones(), awaited by close(). */
@@ -51,6 +54,10 @@ export class ServerCore {
   constructor(options: ResolvedOptions) {
     this.options = options;
     this.store = options.store;
+    this.live = new LiveHub({
+      heartbeatMs: options.liveHeartbeatMs,
+      maxStreams: options.maxLiveStreams,
+    });
     this.limits = Object.freeze({
       maxIdLength: WIRE_LIMITS.maxIdLength,
       maxKindLength: WIRE_LIMITS.maxKindLength,
@@ -73,6 +80,9 @@ export class ServerCore {
    */
   close(): Promise<void> {
     this.#closed = true;
+    // Streams never end by themselves: end them, so a server over
+    // `Deno.serve` can shut down.
+    this.live.close();
     // After the writes in progress, which thus finish on an open store.
     this.#closing ??= (async () => {
       await this.tenants.idle();
@@ -206,7 +216,10 @@ export class ServerCore {
         if (scope.newKeys > 0) {
           await this.#admitKeys(namespace, tenant, scope.newKeys);
         }
-        if (scope.writes.length > 0) await this.store.commit(scope.writes);
+        if (scope.writes.length > 0) {
+          await this.store.commit(scope.writes);
+          this.live.publish(namespace, changedKinds(scope));
+        }
         tenant.clock = scope.clock;
         tenant.lastId = scope.lastId;
         if (tenant.keys !== null) tenant.keys += scope.newKeys;
@@ -326,3 +339,10 @@ export class ServerCore {
 }
 
 function ignore(): void {}
+
+/** The kinds of the records a scope wrote. */
+function* changedKinds(scope: WriteScope): Iterable<string> {
+  for (const write of scope.writes) {
+    if (write.type === "record") yield write.record.kind;
+  }
+}

@@ -20,6 +20,8 @@ import { isObject } from "./_util.ts";
 export const PAGE_ENVELOPE_BYTES = 2048;
 /** The smallest `maxPageBytes`: twice the envelope. */
 const MIN_PAGE_BYTES = 2 * PAGE_ENVELOPE_BYTES;
+/** The contract's longest silence on a live stream (CONTRACT.md §Live hint). */
+const MAX_HEARTBEAT_MS = 25_000;
 
 /**
  * Options for `createSyncServer()`.
@@ -143,6 +145,28 @@ export interface SyncServerOptions {
    * @default {true}
    */
   readonly batch?: boolean;
+  /**
+   * Whether `GET /live` is served: a `text/event-stream` per principal that
+   * names the kinds this server committed writes to (CONTRACT.md §Live
+   * hint). `GET /health` says so.
+   *
+   * @default {true}
+   */
+  readonly live?: boolean;
+  /**
+   * The longest a live stream stays silent, in ms: an idle stream gets a
+   * `: ping` comment after it. At most 25,000 (the contract's bound).
+   *
+   * @default {15000}
+   */
+  readonly liveHeartbeatMs?: number;
+  /**
+   * The most live streams one principal may hold open; one more is answered
+   * `429 too_many_streams`.
+   *
+   * @default {16}
+   */
+  readonly maxLiveStreams?: number;
   /**
    * The clock, in ms since epoch: assigns `updated_at`, expires idempotency
    * entries and dates every response.
@@ -301,6 +325,13 @@ export function resolveOptions(options: SyncServerOptions): ResolvedOptions {
       `Cannot create sync server as 'maxPageBytes' is below ${MIN_PAGE_BYTES}: current value is ${maxPageBytes}`,
     );
   }
+  const liveHeartbeatMs = positiveOption(
+    options.liveHeartbeatMs,
+    15_000,
+    "liveHeartbeatMs",
+    "integer",
+  );
+  atMostContract(liveHeartbeatMs, MAX_HEARTBEAT_MS, "liveHeartbeatMs");
   return {
     store,
     auth: functionOption(options.auth, publicPrincipal, "auth"),
@@ -336,6 +367,14 @@ export function resolveOptions(options: SyncServerOptions): ResolvedOptions {
       "duration",
     ),
     batch: booleanOption(options.batch, true, "batch"),
+    live: booleanOption(options.live, true, "live"),
+    liveHeartbeatMs,
+    maxLiveStreams: positiveOption(
+      options.maxLiveStreams,
+      16,
+      "maxLiveStreams",
+      "integer",
+    ),
     now: functionOption(options.now, Date.now, "now"),
     basePath,
     onError: functionOption(options.onError, logError, "onError"),

@@ -22,6 +22,8 @@ export interface Reply {
   readonly headers?: Readonly<Record<string, string>>;
   /** The body already serialised (a pull page), sent instead of `body`. */
   readonly text?: string;
+  /** An event stream (`GET /live`), sent instead of `body`. */
+  readonly stream?: ReadableStream<Uint8Array>;
 }
 
 /** The outcome of one write, single or in a batch. */

@@ -175,6 +175,17 @@ class ReferenceServer implements SyncServer {
     // A record, not a `Headers`: `Response` copies either, and a record
     // costs a third. Sync responses are never cacheable: a cached pull or
     // conflict is wrong.
+    if (reply.stream !== undefined) {
+      return new Response(reply.stream, {
+        status: reply.status,
+        headers: {
+          "content-type": "text/event-stream",
+          "cache-control": "no-store",
+          "x-accel-buffering": "no",
+          "date": this.#httpDate(now),
+        },
+      });
+    }
     const headers: Record<string, string> = {
       ...reply.headers,
       "content-type": "application/json",
@@ -222,7 +233,7 @@ class ReferenceServer implements SyncServer {
         body: {
           status: "ok",
           batch: this.#core.options.batch,
-          live: false,
+          live: this.#core.options.live,
           contract: 1,
           limits: { ...this.#core.limits },
         },
@@ -255,6 +266,10 @@ class ReferenceServer implements SyncServer {
     if (kind === "batch" && id === undefined && this.#core.options.batch) {
       if (method !== "POST") return methodNotAllowed(method, "POST");
       return await batchRequest(this.#core, { namespace: principal, request });
+    }
+    if (kind === "live" && id === undefined && this.#core.options.live) {
+      if (method !== "GET") return methodNotAllowed(method, "GET");
+      return this.#live(principal);
     }
     if (RESERVED_KINDS.has(kind)) {
       // `/health/x`, `/batch/x`: a record route on a name no kind may take.
@@ -292,6 +307,23 @@ class ReferenceServer implements SyncServer {
    * the index of the first segment that is not percent-encoded UTF-8 (a
    * lone surrogate, say).
    */
+  /** Opens a live stream, or refuses one past the principal's bound. */
+  #live(principal: string): Reply {
+    const stream = this.#core.live.open(principal);
+    if (stream === null) {
+      const seconds = Math.ceil(this.#core.options.liveHeartbeatMs / 1000);
+      return {
+        ...failure(
+          429,
+          "too_many_streams",
+          `Cannot open live stream as the principal holds ${this.#core.options.maxLiveStreams} already: close one first`,
+        ),
+        headers: { "retry-after": String(seconds) },
+      };
+    }
+    return { status: 200, body: null, stream };
+  }
+
   #segments(pathname: string): string[] | { invalid: number } | null {
     const { basePath } = this.#core.options;
     if (basePath !== "") {

@@ -37,7 +37,7 @@ Deno.test("http: a client writes, conflicts and pulls over a real HTTP server", 
   assert.deepEqual(await health.json(), {
     status: "ok",
     batch: true,
-    live: false,
+    live: true,
     contract: 1,
     limits: DEFAULT_LIMITS,
   });
