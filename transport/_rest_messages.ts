@@ -1,0 +1,64 @@
+/**
+ * How the REST transport's error messages name what failed: the action
+ * (`push the upsert of 'todos/a'`), the value (described, bounded), and the
+ * {@linkcode ValidationError} of a field the contract's limits refuse.
+ *
+ * @module
+ */
+
+import { ValidationError } from "../src/errors.ts";
+import type { PushOp } from "../src/transport.ts";
+
+/** What is wrong, and with which value. */
+export interface Problem {
+  /** What is wrong: a sentence fragment. */
+  readonly problem: string;
+  /** The current value. */
+  readonly value: unknown;
+}
+
+/** A request field the contract's limits refuse. */
+export function invalid(
+  action: string,
+  found: Problem & { readonly field: string },
+): ValidationError {
+  const { field, problem, value } = found;
+  return new ValidationError(
+    `Cannot ${action} as '${field}' is invalid (${problem}): current value is ${
+      describe(value)
+    }`,
+    [{ message: problem, path: [field] }],
+  );
+}
+
+/** The action of an op's messages, with its kind and id cut short. */
+export function actionOf(op: PushOp): string {
+  return `push the ${op.type} of '${shorten(op.kind)}/${shorten(op.id)}'`;
+}
+
+/** A value for a message: a string cut at 64 code units, else described. */
+export function shorten(value: unknown): string {
+  if (typeof value !== "string") return describe(value);
+  if (value.length <= 64) return value;
+  // Not in the middle of a surrogate pair.
+  const end = /[\ud800-\udbff]/.test(value[63]!) ? 63 : 64;
+  return `${value.slice(0, end)}…`;
+}
+
+function preview(text: string): string {
+  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
+}
+
+/** A value for a message's "current value is …". */
+export function describe(value: unknown): string {
+  if (typeof value === "string") return preview(value);
+  if (value instanceof Error) return preview(`${value.name}: ${value.message}`);
+  if (typeof value === "function") return `[function ${value.name}]`;
+  try {
+    const text = JSON.stringify(value);
+    if (text === undefined) return String(value);
+    return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+  } catch {
+    return String(value);
+  }
+}
