@@ -7,9 +7,14 @@
  * @module
  */
 
-import { NetworkError, ParseError, ServerError } from "../src/errors.ts";
-import type { SyncError } from "../src/errors.ts";
-import { describe, shorten } from "./_rest_messages.ts";
+import { describe } from "../src/describe.ts";
+import {
+  NetworkError,
+  ParseError,
+  ServerError,
+  type SyncError,
+} from "../src/errors.ts";
+import { shorten } from "./_rest_messages.ts";
 import type { ResolvedOptions } from "./_rest_options.ts";
 import type { RequestSignals } from "./_rest_signals.ts";
 

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { describe } from "../src/describe.ts";
 import { ValidationError } from "../src/errors.ts";
 import type { PushOp } from "../src/transport.ts";
 
@@ -43,22 +44,4 @@ export function shorten(value: unknown): string {
   // Not in the middle of a surrogate pair.
   const end = /[\ud800-\udbff]/.test(value[63]!) ? 63 : 64;
   return `${value.slice(0, end)}…`;
-}
-
-function preview(text: string): string {
-  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
-}
-
-/** A value for a message's "current value is …". */
-export function describe(value: unknown): string {
-  if (typeof value === "string") return preview(value);
-  if (value instanceof Error) return preview(`${value.name}: ${value.message}`);
-  if (typeof value === "function") return `[function ${value.name}]`;
-  try {
-    const text = JSON.stringify(value);
-    if (text === undefined) return String(value);
-    return text.length > 80 ? `${text.slice(0, 80)}…` : text;
-  } catch {
-    return String(value);
-  }
 }

@@ -7,10 +7,10 @@
  * @module
  */
 
+import { describe } from "../src/describe.ts";
 import { delay, MAX_TIMER_MS } from "../src/backoff.ts";
 import { isJsonObject } from "../src/json.ts";
 import { WIRE_LIMITS } from "../src/limits.ts";
-import { describe } from "./_rest_messages.ts";
 
 /** What the token provider is asked for. */
 export interface RestTokenContext {

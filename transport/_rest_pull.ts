@@ -6,12 +6,13 @@
  * @module
  */
 
+import { describe } from "../src/describe.ts";
 import { ParseError, ResyncRequiredError } from "../src/errors.ts";
 import { isJsonObject } from "../src/json.ts";
 import { idProblem, kindProblem } from "../src/limits.ts";
 import type { PullPage, PullRequest } from "../src/transport.ts";
 import type { Received } from "./_rest_fetch.ts";
-import { describe, invalid, shorten } from "./_rest_messages.ts";
+import { invalid, shorten } from "./_rest_messages.ts";
 import { type Call, type Interpret, send } from "./_rest_session.ts";
 import {
   bodyOf,

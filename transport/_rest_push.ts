@@ -7,6 +7,7 @@
  * @module
  */
 
+import { describe } from "../src/describe.ts";
 import { ParseError, type ValidationError } from "../src/errors.ts";
 import { isJsonObject, type JsonObject } from "../src/json.ts";
 import {
@@ -16,7 +17,7 @@ import {
   WIRE_LIMITS,
 } from "../src/limits.ts";
 import type { PushOp, PushResult } from "../src/transport.ts";
-import { actionOf, describe, invalid } from "./_rest_messages.ts";
+import { actionOf, invalid } from "./_rest_messages.ts";
 import { type Call, send, stopsCall } from "./_rest_session.ts";
 import {
   bodyOf,

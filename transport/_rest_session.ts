@@ -8,6 +8,7 @@
  * @module
  */
 
+import { describe } from "../src/describe.ts";
 import { backoffDelay, parseRetryAfter } from "../src/backoff.ts";
 import {
   AuthError,
@@ -22,7 +23,6 @@ import {
   type Received,
   type Refused,
 } from "./_rest_fetch.ts";
-import { describe } from "./_rest_messages.ts";
 import type { ResolvedOptions, RestTokenProvider } from "./_rest_options.ts";
 import type { RequestSignals } from "./_rest_signals.ts";
 import {

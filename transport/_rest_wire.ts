@@ -7,11 +7,12 @@
  * @module
  */
 
+import { describe } from "../src/describe.ts";
 import { ParseError, RejectedError, ServerError } from "../src/errors.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import type { PushOp, PushResult } from "../src/transport.ts";
 import type { Received } from "./_rest_fetch.ts";
-import { describe, type Problem } from "./_rest_messages.ts";
+import type { Problem } from "./_rest_messages.ts";
 
 /**
  * A 2xx or 409 body as JSON, or why it is damaged: not UTF-8 (a record
