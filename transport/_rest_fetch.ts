@@ -14,7 +14,7 @@ import {
   ServerError,
   type SyncError,
 } from "../src/errors.ts";
-import { shorten } from "./_rest_messages.ts";
+import { cannot, type Problem, shorten } from "./_rest_messages.ts";
 import type { ResolvedOptions } from "./_rest_options.ts";
 import type { RequestSignals } from "./_rest_signals.ts";
 
@@ -132,12 +132,11 @@ export async function fetchOnce(
       if (typeof next !== "string") {
         return {
           type: "retry",
-          error: new ServerError(
-            `Cannot ${action} as ${next.problem}: current value is ${
-              describe(next.value)
-            }`,
-            { status: response.status, code: "redirect", retryable: false },
-          ),
+          error: new ServerError(cannot(action, next), {
+            status: response.status,
+            code: "redirect",
+            retryable: false,
+          }),
           retryAfterMs: null,
         };
       }
@@ -201,7 +200,7 @@ interface RedirectContext {
 function redirectTarget(
   response: Response,
   context: RedirectContext,
-): string | { problem: string; value: unknown } {
+): string | Problem {
   const { status } = response;
   const location = response.headers.get("location");
   const target = location === null ? null : URL.parse(location, context.from);

@@ -18,6 +18,16 @@ export interface Problem {
   readonly value: unknown;
 }
 
+/**
+ * A message in std form, what failed first and the value at fault last:
+ * `Cannot <action> as <problem>: current value is <value>`.
+ */
+export function cannot(action: string, found: Problem): string {
+  return `Cannot ${action} as ${found.problem}: current value is ${
+    describe(found.value)
+  }`;
+}
+
 /** A request field the contract's limits refuse. */
 export function invalid(
   action: string,
@@ -25,9 +35,7 @@ export function invalid(
 ): ValidationError {
   const { field, problem, value } = found;
   return new ValidationError(
-    `Cannot ${action} as '${field}' is invalid (${problem}): current value is ${
-      describe(value)
-    }`,
+    cannot(action, { problem: `'${field}' is invalid (${problem})`, value }),
     [{ message: problem, path: [field] }],
   );
 }

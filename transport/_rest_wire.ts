@@ -12,7 +12,7 @@ import { ParseError, RejectedError, ServerError } from "../src/errors.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import type { PushOp, PushResult } from "../src/transport.ts";
 import type { Received } from "./_rest_fetch.ts";
-import type { Problem } from "./_rest_messages.ts";
+import { cannot, type Problem } from "./_rest_messages.ts";
 
 /**
  * A 2xx or 409 body as JSON, or why it is damaged: not UTF-8 (a record
@@ -149,11 +149,10 @@ export function damaged(
   action: string,
   found: Problem & { readonly status: number },
 ): ParseError {
-  const { status, problem, value } = found;
-  return new ParseError(
-    `Cannot ${action} as ${problem}: current value is ${describe(value)}`,
-    { status, retryable: true },
-  );
+  return new ParseError(cannot(action, found), {
+    status: found.status,
+    retryable: true,
+  });
 }
 
 /** A final refusal: the status, the server's code and message. */
