@@ -144,12 +144,14 @@ export async function rollForward(
     const op = kv.atomic().check(clock);
     addMutations(op, entry.value);
     op.delete(key);
-    if (!(await op.commit()).ok) return;
+    if (!(await commitOp(op)).ok) return;
   }
-  await kv.atomic().check(clock).set(keys.clock(ns), {
-    ...clock.value!,
-    intent: null,
-  }).delete(keys.orphan(intent.id)).commit();
+  await commitOp(
+    kv.atomic().check(clock).set(keys.clock(ns), {
+      ...clock.value!,
+      intent: null,
+    }).delete(keys.orphan(intent.id)),
+  );
 }
 
 /** Reads what the writes replace and turns them into mutations. */
@@ -355,7 +357,7 @@ async function applyPlan(
     const op = kv.atomic().check({ key: clockKey, versionstamp: version });
     addMutations(op, all);
     op.set(clockKey, plan.clock);
-    if ((await op.commit()).ok) return true;
+    if ((await commitOp(op)).ok) return true;
     await removeBlobs(context, plan.staged);
     return false;
   }
@@ -375,7 +377,9 @@ async function applyPlan(
   }
   if (part.length > 0) parts.push(part);
   const intent = { id: crypto.randomUUID(), parts: parts.length };
-  await kv.set(keys.orphan(intent.id), { at: Date.now(), intent: ns });
+  await commitOp(
+    kv.atomic().set(keys.orphan(intent.id), { at: Date.now(), intent: ns }),
+  );
   for (let start = 0; start < parts.length; start += CHUNKS_PER_ATOMIC) {
     const op = kv.atomic();
     for (let index = start; index < parts.length; index++) {
@@ -384,10 +388,11 @@ async function applyPlan(
     }
     await commitOrThrow(op, "stage commit");
   }
-  const taken = await kv.atomic()
-    .check({ key: clockKey, versionstamp: version })
-    .set(clockKey, { ...plan.clock, intent })
-    .commit();
+  const taken = await commitOp(
+    kv.atomic()
+      .check({ key: clockKey, versionstamp: version })
+      .set(clockKey, { ...plan.clock, intent }),
+  );
   if (!taken.ok) {
     await removeIntent(context, ns, intent.id, parts.length);
     await removeBlobs(context, plan.staged);
@@ -417,7 +422,9 @@ async function stageBlob(
   staged.push(blob);
   // The marker first: a crash from here on leaves an orphan that the purge
   // finds and removes.
-  await kv.set(keys.orphan(blob.id), { at: Date.now(), intent: null });
+  await commitOp(
+    kv.atomic().set(keys.orphan(blob.id), { at: Date.now(), intent: null }),
+  );
   for (let start = 0; start < blob.chunks; start += CHUNKS_PER_ATOMIC) {
     const op = kv.atomic();
     const end = Math.min(blob.chunks, start + CHUNKS_PER_ATOMIC);
@@ -450,9 +457,9 @@ export async function removeBlobs(
       for (let index = start; index < end; index++) {
         op.delete(keys.chunk(blob.id, index));
       }
-      await op.commit();
+      await commitOp(op);
     }
-    await kv.delete(keys.orphan(blob.id));
+    await commitOp(kv.atomic().delete(keys.orphan(blob.id)));
   }
 }
 
@@ -469,9 +476,40 @@ export async function removeIntent(
     for (let index = start; index < Math.min(parts, start + 1000); index++) {
       op.delete(keys.intent(ns, id, index));
     }
-    await op.commit();
+    await commitOp(op);
   }
-  await kv.delete(keys.orphan(id));
+  await commitOp(kv.atomic().delete(keys.orphan(id)));
+}
+
+/** How often an atomic operation is tried again while KV's file is locked. */
+const MAX_LOCKED_ATTEMPTS = 100;
+
+/**
+ * Commits an atomic operation, trying again while a local KV file is locked
+ * by another process: KV on a local file is SQLite, and two processes
+ * writing it at once get `database is locked` (nothing was applied) where
+ * Deno Deploy's KV would just order them.
+ *
+ * @param op The operation; KV lets one operation commit again.
+ * @returns Its result.
+ */
+export async function commitOp(
+  op: Deno.AtomicOperation,
+): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await op.commit();
+    } catch (error) {
+      if (!isLocked(error) || attempt >= MAX_LOCKED_ATTEMPTS) throw error;
+      await new Promise((resolve) =>
+        setTimeout(resolve, 1 + Math.random() * Math.min(attempt, 20))
+      );
+    }
+  }
+}
+
+function isLocked(error: unknown): boolean {
+  return error instanceof Error && /database is locked/.test(error.message);
 }
 
 /** Reads many keys, ten at a time (KV's `getMany()` cap). */
@@ -502,7 +540,7 @@ async function commitOrThrow(
   op: Deno.AtomicOperation,
   action: string,
 ): Promise<void> {
-  const result = await op.commit();
+  const result = await commitOp(op);
   if (!result.ok) {
     throw new Error(`Cannot ${action} as KV refused the atomic operation`);
   }

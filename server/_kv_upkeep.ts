@@ -16,7 +16,7 @@ import {
   type StoredEntry,
   type StoredRecord,
 } from "./_kv_keys.ts";
-import { type KvContext, rollForward } from "./_kv_commit.ts";
+import { commitOp, type KvContext, rollForward } from "./_kv_commit.ts";
 import type {
   ServerStorePurgeOptions,
   ServerStorePurgeResult,
@@ -118,7 +118,7 @@ async function removeEntry(
         });
       }
     }
-    if ((await op.commit()).ok) return live;
+    if ((await commitOp(op)).ok) return live;
   }
   return false;
 }
@@ -185,7 +185,7 @@ async function removeTombstone(
         });
       }
     }
-    if ((await op.commit()).ok) return live;
+    if ((await commitOp(op)).ok) return live;
   }
   return false;
 }
@@ -223,7 +223,7 @@ async function purgeOrphans(
       // the next purge (the marker then stays).
       if (++count >= 900) break;
     }
-    await op.commit();
+    await commitOp(op);
   }
 }
 
