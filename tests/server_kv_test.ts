@@ -361,3 +361,43 @@ Deno.test(
     assert.equal(page.items[0].updated_at, b.body.updated_at);
   }),
 );
+
+Deno.test("kv: the clock check is part of the commit's atomic operation, not only a read before it", async () => {
+  await withKv(async (kv, store) => {
+    await store.commit([{
+      type: "record",
+      namespace: "ns",
+      record: serverRecord("todo", "1", 1),
+    }]);
+    const clock = await store.readClock!("ns");
+    await using other = createKvServerStore(kv);
+    // Another instance commits after this commit read the clock and before
+    // its atomic operation lands.
+    const realAtomic = kv.atomic.bind(kv);
+    kv.atomic = () => {
+      kv.atomic = realAtomic;
+      const op = realAtomic();
+      const commit = op.commit.bind(op);
+      op.commit = async () => {
+        await other.commit([{
+          type: "record",
+          namespace: "ns",
+          record: serverRecord("todo", "2", 2),
+        }]);
+        return await commit();
+      };
+      return op;
+    };
+    await assert.rejects(
+      store.commit([{
+        type: "record",
+        namespace: "ns",
+        record: serverRecord("todo", "3", 2),
+      }], { namespace: "ns", expect: clock }),
+      StaleClockError,
+    );
+    kv.atomic = realAtomic;
+    assert.equal(await store.getRecord("ns", "todo", "3"), null);
+    assert.deepEqual(await store.lastWrite("ns"), { updatedAt: 2, id: "2" });
+  });
+});
