@@ -39,7 +39,9 @@ import {
 
 /** What the store's helpers share. */
 export interface KvContext {
+  /** The database. */
   readonly kv: Deno.Kv;
+  /** The key builders. */
   readonly keys: KvKeys;
 }
 
@@ -47,6 +49,7 @@ export interface KvContext {
 export type Mutation =
   | {
     readonly type: "set";
+    /** The idempotency key. */
     readonly key: Deno.KvKey;
     readonly value: unknown;
     readonly expireIn?: number;

@@ -110,9 +110,13 @@ export function boundedPart(
 
 /** A record as the KV store keeps it under `P, "r", N, K, I`. */
 export interface StoredRecord {
+  /** The table. */
   readonly kind: string;
+  /** The record's id. */
   readonly id: string;
+  /** The record's `updatedAt` (ms). */
   readonly updatedAt: number;
+  /** When it was deleted (ms), or `null`. */
   readonly deletedAt: number | null;
   /** The UTF-8 length of the data's JSON text. */
   readonly size: number;
@@ -124,9 +128,13 @@ export interface StoredRecord {
 
 /** An idempotency entry as the KV store keeps it under `P, "k", N, key`. */
 export interface StoredEntry {
+  /** The idempotency key. */
   readonly key: string;
+  /** The request's digest. */
   readonly fingerprint: string;
+  /** The stored response's status. */
   readonly status: number;
+  /** When the entry stops counting (ms). */
   readonly expiresAt: number;
   /** The body's JSON text as UTF-8, or `null` when it is in a blob. */
   readonly body: Uint8Array | null;
@@ -136,13 +144,17 @@ export interface StoredEntry {
 
 /** Where a large value lives: `P, "b", id, 0..chunks-1`. */
 export interface BlobRef {
+  /** The record's id. */
   readonly id: string;
+  /** How many chunks it has. */
   readonly chunks: number;
 }
 
 /** A namespace's clock as kept under `P, "c", N`. */
 export interface StoredClock {
+  /** The record's `updatedAt` (ms). */
   readonly updatedAt: number | null;
+  /** The record's id. */
   readonly id: string | null;
   /** A commit that took the clock and is not fully applied yet. */
   readonly intent: IntentRef | null;
@@ -150,7 +162,9 @@ export interface StoredClock {
 
 /** A commit larger than one atomic: `P, "i", N, id, 0..parts-1`. */
 export interface IntentRef {
+  /** The record's id. */
   readonly id: string;
+  /** How many parts it has. */
   readonly parts: number;
 }
 
@@ -171,12 +185,15 @@ export class KvKeys {
   get all(): Deno.KvKey {
     return [...this.#prefix];
   }
+  /** A namespace's clock. */
   clock(ns: Uint8Array): Deno.KvKey {
     return [...this.#prefix, "c", ns];
   }
+  /** A record. */
   record(ns: Uint8Array, kind: Uint8Array, id: Uint8Array): Deno.KvKey {
     return [...this.#prefix, "r", ns, kind, id];
   }
+  /** A record's pull index entry. */
   index(
     ns: Uint8Array,
     kind: Uint8Array,
@@ -185,9 +202,11 @@ export class KvKeys {
   ): Deno.KvKey {
     return [...this.#prefix, "u", ns, kind, updatedAt, id];
   }
+  /** A kind's pull index. */
   indexOf(ns: Uint8Array, kind: Uint8Array): Deno.KvKey {
     return [...this.#prefix, "u", ns, kind];
   }
+  /** A tombstone's entry in the purge index. */
   tombstone(
     updatedAt: number,
     ns: Uint8Array,
@@ -196,42 +215,55 @@ export class KvKeys {
   ): Deno.KvKey {
     return [...this.#prefix, "t", updatedAt, ns, kind, id];
   }
+  /** The purge index of tombstones. */
   tombstones(): Deno.KvKey {
     return [...this.#prefix, "t"];
   }
+  /** A kind's tombstone horizon. */
   horizon(ns: Uint8Array, kind: Uint8Array): Deno.KvKey {
     return [...this.#prefix, "h", ns, kind];
   }
+  /** An idempotency entry. */
   entry(ns: Uint8Array, key: Uint8Array): Deno.KvKey {
     return [...this.#prefix, "k", ns, key];
   }
+  /** An entry in its namespace's expiry index. */
   byExpiry(ns: Uint8Array, expiresAt: number, key: Uint8Array): Deno.KvKey {
     return [...this.#prefix, "x", ns, expiresAt, key];
   }
+  /** A namespace's expiry index. */
   byExpiryOf(ns: Uint8Array): Deno.KvKey {
     return [...this.#prefix, "x", ns];
   }
+  /** An entry in the store's expiry index. */
   expiry(expiresAt: number, ns: Uint8Array, key: Uint8Array): Deno.KvKey {
     return [...this.#prefix, "e", expiresAt, ns, key];
   }
+  /** The store's expiry index. */
   expiries(): Deno.KvKey {
     return [...this.#prefix, "e"];
   }
+  /** One chunk of a blob. */
   chunk(blob: string, index: number): Deno.KvKey {
     return [...this.#prefix, "b", blob, index];
   }
+  /** A blob's chunks. */
   chunksOf(blob: string): Deno.KvKey {
     return [...this.#prefix, "b", blob];
   }
+  /** One part of an intent. */
   intent(ns: Uint8Array, intent: string, part: number): Deno.KvKey {
     return [...this.#prefix, "i", ns, intent, part];
   }
+  /** An intent's parts. */
   intentOf(ns: Uint8Array, intent: string): Deno.KvKey {
     return [...this.#prefix, "i", ns, intent];
   }
+  /** A staged or superseded blob's or intent's marker. */
   orphan(id: string): Deno.KvKey {
     return [...this.#prefix, "p", id];
   }
+  /** Every orphan marker. */
   orphans(): Deno.KvKey {
     return [...this.#prefix, "p"];
   }
