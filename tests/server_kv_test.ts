@@ -9,7 +9,7 @@ testServerStore("kv (file)", async () => {
     reopen: () => openKvServerStore(file),
     teardown: () => Deno.remove(dir, { recursive: true }),
   };
-}, { persistent: true });
+}, { persistent: true, shared: true });
 
 import assert from "node:assert/strict";
 import { createKvServerStore } from "../server/kv.ts";
