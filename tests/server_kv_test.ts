@@ -401,3 +401,68 @@ Deno.test("kv: the clock check is part of the commit's atomic operation, not onl
     assert.deepEqual(await store.lastWrite("ns"), { updatedAt: 2, id: "2" });
   });
 });
+
+Deno.test(
+  "kv: a batch slice that lost the race runs again and answers each op once",
+  withTimeout(10_000, async () => {
+    await using kv = await Deno.openKv(":memory:");
+    const a = gated(createKvServerStore(kv));
+    await using serverA = createSyncServer({ store: a.store });
+    await using serverB = createSyncServer({ store: createKvServerStore(kv) });
+    const ops = [
+      { opId: "o1", kind: "todo", id: "p", type: "upsert", payload: { v: 1 } },
+      { opId: "o2", kind: "todo", id: "q", type: "upsert", payload: { v: 1 } },
+    ];
+    const pending = serverA.fetch(
+      new Request("http://sync.test/batch", {
+        method: "POST",
+        body: JSON.stringify({ ops }),
+      }),
+    );
+    await a.reached;
+    assert.equal((await put(serverB, "q", { v: 2 }, "b1")).status, 201);
+    a.release();
+    const response = await pending;
+    assert.equal(response.status, 200);
+    const { results } = await response.json();
+    assert.equal(a.stale.count, 1);
+    // Run again on B's record: q existed by then, so it was replaced (200).
+    assert.deepEqual(
+      results.map((result: { opId: string; status: number }) => [
+        result.opId,
+        result.status,
+      ]),
+      [["o1", 201], ["o2", 200]],
+    );
+  }),
+);
+
+Deno.test("kv: a write that keeps losing the race is answered 503 with Retry-After, nothing applied", async () => {
+  await withKv(async (_kv, inner) => {
+    let attempts = 0;
+    const store: ServerStore = {
+      getRecord: (ns, kind, id) => inner.getRecord(ns, kind, id),
+      listRecords: (ns, kind, options) => inner.listRecords(ns, kind, options),
+      getIdempotency: (ns, key) => inner.getIdempotency(ns, key),
+      commit(_writes, guard) {
+        attempts++;
+        return Promise.reject(new StaleClockError(guard!.namespace, null));
+      },
+      purge: (options) => inner.purge(options),
+      trimIdempotency: (ns, options) => inner.trimIdempotency(ns, options),
+      lastWrite: (ns) => inner.lastWrite(ns),
+      readClock: (ns) => inner.readClock!(ns),
+      close: () => Promise.resolve(),
+      [Symbol.asyncDispose]: () => Promise.resolve(),
+    };
+    await using server = createSyncServer({ store });
+    const answer = await server.fetch(
+      new Request("http://sync.test/todo/1", { method: "PUT", body: "{}" }),
+    );
+    assert.equal(answer.status, 503);
+    assert.equal(answer.headers.get("retry-after"), "1");
+    assert.equal((await answer.json()).error, "busy");
+    assert.equal(attempts, 9);
+    assert.equal(await inner.getRecord("public", "todo", "1"), null);
+  });
+});
