@@ -70,6 +70,8 @@ const ATOMIC_BYTES = 640 * 1024;
 const PART_BYTES = 48 * 1024;
 /** How long past its `expiresAt` KV keeps an entry, if nobody purges it. */
 const EXPIRE_GRACE_MS = 24 * 60 * 60 * 1000;
+/** The largest `expireIn` given to KV (a timer delay's range). */
+const MAX_EXPIRE_IN_MS = 2 ** 31 - 1;
 
 /**
  * Commits the writes of one namespace.
@@ -280,9 +282,11 @@ async function planCommit(
       };
       // A backstop for a store nobody purges: KV drops the entry a day
       // after it stopped counting (expireIn is never earlier than asked).
-      const left = entry.expiresAt - now;
-      const expire = Number.isFinite(left) && left > 0
-        ? { expireIn: Math.min(left + EXPIRE_GRACE_MS, 2 ** 31 - 1) }
+      // Never capped: an expireIn shorter than asked would drop an entry
+      // that still counts, so past the largest delay there is none.
+      const expireIn = entry.expiresAt - now + EXPIRE_GRACE_MS;
+      const expire = expireIn > EXPIRE_GRACE_MS && expireIn <= MAX_EXPIRE_IN_MS
+        ? { expireIn }
         : {};
       const old = oldEntries[index] ?? null;
       const group: Mutation[] = [

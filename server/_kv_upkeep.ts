@@ -31,7 +31,8 @@ import type {
  * chunks.
  */
 export const ORPHAN_GRACE_MS = 60 * 60 * 1000;
-/** The most orphan markers one purge looks at. */
+/** The most orphan markers one purge looks at, and removes. */
+const ORPHANS_SCANNED = 1000;
 const ORPHANS_PER_PURGE = 100;
 /** How often a removal is tried again when a concurrent write moved it. */
 const MAX_REMOVE_ATTEMPTS = 5;
@@ -199,9 +200,10 @@ async function purgeOrphans(
   const prefix = keys.orphans();
   const old: Deno.KvEntry<Orphan>[] = [];
   for await (
-    const entry of kv.list<Orphan>({ prefix }, { limit: ORPHANS_PER_PURGE })
+    const entry of kv.list<Orphan>({ prefix }, { limit: ORPHANS_SCANNED })
   ) {
     if (entry.value.at < before) old.push(entry);
+    if (old.length >= ORPHANS_PER_PURGE) break;
   }
   for (const marker of old) {
     const id = marker.key[prefix.length] as string;

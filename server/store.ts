@@ -2,7 +2,7 @@
  * The contract between the reference server's handler and the store it runs
  * over: {@linkcode ServerStore}, its records, writes and pages, and the MUST
  * clauses every store keeps. Types only: the stores live beside it
- * (`./memory.ts`, `./sqlite.ts`), and `./conformance.ts` states the clauses
+ * (`./memory.ts`, `./sqlite.ts`, `./kv.ts`), and `./conformance.ts` states the clauses
  * as tests that any store runs with one call.
  *
  * @example Reading a store through the contract
