@@ -115,9 +115,13 @@ export async function batchRequest(
     if (results.length > 0) await nextTurn();
     // The slice's results count once it committed: a failure before
     // leaves its ops unapplied.
-    const done: JsonObject[] = [];
+    let done: JsonObject[] = [];
+    const spentBefore = spent;
     try {
       await core.inScope(namespace, async (scope) => {
+        // Re-run from scratch when a shared store's commit lost a race.
+        done = [];
+        spent = spentBefore;
         for (const { opId, call, fingerprint } of slice) {
           if (spent > budget) {
             done.push({ opId, status: 503, error: answerFull(budget) });

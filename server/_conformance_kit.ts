@@ -37,6 +37,11 @@ export interface ServerStoreCase {
    */
   readonly persistent?: boolean;
   /**
+   * Whether it needs the shared capability (`readClock`, guarded commits);
+   * ignored for a store that does not declare `shared`.
+   */
+  readonly shared?: boolean;
+  /**
    * Runs the case on a fresh store; the suite closes it and tears down.
    *
    * @param store The store under test.

@@ -17,7 +17,11 @@ import { type Tenant, Tenants } from "./_tenants.ts";
 import { describe } from "../src/describe.ts";
 import { WriteScope } from "./_write_scope.ts";
 import type { PurgeTombstonesOptions } from "./_options.ts";
-import type { ServerStore } from "./store.ts";
+import {
+  type NamespaceClock,
+  type ServerStore,
+  StaleClockError,
+} from "./store.ts";
 
 /** How often (in ms of `now()`) expired entries and tombstones are purged. */
 const MAINTENANCE_INTERVAL_MS = 60_000;
@@ -25,6 +29,13 @@ const MAINTENANCE_INTERVAL_MS = 60_000;
 const MAINTENANCE_SLICE = 1_000;
 /** A stored idempotency key is kept at least this long, even over the bound. */
 const MIN_KEY_AGE_MS = 24 * 60 * 60 * 1000;
+/**
+ * How often a write to a shared store is re-run after another instance
+ * moved the namespace's clock, before it is answered `503`.
+ */
+const MAX_STALE_RETRIES = 8;
+/** The first backoff (ms) after a lost race; doubled each time, jittered. */
+const STALE_BACKOFF_MS = 2;
 
 /** One server's shared state; the handler's modules reach it, nothing else. */
 export class ServerCore {
@@ -44,6 +55,8 @@ export class ServerCore {
   readonly #purges = new Set<Promise<unknown>>();
   #maintenanceDueAt = -Infinity;
   #closed = false;
+  /** How often a write to a shared store lost a race and ran again. */
+  staleRetries = 0;
   #closing: Promise<void> | null = null;
 
   /**
@@ -205,6 +218,9 @@ export class ServerCore {
       }
       await this.maintainIfDue();
       const tenant = this.tenants.get(namespace);
+      if (this.store.readClock !== undefined) {
+        return await this.#inSharedScope(namespace, tenant, work);
+      }
       if (tenant.clock === null) {
         const last = await this.store.lastWrite(namespace);
         tenant.clock = last?.updatedAt ?? -Infinity;
@@ -228,6 +244,71 @@ export class ServerCore {
         tenant.pending = null;
       }
     });
+  }
+
+  /**
+   * `inScope()` over a shared store: other instances write the namespace
+   * too, so the clock is read from the store at the start of every attempt
+   * and the commit is guarded by it. When another instance committed
+   * meanwhile, nothing was written: the work runs again from fresh reads
+   * (records, idempotency entries, the clock), so a precondition and an
+   * idempotency key are decided on the state the commit lands on.
+   *
+   * A scope starts with no last id: its first write gets a later
+   * millisecond than the clock it read, and the commit succeeds only while
+   * that clock is current. So every commit lands strictly after every
+   * record visible before it, which is what keeps pull cursors safe
+   * (`sharedPullMark()` in `_tenants.ts`).
+   */
+  async #inSharedScope<T>(
+    namespace: string,
+    tenant: Tenant,
+    work: (scope: WriteScope) => Promise<T>,
+  ): Promise<T> {
+    const readClock = this.store.readClock!.bind(this.store);
+    for (let attempt = 0;; attempt++) {
+      const clock: NamespaceClock = await readClock(namespace);
+      const snapshot: Tenant = {
+        ...tenant,
+        clock: clock.last?.updatedAt ?? -Infinity,
+        lastId: null,
+        floor: -Infinity,
+        pending: null,
+      };
+      const scope = new WriteScope(this.store, snapshot);
+      const result = await work(scope);
+      if (scope.newKeys > 0) {
+        await this.#admitKeys(namespace, tenant, scope.newKeys);
+      }
+      if (scope.writes.length > 0) {
+        try {
+          await this.store.commit(scope.writes, { namespace, expect: clock });
+        } catch (error) {
+          if (!(error instanceof StaleClockError)) throw error;
+          this.staleRetries++;
+          if (attempt >= MAX_STALE_RETRIES || this.#closed) {
+            throw new RefusedError({
+              ...failure(
+                503,
+                "busy",
+                `Cannot write as other server instances kept writing this principal's records, retry in 1 s: current value is ${
+                  attempt + 1
+                } attempts`,
+              ),
+              headers: { "retry-after": "1" },
+            });
+          }
+          const ceiling = STALE_BACKOFF_MS * 2 ** Math.min(attempt, 6);
+          await new Promise((resolve) =>
+            setTimeout(resolve, ceiling / 2 + Math.random() * ceiling)
+          );
+          continue;
+        }
+        this.live.publish(namespace, changedKinds(scope));
+      }
+      if (tenant.keys !== null) tenant.keys += scope.newKeys;
+      return result;
+    }
   }
 
   /**

@@ -19,7 +19,7 @@ import {
   requestBound,
 } from "./_page_token.ts";
 import { failure, type Reply } from "./_reply.ts";
-import { pullMark } from "./_tenants.ts";
+import { pullMark, sharedPullMark } from "./_tenants.ts";
 
 /** Where a pull reads: the principal's table and the query. */
 export interface PullRoute {
@@ -64,7 +64,9 @@ export async function pullRequest(
   await core.maintainIfDue();
   // Taken before the read: see _page_token.ts.
   let mark: number | null = null;
-  if (since === undefined) {
+  if (since === undefined && core.store.readClock !== undefined) {
+    mark = sharedPullMark((await core.store.readClock(namespace)).last);
+  } else if (since === undefined) {
     const tenant = core.tenants.get(namespace);
     const stored = tenant.clock === null
       ? (await core.store.lastWrite(namespace))?.updatedAt ?? null

@@ -126,3 +126,25 @@ export function pullMark(
 }
 
 function ignore(): void {}
+
+/**
+ * The pull mark over a shared store (see `pullMark()` and `_page_token.ts`),
+ * taken from the namespace's stored clock `K`, read before the page: `K + 1`.
+ * No in-process state is involved, since other instances write too. Every
+ * record committed after the clock was read lands at or above the mark: a
+ * commit over a shared store is guarded by the clock its writer read, which
+ * is then the current one, so at least `K` (the clock never goes back); and
+ * the writer gave its first record a later millisecond than that clock (a
+ * shared scope starts with no last id), and the rest no earlier. Every
+ * purge horizon of a tombstone written before is at most `K + 1`.
+ *
+ * @param last The namespace's newest write, read from the store before the
+ * page, or `null` before its first record.
+ * @returns The mark, in ms.
+ */
+export function sharedPullMark(
+  last: { readonly updatedAt: number } | null,
+): number {
+  // No record yet: nothing was purged, so no horizon can exceed any mark.
+  return last === null ? Number.MIN_SAFE_INTEGER : last.updatedAt + 1;
+}

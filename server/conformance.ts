@@ -37,6 +37,7 @@ import type { ServerStoreCase } from "./_conformance_kit.ts";
 import { RECORD_CASES } from "./_conformance_records.ts";
 import { SERVER_CASES } from "./_conformance_server.ts";
 import { UPKEEP_CASES } from "./_conformance_upkeep.ts";
+import { SHARED_CASES } from "./_conformance_shared.ts";
 import type { ServerStoreSetup } from "./_conformance_kit.ts";
 export type { ServerStoreSetup } from "./_conformance_kit.ts";
 
@@ -48,6 +49,13 @@ export interface TestServerStoreOptions {
    * @default {false}
    */
   readonly persistent?: boolean;
+  /**
+   * Whether the store is shared (implements `readClock()` and guards
+   * `commit()`); the shared cases are ignored otherwise.
+   *
+   * @default {false}
+   */
+  readonly shared?: boolean;
 }
 
 /** Every case, in the order they are registered. */
@@ -55,6 +63,7 @@ const CASES: readonly ServerStoreCase[] = [
   ...RECORD_CASES,
   ...UPKEEP_CASES,
   ...SERVER_CASES,
+  ...SHARED_CASES,
 ];
 
 /**
@@ -85,10 +94,12 @@ export function testServerStore(
   options: TestServerStoreOptions = {},
 ): void {
   const persistent = options.persistent ?? false;
+  const shared = options.shared ?? false;
   for (const testCase of CASES) {
     Deno.test({
       name: `${name}: ${testCase.title}`,
-      ignore: testCase.persistent === true && !persistent,
+      ignore: (testCase.persistent === true && !persistent) ||
+        (testCase.shared === true && !shared),
       async fn() {
         const context = await setup();
         try {

@@ -19,7 +19,8 @@
  */
 
 import { ClosedError } from "../src/errors.ts";
-import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
+import type { JsonObject, JsonValue } from "../src/json.ts";
+import { assertServerWrite } from "./_server_write.ts";
 import { utf8Length } from "./_limits.ts";
 import { describe } from "../src/describe.ts";
 import { inner } from "./_util.ts";
@@ -396,49 +397,6 @@ function firstAfter(
     else low = middle + 1;
   }
   return low;
-}
-
-/**
- * Checks the shape of one write, so that a store can refuse a whole commit
- * before applying any of it.
- *
- * @param write The write to check.
- * @throws {TypeError} When the write is malformed.
- */
-function assertServerWrite(write: ServerWrite): void {
-  if (write.type === "record") {
-    const { record } = write;
-    if (
-      typeof record.kind !== "string" || typeof record.id !== "string" ||
-      !Number.isSafeInteger(record.updatedAt) ||
-      (record.deletedAt !== null && !Number.isSafeInteger(record.deletedAt)) ||
-      !isJsonObject(record.data)
-    ) {
-      throw new TypeError(
-        `Cannot commit record as it is malformed: current value is ${
-          JSON.stringify(record)
-        }`,
-      );
-    }
-  } else if (write.type === "idempotency") {
-    const { entry } = write;
-    if (
-      typeof entry.key !== "string" || typeof entry.fingerprint !== "string" ||
-      !Number.isInteger(entry.status) || typeof entry.expiresAt !== "number"
-    ) {
-      throw new TypeError(
-        `Cannot commit idempotency entry as it is malformed: current value is ${
-          JSON.stringify(entry)
-        }`,
-      );
-    }
-  } else {
-    throw new TypeError(
-      `Cannot commit write as its type is unknown: current value is ${
-        JSON.stringify((write as { type: unknown }).type)
-      }`,
-    );
-  }
 }
 
 /** Runs synchronous work as a Promise, so a store method never throws. */

@@ -42,11 +42,14 @@ export {
   type SyncServer,
   type SyncServerOptions,
 } from "./handler.ts";
+export { StaleClockError } from "./store.ts";
 export type {
+  CommitGuard,
   IdempotencyEntry,
   LastWrite,
   ListServerRecordsOptions,
   ListServerRecordsResult,
+  NamespaceClock,
   ServerRecord,
   ServerStore,
   ServerStorePurgeOptions,

@@ -7,7 +7,8 @@
  *
  * Flags: `--port` (default 8787; 0 picks a free port), `--hostname` (default
  * 127.0.0.1), `--db` (default `./sync-server.sqlite`; `:memory:` keeps
- * nothing), `--token TOKEN=principal` (repeatable; also `SYNC_TOKENS`, comma
+ * nothing), `--kv PATH` (serve on a Deno KV file instead, which several
+ * server processes may share), `--token TOKEN=principal` (repeatable; also `SYNC_TOKENS`, comma
  * separated) and `--insecure`.
  *
  * With tokens, every request but `GET /health` needs `Authorization: Bearer
@@ -24,14 +25,17 @@ import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { createSyncServer } from "./handler.ts";
 import { openSqliteServerStore } from "./sqlite.ts";
+import { openKvServerStore } from "./kv.ts";
 
 const USAGE =
-  `Usage: deno task serve [--port 8787] [--hostname 127.0.0.1] [--db ./sync-server.sqlite]
+  `Usage: deno task serve [--port 8787] [--hostname 127.0.0.1] [--db ./sync-server.sqlite | --kv PATH]
                         [--token TOKEN=principal ...] [--insecure]
 
   --port      TCP port, 0 for any free port (default 8787)
   --hostname  interface to listen on (default 127.0.0.1, loopback only)
   --db        SQLite file, or :memory: (default ./sync-server.sqlite)
+  --kv        Deno KV file instead of SQLite; several server processes may
+              serve one KV file at once
   --token     a bearer token and the principal it stands for; repeatable.
               SYNC_TOKENS="TOKEN=principal,TOKEN=principal" adds more
               (prefer it: flags show in the process list)
@@ -43,6 +47,8 @@ interface ServeFlags {
   readonly port: number;
   readonly hostname: string;
   readonly db: string;
+  /** The KV file to serve on instead of `db`, if any. */
+  readonly kv: string | undefined;
   /** Principals by the SHA-256 of their token. */
   readonly tokens: ReadonlyMap<string, string>;
   readonly insecure: boolean;
@@ -65,6 +71,7 @@ function parseFlags(args: string[], envTokens: string): ServeFlags {
       port: { type: "string", default: "8787" },
       hostname: { type: "string", default: "127.0.0.1" },
       db: { type: "string", default: "./sync-server.sqlite" },
+      kv: { type: "string" },
       token: { type: "string", multiple: true, default: [] },
       insecure: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -88,6 +95,11 @@ function parseFlags(args: string[], envTokens: string): ServeFlags {
   if (values.hostname === "") {
     throw new TypeError(
       "Cannot start server as '--hostname' is empty: current value is \"\"",
+    );
+  }
+  if (values.kv === "") {
+    throw new TypeError(
+      "Cannot start server as '--kv' is empty: current value is \"\"",
     );
   }
   if (values.db === "") {
@@ -125,6 +137,7 @@ function parseFlags(args: string[], envTokens: string): ServeFlags {
     port,
     hostname: values.hostname,
     db: values.db,
+    kv: values.kv,
     tokens,
     insecure: values.insecure,
     help: values.help,
@@ -210,7 +223,9 @@ async function main(args: string[]): Promise<number> {
     return 2;
   }
   const server = createSyncServer({
-    store: await openSqliteServerStore(flags.db),
+    store: flags.kv === undefined
+      ? await openSqliteServerStore(flags.db)
+      : await openKvServerStore(flags.kv),
     ...(auth ? { auth: bearerAuth(flags.tokens) } : {}),
   });
   const http = Deno.serve({

@@ -2,7 +2,7 @@
  * The contract between the reference server's handler and the store it runs
  * over: {@linkcode ServerStore}, its records, writes and pages, and the MUST
  * clauses every store keeps. Types only: the stores live beside it
- * (`./memory.ts`, `./sqlite.ts`), and `./conformance.ts` states the clauses
+ * (`./memory.ts`, `./sqlite.ts`, `./kv.ts`), and `./conformance.ts` states the clauses
  * as tests that any store runs with one call.
  *
  * @example Reading a store through the contract
@@ -20,6 +20,7 @@
  * @module
  */
 
+import { SyncError } from "../src/errors.ts";
 import type { JsonObject, JsonValue } from "../src/json.ts";
 
 /** A record as the server stores it, in one namespace. */
@@ -131,6 +132,68 @@ export interface LastWrite {
   readonly id: string | null;
 }
 
+/**
+ * A shared store's clock of one namespace, with its version:
+ * {@linkcode ServerStore.readClock}.
+ */
+export interface NamespaceClock {
+  /** The newest write, as {@linkcode ServerStore.lastWrite} returns it. */
+  readonly last: LastWrite | null;
+  /**
+   * An opaque version that changes with every commit to the namespace
+   * (records or idempotency entries); `null` before the first commit.
+   */
+  readonly version: string | null;
+}
+
+/** The precondition of a shared store's {@linkcode ServerStore.commit}. */
+export interface CommitGuard {
+  /** The namespace every write of the commit belongs to. */
+  readonly namespace: string;
+  /**
+   * The clock the writes were computed from: the commit applies only while
+   * the namespace's clock still has this version.
+   */
+  readonly expect: NamespaceClock;
+}
+
+/**
+ * A guarded commit found that another writer moved the namespace's clock
+ * since the guard's clock was read; nothing of the commit was written. The
+ * server re-runs the request's work from fresh reads.
+ *
+ * @example Telling a lost race apart
+ * ```ts
+ * import { StaleClockError } from "@offline-first/sync/server";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new StaleClockError("alice", "v1");
+ * assert.equal(error.retryable, true);
+ * assert.equal(error.namespace, "alice");
+ * ```
+ */
+export class StaleClockError extends SyncError {
+  /** The namespace whose clock moved. */
+  readonly namespace: string;
+
+  /**
+   * Constructs a new instance.
+   *
+   * @param namespace The namespace whose clock moved.
+   * @param version The version the commit expected.
+   */
+  constructor(namespace: string, version: string | null) {
+    super(
+      `Cannot commit writes as another writer moved the clock of namespace ${
+        JSON.stringify(namespace)
+      }: current value is ${JSON.stringify(version)}`,
+      { category: "storage", retryable: true },
+    );
+    this.name = "StaleClockError";
+    this.namespace = namespace;
+  }
+}
+
 /** What {@linkcode ServerStore.trimIdempotency} removes. */
 export interface TrimIdempotencyOptions {
   /**
@@ -205,6 +268,18 @@ export interface ServerStorePurgeResult {
  *
  * `testServerStore()` (`@offline-first/sync/server/conformance`) states
  * these clauses as tests.
+ *
+ * **Shared stores.** A store that several server processes or isolates use
+ * at once (Deno KV on Deploy) cannot rely on one handler serialising the
+ * writes: it declares the shared capability by implementing
+ * {@linkcode ServerStore.readClock}, keeps each namespace's clock itself,
+ * and applies a {@linkcode ServerStore.commit} with a
+ * {@linkcode CommitGuard} only while the namespace's clock still has the
+ * guard's version, moving the clock's version in the same atomic step;
+ * otherwise it writes nothing and throws {@linkcode StaleClockError}. The
+ * handler then reads the clock at the start of every write and, for a
+ * shared store, gives a write a later millisecond than the clock it read,
+ * so that every commit lands after everything visible before it.
  *
  * @example Wrapping a store to count commits
  * ```ts
@@ -286,11 +361,15 @@ export interface ServerStore extends AsyncDisposable {
    * key wins).
    *
    * @param writes The writes; may be empty.
+   * @param guard For a shared store: the clock the writes were computed
+   * from. Other stores ignore it.
    * @returns When every write is durable.
    * @throws {TypeError} For a write of unknown type; nothing is applied.
+   * @throws {StaleClockError} When a shared store's clock moved since the
+   * guard's clock was read; nothing is applied.
    * @throws {ClosedError} After close.
    */
-  commit(writes: readonly ServerWrite[]): Promise<void>;
+  commit(writes: readonly ServerWrite[], guard?: CommitGuard): Promise<void>;
 
   /**
    * Removes expired idempotency entries and old tombstones, raising the
@@ -326,6 +405,17 @@ export interface ServerStore extends AsyncDisposable {
    * @throws {ClosedError} After close.
    */
   lastWrite(namespace: string): Promise<LastWrite | null>;
+
+  /**
+   * The shared capability: reads a namespace's clock with its version, for
+   * the guard of the next {@linkcode ServerStore.commit}. Only stores that
+   * several server processes may share implement it.
+   *
+   * @param namespace The principal.
+   * @returns The clock and its version.
+   * @throws {ClosedError} After close.
+   */
+  readClock?(namespace: string): Promise<NamespaceClock>;
 
   /**
    * Releases the store. Idempotent.

@@ -250,3 +250,24 @@ Deno.test("serve.ts: prints its URL, serves the contract and stops on SIGINT", a
   await lines.cancel();
   assert.equal(status.code, 0);
 });
+
+Deno.test("serve.ts: --kv serves on a KV file that a second process shares", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "serve-kv-" });
+  try {
+    await using first = await start(["--kv", `${dir}/sync.kv`]);
+    await using second = await start(["--kv", `${dir}/sync.kv`]);
+    const put = await request(`${first.url}todo/1`, {
+      method: "PUT",
+      body: "{}",
+    });
+    assert.equal(put.status, 201);
+    const page = await request(`${second.url}todo`);
+    assert.deepEqual(
+      (page.body.items as { id: string }[]).map((item) => item.id),
+      ["1"],
+    );
+    assert.equal((await exitOf(["--kv", ""])).code, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
