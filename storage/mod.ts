@@ -3,7 +3,7 @@
  * and the structural SQLite driver types. The published conformance suite
  * that proves an adapter is `@offline-first/sync/storage/conformance`; the
  * adapters that ship are `./storage/memory`, `./storage/sqlite` and
- * `./storage/kv`.
+ * `./storage/kv` and `./storage/indexeddb` (browsers).
  *
  * @example Typing an adapter
  * ```ts
