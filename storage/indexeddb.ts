@@ -44,8 +44,10 @@
  *
  * IndexedDB has no limit of its own on a transaction's size but the
  * origin's quota and the memory of the page, so the limits are the
- * adapter's choice, declared and enforced: 1000 mutations, 16 MiB and op
- * ids and meta keys of 2048 code units by default.
+ * adapter's choice, declared and enforced: 500 mutations, 16 MiB, and op
+ * ids and meta keys of 512 code units by default (the engine needs 71).
+ * They bound how long one write holds the database: in Chromium, a write
+ * of 500 ops with the longest ids the limits allow takes about a second.
  *
  * ## Other pages
  *
@@ -118,9 +120,11 @@ import {
 export interface IndexedDbStorageOptions {
   /**
    * The most mutations one `write()` accepts; a larger write rejects with a
-   * `StorageError` (the engine splits its work to fit).
+   * `StorageError` (the engine splits its work to fit). IndexedDB has no
+   * limit of its own; this one bounds how long one transaction holds the
+   * database (500 ops of the longest ids take about a second in Chromium).
    *
-   * @default {1000}
+   * @default {500}
    */
   readonly maxMutationsPerWrite?: number;
   /**
@@ -132,9 +136,11 @@ export interface IndexedDbStorageOptions {
   readonly maxWriteBytes?: number;
   /**
    * The longest op id or meta key, in UTF-16 code units, a write accepts.
-   * Kinds and record ids of any length the contract allows are held.
+   * Kinds and record ids of any length the contract allows are held. Long
+   * keys cost: IndexedDB keeps each op id in three keys (the op and two
+   * indexes).
    *
-   * @default {2048}
+   * @default {512}
    */
   readonly maxKeyLength?: number;
   /**
@@ -155,11 +161,11 @@ export interface IndexedDbStorage extends Storage {
 }
 
 /** The default of {@linkcode IndexedDbStorageOptions.maxMutationsPerWrite}. */
-const DEFAULT_MAX_MUTATIONS = 1000;
+const DEFAULT_MAX_MUTATIONS = 500;
 /** The default of {@linkcode IndexedDbStorageOptions.maxWriteBytes}. */
 const DEFAULT_MAX_WRITE_BYTES = 16 * 1024 * 1024;
 /** The default of {@linkcode IndexedDbStorageOptions.maxKeyLength}. */
-const DEFAULT_MAX_KEY_LENGTH = 2048;
+const DEFAULT_MAX_KEY_LENGTH = 512;
 
 /**
  * Opens (or creates) the IndexedDB database `name` as a storage.

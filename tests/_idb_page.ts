@@ -16,7 +16,7 @@
 import { testStorage } from "../storage/conformance.ts";
 import { openIndexedDbStorage } from "../storage/indexeddb.ts";
 import type { Mutation, StoredOp, StoredRecord } from "../src/storage.ts";
-import type { IdbFactory } from "../storage/_idb_types.ts";
+import type { IdbDatabase, IdbFactory } from "../storage/_idb_types.ts";
 
 /** The page's IndexedDB (Deno's types have none). */
 const indexedDB = (globalThis as unknown as { indexedDB: IdbFactory })
@@ -274,6 +274,71 @@ async function checkAtomicity(name: string): Promise<AtomicityReport> {
   };
 }
 
+/**
+ * Stores hand-made values under the adapter's keys, as another program
+ * sharing the database might, and reads each back: every read must reject
+ * with a StorageError that names the item (contract clause 9).
+ *
+ * @returns One line per read: the error's name and message.
+ */
+async function readCorrupt(): Promise<string[]> {
+  const name = databaseName("corrupt");
+  const storage = await openIndexedDbStorage(name);
+  await storage.close();
+  const database = await new Promise<IdbDatabase>((resolve, reject) => {
+    const request = indexedDB.open(name);
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+  const valid = JSON.stringify(record(1));
+  const transaction = database.transaction(
+    ["records", "ops", "meta"],
+    "readwrite",
+  );
+  const records = transaction.objectStore("records");
+  records.put("not an envelope", ["todo", "a"]);
+  records.put({ v: "{not json", r: "1", i: "b", l: "todo" }, ["todo", "b"]);
+  records.put({ v: valid, r: "1", i: "c", l: "todo" }, ["todo", "c"]);
+  records.put({ v: valid, r: 7, i: "d", l: "todo" }, ["todo", "d"]);
+  const ops = transaction.objectStore("ops");
+  ops.put(
+    { v: JSON.stringify(op(1)), r: "1", s: "pending", i: "r1", o: "x" },
+    "x",
+  );
+  ops.put({ v: '{"opId":"y"}', r: "1", s: "pending", i: "r1", o: "y" }, "y");
+  transaction.objectStore("meta").put({ v: "", r: "1" }, "m");
+  await new Promise<void>((resolve, reject) => {
+    transaction.oncomplete = () => resolve();
+    transaction.onabort = () => reject(transaction.error);
+  });
+  database.close();
+  const reopened = await openIndexedDbStorage(name);
+  const lines: string[] = [];
+  const reads: (() => Promise<unknown>)[] = [
+    ...["a", "b", "c", "d"].map((id) => () =>
+      reopened.getRecords("todo", [id])
+    ),
+    () => reopened.listRecords("todo", { includeDeleted: true }),
+    // An envelope without a live kind is in no live listing: "b" is first.
+    () => reopened.listRecords("todo"),
+    () => reopened.getOps(["x"]),
+    () => reopened.getOps(["y"]),
+    () => reopened.listOps(),
+    () => reopened.getMeta(["m"]),
+  ];
+  for (const read of reads) {
+    try {
+      await read();
+      lines.push("resolved");
+    } catch (error) {
+      lines.push(`${(error as Error).name}: ${(error as Error).message}`);
+    }
+  }
+  await reopened.close();
+  await deleteDatabase(name);
+  return lines;
+}
+
 /** Creates a fresh database name for a test. */
 function freshName(prefix: string): string {
   return databaseName(prefix);
@@ -287,4 +352,5 @@ function freshName(prefix: string): string {
   checkAtomicity,
   freshName,
   deleteDatabase,
+  readCorrupt,
 };

@@ -22,6 +22,8 @@ import {
 } from "./_browser.ts";
 import type { AtomicityReport, CaseOutcome } from "./_idb_page.ts";
 import { withTimeout } from "./_timeout.ts";
+import { openIndexedDbStorage } from "../storage/indexeddb.ts";
+import { StorageError } from "../src/errors.ts";
 
 /** What the page exposes (see `tests/_idb_page.ts`). */
 interface Harness {
@@ -31,6 +33,7 @@ interface Harness {
   written(): number;
   checkAtomicity(name: string): Promise<AtomicityReport>;
   freshName(prefix: string): string;
+  readCorrupt(): Promise<string[]>;
 }
 
 declare const idbHarness: Harness;
@@ -148,6 +151,67 @@ if (session === undefined) {
     });
   }
 }
+
+Deno.test("openIndexedDbStorage() rejects where there is no IndexedDB", async () => {
+  await assert.rejects(openIndexedDbStorage("app"), (error: unknown) => {
+    assert.ok(error instanceof StorageError);
+    assert.equal(
+      error.message,
+      "Cannot open IndexedDB storage as this runtime has no IndexedDB: current value is undefined",
+    );
+    return true;
+  });
+});
+
+Deno.test("openIndexedDbStorage() checks its options before it opens", async () => {
+  for (const value of [0, -1, 1.5, NaN]) {
+    await assert.rejects(
+      openIndexedDbStorage("app", { maxMutationsPerWrite: value }),
+      RangeError,
+    );
+  }
+  await assert.rejects(openIndexedDbStorage("app", { maxWriteBytes: 0 }), {
+    name: "RangeError",
+    message:
+      "Cannot open IndexedDB storage as 'maxWriteBytes' is not a positive integer or Infinity: current value is 0",
+  });
+  await assert.rejects(
+    openIndexedDbStorage("app", {
+      durability: "eventual" as unknown as "strict",
+    }),
+    TypeError,
+  );
+  await assert.rejects(
+    openIndexedDbStorage(1 as unknown as string),
+    TypeError,
+  );
+});
+
+Deno.test({
+  name:
+    "indexeddb (chromium): a corrupt or misplaced stored item rejects its read with a StorageError naming it",
+  ignore: session === undefined,
+  ...NO_SANITIZERS,
+  fn: withTimeout(30_000, async () => {
+    const lines = await within(
+      20_000,
+      "reading corrupt items",
+      session!.page.evaluate(() => idbHarness.readCorrupt()),
+    );
+    assert.deepEqual(lines, [
+      'StorageError: Cannot read record "a" of kind "todo" as its stored value is not an object: current value is "not an envelope"',
+      'StorageError: Cannot read record "b" of kind "todo" as its stored value is not valid JSON: current value is "{not json"',
+      `StorageError: Cannot read record "c" of kind "todo" as its stored 'id' is not the one it is stored under: current value is "r1"`,
+      'StorageError: Cannot read record "d" of kind "todo" as its stored revision is not a string: current value is 7',
+      'StorageError: Cannot read record "a" of kind "todo" as its stored value is not an object: current value is "not an envelope"',
+      'StorageError: Cannot read record "b" of kind "todo" as its stored value is not valid JSON: current value is "{not json"',
+      `StorageError: Cannot read op "x" as its stored 'opId' is not the one it is stored under: current value is "01J00000000000000000000001"`,
+      `StorageError: Cannot read op "y" as its stored 'kind' is not a string: current value is undefined`,
+      `StorageError: Cannot read op "x" as its stored 'opId' is not the one it is stored under: current value is "01J00000000000000000000001"`,
+      'StorageError: Cannot read meta entry "m" as its stored value is not valid JSON: current value is ""',
+    ]);
+  }),
+});
 
 /** The stores the atomicity tests wrote, with what each held. */
 const interrupted: { name: string; report: AtomicityReport }[] = [];
