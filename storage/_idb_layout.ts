@@ -42,10 +42,11 @@ export const RECORD_INDEX = "record";
 export const REV_COUNTER = "rev";
 
 /**
- * A stored item. `v` is the item's JSON text, so that what is read back is
- * parsed and checked like any input and values are equal as JSON to what
- * was written (structured clone would keep `-0` and share nothing with
- * JSON's rules on `__proto__`); `r` is its revision.
+ * A stored item. `v` is the item's JSON text rather than a structured
+ * clone, so that what is read back is parsed and checked like any input
+ * (clause 9), values follow JSON's rules (`-0` reads back as `0`, as in
+ * every other adapter), and the write's size is the size the contract
+ * measures; `r` is its revision.
  */
 export interface Stored {
   /** The item's JSON. */
