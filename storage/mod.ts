@@ -2,8 +2,8 @@
  * The Storage contract, for adapter authors: the types a storage implements
  * and the structural SQLite driver types. The published conformance suite
  * that proves an adapter is `@offline-first/sync/storage/conformance`; the
- * adapters that ship are `./storage/memory`, `./storage/sqlite` and
- * `./storage/kv`.
+ * adapters that ship are `./storage/memory`, `./storage/sqlite`,
+ * `./storage/kv` and `./storage/indexeddb` (browsers).
  *
  * @example Typing an adapter
  * ```ts
