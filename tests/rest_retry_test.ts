@@ -175,7 +175,7 @@ Deno.test("rest: each request times out after timeoutMs from its own start", asy
     started.set(id, performance.now());
     // "quick" answers before the timeout; the others hang.
     if (id === "quick") {
-      await new Promise((resolve) => setTimeout(resolve, 60));
+      await new Promise((resolve) => setTimeout(resolve, 300));
       return json(record(id), 201);
     }
     await gate.promise;
@@ -183,12 +183,14 @@ Deno.test("rest: each request times out after timeoutMs from its own start", asy
   });
   try {
     const transport = connect(server, {
-      timeoutMs: 100,
+      timeoutMs: 1_000,
       retry: { attempts: 1 },
       concurrency: 2,
     });
+    // Wide margins: "quick" has 700 ms of slack on a loaded machine, and
+    // the bounds below only need timers that never fire early.
     // Two in flight: "hang-a" and "quick" start together; "hang-b" starts
-    // when "quick" is answered, so its deadline is 60 ms after "hang-a"'s.
+    // when "quick" is answered, so its deadline is 300 ms after "hang-a"'s.
     const results = await transport.push(
       [upsert("hang-a"), upsert("quick"), upsert("hang-b")],
     );
@@ -200,13 +202,13 @@ Deno.test("rest: each request times out after timeoutMs from its own start", asy
       if (result?.type === "retry") {
         assert.match(
           result.error.message,
-          /as the request timed out: current value is 100 ms$/,
+          /as the request timed out: current value is 1000 ms$/,
         );
       }
     }
     // "hang-b" was not cut short at "hang-a"'s deadline.
-    assert.ok(started.get("hang-b")! - started.get("hang-a")! >= 50);
-    assert.ok(ended - started.get("hang-b")! >= 95);
+    assert.ok(started.get("hang-b")! - started.get("hang-a")! >= 250);
+    assert.ok(ended - started.get("hang-b")! >= 995);
     await transport.close();
   } finally {
     gate.resolve();
