@@ -204,6 +204,12 @@ async function pullTable(
     seen = new Set();
   }
   let [entry] = await ctx.storage.getMeta([key]);
+  // A table's first pull (no cursor yet) lists the whole table: when it
+  // completes in this run it sweeps, as a resync does, the synced records
+  // the listing lacks. Otherwise a record we pushed, deleted elsewhere and
+  // its tombstone purged before our first pull, would live on here forever.
+  // An interrupted first pull resumes from its cursor (clause 10) unswept.
+  if (entry === undefined) seen ??= new Set();
   let done = 0;
   let interrupted = false;
   for (;;) {
