@@ -50,12 +50,14 @@ function mergeFn(local: JsonObject, server: JsonObject): JsonObject {
 
 /** A client of a run. */
 export class ChaosClient {
+  /** The client's number. */
   readonly index: number;
   /** The clock skew, in ms. */
   skewMs = 0;
   #options: ClientOptions;
   #storage: Storage | null = null;
   #memory: Storage | null = null;
+  #kv: Deno.Kv | null = null;
   #transport: Transport | null = null;
   #engine: SyncEngine | null = null;
   #tables = new Map<string, Table>();
@@ -63,6 +65,11 @@ export class ChaosClient {
   #batch: boolean;
   #pageSize: number;
 
+  /**
+   * Makes a closed client; {@linkcode ChaosClient.open} opens it.
+   *
+   * @param options Its storage, link, tables and stream.
+   */
   constructor(options: ClientOptions) {
     this.index = options.index;
     this.#options = options;
@@ -76,7 +83,12 @@ export class ChaosClient {
     return this.#engine;
   }
 
-  /** A table of the engine. */
+  /**
+   * A table of the engine.
+   *
+   * @param kind The table.
+   * @returns Its handle.
+   */
   table(kind: string): Table {
     const table = this.#tables.get(kind);
     if (table === undefined) throw new Error(`no table ${kind}`);
@@ -142,13 +154,16 @@ export class ChaosClient {
       this.#memory ??= createMemoryStorage();
       return this.#memory;
     }
-    const dir = await this.#options.dir();
     if (storage === "sqlite") {
+      const dir = await this.#options.dir();
       const { openSqliteStorage } = await import("../storage/sqlite.ts");
       return await openSqliteStorage(`${dir}/client.sqlite`);
     }
+    // An in-memory KV kept across reopens: the KV adapter's whole logic
+    // without a disk sync per commit (the process-kill runs use files).
+    this.#kv ??= await Deno.openKv(":memory:");
     const { openKvStorage } = await import("../storage/kv.ts");
-    return await openKvStorage(`${dir}/client.kv`);
+    return await openKvStorage(this.#kv);
   }
 
   /** Closes the engine, transport and (unless memory) the storage. */
@@ -174,5 +189,7 @@ export class ChaosClient {
     await this.close();
     await this.#memory?.close();
     this.#memory = null;
+    this.#kv?.close();
+    this.#kv = null;
   }
 }

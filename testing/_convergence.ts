@@ -12,15 +12,16 @@ import { runChaos } from "./_run.ts";
 import { shrinkOps } from "./_shrink.ts";
 import type {
   ChaosOp,
-  ChaosOpType,
   ChaosOptions,
+  ChaosOpType,
   ChaosResult,
   FaultType,
   VerdictName,
 } from "./_types.ts";
 
 /** Options of {@linkcode testConvergence}: a run's options, many seeds. */
-export interface ConvergenceOptions extends Omit<ChaosOptions, "seed" | "opList"> {
+export interface ConvergenceOptions
+  extends Omit<ChaosOptions, "seed" | "opList"> {
   /**
    * The first seed.
    *
@@ -153,12 +154,14 @@ export async function testConvergence(
     const verdict = VERDICTS.find((name) =>
       result.verdicts[name].status === "fail"
     )!;
-    const shrunk = options.shrink === false ? { ops: result.opList } : await shrinkOps(result.opList, {
-      budget: options.shrinkBudget ?? 150,
-      fails: async (list) =>
-        (await runChaos({ ...options, seed, opList: list })).verdicts[verdict]
-          .status === "fail",
-    });
+    const shrunk = options.shrink === false
+      ? { ops: result.opList }
+      : await shrinkOps(result.opList, {
+        budget: options.shrinkBudget ?? 150,
+        fails: async (list) =>
+          (await runChaos({ ...options, seed, opList: list })).verdicts[verdict]
+            .status === "fail",
+      });
     throw new ChaosFailureError({
       seed,
       verdict,

@@ -46,7 +46,11 @@ export async function shrinkOps(
   while (current.length >= 2 && tries < budget) {
     const size = Math.ceil(current.length / chunks);
     let reduced = false;
-    for (let start = 0; start < current.length && tries < budget; start += size) {
+    for (
+      let start = 0;
+      start < current.length && tries < budget;
+      start += size
+    ) {
       const candidate = [
         ...current.slice(0, start),
         ...current.slice(start + size),

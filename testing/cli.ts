@@ -38,7 +38,9 @@ function numberFlag(name: string, fallback: number): number {
   if (text === undefined) return fallback;
   const value = Number(text);
   if (!Number.isInteger(value) || value < 0) {
-    console.error(`--${name} must be a non-negative integer: current value is ${text}`);
+    console.error(
+      `--${name} must be a non-negative integer: current value is ${text}`,
+    );
     Deno.exit(2);
   }
   return value;
@@ -55,12 +57,19 @@ const storageFlag = flag("storage") ?? "memory";
 const backendFlag = flag("backend") ?? "embedded";
 const STORAGES: readonly ChaosStorageName[] = ["memory", "sqlite", "kv"];
 const BACKENDS = ["embedded", "embedded-sqlite"] as const;
-if (storageFlag !== "mix" && !STORAGES.includes(storageFlag as ChaosStorageName)) {
-  console.error(`--storage must be memory, sqlite, kv or mix: current value is ${storageFlag}`);
+if (
+  storageFlag !== "mix" && !STORAGES.includes(storageFlag as ChaosStorageName)
+) {
+  console.error(
+    `--storage must be memory, sqlite, kv or mix: current value is ${storageFlag}`,
+  );
   Deno.exit(2);
 }
 
-const verdicts: Record<string, { pass: number; fail: number; unchecked: number }> = {};
+const verdicts: Record<
+  string,
+  { pass: number; fail: number; unchecked: number }
+> = {};
 const faults: Partial<Record<FaultType, number>> = {};
 const opTotals: Partial<Record<ChaosOpType, number>> = {};
 const failures: string[] = [];
@@ -71,28 +80,44 @@ const started = performance.now();
 function report(final: boolean): void {
   const seconds = (performance.now() - started) / 1000;
   console.log(
-    `${final ? "== final" : "-- progress"}: ${done} runs in ${seconds.toFixed(0)} s (${(done / seconds).toFixed(1)} runs/s), ${failures.length} failed, ${requests} requests`,
+    `${final ? "== final" : "-- progress"}: ${done} runs in ${
+      seconds.toFixed(0)
+    } s (${
+      (done / seconds).toFixed(1)
+    } runs/s), ${failures.length} failed, ${requests} requests`,
   );
   console.log(
     "verdicts: " +
       Object.entries(verdicts).map(([name, c]) =>
-        `${name} ${c.pass} pass / ${c.fail} fail${c.unchecked > 0 ? ` / ${c.unchecked} unchecked` : ""}`
+        `${name} ${c.pass} pass / ${c.fail} fail${
+          c.unchecked > 0 ? ` / ${c.unchecked} unchecked` : ""
+        }`
       ).join(", "),
   );
   console.log(
     "faults: " +
-      Object.entries(faults).sort(([a], [b]) => a.localeCompare(b)).map(([name, n]) => `${name} ${n}`).join(", "),
+      Object.entries(faults).sort(([a], [b]) => a.localeCompare(b)).map((
+        [name, n],
+      ) => `${name} ${n}`).join(", "),
   );
   console.log(
     "ops: " +
-      Object.entries(opTotals).sort(([a], [b]) => a.localeCompare(b)).map(([name, n]) => `${name} ${n}`).join(", "),
+      Object.entries(opTotals).sort(([a], [b]) => a.localeCompare(b)).map((
+        [name, n],
+      ) => `${name} ${n}`).join(", "),
   );
-  if (final && failures.length > 0) console.log("failing seeds: " + failures.join(" "));
+  if (final && failures.length > 0) {
+    console.log("failing seeds: " + failures.join(" "));
+  }
 }
 
 for (let seed = firstSeed; seed < firstSeed + runs; seed++) {
-  const storage = storageFlag === "mix" ? STORAGES[seed % 3]! : storageFlag as ChaosStorageName;
-  const backend = backendFlag === "mix" ? BACKENDS[Math.floor(seed / 3) % 2]! : backendFlag;
+  const storage = storageFlag === "mix"
+    ? STORAGES[seed % 3]!
+    : storageFlag as ChaosStorageName;
+  const backend = backendFlag === "mix"
+    ? BACKENDS[Math.floor(seed / 3) % 2]!
+    : backendFlag;
   const options = { seed, storage, backend, clients, ops };
   const result = await runChaos(options);
   done++;
@@ -104,18 +129,29 @@ for (let seed = firstSeed; seed < firstSeed + runs; seed++) {
     verdicts[name][verdict.status]++;
   }
   if (!result.ok) {
-    const failed = Object.entries(result.verdicts).filter(([, v]) => v.status === "fail");
+    const failed = Object.entries(result.verdicts).filter(([, v]) =>
+      v.status === "fail"
+    );
     const verdict = failed[0]![0] as VerdictName;
     failures.push(`${seed}:${storage}:${backend}:${verdict}`);
-    console.log(`FAIL seed ${seed} (${storage}, ${backend}): ${failed.map(([name, v]) => `${name}: ${v.detail}`).join(" | ")}`);
+    console.log(
+      `FAIL seed ${seed} (${storage}, ${backend}): ${
+        failed.map(([name, v]) => `${name}: ${v.detail}`).join(" | ")
+      }`,
+    );
     if (shrinkLeft > 0) {
       shrinkLeft--;
       const shrunk = await shrinkOps(result.opList, {
         budget: 100,
         fails: async (list) =>
-          (await runChaos({ ...options, opList: list })).verdicts[verdict].status === "fail",
+          (await runChaos({ ...options, opList: list })).verdicts[verdict]
+            .status === "fail",
       });
-      console.log(`shrunk ops (${shrunk.ops.length} of ${result.opList.length}, ${shrunk.tries} tries):\n${formatOps(shrunk.ops)}`);
+      console.log(
+        `shrunk ops (${shrunk.ops.length} of ${result.opList.length}, ${shrunk.tries} tries):\n${
+          formatOps(shrunk.ops)
+        }`,
+      );
     }
   }
   if (progress > 0 && done % progress === 0 && done < runs) report(false);
