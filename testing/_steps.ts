@@ -93,19 +93,20 @@ export async function timedSync(
  *
  * @param state The run.
  * @param op The op, its kind already prefixed.
+ * @returns Whether a local write committed.
  */
-export async function runOp(state: RunState, op: ChaosOp): Promise<void> {
+export async function runOp(state: RunState, op: ChaosOp): Promise<boolean> {
   const { model } = state;
   if (op.type === "restart") {
     if (await state.backend.restart()) state.count("serverRestart");
-    return;
+    return false;
   }
   if (op.type === "purge") {
     if (await state.backend.purge()) state.count("tombstonePurge");
-    return;
+    return false;
   }
   const client = state.clients[op.client];
-  if (client === undefined) return;
+  if (client === undefined) return false;
   const { index } = client;
   switch (op.type) {
     case "put":
@@ -116,18 +117,18 @@ export async function runOp(state: RunState, op: ChaosOp): Promise<void> {
         [`f${op.n % 3}`]: op.n,
       });
       model.wrote({ client: index, kind: op.kind, id: op.id, mark: op.mark });
-      return;
+      return true;
     case "patch": {
       const table = client.table(op.kind);
-      if ((await table.get(op.id)) === undefined) return;
+      if ((await table.get(op.id)) === undefined) return false;
       await table.update(op.id, { w: op.mark, [`f${op.n % 3}`]: op.n });
       model.wrote({ client: index, kind: op.kind, id: op.id, mark: op.mark });
-      return;
+      return true;
     }
     case "delete":
       await client.table(op.kind).delete(op.id);
       model.wrote({ client: index, kind: op.kind, id: op.id, mark: null });
-      return;
+      return true;
     case "putMany":
       await client.table(op.kind).putMany(
         op.ids.map((id) => ({ id, w: `${op.mark}:${id}`, n: 0 })),
@@ -136,18 +137,18 @@ export async function runOp(state: RunState, op: ChaosOp): Promise<void> {
         const mark = `${op.mark}:${id}`;
         model.wrote({ client: index, kind: op.kind, id, mark });
       }
-      return;
+      return true;
     case "sync":
       await timedSync(state, client, "chaos");
-      return;
+      return false;
     case "reopen":
       await client.reopen();
       state.count("clientReopen");
-      return;
+      return false;
     case "skew":
       client.skewMs = op.ms;
       state.count("clockSkew");
-      return;
+      return false;
   }
 }
 

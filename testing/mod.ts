@@ -64,6 +64,7 @@ export {
   type VerdictCounts,
 } from "./_convergence.ts";
 export { formatOps } from "./_ops.ts";
+export { type KillChaosOptions, runKillChaos } from "./_kill.ts";
 export { shrinkOps, type ShrinkOptions, type ShrinkResult } from "./_shrink.ts";
 export type {
   ChaosBackend,
