@@ -26,6 +26,8 @@ export class RunModel {
   readonly lastWrites = new Map<string, LastWrite>();
   /** Marks seen in a conflict inbox, with the resolution the run chose. */
   readonly inboxMarks = new Map<string, "acceptClient" | "acceptServer">();
+  /** Pending local writes a sync hid from the app (clause 11). */
+  readonly hidden: string[] = [];
   /** Problems that make a client count as stuck. */
   readonly stuck: string[] = [];
 

@@ -140,6 +140,7 @@ export async function runOp(state: RunState, op: ChaosOp): Promise<boolean> {
       return true;
     case "sync":
       await timedSync(state, client, "chaos");
+      await checkPendingVisible(state, client);
       return false;
     case "reopen":
       await client.reopen();
@@ -149,6 +150,37 @@ export async function runOp(state: RunState, op: ChaosOp): Promise<boolean> {
       client.skewMs = op.ms;
       state.count("clockSkew");
       return false;
+  }
+}
+
+/**
+ * Clause 11, seen from the app: after a sync, a record that still has a
+ * pending (or parked) op of this client reads as the client's last write,
+ * whatever the pull brought. A miss is a lost write (`model.hidden`).
+ *
+ * @param state The run.
+ * @param client The client that just synced.
+ */
+async function checkPendingVisible(
+  state: RunState,
+  client: ChaosClient,
+): Promise<void> {
+  const ops = await client.engine.outbox.list({
+    states: ["pending", "parked"],
+  });
+  const pending = new Set(ops.map((op) => `${op.kind}/${op.id}`));
+  for (const write of state.model.lastWrites.values()) {
+    if (write.client !== client.index) continue;
+    if (!pending.has(`${write.kind}/${write.id}`)) continue;
+    const record = await client.table(write.kind).get(write.id);
+    const seen = record === undefined ? null : record.w;
+    if (seen !== write.mark) {
+      state.model.hidden.push(
+        `c${client.index}'s pending write ${write.kind}/${write.id} w=${write.mark} reads as ${
+          JSON.stringify(seen ?? null)
+        } after a sync`,
+      );
+    }
   }
 }
 

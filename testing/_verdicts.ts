@@ -100,7 +100,8 @@ export function checkConvergence(views: Views): Verdict {
  * is not older, and equal means the same write). On the clients: each
  * client's last write of a record reached the server, unless the table's
  * strategy may drop it (`serverWins`, `lastWriteWins`) or it was parked in
- * the inbox and resolved by taking the server's record.
+ * the inbox and resolved by taking the server's record. And no sync hid a
+ * pending local write from the app (clause 11).
  *
  * @param model The run's model.
  * @param ledger The acknowledged writes.
@@ -114,7 +115,7 @@ export function checkNoLostWrite(
   views: Views,
   strategies: Readonly<Record<string, ConflictStrategy>>,
 ): Verdict {
-  const problems: string[] = [];
+  const problems: string[] = [...model.hidden];
   const acked = new Set<string>();
   for (const ack of ledger.acks) {
     if (ack.mark !== null) acked.add(`${ack.kind}/${ack.id}/${ack.mark}`);
