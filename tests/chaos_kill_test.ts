@@ -5,12 +5,15 @@ import assert from "node:assert/strict";
 import { runKillChaos } from "../testing/mod.ts";
 import { withTimeout } from "./_timeout.ts";
 
-for (const storage of ["sqlite", "kv"] as const) {
+// SQLite: 20 seeds, since seed 20 is the first to kill a client between
+// the two commits of a write whose record and op were split on purpose
+// (the commit-atomicity mutation of docs/reliability.md).
+for (const [storage, seeds] of [["sqlite", 20], ["kv", 6]] as const) {
   Deno.test(
     `chaos kill (${storage}): a client killed mid-commit and mid-pull converges with no lost or doubled write`,
-    withTimeout(120_000, async () => {
+    withTimeout(180_000, async () => {
       let kills = 0;
-      for (let seed = 1; seed <= 4; seed++) {
+      for (let seed = 1; seed <= seeds; seed++) {
         const result = await runKillChaos({ seed, storage, kills: 3 });
         kills += result.faults.processKill ?? 0;
         for (const [name, verdict] of Object.entries(result.verdicts)) {
