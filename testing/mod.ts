@@ -28,20 +28,12 @@
  * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
  * import assert from "node:assert/strict";
  *
- * // Your own adapter: a factory called again with the same client on a
- * // reopen (a memory storage is kept by the caller to survive it).
- * const stores = new Map<number, ReturnType<typeof createMemoryStorage>>();
+ * // Your own adapter: a factory, called again with the same client and
+ * // directory on a reopen (a memory storage cannot survive one: no reopens).
  * const summary = await testConvergence({
  *   runs: 3,
  *   ops: 15,
- *   storage: ({ client }) => {
- *     let storage = stores.get(client);
- *     if (storage === undefined) {
- *       storage = createMemoryStorage();
- *       stores.set(client, storage);
- *     }
- *     return Promise.resolve(storage);
- *   },
+ *   storage: () => Promise.resolve(createMemoryStorage()),
  *   events: { reopen: 0 },
  * });
  * assert.equal(summary.verdicts.convergence.fail, 0);
