@@ -24,8 +24,9 @@ for (const [storage, seeds] of [["sqlite", 20], ["kv", 6]] as const) {
           );
         }
       }
-      // The kills happened (not every planned point is reached).
-      assert.ok(kills >= 4, `${kills} kills`);
+      // Kills happened: not every planned point is reached (a life may make
+      // fewer calls than its seeded k, and how many depends on timing).
+      assert.ok(kills >= 1, `${kills} kills`);
     }),
   );
 }
