@@ -115,7 +115,14 @@ export async function pullRequest(
     texts.push(text);
   }
   const last = page.records[texts.length - 1];
-  const next = last !== undefined && (texts.length === limit || truncated)
+  // The last page carries a token too when its last item is older than
+  // the purge horizon: the client keeps the token with its cursor, and so
+  // keeps the pull's bound. Without it, the next pull's cursor (that item's
+  // `updated_at`) is older than the horizon: `410`, a resync that ends on
+  // the same cursor, `410` again, forever.
+  const next = last !== undefined &&
+      (texts.length === limit || truncated ||
+        (page.horizon !== null && last.updatedAt < page.horizon))
     ? encodePageToken({
       since: last.updatedAt,
       afterId: last.id,

@@ -204,6 +204,16 @@ async function pullTable(
     seen = new Set();
   }
   let [entry] = await ctx.storage.getMeta([key]);
+  // A table's first pull (no cursor yet) lists the whole table: when it
+  // completes in this run it sweeps, as a resync does, the synced records
+  // the listing lacks. Otherwise a record we pushed, deleted elsewhere and
+  // its tombstone purged before our first pull, would live on here forever.
+  // An interrupted first pull resumes from its cursor (clause 10) unswept,
+  // and so does one that listed nothing: an empty listing is no evidence
+  // against what we pushed (a server that lists nothing, e.g. a write-only
+  // endpoint, must not empty the table).
+  const firstPull = !options.resync && entry === undefined;
+  if (firstPull) seen ??= new Set();
   let done = 0;
   let interrupted = false;
   for (;;) {
@@ -261,7 +271,9 @@ async function pullTable(
     ctx.hub.emit({ type: "progress", phase: "pull", kind, done, total: null });
     if (caughtUp) break;
   }
-  if (seen !== null && !interrupted) await sweep(ctx, table, seen, stats);
+  if (seen !== null && !interrupted && (!firstPull || seen.size > 0)) {
+    await sweep(ctx, table, seen, stats);
+  }
 }
 
 /**

@@ -57,6 +57,19 @@ function encodeRandom(bytes: Uint8Array): string {
   return out;
 }
 
+/** How many leading characters {@linkcode jump} keeps and increments. */
+const JUMP_PREFIX = TIME_LENGTH + 6;
+
+/**
+ * The next ULID past `floor` by a step of 32^10 ids, with random low bits;
+ * `null` when it overflows.
+ */
+function jump(floor: string, bytes: Uint8Array): string | null {
+  const head = increment(floor.slice(0, JUMP_PREFIX));
+  if (head === null) return null;
+  return head + encodeRandom(bytes).slice(0, floor.length - JUMP_PREFIX);
+}
+
 /** Increments a base-32 string; `null` when it overflows. */
 function increment(text: string): string | null {
   // Usually only the last character changes: keep the prefix as it is.
@@ -148,7 +161,14 @@ export function createUlid(options: UlidOptions = {}): UlidFactory {
     const time = encodeTime(now());
     let next: string;
     if (floor !== "" && time <= floor.slice(0, TIME_LENGTH)) {
-      const bumped = increment(floor);
+      // Past our own last id, +1 keeps this factory's ids apart. Past an id
+      // another factory made (`after`: an earlier engine on the same store,
+      // whose clock was ahead), +1 may be the very id that factory made next
+      // in the same millisecond (its ids are consecutive there), already
+      // sent with its own body: jump past every such run, then fresh bits.
+      const bumped = floor === last
+        ? increment(floor)
+        : jump(floor, random(new Uint8Array(RANDOM_LENGTH)));
       if (bumped === null) {
         throw new RangeError(
           `Cannot create a ULID after the largest one: current value is "${floor}"`,
