@@ -14,7 +14,10 @@
  * 60 KB chunks (KV caps a value at 64 KiB), and a commit larger than one
  * atomic operation stays all-or-nothing through an intent on the clock that
  * every reader finishes first (`_kv_commit.ts`). Idempotency entries carry
- * `expireIn` as a backstop to the server's purge.
+ * `expireIn` as a backstop to the server's purge. Every commit also logs
+ * the kinds it wrote, so that `changes()` tells each instance of the
+ * others' commits and `GET /live` hints cross instances (`_kv_changes.ts`:
+ * KV `watch` where it delivers, else a poll of one head key).
  *
  * @example Serving on a KV database
  * ```ts
