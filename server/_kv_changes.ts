@@ -186,7 +186,10 @@ async function* feed(
           if (at > newest) newest = at;
           const value = entry.value;
           if (entry.versionstamp <= floor && at < startedAt) continue;
-          if (value === null || !Array.isArray(value.kinds)) continue;
+          if (
+            value === null || typeof value.namespace !== "string" ||
+            !Array.isArray(value.kinds)
+          ) continue;
           let change = changes.get(value.namespace);
           if (change === undefined) {
             change = { kinds: new Set(), local: true };
@@ -212,6 +215,9 @@ async function* feed(
       }
       await waker.wait(options.pollMs);
     }
+  } catch (error) {
+    // The store closed its database under a read: the feed just ends.
+    if (!signal.aborted) throw error;
   } finally {
     signal.removeEventListener("abort", onAbort);
     stop.abort();

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { ClosedError } from "../src/errors.ts";
 import type { LiveHub } from "./_live.ts";
 import type { ServerStore } from "./store.ts";
 
@@ -91,7 +92,8 @@ export class LiveFeed {
         }
         if (signal.aborted) return;
       } catch (error) {
-        if (signal.aborted) return;
+        // A closed store has no feed left to read.
+        if (signal.aborted || error instanceof ClosedError) return;
         this.#report(error);
       }
       await sleep(backoff / 2 + Math.random() * backoff / 2, signal);
