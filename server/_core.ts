@@ -13,6 +13,7 @@ import type { ServerLimits } from "./_limits.ts";
 import type { ResolvedOptions } from "./_options.ts";
 import { closedReply, failure, RefusedError, type Reply } from "./_reply.ts";
 import { LiveHub } from "./_live.ts";
+import { LiveFeed } from "./_live_feed.ts";
 import { type Tenant, Tenants } from "./_tenants.ts";
 import { describe } from "../src/describe.ts";
 import { WriteScope } from "./_write_scope.ts";
@@ -49,6 +50,8 @@ export class ServerCore {
   readonly tenants: Tenants = new Tenants();
   /** The open `GET /live` streams, told of every commit. */
   readonly live: LiveHub;
+  /** The shared store's change feed, read while a live stream is open. */
+  readonly #feed: LiveFeed;
   /** The maintenance in progress, shared by whoever finds it due. */
   #maintenance: Promise<void> | null = null;
   /** The purges started by purgeTombstones(), awaited by close(). */
@@ -67,9 +70,15 @@ export class ServerCore {
   constructor(options: ResolvedOptions) {
     this.options = options;
     this.store = options.store;
+    this.#feed = new LiveFeed(
+      options.store,
+      () => this.live,
+      (error) => this.#report(error),
+    );
     this.live = new LiveHub({
       heartbeatMs: options.liveHeartbeatMs,
       maxStreams: options.maxLiveStreams,
+      onActive: (active) => this.#feed.active(active),
     });
     this.limits = Object.freeze({
       maxIdLength: WIRE_LIMITS.maxIdLength,
@@ -98,6 +107,7 @@ export class ServerCore {
     this.live.close();
     // After the writes in progress, which thus finish on an open store.
     this.#closing ??= (async () => {
+      await this.#feed.close();
       await this.tenants.idle();
       await this.#maintenance?.catch(ignore);
       await Promise.allSettled([...this.#purges]);
@@ -158,6 +168,15 @@ export class ServerCore {
       "internal",
       "Cannot answer request as the server failed",
     );
+  }
+
+  /** Reports an error to `onError`, which may not throw back. */
+  #report(error: unknown): void {
+    try {
+      this.options.onError(error);
+    } catch {
+      // A failing error hook must not end the caller's work.
+    }
   }
 
   /**

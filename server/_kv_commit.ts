@@ -24,6 +24,7 @@
  */
 
 import { StaleClockError } from "./store.ts";
+import { changeMutations } from "./_kv_changes.ts";
 import type { IdempotencyEntry, ServerRecord, ServerWrite } from "./store.ts";
 import {
   type BlobRef,
@@ -43,6 +44,8 @@ export interface KvContext {
   readonly kv: Deno.Kv;
   /** The key builders. */
   readonly keys: KvKeys;
+  /** This store object's id, in the change log (`_kv_changes.ts`). */
+  readonly origin: string;
 }
 
 /** One KV mutation, as planned and as an intent part keeps it. */
@@ -96,6 +99,9 @@ export async function commitNamespace(
       throw new StaleClockError(namespace, expect.version);
     }
     const plan = await planCommit(context, ns, writes, clockEntry.value);
+    // Last, so that a large commit tells of itself once it is all applied.
+    const logged = changeMutations(context, context.origin, namespace, writes);
+    if (logged.length > 0) plan.groups.push(logged);
     const done = await applyPlan(context, ns, plan, clockEntry.versionstamp);
     if (done) return;
     if (expect !== undefined) {

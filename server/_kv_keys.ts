@@ -18,6 +18,8 @@
  * | `P, "b", blob, n` | chunk `n` of a large value (`Uint8Array`) |
  * | `P, "i", N, intent, n` | part `n` of a commit larger than one atomic |
  * | `P, "p", blob or intent` | a staged or superseded blob or intent |
+ * | `P, "l", at, uid, n` | a change-log entry (`_kv_changes.ts`), expiring |
+ * | `P, "lh"` | the change log's head, set by every logged commit |
  *
  * An id or key is a `Uint8Array` whose bytes sort like the string's UTF-16
  * code units (`K` of `storage/_kv_keys.ts`, the client store's format):

@@ -27,6 +27,11 @@ export interface LiveHubOptions {
   readonly heartbeatMs: number;
   /** The most streams one principal may hold open. */
   readonly maxStreams: number;
+  /**
+   * Called with `true` when the first stream opens (synchronously, before
+   * the stream is returned) and with `false` when the last one ends.
+   */
+  readonly onActive?: (active: boolean) => void;
 }
 
 /** One open stream. */
@@ -46,6 +51,8 @@ export class LiveHub {
   readonly #options: LiveHubOptions;
   readonly #streams = new Map<string, Set<Subscriber>>();
   #closed = false;
+  /** The open streams of every principal. */
+  #open = 0;
 
   /**
    * Starts a hub with no stream.
@@ -92,14 +99,17 @@ export class LiveHub {
       closed: false,
     };
     const drop = (): void => {
+      if (subscriber.closed) return;
       subscriber.closed = true;
       set.delete(subscriber);
+      this.#active(-1);
       if (set.size === 0 && streams.get(namespace) === set) {
         streams.delete(namespace);
       }
       subscriber.wake?.();
     };
     set.add(subscriber);
+    this.#active(+1);
     let opened = false;
     return new ReadableStream<Uint8Array>({
       start: (controller) => {
@@ -158,6 +168,14 @@ export class LiveHub {
       for (const subscriber of [...set]) subscriber.end();
     }
     this.#streams.clear();
+  }
+
+  /** Counts streams; tells `onActive` when the first opens or the last ends. */
+  #active(delta: number): void {
+    this.#open += delta;
+    if (this.#open === (delta > 0 ? 1 : 0)) {
+      this.#options.onActive?.(delta > 0);
+    }
   }
 
   /** Waits for a change, the end of the stream, or the heartbeat. */

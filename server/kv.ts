@@ -14,7 +14,10 @@
  * 60 KB chunks (KV caps a value at 64 KiB), and a commit larger than one
  * atomic operation stays all-or-nothing through an intent on the clock that
  * every reader finishes first (`_kv_commit.ts`). Idempotency entries carry
- * `expireIn` as a backstop to the server's purge.
+ * `expireIn` as a backstop to the server's purge. Every commit also logs
+ * the kinds it wrote, so that `changes()` tells each instance of the
+ * others' commits and `GET /live` hints cross instances (`_kv_changes.ts`:
+ * KV `watch` where it delivers, else a poll of one head key).
  *
  * @example Serving on a KV database
  * ```ts
@@ -43,6 +46,7 @@ import {
   type KvContext,
   readSettledClock,
 } from "./_kv_commit.ts";
+import { readChanges } from "./_kv_changes.ts";
 import { listPage, readEntry, readRecord } from "./_kv_read.ts";
 import { purge, trimEntries } from "./_kv_upkeep.ts";
 import type {
@@ -57,6 +61,7 @@ import type {
   ServerStorePurgeOptions,
   ServerStorePurgeResult,
   ServerWrite,
+  StoreChange,
   TrimIdempotencyOptions,
   TrimIdempotencyResult,
 } from "./store.ts";
@@ -76,6 +81,17 @@ export interface KvServerStoreOptions {
    * @default {false}
    */
   readonly closeKv?: boolean;
+  /**
+   * How often, in ms, the change feed (`changes()`, read by the server
+   * while a `GET /live` stream is open) polls the change log's head for
+   * commits of other instances. `kv.watch()` wakes it sooner where KV
+   * delivers watches (Deno Deploy); a local KV file delivers them only
+   * within one process, so there the poll is what carries hints across
+   * processes.
+   *
+   * @default {250}
+   */
+  readonly changesPollMs?: number;
 }
 
 /**
@@ -139,7 +155,19 @@ export function createKvServerStore(
       `Cannot create KV server store as 'prefix' takes more than ${PREFIX_BUDGET} bytes of every key: current value is ${prefixBytes}`,
     );
   }
-  return new KvServerStore({ kv, keys: new KvKeys([...prefix]) }, closeKv);
+  const pollMs = options.changesPollMs ?? 250;
+  if (typeof pollMs !== "number" || !(pollMs > 0)) {
+    throw new TypeError(
+      `Cannot create KV server store as 'changesPollMs' is not a positive number: current value is ${
+        describe(pollMs)
+      }`,
+    );
+  }
+  return new KvServerStore(
+    { kv, keys: new KvKeys([...prefix]), origin: crypto.randomUUID() },
+    closeKv,
+    pollMs,
+  );
 }
 
 /**
@@ -191,11 +219,15 @@ export async function openKvServerStore(
 class KvServerStore implements ServerStore {
   readonly #context: KvContext;
   readonly #closeKv: boolean;
+  readonly #pollMs: number;
+  /** Aborted by close(): ends every change feed. */
+  readonly #closing = new AbortController();
   #closed = false;
 
-  constructor(context: KvContext, closeKv: boolean) {
+  constructor(context: KvContext, closeKv: boolean, pollMs: number) {
     this.#context = context;
     this.#closeKv = closeKv;
+    this.#pollMs = pollMs;
   }
 
   async getRecord(
@@ -302,9 +334,19 @@ class KvServerStore implements ServerStore {
     };
   }
 
+  changes(signal: AbortSignal): AsyncIterable<StoreChange> {
+    this.#assertOpen("read changes");
+    return readChanges(
+      this.#context,
+      AbortSignal.any([signal, this.#closing.signal]),
+      { pollMs: this.#pollMs, watch: true, origin: this.#context.origin },
+    );
+  }
+
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
+      this.#closing.abort();
       if (this.#closeKv) this.#context.kv.close();
     }
     return Promise.resolve();

@@ -55,6 +55,7 @@ export type {
   ServerStorePurgeOptions,
   ServerStorePurgeResult,
   ServerWrite,
+  StoreChange,
   TrimIdempotencyOptions,
   TrimIdempotencyResult,
 } from "./store.ts";

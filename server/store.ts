@@ -146,6 +146,22 @@ export interface NamespaceClock {
   readonly version: string | null;
 }
 
+/**
+ * A commit to a shared store, as its change feed tells it:
+ * {@linkcode ServerStore.changes}.
+ */
+export interface StoreChange {
+  /** The namespace written. */
+  readonly namespace: string;
+  /** The kinds of the records written, without repeats. */
+  readonly kinds: readonly string[];
+  /**
+   * `true` when every commit told here went through this store object
+   * itself (its handler already told its own live streams).
+   */
+  readonly local?: boolean;
+}
+
 /** The precondition of a shared store's {@linkcode ServerStore.commit}. */
 export interface CommitGuard {
   /** The namespace every write of the commit belongs to. */
@@ -416,6 +432,21 @@ export interface ServerStore extends AsyncDisposable {
    * @throws {ClosedError} After close.
    */
   readClock?(namespace: string): Promise<NamespaceClock>;
+
+  /**
+   * The change capability of a shared store: a feed of the commits of
+   * every instance sharing it (this one included), so that `GET /live` on
+   * one instance hears of writes made through another. The feed starts at
+   * the call (earlier commits are not told), may tell a commit late, twice
+   * or, rarely, not at all (live hints are lossy by contract), and ends,
+   * without an error, when `signal` aborts or the store closes. A feed that
+   * throws is restarted by the server with backoff, its error reported to
+   * `onError`. The server reads it only while a live stream is open.
+   *
+   * @param signal Ends the feed.
+   * @returns The changes, in commit order per instance.
+   */
+  changes?(signal: AbortSignal): AsyncIterable<StoreChange>;
 
   /**
    * Releases the store. Idempotent.

@@ -42,6 +42,9 @@ const store: ServerStore = {
   ...(inner.readClock === undefined
     ? {}
     : { readClock: (ns: string) => inner.readClock!(ns) }),
+  ...(inner.changes === undefined
+    ? {}
+    : { changes: (signal: AbortSignal) => inner.changes!(signal) }),
   close: () => inner.close(),
   [Symbol.asyncDispose]: () => inner.close(),
 };

@@ -31,12 +31,14 @@ export interface TwoServersOptions {
   readonly readers: number;
 }
 
-interface Child {
+/** A server process started by {@linkcode start}. */
+export interface Child {
   readonly process: Deno.ChildProcess;
   readonly base: string;
 }
 
-async function start(store: string, path: string): Promise<Child> {
+/** Starts a server process over a store file; resolves once it listens. */
+export async function start(store: string, path: string): Promise<Child> {
   const process = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -67,7 +69,8 @@ async function start(store: string, path: string): Promise<Child> {
   return { process, base: `http://127.0.0.1:${value.trim()}` };
 }
 
-async function stop(child: Child): Promise<void> {
+/** Stops a server process and waits for its end. */
+export async function stop(child: Child): Promise<void> {
   await child.process.stdin.close();
   await child.process.status;
 }
