@@ -147,8 +147,9 @@ export interface SyncServerOptions {
   readonly batch?: boolean;
   /**
    * Whether `GET /live` is served: a `text/event-stream` per principal that
-   * names the kinds this server committed writes to (CONTRACT.md §Live
-   * hint). `GET /health` says so.
+   * names the kinds its committed writes changed, through this server or,
+   * over a store with a change feed (`changes()`, such as Deno KV), through
+   * any other instance (CONTRACT.md §Live hint). `GET /health` says so.
    *
    * @default {true}
    */
