@@ -30,22 +30,26 @@ import { ClosedError, StorageError } from "../src/errors.ts";
 import { decodeUtf16, encodeUtf16 } from "../src/utf16.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import type { SqliteDatabaseLike, SqliteValue } from "../src/sqlite_like.ts";
-import type {
-  IdempotencyEntry,
-  LastWrite,
-  ListServerRecordsOptions,
-  ListServerRecordsResult,
-  ServerRecord,
-  ServerStore,
-  ServerStorePurgeOptions,
-  ServerStorePurgeResult,
-  ServerWrite,
-  TrimIdempotencyOptions,
-  TrimIdempotencyResult,
+import {
+  type CommitGuard,
+  type IdempotencyEntry,
+  type LastWrite,
+  type ListServerRecordsOptions,
+  type ListServerRecordsResult,
+  type NamespaceClock,
+  type ServerRecord,
+  type ServerStore,
+  type ServerStorePurgeOptions,
+  type ServerStorePurgeResult,
+  type ServerWrite,
+  StaleClockError,
+  type TrimIdempotencyOptions,
+  type TrimIdempotencyResult,
 } from "./store.ts";
 import { utf8Length } from "./_limits.ts";
 import {
   MIGRATE_1_TO_2,
+  MIGRATE_2_TO_3,
   prepareStatements,
   SCHEMA,
   SCHEMA_VERSION,
@@ -295,14 +299,26 @@ class SqliteServerStore implements ServerStore {
     });
   }
 
-  commit(writes: readonly ServerWrite[]): Promise<void> {
+  commit(writes: readonly ServerWrite[], guard?: CommitGuard): Promise<void> {
     return this.#run("commit writes", () => {
+      if (guard !== undefined) assertInGuard(writes, guard);
       if (writes.length === 0) return;
       const s = this.#statements;
-      this.#transaction("BEGIN IMMEDIATE", () => {
-        // The newest record of each namespace raises its clock once.
+      this.#writeTransaction(guard, () => {
+        // Checked under the write lock: no other connection can move the
+        // clock between this check and the COMMIT below, which moves it.
+        if (guard !== undefined) {
+          const current = this.#readClock(guard.namespace).version;
+          if (current !== guard.expect.version) {
+            throw new StaleClockError(guard.namespace, guard.expect.version);
+          }
+        }
+        // The newest record of each namespace raises its clock once; every
+        // namespace written moves its version once.
         const newest = new Map<string, { updatedAt: number; id: string }>();
+        const touched = new Set<string>();
         for (const write of writes) {
+          touched.add(write.namespace);
           if (write.type === "record") {
             const { record } = write;
             if (!isJsonObject(record.data)) {
@@ -354,6 +370,9 @@ class SqliteServerStore implements ServerStore {
         for (const [namespace, { updatedAt, id }] of newest) {
           s.raiseClock.run(encodeUtf16(namespace), updatedAt, encodeUtf16(id));
         }
+        for (const namespace of touched) {
+          s.bumpVersion.run(encodeUtf16(namespace));
+        }
       });
     });
   }
@@ -361,7 +380,16 @@ class SqliteServerStore implements ServerStore {
   purge(options: ServerStorePurgeOptions): Promise<ServerStorePurgeResult> {
     return this.#run("purge", () => {
       const s = this.#statements;
-      return this.#transaction("BEGIN IMMEDIATE", () => {
+      try {
+        this.#db.exec("BEGIN IMMEDIATE");
+      } catch (error) {
+        // Another process holds the write lock past the busy timeout (most
+        // likely purging too): this purge removes nothing now, and the
+        // server's next maintenance tries again.
+        if (isBusy(error)) return { idempotency: 0, tombstones: 0 };
+        throw error;
+      }
+      return this.#inTransaction(() => {
         let idempotency = 0;
         let tombstones = 0;
         // SQLite reads a negative LIMIT as none.
@@ -410,6 +438,13 @@ class SqliteServerStore implements ServerStore {
     return this.#run("trim idempotency entries", () => {
       const s = this.#statements;
       const ns = encodeUtf16(namespace);
+      // Counting alone takes no write lock, so it never waits for another
+      // process's write.
+      if (
+        !(options.keep < Infinity && Number.isFinite(options.expiresAtOrBefore))
+      ) {
+        return readCount(s.countIdempotency.get(ns));
+      }
       return this.#transaction("BEGIN IMMEDIATE", () => {
         let counted = readCount(s.countIdempotency.get(ns));
         const excess = counted.count - options.keep;
@@ -428,16 +463,30 @@ class SqliteServerStore implements ServerStore {
   }
 
   lastWrite(namespace: string): Promise<LastWrite | null> {
-    return this.#run("read last write", () => {
-      const row = this.#statements.clock.get(encodeUtf16(namespace)) as
-        | { updated_at: number | bigint; id: Uint8Array | null }
-        | undefined;
-      if (row === undefined || row === null) return null;
-      return {
+    return this.#run("read last write", () => this.#readClock(namespace).last);
+  }
+
+  readClock(namespace: string): Promise<NamespaceClock> {
+    return this.#run("read clock", () => this.#readClock(namespace));
+  }
+
+  /** Reads a namespace's clock row (one statement: one snapshot). */
+  #readClock(namespace: string): NamespaceClock {
+    const row = this.#statements.clock.get(encodeUtf16(namespace)) as
+      | {
+        updated_at: number | bigint | null;
+        id: Uint8Array | null;
+        version: number | bigint;
+      }
+      | undefined;
+    if (row === undefined || row === null) return { last: null, version: null };
+    return {
+      last: row.updated_at === null ? null : {
         updatedAt: Number(row.updated_at),
         id: row.id === null ? null : decodeUtf16(row.id),
-      };
-    });
+      },
+      version: String(row.version),
+    };
   }
 
   close(): Promise<void> {
@@ -471,8 +520,30 @@ class SqliteServerStore implements ServerStore {
     }
   }
 
+  /**
+   * A commit's write transaction. Another process holding the write lock
+   * past the busy timeout makes a guarded commit stale rather than failed:
+   * nothing was written (the transaction never began), and the handler runs
+   * the write again after a backoff instead of answering `500`.
+   */
+  #writeTransaction(guard: CommitGuard | undefined, work: () => void): void {
+    try {
+      this.#db.exec("BEGIN IMMEDIATE");
+    } catch (error) {
+      if (guard !== undefined && isBusy(error)) {
+        throw new StaleClockError(guard.namespace, guard.expect.version);
+      }
+      throw error;
+    }
+    this.#inTransaction(work);
+  }
+
   #transaction<T>(begin: string, work: () => T): T {
     this.#db.exec(begin);
+    return this.#inTransaction(work);
+  }
+
+  #inTransaction<T>(work: () => T): T {
     try {
       const result = work();
       this.#db.exec("COMMIT");
@@ -489,21 +560,59 @@ class SqliteServerStore implements ServerStore {
   }
 
   #migrate(): void {
+    if (this.#schemaVersion() === SCHEMA_VERSION) return;
+    // Read again under the write lock: another process opening the same
+    // file may have migrated it meanwhile.
+    this.#transaction("BEGIN IMMEDIATE", () => {
+      const version = this.#schemaVersion();
+      if (version === 0) {
+        this.#db.exec(SCHEMA);
+      } else if (version === 1 || version === 2) {
+        if (version === 1) this.#db.exec(MIGRATE_1_TO_2);
+        this.#db.exec(MIGRATE_2_TO_3);
+      } else if (version !== SCHEMA_VERSION) {
+        throw new StorageError(
+          `Cannot open SQLite server store as its schema version is not ${SCHEMA_VERSION} or older: current value is ${version}`,
+        );
+      }
+    });
+  }
+
+  #schemaVersion(): number {
     const row = this.#db.prepare("PRAGMA user_version").get() as
       | { user_version: number | bigint }
       | undefined;
-    const version = Number(row?.user_version ?? 0);
-    if (version === SCHEMA_VERSION) return;
-    if (version === 0) {
-      this.#transaction("BEGIN IMMEDIATE", () => this.#db.exec(SCHEMA));
-    } else if (version === 1) {
-      this.#transaction("BEGIN IMMEDIATE", () => this.#db.exec(MIGRATE_1_TO_2));
-    } else {
-      throw new StorageError(
-        `Cannot open SQLite server store as its schema version is not ${SCHEMA_VERSION} or older: current value is ${version}`,
+    return Number(row?.user_version ?? 0);
+  }
+}
+
+/** Throws when a guarded commit holds a write of another namespace. */
+function assertInGuard(
+  writes: readonly ServerWrite[],
+  guard: CommitGuard,
+): void {
+  for (const write of writes) {
+    if (write.namespace !== guard.namespace) {
+      throw new TypeError(
+        `Cannot commit guarded writes as one is outside the guard's namespace ${
+          JSON.stringify(guard.namespace)
+        }: current value is ${JSON.stringify(write.namespace)}`,
       );
     }
   }
+}
+
+/** Whether a driver error is SQLITE_BUSY (another connection's lock). */
+function isBusy(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const { code, errcode, message } = error as {
+    code?: unknown;
+    errcode?: unknown;
+    message?: unknown;
+  };
+  return (typeof errcode === "number" && (errcode & 0xff) === 5) ||
+    (typeof code === "string" && code.startsWith("SQLITE_BUSY")) ||
+    (typeof message === "string" && message.includes("database is locked"));
 }
 
 /** Reads a `countIdempotency` row. */
