@@ -8,6 +8,16 @@
  * file with `node:sqlite`, imported on first use (so a caller that brings
  * its own driver never loads it).
  *
+ * It is a shared store (`readClock`), so several server processes may serve
+ * one file: each namespace's clock row holds the greatest `(updated_at, id)`
+ * and a version, and a commit applies only inside `BEGIN IMMEDIATE` after
+ * re-checking that the version is the one its writer read, moving it in the
+ * same transaction; otherwise it rolls back and throws `StaleClockError`,
+ * and the handler runs the write again from fresh reads. A record committed
+ * after a client read a page thus never lands behind its cursor, whichever
+ * process served either. A commit that finds another process holding the
+ * write lock past the busy timeout is stale too (nothing was written).
+ *
  * @example Serving from an SQLite file
  * ```ts
  * import { createSyncServer } from "@offline-first/sync/server";
@@ -78,8 +88,9 @@ export interface OpenSqliteServerStoreOptions {
 
 /**
  * Creates a {@linkcode ServerStore} on an open SQLite connection, creating
- * its tables on first use. One server process should use a database at a
- * time: the server serialises writes in memory.
+ * its tables on first use (or upgrading them). Several connections, in one
+ * or several processes, may use one database file at once; give each a busy
+ * timeout (`PRAGMA busy_timeout`) and, for concurrent reads, WAL mode.
  *
  * @param db Any driver that fits `SqliteDatabaseLike`.
  * @param options Whether `close()` closes `db`.
@@ -123,7 +134,8 @@ export function createSqliteServerStore(
 
 /**
  * Opens (creating it if needed) an SQLite file with `node:sqlite` as a
- * {@linkcode ServerStore} in WAL mode. The store owns the connection.
+ * {@linkcode ServerStore} in WAL mode, with a busy timeout. The store owns
+ * the connection; any number of processes may open one file at once.
  * `node:sqlite` is imported here, on first use.
  *
  * @param path The file, or `":memory:"`.
