@@ -38,7 +38,7 @@
 
 import { ClosedError, StorageError } from "../src/errors.ts";
 import { decodeUtf16, encodeUtf16 } from "../src/utf16.ts";
-import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
+import { isJsonObject, type JsonValue } from "../src/json.ts";
 import type { SqliteDatabaseLike, SqliteValue } from "../src/sqlite_like.ts";
 import {
   type CommitGuard,
@@ -57,6 +57,13 @@ import {
   type TrimIdempotencyResult,
 } from "./store.ts";
 import { utf8Length } from "./_limits.ts";
+import {
+  assertInGuard,
+  integer,
+  isBusy,
+  readCount,
+  toRecord,
+} from "./_sqlite_rows.ts";
 import {
   MIGRATE_1_TO_2,
   MIGRATE_2_TO_3,
@@ -533,21 +540,21 @@ class SqliteServerStore implements ServerStore {
   }
 
   /**
-   * A commit's write transaction. Another process holding the write lock
-   * past the busy timeout makes a guarded commit stale rather than failed:
-   * nothing was written (the transaction never began), and the handler runs
-   * the write again after a backoff instead of answering `500`.
+   * A commit's write transaction. Another process holding the lock past the
+   * busy timeout (at `BEGIN IMMEDIATE`, or at `COMMIT` without WAL) makes a
+   * guarded commit stale rather than failed: nothing was written (the
+   * transaction never began, or was rolled back), and the handler runs the
+   * write again after a backoff instead of answering `500`.
    */
   #writeTransaction(guard: CommitGuard | undefined, work: () => void): void {
     try {
-      this.#db.exec("BEGIN IMMEDIATE");
+      this.#transaction("BEGIN IMMEDIATE", work);
     } catch (error) {
       if (guard !== undefined && isBusy(error)) {
         throw new StaleClockError(guard.namespace, guard.expect.version);
       }
       throw error;
     }
-    this.#inTransaction(work);
   }
 
   #transaction<T>(begin: string, work: () => T): T {
@@ -596,71 +603,4 @@ class SqliteServerStore implements ServerStore {
       | undefined;
     return Number(row?.user_version ?? 0);
   }
-}
-
-/** Throws when a guarded commit holds a write of another namespace. */
-function assertInGuard(
-  writes: readonly ServerWrite[],
-  guard: CommitGuard,
-): void {
-  for (const write of writes) {
-    if (write.namespace !== guard.namespace) {
-      throw new TypeError(
-        `Cannot commit guarded writes as one is outside the guard's namespace ${
-          JSON.stringify(guard.namespace)
-        }: current value is ${JSON.stringify(write.namespace)}`,
-      );
-    }
-  }
-}
-
-/** Whether a driver error is SQLITE_BUSY (another connection's lock). */
-function isBusy(error: unknown): boolean {
-  if (typeof error !== "object" || error === null) return false;
-  const { code, errcode, message } = error as {
-    code?: unknown;
-    errcode?: unknown;
-    message?: unknown;
-  };
-  return (typeof errcode === "number" && (errcode & 0xff) === 5) ||
-    (typeof code === "string" && code.startsWith("SQLITE_BUSY")) ||
-    (typeof message === "string" && message.includes("database is locked"));
-}
-
-/** Reads a `countIdempotency` row. */
-function readCount(row: unknown): TrimIdempotencyResult {
-  const { count, oldest } = row as {
-    count: number | bigint;
-    oldest: number | bigint | null;
-  };
-  return {
-    count: Number(count),
-    oldestExpiresAt: oldest === null ? null : Number(oldest),
-  };
-}
-
-function toRecord(row: unknown): ServerRecord {
-  const { kind, id, updated_at, deleted_at, data } = row as {
-    kind: Uint8Array;
-    id: Uint8Array;
-    updated_at: number | bigint;
-    deleted_at: number | bigint | null;
-    data: string;
-  };
-  return {
-    kind: decodeUtf16(kind),
-    id: decodeUtf16(id),
-    updatedAt: Number(updated_at),
-    deletedAt: deleted_at === null ? null : Number(deleted_at),
-    data: JSON.parse(data) as JsonObject,
-  };
-}
-
-function integer(value: number): number {
-  if (!Number.isSafeInteger(value)) {
-    throw new TypeError(
-      `Cannot store number as it is not a safe integer: current value is ${value}`,
-    );
-  }
-  return value;
 }
