@@ -1,6 +1,6 @@
 /**
- * The SQLite server store's schema, its migration from version 1, and the
- * statements the store prepares on a connection.
+ * The SQLite server store's schema, its migrations from versions 1 and 2,
+ * and the statements the store prepares on a connection.
  *
  * @module
  */
@@ -11,7 +11,7 @@ import type {
 } from "../src/sqlite_like.ts";
 
 /** The schema version the SQLite server store writes (`PRAGMA user_version`). */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 // Ids, kinds, namespaces, keys and fingerprints are BLOBs holding UTF-16BE code units:
 // memcmp order on them is UTF-16 code-unit order (node:sqlite cannot register
@@ -39,14 +39,29 @@ CREATE INDEX records_tombstones ON records (updated_at)
 `;
 
 // The clock is per namespace (CONTRACT.md): the greatest (updated_at, id)
-// committed there; `id` is NULL when unknown.
-const CLOCKS = `
+// committed there; `id` is NULL when unknown. Version 2's layout, kept for
+// the migration from version 1.
+const CLOCKS_V2 = `
 CREATE TABLE clocks (
   ns BLOB PRIMARY KEY,
   updated_at INTEGER NOT NULL,
   id BLOB
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_age ON idempotency (ns, expires_at);
+`;
+
+// Version 3: the clock row also holds the namespace's `version`, which every
+// commit to the namespace raises in its write transaction (so that several
+// processes on one file can guard their commits by it: the shared
+// capability); `updated_at` is NULL while the namespace has committed only
+// idempotency entries.
+const CLOCKS = `
+CREATE TABLE clocks (
+  ns BLOB PRIMARY KEY,
+  updated_at INTEGER,
+  id BLOB,
+  version INTEGER NOT NULL
+) WITHOUT ROWID;
 `;
 
 /** The tables and indexes of an empty database, at {@linkcode SCHEMA_VERSION}. */
@@ -71,6 +86,7 @@ CREATE TABLE meta (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX idempotency_age ON idempotency (ns, expires_at);
 ${CLOCKS}
 PRAGMA user_version = ${SCHEMA_VERSION};
 `;
@@ -94,7 +110,7 @@ INSERT INTO records (ns, kind, id, updated_at, deleted_at, size, data)
   SELECT ns, kind, id, updated_at, deleted_at, length(CAST(data AS BLOB)), data
   FROM records_v1;
 DROP TABLE records_v1;
-${CLOCKS}
+${CLOCKS_V2}
 INSERT INTO clocks (ns, updated_at, id)
   SELECT ns, updated_at, max(id) FROM records AS r
   WHERE updated_at = (SELECT max(updated_at) FROM records WHERE ns = r.ns)
@@ -105,6 +121,21 @@ INSERT INTO clocks (ns, updated_at, id)
     WHERE excluded.updated_at >= clocks.updated_at;
 DELETE FROM meta WHERE name = 'clock';
 PRAGMA user_version = 2;
+`;
+
+/**
+ * Version 2 to 3: each clock row gains the namespace's `version` (the
+ * table is rebuilt, since `updated_at` may now be NULL). Every existing
+ * clock starts at version 1, so a process still holding a clock read before
+ * the upgrade finds it moved.
+ */
+export const MIGRATE_2_TO_3 = `
+ALTER TABLE clocks RENAME TO clocks_v2;
+${CLOCKS}
+INSERT INTO clocks (ns, updated_at, id, version)
+  SELECT ns, updated_at, id, 1 FROM clocks_v2;
+DROP TABLE clocks_v2;
+PRAGMA user_version = 3;
 `;
 
 /** The name of each statement the store prepares. */
@@ -127,6 +158,7 @@ export type StatementName =
   | "putRecord"
   | "putIdempotency"
   | "raiseClock"
+  | "bumpVersion"
   | "clock"
   | "purgeIdempotency"
   | "nthTombstone"
@@ -204,16 +236,24 @@ export function prepareStatements(db: SqliteDatabaseLike): Statements {
          expires_at = excluded.expires_at`,
     ),
     // Raised only by a greater (updated_at, id); an unknown id (NULL)
-    // stays unknown at its instant.
+    // stays unknown at its instant. The version moves separately.
     raiseClock: db.prepare(
-      `INSERT INTO clocks (ns, updated_at, id) VALUES (?, ?, ?)
+      `INSERT INTO clocks (ns, updated_at, id, version) VALUES (?, ?, ?, 0)
        ON CONFLICT (ns) DO UPDATE SET updated_at = excluded.updated_at,
          id = excluded.id
-       WHERE excluded.updated_at > clocks.updated_at
+       WHERE clocks.updated_at IS NULL
+         OR excluded.updated_at > clocks.updated_at
          OR (excluded.updated_at = clocks.updated_at
            AND clocks.id IS NOT NULL AND excluded.id > clocks.id)`,
     ),
-    clock: db.prepare("SELECT updated_at, id FROM clocks WHERE ns = ?"),
+    // Every commit to a namespace moves its version, in its transaction.
+    bumpVersion: db.prepare(
+      `INSERT INTO clocks (ns, updated_at, id, version) VALUES (?, NULL, NULL, 1)
+       ON CONFLICT (ns) DO UPDATE SET version = clocks.version + 1`,
+    ),
+    clock: db.prepare(
+      "SELECT updated_at, id, version FROM clocks WHERE ns = ?",
+    ),
     purgeIdempotency: db.prepare(
       `DELETE FROM idempotency WHERE (ns, key) IN (
          SELECT ns, key FROM idempotency WHERE expires_at <= ?

@@ -8,6 +8,16 @@
  * file with `node:sqlite`, imported on first use (so a caller that brings
  * its own driver never loads it).
  *
+ * It is a shared store (`readClock`), so several server processes may serve
+ * one file: each namespace's clock row holds the greatest `(updated_at, id)`
+ * and a version, and a commit applies only inside `BEGIN IMMEDIATE` after
+ * re-checking that the version is the one its writer read, moving it in the
+ * same transaction; otherwise it rolls back and throws `StaleClockError`,
+ * and the handler runs the write again from fresh reads. A record committed
+ * after a client read a page thus never lands behind its cursor, whichever
+ * process served either. A commit that finds another process holding the
+ * write lock past the busy timeout is stale too (nothing was written).
+ *
  * @example Serving from an SQLite file
  * ```ts
  * import { createSyncServer } from "@offline-first/sync/server";
@@ -28,24 +38,35 @@
 
 import { ClosedError, StorageError } from "../src/errors.ts";
 import { decodeUtf16, encodeUtf16 } from "../src/utf16.ts";
-import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
+import { isJsonObject, type JsonValue } from "../src/json.ts";
 import type { SqliteDatabaseLike, SqliteValue } from "../src/sqlite_like.ts";
-import type {
-  IdempotencyEntry,
-  LastWrite,
-  ListServerRecordsOptions,
-  ListServerRecordsResult,
-  ServerRecord,
-  ServerStore,
-  ServerStorePurgeOptions,
-  ServerStorePurgeResult,
-  ServerWrite,
-  TrimIdempotencyOptions,
-  TrimIdempotencyResult,
+import {
+  type CommitGuard,
+  type IdempotencyEntry,
+  type LastWrite,
+  type ListServerRecordsOptions,
+  type ListServerRecordsResult,
+  type NamespaceClock,
+  type ServerRecord,
+  type ServerStore,
+  type ServerStorePurgeOptions,
+  type ServerStorePurgeResult,
+  type ServerWrite,
+  StaleClockError,
+  type TrimIdempotencyOptions,
+  type TrimIdempotencyResult,
 } from "./store.ts";
 import { utf8Length } from "./_limits.ts";
 import {
+  assertInGuard,
+  integer,
+  isBusy,
+  readCount,
+  toRecord,
+} from "./_sqlite_rows.ts";
+import {
   MIGRATE_1_TO_2,
+  MIGRATE_2_TO_3,
   prepareStatements,
   SCHEMA,
   SCHEMA_VERSION,
@@ -74,8 +95,9 @@ export interface OpenSqliteServerStoreOptions {
 
 /**
  * Creates a {@linkcode ServerStore} on an open SQLite connection, creating
- * its tables on first use. One server process should use a database at a
- * time: the server serialises writes in memory.
+ * its tables on first use (or upgrading them). Several connections, in one
+ * or several processes, may use one database file at once; give each a busy
+ * timeout (`PRAGMA busy_timeout`) and, for concurrent reads, WAL mode.
  *
  * @param db Any driver that fits `SqliteDatabaseLike`.
  * @param options Whether `close()` closes `db`.
@@ -119,7 +141,8 @@ export function createSqliteServerStore(
 
 /**
  * Opens (creating it if needed) an SQLite file with `node:sqlite` as a
- * {@linkcode ServerStore} in WAL mode. The store owns the connection.
+ * {@linkcode ServerStore} in WAL mode, with a busy timeout. The store owns
+ * the connection; any number of processes may open one file at once.
  * `node:sqlite` is imported here, on first use.
  *
  * @param path The file, or `":memory:"`.
@@ -295,14 +318,26 @@ class SqliteServerStore implements ServerStore {
     });
   }
 
-  commit(writes: readonly ServerWrite[]): Promise<void> {
+  commit(writes: readonly ServerWrite[], guard?: CommitGuard): Promise<void> {
     return this.#run("commit writes", () => {
+      if (guard !== undefined) assertInGuard(writes, guard);
       if (writes.length === 0) return;
       const s = this.#statements;
-      this.#transaction("BEGIN IMMEDIATE", () => {
-        // The newest record of each namespace raises its clock once.
+      this.#writeTransaction(guard, () => {
+        // Checked under the write lock: no other connection can move the
+        // clock between this check and the COMMIT below, which moves it.
+        if (guard !== undefined) {
+          const current = this.#readClock(guard.namespace).version;
+          if (current !== guard.expect.version) {
+            throw new StaleClockError(guard.namespace, guard.expect.version);
+          }
+        }
+        // The newest record of each namespace raises its clock once; every
+        // namespace written moves its version once.
         const newest = new Map<string, { updatedAt: number; id: string }>();
+        const touched = new Set<string>();
         for (const write of writes) {
+          touched.add(write.namespace);
           if (write.type === "record") {
             const { record } = write;
             if (!isJsonObject(record.data)) {
@@ -354,6 +389,9 @@ class SqliteServerStore implements ServerStore {
         for (const [namespace, { updatedAt, id }] of newest) {
           s.raiseClock.run(encodeUtf16(namespace), updatedAt, encodeUtf16(id));
         }
+        for (const namespace of touched) {
+          s.bumpVersion.run(encodeUtf16(namespace));
+        }
       });
     });
   }
@@ -361,7 +399,16 @@ class SqliteServerStore implements ServerStore {
   purge(options: ServerStorePurgeOptions): Promise<ServerStorePurgeResult> {
     return this.#run("purge", () => {
       const s = this.#statements;
-      return this.#transaction("BEGIN IMMEDIATE", () => {
+      try {
+        this.#db.exec("BEGIN IMMEDIATE");
+      } catch (error) {
+        // Another process holds the write lock past the busy timeout (most
+        // likely purging too): this purge removes nothing now, and the
+        // server's next maintenance tries again.
+        if (isBusy(error)) return { idempotency: 0, tombstones: 0 };
+        throw error;
+      }
+      return this.#inTransaction(() => {
         let idempotency = 0;
         let tombstones = 0;
         // SQLite reads a negative LIMIT as none.
@@ -410,6 +457,13 @@ class SqliteServerStore implements ServerStore {
     return this.#run("trim idempotency entries", () => {
       const s = this.#statements;
       const ns = encodeUtf16(namespace);
+      // Counting alone takes no write lock, so it never waits for another
+      // process's write.
+      if (
+        !(options.keep < Infinity && Number.isFinite(options.expiresAtOrBefore))
+      ) {
+        return readCount(s.countIdempotency.get(ns));
+      }
       return this.#transaction("BEGIN IMMEDIATE", () => {
         let counted = readCount(s.countIdempotency.get(ns));
         const excess = counted.count - options.keep;
@@ -428,16 +482,30 @@ class SqliteServerStore implements ServerStore {
   }
 
   lastWrite(namespace: string): Promise<LastWrite | null> {
-    return this.#run("read last write", () => {
-      const row = this.#statements.clock.get(encodeUtf16(namespace)) as
-        | { updated_at: number | bigint; id: Uint8Array | null }
-        | undefined;
-      if (row === undefined || row === null) return null;
-      return {
+    return this.#run("read last write", () => this.#readClock(namespace).last);
+  }
+
+  readClock(namespace: string): Promise<NamespaceClock> {
+    return this.#run("read clock", () => this.#readClock(namespace));
+  }
+
+  /** Reads a namespace's clock row (one statement: one snapshot). */
+  #readClock(namespace: string): NamespaceClock {
+    const row = this.#statements.clock.get(encodeUtf16(namespace)) as
+      | {
+        updated_at: number | bigint | null;
+        id: Uint8Array | null;
+        version: number | bigint;
+      }
+      | undefined;
+    if (row === undefined || row === null) return { last: null, version: null };
+    return {
+      last: row.updated_at === null ? null : {
         updatedAt: Number(row.updated_at),
         id: row.id === null ? null : decodeUtf16(row.id),
-      };
-    });
+      },
+      version: String(row.version),
+    };
   }
 
   close(): Promise<void> {
@@ -471,8 +539,30 @@ class SqliteServerStore implements ServerStore {
     }
   }
 
+  /**
+   * A commit's write transaction. Another process holding the lock past the
+   * busy timeout (at `BEGIN IMMEDIATE`, or at `COMMIT` without WAL) makes a
+   * guarded commit stale rather than failed: nothing was written (the
+   * transaction never began, or was rolled back), and the handler runs the
+   * write again after a backoff instead of answering `500`.
+   */
+  #writeTransaction(guard: CommitGuard | undefined, work: () => void): void {
+    try {
+      this.#transaction("BEGIN IMMEDIATE", work);
+    } catch (error) {
+      if (guard !== undefined && isBusy(error)) {
+        throw new StaleClockError(guard.namespace, guard.expect.version);
+      }
+      throw error;
+    }
+  }
+
   #transaction<T>(begin: string, work: () => T): T {
     this.#db.exec(begin);
+    return this.#inTransaction(work);
+  }
+
+  #inTransaction<T>(work: () => T): T {
     try {
       const result = work();
       this.#db.exec("COMMIT");
@@ -489,57 +579,28 @@ class SqliteServerStore implements ServerStore {
   }
 
   #migrate(): void {
+    if (this.#schemaVersion() === SCHEMA_VERSION) return;
+    // Read again under the write lock: another process opening the same
+    // file may have migrated it meanwhile.
+    this.#transaction("BEGIN IMMEDIATE", () => {
+      const version = this.#schemaVersion();
+      if (version === 0) {
+        this.#db.exec(SCHEMA);
+      } else if (version === 1 || version === 2) {
+        if (version === 1) this.#db.exec(MIGRATE_1_TO_2);
+        this.#db.exec(MIGRATE_2_TO_3);
+      } else if (version !== SCHEMA_VERSION) {
+        throw new StorageError(
+          `Cannot open SQLite server store as its schema version is not ${SCHEMA_VERSION} or older: current value is ${version}`,
+        );
+      }
+    });
+  }
+
+  #schemaVersion(): number {
     const row = this.#db.prepare("PRAGMA user_version").get() as
       | { user_version: number | bigint }
       | undefined;
-    const version = Number(row?.user_version ?? 0);
-    if (version === SCHEMA_VERSION) return;
-    if (version === 0) {
-      this.#transaction("BEGIN IMMEDIATE", () => this.#db.exec(SCHEMA));
-    } else if (version === 1) {
-      this.#transaction("BEGIN IMMEDIATE", () => this.#db.exec(MIGRATE_1_TO_2));
-    } else {
-      throw new StorageError(
-        `Cannot open SQLite server store as its schema version is not ${SCHEMA_VERSION} or older: current value is ${version}`,
-      );
-    }
+    return Number(row?.user_version ?? 0);
   }
-}
-
-/** Reads a `countIdempotency` row. */
-function readCount(row: unknown): TrimIdempotencyResult {
-  const { count, oldest } = row as {
-    count: number | bigint;
-    oldest: number | bigint | null;
-  };
-  return {
-    count: Number(count),
-    oldestExpiresAt: oldest === null ? null : Number(oldest),
-  };
-}
-
-function toRecord(row: unknown): ServerRecord {
-  const { kind, id, updated_at, deleted_at, data } = row as {
-    kind: Uint8Array;
-    id: Uint8Array;
-    updated_at: number | bigint;
-    deleted_at: number | bigint | null;
-    data: string;
-  };
-  return {
-    kind: decodeUtf16(kind),
-    id: decodeUtf16(id),
-    updatedAt: Number(updated_at),
-    deletedAt: deleted_at === null ? null : Number(deleted_at),
-    data: JSON.parse(data) as JsonObject,
-  };
-}
-
-function integer(value: number): number {
-  if (!Number.isSafeInteger(value)) {
-    throw new TypeError(
-      `Cannot store number as it is not a safe integer: current value is ${value}`,
-    );
-  }
-  return value;
 }

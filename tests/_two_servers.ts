@@ -3,8 +3,8 @@
  * writers putting new records through both while readers pull through both
  * with keyset cursors; afterwards each reader's collected ids are compared
  * with the final table. A record committed behind a reader's cursor is a
- * miss. Used by `server_kv_processes_test.ts`; run directly to measure a
- * store: `deno run -A tests/_two_servers.ts kv|sqlite [SECONDS]`.
+ * miss. Used by `server_kv_processes_test.ts` and
+ * `server_sqlite_processes_test.ts`; run directly to measure a store: `deno run -A tests/_two_servers.ts kv|sqlite [SECONDS]`.
  *
  * @module
  */

@@ -5,8 +5,7 @@ import { withTimeout } from "./_timeout.ts";
 // Two `deno run` server processes on one KV file, writers putting new
 // records through both while readers pull through both with keyset
 // cursors: no reader may miss a record (one committed behind its cursor).
-// `deno run -A tests/_two_servers.ts sqlite` runs the same check on the
-// SQLite server store, which keeps its clock per process (issue 13).
+// `server_sqlite_processes_test.ts` runs the same check on one SQLite file.
 Deno.test(
   "kv: two server processes on one KV file never commit a record behind a reader's cursor",
   withTimeout(40_000, async () => {

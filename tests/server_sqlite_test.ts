@@ -23,6 +23,7 @@ import { wrapDriver } from "./_sqlite_drivers.ts";
 testServerStore(
   "sqlite (:memory:)",
   async () => ({ store: await openSqliteServerStore(":memory:") }),
+  { shared: true },
 );
 
 testServerStore("sqlite (file)", async () => {
@@ -33,14 +34,14 @@ testServerStore("sqlite (file)", async () => {
     reopen: () => openSqliteServerStore(file),
     teardown: () => Deno.remove(dir, { recursive: true }),
   };
-}, { persistent: true });
+}, { persistent: true, shared: true });
 
 testServerStore("sqlite (createSqliteServerStore)", () => {
   const db = new DatabaseSync(":memory:");
   return Promise.resolve({
     store: createSqliteServerStore(db, { closeDatabase: true }),
   });
-});
+}, { shared: true });
 
 const ORIGIN = "http://sync.test";
 const T0 = Date.UTC(2025, 2, 1, 10, 0, 0);
@@ -116,12 +117,20 @@ Deno.test("sqlite: a server restarted on the same file keeps records, keys, hori
     );
     assert.equal(gone.status, 410);
     // The clock and the last id survive: (T0 + 1 s, "gone") was the newest
-    // write, so "new" (after "gone") may share its instant and "fresh"
-    // (before it) moves to the next millisecond; neither goes back an hour.
+    // write. The store is shared (several processes may write the file), so
+    // every write moves past the stored clock: "new" and "fresh" get the
+    // next milliseconds; neither goes back an hour.
+    {
+      await using probe = await openSqliteServerStore(file);
+      assert.deepEqual(await probe.lastWrite("public"), {
+        updatedAt: T0 + 1_000,
+        id: "gone",
+      });
+    }
     const next = await send(server, "PUT", "/todo/new", { json: {} });
-    assert.equal(next.body.updated_at, new Date(T0 + 1_000).toISOString());
+    assert.equal(next.body.updated_at, new Date(T0 + 1_001).toISOString());
     const fresh = await send(server, "PUT", "/todo/fresh", { json: {} });
-    assert.equal(fresh.body.updated_at, new Date(T0 + 1_001).toISOString());
+    assert.equal(fresh.body.updated_at, new Date(T0 + 1_002).toISOString());
     const pull = await send(server, "GET", "/todo");
     assert.deepEqual(
       (pull.body.items as JsonObject[]).map((item) => item.id),
@@ -143,7 +152,7 @@ Deno.test("sqlite: openSqliteServerStore() uses WAL and a versioned schema", asy
       const version = probe.prepare("PRAGMA user_version").get() as {
         user_version: number;
       };
-      assert.equal(version.user_version, 2);
+      assert.equal(version.user_version, 3);
     } finally {
       probe.close();
       await store.close();
@@ -155,7 +164,7 @@ Deno.test("sqlite: a database with another schema version is refused", async () 
   await withTempDir(async (dir) => {
     const file = `${dir}/sync.sqlite`;
     const db = new DatabaseSync(file);
-    db.exec("PRAGMA user_version = 3");
+    db.exec("PRAGMA user_version = 4");
     db.close();
     await assert.rejects(openSqliteServerStore(file), StorageError);
     // The refused file is left as it was, and closed (removable).
@@ -164,7 +173,7 @@ Deno.test("sqlite: a database with another schema version is refused", async () 
       user_version: number;
     };
     check.close();
-    assert.equal(row.user_version, 3);
+    assert.equal(row.user_version, 4);
   });
 });
 
@@ -312,7 +321,7 @@ function utf16(text: string): Uint8Array {
   return bytes;
 }
 
-Deno.test("sqlite: a schema version 1 file upgrades to version 2 with per-namespace clocks and record sizes", async () => {
+Deno.test("sqlite: a schema version 1 file upgrades to version 3 with per-namespace clocks and record sizes", async () => {
   await withTempDir(async (dir) => {
     const file = `${dir}/v1.sqlite`;
     const records = [
@@ -399,8 +408,8 @@ Deno.test("sqlite: a schema version 1 file upgrades to version 2 with per-namesp
       user_version: number;
     };
     probe.close();
-    assert.equal(version.user_version, 2);
-    // Reopened as version 2; each principal continues from its own clock.
+    assert.equal(version.user_version, 3);
+    // Reopened as version 3; each principal continues from its own clock.
     await using server = createSyncServer({
       store: await openSqliteServerStore(file),
       auth: (request) => request.headers.get("x-principal"),
