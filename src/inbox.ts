@@ -9,15 +9,9 @@
 import type { EngineContext } from "./_context.ts";
 import { type Conflict, fromResolution, type Resolution } from "./conflict.ts";
 import { SyncError } from "./errors.ts";
-import {
-  baseOf,
-  commitPlan,
-  listLater,
-  type OpPlan,
-  planAcceptServer,
-  planForcedWrite,
-  withRetries,
-} from "./outbox.ts";
+import { commitPlan, type OpPlan, withRetries } from "./_commit.ts";
+import { listLater } from "./_queue.ts";
+import { baseOf, planAcceptServer, planForcedWrite } from "./_settle.ts";
 import type { StoredOp, Versioned } from "./storage.ts";
 
 /** A parked conflict, as the inbox lists it. */

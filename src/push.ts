@@ -30,17 +30,16 @@ import {
 } from "./errors.ts";
 import type { SyncEvent, SyncStats } from "./events.ts";
 import type { JsonObject } from "./json.ts";
+import { type OpPlan, planGroups } from "./_commit.ts";
+import { countPending, listLater, scanOps } from "./_queue.ts";
 import {
-  listLater,
   opError,
-  type OpPlan,
   planAcceptServer,
   planAck,
   planFailure,
   planForcedWrite,
-  planGroups,
   planPark,
-} from "./outbox.ts";
+} from "./_settle.ts";
 import { writeChunked } from "./_write.ts";
 import type { StoredOp, StoredRecord, Versioned } from "./storage.ts";
 import type { PushOp, PushResult } from "./transport.ts";
@@ -73,8 +72,6 @@ export interface PushPhaseResult {
 export function idempotencyKey(op: StoredOp): string {
   return op.revision === 0 ? op.opId : `${op.opId}.r${op.revision}`;
 }
-
-const SCAN_PAGE = 512;
 
 /** What became of a pushed op, for the run's queues. */
 type Fate =
@@ -278,33 +275,6 @@ function toPushOp(op: StoredOp): PushOp {
     baseUpdatedAt: op.baseUpdatedAt,
     force: op.force,
   };
-}
-
-/** Iterates ops in outbox order, a page at a time. */
-export async function* scanOps(
-  ctx: EngineContext,
-  filter: { states: StoredOp["state"][]; kinds: readonly string[] },
-): AsyncGenerator<Versioned<StoredOp>> {
-  let after: string | undefined;
-  for (;;) {
-    const page = await ctx.storage.listOps({
-      ...filter,
-      ...(after === undefined ? {} : { after }),
-      limit: SCAN_PAGE,
-    });
-    yield* page;
-    if (page.length < SCAN_PAGE) return;
-    after = page[page.length - 1]!.value.opId;
-  }
-}
-
-async function countPending(
-  ctx: EngineContext,
-  kinds: readonly string[],
-): Promise<number> {
-  let count = 0;
-  for await (const _ of scanOps(ctx, { states: ["pending"], kinds })) count++;
-  return count;
 }
 
 /**

@@ -18,7 +18,11 @@ import type { RecordChange } from "./events.ts";
 import { isJsonObject, type JsonObject, setOwn } from "./json.ts";
 import { exceedsDepth, idProblem, WIRE_LIMITS } from "./limits.ts";
 import { ownedRecord } from "./_own.ts";
-import { settleSystemFields, writeLocal, writeLocalMany } from "./outbox.ts";
+import {
+  settleSystemFields,
+  writeLocal,
+  writeLocalMany,
+} from "./_local_write.ts";
 import { type StandardSchemaV1, validateWith } from "./schema.ts";
 
 /** Field names of a table's records, when the backend spells them its way. */

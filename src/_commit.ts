@@ -1,0 +1,101 @@
+/**
+ * Committing planned storage writes. Every change is planned as a list of
+ * mutations with `expect` revisions and committed in one
+ * `Storage.write`; when another writer got there first the plan is
+ * rebuilt from a fresh read. That is how a local write and its op commit
+ * atomically without interactive transactions.
+ *
+ * @module
+ */
+
+import type { EngineContext } from "./_context.ts";
+import { StorageError } from "./errors.ts";
+import type { RecordChange } from "./events.ts";
+import type { Mutation } from "./storage.ts";
+
+/**
+ * Runs a read-plan-write loop until the write commits or the retries run
+ * out; a failed `expect` means another writer changed what was read.
+ *
+ * @param ctx The engine context.
+ * @param what What is being written, for the error message.
+ * @param attempt Reads, plans and writes once; `true` when committed.
+ * @returns The committed attempt's value.
+ * @throws {StorageError} When every retry lost the race.
+ */
+export async function withRetries<T>(
+  ctx: EngineContext,
+  what: string,
+  attempt: () => Promise<{ ok: true; value: T } | { ok: false }>,
+): Promise<T> {
+  for (let i = 0; i < ctx.limits.writeRetries; i++) {
+    const result = await attempt();
+    if (result.ok) return result.value;
+  }
+  throw new StorageError(
+    `Cannot ${what} as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
+    { retryable: true },
+  );
+}
+
+/** A planned change of one record and its op, with what the app sees. */
+export interface OpPlan {
+  /** The mutations that must commit together. */
+  readonly mutations: Mutation[];
+  /**
+   * Mutations of other queued ops (rebases, rebuilt bodies) that commit with
+   * `mutations` when they fit one write, and in writes of their own when
+   * they do not: each stands alone and checks its op's revision.
+   */
+  readonly follow?: Mutation[];
+  /** The change the app sees, if the visible data changed. */
+  readonly change: RecordChange | null;
+}
+
+/**
+ * Splits a plan into writes: the plan's own mutations with as many of the
+ * follow-up ones as fit, then the rest in groups that fit.
+ *
+ * @param plan The plan.
+ * @param maxMutations The storage's `maxMutationsPerWrite`.
+ * @returns The first group (atomic) and the further groups.
+ */
+export function planGroups(
+  plan: OpPlan,
+  maxMutations: number,
+): { first: Mutation[]; rest: Mutation[][] } {
+  const follow = plan.follow ?? [];
+  const room = Math.max(0, maxMutations - plan.mutations.length);
+  const first = [...plan.mutations, ...follow.slice(0, room)];
+  const rest: Mutation[][] = [];
+  for (let i = room; i < follow.length; i += Math.max(1, maxMutations)) {
+    rest.push(follow.slice(i, i + Math.max(1, maxMutations)));
+  }
+  return { first, rest };
+}
+
+/**
+ * Commits one plan: its mutations atomically (with the follow-ups that
+ * fit), then the other follow-ups; a follow-up whose op changed meanwhile is
+ * skipped, as its op was rewritten by someone who saw newer state.
+ *
+ * @param ctx The engine context.
+ * @param plan The plan.
+ * @returns Whether the plan's own mutations committed.
+ */
+export async function commitPlan(
+  ctx: EngineContext,
+  plan: OpPlan,
+): Promise<boolean> {
+  const { first, rest } = planGroups(
+    plan,
+    ctx.storage.capabilities.maxMutationsPerWrite,
+  );
+  const result = await ctx.storage.write(first);
+  if (!result.ok) return false;
+  for (const group of rest) {
+    // Each follow-up checks its own op; one refused does not stop the rest.
+    for (const mutation of group) await ctx.storage.write([mutation]);
+  }
+  return true;
+}
