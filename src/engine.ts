@@ -5,6 +5,7 @@
  * @module
  */
 
+import { AutoSync } from "./_auto_sync.ts";
 import type { EngineContext, EngineLimits, TableConfig } from "./_context.ts";
 import type {
   AutoSyncOptions,
@@ -13,27 +14,14 @@ import type {
   SyncEngineOptions,
   SyncOptions,
   SyncResult,
-  Timers,
 } from "./_engine_options.ts";
-import {
-  backoffDelay,
-  clampDelay,
-  MAX_RETRY_AFTER_MS,
-  MAX_TIMER_MS,
-} from "./backoff.ts";
 import {
   CONFLICT_STRATEGIES,
   type ConflictResolver,
   type ConflictStrategy,
   type MergeFunction,
 } from "./conflict.ts";
-import {
-  AuthError,
-  ClosedError,
-  ServerError,
-  SyncError,
-  toSyncError,
-} from "./errors.ts";
+import { AuthError, ClosedError, SyncError, toSyncError } from "./errors.ts";
 import {
   EventHub,
   type ListenOptions,
@@ -135,8 +123,6 @@ export class SyncEngine implements AsyncDisposable {
   #limits: EngineLimits;
   #clock: Clock;
   #ids: (after?: string) => string;
-  #timers: Timers;
-  #random: () => number;
   #defaults: {
     strategy: ConflictStrategy;
     resolver: ConflictResolver | undefined;
@@ -152,16 +138,7 @@ export class SyncEngine implements AsyncDisposable {
   #status: EngineStatus = "idle";
   #skewMs = 0;
   #skewKnown = false;
-  #auto: {
-    options: Required<AutoSyncOptions>;
-    timer: unknown;
-    /** When the armed timer fires (ms since the epoch), or null. */
-    dueAt: number | null;
-    /** No run before this (backoff or Retry-After), ms since the epoch. */
-    notBefore: number;
-    failures: number;
-    offWrite: () => void;
-  } | null = null;
+  #autoSync: AutoSync;
 
   /**
    * Constructs a new instance.
@@ -183,11 +160,19 @@ export class SyncEngine implements AsyncDisposable {
     this.#clock = options.clock ?? Date;
     const clock = this.#clock;
     this.#ids = options.ids ?? createUlid({ now: () => clock.now() });
-    this.#timers = options.timers ?? {
-      setTimeout: (callback, ms) => setTimeout(callback, ms),
-      clearTimeout: (handle) => clearTimeout(handle as number),
-    };
-    this.#random = options.random ?? Math.random;
+    this.#autoSync = new AutoSync({
+      hub: this.#hub,
+      clock,
+      timers: options.timers ?? {
+        setTimeout: (callback, ms) => setTimeout(callback, ms),
+        clearTimeout: (handle) => clearTimeout(handle as number),
+      },
+      random: options.random ?? Math.random,
+      closed: () => this.#closed,
+      status: () => this.#status,
+      running: () => this.#run?.promise ?? null,
+      sync: () => this.sync(),
+    });
     this.#limits = {
       pageSize: positiveInteger("pageSize", options.pageSize, 100),
       pushBatchSize: positiveInteger(
@@ -344,51 +329,12 @@ export class SyncEngine implements AsyncDisposable {
    */
   startAuto(options: AutoSyncOptions = {}): void {
     assertOpen(this.#closed, "start auto sync");
-    const resolved: Required<AutoSyncOptions> = {
-      intervalMs: options.intervalMs ?? 30_000,
-      afterWriteMs: options.afterWriteMs === undefined
-        ? 500
-        : options.afterWriteMs,
-      maxBackoffMs: options.maxBackoffMs ?? 300_000,
-    };
-    for (const [name, value] of Object.entries(resolved)) {
-      if (value === null && name === "afterWriteMs") continue;
-      // An interval of 0 would run back to back; past MAX_TIMER_MS a timer
-      // overflows and fires at once.
-      const min = name === "intervalMs" ? 1 : 0;
-      if (
-        typeof value !== "number" || !(value >= min && value <= MAX_TIMER_MS)
-      ) {
-        throw new RangeError(
-          `Cannot start auto sync as ${name} is not a number of ms from ${min} to ${MAX_TIMER_MS}: current value is ${value}`,
-        );
-      }
-    }
-    this.stopAuto();
-    const offWrite = resolved.afterWriteMs === null
-      ? () => {}
-      : this.#hub.on("change", (event) => {
-        if (event.origin !== "local" || this.#auto === null) return;
-        const soon = this.#clock.now() + resolved.afterWriteMs!;
-        this.#schedule(Math.max(soon, this.#auto.notBefore), false);
-      });
-    this.#auto = {
-      options: resolved,
-      timer: undefined,
-      dueAt: null,
-      notBefore: 0,
-      failures: 0,
-      offWrite,
-    };
-    this.#schedule(this.#clock.now(), true);
+    this.#autoSync.start(options);
   }
 
   /** Stops background runs; a run in progress finishes. Idempotent. */
   stopAuto(): void {
-    if (this.#auto === null) return;
-    this.#timers.clearTimeout(this.#auto.timer);
-    this.#auto.offWrite();
-    this.#auto = null;
+    this.#autoSync.stop();
   }
 
   /**
@@ -615,72 +561,6 @@ export class SyncEngine implements AsyncDisposable {
       }
     }
     return requested;
-  }
-
-  /**
-   * Arms the auto-sync timer for `at` (ms since the epoch). A local write
-   * may only bring a run forward, never past the backoff or `Retry-After`
-   * the last failure asked for; `force` replaces the timer after a run.
-   */
-  #schedule(at: number, force: boolean): void {
-    const auto = this.#auto;
-    if (auto === null) return;
-    if (!force && auto.dueAt !== null && at >= auto.dueAt) return;
-    this.#timers.clearTimeout(auto.timer);
-    auto.dueAt = at;
-    auto.timer = this.#timers.setTimeout(() => {
-      auto.dueAt = null;
-      void this.#tick();
-    }, clampDelay(at - this.#clock.now()));
-  }
-
-  /**
-   * One background run (clause 19): everything it throws is caught here and
-   * only decides the next delay; the run itself already reported the error
-   * as an `error` event, so nothing becomes an unhandled rejection.
-   */
-  async #tick(): Promise<void> {
-    const auto = this.#auto;
-    if (auto === null || this.#closed) return;
-    if (this.#status === "auth") {
-      this.#schedule(this.#clock.now() + auto.options.intervalMs, true);
-      return;
-    }
-    let next = auto.options.intervalMs;
-    try {
-      // A write during a run may have come after its push: wait for that
-      // run, then start a fresh one instead of sharing its result.
-      if (this.#run !== null) await this.#run.promise.catch(() => {});
-      const result = await this.sync();
-      auto.failures = 0;
-      auto.notBefore = 0;
-      if (result.retryAfterMs !== null) {
-        // Clamped by the push phase to MAX_RETRY_AFTER_MS.
-        next = Math.max(next, result.retryAfterMs);
-        auto.notBefore = this.#clock.now() + result.retryAfterMs;
-      }
-    } catch (error) {
-      // Already reported as an `error` event by the run; here it only
-      // decides when to try again.
-      auto.failures++;
-      const retryable = error instanceof SyncError && error.retryable;
-      const backoff = backoffDelay(auto.failures, {
-        baseMs: 1000,
-        maxMs: auto.options.maxBackoffMs,
-        random: this.#random,
-      });
-      // A transport's value is clamped too: NaN or a year must not turn
-      // into an immediate timer.
-      const retryAfter = error instanceof ServerError
-        ? clampDelay(error.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS)
-        : 0;
-      // Full jitter can draw 0: keep a floor so a dead server is not hammered.
-      next = retryable
-        ? Math.max(backoff, retryAfter, 250)
-        : auto.options.intervalMs;
-      auto.notBefore = this.#clock.now() + next;
-    }
-    if (this.#auto === auto) this.#schedule(this.#clock.now() + next, true);
   }
 }
 
