@@ -7,6 +7,7 @@
 
 import { AutoSync } from "./_auto_sync.ts";
 import type { EngineContext, EngineLimits, TableConfig } from "./_context.ts";
+import { executeRun } from "./_sync_run.ts";
 import type {
   AutoSyncOptions,
   Clock,
@@ -21,21 +22,18 @@ import {
   type ConflictStrategy,
   type MergeFunction,
 } from "./conflict.ts";
-import { AuthError, ClosedError, SyncError, toSyncError } from "./errors.ts";
+import { ClosedError, SyncError } from "./errors.ts";
 import {
   EventHub,
   type ListenOptions,
   type SyncEventListener,
   type SyncEventType,
-  type SyncStats,
 } from "./events.ts";
 import { ConflictInbox } from "./inbox.ts";
 import type { JsonObject } from "./json.ts";
 import { kindProblem } from "./limits.ts";
 import { DEFAULT_SYSTEM_FIELDS } from "./merge.ts";
 import { assertOpen, Outbox } from "./outbox.ts";
-import { pullPhase } from "./pull.ts";
-import { pushPhase } from "./push.ts";
 import type { InferOutput, StandardSchemaV1 } from "./schema.ts";
 import type { Storage } from "./storage.ts";
 import { Table, type TableOptions } from "./table.ts";
@@ -462,120 +460,22 @@ export class SyncEngine implements AsyncDisposable {
       );
     }
     if (this.#run !== null) return this.#run.promise;
-    const promise = this.#execute(mode, options).finally(() => {
+    const promise = executeRun(this.#ctx, {
+      runId: ++this.#runId,
+      mode,
+      options,
+      closeSignal: this.#closeController.signal,
+      clock: this.#clock,
+      setStatus: (status) => {
+        this.#status = status;
+      },
+      closed: () => this.#closed,
+    }).finally(() => {
       this.#run = null;
     });
     this.#run = { mode, promise };
     return promise;
   }
-
-  async #execute(
-    mode: "sync" | "fullResync",
-    options: SyncOptions,
-  ): Promise<SyncResult> {
-    const runId = ++this.#runId;
-    const startedAt = this.#clock.now();
-    const stats: SyncStats = {
-      pushed: 0,
-      conflicts: 0,
-      resolved: 0,
-      deferred: 0,
-      quarantined: 0,
-      retrying: 0,
-      pulled: 0,
-      pages: 0,
-      skipped: 0,
-      removed: 0,
-    };
-    const signals = [this.#closeController.signal];
-    if (options.signal !== undefined) signals.push(options.signal);
-    const signal = AbortSignal.any(signals);
-    this.#status = "running";
-    this.#hub.emit({ type: "syncStarted", runId, mode });
-    try {
-      const all = [...this.#tables.keys()];
-      const pushKinds = this.#kinds("push", options.pushKinds, all);
-      const pullKinds = this.#kinds("pull", options.pullKinds, all);
-      const pushed = await pushPhase(this.#ctx, {
-        kinds: pushKinds,
-        stats,
-        signal,
-      });
-      await pullPhase(this.#ctx, {
-        kinds: pullKinds,
-        resync: mode === "fullResync",
-        stats,
-        signal,
-      });
-      const durationMs = this.#clock.now() - startedAt;
-      this.#status = this.#closed ? "closed" : "idle";
-      this.#hub.emit({
-        type: "syncCompleted",
-        runId,
-        mode,
-        ok: true,
-        stats: { ...stats },
-        durationMs,
-      });
-      return { runId, stats, durationMs, retryAfterMs: pushed.retryAfterMs };
-    } catch (thrown) {
-      const error = signal.aborted && !(thrown instanceof SyncError)
-        ? abortError(signal.reason)
-        : toSyncError(thrown);
-      this.#status = this.#closed
-        ? "closed"
-        : error instanceof AuthError
-        ? "auth"
-        : "idle";
-      this.#hub.emit({
-        type: "error",
-        error,
-        category: error.category,
-        retryable: error.retryable,
-      });
-      this.#hub.emit({
-        type: "syncCompleted",
-        runId,
-        mode,
-        ok: false,
-        stats: { ...stats },
-        durationMs: this.#clock.now() - startedAt,
-        error,
-      });
-      throw error;
-    }
-  }
-
-  #kinds(
-    phase: "push" | "pull",
-    requested: readonly string[] | undefined,
-    all: string[],
-  ): readonly string[] {
-    if (requested === undefined) return all;
-    for (const kind of requested) {
-      if (!this.#tables.has(kind)) {
-        throw new SyncError(
-          `Cannot ${phase} as the kind is not registered: current value is "${kind}"`,
-          { category: "validation" },
-        );
-      }
-    }
-    return requested;
-  }
-}
-
-/**
- * The error of a run stopped by its signal: the engine's close, or the
- * caller's own abort (category `closed`: the run was shut down, and nothing
- * stops a later run from succeeding).
- */
-function abortError(reason: unknown): SyncError {
-  if (reason instanceof SyncError) return reason;
-  return new SyncError("Cannot finish sync as the run was aborted", {
-    category: "closed",
-    retryable: true,
-    cause: reason,
-  });
 }
 
 function assertStrategy(strategy: string): void {
