@@ -7,6 +7,12 @@
 
 import { AutoSync } from "./_auto_sync.ts";
 import type { EngineContext, EngineLimits, TableConfig } from "./_context.ts";
+import {
+  configureTable,
+  resolveDefaults,
+  resolveLimits,
+  type TableDefaults,
+} from "./_engine_config.ts";
 import { executeRun } from "./_sync_run.ts";
 import type {
   AutoSyncOptions,
@@ -16,12 +22,6 @@ import type {
   SyncOptions,
   SyncResult,
 } from "./_engine_options.ts";
-import {
-  CONFLICT_STRATEGIES,
-  type ConflictResolver,
-  type ConflictStrategy,
-  type MergeFunction,
-} from "./conflict.ts";
 import { ClosedError, SyncError } from "./errors.ts";
 import {
   EventHub,
@@ -32,7 +32,6 @@ import {
 import { ConflictInbox } from "./inbox.ts";
 import type { JsonObject } from "./json.ts";
 import { kindProblem } from "./limits.ts";
-import { DEFAULT_SYSTEM_FIELDS } from "./merge.ts";
 import { assertOpen, Outbox } from "./outbox.ts";
 import type { InferOutput, StandardSchemaV1 } from "./schema.ts";
 import type { Storage } from "./storage.ts";
@@ -54,20 +53,6 @@ export type {
 interface Run {
   readonly mode: "sync" | "fullResync";
   readonly promise: Promise<SyncResult>;
-}
-
-function positiveInteger(
-  name: string,
-  value: number | undefined,
-  fallback: number,
-): number {
-  const resolved = value ?? fallback;
-  if (!Number.isInteger(resolved) || resolved < 1) {
-    throw new RangeError(
-      `Cannot create sync engine as ${name} is not a positive integer: current value is ${resolved}`,
-    );
-  }
-  return resolved;
 }
 
 /**
@@ -121,11 +106,7 @@ export class SyncEngine implements AsyncDisposable {
   #limits: EngineLimits;
   #clock: Clock;
   #ids: (after?: string) => string;
-  #defaults: {
-    strategy: ConflictStrategy;
-    resolver: ConflictResolver | undefined;
-    mergeFn: MergeFunction | undefined;
-  };
+  #defaults: TableDefaults;
   #tables = new Map<string, { config: TableConfig; handle: Table<unknown> }>();
   #ctx: EngineContext;
   #closed = false;
@@ -171,27 +152,8 @@ export class SyncEngine implements AsyncDisposable {
       running: () => this.#run?.promise ?? null,
       sync: () => this.sync(),
     });
-    this.#limits = {
-      pageSize: positiveInteger("pageSize", options.pageSize, 100),
-      pushBatchSize: positiveInteger(
-        "pushBatchSize",
-        options.pushBatchSize,
-        100,
-      ),
-      maxConflictRetries: positiveInteger(
-        "maxConflictRetries",
-        options.maxConflictRetries,
-        3,
-      ),
-      writeRetries: positiveInteger("writeRetries", options.writeRetries, 20),
-    };
-    const strategy = options.strategy ?? "autoPreserve";
-    assertStrategy(strategy);
-    this.#defaults = {
-      strategy,
-      resolver: options.resolver,
-      mergeFn: options.mergeFn,
-    };
+    this.#limits = resolveLimits(options);
+    this.#defaults = resolveDefaults(options);
     this.#ctx = this.#createContext();
     const guard = (action: string): void => assertOpen(this.#closed, action);
     this.outbox = new Outbox(this.#ctx, guard);
@@ -362,38 +324,7 @@ export class SyncEngine implements AsyncDisposable {
   }
 
   #configure<T>(kind: string, options: TableOptions<T>): TableConfig {
-    const strategy = options.strategy ?? this.#defaults.strategy;
-    assertStrategy(strategy);
-    const fields = options.fields ?? {};
-    const idField = fields.id ?? "id";
-    const mergeFn = options.mergeFn ?? this.#defaults.mergeFn;
-    if (strategy === "merge" && mergeFn === undefined) {
-      throw new TypeError(
-        `Cannot register table '${kind}' as the merge strategy needs a mergeFn: current value is undefined`,
-      );
-    }
-    const systemFields = [
-      ...new Set([
-        ...DEFAULT_SYSTEM_FIELDS,
-        idField,
-        ...(fields.updatedAt === undefined ? [] : [fields.updatedAt]),
-        ...(fields.deletedAt === undefined ? [] : [fields.deletedAt]),
-      ]),
-    ];
-    return {
-      kind,
-      schema: options.schema as StandardSchemaV1 | undefined,
-      idField,
-      updatedAtField: fields.updatedAt,
-      deletedAtField: fields.deletedAt,
-      coalesce: options.coalesce ?? true,
-      policy: {
-        strategy,
-        resolver: options.resolver ?? this.#defaults.resolver,
-        mergeFn,
-        systemFields,
-      },
-    };
+    return configureTable(kind, options, this.#defaults);
   }
 
   #createContext(): EngineContext {
@@ -475,13 +406,5 @@ export class SyncEngine implements AsyncDisposable {
     });
     this.#run = { mode, promise };
     return promise;
-  }
-}
-
-function assertStrategy(strategy: string): void {
-  if (!CONFLICT_STRATEGIES.includes(strategy as ConflictStrategy)) {
-    throw new TypeError(
-      `Cannot use conflict strategy as it is unknown: current value is "${strategy}"`,
-    );
   }
 }
