@@ -13,27 +13,50 @@ import { StorageError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
 import type { Mutation } from "./storage.ts";
 
+/** One read-plan-write: committed with a value, or lost a race. */
+export type Attempt<T> = { readonly ok: true; readonly value: T } | {
+  readonly ok: false;
+};
+
+/** What {@linkcode commitWithRetry} runs. */
+export interface RetryTask<T> {
+  /**
+   * What is being written, as the action of the error message:
+   * `claim ops for push`, `write record "1" of 'todos'`.
+   */
+  readonly what: string;
+  /**
+   * Reads, plans and writes once. `{ ok: false }` when the write failed an
+   * `expect`: another writer changed what was read, so the task reads and
+   * plans again. An attempt that commits part of its work keeps what it
+   * committed and leaves the rest to the next.
+   *
+   * @param index The attempt's number, from 0: the first may reuse what
+   * the caller read before.
+   */
+  readonly attempt: (index: number) => Promise<Attempt<T>>;
+}
+
 /**
- * Runs a read-plan-write loop until the write commits or the retries run
- * out; a failed `expect` means another writer changed what was read.
+ * Commits a read-plan-write with optimistic retries: the one way the engine
+ * retries a storage commit that lost a race (local writes, claims, settles,
+ * pulled pages, outbox and inbox edits). At most `writeRetries` attempts.
  *
  * @param ctx The engine context.
- * @param what What is being written, for the error message.
- * @param attempt Reads, plans and writes once; `true` when committed.
+ * @param task What is written, and one attempt at it.
  * @returns The committed attempt's value.
- * @throws {StorageError} When every retry lost the race.
+ * @throws {StorageError} When every attempt lost the race.
  */
-export async function withRetries<T>(
+export async function commitWithRetry<T>(
   ctx: EngineContext,
-  what: string,
-  attempt: () => Promise<{ ok: true; value: T } | { ok: false }>,
+  task: RetryTask<T>,
 ): Promise<T> {
-  for (let i = 0; i < ctx.limits.writeRetries; i++) {
-    const result = await attempt();
+  for (let index = 0; index < ctx.limits.writeRetries; index++) {
+    const result = await task.attempt(index);
     if (result.ok) return result.value;
   }
   throw new StorageError(
-    `Cannot ${what} as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
+    `Cannot ${task.what} as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
     { retryable: true },
   );
 }

@@ -7,7 +7,7 @@
  */
 
 import type { EngineContext, TableConfig } from "./_context.ts";
-import { withRetries } from "./_commit.ts";
+import { commitWithRetry } from "./_commit.ts";
 import { deepEqual, diffFields, getOwn } from "./_diff.ts";
 import type { RecordChange } from "./events.ts";
 import { type JsonObject, setOwn } from "./json.ts";
@@ -262,14 +262,13 @@ export async function writeLocal(
     options.onGuess?.(outcome.ok);
     if (outcome.ok) return outcome.value;
   }
-  return await withRetries(
-    ctx,
-    `write record "${id}" of '${table.kind}'`,
-    async () => {
+  return await commitWithRetry(ctx, {
+    what: `write record "${id}" of '${table.kind}'`,
+    attempt: async () => {
       const [current] = await ctx.storage.getRecords(table.kind, [id]);
       return await attemptLocalWrite(ctx, table, id, build, current);
     },
-  );
+  });
 }
 
 /** Options of {@linkcode writeLocal}. */

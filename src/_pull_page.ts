@@ -16,8 +16,8 @@ import {
   type RecordMeta,
   type TableConfig,
 } from "./_context.ts";
+import { commitWithRetry } from "./_commit.ts";
 import { cursorKey, type PullFrom } from "./_cursor.ts";
-import { StorageError } from "./errors.ts";
 import type { RecordChange, SyncStats } from "./events.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
 import { byteLength } from "./_write.ts";
@@ -161,107 +161,146 @@ export async function applyPage(
   table: TableConfig,
   plan: PagePlan,
 ): Promise<Versioned<JsonValue> | undefined | null> {
-  const key = cursorKey(table.kind);
-  const { accepted } = plan;
-  let entry = plan.entry;
   const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
-  const measure = Number.isFinite(maxWriteBytes);
   // One mutation per item plus the cursor's.
   const perWrite = Math.max(1, maxMutationsPerWrite - 1);
+  let entry = plan.entry;
+  let start = 0;
+  do {
+    const moved = await commitWithRetry(ctx, {
+      what: `apply pulled page of '${table.kind}'`,
+      attempt: async () => {
+        const stop = Math.min(plan.accepted.length, start + perWrite);
+        const ids = plan.accepted.slice(start, stop).map((one) => one.meta.id);
+        const locals = ids.length === 0
+          ? []
+          : await ctx.storage.getRecords(table.kind, ids);
+        const chunk = planChunk(table, {
+          page: plan,
+          start,
+          stop,
+          locals,
+          expect: entry === undefined ? null : entry.rev,
+          maxWriteBytes,
+        });
+        const result = await ctx.storage.write(chunk.mutations);
+        if (result.ok) {
+          entry = { value: chunk.cursor.value, rev: result.revs.at(-1)! };
+          for (const change of chunk.changes) {
+            ctx.hub.emit({ type: "change", ...change });
+          }
+          start = chunk.end;
+          return { ok: true, value: false };
+        }
+        const [now] = await ctx.storage.getMeta([cursorKey(table.kind)]);
+        // Another writer moved the cursor: the caller goes on from there.
+        if (now?.rev !== entry?.rev) return { ok: true, value: true };
+        return { ok: false };
+      },
+    });
+    if (moved) return null;
+  } while (start < plan.accepted.length);
+  return entry;
+}
+
+/** The input of {@linkcode planChunk}. */
+interface ChunkInput {
+  /** The page. */
+  readonly page: PagePlan;
+  /** The index of the chunk's first item. */
+  readonly start: number;
+  /** The index after the last item that may go in the chunk. */
+  readonly stop: number;
+  /** The local records of the items from `start` to `stop`. */
+  readonly locals: readonly (Versioned<StoredRecord> | undefined)[];
+  /** The revision the cursor is expected at. */
+  readonly expect: string | null;
+  /** The storage's `maxWriteBytes`. */
+  readonly maxWriteBytes: number;
+}
+
+/** One write of a page: its items' mutations, then the cursor after them. */
+interface Chunk {
+  /** The mutations, the cursor's last. */
+  readonly mutations: Mutation[];
+  /** What the app sees once they commit. */
+  readonly changes: RecordChange[];
+  /** The cursor's mutation. */
+  readonly cursor: Extract<Mutation, { type: "putMeta" }>;
+  /** The index after the chunk's last item. */
+  readonly end: number;
+}
+
+/**
+ * Plans the items from `start` that fit one write, measured as the storage
+ * measures a write (the JSON of the mutations); the cursor's own size
+ * depends on the item it ends at, so it is measured last and the chunk
+ * shrinks if the cursor does not fit. Pure.
+ */
+function planChunk(table: TableConfig, input: ChunkInput): Chunk {
+  const { page, start, stop, locals, maxWriteBytes } = input;
+  const { accepted } = page;
+  const measure = Number.isFinite(maxWriteBytes);
   const cursorAt = (end: number): Extract<Mutation, { type: "putMeta" }> => {
     const value: JsonObject = end === accepted.length
       ? {
-        updatedAt: plan.end.updatedAt,
-        id: plan.end.id,
-        pageToken: plan.token,
+        updatedAt: page.end.updatedAt,
+        id: page.end.id,
+        pageToken: page.token,
       }
       : {
         updatedAt: accepted[end - 1]!.after.updatedAt,
         id: accepted[end - 1]!.after.id,
         pageToken: null,
-        pageStart: plan.from === null ? null : { ...plan.from },
+        pageStart: page.from === null ? null : { ...page.from },
       };
     return {
       type: "putMeta",
-      key,
+      key: cursorKey(table.kind),
       value,
-      expect: entry === undefined ? null : entry.rev,
+      expect: input.expect,
     };
   };
-  let start = 0;
-  do {
-    let committed = false;
-    for (let attempt = 0; attempt < ctx.limits.writeRetries; attempt++) {
-      const stop = Math.min(accepted.length, start + perWrite);
-      const ids = accepted.slice(start, stop).map((one) => one.meta.id);
-      const locals = ids.length === 0
-        ? []
-        : await ctx.storage.getRecords(table.kind, ids);
-      // Plan the items that fit, measured as the storage measures a write
-      // (the JSON of the mutations); the cursor's own size depends on the
-      // item it ends at, so it is measured last and the chunk shrinks if
-      // the cursor does not fit.
-      const planned: Mutation[][] = [];
-      const planChanges: RecordChange[][] = [];
-      const sizes: number[] = [];
-      let bytes = 2;
-      for (let i = start; i < stop; i++) {
-        const itemMutations: Mutation[] = [];
-        const itemChanges: RecordChange[] = [];
-        planItem(
-          table,
-          accepted[i]!,
-          locals[i - start],
-          itemMutations,
-          itemChanges,
-        );
-        const size = measure && itemMutations.length > 0
-          ? byteLength(itemMutations) - 1
-          : 0;
-        if (measure && planned.length > 0 && bytes + size > maxWriteBytes) {
-          break;
-        }
-        planned.push(itemMutations);
-        planChanges.push(itemChanges);
-        sizes.push(size);
-        bytes += size;
-      }
-      let end = start + planned.length;
-      let cursor = cursorAt(end);
-      while (
-        measure && planned.length > 1 &&
-        bytes + byteLength([cursor]) - 1 > maxWriteBytes
-      ) {
-        planned.pop();
-        planChanges.pop();
-        bytes -= sizes.pop()!;
-        end--;
-        cursor = cursorAt(end);
-      }
-      const mutations = planned.flat();
-      const changes = planChanges.flat();
-      mutations.push(cursor);
-      const result = await ctx.storage.write(mutations);
-      if (result.ok) {
-        committed = true;
-        entry = { value: cursor.value, rev: result.revs.at(-1)! };
-        for (const change of changes) {
-          ctx.hub.emit({ type: "change", ...change });
-        }
-        start = end;
-        break;
-      }
-      const [now] = await ctx.storage.getMeta([key]);
-      if (now?.rev !== entry?.rev) return null;
+  const planned: Mutation[][] = [];
+  const planChanges: RecordChange[][] = [];
+  const sizes: number[] = [];
+  let bytes = 2;
+  for (let i = start; i < stop; i++) {
+    const itemMutations: Mutation[] = [];
+    const itemChanges: RecordChange[] = [];
+    planItem(
+      table,
+      accepted[i]!,
+      locals[i - start],
+      itemMutations,
+      itemChanges,
+    );
+    const size = measure && itemMutations.length > 0
+      ? byteLength(itemMutations) - 1
+      : 0;
+    if (measure && planned.length > 0 && bytes + size > maxWriteBytes) {
+      break;
     }
-    if (!committed) {
-      throw new StorageError(
-        `Cannot apply pulled page of '${table.kind}' as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
-        { retryable: true },
-      );
-    }
-  } while (start < accepted.length);
-  return entry;
+    planned.push(itemMutations);
+    planChanges.push(itemChanges);
+    sizes.push(size);
+    bytes += size;
+  }
+  let end = start + planned.length;
+  let cursor = cursorAt(end);
+  while (
+    measure && planned.length > 1 &&
+    bytes + byteLength([cursor]) - 1 > maxWriteBytes
+  ) {
+    planned.pop();
+    planChanges.pop();
+    bytes -= sizes.pop()!;
+    end--;
+    cursor = cursorAt(end);
+  }
+  const mutations = planned.flat();
+  mutations.push(cursor);
+  return { mutations, changes: planChanges.flat(), cursor, end };
 }
 
 /** Plans one pulled item (clauses 11, 12). */

@@ -24,13 +24,12 @@ import { parseTimestamp } from "./timestamp.ts";
 import {
   NetworkError,
   ParseError,
-  StorageError,
   type SyncError,
   toSyncError,
 } from "./errors.ts";
 import type { SyncEvent, SyncStats } from "./events.ts";
 import type { JsonObject } from "./json.ts";
-import { type OpPlan, planGroups } from "./_commit.ts";
+import { commitWithRetry, type OpPlan, planGroups } from "./_commit.ts";
 import { listLater } from "./_queue.ts";
 import {
   opError,
@@ -182,67 +181,65 @@ export async function settleResults(
   // again from fresh reads, the committed ones keep their events.
   let done = 0;
   let remaining = [...claimed];
-  for (
-    let attempt = 0;
-    remaining.length > 0 && attempt < ctx.limits.writeRetries;
-    attempt++
-  ) {
-    // The claim's own entries are current unless a write failed since.
-    const fresh = await readFresh(ctx, remaining, attempt === 0);
-    const plans: {
-      op: Versioned<StoredOp>;
-      plan: OpPlan;
-      events: SyncEvent[];
-    }[] = [];
-    for (const op of fresh.ops) {
-      const events: SyncEvent[] = [];
-      const plan = planOutcome(
+  await commitWithRetry(ctx, {
+    what: "settle pushed ops",
+    attempt: async (attempt) => {
+      // The claim's own entries are current unless a write failed since.
+      const fresh = await readFresh(ctx, remaining, attempt === 0);
+      const plans: {
+        op: Versioned<StoredOp>;
+        plan: OpPlan;
+        events: SyncEvent[];
+      }[] = [];
+      for (const op of fresh.ops) {
+        const events: SyncEvent[] = [];
+        const plan = planOutcome(
+          ctx,
+          ctx.table(op.value.kind),
+          fresh.records.get(recordKey(op.value.kind, op.value.id)),
+          op,
+          fresh.later.get(op.value.opId) ?? [],
+          outcomes.get(op.value.opId)!,
+          events,
+        );
+        if (plan !== null) plans.push({ op, plan, events });
+      }
+      const maxMutations = ctx.storage.capabilities.maxMutationsPerWrite;
+      const groups = plans.map((p) => planGroups(p.plan, maxMutations));
+      const { failed } = await writeChunked(
         ctx,
-        ctx.table(op.value.kind),
-        fresh.records.get(recordKey(op.value.kind, op.value.id)),
-        op,
-        fresh.later.get(op.value.opId) ?? [],
-        outcomes.get(op.value.opId)!,
-        events,
+        groups.map((group) => group.first),
       );
-      if (plan !== null) plans.push({ op, plan, events });
-    }
-    const maxMutations = ctx.storage.capabilities.maxMutationsPerWrite;
-    const groups = plans.map((p) => planGroups(p.plan, maxMutations));
-    const { failed } = await writeChunked(
-      ctx,
-      groups.map((group) => group.first),
-    );
-    // Follow-ups that did not fit their plan's write (a record with more
-    // queued ops than one write holds): each checks its own op.
-    for (const [index, group] of groups.entries()) {
-      if (failed.has(index)) continue;
-      for (const rest of group.rest) {
-        await writeChunked(ctx, rest.map((m) => [m]));
+      // Follow-ups that did not fit their plan's write (a record with more
+      // queued ops than one write holds): each checks its own op.
+      for (const [index, group] of groups.entries()) {
+        if (failed.has(index)) continue;
+        for (const rest of group.rest) {
+          await writeChunked(ctx, rest.map((m) => [m]));
+        }
       }
-    }
-    const retry = new Set<string>();
-    plans.forEach(({ op, plan, events }, index) => {
-      if (failed.has(index)) {
-        retry.add(op.value.opId);
-        return;
-      }
-      done++;
-      if (plan.change !== null) events.push({ type: "change", ...plan.change });
-      fates.set(op.value.opId, fateOf(outcomes.get(op.value.opId)!));
-      for (const event of events) {
-        count(stats, event);
-        ctx.hub.emit(event);
-      }
-    });
-    remaining = remaining.filter((entry) => retry.has(entry.value.opId));
-  }
-  if (remaining.length > 0) {
-    throw new StorageError(
-      `Cannot settle pushed ops as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
-      { retryable: true },
-    );
-  }
+      const retry = new Set<string>();
+      plans.forEach(({ op, plan, events }, index) => {
+        if (failed.has(index)) {
+          retry.add(op.value.opId);
+          return;
+        }
+        done++;
+        if (plan.change !== null) {
+          events.push({ type: "change", ...plan.change });
+        }
+        fates.set(op.value.opId, fateOf(outcomes.get(op.value.opId)!));
+        for (const event of events) {
+          count(stats, event);
+          ctx.hub.emit(event);
+        }
+      });
+      remaining = remaining.filter((entry) => retry.has(entry.value.opId));
+      return remaining.length === 0
+        ? { ok: true, value: undefined }
+        : { ok: false };
+    },
+  });
   return {
     done,
     retryAfterMs,

@@ -6,7 +6,7 @@
  */
 
 import type { EngineContext } from "./_context.ts";
-import { commitPlan, type OpPlan, withRetries } from "./_commit.ts";
+import { commitPlan, commitWithRetry, type OpPlan } from "./_commit.ts";
 import { diffFields } from "./_diff.ts";
 import { settleSystemFields } from "./_local_write.ts";
 import { countOps, listLater } from "./_queue.ts";
@@ -137,37 +137,40 @@ export class Outbox {
   async drop(opId: string): Promise<boolean> {
     this.#assertOpen("drop an op");
     const ctx = this.#ctx;
-    return await withRetries<boolean>(ctx, `drop op "${opId}"`, async () => {
-      const [op] = await ctx.storage.getOps([opId]);
-      if (op === undefined) return { ok: true, value: false };
-      if (op.value.state === "pending" && op.value.attempts > 0) {
-        // Its response may have been lost: the server may hold it already,
-        // and the local record must not pretend otherwise.
-        throw new SyncError(
-          `Cannot drop op as it may have reached the server: current value is ${op.value.attempts} attempts`,
-          { category: "validation" },
-        );
-      }
-      const { kind, id } = op.value;
-      const [record] = await ctx.storage.getRecords(kind, [id]);
-      const ops = await listLater(ctx, kind, id, "");
-      const remaining = ops.filter((entry) => entry.value.opId !== opId);
-      const replay = record === undefined
-        ? null
-        : planReplay(record, remaining);
-      const plan: OpPlan = {
-        mutations: [
-          { type: "deleteOp", opId, expect: op.rev },
-          ...(replay?.mutations ?? []),
-        ],
-        follow: replay?.follow ?? [],
-        change: replay?.change ?? null,
-      };
-      if (!await commitPlan(ctx, plan)) return { ok: false };
-      if (plan.change !== null) {
-        ctx.hub.emit({ type: "change", ...plan.change });
-      }
-      return { ok: true, value: true };
+    return await commitWithRetry<boolean>(ctx, {
+      what: `drop op "${opId}"`,
+      attempt: async () => {
+        const [op] = await ctx.storage.getOps([opId]);
+        if (op === undefined) return { ok: true, value: false };
+        if (op.value.state === "pending" && op.value.attempts > 0) {
+          // Its response may have been lost: the server may hold it already,
+          // and the local record must not pretend otherwise.
+          throw new SyncError(
+            `Cannot drop op as it may have reached the server: current value is ${op.value.attempts} attempts`,
+            { category: "validation" },
+          );
+        }
+        const { kind, id } = op.value;
+        const [record] = await ctx.storage.getRecords(kind, [id]);
+        const ops = await listLater(ctx, kind, id, "");
+        const remaining = ops.filter((entry) => entry.value.opId !== opId);
+        const replay = record === undefined
+          ? null
+          : planReplay(record, remaining);
+        const plan: OpPlan = {
+          mutations: [
+            { type: "deleteOp", opId, expect: op.rev },
+            ...(replay?.mutations ?? []),
+          ],
+          follow: replay?.follow ?? [],
+          change: replay?.change ?? null,
+        };
+        if (!await commitPlan(ctx, plan)) return { ok: false };
+        if (plan.change !== null) {
+          ctx.hub.emit({ type: "change", ...plan.change });
+        }
+        return { ok: true, value: true };
+      },
     });
   }
 
@@ -178,90 +181,98 @@ export class Outbox {
   ): Promise<void> {
     const ctx = this.#ctx;
     let validated: JsonObject | undefined;
-    await withRetries(ctx, `${action} op "${opId}"`, async () => {
-      const [op] = await ctx.storage.getOps([opId]);
-      if (op === undefined || op.value.state !== "quarantined") {
-        throw new SyncError(
-          `Cannot ${action} op as it is not quarantined: current value is ${
-            op === undefined ? "absent" : `"${op.value.state}"`
-          }`,
-          { category: "validation" },
-        );
-      }
-      const table = ctx.tableOrDefault(op.value.kind);
-      const mutations: Mutation[] = [];
-      const follow: Mutation[] = [];
-      let change: RecordChange | null = null;
-      let next: StoredOp = {
-        ...op.value,
-        state: "pending",
-        error: null,
-        revision: op.value.revision + 1,
-      };
-      if (payload !== undefined) {
-        if (op.value.type !== "upsert") {
+    await commitWithRetry(ctx, {
+      what: `${action} op "${opId}"`,
+      attempt: async () => {
+        const [op] = await ctx.storage.getOps([opId]);
+        if (op === undefined || op.value.state !== "quarantined") {
           throw new SyncError(
-            `Cannot edit op as it is not an upsert: current value is "${op.value.type}"`,
+            `Cannot ${action} op as it is not quarantined: current value is ${
+              op === undefined ? "absent" : `"${op.value.state}"`
+            }`,
             { category: "validation" },
           );
         }
-        // An owned copy: the app may reuse its payload object afterwards.
-        validated ??= ownedRecord(
-          table.kind,
-          table.schema === undefined ? payload : await validateWith(
-            table.schema,
-            payload,
-            `op "${opId}"`,
-          ) as JsonObject,
-        );
-        const [record] = await ctx.storage.getRecords(op.value.kind, [
-          op.value.id,
-        ]);
-        const data = settleSystemFields(
-          table,
-          op.value.id,
-          validated,
-          record?.value,
-        );
-        next = {
-          ...next,
-          payload: data,
-          changedFields: next.changedFields === null ? null : [
-            ...new Set([
-              ...next.changedFields,
-              ...diffFields(op.value.payload, data),
-            ]),
-          ].sort(),
+        const table = ctx.tableOrDefault(op.value.kind);
+        const mutations: Mutation[] = [];
+        const follow: Mutation[] = [];
+        let change: RecordChange | null = null;
+        let next: StoredOp = {
+          ...op.value,
+          state: "pending",
+          error: null,
+          revision: op.value.revision + 1,
         };
-        if (record !== undefined && record.value.lastOpId === opId) {
-          mutations.push({
-            type: "putRecord",
-            record: { ...record.value, data, deleted: false },
-            expect: record.rev,
-          });
-          change = {
-            kind: table.kind,
-            id: op.value.id,
-            data,
-            deleted: false,
-            origin: "local",
+        if (payload !== undefined) {
+          if (op.value.type !== "upsert") {
+            throw new SyncError(
+              `Cannot edit op as it is not an upsert: current value is "${op.value.type}"`,
+              { category: "validation" },
+            );
+          }
+          // An owned copy: the app may reuse its payload object afterwards.
+          validated ??= ownedRecord(
+            table.kind,
+            table.schema === undefined ? payload : await validateWith(
+              table.schema,
+              payload,
+              `op "${opId}"`,
+            ) as JsonObject,
+          );
+          const [record] = await ctx.storage.getRecords(op.value.kind, [
+            op.value.id,
+          ]);
+          const data = settleSystemFields(
+            table,
+            op.value.id,
+            validated,
+            record?.value,
+          );
+          next = {
+            ...next,
+            payload: data,
+            changedFields: next.changedFields === null ? null : [
+              ...new Set([
+                ...next.changedFields,
+                ...diffFields(op.value.payload, data),
+              ]),
+            ].sort(),
           };
-        } else if (record !== undefined) {
-          // Ops queued behind carry the rejected body inside theirs: rebuild
-          // them on the edited one, so the edit is what they build on.
-          const later = await listLater(ctx, op.value.kind, op.value.id, opId);
-          const replay = planReplay(record, later, data);
-          mutations.push(...replay.mutations);
-          follow.push(...replay.follow ?? []);
-          change = replay.change;
+          if (record !== undefined && record.value.lastOpId === opId) {
+            mutations.push({
+              type: "putRecord",
+              record: { ...record.value, data, deleted: false },
+              expect: record.rev,
+            });
+            change = {
+              kind: table.kind,
+              id: op.value.id,
+              data,
+              deleted: false,
+              origin: "local",
+            };
+          } else if (record !== undefined) {
+            // Ops queued behind carry the rejected body inside theirs: rebuild
+            // them on the edited one, so the edit is what they build on.
+            const later = await listLater(
+              ctx,
+              op.value.kind,
+              op.value.id,
+              opId,
+            );
+            const replay = planReplay(record, later, data);
+            mutations.push(...replay.mutations);
+            follow.push(...replay.follow ?? []);
+            change = replay.change;
+          }
         }
-      }
-      mutations.push({ type: "putOp", op: next, expect: op.rev });
-      if (!await commitPlan(ctx, { mutations, follow, change })) {
-        return { ok: false };
-      }
-      if (change !== null) ctx.hub.emit({ type: "change", ...change });
-      return { ok: true, value: undefined };
+        mutations.push({ type: "putOp", op: next, expect: op.rev });
+        if (!await commitPlan(ctx, { mutations, follow, change })) {
+          return { ok: false };
+        }
+        if (change !== null) ctx.hub.emit({ type: "change", ...change });
+        return { ok: true, value: undefined };
+      },
     });
   }
 }

@@ -5,8 +5,9 @@
  * @module
  */
 
+import { commitWithRetry } from "./_commit.ts";
 import { type EngineContext, recordKey } from "./_context.ts";
-import { StorageError, SyncError } from "./errors.ts";
+import { SyncError } from "./errors.ts";
 import type { SyncStats } from "./events.ts";
 import { type Fate, settleResults } from "./_push_settle.ts";
 import { countPending, scanOps } from "./_queue.ts";
@@ -249,32 +250,32 @@ async function claim(
 ): Promise<Versioned<StoredOp>[]> {
   const claimed: Versioned<StoredOp>[] = [];
   let current = heads;
-  for (let attempt = 0; attempt < ctx.limits.writeRetries; attempt++) {
-    const ops = current.map((entry) => ({
-      ...entry.value,
-      attempts: entry.value.attempts + 1,
-    }));
-    const written = await writeChunked(
-      ctx,
-      ops.map((op, i) => [{ type: "putOp", op, expect: current[i]!.rev }]),
-    );
-    ops.forEach((op, i) => {
-      const rev = written.revs[i]?.[0];
-      if (rev !== undefined && rev !== null) claimed.push({ value: op, rev });
-    });
-    if (written.failed.size === 0) return claimed;
-    // Someone changed an op between our read and our claim (a local write
-    // folded into it, or another engine claimed it): read those again.
-    const fresh = await ctx.storage.getOps(
-      [...written.failed].map((i) => current[i]!.value.opId),
-    );
-    current = fresh.filter((entry): entry is Versioned<StoredOp> =>
-      entry !== undefined && entry.value.state === "pending"
-    );
-    if (current.length === 0) return claimed;
-  }
-  throw new StorageError(
-    `Cannot claim ops for push as the store kept changing concurrently: current value is ${ctx.limits.writeRetries} attempts`,
-    { retryable: true },
-  );
+  return await commitWithRetry(ctx, {
+    what: "claim ops for push",
+    attempt: async () => {
+      const ops = current.map((entry) => ({
+        ...entry.value,
+        attempts: entry.value.attempts + 1,
+      }));
+      const written = await writeChunked(
+        ctx,
+        ops.map((op, i) => [{ type: "putOp", op, expect: current[i]!.rev }]),
+      );
+      ops.forEach((op, i) => {
+        const rev = written.revs[i]?.[0];
+        if (rev !== undefined && rev !== null) claimed.push({ value: op, rev });
+      });
+      if (written.failed.size === 0) return { ok: true, value: claimed };
+      // Someone changed an op between our read and our claim (a local write
+      // folded into it, or another engine claimed it): read those again.
+      const fresh = await ctx.storage.getOps(
+        [...written.failed].map((i) => current[i]!.value.opId),
+      );
+      current = fresh.filter((entry): entry is Versioned<StoredOp> =>
+        entry !== undefined && entry.value.state === "pending"
+      );
+      if (current.length === 0) return { ok: true, value: claimed };
+      return { ok: false };
+    },
+  });
 }
