@@ -12,6 +12,7 @@ import type { EngineContext } from "./_context.ts";
 import { StorageError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
 import type { Mutation } from "./storage.ts";
+import { writeChunked } from "./_write.ts";
 
 /** One read-plan-write: committed with a value, or lost a race. */
 export type Attempt<T> = { readonly ok: true; readonly value: T } | {
@@ -121,4 +122,33 @@ export async function commitPlan(
     for (const mutation of group) await ctx.storage.write([mutation]);
   }
   return true;
+}
+
+/**
+ * Commits many plans in as few writes as the storage allows, each plan's
+ * own mutations (with the follow-ups that fit) atomically; the follow-ups
+ * that did not fit (a record with more queued ops than one write holds)
+ * follow, each checking its own op.
+ *
+ * @param ctx The engine context.
+ * @param plans The plans.
+ * @returns The indices of the plans whose own mutations lost a race.
+ */
+export async function commitPlans(
+  ctx: EngineContext,
+  plans: readonly OpPlan[],
+): Promise<ReadonlySet<number>> {
+  const maxMutations = ctx.storage.capabilities.maxMutationsPerWrite;
+  const groups = plans.map((plan) => planGroups(plan, maxMutations));
+  const { failed } = await writeChunked(
+    ctx,
+    groups.map((group) => group.first),
+  );
+  for (const [index, group] of groups.entries()) {
+    if (failed.has(index)) continue;
+    for (const rest of group.rest) {
+      await writeChunked(ctx, rest.map((m) => [m]));
+    }
+  }
+  return failed;
 }

@@ -9,7 +9,8 @@ import { commitWithRetry } from "./_commit.ts";
 import { type EngineContext, recordKey } from "./_context.ts";
 import { SyncError } from "./errors.ts";
 import type { SyncStats } from "./events.ts";
-import { type Fate, settleResults } from "./_push_settle.ts";
+import type { Fate } from "./_push_decide.ts";
+import { settlePushed } from "./_push_settle.ts";
 import { countPending, scanOps } from "./_queue.ts";
 import { writeChunked } from "./_write.ts";
 import type { StoredOp, Versioned } from "./storage.ts";
@@ -127,14 +128,13 @@ export async function pushPhase(
             { category: "parse" },
           );
         }
-        const settled = await settleResults(
-          ctx,
+        const settled = await settlePushed(ctx, {
           claimed,
           results,
           sentAt,
-          fates,
           stats,
-        );
+        });
+        for (const [opId, fate] of settled.fates) fates.set(opId, fate);
         done += settled.done;
         if (settled.retryAfterMs !== null) {
           retryAfterMs = Math.max(retryAfterMs ?? 0, settled.retryAfterMs);
