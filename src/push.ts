@@ -48,6 +48,27 @@ export function idempotencyKey(op: StoredOp): string {
 /** Scan passes per run: ops queued while a run pushes wait at most a pass. */
 const MAX_PASSES = 3;
 
+/** One push phase's state, shared by its passes and rounds. */
+interface PushRun {
+  readonly ctx: EngineContext;
+  readonly options: PushPhaseOptions;
+  /**
+   * Records that wait for a later run: their head op is quarantined or
+   * parked (clause 8), failed retryably, or hit the bound of tries.
+   */
+  readonly blocked: Set<string>;
+  /** How many times each op was sent in this run. */
+  readonly tries: Map<string, number>;
+  /** The most sends of one op in one run (clause 9). */
+  readonly maxTries: number;
+  /** The ops pending when the phase began, when progress is listened to. */
+  readonly total: number | null;
+  /** How many ops were settled so far. */
+  done: number;
+  /** The longest `Retry-After` a server asked for, in ms, if any. */
+  retryAfterMs: number | null;
+}
+
 /**
  * Pushes pending ops until none is eligible. Within one run an op is tried
  * a bounded number of times: after a retryable failure its record waits for
@@ -65,110 +86,184 @@ export async function pushPhase(
   ctx: EngineContext,
   options: PushPhaseOptions,
 ): Promise<PushPhaseResult> {
-  const { kinds, stats, signal } = options;
+  const { kinds } = options;
   if (kinds.length === 0) return { retryAfterMs: null };
-  // Records whose head op is quarantined or parked: their later ops wait
-  // (clause 8), the rest of the outbox goes on.
+  const run: PushRun = {
+    ctx,
+    options,
+    // Their later ops wait (clause 8), the rest of the outbox goes on.
+    blocked: await scanBlocked(ctx, kinds),
+    tries: new Map(),
+    maxTries: ctx.limits.maxConflictRetries + 2,
+    total: ctx.hub.has("progress") ? await countPending(ctx, kinds) : null,
+    done: 0,
+    retryAfterMs: null,
+  };
+  ctx.hub.emit({ type: "progress", phase: "push", done: 0, total: run.total });
+  for (let pass = 0; pass < MAX_PASSES; pass++) {
+    const queues = await scanQueues(run);
+    if (queues.size === 0) break;
+    await drain(run, queues);
+  }
+  return { retryAfterMs: run.retryAfterMs };
+}
+
+/** The records whose head op is quarantined or parked. */
+async function scanBlocked(
+  ctx: EngineContext,
+  kinds: readonly string[],
+): Promise<Set<string>> {
   const blocked = new Set<string>();
   for await (
     const entry of scanOps(ctx, { states: ["quarantined", "parked"], kinds })
   ) {
     blocked.add(recordKey(entry.value.kind, entry.value.id));
   }
-  const tries = new Map<string, number>();
-  const maxTries = ctx.limits.maxConflictRetries + 2;
-  const total = ctx.hub.has("progress") ? await countPending(ctx, kinds) : null;
-  let done = 0;
-  let retryAfterMs: number | null = null;
-  ctx.hub.emit({ type: "progress", phase: "push", done, total });
+  return blocked;
+}
 
-  for (let pass = 0; pass < MAX_PASSES; pass++) {
-    const queues = new Map<string, Versioned<StoredOp>[]>();
-    for await (const entry of scanOps(ctx, { states: ["pending"], kinds })) {
-      const key = recordKey(entry.value.kind, entry.value.id);
-      if (blocked.has(key)) continue;
-      let queue = queues.get(key);
-      if (queue === undefined) queues.set(key, queue = []);
-      queue.push(entry);
-    }
-    if (queues.size === 0) break;
-    // Heads re-formed by a conflict: their queued entry is stale.
-    const stale = new Set<string>();
-    while (queues.size > 0) {
-      signal.throwIfAborted();
-      const heads: Versioned<StoredOp>[] = [];
-      for (const [key, queue] of queues) {
-        const head = queue[0]!;
-        if ((tries.get(head.value.opId) ?? 0) >= maxTries) {
-          // Defensive bound (clause 9): never spin on one op within a run.
-          blocked.add(key);
-          queues.delete(key);
-          continue;
-        }
-        heads.push(head);
-        if (heads.length >= ctx.limits.pushBatchSize) break;
-      }
-      if (heads.length === 0) break;
-      const fresh = await refresh(ctx, heads, stale);
-      const claimed = await claim(ctx, fresh);
-      for (const op of claimed) {
-        tries.set(op.value.opId, (tries.get(op.value.opId) ?? 0) + 1);
-      }
-      const fates = new Map<string, Fate>();
-      await fateOfUnclaimed(ctx, heads, claimed, fates);
-      if (claimed.length > 0) {
-        const sentAt = ctx.now();
-        const results = await ctx.transport.push(
-          claimed.map((entry) => toPushOp(entry.value)),
-          { signal },
-        );
-        if (results.length !== claimed.length) {
-          throw new SyncError(
-            `Cannot push ops as the transport returned ${results.length} results for ${claimed.length} ops`,
-            { category: "parse" },
-          );
-        }
-        const settled = await settlePushed(ctx, {
-          claimed,
-          results,
-          sentAt,
-          stats,
-        });
-        for (const [opId, fate] of settled.fates) fates.set(opId, fate);
-        done += settled.done;
-        if (settled.retryAfterMs !== null) {
-          retryAfterMs = Math.max(retryAfterMs ?? 0, settled.retryAfterMs);
-        }
-        ctx.hub.emit({ type: "progress", phase: "push", done, total });
-        if (settled.unreachable !== null) {
-          // Every op of the call failed on the network: the backend is out
-          // of reach, so the rest of the outbox would only fail the same way.
-          throw settled.unreachable;
-        }
-      }
-      for (const head of heads) {
-        const key = recordKey(head.value.kind, head.value.id);
-        const queue = queues.get(key)!;
-        // A head that vanished before its claim was settled elsewhere.
-        const fate = fates.get(head.value.opId) ?? "done";
-        if (fate === "again") {
-          stale.add(head.value.opId);
-          continue;
-        }
-        stale.delete(head.value.opId);
-        if (fate === "blocked") {
-          blocked.add(key);
-          queues.delete(key);
-          continue;
-        }
-        queue.shift();
-        if (queue.length === 0) queues.delete(key);
-        // The next op may have been rebased or rebuilt by the settle.
-        else stale.add(queue[0]!.value.opId);
-      }
-    }
+/** Per record not blocked, its pending ops in outbox order (clause 5). */
+async function scanQueues(
+  run: PushRun,
+): Promise<Map<string, Versioned<StoredOp>[]>> {
+  const queues = new Map<string, Versioned<StoredOp>[]>();
+  const filter = { states: ["pending" as const], kinds: run.options.kinds };
+  for await (const entry of scanOps(run.ctx, filter)) {
+    const key = recordKey(entry.value.kind, entry.value.id);
+    if (run.blocked.has(key)) continue;
+    let queue = queues.get(key);
+    if (queue === undefined) queues.set(key, queue = []);
+    queue.push(entry);
   }
-  return { retryAfterMs };
+  return queues;
+}
+
+/** Sends the queues' heads round by round until no queue is left. */
+async function drain(
+  run: PushRun,
+  queues: Map<string, Versioned<StoredOp>[]>,
+): Promise<void> {
+  // Heads re-formed by a conflict: their queued entry is stale.
+  const stale = new Set<string>();
+  while (queues.size > 0) {
+    run.options.signal.throwIfAborted();
+    const heads = pickHeads(run, queues);
+    if (heads.length === 0) break;
+    const fates = await pushRound(run, heads, stale);
+    advance(run, { queues, heads, fates, stale });
+  }
+}
+
+/** The heads of up to `pushBatchSize` queues, in scan order. */
+function pickHeads(
+  run: PushRun,
+  queues: Map<string, Versioned<StoredOp>[]>,
+): Versioned<StoredOp>[] {
+  const heads: Versioned<StoredOp>[] = [];
+  for (const [key, queue] of queues) {
+    const head = queue[0]!;
+    if ((run.tries.get(head.value.opId) ?? 0) >= run.maxTries) {
+      // Defensive bound (clause 9): never spin on one op within a run.
+      run.blocked.add(key);
+      queues.delete(key);
+      continue;
+    }
+    heads.push(head);
+    if (heads.length >= run.ctx.limits.pushBatchSize) break;
+  }
+  return heads;
+}
+
+/**
+ * One round: claim the heads, send them in one transport call, and settle
+ * the results (decide, plan, commit).
+ *
+ * @returns The fate of each head, by op id.
+ */
+async function pushRound(
+  run: PushRun,
+  heads: readonly Versioned<StoredOp>[],
+  stale: ReadonlySet<string>,
+): Promise<Map<string, Fate>> {
+  const { ctx, options } = run;
+  const fresh = await refresh(ctx, heads, stale);
+  const claimed = await claim(ctx, fresh);
+  for (const op of claimed) {
+    run.tries.set(op.value.opId, (run.tries.get(op.value.opId) ?? 0) + 1);
+  }
+  const fates = await fateOfUnclaimed(ctx, heads, claimed);
+  if (claimed.length === 0) return fates;
+  const sentAt = ctx.now();
+  const results = await ctx.transport.push(
+    claimed.map((entry) => toPushOp(entry.value)),
+    { signal: options.signal },
+  );
+  if (results.length !== claimed.length) {
+    throw new SyncError(
+      `Cannot push ops as the transport returned ${results.length} results for ${claimed.length} ops`,
+      { category: "parse" },
+    );
+  }
+  const settled = await settlePushed(ctx, {
+    claimed,
+    results,
+    sentAt,
+    stats: options.stats,
+  });
+  run.done += settled.done;
+  if (settled.retryAfterMs !== null) {
+    run.retryAfterMs = Math.max(run.retryAfterMs ?? 0, settled.retryAfterMs);
+  }
+  ctx.hub.emit({
+    type: "progress",
+    phase: "push",
+    done: run.done,
+    total: run.total,
+  });
+  if (settled.unreachable !== null) {
+    // Every op of the call failed on the network: the backend is out of
+    // reach, so the rest of the outbox would only fail the same way.
+    throw settled.unreachable;
+  }
+  for (const [opId, fate] of settled.fates) fates.set(opId, fate);
+  return fates;
+}
+
+/** A round's heads and their fates, to move the queues on by. */
+interface RoundEnd {
+  readonly queues: Map<string, Versioned<StoredOp>[]>;
+  readonly heads: readonly Versioned<StoredOp>[];
+  readonly fates: ReadonlyMap<string, Fate>;
+  readonly stale: Set<string>;
+}
+
+/**
+ * Moves each head's queue on by its fate: a head that goes again stays (and
+ * is read again), a blocked record leaves, a done head makes way for the
+ * next op, which the settle may have rebased or rebuilt.
+ */
+function advance(run: PushRun, round: RoundEnd): void {
+  const { queues, fates, stale } = round;
+  for (const head of round.heads) {
+    const key = recordKey(head.value.kind, head.value.id);
+    const queue = queues.get(key)!;
+    // A head that vanished before its claim was settled elsewhere.
+    const fate = fates.get(head.value.opId) ?? "done";
+    if (fate === "again") {
+      stale.add(head.value.opId);
+      continue;
+    }
+    stale.delete(head.value.opId);
+    if (fate === "blocked") {
+      run.blocked.add(key);
+      queues.delete(key);
+      continue;
+    }
+    queue.shift();
+    if (queue.length === 0) queues.delete(key);
+    // The next op may have been rebased or rebuilt by the settle.
+    else stale.add(queue[0]!.value.opId);
+  }
 }
 
 /**
@@ -180,11 +275,11 @@ async function fateOfUnclaimed(
   ctx: EngineContext,
   heads: readonly Versioned<StoredOp>[],
   claimed: readonly Versioned<StoredOp>[],
-  fates: Map<string, Fate>,
-): Promise<void> {
+): Promise<Map<string, Fate>> {
+  const fates = new Map<string, Fate>();
   const sent = new Set(claimed.map((entry) => entry.value.opId));
   const missing = heads.filter((head) => !sent.has(head.value.opId));
-  if (missing.length === 0) return;
+  if (missing.length === 0) return fates;
   const now = await ctx.storage.getOps(missing.map((head) => head.value.opId));
   missing.forEach((head, i) => {
     const entry = now[i];
@@ -195,6 +290,7 @@ async function fateOfUnclaimed(
         : "done",
     );
   });
+  return fates;
 }
 
 /**
@@ -246,7 +342,7 @@ function toPushOp(op: StoredOp): PushOp {
  */
 async function claim(
   ctx: EngineContext,
-  heads: Versioned<StoredOp>[],
+  heads: readonly Versioned<StoredOp>[],
 ): Promise<Versioned<StoredOp>[]> {
   const claimed: Versioned<StoredOp>[] = [];
   let current = heads;
