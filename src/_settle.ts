@@ -58,21 +58,32 @@ interface Rebase {
   readonly to: RecordBase | null;
 }
 
+/** The input of {@linkcode settle}. */
+interface SettleInput {
+  /** The table. */
+  readonly table: TableConfig;
+  /** The record, freshly read. */
+  readonly record: Versioned<StoredRecord>;
+  /** The op that leaves the outbox. */
+  readonly op: Versioned<StoredOp>;
+  /** The record's ops queued behind `op`, in order. */
+  readonly later: readonly Versioned<StoredOp>[];
+  /** The record's new base: the server's version. */
+  readonly base: RecordBase | null;
+  /** Whether the record is deleted when the server's version is unknown. */
+  readonly localDeleted: boolean;
+  /** The queued ops to move onto the version our own write produced. */
+  readonly rebase: Rebase | null;
+}
+
 /**
  * Takes a server record as the record's new base, and as its data when no
  * other op is queued for it; removes the op. With `rebase`, the queued ops
  * built on the acknowledged op's data move onto the version it produced
  * (clause 7): our own accepted write is never a conflict for our next write.
  */
-function settle(
-  table: TableConfig,
-  record: Versioned<StoredRecord>,
-  op: Versioned<StoredOp>,
-  later: readonly Versioned<StoredOp>[],
-  base: RecordBase | null,
-  localDeleted: boolean,
-  rebase: Rebase | null,
-): OpPlan {
+function settle(input: SettleInput): OpPlan {
+  const { table, record, op, later, base, localDeleted, rebase } = input;
   const r = record.value;
   const mutations: Mutation[] = [
     { type: "deleteOp", opId: op.value.opId, expect: op.rev },
@@ -161,19 +172,19 @@ export function planAck(
   }
   // A pull may already have brought a newer version than this response.
   const settled = newer(record.value.base, base);
-  return settle(
+  return settle({
     table,
     record,
     op,
     later,
-    settled,
-    op.value.type === "delete",
-    returned !== null
+    base: settled,
+    localDeleted: op.value.type === "delete",
+    rebase: returned !== null
       ? { from: op.value.baseUpdatedAt, to: returned }
       : op.value.type === "delete"
       ? { from: op.value.baseUpdatedAt, to: null }
       : null,
-  );
+  });
 }
 
 /**
@@ -200,7 +211,15 @@ export function planAcceptServer(
   // version than the one it saw: never go back to the older one.
   const base = newer(record.value.base, baseOf(table, server));
   if (record.value.lastOpId === op.value.opId || later.length === 0) {
-    return settle(table, record, op, [], base, record.value.deleted, null);
+    return settle({
+      table,
+      record,
+      op,
+      later: [],
+      base,
+      localDeleted: record.value.deleted,
+      rebase: null,
+    });
   }
   const replay = planReplay(
     { value: { ...record.value, base }, rev: record.rev },
