@@ -39,15 +39,8 @@ import { Table, type TableOptions } from "./table.ts";
 import type { Transport } from "./transport.ts";
 import { createUlid, isUlid } from "./ulid.ts";
 
-export type {
-  AutoSyncOptions,
-  Clock,
-  EngineStatus,
-  SyncEngineOptions,
-  SyncOptions,
-  SyncResult,
-  Timers,
-} from "./_engine_options.ts";
+// The engine's options and results, public from here.
+export type * from "./_engine_options.ts";
 
 /** A run in progress, shared by concurrent callers. */
 interface Run {

@@ -291,6 +291,34 @@ export function autoPreserveMerge(input: AutoPreserveInput): MergeResult {
   return result;
 }
 
+/** Where a merge starts, and what both records' fields are. */
+interface MergeStart {
+  /** The result's data: a shallow copy of the server record. */
+  readonly data: JsonObject;
+  readonly serverKeys: string[];
+  readonly localKeys: string[];
+  /** Whether both records list the same fields in the same order. */
+  readonly aligned: boolean;
+}
+
+/**
+ * Starts the result's data as a shallow copy of the server record (keeping
+ * its key order); the merge then replaces untouched objects and arrays by
+ * copies and changed fields by their merged values, so nothing is cloned
+ * twice.
+ */
+function startMerge(local: JsonObject, server: JsonObject): MergeStart {
+  const data = copyObject(server);
+  const serverKeys = Object.keys(server);
+  const localKeys = Object.keys(local);
+  return {
+    data,
+    serverKeys,
+    localKeys,
+    aligned: sameKeys(serverKeys, localKeys),
+  };
+}
+
 /** The original library's rule: every non-null local field wins. */
 function mergeUnknownChanges(
   local: JsonObject,
@@ -298,11 +326,8 @@ function mergeUnknownChanges(
   system: ReadonlySet<string>,
   result: MergeResult,
 ): void {
-  const data = copyObject(server);
+  const { data, serverKeys, localKeys, aligned } = startMerge(local, server);
   result.data = data;
-  const serverKeys = Object.keys(server);
-  const localKeys = Object.keys(local);
-  const aligned = sameKeys(serverKeys, localKeys);
   // Same fields in the same order (the usual case): index-aligned values
   // spare a hash lookup per field.
   const serverValues = aligned ? Object.values(server) : undefined;
@@ -354,14 +379,9 @@ function mergeKnownChanges(
   changed: ReadonlySet<string>,
   result: MergeResult,
 ): void {
-  // The result starts as a shallow copy of the server record (keeping its
-  // key order); below, untouched objects and arrays are replaced by copies
-  // and changed fields by their merged values, so nothing is cloned twice.
-  const data = copyObject(server);
+  const { data, serverKeys, localKeys, aligned } = startMerge(local, server);
   result.data = data;
-  const serverKeys = Object.keys(server);
-  const localKeys = Object.keys(local);
-  if (sameKeys(serverKeys, localKeys)) {
+  if (aligned) {
     // The usual case: both records list the same fields in the same order
     // (they came from the same server). Values aligned by index spare a
     // hash lookup per field, which dominates on wide records.
