@@ -7,7 +7,7 @@
  */
 
 import type { EngineContext, TableConfig } from "./_context.ts";
-import { commitWithRetry } from "./_commit.ts";
+import { type Attempt, commitWithRetry } from "./_commit.ts";
 import { deepEqual, diffFields, getOwn } from "./_diff.ts";
 import type { RecordChange } from "./events.ts";
 import { type JsonObject, setOwn } from "./json.ts";
@@ -235,44 +235,17 @@ function newOp(
   };
 }
 
-/**
- * Writes a record locally and queues its op, atomically.
- *
- * @param ctx The engine context.
- * @param table The table.
- * @param id The record's id.
- * @param build Builds the intent from the current record (run on every
- * retry, so an update patches the freshest data).
- * @param options Whether to try the write as a create first.
- * @returns The record after the write (`null` if removed), or the unchanged
- * record when the write changed nothing.
- */
-export async function writeLocal(
-  ctx: EngineContext,
-  table: TableConfig,
-  id: string,
-  build: (current: StoredRecord | undefined) => Promise<LocalIntent>,
-  options: LocalWriteOptions = {},
-): Promise<StoredRecord | null | undefined> {
-  if (options.assumeAbsent === true) {
-    // A create can skip the read: its write expects the record absent, so
-    // if it exists after all the write is refused and the loop below reads.
-    // The guess is extra: it does not use up one of the retries.
-    const outcome = await attemptLocalWrite(ctx, table, id, build, undefined);
-    options.onGuess?.(outcome.ok);
-    if (outcome.ok) return outcome.value;
-  }
-  return await commitWithRetry(ctx, {
-    what: `write record "${id}" of '${table.kind}'`,
-    attempt: async () => {
-      const [current] = await ctx.storage.getRecords(table.kind, [id]);
-      return await attemptLocalWrite(ctx, table, id, build, current);
-    },
-  });
-}
-
-/** Options of {@linkcode writeLocal}. */
-export interface LocalWriteOptions {
+/** What {@linkcode writeLocal} writes. */
+export interface LocalWriteRequest {
+  /** The table. */
+  readonly table: TableConfig;
+  /** The record's id. */
+  readonly id: string;
+  /**
+   * Builds the intent from the current record (run on every retry, so an
+   * update patches the freshest data).
+   */
+  readonly build: (current: StoredRecord | undefined) => Promise<LocalIntent>;
   /**
    * Try the write as a create first, without reading: the record is read
    * only if the create is refused.
@@ -282,16 +255,45 @@ export interface LocalWriteOptions {
   readonly onGuess?: (held: boolean) => void;
 }
 
+/**
+ * Writes a record locally and queues its op, atomically.
+ *
+ * @param ctx The engine context.
+ * @param request The table, the id, the intent's builder, and whether to
+ * try the write as a create first.
+ * @returns The record after the write (`null` if removed), or the unchanged
+ * record when the write changed nothing.
+ */
+export async function writeLocal(
+  ctx: EngineContext,
+  request: LocalWriteRequest,
+): Promise<StoredRecord | null | undefined> {
+  const { table, id } = request;
+  if (request.assumeAbsent === true) {
+    // A create can skip the read: its write expects the record absent, so
+    // if it exists after all the write is refused and the loop below reads.
+    // The guess is extra: it does not use up one of the retries.
+    const outcome = await attemptLocalWrite(ctx, request, undefined);
+    request.onGuess?.(outcome.ok);
+    if (outcome.ok) return outcome.value;
+  }
+  return await commitWithRetry(ctx, {
+    what: `write record "${id}" of '${table.kind}'`,
+    attempt: async () => {
+      const [current] = await ctx.storage.getRecords(table.kind, [id]);
+      return await attemptLocalWrite(ctx, request, current);
+    },
+  });
+}
+
+/** Reads the newest op, plans against `current`, and writes once. */
 async function attemptLocalWrite(
   ctx: EngineContext,
-  table: TableConfig,
-  id: string,
-  build: (current: StoredRecord | undefined) => Promise<LocalIntent>,
+  request: LocalWriteRequest,
   current: Versioned<StoredRecord> | undefined,
-): Promise<
-  { ok: true; value: StoredRecord | null | undefined } | { ok: false }
-> {
-  const intent = await build(current?.value);
+): Promise<Attempt<StoredRecord | null | undefined>> {
+  const { table, id } = request;
+  const intent = await request.build(current?.value);
   const lastOpId = current?.value.lastOpId ?? null;
   const [latest] = lastOpId === null
     ? [undefined]
@@ -325,6 +327,19 @@ async function attemptLocalWrite(
   return { ok: true, value: plan.record };
 }
 
+/** What {@linkcode writeLocalMany} writes. */
+export interface LocalWriteManyRequest {
+  /** The table. */
+  readonly table: TableConfig;
+  /** The records' ids, all distinct. */
+  readonly ids: readonly string[];
+  /** Builds each record's data from its current state. */
+  readonly build: (
+    current: StoredRecord | undefined,
+    index: number,
+  ) => JsonObject;
+}
+
 /**
  * Writes many records locally and queues their ops: one read of the current
  * records and their newest ops, then every record's write in as few storage
@@ -332,17 +347,14 @@ async function attemptLocalWrite(
  * record whose write lost a race is written again on its own.
  *
  * @param ctx The engine context.
- * @param table The table.
- * @param ids The records' ids, all distinct.
- * @param build Builds each record's data from its current state.
+ * @param request The table, the ids, and the records' builder.
  * @returns Each record after its write, in order.
  */
 export async function writeLocalMany(
   ctx: EngineContext,
-  table: TableConfig,
-  ids: readonly string[],
-  build: (current: StoredRecord | undefined, index: number) => JsonObject,
+  request: LocalWriteManyRequest,
 ): Promise<(StoredRecord | null | undefined)[]> {
+  const { table, ids, build } = request;
   const out: (StoredRecord | null | undefined)[] = new Array(ids.length);
   const CHUNK = 500;
   for (let start = 0; start < ids.length; start += CHUNK) {
@@ -387,16 +399,12 @@ export async function writeLocalMany(
       if (failed.has(i)) {
         // Another writer changed this record in between: write it alone.
         const index = start + i;
-        out[index] = await writeLocal(
-          ctx,
+        out[index] = await writeLocal(ctx, {
           table,
-          slice[i]!,
-          (current) =>
-            Promise.resolve({
-              type: "upsert",
-              data: build(current, index),
-            }),
-        );
+          id: slice[i]!,
+          build: (current) =>
+            Promise.resolve({ type: "upsert", data: build(current, index) }),
+        });
         continue;
       }
       out[start + i] = plan === null ? currents[i]?.value : plan.record;
