@@ -58,6 +58,13 @@ export async function* scanOps(
   }
 }
 
+/**
+ * Counts the pending ops of some tables.
+ *
+ * @param ctx The engine context.
+ * @param kinds The tables.
+ * @returns The count.
+ */
 export async function countPending(
   ctx: EngineContext,
   kinds: readonly string[],

@@ -32,7 +32,7 @@ import {
 import { ConflictInbox } from "./inbox.ts";
 import type { JsonObject } from "./json.ts";
 import { kindProblem } from "./limits.ts";
-import { assertOpen, Outbox } from "./outbox.ts";
+import { Outbox } from "./outbox.ts";
 import type { InferOutput, StandardSchemaV1 } from "./schema.ts";
 import type { Storage } from "./storage.ts";
 import { Table, type TableOptions } from "./table.ts";
@@ -399,5 +399,18 @@ export class SyncEngine implements AsyncDisposable {
     });
     this.#run = { mode, promise };
     return promise;
+  }
+}
+
+/**
+ * The assert used by engine-owned objects after close.
+ *
+ * @param closed Whether the engine is closed.
+ * @param action What was attempted.
+ * @throws {ClosedError} When closed.
+ */
+function assertOpen(closed: boolean, action: string): void {
+  if (closed) {
+    throw new ClosedError(`Cannot ${action} as the engine is closed`);
   }
 }

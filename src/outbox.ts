@@ -11,7 +11,7 @@ import { diffFields } from "./_diff.ts";
 import { settleSystemFields } from "./_local_write.ts";
 import { countOps, listLater } from "./_queue.ts";
 import { planReplay } from "./_settle.ts";
-import { ClosedError, SyncError } from "./errors.ts";
+import { SyncError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
 import type { JsonObject } from "./json.ts";
 import { ownedRecord } from "./_own.ts";
@@ -274,18 +274,5 @@ export class Outbox {
         return { ok: true, value: undefined };
       },
     });
-  }
-}
-
-/**
- * The assert used by engine-owned objects after close.
- *
- * @param closed Whether the engine is closed.
- * @param action What was attempted.
- * @throws {ClosedError} When closed.
- */
-export function assertOpen(closed: boolean, action: string): void {
-  if (closed) {
-    throw new ClosedError(`Cannot ${action} as the engine is closed`);
   }
 }
