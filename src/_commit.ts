@@ -42,6 +42,9 @@ export interface RetryTask<T> {
  * Commits a read-plan-write with optimistic retries: the one way the engine
  * retries a storage commit that lost a race (local writes, claims, settles,
  * pulled pages, outbox and inbox edits). At most `writeRetries` attempts.
+ * Callers name `T`: without `exactOptionalPropertyTypes` (a consumer's
+ * default), TypeScript would infer it from `{ ok: false }` as well and add
+ * `undefined` to it.
  *
  * @param ctx The engine context.
  * @param task What is written, and one attempt at it.

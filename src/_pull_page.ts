@@ -167,7 +167,7 @@ export async function applyPage(
   let entry = plan.entry;
   let start = 0;
   do {
-    const moved = await commitWithRetry(ctx, {
+    const moved = await commitWithRetry<boolean>(ctx, {
       what: `apply pulled page of '${table.kind}'`,
       attempt: async () => {
         const stop = Math.min(plan.accepted.length, start + perWrite);

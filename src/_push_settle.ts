@@ -64,7 +64,7 @@ export async function settlePushed(
   const fates = new Map<string, Fate>();
   let done = 0;
   let remaining = [...batch.claimed];
-  await commitWithRetry(ctx, {
+  await commitWithRetry<undefined>(ctx, {
     what: "settle pushed ops",
     attempt: async (attempt) => {
       // The claim's own entries are current unless a write failed since.

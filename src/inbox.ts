@@ -73,7 +73,7 @@ export class ConflictInbox {
   async resolve(opId: string, resolution: Resolution): Promise<void> {
     this.#assertOpen("resolve a conflict");
     const ctx = this.#ctx;
-    await commitWithRetry(ctx, {
+    await commitWithRetry<undefined>(ctx, {
       what: `resolve conflict "${opId}"`,
       attempt: async () => {
         const [op] = await ctx.storage.getOps([opId]);

@@ -181,7 +181,7 @@ export class Outbox {
   ): Promise<void> {
     const ctx = this.#ctx;
     let validated: JsonObject | undefined;
-    await commitWithRetry(ctx, {
+    await commitWithRetry<undefined>(ctx, {
       what: `${action} op "${opId}"`,
       attempt: async () => {
         const [op] = await ctx.storage.getOps([opId]);

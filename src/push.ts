@@ -346,7 +346,7 @@ async function claim(
 ): Promise<Versioned<StoredOp>[]> {
   const claimed: Versioned<StoredOp>[] = [];
   let current = heads;
-  return await commitWithRetry(ctx, {
+  return await commitWithRetry<Versioned<StoredOp>[]>(ctx, {
     what: "claim ops for push",
     attempt: async () => {
       const ops = current.map((entry) => ({
