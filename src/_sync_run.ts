@@ -65,6 +65,17 @@ export async function executeRun(
   const signals = [input.closeSignal];
   if (options.signal !== undefined) signals.push(options.signal);
   const signal = AbortSignal.any(signals);
+  // The run's last event, with the stats as they ended.
+  const complete = (durationMs: number, error?: SyncError): void =>
+    ctx.hub.emit({
+      type: "syncCompleted",
+      runId,
+      mode,
+      ok: error === undefined,
+      stats: { ...stats },
+      durationMs,
+      ...(error === undefined ? {} : { error }),
+    });
   input.setStatus("running");
   ctx.hub.emit({ type: "syncStarted", runId, mode });
   try {
@@ -84,14 +95,7 @@ export async function executeRun(
     });
     const durationMs = clock.now() - startedAt;
     input.setStatus(input.closed() ? "closed" : "idle");
-    ctx.hub.emit({
-      type: "syncCompleted",
-      runId,
-      mode,
-      ok: true,
-      stats: { ...stats },
-      durationMs,
-    });
+    complete(durationMs);
     return { runId, stats, durationMs, retryAfterMs: pushed.retryAfterMs };
   } catch (thrown) {
     const error = signal.aborted && !(thrown instanceof SyncError)
@@ -106,15 +110,7 @@ export async function executeRun(
       category: error.category,
       retryable: error.retryable,
     });
-    ctx.hub.emit({
-      type: "syncCompleted",
-      runId,
-      mode,
-      ok: false,
-      stats: { ...stats },
-      durationMs: clock.now() - startedAt,
-      error,
-    });
+    complete(clock.now() - startedAt, error);
     throw error;
   }
 }
