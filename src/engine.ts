@@ -5,221 +5,47 @@
  * @module
  */
 
+import { AutoSync } from "./_auto_sync.ts";
 import type { EngineContext, EngineLimits, TableConfig } from "./_context.ts";
 import {
-  backoffDelay,
-  clampDelay,
-  MAX_RETRY_AFTER_MS,
-  MAX_TIMER_MS,
-} from "./backoff.ts";
-import {
-  CONFLICT_STRATEGIES,
-  type ConflictResolver,
-  type ConflictStrategy,
-  type MergeFunction,
-} from "./conflict.ts";
-import {
-  AuthError,
-  ClosedError,
-  ServerError,
-  SyncError,
-  toSyncError,
-} from "./errors.ts";
+  configureTable,
+  resolveDefaults,
+  resolveLimits,
+  type TableDefaults,
+} from "./_engine_config.ts";
+import { executeRun } from "./_sync_run.ts";
+import type {
+  AutoSyncOptions,
+  Clock,
+  EngineStatus,
+  SyncEngineOptions,
+  SyncOptions,
+  SyncResult,
+} from "./_engine_options.ts";
+import { ClosedError, SyncError } from "./errors.ts";
 import {
   EventHub,
   type ListenOptions,
-  type SyncEvent,
   type SyncEventListener,
   type SyncEventType,
-  type SyncStats,
 } from "./events.ts";
 import { ConflictInbox } from "./inbox.ts";
 import type { JsonObject } from "./json.ts";
 import { kindProblem } from "./limits.ts";
-import { DEFAULT_SYSTEM_FIELDS } from "./merge.ts";
-import { assertOpen, Outbox } from "./outbox.ts";
-import { pullPhase } from "./pull.ts";
-import { pushPhase } from "./push.ts";
+import { Outbox } from "./outbox.ts";
 import type { InferOutput, StandardSchemaV1 } from "./schema.ts";
 import type { Storage } from "./storage.ts";
 import { Table, type TableOptions } from "./table.ts";
 import type { Transport } from "./transport.ts";
 import { createUlid, isUlid } from "./ulid.ts";
 
-/** A clock. */
-export interface Clock {
-  /** The current time in ms since the epoch. */
-  now(): number;
-}
-
-/** Timer functions, injectable so tests control time. */
-export interface Timers {
-  /** Schedules `callback` after `ms`. */
-  setTimeout(callback: () => void, ms: number): unknown;
-  /** Cancels a scheduled callback. */
-  clearTimeout(handle: unknown): void;
-}
-
-/** Options of {@linkcode SyncEngine}. */
-export interface SyncEngineOptions {
-  /** The local store. The engine does not close it. */
-  readonly storage: Storage;
-  /** The backend. The engine does not close it. */
-  readonly transport: Transport;
-  /**
-   * The conflict strategy of tables that name none.
-   *
-   * @default {"autoPreserve"}
-   */
-  readonly strategy?: ConflictStrategy;
-  /** The resolver of the `manual` strategy, for tables that name none. */
-  readonly resolver?: ConflictResolver;
-  /** The merge function of the `merge` strategy, for tables that name none. */
-  readonly mergeFn?: MergeFunction;
-  /**
-   * The client clock.
-   *
-   * @default {Date}
-   */
-  readonly clock?: Clock;
-  /**
-   * Makes op ids: must return a ULID greater than `after` when given.
-   *
-   * @default {a monotonic ULID factory on `clock`}
-   */
-  readonly ids?: (after?: string) => string;
-  /**
-   * Timers for `startAuto()`.
-   *
-   * @default {globalThis.setTimeout and clearTimeout}
-   */
-  readonly timers?: Timers;
-  /**
-   * A random number in [0, 1), for backoff jitter.
-   *
-   * @default {Math.random}
-   */
-  readonly random?: () => number;
-  /**
-   * The pull page size.
-   *
-   * @default {100}
-   */
-  readonly pageSize?: number;
-  /**
-   * The most ops handed to the transport in one call.
-   *
-   * @default {100}
-   */
-  readonly pushBatchSize?: number;
-  /**
-   * How many times one op may be re-sent after conflicts before it is parked
-   * in the conflict inbox (clause 17).
-   *
-   * @default {3}
-   */
-  readonly maxConflictRetries?: number;
-  /**
-   * How many times a read-modify-write is retried when another writer
-   * changed the store in between.
-   *
-   * @default {20}
-   */
-  readonly writeRetries?: number;
-  /**
-   * Receives what an event listener throws.
-   *
-   * @default {console.error}
-   */
-  readonly onListenerError?: (error: unknown, event: SyncEvent) => void;
-}
-
-/** Options of {@linkcode SyncEngine.sync}. */
-export interface SyncOptions {
-  /**
-   * The tables to push.
-   *
-   * @default {every registered table}
-   */
-  readonly pushKinds?: readonly string[];
-  /**
-   * The tables to pull.
-   *
-   * @default {every registered table}
-   */
-  readonly pullKinds?: readonly string[];
-  /** Cancels the run (shared runs: the first caller's signal). */
-  readonly signal?: AbortSignal;
-}
-
-/** The result of a sync run. */
-export interface SyncResult {
-  /** The run's number. */
-  readonly runId: number;
-  /** What the run did. */
-  readonly stats: SyncStats;
-  /** How long it took, by the engine's clock. */
-  readonly durationMs: number;
-  /** The longest `Retry-After` a server asked for, in ms, if any. */
-  readonly retryAfterMs: number | null;
-}
-
-/**
- * Options of {@linkcode SyncEngine.startAuto}. Every delay is at most
- * `2 ** 31 - 1` ms (about 24.8 days), the longest a timer holds; a
- * server's `Retry-After` is honoured up to one hour.
- */
-export interface AutoSyncOptions {
-  /**
-   * The time between runs, in ms: more than 0.
-   *
-   * @default {30000}
-   */
-  readonly intervalMs?: number;
-  /**
-   * How soon after a local write a run starts, in ms; `null` to wait for
-   * the interval.
-   *
-   * @default {500}
-   */
-  readonly afterWriteMs?: number | null;
-  /**
-   * The cap of the backoff after failed runs, in ms.
-   *
-   * @default {300000}
-   */
-  readonly maxBackoffMs?: number;
-}
-
-/** Where the engine stands. */
-export type EngineStatus =
-  /** Ready; no run in progress. */
-  | "idle"
-  /** A run is in progress. */
-  | "running"
-  /** The server refused the credentials; automatic runs pause. */
-  | "auth"
-  /** Closed. */
-  | "closed";
+// The engine's options and results, public from here.
+export type * from "./_engine_options.ts";
 
 /** A run in progress, shared by concurrent callers. */
 interface Run {
   readonly mode: "sync" | "fullResync";
   readonly promise: Promise<SyncResult>;
-}
-
-function positiveInteger(
-  name: string,
-  value: number | undefined,
-  fallback: number,
-): number {
-  const resolved = value ?? fallback;
-  if (!Number.isInteger(resolved) || resolved < 1) {
-    throw new RangeError(
-      `Cannot create sync engine as ${name} is not a positive integer: current value is ${resolved}`,
-    );
-  }
-  return resolved;
 }
 
 /**
@@ -273,13 +99,7 @@ export class SyncEngine implements AsyncDisposable {
   #limits: EngineLimits;
   #clock: Clock;
   #ids: (after?: string) => string;
-  #timers: Timers;
-  #random: () => number;
-  #defaults: {
-    strategy: ConflictStrategy;
-    resolver: ConflictResolver | undefined;
-    mergeFn: MergeFunction | undefined;
-  };
+  #defaults: TableDefaults;
   #tables = new Map<string, { config: TableConfig; handle: Table<unknown> }>();
   #ctx: EngineContext;
   #closed = false;
@@ -290,16 +110,7 @@ export class SyncEngine implements AsyncDisposable {
   #status: EngineStatus = "idle";
   #skewMs = 0;
   #skewKnown = false;
-  #auto: {
-    options: Required<AutoSyncOptions>;
-    timer: unknown;
-    /** When the armed timer fires (ms since the epoch), or null. */
-    dueAt: number | null;
-    /** No run before this (backoff or Retry-After), ms since the epoch. */
-    notBefore: number;
-    failures: number;
-    offWrite: () => void;
-  } | null = null;
+  #autoSync: AutoSync;
 
   /**
    * Constructs a new instance.
@@ -321,32 +132,21 @@ export class SyncEngine implements AsyncDisposable {
     this.#clock = options.clock ?? Date;
     const clock = this.#clock;
     this.#ids = options.ids ?? createUlid({ now: () => clock.now() });
-    this.#timers = options.timers ?? {
-      setTimeout: (callback, ms) => setTimeout(callback, ms),
-      clearTimeout: (handle) => clearTimeout(handle as number),
-    };
-    this.#random = options.random ?? Math.random;
-    this.#limits = {
-      pageSize: positiveInteger("pageSize", options.pageSize, 100),
-      pushBatchSize: positiveInteger(
-        "pushBatchSize",
-        options.pushBatchSize,
-        100,
-      ),
-      maxConflictRetries: positiveInteger(
-        "maxConflictRetries",
-        options.maxConflictRetries,
-        3,
-      ),
-      writeRetries: positiveInteger("writeRetries", options.writeRetries, 20),
-    };
-    const strategy = options.strategy ?? "autoPreserve";
-    assertStrategy(strategy);
-    this.#defaults = {
-      strategy,
-      resolver: options.resolver,
-      mergeFn: options.mergeFn,
-    };
+    this.#autoSync = new AutoSync({
+      hub: this.#hub,
+      clock,
+      timers: options.timers ?? {
+        setTimeout: (callback, ms) => setTimeout(callback, ms),
+        clearTimeout: (handle) => clearTimeout(handle as number),
+      },
+      random: options.random ?? Math.random,
+      closed: () => this.#closed,
+      status: () => this.#status,
+      running: () => this.#run?.promise ?? null,
+      sync: () => this.sync(),
+    });
+    this.#limits = resolveLimits(options);
+    this.#defaults = resolveDefaults(options);
     this.#ctx = this.#createContext();
     const guard = (action: string): void => assertOpen(this.#closed, action);
     this.outbox = new Outbox(this.#ctx, guard);
@@ -482,51 +282,12 @@ export class SyncEngine implements AsyncDisposable {
    */
   startAuto(options: AutoSyncOptions = {}): void {
     assertOpen(this.#closed, "start auto sync");
-    const resolved: Required<AutoSyncOptions> = {
-      intervalMs: options.intervalMs ?? 30_000,
-      afterWriteMs: options.afterWriteMs === undefined
-        ? 500
-        : options.afterWriteMs,
-      maxBackoffMs: options.maxBackoffMs ?? 300_000,
-    };
-    for (const [name, value] of Object.entries(resolved)) {
-      if (value === null && name === "afterWriteMs") continue;
-      // An interval of 0 would run back to back; past MAX_TIMER_MS a timer
-      // overflows and fires at once.
-      const min = name === "intervalMs" ? 1 : 0;
-      if (
-        typeof value !== "number" || !(value >= min && value <= MAX_TIMER_MS)
-      ) {
-        throw new RangeError(
-          `Cannot start auto sync as ${name} is not a number of ms from ${min} to ${MAX_TIMER_MS}: current value is ${value}`,
-        );
-      }
-    }
-    this.stopAuto();
-    const offWrite = resolved.afterWriteMs === null
-      ? () => {}
-      : this.#hub.on("change", (event) => {
-        if (event.origin !== "local" || this.#auto === null) return;
-        const soon = this.#clock.now() + resolved.afterWriteMs!;
-        this.#schedule(Math.max(soon, this.#auto.notBefore), false);
-      });
-    this.#auto = {
-      options: resolved,
-      timer: undefined,
-      dueAt: null,
-      notBefore: 0,
-      failures: 0,
-      offWrite,
-    };
-    this.#schedule(this.#clock.now(), true);
+    this.#autoSync.start(options);
   }
 
   /** Stops background runs; a run in progress finishes. Idempotent. */
   stopAuto(): void {
-    if (this.#auto === null) return;
-    this.#timers.clearTimeout(this.#auto.timer);
-    this.#auto.offWrite();
-    this.#auto = null;
+    this.#autoSync.stop();
   }
 
   /**
@@ -556,38 +317,7 @@ export class SyncEngine implements AsyncDisposable {
   }
 
   #configure<T>(kind: string, options: TableOptions<T>): TableConfig {
-    const strategy = options.strategy ?? this.#defaults.strategy;
-    assertStrategy(strategy);
-    const fields = options.fields ?? {};
-    const idField = fields.id ?? "id";
-    const mergeFn = options.mergeFn ?? this.#defaults.mergeFn;
-    if (strategy === "merge" && mergeFn === undefined) {
-      throw new TypeError(
-        `Cannot register table '${kind}' as the merge strategy needs a mergeFn: current value is undefined`,
-      );
-    }
-    const systemFields = [
-      ...new Set([
-        ...DEFAULT_SYSTEM_FIELDS,
-        idField,
-        ...(fields.updatedAt === undefined ? [] : [fields.updatedAt]),
-        ...(fields.deletedAt === undefined ? [] : [fields.deletedAt]),
-      ]),
-    ];
-    return {
-      kind,
-      schema: options.schema as StandardSchemaV1 | undefined,
-      idField,
-      updatedAtField: fields.updatedAt,
-      deletedAtField: fields.deletedAt,
-      coalesce: options.coalesce ?? true,
-      policy: {
-        strategy,
-        resolver: options.resolver ?? this.#defaults.resolver,
-        mergeFn,
-        systemFields,
-      },
-    };
+    return configureTable(kind, options, this.#defaults);
   }
 
   #createContext(): EngineContext {
@@ -654,192 +384,33 @@ export class SyncEngine implements AsyncDisposable {
       );
     }
     if (this.#run !== null) return this.#run.promise;
-    const promise = this.#execute(mode, options).finally(() => {
+    const promise = executeRun(this.#ctx, {
+      runId: ++this.#runId,
+      mode,
+      options,
+      closeSignal: this.#closeController.signal,
+      clock: this.#clock,
+      setStatus: (status) => {
+        this.#status = status;
+      },
+      closed: () => this.#closed,
+    }).finally(() => {
       this.#run = null;
     });
     this.#run = { mode, promise };
     return promise;
   }
-
-  async #execute(
-    mode: "sync" | "fullResync",
-    options: SyncOptions,
-  ): Promise<SyncResult> {
-    const runId = ++this.#runId;
-    const startedAt = this.#clock.now();
-    const stats: SyncStats = {
-      pushed: 0,
-      conflicts: 0,
-      resolved: 0,
-      deferred: 0,
-      quarantined: 0,
-      retrying: 0,
-      pulled: 0,
-      pages: 0,
-      skipped: 0,
-      removed: 0,
-    };
-    const signals = [this.#closeController.signal];
-    if (options.signal !== undefined) signals.push(options.signal);
-    const signal = AbortSignal.any(signals);
-    this.#status = "running";
-    this.#hub.emit({ type: "syncStarted", runId, mode });
-    try {
-      const all = [...this.#tables.keys()];
-      const pushKinds = this.#kinds("push", options.pushKinds, all);
-      const pullKinds = this.#kinds("pull", options.pullKinds, all);
-      const pushed = await pushPhase(this.#ctx, {
-        kinds: pushKinds,
-        stats,
-        signal,
-      });
-      await pullPhase(this.#ctx, {
-        kinds: pullKinds,
-        resync: mode === "fullResync",
-        stats,
-        signal,
-      });
-      const durationMs = this.#clock.now() - startedAt;
-      this.#status = this.#closed ? "closed" : "idle";
-      this.#hub.emit({
-        type: "syncCompleted",
-        runId,
-        mode,
-        ok: true,
-        stats: { ...stats },
-        durationMs,
-      });
-      return { runId, stats, durationMs, retryAfterMs: pushed.retryAfterMs };
-    } catch (thrown) {
-      const error = signal.aborted && !(thrown instanceof SyncError)
-        ? abortError(signal.reason)
-        : toSyncError(thrown);
-      this.#status = this.#closed
-        ? "closed"
-        : error instanceof AuthError
-        ? "auth"
-        : "idle";
-      this.#hub.emit({
-        type: "error",
-        error,
-        category: error.category,
-        retryable: error.retryable,
-      });
-      this.#hub.emit({
-        type: "syncCompleted",
-        runId,
-        mode,
-        ok: false,
-        stats: { ...stats },
-        durationMs: this.#clock.now() - startedAt,
-        error,
-      });
-      throw error;
-    }
-  }
-
-  #kinds(
-    phase: "push" | "pull",
-    requested: readonly string[] | undefined,
-    all: string[],
-  ): readonly string[] {
-    if (requested === undefined) return all;
-    for (const kind of requested) {
-      if (!this.#tables.has(kind)) {
-        throw new SyncError(
-          `Cannot ${phase} as the kind is not registered: current value is "${kind}"`,
-          { category: "validation" },
-        );
-      }
-    }
-    return requested;
-  }
-
-  /**
-   * Arms the auto-sync timer for `at` (ms since the epoch). A local write
-   * may only bring a run forward, never past the backoff or `Retry-After`
-   * the last failure asked for; `force` replaces the timer after a run.
-   */
-  #schedule(at: number, force: boolean): void {
-    const auto = this.#auto;
-    if (auto === null) return;
-    if (!force && auto.dueAt !== null && at >= auto.dueAt) return;
-    this.#timers.clearTimeout(auto.timer);
-    auto.dueAt = at;
-    auto.timer = this.#timers.setTimeout(() => {
-      auto.dueAt = null;
-      void this.#tick();
-    }, clampDelay(at - this.#clock.now()));
-  }
-
-  /**
-   * One background run (clause 19): everything it throws is caught here and
-   * only decides the next delay; the run itself already reported the error
-   * as an `error` event, so nothing becomes an unhandled rejection.
-   */
-  async #tick(): Promise<void> {
-    const auto = this.#auto;
-    if (auto === null || this.#closed) return;
-    if (this.#status === "auth") {
-      this.#schedule(this.#clock.now() + auto.options.intervalMs, true);
-      return;
-    }
-    let next = auto.options.intervalMs;
-    try {
-      // A write during a run may have come after its push: wait for that
-      // run, then start a fresh one instead of sharing its result.
-      if (this.#run !== null) await this.#run.promise.catch(() => {});
-      const result = await this.sync();
-      auto.failures = 0;
-      auto.notBefore = 0;
-      if (result.retryAfterMs !== null) {
-        // Clamped by the push phase to MAX_RETRY_AFTER_MS.
-        next = Math.max(next, result.retryAfterMs);
-        auto.notBefore = this.#clock.now() + result.retryAfterMs;
-      }
-    } catch (error) {
-      // Already reported as an `error` event by the run; here it only
-      // decides when to try again.
-      auto.failures++;
-      const retryable = error instanceof SyncError && error.retryable;
-      const backoff = backoffDelay(auto.failures, {
-        baseMs: 1000,
-        maxMs: auto.options.maxBackoffMs,
-        random: this.#random,
-      });
-      // A transport's value is clamped too: NaN or a year must not turn
-      // into an immediate timer.
-      const retryAfter = error instanceof ServerError
-        ? clampDelay(error.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS)
-        : 0;
-      // Full jitter can draw 0: keep a floor so a dead server is not hammered.
-      next = retryable
-        ? Math.max(backoff, retryAfter, 250)
-        : auto.options.intervalMs;
-      auto.notBefore = this.#clock.now() + next;
-    }
-    if (this.#auto === auto) this.#schedule(this.#clock.now() + next, true);
-  }
 }
 
 /**
- * The error of a run stopped by its signal: the engine's close, or the
- * caller's own abort (category `closed`: the run was shut down, and nothing
- * stops a later run from succeeding).
+ * The assert used by engine-owned objects after close.
+ *
+ * @param closed Whether the engine is closed.
+ * @param action What was attempted.
+ * @throws {ClosedError} When closed.
  */
-function abortError(reason: unknown): SyncError {
-  if (reason instanceof SyncError) return reason;
-  return new SyncError("Cannot finish sync as the run was aborted", {
-    category: "closed",
-    retryable: true,
-    cause: reason,
-  });
-}
-
-function assertStrategy(strategy: string): void {
-  if (!CONFLICT_STRATEGIES.includes(strategy as ConflictStrategy)) {
-    throw new TypeError(
-      `Cannot use conflict strategy as it is unknown: current value is "${strategy}"`,
-    );
+function assertOpen(closed: boolean, action: string): void {
+  if (closed) {
+    throw new ClosedError(`Cannot ${action} as the engine is closed`);
   }
 }

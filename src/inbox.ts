@@ -9,15 +9,9 @@
 import type { EngineContext } from "./_context.ts";
 import { type Conflict, fromResolution, type Resolution } from "./conflict.ts";
 import { SyncError } from "./errors.ts";
-import {
-  baseOf,
-  commitPlan,
-  listLater,
-  type OpPlan,
-  planAcceptServer,
-  planForcedWrite,
-  withRetries,
-} from "./outbox.ts";
+import { commitPlan, commitWithRetry, type OpPlan } from "./_commit.ts";
+import { listLater } from "./_queue.ts";
+import { baseOf, planAcceptServer, planForcedWrite } from "./_settle.ts";
 import type { StoredOp, Versioned } from "./storage.ts";
 
 /** A parked conflict, as the inbox lists it. */
@@ -79,61 +73,70 @@ export class ConflictInbox {
   async resolve(opId: string, resolution: Resolution): Promise<void> {
     this.#assertOpen("resolve a conflict");
     const ctx = this.#ctx;
-    await withRetries(ctx, `resolve conflict "${opId}"`, async () => {
-      const [op] = await ctx.storage.getOps([opId]);
-      if (op === undefined || op.value.state !== "parked") {
-        throw new SyncError(
-          `Cannot resolve conflict as the op is not parked: current value is ${
-            op === undefined ? "absent" : `"${op.value.state}"`
-          }`,
-          { category: "conflict" },
-        );
-      }
-      const table = ctx.tableOrDefault(op.value.kind);
-      const conflict = toEntry(ctx, op.value);
-      const decision = fromResolution(conflict, resolution);
-      if (decision.type === "defer") return { ok: true, value: undefined };
-      const [record] = await ctx.storage.getRecords(op.value.kind, [
-        op.value.id,
-      ]);
-      if (record === undefined) {
-        throw new SyncError(
-          `Cannot resolve conflict as the local record is gone: current value is "${op.value.id}"`,
-          { category: "storage" },
-        );
-      }
-      const server = op.value.conflict?.server ?? null;
-      // The op leaves the inbox as a pending op, so planning works on it as
-      // the push phase would.
-      const unparked: Versioned<StoredOp> = {
-        value: { ...op.value, state: "pending", conflict: null },
-        rev: op.rev,
-      };
-      let plan: OpPlan;
-      if (decision.type === "write") {
-        plan = planForcedWrite(table, record, unparked, server, decision.data);
-      } else {
-        const later = record.value.lastOpId === opId
-          ? []
-          : await listLater(ctx, op.value.kind, op.value.id, opId);
-        plan = planAcceptServer(table, record, unparked, server, later);
-      }
-      if (!await commitPlan(ctx, plan)) return { ok: false };
-      if (plan.change !== null) {
-        ctx.hub.emit({ type: "change", ...plan.change });
-      }
-      ctx.hub.emit({
-        type: "conflictResolved",
-        kind: op.value.kind,
-        id: op.value.id,
-        opId,
-        strategy: "manual",
-        resolution: decision.type === "write"
-          ? decision.resolution
-          : decision.type,
-        result: decision.type === "write" ? decision.data : server,
-      });
-      return { ok: true, value: undefined };
+    await commitWithRetry<undefined>(ctx, {
+      what: `resolve conflict "${opId}"`,
+      attempt: async () => {
+        const [op] = await ctx.storage.getOps([opId]);
+        if (op === undefined || op.value.state !== "parked") {
+          throw new SyncError(
+            `Cannot resolve conflict as the op is not parked: current value is ${
+              op === undefined ? "absent" : `"${op.value.state}"`
+            }`,
+            { category: "conflict" },
+          );
+        }
+        const table = ctx.tableOrDefault(op.value.kind);
+        const conflict = toEntry(ctx, op.value);
+        const decision = fromResolution(conflict, resolution);
+        if (decision.type === "defer") return { ok: true, value: undefined };
+        const [record] = await ctx.storage.getRecords(op.value.kind, [
+          op.value.id,
+        ]);
+        if (record === undefined) {
+          throw new SyncError(
+            `Cannot resolve conflict as the local record is gone: current value is "${op.value.id}"`,
+            { category: "storage" },
+          );
+        }
+        const server = op.value.conflict?.server ?? null;
+        // The op leaves the inbox as a pending op, so planning works on it as
+        // the push phase would.
+        const unparked: Versioned<StoredOp> = {
+          value: { ...op.value, state: "pending", conflict: null },
+          rev: op.rev,
+        };
+        let plan: OpPlan;
+        if (decision.type === "write") {
+          plan = planForcedWrite(
+            table,
+            record,
+            unparked,
+            server,
+            decision.data,
+          );
+        } else {
+          const later = record.value.lastOpId === opId
+            ? []
+            : await listLater(ctx, op.value.kind, op.value.id, opId);
+          plan = planAcceptServer(table, record, unparked, server, later);
+        }
+        if (!await commitPlan(ctx, plan)) return { ok: false };
+        if (plan.change !== null) {
+          ctx.hub.emit({ type: "change", ...plan.change });
+        }
+        ctx.hub.emit({
+          type: "conflictResolved",
+          kind: op.value.kind,
+          id: op.value.id,
+          opId,
+          strategy: "manual",
+          resolution: decision.type === "write"
+            ? decision.resolution
+            : decision.type,
+          result: decision.type === "write" ? decision.data : server,
+        });
+        return { ok: true, value: undefined };
+      },
     });
   }
 }

@@ -18,7 +18,11 @@ import type { RecordChange } from "./events.ts";
 import { isJsonObject, type JsonObject, setOwn } from "./json.ts";
 import { exceedsDepth, idProblem, WIRE_LIMITS } from "./limits.ts";
 import { ownedRecord } from "./_own.ts";
-import { settleSystemFields, writeLocal, writeLocalMany } from "./outbox.ts";
+import {
+  settleSystemFields,
+  writeLocal,
+  writeLocalMany,
+} from "./_local_write.ts";
 import { type StandardSchemaV1, validateWith } from "./schema.ts";
 
 /** Field names of a table's records, when the backend spells them its way. */
@@ -278,26 +282,23 @@ export class Table<T = JsonObject> {
   async #putValid(valid: JsonObject, options: PutOptions): Promise<JsonObject> {
     const config = this.#config;
     const id = valid[config.idField] as string;
-    const stored = await writeLocal(
-      this.#ctx,
-      config,
+    const stored = await writeLocal(this.#ctx, {
+      table: config,
       id,
-      (current) =>
+      build: (current) =>
         Promise.resolve({
           type: "upsert",
           data: settleSystemFields(config, id, valid, current),
           changedFields: options.changedFields,
         }),
-      {
-        assumeAbsent: this.#guessNew >= 0,
-        onGuess: (held) => {
-          this.#guessNew = Math.max(
-            -8,
-            Math.min(8, this.#guessNew + (held ? 1 : -2)),
-          );
-        },
+      assumeAbsent: this.#guessNew >= 0,
+      onGuess: (held) => {
+        this.#guessNew = Math.max(
+          -8,
+          Math.min(8, this.#guessNew + (held ? 1 : -2)),
+        );
       },
-    );
+    });
     return stored?.data ?? valid;
   }
 
@@ -351,12 +352,12 @@ export class Table<T = JsonObject> {
       }
       return out;
     }
-    const stored = await writeLocalMany(
-      this.#ctx,
-      config,
+    const stored = await writeLocalMany(this.#ctx, {
+      table: config,
       ids,
-      (current, i) => settleSystemFields(config, ids[i]!, valid[i]!, current),
-    );
+      build: (current, i) =>
+        settleSystemFields(config, ids[i]!, valid[i]!, current),
+    });
     return stored.map((record, i) => (record?.data ?? valid[i]) as Synced<T>);
   }
 
@@ -387,28 +388,32 @@ export class Table<T = JsonObject> {
     }
     const config = this.#config;
     const patchKeys = Object.keys(patch);
-    const stored = await writeLocal(this.#ctx, config, id, async (current) => {
-      if (current === undefined || current.deleted) {
-        throw new SyncError(
-          `Cannot update record in '${this.kind}' as it does not exist: current value is "${id}"`,
-          { category: "validation" },
-        );
-      }
-      const merged: JsonObject = { ...current.data };
-      for (const key of patchKeys) {
-        if ((patch as Record<string, unknown>)[key] === undefined) {
-          // An explicit `undefined` removes the field, as JSON would.
-          delete merged[key];
-          continue;
+    const stored = await writeLocal(this.#ctx, {
+      table: config,
+      id,
+      build: async (current) => {
+        if (current === undefined || current.deleted) {
+          throw new SyncError(
+            `Cannot update record in '${this.kind}' as it does not exist: current value is "${id}"`,
+            { category: "validation" },
+          );
         }
-        setOwn(merged, key, (patch as JsonObject)[key]!);
-      }
-      const valid = await this.#validate(merged as T);
-      return {
-        type: "upsert",
-        data: settleSystemFields(config, id, valid, current),
-        patchKeys,
-      };
+        const merged: JsonObject = { ...current.data };
+        for (const key of patchKeys) {
+          if ((patch as Record<string, unknown>)[key] === undefined) {
+            // An explicit `undefined` removes the field, as JSON would.
+            delete merged[key];
+            continue;
+          }
+          setOwn(merged, key, (patch as JsonObject)[key]!);
+        }
+        const valid = await this.#validate(merged as T);
+        return {
+          type: "upsert",
+          data: settleSystemFields(config, id, valid, current),
+          patchKeys,
+        };
+      },
     });
     return stored!.data as Synced<T>;
   }
@@ -427,9 +432,13 @@ export class Table<T = JsonObject> {
     assertId(this.kind, id);
     assertWireId(this.kind, this.#config.idField, id);
     let existed = false;
-    await writeLocal(this.#ctx, this.#config, id, (current) => {
-      existed = current !== undefined && !current.deleted;
-      return Promise.resolve({ type: "delete" });
+    await writeLocal(this.#ctx, {
+      table: this.#config,
+      id,
+      build: (current) => {
+        existed = current !== undefined && !current.deleted;
+        return Promise.resolve({ type: "delete" });
+      },
     });
     return existed;
   }

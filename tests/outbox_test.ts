@@ -3,9 +3,9 @@ import type { TableConfig } from "../src/_context.ts";
 import { DEFAULT_SYSTEM_FIELDS } from "../src/merge.ts";
 import {
   type LocalWritePlanInput,
-  planAck,
   planLocalWrite,
-} from "../src/outbox.ts";
+} from "../src/_local_write.ts";
+import { planAck } from "../src/_settle.ts";
 import type { StoredOp, StoredRecord, Versioned } from "../src/storage.ts";
 import { createUlid } from "../src/ulid.ts";
 import { pendingOp } from "./_fixtures.ts";

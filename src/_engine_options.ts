@@ -1,0 +1,172 @@
+/**
+ * The options and results of {@linkcode SyncEngine}: a leaf module, so the
+ * engine's parts (auto sync, runs) share them without importing the engine.
+ * Public through `engine.ts`.
+ *
+ * @module
+ */
+
+import type {
+  ConflictResolver,
+  ConflictStrategy,
+  MergeFunction,
+} from "./conflict.ts";
+import type { SyncEvent, SyncStats } from "./events.ts";
+import type { Storage } from "./storage.ts";
+import type { Transport } from "./transport.ts";
+
+/** A clock. */
+export interface Clock {
+  /** The current time in ms since the epoch. */
+  now(): number;
+}
+
+/** Timer functions, injectable so tests control time. */
+export interface Timers {
+  /** Schedules `callback` after `ms`. */
+  setTimeout(callback: () => void, ms: number): unknown;
+  /** Cancels a scheduled callback. */
+  clearTimeout(handle: unknown): void;
+}
+
+/** Options of {@linkcode SyncEngine}. */
+export interface SyncEngineOptions {
+  /** The local store. The engine does not close it. */
+  readonly storage: Storage;
+  /** The backend. The engine does not close it. */
+  readonly transport: Transport;
+  /**
+   * The conflict strategy of tables that name none.
+   *
+   * @default {"autoPreserve"}
+   */
+  readonly strategy?: ConflictStrategy;
+  /** The resolver of the `manual` strategy, for tables that name none. */
+  readonly resolver?: ConflictResolver;
+  /** The merge function of the `merge` strategy, for tables that name none. */
+  readonly mergeFn?: MergeFunction;
+  /**
+   * The client clock.
+   *
+   * @default {Date}
+   */
+  readonly clock?: Clock;
+  /**
+   * Makes op ids: must return a ULID greater than `after` when given.
+   *
+   * @default {a monotonic ULID factory on `clock`}
+   */
+  readonly ids?: (after?: string) => string;
+  /**
+   * Timers for `startAuto()`.
+   *
+   * @default {globalThis.setTimeout and clearTimeout}
+   */
+  readonly timers?: Timers;
+  /**
+   * A random number in [0, 1), for backoff jitter.
+   *
+   * @default {Math.random}
+   */
+  readonly random?: () => number;
+  /**
+   * The pull page size.
+   *
+   * @default {100}
+   */
+  readonly pageSize?: number;
+  /**
+   * The most ops handed to the transport in one call.
+   *
+   * @default {100}
+   */
+  readonly pushBatchSize?: number;
+  /**
+   * How many times one op may be re-sent after conflicts before it is parked
+   * in the conflict inbox (clause 17).
+   *
+   * @default {3}
+   */
+  readonly maxConflictRetries?: number;
+  /**
+   * How many times a read-modify-write is retried when another writer
+   * changed the store in between.
+   *
+   * @default {20}
+   */
+  readonly writeRetries?: number;
+  /**
+   * Receives what an event listener throws.
+   *
+   * @default {console.error}
+   */
+  readonly onListenerError?: (error: unknown, event: SyncEvent) => void;
+}
+
+/** Options of {@linkcode SyncEngine.sync}. */
+export interface SyncOptions {
+  /**
+   * The tables to push.
+   *
+   * @default {every registered table}
+   */
+  readonly pushKinds?: readonly string[];
+  /**
+   * The tables to pull.
+   *
+   * @default {every registered table}
+   */
+  readonly pullKinds?: readonly string[];
+  /** Cancels the run (shared runs: the first caller's signal). */
+  readonly signal?: AbortSignal;
+}
+
+/** The result of a sync run. */
+export interface SyncResult {
+  /** The run's number. */
+  readonly runId: number;
+  /** What the run did. */
+  readonly stats: SyncStats;
+  /** How long it took, by the engine's clock. */
+  readonly durationMs: number;
+  /** The longest `Retry-After` a server asked for, in ms, if any. */
+  readonly retryAfterMs: number | null;
+}
+
+/**
+ * Options of {@linkcode SyncEngine.startAuto}. Every delay is at most
+ * `2 ** 31 - 1` ms (about 24.8 days), the longest a timer holds; a
+ * server's `Retry-After` is honoured up to one hour.
+ */
+export interface AutoSyncOptions {
+  /**
+   * The time between runs, in ms: more than 0.
+   *
+   * @default {30000}
+   */
+  readonly intervalMs?: number;
+  /**
+   * How soon after a local write a run starts, in ms; `null` to wait for
+   * the interval.
+   *
+   * @default {500}
+   */
+  readonly afterWriteMs?: number | null;
+  /**
+   * The cap of the backoff after failed runs, in ms.
+   *
+   * @default {300000}
+   */
+  readonly maxBackoffMs?: number;
+}
+
+/** Where the engine stands. */
+export type EngineStatus =
+  /** Ready; no run in progress. */
+  | "idle"
+  /** A run is in progress. */
+  | "running"
+  /** The server refused the credentials; automatic runs pause. */
+  | "auth"
+  /** Closed. */
+  | "closed";

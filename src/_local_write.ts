@@ -1,0 +1,451 @@
+/**
+ * Local writes (ENGINE.md clauses 1-4): a record and its outbox op, planned
+ * together and committed in one storage write, with coalescing into the
+ * record's newest unsent op.
+ *
+ * @module
+ */
+
+import type { EngineContext, TableConfig } from "./_context.ts";
+import { type Attempt, commitWithRetry } from "./_commit.ts";
+import { deepEqual, diffFields, getOwn } from "./_diff.ts";
+import type { RecordChange } from "./events.ts";
+import { type JsonObject, setOwn } from "./json.ts";
+import { writeChunked } from "./_write.ts";
+import type { Mutation, StoredOp, StoredRecord, Versioned } from "./storage.ts";
+
+/** What a local write asks for. */
+export type LocalIntent =
+  | {
+    readonly type: "upsert";
+    /** The record's new data (system fields already settled). */
+    readonly data: JsonObject;
+    /** The fields the write changed, when the caller knows them. */
+    readonly changedFields?: readonly string[] | undefined;
+    /** A patch's keys: the write changed these if they differ. */
+    readonly patchKeys?: readonly string[] | undefined;
+  }
+  | { readonly type: "delete" };
+
+/** The input of {@linkcode planLocalWrite}. */
+export interface LocalWritePlanInput {
+  /** The table. */
+  readonly table: TableConfig;
+  /** The record's id. */
+  readonly id: string;
+  /** The record as stored, with its revision. */
+  readonly current: Versioned<StoredRecord> | undefined;
+  /** The record's newest op (`current.lastOpId`), with its revision. */
+  readonly latest: Versioned<StoredOp> | undefined;
+  /**
+   * Whether `latest` is the record's only op; only consulted for a delete of
+   * a record the server never saw.
+   */
+  readonly latestIsOnly: boolean;
+  /** What to write. */
+  readonly intent: LocalIntent;
+  /** The client clock (ms). */
+  readonly now: number;
+  /** Makes a new op id greater than `after`. */
+  readonly newOpId: (after?: string) => string;
+}
+
+/** The plan of a local write. */
+export interface LocalWritePlan {
+  /** The mutations to commit together. */
+  readonly mutations: Mutation[];
+  /** The record after the write; `null` when it was removed. */
+  readonly record: StoredRecord | null;
+  /** The change the app sees. */
+  readonly change: RecordChange;
+}
+
+/**
+ * Plans a local write and its outbox op (clauses 1-3). Pure.
+ *
+ * Coalescing folds the write into the record's newest op when that op is
+ * pending and was never sent: upsert+upsert keeps the older base and unions
+ * the changed fields; upsert+delete becomes a delete; a create followed by a
+ * delete of a record the server never saw leaves nothing at all.
+ *
+ * @param input The record, its newest op, and the intent.
+ * @returns The plan, or `null` when the write changes nothing.
+ */
+export function planLocalWrite(
+  input: LocalWritePlanInput,
+): LocalWritePlan | null {
+  const { table, id, current, latest, intent, now } = input;
+  const record = current?.value;
+  const live = record !== undefined && !record.deleted ? record : undefined;
+  const foldable = table.coalesce && latest !== undefined &&
+    latest.value.state === "pending" && latest.value.attempts === 0;
+
+  if (intent.type === "delete") {
+    if (record === undefined || live === undefined) return null;
+    const change: RecordChange = {
+      kind: table.kind,
+      id,
+      data: null,
+      deleted: true,
+      origin: "local",
+    };
+    if (
+      foldable && latest.value.type === "upsert" && record.base === null &&
+      input.latestIsOnly
+    ) {
+      // Created and deleted before the server saw it: nothing to tell it.
+      return {
+        mutations: [
+          { type: "deleteRecord", kind: table.kind, id, expect: current!.rev },
+          { type: "deleteOp", opId: latest.value.opId, expect: latest.rev },
+        ],
+        record: null,
+        change,
+      };
+    }
+    const op: StoredOp = foldable
+      ? {
+        ...latest.value,
+        type: "delete",
+        payload: null,
+        changedFields: null,
+        editedAt: now,
+      }
+      : newOp(input, "delete", null, null);
+    const saved: StoredRecord = {
+      ...record,
+      deleted: true,
+      localUpdatedAt: now,
+      lastOpId: op.opId,
+    };
+    return {
+      mutations: [
+        { type: "putRecord", record: saved, expect: current!.rev },
+        { type: "putOp", op, expect: foldable ? latest.rev : null },
+      ],
+      record: saved,
+      change,
+    };
+  }
+
+  const data = intent.data;
+  if (live !== undefined && diffFields(live.data, data).length === 0) {
+    return null;
+  }
+  const system = table.policy.systemFields;
+  let changed: string[];
+  if (intent.changedFields !== undefined) {
+    changed = [...intent.changedFields];
+  } else if (intent.patchKeys !== undefined && live !== undefined) {
+    changed = intent.patchKeys.filter((key) =>
+      !deepEqual(getOwn(live.data, key), getOwn(data, key))
+    );
+  } else {
+    // Against the version this data descends from: while ops are queued
+    // that is their lineage base, not a newer one a pull put in the record
+    // (diffing against that would count the other side's edits as ours).
+    const lineage = latest !== undefined
+      ? latest.value.base
+      : record?.base?.data ?? null;
+    changed = diffFields(lineage, data);
+  }
+  changed = changed.filter((field) => !system.includes(field));
+
+  let op: StoredOp;
+  if (foldable && latest.value.type === "upsert") {
+    const union = latest.value.changedFields === null
+      ? null
+      : [...new Set([...latest.value.changedFields, ...changed])].sort();
+    op = {
+      ...latest.value,
+      payload: data,
+      changedFields: union,
+      editedAt: now,
+    };
+  } else if (foldable) {
+    // delete + upsert: the record is written again over the same base.
+    op = {
+      ...latest.value,
+      type: "upsert",
+      payload: data,
+      changedFields: changed,
+      editedAt: now,
+    };
+  } else {
+    op = newOp(input, "upsert", data, changed);
+  }
+  const saved: StoredRecord = {
+    kind: table.kind,
+    id,
+    data,
+    deleted: false,
+    base: record?.base ?? null,
+    lastOpId: op.opId,
+    localUpdatedAt: now,
+  };
+  return {
+    mutations: [
+      {
+        type: "putRecord",
+        record: saved,
+        expect: current === undefined ? null : current.rev,
+      },
+      { type: "putOp", op, expect: foldable ? latest.rev : null },
+    ],
+    record: saved,
+    change: { kind: table.kind, id, data, deleted: false, origin: "local" },
+  };
+}
+
+function newOp(
+  input: LocalWritePlanInput,
+  type: "upsert" | "delete",
+  payload: JsonObject | null,
+  changedFields: readonly string[] | null,
+): StoredOp {
+  const record = input.current?.value;
+  // Per-record FIFO: a record's ops must sort after its newest op, even when
+  // another process created that op within the same millisecond.
+  const opId = input.newOpId(record?.lastOpId ?? undefined);
+  // The op's base is the version its data descends from. While ops are
+  // queued, local data descends from the newest op's base, not from a newer
+  // version a pull may have put in the record (clause 11): basing the new op
+  // on that would let its stale fields overwrite the pulled changes unseen.
+  const latest = input.latest?.value;
+  return {
+    opId,
+    kind: input.table.kind,
+    id: input.id,
+    type,
+    payload,
+    baseUpdatedAt: latest === undefined
+      ? record?.base?.updatedAt ?? null
+      : latest.baseUpdatedAt,
+    base: latest === undefined ? record?.base?.data ?? null : latest.base,
+    changedFields: changedFields === null ? null : [...changedFields].sort(),
+    createdAt: input.now,
+    editedAt: input.now,
+    attempts: 0,
+    revision: 0,
+    conflicts: 0,
+    force: false,
+    state: "pending",
+    error: null,
+    conflict: null,
+  };
+}
+
+/** What {@linkcode writeLocal} writes. */
+export interface LocalWriteRequest {
+  /** The table. */
+  readonly table: TableConfig;
+  /** The record's id. */
+  readonly id: string;
+  /**
+   * Builds the intent from the current record (run on every retry, so an
+   * update patches the freshest data).
+   */
+  readonly build: (current: StoredRecord | undefined) => Promise<LocalIntent>;
+  /**
+   * Try the write as a create first, without reading: the record is read
+   * only if the create is refused.
+   */
+  readonly assumeAbsent?: boolean;
+  /** Told whether the create-first guess held. */
+  readonly onGuess?: (held: boolean) => void;
+}
+
+/**
+ * Writes a record locally and queues its op, atomically.
+ *
+ * @param ctx The engine context.
+ * @param request The table, the id, the intent's builder, and whether to
+ * try the write as a create first.
+ * @returns The record after the write (`null` if removed), or the unchanged
+ * record when the write changed nothing.
+ */
+export async function writeLocal(
+  ctx: EngineContext,
+  request: LocalWriteRequest,
+): Promise<StoredRecord | null | undefined> {
+  const { table, id } = request;
+  if (request.assumeAbsent === true) {
+    // A create can skip the read: its write expects the record absent, so
+    // if it exists after all the write is refused and the loop below reads.
+    // The guess is extra: it does not use up one of the retries.
+    const outcome = await attemptLocalWrite(ctx, request, undefined);
+    request.onGuess?.(outcome.ok);
+    if (outcome.ok) return outcome.value;
+  }
+  return await commitWithRetry(ctx, {
+    what: `write record "${id}" of '${table.kind}'`,
+    attempt: async () => {
+      const [current] = await ctx.storage.getRecords(table.kind, [id]);
+      return await attemptLocalWrite(ctx, request, current);
+    },
+  });
+}
+
+/** Reads the newest op, plans against `current`, and writes once. */
+async function attemptLocalWrite(
+  ctx: EngineContext,
+  request: LocalWriteRequest,
+  current: Versioned<StoredRecord> | undefined,
+): Promise<Attempt<StoredRecord | null | undefined>> {
+  const { table, id } = request;
+  const intent = await request.build(current?.value);
+  const lastOpId = current?.value.lastOpId ?? null;
+  const [latest] = lastOpId === null
+    ? [undefined]
+    : await ctx.storage.getOps([lastOpId]);
+  let latestIsOnly = false;
+  if (
+    intent.type === "delete" && latest !== undefined &&
+    current?.value.base === null
+  ) {
+    const ops = await ctx.storage.listOps({
+      kinds: [table.kind],
+      id,
+      limit: 2,
+    });
+    latestIsOnly = ops.length === 1;
+  }
+  const plan = planLocalWrite({
+    table,
+    id,
+    current,
+    latest,
+    latestIsOnly,
+    intent,
+    now: ctx.now(),
+    newOpId: (after) => ctx.newOpId(after),
+  });
+  if (plan === null) return { ok: true, value: current?.value };
+  const result = await ctx.storage.write(plan.mutations);
+  if (!result.ok) return { ok: false };
+  ctx.hub.emit({ type: "change", ...plan.change });
+  return { ok: true, value: plan.record };
+}
+
+/** What {@linkcode writeLocalMany} writes. */
+export interface LocalWriteManyRequest {
+  /** The table. */
+  readonly table: TableConfig;
+  /** The records' ids, all distinct. */
+  readonly ids: readonly string[];
+  /** Builds each record's data from its current state. */
+  readonly build: (
+    current: StoredRecord | undefined,
+    index: number,
+  ) => JsonObject;
+}
+
+/**
+ * Writes many records locally and queues their ops: one read of the current
+ * records and their newest ops, then every record's write in as few storage
+ * writes as the limits allow. Each record commits with its op atomically; a
+ * record whose write lost a race is written again on its own.
+ *
+ * @param ctx The engine context.
+ * @param request The table, the ids, and the records' builder.
+ * @returns Each record after its write, in order.
+ */
+export async function writeLocalMany(
+  ctx: EngineContext,
+  request: LocalWriteManyRequest,
+): Promise<(StoredRecord | null | undefined)[]> {
+  const { table, ids, build } = request;
+  const out: (StoredRecord | null | undefined)[] = new Array(ids.length);
+  const CHUNK = 500;
+  for (let start = 0; start < ids.length; start += CHUNK) {
+    const slice = ids.slice(start, start + CHUNK);
+    const currents = await ctx.storage.getRecords(table.kind, slice);
+    const lastOpIds = currents.map((entry) => entry?.value.lastOpId ?? null);
+    const wanted = lastOpIds.filter((id): id is string => id !== null);
+    const latestById = new Map<string, Versioned<StoredOp>>();
+    if (wanted.length > 0) {
+      const read = await ctx.storage.getOps(wanted);
+      read.forEach((entry) => {
+        if (entry !== undefined) latestById.set(entry.value.opId, entry);
+      });
+    }
+    const plans: (LocalWritePlan | null)[] = slice.map((id, i) => {
+      const current = currents[i];
+      const lastOpId = lastOpIds[i] ?? null;
+      return planLocalWrite({
+        table,
+        id,
+        current,
+        latest: lastOpId === null ? undefined : latestById.get(lastOpId),
+        latestIsOnly: false,
+        intent: { type: "upsert", data: build(current?.value, start + i) },
+        now: ctx.now(),
+        newOpId: (after) => ctx.newOpId(after),
+      });
+    });
+    const groups = plans.map((plan) => plan?.mutations ?? []);
+    const { failed } = await writeChunked(ctx, groups, (committed) => {
+      // Announced as each write lands: if a later one fails, the records
+      // already written are known.
+      for (const i of committed) {
+        const plan = plans[i];
+        if (plan !== null && plan !== undefined) {
+          ctx.hub.emit({ type: "change", ...plan.change });
+        }
+      }
+    });
+    for (let i = 0; i < slice.length; i++) {
+      const plan = plans[i]!;
+      if (failed.has(i)) {
+        // Another writer changed this record in between: write it alone.
+        const index = start + i;
+        out[index] = await writeLocal(ctx, {
+          table,
+          id: slice[i]!,
+          build: (current) =>
+            Promise.resolve({ type: "upsert", data: build(current, index) }),
+        });
+        continue;
+      }
+      out[start + i] = plan === null ? currents[i]?.value : plan.record;
+    }
+  }
+  return out;
+}
+
+/**
+ * Settles a table's server-owned fields on data the app wants to write,
+ * in place: the data must be a copy the engine owns.
+ */
+export function settleSystemFields(
+  table: TableConfig,
+  id: string,
+  data: JsonObject,
+  current: StoredRecord | undefined,
+): JsonObject {
+  // `data` is the caller's own copy (ownedRecord): settled in place.
+  // updated_at and deleted_at belong to the server: the app cannot set them,
+  // and a put that omits them must not count as changing them.
+  for (const field of serverOwnedFields(table)) {
+    if (Object.hasOwn(data, field)) delete data[field];
+    const kept = current === undefined
+      ? undefined
+      : getOwn(current.data, field);
+    if (kept !== undefined && !field.startsWith("deleted")) {
+      setOwn(data, field, kept);
+    }
+  }
+  setOwn(data, table.idField, id);
+  return data;
+}
+
+function serverOwnedFields(table: TableConfig): string[] {
+  return [
+    ...(table.updatedAtField === undefined
+      ? ["updated_at", "updatedAt"]
+      : [table.updatedAtField]),
+    ...(table.deletedAtField === undefined
+      ? ["deleted_at", "deletedAt"]
+      : [table.deletedAtField]),
+  ];
+}

@@ -1,0 +1,368 @@
+/**
+ * One pulled page (ENGINE.md clauses 10-12, 25): its items checked against
+ * the wire limits, the skipped ones reported, and the rest applied with the
+ * cursor in as many writes as the storage's limits require.
+ *
+ * @module
+ */
+
+import {
+  comparePositions,
+  type EngineContext,
+  isFault,
+  type Position,
+  readRecordMeta,
+  type RecordFault,
+  type RecordMeta,
+  type TableConfig,
+} from "./_context.ts";
+import { commitWithRetry } from "./_commit.ts";
+import { cursorKey, type PullFrom } from "./_cursor.ts";
+import type { RecordChange, SyncStats } from "./events.ts";
+import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
+import { byteLength } from "./_write.ts";
+import type { Mutation, StoredRecord, Versioned } from "./storage.ts";
+
+/** A pulled item to apply, with the cursor position once it is applied. */
+interface AcceptedItem {
+  readonly item: JsonObject;
+  readonly meta: RecordMeta;
+  /** The furthest position reached with this item, skipped ones included. */
+  readonly after: Position;
+}
+
+/** A pulled item that breaks the limits, at its index in the page. */
+interface SkippedItem extends RecordFault {
+  readonly index: number;
+  /** Its id as served, when a string. */
+  readonly id: string | null;
+}
+
+/** What a page brings, checked item by item. */
+interface PageRead {
+  readonly accepted: AcceptedItem[];
+  readonly skipped: SkippedItem[];
+  /** The furthest position the page reaches, or `null` for no progress. */
+  readonly end: Position | null;
+  /** Whether `end` is the page's last item itself, its id as served. */
+  readonly endsAtLast: boolean;
+}
+
+/**
+ * Checks every item of a page (clause 25). An item that breaks the limits
+ * is skipped, and the cursor moves past it when its position is readable
+ * (its `updated_at`, and its id or a valid stand-in past it). The cursor
+ * never moves back: it is the furthest position seen.
+ *
+ * A valid item that is not after the one before it (a server that breaks
+ * the `(updated_at, id)` order) is still applied: it is a genuine record,
+ * and applying it cannot regress local data (a version older than the one
+ * held is ignored). Refusing the page would let one misordered pair (say,
+ * ids a server sorts by UTF-8 bytes rather than UTF-16 units) stop the pull
+ * for good; skipping it would lose a record the client can take.
+ */
+export function readPage(
+  table: TableConfig,
+  items: readonly JsonValue[],
+  from: Position | null,
+): PageRead {
+  const accepted: AcceptedItem[] = [];
+  const skipped: SkippedItem[] = [];
+  let furthest = from;
+  let endsAtLast = false;
+  for (let index = 0; index < items.length; index++) {
+    const item = items[index];
+    const meta = readRecordMeta(table, item);
+    let position: Position | null;
+    let exact: boolean;
+    if (isFault(meta)) {
+      const id = isJsonObject(item) ? item[table.idField] : undefined;
+      skipped.push({
+        ...meta,
+        index,
+        id: typeof id === "string" ? id : null,
+      });
+      position = meta.position;
+      exact = position !== null && id === position.id;
+    } else {
+      position = { updatedAt: meta.updatedAt, time: meta.time, id: meta.id };
+      exact = true;
+    }
+    if (
+      position !== null &&
+      (furthest === null || comparePositions(position, furthest) > 0)
+    ) {
+      furthest = position;
+    }
+    endsAtLast = exact && furthest === position;
+    if (!isFault(meta)) {
+      accepted.push({ item: item as JsonObject, meta, after: furthest! });
+    }
+  }
+  return {
+    accepted,
+    skipped,
+    end: furthest === from ? null : furthest,
+    endsAtLast,
+  };
+}
+
+/** Reports the skipped items of a page and counts them (clause 25). */
+export function reportSkipped(
+  ctx: EngineContext,
+  table: TableConfig,
+  skipped: readonly SkippedItem[],
+  stats: SyncStats,
+): void {
+  for (const item of skipped) {
+    stats.skipped++;
+    ctx.hub.emit({
+      type: "pullItemSkipped",
+      kind: table.kind,
+      index: item.index,
+      problem: item.problem,
+      reason:
+        `Cannot apply pulled item ${item.index} of '${table.kind}' as ${item.reason}`,
+      position: item.position === null
+        ? null
+        : { updatedAt: item.position.updatedAt, id: item.position.id },
+    });
+  }
+}
+
+/** What {@linkcode applyPage} writes. */
+interface PagePlan {
+  /** The items to apply, in page order. */
+  readonly accepted: readonly AcceptedItem[];
+  /** The furthest position of the page: the cursor once it is applied. */
+  readonly end: Position;
+  /** The token the cursor at `end` carries. */
+  readonly token: string | null;
+  /** Where the page was requested from. */
+  readonly from: PullFrom | null;
+  /** The cursor entry as last read. */
+  readonly entry: Versioned<JsonValue> | undefined;
+}
+
+/**
+ * Applies one page, in as many writes as the storage's limits require; each
+ * write carries the cursor of its last item, so an interrupted page resumes
+ * exactly after the last chunk that landed (clause 10), and the last write
+ * carries the page's end (skipped items included) and token. Chunks are
+ * sized by the mutations actually planned (a record with pending edits
+ * stores its local data and its base), never by an estimate. A page whose
+ * items were all skipped writes the cursor alone.
+ *
+ * @returns The new cursor entry, or `null` when another writer moved the
+ * cursor first.
+ */
+export async function applyPage(
+  ctx: EngineContext,
+  table: TableConfig,
+  plan: PagePlan,
+): Promise<Versioned<JsonValue> | undefined | null> {
+  const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
+  // One mutation per item plus the cursor's.
+  const perWrite = Math.max(1, maxMutationsPerWrite - 1);
+  let entry = plan.entry;
+  let start = 0;
+  do {
+    const moved = await commitWithRetry<boolean>(ctx, {
+      what: `apply pulled page of '${table.kind}'`,
+      attempt: async () => {
+        const stop = Math.min(plan.accepted.length, start + perWrite);
+        const ids = plan.accepted.slice(start, stop).map((one) => one.meta.id);
+        const locals = ids.length === 0
+          ? []
+          : await ctx.storage.getRecords(table.kind, ids);
+        const chunk = planChunk(table, {
+          page: plan,
+          start,
+          stop,
+          locals,
+          expect: entry === undefined ? null : entry.rev,
+          maxWriteBytes,
+        });
+        const result = await ctx.storage.write(chunk.mutations);
+        if (result.ok) {
+          entry = { value: chunk.cursor.value, rev: result.revs.at(-1)! };
+          for (const change of chunk.changes) {
+            ctx.hub.emit({ type: "change", ...change });
+          }
+          start = chunk.end;
+          return { ok: true, value: false };
+        }
+        const [now] = await ctx.storage.getMeta([cursorKey(table.kind)]);
+        // Another writer moved the cursor: the caller goes on from there.
+        if (now?.rev !== entry?.rev) return { ok: true, value: true };
+        return { ok: false };
+      },
+    });
+    if (moved) return null;
+  } while (start < plan.accepted.length);
+  return entry;
+}
+
+/** The input of {@linkcode planChunk}. */
+interface ChunkInput {
+  /** The page. */
+  readonly page: PagePlan;
+  /** The index of the chunk's first item. */
+  readonly start: number;
+  /** The index after the last item that may go in the chunk. */
+  readonly stop: number;
+  /** The local records of the items from `start` to `stop`. */
+  readonly locals: readonly (Versioned<StoredRecord> | undefined)[];
+  /** The revision the cursor is expected at. */
+  readonly expect: string | null;
+  /** The storage's `maxWriteBytes`. */
+  readonly maxWriteBytes: number;
+}
+
+/** One write of a page: its items' mutations, then the cursor after them. */
+interface Chunk {
+  /** The mutations, the cursor's last. */
+  readonly mutations: Mutation[];
+  /** What the app sees once they commit. */
+  readonly changes: RecordChange[];
+  /** The cursor's mutation. */
+  readonly cursor: Extract<Mutation, { type: "putMeta" }>;
+  /** The index after the chunk's last item. */
+  readonly end: number;
+}
+
+/**
+ * Plans the items from `start` that fit one write, measured as the storage
+ * measures a write (the JSON of the mutations); the cursor's own size
+ * depends on the item it ends at, so it is measured last and the chunk
+ * shrinks if the cursor does not fit. Pure.
+ */
+function planChunk(table: TableConfig, input: ChunkInput): Chunk {
+  const { page, start, stop, locals, maxWriteBytes } = input;
+  const { accepted } = page;
+  const measure = Number.isFinite(maxWriteBytes);
+  const cursorAt = (end: number): Extract<Mutation, { type: "putMeta" }> => {
+    const value: JsonObject = end === accepted.length
+      ? {
+        updatedAt: page.end.updatedAt,
+        id: page.end.id,
+        pageToken: page.token,
+      }
+      : {
+        updatedAt: accepted[end - 1]!.after.updatedAt,
+        id: accepted[end - 1]!.after.id,
+        pageToken: null,
+        pageStart: page.from === null ? null : { ...page.from },
+      };
+    return {
+      type: "putMeta",
+      key: cursorKey(table.kind),
+      value,
+      expect: input.expect,
+    };
+  };
+  const planned: Mutation[][] = [];
+  const planChanges: RecordChange[][] = [];
+  const sizes: number[] = [];
+  let bytes = 2;
+  for (let i = start; i < stop; i++) {
+    const itemMutations: Mutation[] = [];
+    const itemChanges: RecordChange[] = [];
+    planItem(
+      table,
+      accepted[i]!,
+      locals[i - start],
+      itemMutations,
+      itemChanges,
+    );
+    const size = measure && itemMutations.length > 0
+      ? byteLength(itemMutations) - 1
+      : 0;
+    if (measure && planned.length > 0 && bytes + size > maxWriteBytes) {
+      break;
+    }
+    planned.push(itemMutations);
+    planChanges.push(itemChanges);
+    sizes.push(size);
+    bytes += size;
+  }
+  let end = start + planned.length;
+  let cursor = cursorAt(end);
+  while (
+    measure && planned.length > 1 &&
+    bytes + byteLength([cursor]) - 1 > maxWriteBytes
+  ) {
+    planned.pop();
+    planChanges.pop();
+    bytes -= sizes.pop()!;
+    end--;
+    cursor = cursorAt(end);
+  }
+  const mutations = planned.flat();
+  mutations.push(cursor);
+  return { mutations, changes: planChanges.flat(), cursor, end };
+}
+
+/** Plans one pulled item (clauses 11, 12). */
+function planItem(
+  table: TableConfig,
+  accepted: AcceptedItem,
+  local: Versioned<StoredRecord> | undefined,
+  mutations: Mutation[],
+  changes: RecordChange[],
+): void {
+  const { item, meta } = accepted;
+  const base = { data: item, updatedAt: meta.updatedAt, deleted: meta.deleted };
+  if (local === undefined) {
+    // A tombstone of a record we never had: nothing to hide.
+    if (meta.deleted) return;
+    mutations.push({
+      type: "putRecord",
+      record: {
+        kind: table.kind,
+        id: meta.id,
+        data: item,
+        deleted: false,
+        base,
+        lastOpId: null,
+        localUpdatedAt: null,
+      },
+      expect: null,
+    });
+    changes.push({
+      kind: table.kind,
+      id: meta.id,
+      data: item,
+      deleted: false,
+      origin: "pulled",
+    });
+    return;
+  }
+  const r = local.value;
+  if (r.base !== null && Date.parse(r.base.updatedAt) >= meta.time) {
+    // We already hold this version or a newer one (our own push's answer).
+    return;
+  }
+  if (r.lastOpId !== null) {
+    // Pending local edits win locally: only the base moves; the push that
+    // follows resolves any conflict with the table's strategy.
+    mutations.push({
+      type: "putRecord",
+      record: { ...r, base },
+      expect: local.rev,
+    });
+    return;
+  }
+  mutations.push({
+    type: "putRecord",
+    record: { ...r, data: item, deleted: meta.deleted, base },
+    expect: local.rev,
+  });
+  changes.push({
+    kind: table.kind,
+    id: meta.id,
+    data: meta.deleted ? null : item,
+    deleted: meta.deleted,
+    origin: "pulled",
+  });
+}

@@ -1,0 +1,282 @@
+/**
+ * Settling pushed ops (ENGINE.md clauses 7-9, 14-17): decide what each
+ * answer means (`_push_decide.ts`), plan its writes from fresh reads
+ * (`_push_plan.ts`), and commit them with retries (`_commit.ts`); events
+ * are emitted and counted once their writes commit.
+ *
+ * @module
+ */
+
+import { commitPlans, commitWithRetry } from "./_commit.ts";
+import { type EngineContext, recordKey } from "./_context.ts";
+import {
+  decideOutcome,
+  type Fate,
+  fateOf,
+  type Outcome,
+} from "./_push_decide.ts";
+import { type PlannedOutcome, planOutcome } from "./_push_plan.ts";
+import { listLater } from "./_queue.ts";
+import { NetworkError, type SyncError } from "./errors.ts";
+import type { SyncEvent, SyncStats } from "./events.ts";
+import type { StoredOp, StoredRecord, Versioned } from "./storage.ts";
+import type { PushResult } from "./transport.ts";
+
+/** The input of {@linkcode settlePushed}: one transport call's ops. */
+export interface PushedBatch {
+  /** The ops sent, as claimed. */
+  readonly claimed: readonly Versioned<StoredOp>[];
+  /** The transport's results, one per op, in order. */
+  readonly results: readonly PushResult[];
+  /** When the call was sent (client clock, ms), for the clock skew. */
+  readonly sentAt: number;
+  /** The run's counters, updated in place. */
+  readonly stats: SyncStats;
+}
+
+/** What settling a batch tells the push phase. */
+export interface SettleResult {
+  /** How many ops were settled here. */
+  readonly done: number;
+  /** What became of each op settled here, by op id. */
+  readonly fates: ReadonlyMap<string, Fate>;
+  /** The longest `Retry-After` asked for (clamped), in ms, if any. */
+  readonly retryAfterMs: number | null;
+  /** Set when every op failed on the network: the backend is out of reach. */
+  readonly unreachable: SyncError | null;
+}
+
+/**
+ * Settles one transport call's results: decide, then plan and commit op by
+ * op; a plan whose write lost a race is planned again from fresh reads, and
+ * the committed ones keep their events.
+ *
+ * @param ctx The engine context.
+ * @param batch The ops sent, their results, when, and the run's counters.
+ * @returns How many settled, their fates, and what the scheduler needs.
+ * @throws {StorageError} When the store kept changing concurrently.
+ */
+export async function settlePushed(
+  ctx: EngineContext,
+  batch: PushedBatch,
+): Promise<SettleResult> {
+  const outcomes = await decideAll(ctx, batch);
+  const fates = new Map<string, Fate>();
+  let done = 0;
+  let remaining = [...batch.claimed];
+  await commitWithRetry<undefined>(ctx, {
+    what: "settle pushed ops",
+    attempt: async (attempt) => {
+      // The claim's own entries are current unless a write failed since.
+      const fresh = await readFresh(ctx, remaining, { reuse: attempt === 0 });
+      const planned = planAll(ctx, fresh, outcomes);
+      const failed = await commitPlans(ctx, planned.map((p) => p.plan));
+      const retry = new Set<string>();
+      planned.forEach(({ op, plan, events }, index) => {
+        if (failed.has(index)) {
+          retry.add(op.value.opId);
+          return;
+        }
+        done++;
+        if (plan.change !== null) {
+          events.push({ type: "change", ...plan.change });
+        }
+        fates.set(op.value.opId, fateOf(outcomes.get(op.value.opId)!));
+        for (const event of events) {
+          count(batch.stats, event);
+          ctx.hub.emit(event);
+        }
+      });
+      remaining = remaining.filter((entry) => retry.has(entry.value.opId));
+      return remaining.length === 0
+        ? { ok: true, value: undefined }
+        : { ok: false };
+    },
+  });
+  return { done, fates, ...summarize(outcomes, batch.claimed.length) };
+}
+
+/**
+ * Decides every result, in order: the answer's `Date` corrects the clock
+ * skew first, and a conflict is reported (and counted) before its strategy
+ * runs.
+ */
+async function decideAll(
+  ctx: EngineContext,
+  batch: PushedBatch,
+): Promise<Map<string, Outcome>> {
+  const outcomes = new Map<string, Outcome>();
+  for (let i = 0; i < batch.claimed.length; i++) {
+    const op = batch.claimed[i]!.value;
+    const result = batch.results[i]!;
+    if (result.type === "ok" || result.type === "conflict") {
+      ctx.observeServerDate(result.serverDate, batch.sentAt);
+    }
+    const table = ctx.table(op.kind);
+    outcomes.set(
+      op.opId,
+      await decideOutcome({
+        table,
+        op,
+        result,
+        clockSkewMs: ctx.clockSkewMs(),
+        maxConflictRetries: ctx.limits.maxConflictRetries,
+        onConflict(conflict) {
+          batch.stats.conflicts++;
+          ctx.hub.emit({
+            type: "conflictDetected",
+            kind: op.kind,
+            id: op.id,
+            opId: op.opId,
+            local: conflict.local,
+            server: conflict.server,
+            strategy: table.policy.strategy,
+          });
+        },
+        onStrategyError(error) {
+          ctx.hub.emit({
+            type: "error",
+            error,
+            category: error.category,
+            retryable: false,
+          });
+        },
+      }),
+    );
+  }
+  return outcomes;
+}
+
+/** Plans each fresh op's outcome; ops with nothing to write are left out. */
+function planAll(
+  ctx: EngineContext,
+  fresh: FreshState,
+  outcomes: ReadonlyMap<string, Outcome>,
+): (PlannedOutcome & { readonly op: Versioned<StoredOp> })[] {
+  const out: (PlannedOutcome & { readonly op: Versioned<StoredOp> })[] = [];
+  for (const op of fresh.ops) {
+    const planned = planOutcome({
+      table: ctx.table(op.value.kind),
+      record: fresh.records.get(recordKey(op.value.kind, op.value.id)),
+      op,
+      later: fresh.later.get(op.value.opId) ?? [],
+      outcome: outcomes.get(op.value.opId)!,
+      now: ctx.now(),
+      maxConflictRetries: ctx.limits.maxConflictRetries,
+    });
+    if (planned !== null) out.push({ ...planned, op });
+  }
+  return out;
+}
+
+/**
+ * The longest `Retry-After` of the retryable outcomes, and whether every op
+ * failed on the network (then the rest of the outbox would only fail the
+ * same way).
+ */
+function summarize(
+  outcomes: ReadonlyMap<string, Outcome>,
+  sent: number,
+): Pick<SettleResult, "retryAfterMs" | "unreachable"> {
+  let retryAfterMs: number | null = null;
+  let networkFailures = 0;
+  let firstNetworkError: SyncError | null = null;
+  for (const outcome of outcomes.values()) {
+    if (outcome.type !== "retry") continue;
+    if (outcome.retryAfterMs !== null) {
+      retryAfterMs = Math.max(retryAfterMs ?? 0, outcome.retryAfterMs);
+    }
+    if (outcome.error.category === "network") {
+      networkFailures++;
+      firstNetworkError ??= outcome.error;
+    }
+  }
+  return {
+    retryAfterMs,
+    unreachable: networkFailures === sent && firstNetworkError !== null
+      ? new NetworkError(firstNetworkError.message, {
+        cause: firstNetworkError,
+      })
+      : null,
+  };
+}
+
+/** Counts a committed event in the run's stats. */
+function count(stats: SyncStats, event: SyncEvent): void {
+  switch (event.type) {
+    case "opPushed":
+      stats.pushed++;
+      break;
+    case "opQuarantined":
+      stats.quarantined++;
+      break;
+    case "opFailed":
+      stats.retrying++;
+      break;
+    case "conflictDeferred":
+      stats.deferred++;
+      break;
+    case "conflictResolved":
+      stats.resolved++;
+      break;
+  }
+}
+
+/** Reads the records of ops, by {@linkcode recordKey}. */
+async function readRecords(
+  ctx: EngineContext,
+  ops: readonly StoredOp[],
+): Promise<Map<string, Versioned<StoredRecord>>> {
+  const byKind = new Map<string, string[]>();
+  for (const op of ops) {
+    const ids = byKind.get(op.kind) ?? [];
+    ids.push(op.id);
+    byKind.set(op.kind, ids);
+  }
+  const out = new Map<string, Versioned<StoredRecord>>();
+  for (const [kind, ids] of byKind) {
+    const entries = await ctx.storage.getRecords(kind, ids);
+    entries.forEach((entry, i) => {
+      if (entry !== undefined) out.set(recordKey(kind, ids[i]!), entry);
+    });
+  }
+  return out;
+}
+
+/** The claimed ops still to settle, with what their plans need. */
+interface FreshState {
+  ops: Versioned<StoredOp>[];
+  records: Map<string, Versioned<StoredRecord>>;
+  later: Map<string, Versioned<StoredOp>[]>;
+}
+
+/**
+ * Re-reads claimed ops, their records and the ops queued behind them. Ops
+ * that vanished or changed form meanwhile were settled by another writer
+ * and are left out. With `reuse`, the claimed entries are taken as read.
+ */
+async function readFresh(
+  ctx: EngineContext,
+  claimed: readonly Versioned<StoredOp>[],
+  options: { readonly reuse: boolean },
+): Promise<FreshState> {
+  const current = options.reuse ? claimed : await ctx.storage.getOps(
+    claimed.map((entry) => entry.value.opId),
+  );
+  const ops = current.filter((entry, i): entry is Versioned<StoredOp> =>
+    entry !== undefined && entry.value.state === "pending" &&
+    entry.value.revision === claimed[i]!.value.revision
+  );
+  const records = await readRecords(ctx, ops.map((entry) => entry.value));
+  const later = new Map<string, Versioned<StoredOp>[]>();
+  for (const op of ops) {
+    const record = records.get(recordKey(op.value.kind, op.value.id));
+    if (record !== undefined && record.value.lastOpId !== op.value.opId) {
+      later.set(
+        op.value.opId,
+        await listLater(ctx, op.value.kind, op.value.id, op.value.opId),
+      );
+    }
+  }
+  return { ops, records, later };
+}
