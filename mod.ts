@@ -108,12 +108,6 @@ export {
   type ValidationIssue,
 } from "./src/errors.ts";
 export type { JsonObject, JsonPrimitive, JsonValue } from "./src/json.ts";
-export {
-  idProblem,
-  kindProblem,
-  WIRE_LIMITS,
-  type WireLimits,
-} from "./src/limits.ts";
 export type {
   InferOutput,
   StandardSchemaV1,

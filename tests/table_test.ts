@@ -7,13 +7,9 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  type StandardSchemaV1,
-  SyncEngine,
-  ValidationError,
-  WIRE_LIMITS,
-} from "../mod.ts";
+import { type StandardSchemaV1, SyncEngine, ValidationError } from "../mod.ts";
 import type { JsonObject, JsonValue } from "../src/json.ts";
+import { WIRE_LIMITS } from "../src/limits.ts";
 import type { Transport } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createClient, startServer } from "./_harness.ts";
