@@ -70,6 +70,7 @@
  * @module
  */
 
+import { runCall } from "./_call.ts";
 import { ClosedError, StorageError } from "../src/errors.ts";
 import type { JsonValue } from "../src/json.ts";
 import type {
@@ -459,27 +460,11 @@ class IdbStorage implements IndexedDbStorage {
         ),
       );
     }
-    const signal = options?.signal;
-    let work: () => Promise<T>;
-    try {
-      signal?.throwIfAborted();
-      work = prepare();
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const promise = (async (): Promise<T> => {
-      try {
-        return await work();
-      } catch (error) {
-        if (signal?.aborted && error === signal.reason) throw error;
-        throw idbFailure(action, error);
-      }
-    })();
-    this.#inFlight.add(promise);
-    const forget = (): void => {
-      this.#inFlight.delete(promise);
-    };
-    promise.then(forget, forget);
-    return promise;
+    return runCall({
+      signal: options?.signal,
+      prepare,
+      failure: (error) => idbFailure(action, error),
+      inFlight: this.#inFlight,
+    });
   }
 }

@@ -150,6 +150,7 @@
  * @module
  */
 
+import { runCall } from "./_call.ts";
 import { ClosedError, StorageError } from "../src/errors.ts";
 import type { JsonValue } from "../src/json.ts";
 import type {
@@ -521,27 +522,11 @@ class DenoKvStorage implements KvStorage {
         new ClosedError(`Cannot ${action} as the storage is closed`),
       );
     }
-    const signal = options?.signal;
-    let work: () => Promise<T>;
-    try {
-      signal?.throwIfAborted();
-      work = prepare();
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const promise = (async (): Promise<T> => {
-      try {
-        return await work();
-      } catch (error) {
-        if (signal?.aborted && error === signal.reason) throw error;
-        throw kvFailure(action, error);
-      }
-    })();
-    this.#inFlight.add(promise);
-    const forget = (): void => {
-      this.#inFlight.delete(promise);
-    };
-    promise.then(forget, forget);
-    return promise;
+    return runCall({
+      signal: options?.signal,
+      prepare,
+      failure: (error) => kvFailure(action, error),
+      inFlight: this.#inFlight,
+    });
   }
 }
