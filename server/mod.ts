@@ -42,6 +42,7 @@ export {
   type SyncServer,
   type SyncServerOptions,
 } from "./handler.ts";
+export { bearerAuth, type BearerTokens, parseBearerTokens } from "./auth.ts";
 export { StaleClockError } from "./store.ts";
 export type {
   CommitGuard,
