@@ -143,3 +143,57 @@ Deno.test(
     await list.body?.cancel();
   }),
 );
+
+const REPLICA = new URL("../examples/deploy/edge_replica.ts", import.meta.url);
+
+Deno.test(
+  "edge replica: serves the upstream's records from its own KV file",
+  withTimeout(60_000, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await using upstream = await startServer(`${dir}/server.kv`);
+      await using a = client(upstream.url, ALICE);
+      await a.todos.put({ id: "t1", title: "before the replica" });
+      await a.engine.sync();
+
+      await using replica = await startScript(REPLICA, {
+        denoArgs: ["--unstable-kv", "--unstable-cron"],
+        env: {
+          PORT: "0",
+          KV_PATH: `${dir}/replica.kv`,
+          UPSTREAM_URL: upstream.url,
+          UPSTREAM_TOKEN: ALICE,
+          REPLICA_KINDS: "todos,notes",
+        },
+      });
+      const first = await eventually(
+        async () => {
+          const response = await fetch(`${replica.url}/todos/t1`);
+          if (response.status !== 200) {
+            await response.body?.cancel();
+            return undefined;
+          }
+          return await response.json();
+        },
+        10_000,
+        "the replica to serve t1",
+      );
+      assert.equal(first.title, "before the replica");
+      const list = await (await fetch(`${replica.url}/todos`)).json();
+      assert.deepEqual(list.items.map((item: { id: string }) => item.id), [
+        "t1",
+      ]);
+      const missing = await fetch(`${replica.url}/nope`);
+      await missing.body?.cancel();
+      assert.equal(missing.status, 404);
+      const write = await fetch(`${replica.url}/todos/t2`, {
+        method: "PUT",
+        body: "{}",
+      });
+      await write.body?.cancel();
+      assert.equal(write.status, 405);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }),
+);
