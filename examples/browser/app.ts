@@ -1,0 +1,238 @@
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
+/**
+ * The demo page's code: a todo list on IndexedDB, synced through the
+ * reference server that serves the page (`deno task demo:web`). It is
+ * bundled for the browser by `examples/web_demo.ts`.
+ *
+ * Every tab and browser keeps its own local copy; writes are instant and
+ * land in the outbox, which syncs when the page is online. The "offline"
+ * switch cuts the page's network (the transport's fetch refuses) so edits
+ * pile up locally; conflicts on one todo edited in two places while apart
+ * are parked and shown with the two versions to choose from.
+ *
+ * @module
+ */
+
+import {
+  type ConflictEntry,
+  type JsonObject,
+  Resolutions,
+  SyncEngine,
+} from "../../mod.ts";
+import { openIndexedDbStorage } from "../../storage/indexeddb.ts";
+import { createRestTransport } from "../../transport/rest.ts";
+
+interface Todo {
+  readonly id: string;
+  readonly title: string;
+  readonly done: boolean;
+}
+
+const params = new URLSearchParams(location.search);
+const dbName = params.get("db") ?? "offline-first-todos";
+let offline = params.get("offline") === "1";
+
+const storage = await openIndexedDbStorage(dbName);
+const transport = createRestTransport({
+  baseUrl: new URL("sync", location.href).href,
+  fetch: (input, init) =>
+    offline
+      ? Promise.reject(new TypeError("Failed to fetch: the page is offline"))
+      : fetch(input, init),
+  retry: { attempts: 1 },
+});
+const engine = new SyncEngine({ storage, transport });
+const todos = engine.table<Todo>("todos", { strategy: "manual" });
+
+const $ = <E extends HTMLElement>(id: string) =>
+  document.getElementById(id) as E;
+const view = {
+  connection: $("connection"),
+  pending: $("pending"),
+  conflictCount: $("conflict-count"),
+  synced: $("synced"),
+  offline: $<HTMLInputElement>("offline"),
+  form: $<HTMLFormElement>("add"),
+  title: $<HTMLInputElement>("title"),
+  list: $<HTMLUListElement>("todos"),
+  conflicts: $("conflicts"),
+};
+
+let syncing = false;
+let lastError: string | null = null;
+let lastSyncedAt: number | null = null;
+
+engine.on("syncStarted", () => {
+  syncing = true;
+  void render();
+});
+engine.on("syncCompleted", () => {
+  syncing = false;
+  lastError = null;
+  lastSyncedAt = Date.now();
+  void render();
+});
+engine.on("error", (event) => {
+  syncing = false;
+  lastError = event.error.category;
+  void render();
+});
+engine.on("change", () => void render());
+engine.on("conflictDeferred", () => void render());
+
+view.offline.checked = offline;
+view.offline.addEventListener("change", () => {
+  offline = view.offline.checked;
+  if (!offline) void engine.sync().catch(() => {});
+  void render();
+});
+
+view.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const title = view.title.value.trim();
+  if (title === "") return;
+  view.title.value = "";
+  void todos.put({ id: crypto.randomUUID(), title, done: false });
+});
+
+view.list.addEventListener("click", (event) => {
+  const target = event.target as HTMLElement;
+  const id = target.closest<HTMLElement>("li.todo")?.dataset.id;
+  if (id === undefined) return;
+  if (target.matches("input[type=checkbox]")) {
+    void todos.update(id, { done: (target as HTMLInputElement).checked });
+  } else if (target.matches("button.delete")) {
+    void todos.delete(id);
+  } else if (target.matches(".title")) {
+    const title = prompt("Rename", target.textContent ?? "")?.trim();
+    if (title) void todos.update(id, { title });
+  }
+});
+
+view.conflicts.addEventListener("click", (event) => {
+  const button = (event.target as HTMLElement).closest<HTMLButtonElement>(
+    "button[data-op]",
+  );
+  if (button === null) return;
+  const resolution = button.dataset.choice === "mine"
+    ? Resolutions.acceptClient()
+    : Resolutions.acceptServer();
+  void engine.conflicts.resolve(button.dataset.op!, resolution).then(() =>
+    engine.sync().catch(() => {})
+  ).finally(() => render());
+});
+
+let rendering: Promise<void> | null = null;
+let again = false;
+/** Renders the page from the local store; calls during a render coalesce. */
+function render(): Promise<void> {
+  if (rendering !== null) {
+    again = true;
+    return rendering;
+  }
+  rendering = (async () => {
+    do {
+      again = false;
+      await draw();
+    } while (again);
+  })().finally(() => rendering = null);
+  return rendering;
+}
+
+async function draw(): Promise<void> {
+  const [items, pending, conflicts] = await Promise.all([
+    todos.list(),
+    engine.outbox.count(),
+    engine.conflicts.list(),
+  ]);
+  const state = offline || lastError === "network"
+    ? "offline"
+    : syncing
+    ? "syncing"
+    : "online";
+  view.connection.dataset.state = state;
+  view.connection.textContent = lastError !== null && lastError !== "network"
+    ? `error: ${lastError}`
+    : state;
+  view.pending.textContent = `${pending} pending`;
+  view.pending.dataset.warn = String(pending > 0);
+  view.conflictCount.textContent = `${conflicts.length} conflict${
+    conflicts.length === 1 ? "" : "s"
+  }`;
+  view.conflictCount.dataset.warn = String(conflicts.length > 0);
+  view.synced.textContent = lastSyncedAt === null
+    ? "never synced"
+    : `synced ${new Date(lastSyncedAt).toLocaleTimeString()}`;
+  const pendingIds = new Set(
+    (await engine.outbox.list({ kinds: ["todos"] })).map((op) => op.id),
+  );
+  view.list.replaceChildren(...items.map((todo) => {
+    const li = document.createElement("li");
+    li.className = "todo";
+    li.dataset.id = todo.id;
+    li.dataset.done = String(todo.done === true);
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = todo.done === true;
+    const title = document.createElement("span");
+    title.className = "title";
+    title.textContent = String(todo.title ?? "");
+    const remove = document.createElement("button");
+    remove.className = "delete";
+    remove.textContent = "×";
+    remove.title = "Delete";
+    li.append(box, title);
+    if (pendingIds.has(todo.id)) {
+      const mark = document.createElement("span");
+      mark.className = "pending";
+      mark.textContent = "not synced";
+      li.append(mark);
+    }
+    li.append(remove);
+    return li;
+  }));
+  view.conflicts.replaceChildren(
+    ...(conflicts.length === 0 ? [] : [heading(), ...conflicts.map(card)]),
+  );
+}
+
+function heading(): HTMLElement {
+  const h2 = document.createElement("h2");
+  h2.textContent = "Edited in two places";
+  return h2;
+}
+
+function card(conflict: ConflictEntry): HTMLElement {
+  const div = document.createElement("div");
+  div.className = "conflict";
+  div.dataset.id = conflict.id;
+  const show = (who: string, data: JsonObject | null) => {
+    const line = document.createElement("div");
+    line.textContent = `${who}: ${
+      data === null
+        ? "deleted"
+        : `${String(data.title ?? "")}${data.done === true ? " (done)" : ""}`
+    }`;
+    return line;
+  };
+  const button = (choice: "mine" | "theirs", label: string) => {
+    const b = document.createElement("button");
+    b.dataset.op = conflict.opId;
+    b.dataset.choice = choice;
+    b.textContent = label;
+    return b;
+  };
+  div.append(
+    show("Mine", conflict.local),
+    show("Theirs", conflict.server),
+    button("mine", "Keep mine"),
+    button("theirs", "Take theirs"),
+  );
+  return div;
+}
+
+engine.startAuto({ intervalMs: 2_000, afterWriteMs: 100 });
+await render();
+// For tests and the curious: the engine and the table, from the console.
+Object.assign(globalThis, { engine, todos });
