@@ -87,3 +87,44 @@ Deno.test("rest: createRestTransport() validates maxResponseBytes, batchSize and
     retry: { baseDelayMs: MAX_TIMER_MS, maxDelayMs: MAX_TIMER_MS },
   });
 });
+
+Deno.test("rest: the default fetch is called as a plain function, and looked up per call", async () => {
+  // Browsers throw "Illegal invocation" when `fetch` runs with a `this`
+  // other than the global object (or none); Deno does not, so this stands
+  // in for the browser's check.
+  const real = globalThis.fetch;
+  const seen: string[] = [];
+  const strict = function (
+    this: unknown,
+    input: RequestInfo | URL,
+    _init?: RequestInit,
+  ): Promise<Response> {
+    if (this !== undefined && this !== globalThis) {
+      return Promise.reject(new TypeError("Illegal invocation"));
+    }
+    seen.push(String(input));
+    return Promise.resolve(
+      Response.json({ items: [], nextPageToken: null }),
+    );
+  } as typeof fetch;
+  const transport = createRestTransport({
+    baseUrl: "http://sync.test",
+    retry: { attempts: 1 },
+  });
+  try {
+    globalThis.fetch = strict;
+    const page = await transport.pull({
+      kind: "todos",
+      updatedSince: null,
+      afterId: null,
+      limit: 10,
+      pageToken: null,
+    });
+    assert.deepEqual(page.items, []);
+    assert.equal(seen.length, 1);
+    assert.match(seen[0]!, /^http:\/\/sync\.test\/todos\?/);
+  } finally {
+    globalThis.fetch = real;
+    await transport.close();
+  }
+});

@@ -278,7 +278,11 @@ export function resolveOptions(options: RestTransportOptions): ResolvedOptions {
       options.maxResponseBytes,
       { fallback: DEFAULT_MAX_RESPONSE_BYTES, ...POSITIVE_INTEGER },
     ),
-    fetch: resolveFunction("fetch", options.fetch) ?? globalThis.fetch,
+    // Called as a plain function, not as `globalThis.fetch`: browsers throw
+    // "Illegal invocation" when `fetch` runs with another `this`. Looked up
+    // per call, so a `fetch` patched later is the one used.
+    fetch: resolveFunction("fetch", options.fetch) ??
+      ((input, init) => globalThis.fetch(input, init)),
     token,
     headers,
     timeoutMs: resolveNumber("timeoutMs", options.timeoutMs, {
