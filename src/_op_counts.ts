@@ -77,6 +77,8 @@ export class OpCounts {
   /** Writes in flight. */
   #writing = 0;
   #counting: Promise<void> | null = null;
+  /** A recount was asked for while one ran: it may have read too early. */
+  #again = false;
 
   /**
    * Constructs a new instance, inactive.
@@ -108,17 +110,24 @@ export class OpCounts {
    * The adjusted counts stay in place until the new ones are known.
    */
   recount(): void {
-    if (!this.#active || this.#counting !== null) return;
+    if (!this.#active) return;
+    if (this.#counting !== null) {
+      this.#again = true;
+      return;
+    }
+    this.#again = false;
     this.#counting = this.#count()
       .catch((error) => this.#failed(error))
       .finally(() => {
         this.#counting = null;
+        if (this.#again) this.recount();
       });
   }
 
-  /** Waits for a count in progress (the engine's close). */
+  /** Stops counting and waits for a count in progress (the engine's close). */
   async settled(): Promise<void> {
-    await this.#counting;
+    this.#active = false;
+    while (this.#counting !== null) await this.#counting;
   }
 
   /** Counts again unless the counts are known (after each run). */
