@@ -50,11 +50,19 @@ export function observeWrites(storage: Storage, counts: OpCounts): Storage {
       counts.writeEnded(result?.ok === true ? mutations : null);
     }
   };
+  // Bound once per member: reads on the hot path allocate nothing.
+  const bound = new Map<PropertyKey, unknown>();
   return new Proxy(storage, {
     get(target, property) {
       if (property === "write") return write;
       const value = Reflect.get(target, property, target);
-      return typeof value === "function" ? value.bind(target) : value;
+      if (typeof value !== "function") return value;
+      let method = bound.get(property);
+      if (method === undefined) {
+        method = value.bind(target);
+        bound.set(property, method);
+      }
+      return method;
     },
   });
 }
