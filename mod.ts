@@ -45,11 +45,11 @@
 export {
   type AutoSyncOptions,
   type Clock,
-  type EngineStatus,
   SyncEngine,
   type SyncEngineOptions,
   type SyncOptions,
   type SyncResult,
+  type SyncStatus,
   type Timers,
 } from "./src/engine.ts";
 export type {

@@ -15,7 +15,8 @@ import { isObject } from "./_util.ts";
 
 /**
  * The share of `maxPageBytes` kept for a page's envelope,
- * `{"items":[…],"nextPageToken":"…"}`, whose token holds an id at the limit.
+ * `{"items":[…],"nextPageToken":"…","total":…}`, whose token holds an id at
+ * the limit.
  */
 export const PAGE_ENVELOPE_BYTES = 2048;
 /** The smallest `maxPageBytes`: twice the envelope. */

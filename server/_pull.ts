@@ -134,7 +134,12 @@ export async function pullRequest(
     body: null,
     text: `{"items":[${texts.join(",")}],"nextPageToken":${
       JSON.stringify(next)
-    }}`,
+    }${
+      // Advisory (docs/contract.md): only a count the page cannot contradict.
+      page.total !== undefined && Number.isSafeInteger(page.total) &&
+        page.total >= texts.length
+        ? `,"total":${page.total}`
+        : ""}}`,
   };
 }
 

@@ -136,8 +136,12 @@ class MemoryServerStore implements ServerStore {
       const maxBytes = options.maxBytes ?? Infinity;
       const records: ServerRecord[] = [];
       let bytes = 0;
+      const first = firstAfter(sorted, options);
+      // The sorted array counts the rest of a selection with tombstones for
+      // free; without them it would take a scan, so no total then.
+      const total = includeDeleted ? { total: sorted.length - first } : {};
       for (
-        let index = firstAfter(sorted, options);
+        let index = first;
         index < sorted.length && records.length < options.limit;
         index++
       ) {
@@ -145,11 +149,11 @@ class MemoryServerStore implements ServerStore {
         if (!includeDeleted && record.deletedAt !== null) continue;
         bytes += record.size;
         if (records.length > 0 && bytes > maxBytes) {
-          return { records, horizon: table.horizon, truncated: true };
+          return { records, horizon: table.horizon, truncated: true, ...total };
         }
         records.push(toServerRecord(record));
       }
-      return { records, horizon: table.horizon, truncated: false };
+      return { records, horizon: table.horizon, truncated: false, ...total };
     });
   }
 

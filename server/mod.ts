@@ -29,6 +29,7 @@
  * assert.deepEqual(await pull.json(), {
  *   items: [{ id: "1", updated_at: "2025-03-01T00:00:00.000Z" }],
  *   nextPageToken: null,
+ *   total: 1, // the memory store counts the rest of a pull for free
  * });
  * ```
  *

@@ -119,6 +119,12 @@ export interface ListServerRecordsResult {
    * selected; `false` when it stopped at `limit` or at the end.
    */
   readonly truncated: boolean;
+  /**
+   * How many records the selection holds in all, this page's and every
+   * later page's, when the store can count them cheaply; absent otherwise.
+   * The handler sends it as the page's advisory `total`.
+   */
+  readonly total?: number;
 }
 
 /** The newest write of a namespace: {@linkcode ServerStore.lastWrite}. */

@@ -15,10 +15,10 @@ import {
 import type {
   AutoSyncOptions,
   Clock,
-  EngineStatus,
   SyncResult,
   Timers,
 } from "./_engine_options.ts";
+import type { SyncStatus } from "./_status.ts";
 import { ServerError, SyncError } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 
@@ -35,7 +35,7 @@ export interface AutoSyncHost {
   /** Whether the engine is closed. */
   closed(): boolean;
   /** Where the engine stands. */
-  status(): EngineStatus;
+  status(): SyncStatus;
   /** The run in progress, if any. */
   running(): Promise<SyncResult> | null;
   /** Starts (or shares) a sync run. */
@@ -144,7 +144,7 @@ export class AutoSync {
   async #tick(): Promise<void> {
     const auto = this.#auto;
     if (auto === null || this.#host.closed()) return;
-    if (this.#host.status() === "auth") {
+    if (this.#host.status().connection === "auth") {
       this.#schedule(this.#host.clock.now() + auto.options.intervalMs, true);
       return;
     }

@@ -159,14 +159,3 @@ export interface AutoSyncOptions {
    */
   readonly maxBackoffMs?: number;
 }
-
-/** Where the engine stands. */
-export type EngineStatus =
-  /** Ready; no run in progress. */
-  | "idle"
-  /** A run is in progress. */
-  | "running"
-  /** The server refused the credentials; automatic runs pause. */
-  | "auth"
-  /** Closed. */
-  | "closed";

@@ -7,13 +7,8 @@
  */
 
 import type { EngineContext } from "./_context.ts";
-import type {
-  Clock,
-  EngineStatus,
-  SyncOptions,
-  SyncResult,
-} from "./_engine_options.ts";
-import { AuthError, SyncError, toSyncError } from "./errors.ts";
+import type { Clock, SyncOptions, SyncResult } from "./_engine_options.ts";
+import { SyncError, toSyncError } from "./errors.ts";
 import type { SyncStats } from "./events.ts";
 import { pullPhase } from "./pull.ts";
 import { pushPhase } from "./push.ts";
@@ -30,10 +25,16 @@ export interface RunInput {
   readonly closeSignal: AbortSignal;
   /** The client clock. */
   readonly clock: Clock;
-  /** Tells the engine where it stands as the run starts and ends. */
-  readonly setStatus: (status: EngineStatus) => void;
-  /** Whether the engine is closed. */
-  readonly closed: () => boolean;
+  /** Tells the engine's status where the run stands. */
+  readonly status: RunStatus;
+}
+
+/** What a run tells the engine's status (ENGINE.md clause 23). */
+export interface RunStatus {
+  /** A phase of the run begins. */
+  phase(phase: "push" | "pull" | "resync"): void;
+  /** The run ended, with what it failed with or `null`. */
+  ended(error: SyncError | null): void;
 }
 
 /**
@@ -76,7 +77,7 @@ export async function executeRun(
       durationMs,
       ...(error === undefined ? {} : { error }),
     });
-  input.setStatus("running");
+  input.status.phase("push");
   ctx.hub.emit({ type: "syncStarted", runId, mode });
   try {
     const all = [...ctx.kinds()];
@@ -87,6 +88,7 @@ export async function executeRun(
       stats,
       signal,
     });
+    input.status.phase(mode === "fullResync" ? "resync" : "pull");
     await pullPhase(ctx, {
       kinds: pullKinds,
       resync: mode === "fullResync",
@@ -94,16 +96,14 @@ export async function executeRun(
       signal,
     });
     const durationMs = clock.now() - startedAt;
-    input.setStatus(input.closed() ? "closed" : "idle");
+    input.status.ended(null);
     complete(durationMs);
     return { runId, stats, durationMs, retryAfterMs: pushed.retryAfterMs };
   } catch (thrown) {
     const error = signal.aborted && !(thrown instanceof SyncError)
       ? abortError(signal.reason)
       : toSyncError(thrown);
-    input.setStatus(
-      input.closed() ? "closed" : error instanceof AuthError ? "auth" : "idle",
-    );
+    input.status.ended(error);
     ctx.hub.emit({
       type: "error",
       error,

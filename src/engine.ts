@@ -13,16 +13,17 @@ import {
   resolveLimits,
   type TableDefaults,
 } from "./_engine_config.ts";
+import { observeWrites, OpCounts } from "./_op_counts.ts";
+import { StatusKeeper, type SyncStatus } from "./_status.ts";
 import { executeRun } from "./_sync_run.ts";
 import type {
   AutoSyncOptions,
   Clock,
-  EngineStatus,
   SyncEngineOptions,
   SyncOptions,
   SyncResult,
 } from "./_engine_options.ts";
-import { ClosedError, SyncError } from "./errors.ts";
+import { ClosedError, SyncError, toSyncError } from "./errors.ts";
 import {
   EventHub,
   type ListenOptions,
@@ -41,6 +42,7 @@ import { createUlid, isUlid } from "./ulid.ts";
 
 // The engine's options and results, public from here.
 export type * from "./_engine_options.ts";
+export type { SyncStatus } from "./_status.ts";
 
 /** A run in progress, shared by concurrent callers. */
 interface Run {
@@ -107,7 +109,9 @@ export class SyncEngine implements AsyncDisposable {
   #closeController = new AbortController();
   #run: Run | null = null;
   #runId = 0;
-  #status: EngineStatus = "idle";
+  #status: StatusKeeper;
+  #counts: OpCounts;
+  #watching = false;
   #skewMs = 0;
   #skewKnown = false;
   #autoSync: AutoSync;
@@ -132,6 +136,21 @@ export class SyncEngine implements AsyncDisposable {
     this.#clock = options.clock ?? Date;
     const clock = this.#clock;
     this.#ids = options.ids ?? createUlid({ now: () => clock.now() });
+    this.#status = new StatusKeeper((status) =>
+      this.#hub.emit({ type: "status", status })
+    );
+    this.#counts = new OpCounts(this.#storage, {
+      changed: (counts) => this.#status.patch(counts),
+      failed: (error) => {
+        const failure = toSyncError(error, "storage");
+        this.#hub.emit({
+          type: "error",
+          error: failure,
+          category: failure.category,
+          retryable: failure.retryable,
+        });
+      },
+    });
     this.#autoSync = new AutoSync({
       hub: this.#hub,
       clock,
@@ -141,7 +160,7 @@ export class SyncEngine implements AsyncDisposable {
       },
       random: options.random ?? Math.random,
       closed: () => this.#closed,
-      status: () => this.#status,
+      status: () => this.#status.current,
       running: () => this.#run?.promise ?? null,
       sync: () => this.sync(),
     });
@@ -153,9 +172,49 @@ export class SyncEngine implements AsyncDisposable {
     this.conflicts = new ConflictInbox(this.#ctx, guard);
   }
 
-  /** Where the engine stands. */
-  get status(): EngineStatus {
-    return this.#status;
+  /**
+   * Where the engine stands (ENGINE.md clause 23): connection, phase, op
+   * counts, last success and error, progress. A new snapshot object on
+   * every change, each also sent as a `status` event. The op counts are
+   * counted once, in the background, when the status is first read or
+   * listened to (a `status` event follows), then kept current from the
+   * engine's own writes; ops written by another engine sharing the store
+   * show after this engine's next run.
+   *
+   * @example Binding a UI to the status
+   * ```ts
+   * import { SyncEngine } from "@offline-first/sync";
+   * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+   * import { createRestTransport } from "@offline-first/sync/transport/rest";
+   * import { createSyncServer } from "@offline-first/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = createSyncServer();
+   * await using http = Deno.serve(
+   *   { port: 0, hostname: "127.0.0.1", onListen() {} },
+   *   server.fetch,
+   * );
+   * await using engine = new SyncEngine({
+   *   storage: createMemoryStorage(),
+   *   transport: createRestTransport({
+   *     baseUrl: `http://127.0.0.1:${http.addr.port}`,
+   *   }),
+   * });
+   * const render = (status: typeof engine.status) =>
+   *   `${status.connection}: ${status.pending} to send`;
+   * let label = render(engine.status);
+   * engine.on("status", (event) => label = render(event.status));
+   *
+   * await engine.table("todos").put({ id: "1", title: "Buy milk" });
+   * await engine.sync();
+   * assert.equal(label, "online: 0 to send");
+   * assert.equal(engine.status.phase, "idle");
+   * assert.equal(engine.status.lastError, null);
+   * ```
+   */
+  get status(): SyncStatus {
+    this.#watchCounts();
+    return this.#status.current;
   }
 
   /**
@@ -236,7 +295,9 @@ export class SyncEngine implements AsyncDisposable {
     listener: SyncEventListener<T>,
     options?: ListenOptions,
   ): () => void {
-    return this.#hub.on(type, listener, options);
+    const off = this.#hub.on(type, listener, options);
+    if (type === "status") this.#watchCounts();
+    return off;
   }
 
   /**
@@ -283,11 +344,16 @@ export class SyncEngine implements AsyncDisposable {
   startAuto(options: AutoSyncOptions = {}): void {
     assertOpen(this.#closed, "start auto sync");
     this.#autoSync.start(options);
+    this.#status.setPaused(false);
   }
 
-  /** Stops background runs; a run in progress finishes. Idempotent. */
+  /**
+   * Stops background runs; a run in progress finishes. Idempotent. The
+   * status shows the connection `paused` until `startAuto()`.
+   */
   stopAuto(): void {
     this.#autoSync.stop();
+    if (!this.#closed) this.#status.setPaused(true);
   }
 
   /**
@@ -305,7 +371,8 @@ export class SyncEngine implements AsyncDisposable {
     const running = this.#run?.promise;
     this.#closing = (async () => {
       await running?.catch(() => {});
-      this.#status = "closed";
+      await this.#counts.settled();
+      this.#status.patch({ phase: "closed", progress: null });
       this.#hub.clear();
     })();
     return this.#closing;
@@ -316,6 +383,25 @@ export class SyncEngine implements AsyncDisposable {
     return this.close();
   }
 
+  /** Starts the op counts and the progress they show, once. */
+  #watchCounts(): void {
+    if (this.#closed || this.#watching) return;
+    this.#watching = true;
+    this.#counts.start();
+    this.#hub.on(
+      "progress",
+      ({ phase, kind, done, total }) =>
+        this.#status.patch({
+          progress: {
+            phase,
+            ...(kind === undefined ? {} : { kind }),
+            done,
+            total,
+          },
+        }),
+    );
+  }
+
   #configure<T>(kind: string, options: TableOptions<T>): TableConfig {
     return configureTable(kind, options, this.#defaults);
   }
@@ -324,7 +410,7 @@ export class SyncEngine implements AsyncDisposable {
     // deno-lint-ignore no-this-alias
     const engine = this;
     return {
-      storage: this.#storage,
+      storage: observeWrites(this.#storage, this.#counts),
       transport: this.#transport,
       hub: this.#hub,
       limits: this.#limits,
@@ -390,10 +476,16 @@ export class SyncEngine implements AsyncDisposable {
       options,
       closeSignal: this.#closeController.signal,
       clock: this.#clock,
-      setStatus: (status) => {
-        this.#status = status;
+      status: {
+        phase: (phase) => this.#status.patch({ phase }),
+        ended: (error) => {
+          this.#status.runEnded(error, {
+            at: this.#clock.now(),
+            closed: this.#closed,
+          });
+          if (!this.#closed) this.#counts.refresh();
+        },
       },
-      closed: () => this.#closed,
     }).finally(() => {
       this.#run = null;
     });

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { SyncStatus } from "./_status.ts";
 import type { SyncError } from "./errors.ts";
 import type { JsonObject } from "./json.ts";
 
@@ -189,6 +190,11 @@ export type SyncEvent =
       | null;
   }
   | ({ readonly type: "change" } & RecordChange)
+  | {
+    /** `engine.status` changed (ENGINE.md clause 23): its new snapshot. */
+    readonly type: "status";
+    readonly status: SyncStatus;
+  }
   | {
     readonly type: "error";
     readonly error: SyncError;

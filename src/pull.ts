@@ -129,6 +129,8 @@ async function pullTable(
   const firstPull = !options.resync && entry === undefined;
   if (firstPull) seen ??= new Set();
   let done = 0;
+  // Items after the pages applied, when the server tells (`total`).
+  let remaining: number | null = null;
   let interrupted = false;
   for (;;) {
     signal.throwIfAborted();
@@ -182,12 +184,43 @@ async function pullTable(
       count: read.accepted.length,
       cursor: { updatedAt: read.end.updatedAt, id: read.end.id },
     });
-    ctx.hub.emit({ type: "progress", phase: "pull", kind, done, total: null });
+    remaining = remainingAfter(page, remaining, caughtUp);
+    ctx.hub.emit({
+      type: "progress",
+      phase: "pull",
+      kind,
+      done,
+      total: remaining === null ? null : done + remaining,
+    });
     if (caughtUp) break;
   }
   if (seen !== null && !interrupted && (!firstPull || seen.size > 0)) {
     await sweep(ctx, table, seen, stats);
   }
+}
+
+/**
+ * The items left after a page: what the page's `total` says beyond its own
+ * items, else the last estimate less this page; none once caught up.
+ * `null` while the server has told nothing.
+ */
+function remainingAfter(
+  page: PullPage,
+  before: number | null,
+  caughtUp: boolean,
+): number | null {
+  // Another transport's total is checked as the REST one checks the wire's.
+  const told = typeof page.total === "number" &&
+      Number.isSafeInteger(page.total) && page.total >= page.items.length
+    ? page.total
+    : undefined;
+  const estimate = told !== undefined
+    ? told - page.items.length
+    : before === null
+    ? null
+    : before - page.items.length;
+  if (estimate === null) return null;
+  return caughtUp ? 0 : Math.max(0, estimate);
 }
 
 /**

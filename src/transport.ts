@@ -42,6 +42,13 @@ export interface PullPage {
   readonly items: readonly JsonValue[];
   /** The opaque hint for the next page, or `null`. */
   readonly nextPageToken: string | null;
+  /**
+   * How many items the request's selection holds, this page's and every
+   * later page's, when the server tells (the wire's optional `total`): a
+   * non-negative integer, at least `items.length`. Advisory: the engine
+   * shows it as the pull's progress total and never ends a pull by it.
+   */
+  readonly total?: number;
   /** The server's clock from the response's `Date` header (ms), if sent. */
   readonly serverDate?: number;
 }

@@ -96,14 +96,17 @@ Deno.test("engine: clause 21, a second 401 pauses sync in the auth state with th
   const todos = a.engine.table("todos");
   await todos.put({ id: "t", title: "x" });
   await assert.rejects(a.engine.sync(), AuthError);
-  assert.equal(a.engine.status, "auth");
+  assert.equal(a.engine.status.connection, "auth");
+  assert.equal(a.engine.status.lastError?.category, "auth");
   assert.ok(refreshes.includes(true), "the token was refreshed once");
   assert.equal((await a.engine.outbox.list()).length, 1);
   assert.equal(eventsOf(a.events, "error")[0]?.category, "auth");
 
   token = "good";
   await a.engine.sync();
-  assert.equal(a.engine.status, "idle");
+  assert.equal(a.engine.status.connection, "online");
+  assert.equal(a.engine.status.phase, "idle");
+  assert.equal(a.engine.status.lastError, null);
   assert.equal((await a.engine.outbox.list()).length, 0);
 });
 
@@ -463,7 +466,7 @@ Deno.test("engine: clause 22, close() is idempotent and later calls reject with 
   await todos.put({ id: "t", title: "x" });
   await Promise.all([a.engine.close(), a.engine.close()]);
   await a.engine.close();
-  assert.equal(a.engine.status, "closed");
+  assert.equal(a.engine.status.phase, "closed");
   await assert.rejects(a.engine.sync(), ClosedError);
   await assert.rejects(todos.get("t"), ClosedError);
   await assert.rejects(todos.put({ id: "u" }), ClosedError);

@@ -176,6 +176,8 @@ function pageReader(call: Call, request: PullRequest): Interpret<PullPage> {
 /**
  * Parses a pull page. Its items travel raw: checking each one is the
  * engine's job (clause 25), which skips a bad item rather than the page.
+ * The optional `total` is kept when it is a whole number no smaller than
+ * the page.
  */
 function parsePullPage(
   action: string,
@@ -194,5 +196,12 @@ function parsePullPage(
   ) {
     return fail("'nextPageToken' is not a string or null", nextPageToken);
   }
-  return { items, nextPageToken: nextPageToken ?? null };
+  const page = { items, nextPageToken: nextPageToken ?? null };
+  // Advisory only: a total that is no count, or smaller than the page
+  // itself, is ignored rather than failing the page.
+  const { total } = body;
+  return typeof total === "number" && Number.isSafeInteger(total) &&
+      total >= items.length
+    ? { ...page, total }
+    : page;
 }
