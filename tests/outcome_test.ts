@@ -323,17 +323,27 @@ Deno.test(
     const notes = a.engine.table("notes");
     await notes.put({ id: "same", title: "s" });
     await a.engine.sync();
+    // Queued, not sent: an unchanged record shares its pending op.
+    const q = notes.put({ id: "q", title: "Q" });
+    const p = notes.put({ id: "p", title: "P" });
     const write = notes.putMany([
       { id: "a", title: "A" },
       { id: "same", title: "s" },
       { id: "b", title: "bad" },
+      { id: "q", title: "Q" },
+      { id: "p", title: "P" },
     ]);
-    assert.equal((await write).length, 3);
+    assert.equal((await write).length, 5);
     const opIds = await write.opIds;
-    assert.equal(opIds.length, 3);
+    assert.equal(opIds.length, 5);
     assert.equal(opIds[1], null, "an unchanged record queues nothing");
+    assert.equal(opIds[3], await q.opId);
+    assert.equal(opIds[4], await p.opId);
     await a.engine.sync();
-    const [first, same, bad] = await write.synced;
+    const [first, same, bad, qOutcome, pOutcome] = await write.synced;
+    assert.deepEqual(qOutcome, await q.synced);
+    assertStatus(pOutcome!, "accepted");
+    assert.equal(pOutcome.record?.title, "P");
     assertStatus(first!, "accepted");
     assert.equal(first.opId, opIds[0]);
     assert.equal(first.record?.title, "A");
