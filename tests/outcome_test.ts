@@ -15,6 +15,7 @@ import {
   type WriteOutcome,
 } from "../mod.ts";
 import { OutcomeRegistry } from "../src/_outcomes.ts";
+import type { Mutation, Storage } from "../src/storage.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { openSqliteStorage } from "../storage/sqlite.ts";
 import { createRestTransport } from "../transport/rest.ts";
@@ -444,6 +445,47 @@ for (
     }),
   );
 }
+
+Deno.test(
+  "outcome: outbox.outcome() of an op whose settlement committed but is not yet announced waits for it",
+  withTimeout(T, async () => {
+    await using server = startServer();
+    const inner = createMemoryStorage();
+    let target: string | null = null;
+    let engine: SyncEngine | undefined;
+    let during: Promise<OpOutcome> | undefined;
+    // A fault point: right after the commit that removes the op, before the
+    // engine announces it, the app asks for the op's outcome and reads it
+    // as gone.
+    const write = async (mutations: Mutation[]) => {
+      const result = await inner.write(mutations);
+      const removes = mutations.some((m) =>
+        m.type === "deleteOp" && m.opId === target
+      );
+      if (result.ok && removes && during === undefined) {
+        during = engine!.outbox.outcome(target!);
+        for (let i = 0; i < 50; i++) await Promise.resolve();
+      }
+      return result;
+    };
+    const storage = new Proxy(inner, {
+      get(target, key) {
+        if (key === "write") return write;
+        const value = Reflect.get(target, key);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) as Storage;
+    await using a = createClient(server.url, { storage });
+    engine = a.engine;
+    const put = a.engine.table("notes").put({ id: "n1", title: "x" });
+    target = await put.opId;
+    await a.engine.sync();
+    assert.ok(during !== undefined, "the fault point ran");
+    const outcome = await during;
+    assertStatus(outcome, "accepted");
+    assert.equal(outcome.record?.title, "x");
+  }),
+);
 
 Deno.test("OutcomeRegistry: settle resolves and forgets every wait of an op", async () => {
   const registry = new OutcomeRegistry();
