@@ -101,7 +101,10 @@ export class OutcomeRegistry {
 
   /**
    * Moves the waits of one op onto another that now carries its change:
-   * they resolve with that op's outcome.
+   * they resolve with that op's outcome. This engine's own coalescing,
+   * conflict re-forms and rebases keep op ids (a fold rewrites the queued
+   * op in place), so it needs none; it is here for parts that move a change
+   * to a new op (e.g. cross-process coordination).
    *
    * @param fromOpId The op whose change moved.
    * @param toOpId The op that carries it now.
