@@ -452,7 +452,7 @@ Deno.test(
     await using server = startServer();
     const inner = createMemoryStorage();
     let target: string | null = null;
-    let engine: SyncEngine | undefined;
+    const app: { engine?: SyncEngine } = {};
     let during: Promise<OpOutcome> | undefined;
     // A fault point: right after the commit that removes the op, before the
     // engine announces it, the app asks for the op's outcome and reads it
@@ -463,7 +463,7 @@ Deno.test(
         m.type === "deleteOp" && m.opId === target
       );
       if (result.ok && removes && during === undefined) {
-        during = engine!.outbox.outcome(target!);
+        during = app.engine!.outbox.outcome(target!);
         for (let i = 0; i < 50; i++) await Promise.resolve();
       }
       return result;
@@ -476,7 +476,7 @@ Deno.test(
       },
     }) as Storage;
     await using a = createClient(server.url, { storage });
-    engine = a.engine;
+    app.engine = a.engine;
     const put = a.engine.table("notes").put({ id: "n1", title: "x" });
     target = await put.opId;
     await a.engine.sync();
