@@ -65,6 +65,13 @@ export type {
   WatchOptions,
 } from "./src/table.ts";
 export type { Outbox, OutboxListOptions } from "./src/outbox.ts";
+export type {
+  DropReason,
+  OpOutcome,
+  WriteManyPromise,
+  WriteOutcome,
+  WritePromise,
+} from "./src/outcome.ts";
 export type { ConflictEntry, ConflictInbox } from "./src/inbox.ts";
 export {
   type Conflict,

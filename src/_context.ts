@@ -16,6 +16,7 @@ import {
 import type { ConflictPolicy } from "./conflict.ts";
 import type { EventHub, RecordProblem } from "./events.ts";
 import { isJsonObject, type JsonValue } from "./json.ts";
+import type { OutcomeRegistry } from "./_outcomes.ts";
 import type { StandardSchemaV1 } from "./schema.ts";
 import type { Storage } from "./storage.ts";
 import type { Transport } from "./transport.ts";
@@ -56,6 +57,8 @@ export interface EngineContext {
   readonly transport: Transport;
   readonly hub: EventHub;
   readonly limits: EngineLimits;
+  /** Waits on ops' outcomes, settled where settlements commit (clause 24). */
+  readonly outcomes: OutcomeRegistry;
   /** The client clock, ms since the epoch. */
   now(): number;
   /** A new op id, greater than `after` when given. */

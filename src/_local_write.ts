@@ -12,6 +12,8 @@ import { deepEqual, diffFields, getOwn } from "./_diff.ts";
 import type { RecordChange } from "./events.ts";
 import { type JsonObject, setOwn } from "./json.ts";
 import { writeChunked } from "./_write.ts";
+import { ticketOf } from "./_outcomes.ts";
+import type { WriteOutcome } from "./outcome.ts";
 import type { Mutation, StoredOp, StoredRecord, Versioned } from "./storage.ts";
 
 /** What a local write asks for. */
@@ -58,6 +60,13 @@ export interface LocalWritePlan {
   readonly record: StoredRecord | null;
   /** The change the app sees. */
   readonly change: RecordChange;
+  /**
+   * The op that carries the write; with `cancelled`, the op removed with it
+   * (created and deleted before the server saw it).
+   */
+  readonly opId: string;
+  /** Whether the write removed its op instead of queuing one. */
+  readonly cancelled?: boolean;
 }
 
 /**
@@ -101,6 +110,8 @@ export function planLocalWrite(
         ],
         record: null,
         change,
+        opId: latest.value.opId,
+        cancelled: true,
       };
     }
     const op: StoredOp = foldable
@@ -125,6 +136,7 @@ export function planLocalWrite(
       ],
       record: saved,
       change,
+      opId: op.opId,
     };
   }
 
@@ -194,6 +206,7 @@ export function planLocalWrite(
     ],
     record: saved,
     change: { kind: table.kind, id, data, deleted: false, origin: "local" },
+    opId: op.opId,
   };
 }
 
@@ -255,19 +268,31 @@ export interface LocalWriteRequest {
   readonly onGuess?: (held: boolean) => void;
 }
 
+/** What {@linkcode writeLocal} did. */
+export interface LocalWriteResult {
+  /**
+   * The record after the write (`null` if removed), or the unchanged record
+   * when the write changed nothing.
+   */
+  readonly record: StoredRecord | null | undefined;
+  /** The op carrying the write, or `null` when none does. */
+  readonly opId: string | null;
+  /** The write's end (clause 24), waited on from the commit. */
+  readonly synced: Promise<WriteOutcome>;
+}
+
 /**
  * Writes a record locally and queues its op, atomically.
  *
  * @param ctx The engine context.
  * @param request The table, the id, the intent's builder, and whether to
  * try the write as a create first.
- * @returns The record after the write (`null` if removed), or the unchanged
- * record when the write changed nothing.
+ * @returns The record, the op carrying the write, and its outcome.
  */
 export async function writeLocal(
   ctx: EngineContext,
   request: LocalWriteRequest,
-): Promise<StoredRecord | null | undefined> {
+): Promise<LocalWriteResult> {
   const { table, id } = request;
   if (request.assumeAbsent === true) {
     // A create can skip the read: its write expects the record absent, so
@@ -291,7 +316,7 @@ async function attemptLocalWrite(
   ctx: EngineContext,
   request: LocalWriteRequest,
   current: Versioned<StoredRecord> | undefined,
-): Promise<Attempt<StoredRecord | null | undefined>> {
+): Promise<Attempt<LocalWriteResult>> {
   const { table, id } = request;
   const intent = await request.build(current?.value);
   const lastOpId = current?.value.lastOpId ?? null;
@@ -320,11 +345,43 @@ async function attemptLocalWrite(
     now: ctx.now(),
     newOpId: (after) => ctx.newOpId(after),
   });
-  if (plan === null) return { ok: true, value: current?.value };
+  if (plan === null) {
+    return {
+      ok: true,
+      value: {
+        record: current?.value,
+        ...ticketOf(ctx.outcomes, latest?.value),
+      },
+    };
+  }
   const result = await ctx.storage.write(plan.mutations);
   if (!result.ok) return { ok: false };
+  // Waited on in the commit's own continuation: no settlement of this op
+  // can have committed yet.
+  const ticket = settleLocal(ctx, plan);
   ctx.hub.emit({ type: "change", ...plan.change });
-  return { ok: true, value: plan.record };
+  return { ok: true, value: { record: plan.record, ...ticket } };
+}
+
+/**
+ * The outcome of a committed local write: a wait on its op, or, when it
+ * cancelled its op, that op settled as dropped (its earlier writes too).
+ */
+function settleLocal(
+  ctx: EngineContext,
+  plan: LocalWritePlan,
+): { opId: string; synced: Promise<WriteOutcome> } {
+  if (plan.cancelled === true) {
+    const outcome: WriteOutcome = {
+      status: "dropped",
+      opId: plan.opId,
+      reason: "cancelled",
+      record: null,
+    };
+    ctx.outcomes.settle(plan.opId, outcome);
+    return { opId: plan.opId, synced: Promise.resolve(outcome) };
+  }
+  return { opId: plan.opId, synced: ctx.outcomes.wait(plan.opId).promise };
 }
 
 /** What {@linkcode writeLocalMany} writes. */
@@ -348,14 +405,14 @@ export interface LocalWriteManyRequest {
  *
  * @param ctx The engine context.
  * @param request The table, the ids, and the records' builder.
- * @returns Each record after its write, in order.
+ * @returns Each record's result, in order.
  */
 export async function writeLocalMany(
   ctx: EngineContext,
   request: LocalWriteManyRequest,
-): Promise<(StoredRecord | null | undefined)[]> {
+): Promise<LocalWriteResult[]> {
   const { table, ids, build } = request;
-  const out: (StoredRecord | null | undefined)[] = new Array(ids.length);
+  const out: LocalWriteResult[] = new Array(ids.length);
   const CHUNK = 500;
   for (let start = 0; start < ids.length; start += CHUNK) {
     const slice = ids.slice(start, start + CHUNK);
@@ -384,12 +441,14 @@ export async function writeLocalMany(
       });
     });
     const groups = plans.map((plan) => plan?.mutations ?? []);
+    const tickets = new Map<number, ReturnType<typeof settleLocal>>();
     const { failed } = await writeChunked(ctx, groups, (committed) => {
       // Announced as each write lands: if a later one fails, the records
       // already written are known.
       for (const i of committed) {
         const plan = plans[i];
         if (plan !== null && plan !== undefined) {
+          tickets.set(i, settleLocal(ctx, plan));
           ctx.hub.emit({ type: "change", ...plan.change });
         }
       }
@@ -407,7 +466,18 @@ export async function writeLocalMany(
         });
         continue;
       }
-      out[start + i] = plan === null ? currents[i]?.value : plan.record;
+      if (plan === null) {
+        const lastOpId = lastOpIds[i] ?? null;
+        out[start + i] = {
+          record: currents[i]?.value,
+          ...ticketOf(
+            ctx.outcomes,
+            lastOpId === null ? undefined : latestById.get(lastOpId)?.value,
+          ),
+        };
+      } else {
+        out[start + i] = { record: plan.record, ...tickets.get(i)! };
+      }
     }
   }
   return out;

@@ -10,6 +10,7 @@ import type { TableConfig } from "./_context.ts";
 import type { OpPlan } from "./_commit.ts";
 import type { Outcome } from "./_push_decide.ts";
 import {
+  baseOf,
   opError,
   planAcceptServer,
   planAck,
@@ -18,6 +19,8 @@ import {
   planPark,
 } from "./_settle.ts";
 import type { SyncEvent } from "./events.ts";
+import { acceptedOutcome } from "./_outcomes.ts";
+import type { WriteOutcome } from "./outcome.ts";
 import type { StoredOp, StoredRecord, Versioned } from "./storage.ts";
 
 /** The input of {@linkcode planOutcome}: the outcome and fresh reads. */
@@ -44,6 +47,11 @@ export interface PlannedOutcome {
   readonly plan: OpPlan;
   /** The events, in order; the plan's `change` comes after them. */
   readonly events: SyncEvent[];
+  /**
+   * What the op's writes end once committed (clause 24); absent when the op
+   * stays queued (retried, or re-formed to go again).
+   */
+  readonly settled?: WriteOutcome;
 }
 
 /**
@@ -67,9 +75,17 @@ export function planOutcome(input: OutcomePlanInput): PlannedOutcome | null {
             change: null,
           },
           events: [],
+          settled: acceptedOutcome(
+            op.value,
+            baseOf(table, outcome.record)?.data ?? null,
+          ),
         };
       }
       return {
+        settled: acceptedOutcome(
+          op.value,
+          baseOf(table, outcome.record)?.data ?? null,
+        ),
         plan: planAck(table, record, op, later, outcome.record),
         events: [{
           type: "opPushed",
@@ -94,9 +110,11 @@ export function planOutcome(input: OutcomePlanInput): PlannedOutcome | null {
         ),
         events: [],
       };
-    case "rejected":
+    case "rejected": {
+      const error = opError(outcome.error, now);
       return {
-        plan: planFailure(op, opError(outcome.error, now), "quarantined"),
+        settled: { status: "quarantined", opId, error },
+        plan: planFailure(op, error, "quarantined"),
         events: [{
           type: "opQuarantined",
           kind,
@@ -105,6 +123,7 @@ export function planOutcome(input: OutcomePlanInput): PlannedOutcome | null {
           error: outcome.error,
         }],
       };
+    }
     case "retry":
       return {
         plan: planFailure(op, opError(outcome.error, now), "pending"),
@@ -135,14 +154,16 @@ function planConflict(
     // against: park it where the app can see it rather than resend it.
     const exhausted = record !== undefined &&
       op.value.conflicts >= input.maxConflictRetries;
+    const parked = {
+      server,
+      serverUpdatedAt: outcome.serverUpdatedAt,
+      local: op.value.payload,
+      base: op.value.base,
+      detectedAt: now,
+    };
     return {
-      plan: planPark(op, {
-        server,
-        serverUpdatedAt: outcome.serverUpdatedAt,
-        local: op.value.payload,
-        base: op.value.base,
-        detectedAt: now,
-      }),
+      settled: { status: "deferred", opId, conflict: parked },
+      plan: planPark(op, parked),
       events: [{
         type: "conflictDeferred",
         kind,
@@ -183,6 +204,12 @@ function planConflict(
     };
   }
   return {
+    settled: {
+      status: "dropped",
+      opId,
+      reason: decision.type,
+      record: baseOf(table, server)?.data ?? null,
+    },
     plan: planAcceptServer(table, record, op, server, later),
     events: [{
       type: "conflictResolved",

@@ -56,7 +56,16 @@ export interface SettleResult {
  * @returns How many settled, their fates, and what the scheduler needs.
  * @throws {StorageError} When the store kept changing concurrently.
  */
-export async function settlePushed(
+export function settlePushed(
+  ctx: EngineContext,
+  batch: PushedBatch,
+): Promise<SettleResult> {
+  // Tracked, so `outbox.outcome()` can tell an op settling now from one
+  // settled before.
+  return ctx.outcomes.during(() => settleAll(ctx, batch));
+}
+
+async function settleAll(
   ctx: EngineContext,
   batch: PushedBatch,
 ): Promise<SettleResult> {
@@ -72,12 +81,14 @@ export async function settlePushed(
       const planned = planAll(ctx, fresh, outcomes);
       const failed = await commitPlans(ctx, planned.map((p) => p.plan));
       const retry = new Set<string>();
-      planned.forEach(({ op, plan, events }, index) => {
+      planned.forEach(({ op, plan, events, settled }, index) => {
         if (failed.has(index)) {
           retry.add(op.value.opId);
           return;
         }
         done++;
+        // From the commit itself: the writes that carried this op end here.
+        if (settled !== undefined) ctx.outcomes.settle(op.value.opId, settled);
         if (plan.change !== null) {
           events.push({ type: "change", ...plan.change });
         }

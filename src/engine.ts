@@ -34,6 +34,7 @@ import { ConflictInbox } from "./inbox.ts";
 import type { JsonObject } from "./json.ts";
 import { kindProblem } from "./limits.ts";
 import { Outbox } from "./outbox.ts";
+import { OutcomeRegistry } from "./_outcomes.ts";
 import type { InferOutput, StandardSchemaV1 } from "./schema.ts";
 import type { Storage } from "./storage.ts";
 import { Table, type TableOptions } from "./table.ts";
@@ -115,6 +116,7 @@ export class SyncEngine implements AsyncDisposable {
   #skewMs = 0;
   #skewKnown = false;
   #autoSync: AutoSync;
+  #outcomes = new OutcomeRegistry();
 
   /**
    * Constructs a new instance.
@@ -368,6 +370,10 @@ export class SyncEngine implements AsyncDisposable {
     this.#closeController.abort(
       new ClosedError("Cannot continue sync as the engine is closed"),
     );
+    // No write's `synced` is left hanging: every wait rejects.
+    this.#outcomes.close(
+      new ClosedError("Cannot await a write's outcome as the engine is closed"),
+    );
     const running = this.#run?.promise;
     this.#closing = (async () => {
       await running?.catch(() => {});
@@ -414,6 +420,7 @@ export class SyncEngine implements AsyncDisposable {
       transport: this.#transport,
       hub: this.#hub,
       limits: this.#limits,
+      outcomes: this.#outcomes,
       now: () => engine.#clock.now(),
       newOpId(after?: string): string {
         const id = engine.#ids(after);

@@ -66,12 +66,21 @@ export class ConflictInbox {
    * sync (with a fresh idempotency key); `acceptServer` and `discard` drop
    * the op and take the server's record; `defer` leaves it parked.
    *
+   * The write that queued the op saw its `synced` end as `deferred`; a
+   * resolution does not end it again. `acceptClient` and `acceptMerged`
+   * put the op back in the queue: await its next outcome (`merged` once the
+   * server stores it) with `engine.outbox.outcome(opId)`.
+   *
    * @param opId The parked op.
    * @param resolution What to do.
    * @throws {SyncError} When the op is not parked.
    */
   async resolve(opId: string, resolution: Resolution): Promise<void> {
     this.#assertOpen("resolve a conflict");
+    await this.#ctx.outcomes.during(() => this.#resolve(opId, resolution));
+  }
+
+  async #resolve(opId: string, resolution: Resolution): Promise<void> {
     const ctx = this.#ctx;
     await commitWithRetry<undefined>(ctx, {
       what: `resolve conflict "${opId}"`,
@@ -121,6 +130,16 @@ export class ConflictInbox {
           plan = planAcceptServer(table, record, unparked, server, later);
         }
         if (!await commitPlan(ctx, plan)) return { ok: false };
+        if (decision.type !== "write") {
+          // The op left the outbox: anyone waiting on it (through
+          // `outbox.outcome`) learns why.
+          ctx.outcomes.settle(opId, {
+            status: "dropped",
+            opId,
+            reason: decision.type,
+            record: baseOf(table, server)?.data ?? null,
+          });
+        }
         if (plan.change !== null) {
           ctx.hub.emit({ type: "change", ...plan.change });
         }

@@ -11,6 +11,8 @@ import { diffFields } from "./_diff.ts";
 import { settleSystemFields } from "./_local_write.ts";
 import { countOps, listLater } from "./_queue.ts";
 import { planReplay } from "./_settle.ts";
+import { awaitOp } from "./_outcomes.ts";
+import type { OpOutcome } from "./outcome.ts";
 import { SyncError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
 import type { JsonObject } from "./json.ts";
@@ -85,6 +87,64 @@ export class Outbox {
   }
 
   /**
+   * Awaits what becomes of a queued op (clause 24), e.g. after a restart,
+   * with an op id kept from a write's `opId`. An op still pending resolves
+   * when it settles; a quarantined or parked op resolves at once with that
+   * outcome (`quarantined`, `deferred`); an op not in the outbox resolves
+   * `{ status: "unknown" }`: it settled before (the outcome of an op that
+   * left the outbox is not kept) or never existed.
+   *
+   * @param opId The op.
+   * @returns The op's outcome.
+   * @throws {ClosedError} When the engine is closed, or closes before the
+   * op settles.
+   *
+   * @example Awaiting an op after a restart
+   * ```ts
+   * import { SyncEngine } from "@offline-first/sync";
+   * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+   * import { createRestTransport } from "@offline-first/sync/transport/rest";
+   * import { createSyncServer } from "@offline-first/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = createSyncServer();
+   * await using http = Deno.serve(
+   *   { port: 0, hostname: "127.0.0.1", onListen() {} },
+   *   server.fetch,
+   * );
+   * await using storage = createMemoryStorage();
+   * await using transport = createRestTransport({
+   *   baseUrl: `http://127.0.0.1:${http.addr.port}`,
+   * });
+   *
+   * const first = new SyncEngine({ storage, transport });
+   * const opId = await first.table("notes").put({ id: "n1" }).opId;
+   * await first.close();
+   *
+   * await using engine = new SyncEngine({ storage, transport });
+   * engine.table("notes");
+   * const outcome = engine.outbox.outcome(opId!);
+   * await engine.sync();
+   * assert.equal((await outcome).status, "accepted");
+   * ```
+   */
+  async outcome(opId: string): Promise<OpOutcome> {
+    this.#assertOpen("await an op");
+    if (typeof opId !== "string" || opId === "") {
+      throw new TypeError(
+        `Cannot await an op as its id is not a non-empty string: current value is ${
+          JSON.stringify(opId)
+        }`,
+      );
+    }
+    const ctx = this.#ctx;
+    return await awaitOp(ctx.outcomes, opId, async (id) => {
+      const [entry] = await ctx.storage.getOps([id]);
+      return entry?.value;
+    });
+  }
+
+  /**
    * Lists the quarantined ops (rejected by the server) with their errors.
    *
    * @param options Tables, paging cursor and limit (1000 by default).
@@ -128,7 +188,8 @@ export class Outbox {
    * Removes a quarantined, parked or never-sent op for good. The local
    * record becomes the last server version plus the changes of the ops that
    * remain (or disappears if the server never had it), and the remaining
-   * unsent ops' bodies lose the dropped change too.
+   * unsent ops' bodies lose the dropped change too. A write still waiting
+   * on the op ends `dropped` (reason `"removed"`).
    *
    * @param opId The op.
    * @returns `true` when an op was removed.
@@ -136,6 +197,10 @@ export class Outbox {
    */
   async drop(opId: string): Promise<boolean> {
     this.#assertOpen("drop an op");
+    return await this.#ctx.outcomes.during(() => this.#drop(opId));
+  }
+
+  async #drop(opId: string): Promise<boolean> {
     const ctx = this.#ctx;
     return await commitWithRetry<boolean>(ctx, {
       what: `drop op "${opId}"`,
@@ -166,6 +231,12 @@ export class Outbox {
           change: replay?.change ?? null,
         };
         if (!await commitPlan(ctx, plan)) return { ok: false };
+        ctx.outcomes.settle(opId, {
+          status: "dropped",
+          opId,
+          reason: "removed",
+          record: null,
+        });
         if (plan.change !== null) {
           ctx.hub.emit({ type: "change", ...plan.change });
         }

@@ -24,6 +24,8 @@ import {
   writeLocalMany,
 } from "./_local_write.ts";
 import { type StandardSchemaV1, validateWith } from "./schema.ts";
+import type { WriteManyPromise, WritePromise } from "./outcome.ts";
+import { type WriteDone, writeManyPromise, writePromise } from "./_outcomes.ts";
 
 /** Field names of a table's records, when the backend spells them its way. */
 export interface FieldNames {
@@ -259,17 +261,44 @@ export class Table<T = JsonObject> {
    *
    * @param record The whole record.
    * @param options The fields changed, when known.
-   * @returns The record as stored.
+   * @returns The record as stored; its `synced` resolves with the write's
+   * end (see {@linkcode WritePromise}).
    * @throws {ValidationError} When the record fails the schema, its id
    * breaks the wire limits (1 to 256 characters of well-formed Unicode, not
    * `.` or `..`), or it nests deeper than 64 levels; nothing is queued.
+   *
+   * @example Awaiting the server's record
+   * ```ts
+   * import { SyncEngine } from "@offline-first/sync";
+   * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+   * import { createRestTransport } from "@offline-first/sync/transport/rest";
+   * import { createSyncServer } from "@offline-first/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = createSyncServer();
+   * await using http = Deno.serve(
+   *   { port: 0, hostname: "127.0.0.1", onListen() {} },
+   *   server.fetch,
+   * );
+   * await using storage = createMemoryStorage();
+   * await using transport = createRestTransport({
+   *   baseUrl: `http://127.0.0.1:${http.addr.port}`,
+   * });
+   * await using engine = new SyncEngine({ storage, transport });
+   * const notes = engine.table("notes");
+   *
+   * const write = notes.put({ id: "n1", text: "hello" });
+   * assert.equal((await write).text, "hello"); // local, instant
+   * await engine.sync();
+   * const outcome = await write.synced;
+   * assert.equal(outcome.status, "accepted");
+   * ```
    */
-  async put(record: T, options: PutOptions = {}): Promise<Synced<T>> {
-    this.#assertOpen("put a record");
-    return await this.#putValid(
-      await this.#withId(record),
-      options,
-    ) as Synced<T>;
+  put(record: T, options: PutOptions = {}): WritePromise<Synced<T>> {
+    return writePromise((async () => {
+      this.#assertOpen("put a record");
+      return await this.#putValid(await this.#withId(record), options);
+    })()) as WritePromise<Synced<T>>;
   }
 
   /** Validates a record and checks its id against the wire limits. */
@@ -279,7 +308,10 @@ export class Table<T = JsonObject> {
     return valid;
   }
 
-  async #putValid(valid: JsonObject, options: PutOptions): Promise<JsonObject> {
+  async #putValid(
+    valid: JsonObject,
+    options: PutOptions,
+  ): Promise<WriteDone<JsonObject>> {
     const config = this.#config;
     const id = valid[config.idField] as string;
     const stored = await writeLocal(this.#ctx, {
@@ -299,7 +331,7 @@ export class Table<T = JsonObject> {
         );
       },
     });
-    return stored?.data ?? valid;
+    return { ...stored, value: stored.record?.data ?? valid };
   }
 
   /**
@@ -312,7 +344,8 @@ export class Table<T = JsonObject> {
    * (their `change` events were emitted) and the call rejects.
    *
    * @param records The whole records.
-   * @returns The records as stored, in input order.
+   * @returns The records as stored, in input order; its `synced` resolves
+   * with one outcome per record (see {@linkcode WriteManyPromise}).
    * @throws {ValidationError} When a record fails the schema, its id breaks
    * the wire limits, or it nests deeper than 64 levels; nothing is written.
    *
@@ -333,7 +366,13 @@ export class Table<T = JsonObject> {
    * assert.equal(await engine.outbox.count(), 100);
    * ```
    */
-  async putMany(records: readonly T[]): Promise<Synced<T>[]> {
+  putMany(records: readonly T[]): WriteManyPromise<Synced<T>[]> {
+    return writeManyPromise(this.#putMany(records));
+  }
+
+  async #putMany(
+    records: readonly T[],
+  ): Promise<{ value: Synced<T>[]; writes: WriteDone<unknown>[] }> {
     this.#assertOpen("put records");
     if (!Array.isArray(records)) {
       throw new TypeError(
@@ -346,11 +385,9 @@ export class Table<T = JsonObject> {
     const ids = valid.map((record) => record[config.idField] as string);
     if (new Set(ids).size !== ids.length) {
       // Repeats fold into one another in order: keep the simple path.
-      const out: Synced<T>[] = [];
-      for (const record of valid) {
-        out.push(await this.#putValid(record, {}) as Synced<T>);
-      }
-      return out;
+      const writes: WriteDone<JsonObject>[] = [];
+      for (const record of valid) writes.push(await this.#putValid(record, {}));
+      return { value: writes.map((w) => w.value as Synced<T>), writes };
     }
     const stored = await writeLocalMany(this.#ctx, {
       table: config,
@@ -358,7 +395,12 @@ export class Table<T = JsonObject> {
       build: (current, i) =>
         settleSystemFields(config, ids[i]!, valid[i]!, current),
     });
-    return stored.map((record, i) => (record?.data ?? valid[i]) as Synced<T>);
+    return {
+      value: stored.map((write, i) =>
+        (write.record?.data ?? valid[i]) as Synced<T>
+      ),
+      writes: stored.map((write) => ({ ...write, value: undefined })),
+    };
   }
 
   /**
@@ -368,14 +410,22 @@ export class Table<T = JsonObject> {
    *
    * @param id The record's id.
    * @param patch The fields to set.
-   * @returns The record as stored.
+   * @returns The record as stored; its `synced` resolves with the write's
+   * end (see {@linkcode WritePromise}).
    * @throws {SyncError} When the record does not exist (category
    * `validation`).
    * @throws {TypeError} When `id` is not a non-empty string.
    * @throws {ValidationError} When `id` breaks the wire limits, or the
    * patched record fails the schema or nests deeper than 64 levels.
    */
-  async update(id: string, patch: Partial<T>): Promise<Synced<T>> {
+  update(id: string, patch: Partial<T>): WritePromise<Synced<T>> {
+    return writePromise(this.#update(id, patch));
+  }
+
+  async #update(
+    id: string,
+    patch: Partial<T>,
+  ): Promise<WriteDone<Synced<T>>> {
     this.#assertOpen("update a record");
     assertId(this.kind, id);
     assertWireId(this.kind, this.#config.idField, id);
@@ -415,7 +465,7 @@ export class Table<T = JsonObject> {
         };
       },
     });
-    return stored!.data as Synced<T>;
+    return { ...stored, value: stored.record!.data as Synced<T> };
   }
 
   /**
@@ -423,16 +473,22 @@ export class Table<T = JsonObject> {
    * trace; otherwise a delete is queued and reads hide the record.
    *
    * @param id The record's id.
-   * @returns `true` when a record was deleted, `false` when there was none.
+   * @returns `true` when a record was deleted, `false` when there was none;
+   * its `synced` resolves with the write's end (see
+   * {@linkcode WritePromise}).
    * @throws {TypeError} When `id` is not a non-empty string.
    * @throws {ValidationError} When `id` breaks the wire limits.
    */
-  async delete(id: string): Promise<boolean> {
+  delete(id: string): WritePromise<boolean> {
+    return writePromise(this.#delete(id));
+  }
+
+  async #delete(id: string): Promise<WriteDone<boolean>> {
     this.#assertOpen("delete a record");
     assertId(this.kind, id);
     assertWireId(this.kind, this.#config.idField, id);
     let existed = false;
-    await writeLocal(this.#ctx, {
+    const stored = await writeLocal(this.#ctx, {
       table: this.#config,
       id,
       build: (current) => {
@@ -440,7 +496,7 @@ export class Table<T = JsonObject> {
         return Promise.resolve({ type: "delete" });
       },
     });
-    return existed;
+    return { ...stored, value: existed };
   }
 
   /**
