@@ -184,7 +184,13 @@ export class AutoSync {
       auto.notBefore = this.#host.clock.now() + next;
     }
     if (this.#auto === auto) {
+      // A write during the run armed a follow-up: keep it (one run for all
+      // such writes), unless the backoff asks to wait longer.
+      const followUp = auto.dueAt;
       this.#schedule(this.#host.clock.now() + next, true);
+      if (followUp !== null) {
+        this.#schedule(Math.max(followUp, auto.notBefore), false);
+      }
     }
   }
 }
