@@ -46,6 +46,7 @@ export {
   type AutoSyncOptions,
   type Clock,
   type EngineStatus,
+  type LiveOptions,
   SyncEngine,
   type SyncEngineOptions,
   type SyncOptions,
@@ -84,6 +85,7 @@ export {
 export type {
   ChangeOrigin,
   ListenOptions,
+  LiveState,
   RecordChange,
   RecordProblem,
   SyncEvent,

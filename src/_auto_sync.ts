@@ -46,7 +46,7 @@ export interface AutoSyncHost {
 export class AutoSync {
   #host: AutoSyncHost;
   #auto: {
-    options: Required<AutoSyncOptions>;
+    options: Required<Omit<AutoSyncOptions, "live">>;
     timer: unknown;
     /** When the armed timer fires (ms since the epoch), or null. */
     dueAt: number | null;
@@ -72,7 +72,7 @@ export class AutoSync {
    * @throws {RangeError} When an option is not a number of ms in its range.
    */
   start(options: AutoSyncOptions): void {
-    const resolved: Required<AutoSyncOptions> = {
+    const resolved: Required<Omit<AutoSyncOptions, "live">> = {
       intervalMs: options.intervalMs ?? 30_000,
       afterWriteMs: options.afterWriteMs === undefined
         ? 500
