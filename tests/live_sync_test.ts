@@ -216,6 +216,41 @@ Deno.test("live sync: hints during a run give exactly one follow-up run", async 
   assert.equal(t.completed(), 4, "one follow-up only");
 });
 
+Deno.test("live sync: a hint during a run it cannot trust waits for it, then runs afresh", async () => {
+  const stream = new Stream();
+  stream.push();
+  await using t = setup(() => stream);
+  await started(t);
+  const gate = Promise.withResolvers<void>();
+  t.hold(gate.promise);
+  const manual = t.engine.sync(); // may have pulled todos before the hint
+  await until(() => t.pulls.length === 1, "the manual run is pulling");
+  stream.push("todos");
+  await until(() => stream.hints.length === 0, "the hint was read");
+  t.time.advance(100);
+  t.hold(null);
+  gate.resolve();
+  await manual;
+  await until(() => t.completed() === 4, "a fresh run after the manual one");
+  assert.equal(t.pulls.filter((kind) => kind === "todos").length, 2);
+});
+
+Deno.test("live sync: no hinted run while the credentials are refused", async () => {
+  const stream = new Stream();
+  stream.push();
+  await using t = setup(() => stream);
+  await started(t);
+  t.hold(Promise.reject(new AuthError("Cannot pull as refused")));
+  await assert.rejects(t.engine.sync(), AuthError);
+  assert.equal(t.engine.status, "auth");
+  stream.push("todos");
+  await until(() => stream.hints.length === 0, "the hint was read");
+  t.pulls.length = 0;
+  t.time.advance(100);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(t.pulls, [], "no run in the auth status");
+});
+
 Deno.test("live sync: reconnects with capped exponential backoff and jitter, reporting each failure", async () => {
   await using t = setup(() =>
     new NetworkError("Cannot read live hints as down")
@@ -279,23 +314,25 @@ Deno.test("live sync: a transport without live() leaves auto sync polling", asyn
 });
 
 Deno.test("live sync: after an AuthError it waits for a successful run before reconnecting", async () => {
+  const refused = new Stream();
   const stream = new Stream();
   stream.push();
-  await using t = setup((index) =>
-    index === 0 ? new AuthError("Cannot read live hints as refused") : stream
-  );
+  await using t = setup((index) => index === 0 ? refused : stream);
   t.start();
   t.time.advance(0);
   await until(() => t.completed() === 1, "the first run ended");
+  refused.fail(new AuthError("Cannot read live hints as refused"));
   await until(
     () => t.events.some((event) => event.type === "error"),
     "the auth error was reported",
   );
+  assert.equal(t.time.pending.size, 1, "no reconnect armed, only the interval");
   t.time.advance(60_000);
+  await new Promise((resolve) => setTimeout(resolve, 20));
   assert.equal(t.connections(), 1, "no reconnect while refused");
   await t.engine.sync(); // the app signed in again
   await until(() => t.time.pending.size === 2, "the reconnect was armed");
-  t.time.advance(1000);
+  t.time.advance(8000); // the cap: retrying alone cannot cure a refusal
   await until(() => t.engine.live === "open", "reconnected");
   assert.equal(t.connections(), 2);
 });
