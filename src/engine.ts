@@ -311,7 +311,9 @@ export class SyncEngine implements AsyncDisposable {
    *
    * @param options Interval, write delay, backoff cap, live mode.
    * @throws {RangeError} When an option is not a number of ms in its range
-   * (`intervalMs` from 1, the others from 0, all up to `2 ** 31 - 1`).
+   * (`intervalMs` from 1, the others from 0, all up to `2 ** 31 - 1`;
+   * `live.retryBaseMs` and `live.maxBackoffMs` from 1).
+   * @throws {TypeError} When `live` is neither a boolean nor an object.
    *
    * @example Live updates from another client
    * ```ts
