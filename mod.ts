@@ -45,6 +45,7 @@
 export {
   type AutoSyncOptions,
   type Clock,
+  type LiveOptions,
   SyncEngine,
   type SyncEngineOptions,
   type SyncOptions,
@@ -91,6 +92,7 @@ export {
 export type {
   ChangeOrigin,
   ListenOptions,
+  LiveState,
   RecordChange,
   RecordProblem,
   SyncEvent,

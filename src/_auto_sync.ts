@@ -46,7 +46,7 @@ export interface AutoSyncHost {
 export class AutoSync {
   #host: AutoSyncHost;
   #auto: {
-    options: Required<AutoSyncOptions>;
+    options: Required<Omit<AutoSyncOptions, "live">>;
     timer: unknown;
     /** When the armed timer fires (ms since the epoch), or null. */
     dueAt: number | null;
@@ -72,7 +72,7 @@ export class AutoSync {
    * @throws {RangeError} When an option is not a number of ms in its range.
    */
   start(options: AutoSyncOptions): void {
-    const resolved: Required<AutoSyncOptions> = {
+    const resolved: Required<Omit<AutoSyncOptions, "live">> = {
       intervalMs: options.intervalMs ?? 30_000,
       afterWriteMs: options.afterWriteMs === undefined
         ? 500
@@ -184,7 +184,13 @@ export class AutoSync {
       auto.notBefore = this.#host.clock.now() + next;
     }
     if (this.#auto === auto) {
+      // A write during the run armed a follow-up: keep it (one run for all
+      // such writes), unless the backoff asks to wait longer.
+      const followUp = auto.dueAt;
       this.#schedule(this.#host.clock.now() + next, true);
+      if (followUp !== null) {
+        this.#schedule(Math.max(followUp, auto.notBefore), false);
+      }
     }
   }
 }

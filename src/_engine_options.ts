@@ -158,4 +158,38 @@ export interface AutoSyncOptions {
    * @default {300000}
    */
   readonly maxBackoffMs?: number;
+  /**
+   * Live mode (ENGINE.md clause 27): read the transport's live hints and
+   * pull the hinted tables once per burst; the interval runs stay as a
+   * safety net. `true` for the defaults. Without `transport.live`, or when
+   * the server has no live hints, auto sync polls as without it.
+   *
+   * @default {false}
+   */
+  readonly live?: boolean | LiveOptions;
+}
+
+/** Options of live mode: `startAuto({ live })`. */
+export interface LiveOptions {
+  /**
+   * How long hints are collected before one run pulls every kind they
+   * named, in ms.
+   *
+   * @default {100}
+   */
+  readonly debounceMs?: number;
+  /**
+   * The bound of the first reconnect delay, in ms; it doubles with each
+   * failure in a row (between half the bound and the bound: jitter).
+   *
+   * @default {1000}
+   */
+  readonly retryBaseMs?: number;
+  /**
+   * The cap of the reconnect delay, in ms (a server's `Retry-After` is
+   * honoured up to one hour).
+   *
+   * @default {30000}
+   */
+  readonly maxBackoffMs?: number;
 }

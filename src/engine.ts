@@ -6,6 +6,7 @@
  */
 
 import { AutoSync } from "./_auto_sync.ts";
+import { LiveSync, resolveLiveOptions } from "./_live_sync.ts";
 import type { EngineContext, EngineLimits, TableConfig } from "./_context.ts";
 import {
   configureTable,
@@ -22,11 +23,13 @@ import type {
   SyncEngineOptions,
   SyncOptions,
   SyncResult,
+  Timers,
 } from "./_engine_options.ts";
 import { ClosedError, SyncError, toSyncError } from "./errors.ts";
 import {
   EventHub,
   type ListenOptions,
+  type LiveState,
   type SyncEventListener,
   type SyncEventType,
 } from "./events.ts";
@@ -117,6 +120,7 @@ export class SyncEngine implements AsyncDisposable {
   #skewKnown = false;
   #autoSync: AutoSync;
   #outcomes = new OutcomeRegistry();
+  #live: LiveSync;
 
   /**
    * Constructs a new instance.
@@ -153,18 +157,31 @@ export class SyncEngine implements AsyncDisposable {
         });
       },
     });
+    const timers: Timers = options.timers ?? {
+      setTimeout: (callback, ms) => setTimeout(callback, ms),
+      clearTimeout: (handle) => clearTimeout(handle as number),
+    };
     this.#autoSync = new AutoSync({
       hub: this.#hub,
       clock,
-      timers: options.timers ?? {
-        setTimeout: (callback, ms) => setTimeout(callback, ms),
-        clearTimeout: (handle) => clearTimeout(handle as number),
-      },
+      timers,
       random: options.random ?? Math.random,
       closed: () => this.#closed,
       status: () => this.#status.current,
       running: () => this.#run?.promise ?? null,
       sync: () => this.sync(),
+    });
+    this.#live = new LiveSync({
+      hub: this.#hub,
+      clock,
+      timers,
+      random: options.random ?? Math.random,
+      transport: this.#transport,
+      closed: () => this.#closed,
+      status: () => this.#status.current,
+      running: () => this.#run?.promise ?? null,
+      sync: (syncOptions) => this.sync(syncOptions),
+      kinds: () => [...this.#tables.keys()],
     });
     this.#limits = resolveLimits(options);
     this.#defaults = resolveDefaults(options);
@@ -217,6 +234,15 @@ export class SyncEngine implements AsyncDisposable {
   get status(): SyncStatus {
     this.#watchCounts();
     return this.#status.current;
+  }
+
+  /**
+   * Where live mode stands: `off` unless `startAuto({ live })` runs;
+   * `unsupported` when the transport or server has no live hints (auto
+   * sync then polls). Each change is also a `live` event.
+   */
+  get live(): LiveState {
+    return this.#live.state;
   }
 
   /**
@@ -339,14 +365,64 @@ export class SyncEngine implements AsyncDisposable {
    * unhandled rejections. Runs pause in the `auth` status until a manual
    * `sync()` succeeds.
    *
-   * @param options Interval, write delay, backoff cap.
+   * With `live`, the engine also reads the transport's live hints
+   * (`GET /live` on the REST transport) and pulls the hinted tables once
+   * per burst, so another client's change arrives within about
+   * `debounceMs` plus one pull; it reconnects with backoff, and falls back
+   * to the interval runs when the server has no live hints
+   * (`engine.live`, `live` events).
+   *
+   * @param options Interval, write delay, backoff cap, live mode.
    * @throws {RangeError} When an option is not a number of ms in its range
-   * (`intervalMs` from 1, the others from 0, all up to `2 ** 31 - 1`).
+   * (`intervalMs` from 1, the others from 0, all up to `2 ** 31 - 1`;
+   * `live.retryBaseMs` and `live.maxBackoffMs` from 1).
+   * @throws {TypeError} When `live` is neither a boolean nor an object.
+   *
+   * @example Live updates from another client
+   * ```ts
+   * import { SyncEngine } from "@offline-first/sync";
+   * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+   * import { createRestTransport } from "@offline-first/sync/transport/rest";
+   * import { createSyncServer } from "@offline-first/sync/server";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = createSyncServer();
+   * await using http = Deno.serve(
+   *   { port: 0, hostname: "127.0.0.1", onListen() {} },
+   *   server.fetch,
+   * );
+   * const baseUrl = `http://127.0.0.1:${http.addr.port}`;
+   * await using storageA = createMemoryStorage();
+   * await using storageB = createMemoryStorage();
+   * await using transportA = createRestTransport({ baseUrl });
+   * await using transportB = createRestTransport({ baseUrl });
+   * await using a = new SyncEngine({ storage: storageA, transport: transportA });
+   * await using b = new SyncEngine({ storage: storageB, transport: transportB });
+   * const todosA = a.table("todos");
+   * const todosB = b.table("todos");
+   *
+   * // B polls only hourly, but hears of changes at once.
+   * const open = new Promise((resolve) =>
+   *   b.on("live", (event) => event.state === "open" && resolve(event))
+   * );
+   * b.startAuto({ intervalMs: 3_600_000, live: true });
+   * await open;
+   * const seen = todosB.watch();
+   *
+   * a.startAuto({ afterWriteMs: 0 }); // push each write at once
+   * await todosA.put({ id: "t1", title: "Buy milk" });
+   * for await (const item of seen) {
+   *   if (item.type === "change" && item.origin === "pulled") break;
+   * }
+   * assert.equal((await todosB.get("t1"))?.title, "Buy milk");
+   * ```
    */
   startAuto(options: AutoSyncOptions = {}): void {
     assertOpen(this.#closed, "start auto sync");
+    const live = resolveLiveOptions(options.live);
     this.#autoSync.start(options);
     this.#status.setPaused(false);
+    this.#live.start(live);
   }
 
   /**
@@ -356,6 +432,7 @@ export class SyncEngine implements AsyncDisposable {
   stopAuto(): void {
     this.#autoSync.stop();
     if (!this.#closed) this.#status.setPaused(true);
+    void this.#live.stop();
   }
 
   /**
@@ -366,6 +443,8 @@ export class SyncEngine implements AsyncDisposable {
   close(): Promise<void> {
     if (this.#closing !== null) return this.#closing;
     this.#closed = true;
+    // Taken before stopAuto(), which would leave nothing to wait for.
+    const live = this.#live.stop();
     this.stopAuto();
     this.#closeController.abort(
       new ClosedError("Cannot continue sync as the engine is closed"),
@@ -377,6 +456,7 @@ export class SyncEngine implements AsyncDisposable {
     const running = this.#run?.promise;
     this.#closing = (async () => {
       await running?.catch(() => {});
+      await live;
       await this.#counts.settled();
       this.#status.patch({ phase: "closed", progress: null });
       this.#hub.clear();

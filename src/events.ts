@@ -74,6 +74,17 @@ export interface RecordChange {
   readonly origin: ChangeOrigin;
 }
 
+/**
+ * Where live mode stands (`startAuto({ live })`, ENGINE.md clause 27):
+ *
+ * - `off`: not asked for, or stopped;
+ * - `connecting`: opening the stream, or waiting to reconnect;
+ * - `open`: hints arrive; a hinted change is pulled within `debounceMs`;
+ * - `unsupported`: the transport or the server has no live hints; auto sync
+ *   polls every `intervalMs`.
+ */
+export type LiveState = "off" | "connecting" | "open" | "unsupported";
+
 /** Every event the engine emits, discriminated by `type`. */
 export type SyncEvent =
   | {
@@ -194,6 +205,11 @@ export type SyncEvent =
     /** `engine.status` changed (ENGINE.md clause 23): its new snapshot. */
     readonly type: "status";
     readonly status: SyncStatus;
+  }
+  | {
+    /** Live mode changed state. */
+    readonly type: "live";
+    readonly state: LiveState;
   }
   | {
     readonly type: "error";

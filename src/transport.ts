@@ -116,6 +116,31 @@ export type PushResult =
   };
 
 /**
+ * A live hint (CONTRACT.md §Live hint): the server committed changes to
+ * these kinds. It carries no records: the engine answers it with a pull.
+ */
+export interface LiveHint {
+  /**
+   * The kinds that changed. Empty in the first hint of every stream, which
+   * says only that the stream is open (changes made while it was not may
+   * have been missed).
+   */
+  readonly kinds: readonly string[];
+}
+
+/** Options of {@linkcode Transport.live}. */
+export interface LiveCallOptions {
+  /** Ends the stream: the iteration finishes, the request is cancelled. */
+  readonly signal: AbortSignal;
+  /**
+   * Receives what the transport skipped in the stream (an event that is not
+   * JSON, a kind the limits refuse, a line past the transport's bound); the
+   * stream goes on. The engine reports each as an `error` event.
+   */
+  readonly onProblem?: (error: SyncError) => void;
+}
+
+/**
  * How the engine reaches a backend.
  *
  * Every transport MUST:
@@ -165,6 +190,22 @@ export interface Transport extends AsyncDisposable {
     ops: readonly PushOp[],
     options?: TransportCallOptions,
   ): Promise<PushResult[]>;
+
+  /**
+   * Optional: the backend's live hints, read until the signal aborts. The
+   * first hint (`{ kinds: [] }`) comes once the server accepted the stream;
+   * each later one names kinds that changed. The iteration ends when the
+   * server ends the stream, and throws what broke it: a `ServerError` with
+   * code `"live_unsupported"` (not retryable) when the backend has no live
+   * hints, `AuthError`, a retryable `ServerError` (with `retryAfterMs`) or
+   * `NetworkError`. A transport without it, or a backend without the route,
+   * leaves the engine to interval polling.
+   *
+   * @param options The signal that ends the stream; where skipped bytes are
+   * reported.
+   * @returns The hints.
+   */
+  live?(options: LiveCallOptions): AsyncIterable<LiveHint>;
 
   /** Releases the transport. Idempotent. */
   close(): Promise<void>;

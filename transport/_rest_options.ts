@@ -107,6 +107,15 @@ export interface RestTransportOptions {
    */
   timeoutMs?: number;
   /**
+   * How long a live stream (`GET {base}/live`) may stay silent, in ms,
+   * before it is taken for dead and ends with a retryable `NetworkError`
+   * (the engine then reconnects). The contract's server pings at least
+   * every 25 s. `Infinity` disables it.
+   *
+   * @default {60_000}
+   */
+  liveIdleMs?: number;
+  /**
    * The most bytes of one response body the transport reads; the body is
    * read as it arrives and cancelled once it passes this size (or at once
    * when its `Content-Length` does). The default is well above the
@@ -191,6 +200,8 @@ export interface ResolvedOptions {
   readonly headers: Readonly<Record<string, string>>;
   /** See {@linkcode RestTransportOptions.timeoutMs}. */
   readonly timeoutMs: number;
+  /** See {@linkcode RestTransportOptions.liveIdleMs}. */
+  readonly liveIdleMs: number;
   /** See {@linkcode RestRetryOptions.attempts}. */
   readonly attempts: number;
   /** See {@linkcode RestRetryOptions.baseDelayMs}. */
@@ -287,6 +298,13 @@ export function resolveOptions(options: RestTransportOptions): ResolvedOptions {
     headers,
     timeoutMs: resolveNumber("timeoutMs", options.timeoutMs, {
       fallback: 30_000,
+      check: (value) =>
+        value === Infinity ||
+        (Number.isFinite(value) && value > 0 && value <= MAX_TIMER_MS),
+      problem: "is not a positive number of ms up to 2^31-1 or Infinity",
+    }),
+    liveIdleMs: resolveNumber("liveIdleMs", options.liveIdleMs, {
+      fallback: 60_000,
       check: (value) =>
         value === Infinity ||
         (Number.isFinite(value) && value > 0 && value <= MAX_TIMER_MS),

@@ -8,6 +8,8 @@
 
 import { ClosedError } from "../src/errors.ts";
 import type {
+  LiveCallOptions,
+  LiveHint,
   PullPage,
   PullRequest,
   PushOp,
@@ -17,6 +19,7 @@ import type {
 } from "../src/transport.ts";
 import { BatchSupport, pushBatches } from "./_rest_batch.ts";
 import type { ResolvedOptions } from "./_rest_options.ts";
+import { readLive } from "./_rest_live.ts";
 import { pullAction, pullPage } from "./_rest_pull.ts";
 import { planPush, pushEach } from "./_rest_push.ts";
 import { type Call, TokenSession } from "./_rest_session.ts";
@@ -71,6 +74,32 @@ export class RestTransport implements Transport {
       }
       return work.results;
     });
+  }
+
+  async *live(options: LiveCallOptions): AsyncGenerator<LiveHint> {
+    if (this.#closed) {
+      throw new ClosedError(
+        "Cannot read live hints as the transport is closed",
+      );
+    }
+    const signal = AbortSignal.any([this.#closing.signal, options.signal]);
+    // close() waits for the stream's request to end, as for any call.
+    const ended = Promise.withResolvers<void>();
+    this.#inflight.add(ended.promise);
+    try {
+      yield* readLive(this.#options, {
+        signal,
+        onProblem: options.onProblem,
+      });
+    } finally {
+      ended.resolve();
+      this.#inflight.delete(ended.promise);
+    }
+    if (this.#closed && !options.signal.aborted) {
+      throw new ClosedError(
+        "Cannot read live hints as the transport was closed",
+      );
+    }
   }
 
   async close(): Promise<void> {
