@@ -45,7 +45,9 @@
 export {
   type AutoSyncOptions,
   type Clock,
+  type EngineRole,
   type EngineStatus,
+  type SharedOptions,
   SyncEngine,
   type SyncEngineOptions,
   type SyncOptions,
@@ -104,6 +106,7 @@ export {
   StorageError,
   SyncError,
   type SyncErrorOptions,
+  SyncRequestTimeoutError,
   ValidationError,
   type ValidationIssue,
 } from "./src/errors.ts";

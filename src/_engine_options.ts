@@ -101,7 +101,62 @@ export interface SyncEngineOptions {
    * @default {console.error}
    */
   readonly onListenerError?: (error: unknown, event: SyncEvent) => void;
+  /**
+   * Shares the storage with engines in other processes or isolates
+   * (ENGINE.md clause 26): they elect one syncer with an expiring lease in
+   * the store; the others follow its results and ask it to sync. Off when
+   * absent: the engine assumes it is the store's only user.
+   *
+   * @default {undefined}
+   */
+  readonly shared?: SharedOptions;
 }
+
+/**
+ * Options of an engine that shares its storage with engines in other
+ * processes or isolates (see `docs/coordination.md`). Every engine of one
+ * store should use the same `leaseMs`.
+ */
+export interface SharedOptions {
+  /**
+   * How long the syncer's lease lasts without a renewal, in ms (at least
+   * 30). The syncer renews it every third of that; when the syncer dies,
+   * another engine takes over within about `leaseMs + pollMs`.
+   *
+   * @default {5000}
+   */
+  readonly leaseMs?: number;
+  /**
+   * How often every engine reads the store's lease and change feed, in ms
+   * (from 1 to `leaseMs`): how soon a follower sees the syncer's results.
+   *
+   * @default {500}
+   */
+  readonly pollMs?: number;
+  /**
+   * How long `sync()` on a follower waits for the syncer's answer before it
+   * rejects with a `SyncRequestTimeoutError`, in ms (at least 1).
+   *
+   * @default {60000}
+   */
+  readonly requestTimeoutMs?: number;
+  /**
+   * This engine's name in the lease and the feed: 1 to 128 characters,
+   * unique among the store's engines. A process that restarts under the
+   * same name takes its old lease back at once.
+   *
+   * @default {a random UUID}
+   */
+  readonly holder?: string;
+}
+
+/**
+ * What an engine sharing its storage does (ENGINE.md clause 26): the
+ * `syncer` holds the lease and runs every sync; a `follower` sees the
+ * syncer's results and asks it to sync. An engine without `shared` is
+ * always the `syncer`.
+ */
+export type EngineRole = "syncer" | "follower";
 
 /** Options of {@linkcode SyncEngine.sync}. */
 export interface SyncOptions {

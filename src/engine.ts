@@ -14,9 +14,11 @@ import {
   type TableDefaults,
 } from "./_engine_config.ts";
 import { executeRun } from "./_sync_run.ts";
+import { resolveShared, SharedCoordinator } from "./_shared.ts";
 import type {
   AutoSyncOptions,
   Clock,
+  EngineRole,
   EngineStatus,
   SyncEngineOptions,
   SyncOptions,
@@ -111,13 +113,15 @@ export class SyncEngine implements AsyncDisposable {
   #skewMs = 0;
   #skewKnown = false;
   #autoSync: AutoSync;
+  #shared: SharedCoordinator | null = null;
 
   /**
    * Constructs a new instance.
    *
    * @param options Storage, transport, strategy and injectable clock, ids,
    * timers.
-   * @throws {RangeError} When a numeric option is not a positive integer.
+   * @throws {RangeError} When a numeric option is not a positive integer,
+   * or a `shared` option is out of its range.
    * @throws {TypeError} When the strategy is unknown.
    */
   constructor(options: SyncEngineOptions) {
@@ -132,22 +136,42 @@ export class SyncEngine implements AsyncDisposable {
     this.#clock = options.clock ?? Date;
     const clock = this.#clock;
     this.#ids = options.ids ?? createUlid({ now: () => clock.now() });
+    const timers = options.timers ?? {
+      setTimeout: (callback, ms) => setTimeout(callback, ms),
+      clearTimeout: (handle) => clearTimeout(handle as number),
+    };
+    const shared = options.shared === undefined
+      ? null
+      : resolveShared(options.shared);
     this.#autoSync = new AutoSync({
       hub: this.#hub,
       clock,
-      timers: options.timers ?? {
-        setTimeout: (callback, ms) => setTimeout(callback, ms),
-        clearTimeout: (handle) => clearTimeout(handle as number),
-      },
+      timers,
       random: options.random ?? Math.random,
       closed: () => this.#closed,
       status: () => this.#status,
       running: () => this.#run?.promise ?? null,
       sync: () => this.sync(),
+      standby: () => this.#shared?.role === "follower",
     });
     this.#limits = resolveLimits(options);
     this.#defaults = resolveDefaults(options);
     this.#ctx = this.#createContext();
+    if (shared !== null) {
+      this.#shared = new SharedCoordinator({
+        storage: this.#storage,
+        hub: this.#hub,
+        clock,
+        timers,
+        writeRetries: this.#limits.writeRetries,
+        run: (mode, runOptions) =>
+          mode === "sync"
+            ? this.#start("sync", runOptions)
+            : this.#fullResync(runOptions),
+        running: () => this.#run?.promise ?? null,
+        wake: () => this.#autoSync.wake(),
+      }, shared);
+    }
     const guard = (action: string): void => assertOpen(this.#closed, action);
     this.outbox = new Outbox(this.#ctx, guard);
     this.conflicts = new ConflictInbox(this.#ctx, guard);
@@ -156,6 +180,16 @@ export class SyncEngine implements AsyncDisposable {
   /** Where the engine stands. */
   get status(): EngineStatus {
     return this.#status;
+  }
+
+  /**
+   * Whether this engine runs the syncs of its storage (ENGINE.md clause
+   * 26): an engine with the `shared` option is the `syncer` while it holds
+   * the store's lease and a `follower` otherwise (a `role` event tells each
+   * change); one without it is always the `syncer`.
+   */
+  get role(): EngineRole {
+    return this.#shared?.role ?? "syncer";
   }
 
   /**
@@ -241,14 +275,21 @@ export class SyncEngine implements AsyncDisposable {
 
   /**
    * Pushes the outbox, then pulls every table's changes. One run at a time
-   * (clause 18): a call during a run shares that run's result.
+   * (clause 18): a call during a run shares that run's result. On a
+   * follower of a shared storage (the `shared` option), asks the syncer to
+   * sync and resolves with its run's result.
    *
    * @param options Which tables to push and pull; a signal.
    * @returns The run's stats.
    * @throws {SyncError} A typed error when the run fails; nothing applied
    * is lost and the outbox is kept.
+   * @throws {SyncRequestTimeoutError} On a follower, when the syncer did
+   * not answer within `shared.requestTimeoutMs`.
    */
   sync(options: SyncOptions = {}): Promise<SyncResult> {
+    if (this.#shared !== null && !this.#closed) {
+      return this.#shared.run("sync", options);
+    }
     return this.#start("sync", options);
   }
 
@@ -261,7 +302,14 @@ export class SyncEngine implements AsyncDisposable {
    * @returns The run's stats.
    * @throws {SyncError} A typed error when the run fails.
    */
-  async fullResync(options: SyncOptions = {}): Promise<SyncResult> {
+  fullResync(options: SyncOptions = {}): Promise<SyncResult> {
+    if (this.#shared !== null && !this.#closed) {
+      return this.#shared.run("fullResync", options);
+    }
+    return this.#fullResync(options);
+  }
+
+  async #fullResync(options: SyncOptions): Promise<SyncResult> {
     while (this.#run !== null) {
       if (this.#run.mode === "fullResync") return await this.#run.promise;
       await this.#run.promise.catch(() => {});
@@ -305,6 +353,9 @@ export class SyncEngine implements AsyncDisposable {
     const running = this.#run?.promise;
     this.#closing = (async () => {
       await running?.catch(() => {});
+      await this.#shared?.close(
+        new ClosedError("Cannot sync as the engine is closed"),
+      );
       this.#status = "closed";
       this.#hub.clear();
     })();
