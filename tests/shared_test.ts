@@ -15,7 +15,7 @@ import {
   type Timers,
 } from "../mod.ts";
 import { SyncEngine } from "../src/engine.ts";
-import { FEED_RING, HEAD_KEY } from "../src/_feed.ts";
+import { FEED_RING, HEAD_KEY, headSeq, readEntries } from "../src/_feed.ts";
 import { LEASE_KEY } from "../src/_lease.ts";
 import type { Storage } from "../src/storage.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
@@ -229,6 +229,10 @@ Deno.test("shared: one engine holds the lease and only it runs auto sync", async
   assert.ok(runs(a) >= 5, `the syncer ran ${runs(a)} times`);
   assert.equal(runs(b) + runs(c), 0);
   assert.equal(g.maxRunning(), 1);
+  // The followers' auto sync did not ask the syncer either.
+  const [head] = await g.storage.getMeta([HEAD_KEY]);
+  const feed = await readEntries(g.storage, { after: 0, head: headSeq(head) });
+  assert.deepEqual(feed.entries.filter((entry) => "request" in entry), []);
   assert.deepEqual(
     a.events.filter((event) => event.type === "role"),
     [{ type: "role", role: "syncer" }],
