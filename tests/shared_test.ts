@@ -10,12 +10,19 @@
 import assert from "node:assert/strict";
 import {
   type SyncEngineOptions,
+  SyncError,
   type SyncEvent,
   SyncRequestTimeoutError,
   type Timers,
 } from "../mod.ts";
 import { SyncEngine } from "../src/engine.ts";
-import { FEED_RING, HEAD_KEY, headSeq, readEntries } from "../src/_feed.ts";
+import {
+  appendEntry,
+  FEED_RING,
+  HEAD_KEY,
+  headSeq,
+  readEntries,
+} from "../src/_feed.ts";
 import { LEASE_KEY } from "../src/_lease.ts";
 import type { Storage } from "../src/storage.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
@@ -110,14 +117,36 @@ function group(time: VirtualTime) {
   const nodes: Node[] = [];
   let running = 0;
   let maxRunning = 0;
+  /** While set, requests wait for it (or their signal). */
+  let gate: Promise<void> | null = null;
   const transport = createRestTransport({
     baseUrl: "http://sync.test",
-    fetch: (input, init) => server.fetch(new Request(input, init)),
+    fetch: async (input, init) => {
+      if (gate !== null) {
+        const signal = init?.signal;
+        await Promise.race([
+          gate,
+          new Promise((_, reject) =>
+            signal?.addEventListener("abort", () => reject(signal.reason))
+          ),
+        ]);
+      }
+      return await server.fetch(new Request(input, init));
+    },
   });
   return {
     storage,
     server,
     maxRunning: () => maxRunning,
+    /** Holds every request until the returned function is called. */
+    hold(): () => void {
+      let open!: () => void;
+      gate = new Promise((resolve) => open = resolve);
+      return () => {
+        gate = null;
+        open();
+      };
+    },
     add(holder: string, extra: Partial<SyncEngineOptions> = {}): Node {
       const timers = time.timers();
       const engine = new SyncEngine({
@@ -419,13 +448,12 @@ Deno.test("shared: a follower that fell behind the feed, or a change too large t
   assert.deepEqual((await next).value, { type: "overflow" });
   // The feed moved on by more than its ring while b did not look.
   b.timers.freeze();
-  const [head] = await g.storage.getMeta([HEAD_KEY]);
-  const seq = (head!.value as { seq: number }).seq;
-  await g.storage.write([{
-    type: "putMeta",
-    key: HEAD_KEY,
-    value: { seq: seq + FEED_RING + 1 },
-  }]);
+  for (let i = 0; i <= FEED_RING; i++) {
+    await appendEntry(g.storage, {
+      from: "x",
+      body: { changes: { origin: "pulled", kinds: {} } },
+    }, 3);
+  }
   b.timers.thaw();
   next = watch.next();
   await time.advance(POLL_MS);
@@ -436,4 +464,35 @@ Deno.test("shared: a follower that fell behind the feed, or a change too large t
     ),
   );
   await watch.return!();
+});
+
+Deno.test("shared: a syncer whose lease was taken steps down and its run stops", async () => {
+  const time = new VirtualTime();
+  await using g = group(time);
+  const a = g.add("a");
+  const b = g.add("b");
+  await time.advance(POLL_MS);
+  assert.equal(a.engine.role, "syncer");
+  const release = g.hold();
+  const run = a.engine.sync();
+  let error: unknown;
+  run.catch((reason) => error = reason);
+  await time.advance(1);
+  const [entry] = await g.storage.getMeta([LEASE_KEY]);
+  await g.storage.write([{
+    type: "putMeta",
+    key: LEASE_KEY,
+    value: { holder: "intruder", expiresAt: time.now + 60_000 },
+    expect: entry!.rev,
+  }]);
+  await time.advance(POLL_MS);
+  assert.equal(a.engine.role, "follower");
+  assert.equal(b.engine.role, "follower");
+  await time.until(() => error !== undefined, 1000);
+  assert.ok(error instanceof SyncError);
+  assert.match(
+    error.message,
+    /^Cannot continue sync as this engine lost the store's lease: current value is "a"$/,
+  );
+  release();
 });
