@@ -471,7 +471,8 @@ Deno.test("shared: a syncer whose lease was taken steps down and its run stops",
   await using g = group(time);
   const a = g.add("a");
   const b = g.add("b");
-  await time.advance(POLL_MS);
+  // Just past a renewal (at leaseMs / 3), so only the poll sees the loss.
+  await time.advance(LEASE_MS / 3 + 10);
   assert.equal(a.engine.role, "syncer");
   const release = g.hold();
   const run = a.engine.sync();
