@@ -497,3 +497,34 @@ Deno.test("shared: a syncer whose lease was taken steps down and its run stops",
   );
   release();
 });
+
+Deno.test("shared: a request the dead syncer never answered is sent again to the next one", async () => {
+  const time = new VirtualTime();
+  await using g = group(time);
+  const a = g.add("a");
+  // b waits longer before it takes a lease over, so c does.
+  const b = g.add("b", {
+    shared: { leaseMs: LEASE_MS * 10, pollMs: POLL_MS, holder: "b" },
+  });
+  const c = g.add("c");
+  await time.advance(POLL_MS);
+  a.timers.freeze();
+  let result: { runId: number } | undefined;
+  b.engine.sync().then((value) => result = value, () => {});
+  await time.until(() => result !== undefined, LEASE_MS * 3);
+  assert.equal(c.engine.role, "syncer");
+  assert.deepEqual([runs(a), runs(b), runs(c)], [0, 0, 1]);
+});
+
+Deno.test("shared: a process restarted under its holder name takes its lease back at once", async () => {
+  const time = new VirtualTime();
+  await using g = group(time);
+  const a = g.add("a");
+  const b = g.add("b");
+  await time.advance(POLL_MS);
+  a.timers.freeze(); // a crashed, its lease still stored
+  const again = g.add("a");
+  await time.advance(POLL_MS);
+  assert.equal(again.engine.role, "syncer");
+  assert.equal(b.engine.role, "follower");
+});
