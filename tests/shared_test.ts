@@ -528,3 +528,23 @@ Deno.test("shared: a process restarted under its holder name takes its lease bac
   assert.equal(again.engine.role, "syncer");
   assert.equal(b.engine.role, "follower");
 });
+
+Deno.test("shared: a request during a run gets a fresh run, which pushes the follower's write", async () => {
+  const time = new VirtualTime();
+  await using g = group(time);
+  const a = g.add("a");
+  const b = g.add("b");
+  await time.advance(POLL_MS);
+  const release = g.hold();
+  const first = a.engine.sync(); // waits in its pull
+  await time.advance(1);
+  await b.engine.table("todos").put({ id: "w1", title: "during a run" });
+  let result: { stats: { pushed: number } } | undefined;
+  b.engine.sync().then((value) => result = value, () => {});
+  await time.advance(POLL_MS);
+  release();
+  assert.equal((await first).stats.pushed, 0);
+  await time.until(() => result !== undefined, 1000);
+  assert.equal(result!.stats.pushed, 1);
+  assert.equal(runs(a), 2);
+});
