@@ -114,8 +114,50 @@ export interface SyncEngineOptions {
 
 /**
  * Options of an engine that shares its storage with engines in other
- * processes or isolates (see `docs/coordination.md`). Every engine of one
- * store should use the same `leaseMs`.
+ * processes or isolates (ENGINE.md clause 26, `docs/coordination.md`). The
+ * engines elect one syncer with an expiring lease in the store; the others
+ * follow: they see its results through the store's change feed (`watch()`
+ * and `change` events), their writes are pushed by it, and their `sync()`
+ * asks it to sync. Every engine of one store should register the same
+ * tables (the syncer syncs its own) and use the same `leaseMs`.
+ *
+ * @example A follower's write, pushed by the syncer
+ * ```ts
+ * import { SyncEngine } from "@offline-first/sync";
+ * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+ * import { createRestTransport } from "@offline-first/sync/transport/rest";
+ * import { createSyncServer } from "@offline-first/sync/server";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = createSyncServer();
+ * await using http = Deno.serve(
+ *   { port: 0, hostname: "127.0.0.1", onListen() {} },
+ *   server.fetch,
+ * );
+ * await using transport = createRestTransport({
+ *   baseUrl: `http://127.0.0.1:${http.addr.port}`,
+ * });
+ * // One store, two engines: in an app, processes opening one SQLite or KV file.
+ * await using storage = createMemoryStorage();
+ * await using a = new SyncEngine({
+ *   storage,
+ *   transport,
+ *   shared: { holder: "a", pollMs: 50 },
+ * });
+ * a.table("todos"); // the syncer syncs the tables it has: register them all
+ * await new Promise((resolve) => a.on("role", resolve)); // a takes the lease
+ * await using b = new SyncEngine({
+ *   storage,
+ *   transport,
+ *   shared: { holder: "b", pollMs: 50 },
+ * });
+ * assert.equal(a.role, "syncer");
+ * assert.equal(b.role, "follower");
+ *
+ * await b.table("todos").put({ id: "1", title: "written by b" });
+ * const { stats } = await b.sync(); // a runs it and answers
+ * assert.equal(stats.pushed, 1);
+ * ```
  */
 export interface SharedOptions {
   /**
