@@ -13,7 +13,12 @@
  * @module
  */
 
-import { StorageError } from "./errors.ts";
+import {
+  type ErrorCategory,
+  StorageError,
+  SyncError,
+  toSyncError,
+} from "./errors.ts";
 import {
   isJsonObject,
   type JsonObject,
@@ -211,4 +216,61 @@ export function feedKinds(changed: Map<string, Set<string>>): FeedKinds {
     setOwn(kinds as JsonObject, kind, ids.size > MAX_FEED_IDS ? "*" : [...ids]);
   }
   return kinds;
+}
+
+/** The categories a reply may name; another becomes `server`. */
+const CATEGORIES: readonly ErrorCategory[] = [
+  "network",
+  "auth",
+  "server",
+  "rejected",
+  "conflict",
+  "parse",
+  "validation",
+  "storage",
+  "closed",
+];
+
+/**
+ * An error as a feed reply carries it.
+ *
+ * @param error What the syncer's run threw.
+ * @returns Its name, message, category, retryability, status and code.
+ */
+export function describeError(error: unknown): JsonObject {
+  const typed = toSyncError(error);
+  return {
+    name: typed.name,
+    message: typed.message,
+    category: typed.category,
+    retryable: typed.retryable,
+    ...(typed.status === undefined ? {} : { status: typed.status }),
+    ...(typed.code === undefined ? {} : { code: typed.code }),
+  };
+}
+
+/**
+ * The syncer's error, rebuilt from its reply.
+ *
+ * @param value What the reply carries.
+ * @returns A `SyncError` with the same name, message and fields.
+ */
+export function readError(value: unknown): SyncError {
+  const described = isJsonObject(value) ? value : {};
+  const { name, message, category, retryable, status, code } = described;
+  const error = new SyncError(
+    typeof message === "string"
+      ? message
+      : "Cannot sync as the store's syncer failed",
+    {
+      category: CATEGORIES.includes(category as ErrorCategory)
+        ? category as ErrorCategory
+        : "server",
+      retryable: retryable === true,
+      ...(typeof status === "number" ? { status } : {}),
+      ...(typeof code === "string" ? { code } : {}),
+    },
+  );
+  if (typeof name === "string") error.name = name;
+  return error;
 }

@@ -12,87 +12,29 @@
  * @module
  */
 
-import { MAX_TIMER_MS } from "./backoff.ts";
 import type {
   Clock,
   EngineRole,
-  SharedOptions,
   SyncOptions,
   SyncResult,
   Timers,
 } from "./_engine_options.ts";
-import {
-  type ErrorCategory,
-  SyncError,
-  SyncRequestTimeoutError,
-  toSyncError,
-} from "./errors.ts";
+import { SyncError, SyncRequestTimeoutError, toSyncError } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import {
   appendEntry,
+  describeError,
   type FeedBody,
   feedKinds,
   HEAD_KEY,
   headSeq,
   readEntries,
+  readError,
 } from "./_feed.ts";
+import type { ResolvedShared } from "./_shared_options.ts";
 import { isJsonObject, type JsonObject } from "./json.ts";
 import { Lease, LEASE_KEY, readLease } from "./_lease.ts";
 import type { Storage } from "./storage.ts";
-
-/** {@linkcode SharedOptions} with every default filled in. */
-export interface ResolvedShared {
-  readonly leaseMs: number;
-  readonly pollMs: number;
-  readonly requestTimeoutMs: number;
-  readonly holder: string;
-}
-
-/**
- * Checks the options of a shared engine and fills in the defaults.
- *
- * @param options What the app gave.
- * @returns The settings.
- * @throws {RangeError} When a duration is not an integer in its range, or
- * the holder's name is empty or longer than 128 characters.
- * @throws {TypeError} When the holder's name is not a string.
- */
-export function resolveShared(options: SharedOptions): ResolvedShared {
-  const leaseMs = options.leaseMs ?? 5000;
-  checkMs("leaseMs", leaseMs, 30);
-  const pollMs = options.pollMs ?? Math.min(500, leaseMs);
-  checkMs("pollMs", pollMs, 1, leaseMs);
-  const requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
-  checkMs("requestTimeoutMs", requestTimeoutMs, 1);
-  const holder = options.holder ?? crypto.randomUUID();
-  if (typeof holder !== "string") {
-    throw new TypeError(
-      `Cannot share storage as holder is not a string: current value is ${typeof holder}`,
-    );
-  }
-  if (holder.length < 1 || holder.length > 128) {
-    throw new RangeError(
-      `Cannot share storage as holder is not 1 to 128 characters long: current value is ${holder.length}`,
-    );
-  }
-  return { leaseMs, pollMs, requestTimeoutMs, holder };
-}
-
-function checkMs(
-  name: string,
-  value: unknown,
-  min: number,
-  max = MAX_TIMER_MS,
-) {
-  if (
-    typeof value !== "number" || !Number.isInteger(value) || value < min ||
-    value > max
-  ) {
-    throw new RangeError(
-      `Cannot share storage as ${name} is not an integer number of ms from ${min} to ${max}: current value is ${value}`,
-    );
-  }
-}
 
 /** What the coordinator needs from its engine. */
 export interface SharedHost {
@@ -286,28 +228,41 @@ export class SharedCoordinator {
 
   async #readFeed(head: number): Promise<void> {
     const after = this.#seen;
-    this.#seen = head;
-    if (after === null || head === after) return;
-    if (head < after) {
-      // The feed was reset (the store emptied by hand): start over.
-      this.#emitMissed(null);
+    if (after === null || head <= after) {
+      // The first poll starts at the head; a head that went back means the
+      // feed was reset (the store emptied by hand): start over from it.
+      if (after !== null && head < after) this.#emitMissed(null);
+      this.#seen = head;
       return;
     }
+    // A failed read throws before `#seen` moves: the next poll reads again.
     const { entries, missed } = await readEntries(this.#host.storage, {
       after,
       head,
     });
+    this.#seen = head;
     if (missed) this.#emitMissed(null);
     const requests: Pending[] = [];
     for (const entry of entries) {
       if (entry.from === this.#options.holder) continue;
-      if ("changes" in entry) await this.#replay(entry.changes);
-      else if ("reply" in entry) this.#answer(entry.reply);
+      if ("changes" in entry) {
+        try {
+          await this.#replay(entry.changes);
+        } catch (error) {
+          // The records could not be read: watchers re-read instead.
+          this.#report(error);
+          this.#emitMissed(Object.keys(entry.changes.kinds));
+        }
+      } else if ("reply" in entry) this.#answer(entry.reply);
       else if ("request" in entry && this.#role === "syncer") {
         const { id, mode, pushKinds, pullKinds } = entry.request;
         const options: SyncOptions = {
-          ...(Array.isArray(pushKinds) ? { pushKinds } : {}),
-          ...(Array.isArray(pullKinds) ? { pullKinds } : {}),
+          ...(Array.isArray(pushKinds)
+            ? { pushKinds: strings(pushKinds) }
+            : {}),
+          ...(Array.isArray(pullKinds)
+            ? { pullKinds: strings(pullKinds) }
+            : {}),
         };
         requests.push({
           id,
@@ -332,7 +287,7 @@ export class SharedCoordinator {
         this.#emitMissed([kind]);
         continue;
       }
-      const names = ids.filter((id): id is string => typeof id === "string");
+      const names = strings(ids);
       for (let start = 0; start < names.length; start += 100) {
         const chunk = names.slice(start, start + 100);
         const records = await this.#host.storage.getRecords(kind, chunk);
@@ -554,56 +509,15 @@ export class SharedCoordinator {
   }
 }
 
+/** The strings of a list read from the store. */
+function strings(list: readonly unknown[]): string[] {
+  return list.filter((item): item is string => typeof item === "string");
+}
+
 function union(
   lists: (readonly string[] | undefined)[],
   name: "pushKinds" | "pullKinds",
 ): SyncOptions {
   if (lists.some((list) => list === undefined)) return {};
   return { [name]: [...new Set(lists.flatMap((list) => list ?? []))] };
-}
-
-const CATEGORIES: readonly ErrorCategory[] = [
-  "network",
-  "auth",
-  "server",
-  "rejected",
-  "conflict",
-  "parse",
-  "validation",
-  "storage",
-  "closed",
-];
-
-/** An error as a feed reply carries it. */
-function describeError(error: unknown): JsonObject {
-  const typed = toSyncError(error);
-  return {
-    name: typed.name,
-    message: typed.message,
-    category: typed.category,
-    retryable: typed.retryable,
-    ...(typed.status === undefined ? {} : { status: typed.status }),
-    ...(typed.code === undefined ? {} : { code: typed.code }),
-  };
-}
-
-/** The syncer's error, rebuilt from its reply. */
-function readError(value: unknown): SyncError {
-  const described = isJsonObject(value) ? value : {};
-  const { name, message, category, retryable, status, code } = described;
-  const error = new SyncError(
-    typeof message === "string"
-      ? message
-      : "Cannot sync as the store's syncer failed",
-    {
-      category: CATEGORIES.includes(category as ErrorCategory)
-        ? category as ErrorCategory
-        : "server",
-      retryable: retryable === true,
-      ...(typeof status === "number" ? { status } : {}),
-      ...(typeof code === "string" ? { code } : {}),
-    },
-  );
-  if (typeof name === "string") error.name = name;
-  return error;
 }

@@ -14,7 +14,8 @@ import {
   type TableDefaults,
 } from "./_engine_config.ts";
 import { executeRun } from "./_sync_run.ts";
-import { resolveShared, SharedCoordinator } from "./_shared.ts";
+import { SharedCoordinator } from "./_shared.ts";
+import { resolveShared } from "./_shared_options.ts";
 import type {
   AutoSyncOptions,
   Clock,

@@ -548,3 +548,21 @@ Deno.test("shared: a request during a run gets a fresh run, which pushes the fol
   assert.equal(result!.stats.pushed, 1);
   assert.equal(runs(a), 2);
 });
+
+Deno.test("shared: a follower's sync() rejects with the syncer's error, rebuilt", async () => {
+  const time = new VirtualTime();
+  await using g = group(time);
+  g.add("a");
+  const b = g.add("b");
+  await time.advance(POLL_MS);
+  let error: unknown;
+  b.engine.sync({ pullKinds: ["nope"] }).catch((reason) => error = reason);
+  await time.until(() => error !== undefined, 1000);
+  assert.ok(error instanceof SyncError);
+  assert.equal(error.category, "validation");
+  assert.equal(error.retryable, false);
+  assert.equal(
+    error.message,
+    'Cannot pull as the kind is not registered: current value is "nope"',
+  );
+});
