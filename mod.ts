@@ -45,7 +45,9 @@
 export {
   type AutoSyncOptions,
   type Clock,
+  type EngineRole,
   type LiveOptions,
+  type SharedOptions,
   SyncEngine,
   type SyncEngineOptions,
   type SyncOptions,
@@ -113,6 +115,7 @@ export {
   StorageError,
   SyncError,
   type SyncErrorOptions,
+  SyncRequestTimeoutError,
   ValidationError,
   type ValidationIssue,
 } from "./src/errors.ts";

@@ -40,6 +40,11 @@ export interface AutoSyncHost {
   running(): Promise<SyncResult> | null;
   /** Starts (or shares) a sync run. */
   sync(): Promise<SyncResult>;
+  /**
+   * Whether another engine sharing the storage syncs it now (clause 26):
+   * the timer then only re-arms.
+   */
+  standby?(): boolean;
 }
 
 /** The background runs of one engine: `startAuto()` and `stopAuto()`. */
@@ -96,7 +101,9 @@ export class AutoSync {
     const offWrite = resolved.afterWriteMs === null
       ? () => {}
       : this.#host.hub.on("change", (event) => {
-        if (event.origin !== "local" || this.#auto === null) return;
+        // `remote`: another engine sharing the storage wrote (clause 26).
+        if (event.origin !== "local" && event.origin !== "remote") return;
+        if (this.#auto === null) return;
         const soon = this.#host.clock.now() + resolved.afterWriteMs!;
         this.#schedule(Math.max(soon, this.#auto.notBefore), false);
       });
@@ -117,6 +124,18 @@ export class AutoSync {
     this.#host.timers.clearTimeout(this.#auto.timer);
     this.#auto.offWrite();
     this.#auto = null;
+  }
+
+  /**
+   * Brings the next background run forward to now, if auto sync is on
+   * (a new syncer of a shared storage catches up).
+   */
+  wake(): void {
+    if (this.#auto === null) return;
+    this.#schedule(
+      Math.max(this.#host.clock.now(), this.#auto.notBefore),
+      false,
+    );
   }
 
   /**
@@ -144,7 +163,10 @@ export class AutoSync {
   async #tick(): Promise<void> {
     const auto = this.#auto;
     if (auto === null || this.#host.closed()) return;
-    if (this.#host.status().connection === "auth") {
+    if (
+      this.#host.status().connection === "auth" ||
+      this.#host.standby?.() === true
+    ) {
       this.#schedule(this.#host.clock.now() + auto.options.intervalMs, true);
       return;
     }

@@ -101,7 +101,104 @@ export interface SyncEngineOptions {
    * @default {console.error}
    */
   readonly onListenerError?: (error: unknown, event: SyncEvent) => void;
+  /**
+   * Shares the storage with engines in other processes or isolates
+   * (ENGINE.md clause 26): they elect one syncer with an expiring lease in
+   * the store; the others follow its results and ask it to sync. Off when
+   * absent: the engine assumes it is the store's only user.
+   *
+   * @default {undefined}
+   */
+  readonly shared?: SharedOptions;
 }
+
+/**
+ * Options of an engine that shares its storage with engines in other
+ * processes or isolates (ENGINE.md clause 26, `docs/coordination.md`). The
+ * engines elect one syncer with an expiring lease in the store; the others
+ * follow: they see its results through the store's change feed (`watch()`
+ * and `change` events), their writes are pushed by it, and their `sync()`
+ * asks it to sync. Every engine of one store should register the same
+ * tables (the syncer syncs its own) and use the same `leaseMs`.
+ *
+ * @example A follower's write, pushed by the syncer
+ * ```ts
+ * import { SyncEngine } from "@offline-first/sync";
+ * import { createMemoryStorage } from "@offline-first/sync/storage/memory";
+ * import { createRestTransport } from "@offline-first/sync/transport/rest";
+ * import { createSyncServer } from "@offline-first/sync/server";
+ * import assert from "node:assert/strict";
+ *
+ * await using server = createSyncServer();
+ * await using http = Deno.serve(
+ *   { port: 0, hostname: "127.0.0.1", onListen() {} },
+ *   server.fetch,
+ * );
+ * await using transport = createRestTransport({
+ *   baseUrl: `http://127.0.0.1:${http.addr.port}`,
+ * });
+ * // One store, two engines: in an app, processes opening one SQLite or KV file.
+ * await using storage = createMemoryStorage();
+ * await using a = new SyncEngine({
+ *   storage,
+ *   transport,
+ *   shared: { holder: "a", pollMs: 50 },
+ * });
+ * a.table("todos"); // the syncer syncs the tables it has: register them all
+ * await new Promise((resolve) => a.on("role", resolve)); // a takes the lease
+ * await using b = new SyncEngine({
+ *   storage,
+ *   transport,
+ *   shared: { holder: "b", pollMs: 50 },
+ * });
+ * assert.equal(a.role, "syncer");
+ * assert.equal(b.role, "follower");
+ *
+ * await b.table("todos").put({ id: "1", title: "written by b" });
+ * const { stats } = await b.sync(); // a runs it and answers
+ * assert.equal(stats.pushed, 1);
+ * ```
+ */
+export interface SharedOptions {
+  /**
+   * How long the syncer's lease lasts without a renewal, in ms (at least
+   * 30). The syncer renews it every third of that; when the syncer dies,
+   * another engine takes over within about `leaseMs + pollMs`.
+   *
+   * @default {5000}
+   */
+  readonly leaseMs?: number;
+  /**
+   * How often every engine reads the store's lease and change feed, in ms
+   * (from 1 to `leaseMs`): how soon a follower sees the syncer's results.
+   *
+   * @default {500}
+   */
+  readonly pollMs?: number;
+  /**
+   * How long `sync()` on a follower waits for the syncer's answer before it
+   * rejects with a `SyncRequestTimeoutError`, in ms (at least 1).
+   *
+   * @default {60000}
+   */
+  readonly requestTimeoutMs?: number;
+  /**
+   * This engine's name in the lease and the feed: 1 to 128 characters,
+   * unique among the store's engines. A process that restarts under the
+   * same name takes its old lease back at once.
+   *
+   * @default {a random UUID}
+   */
+  readonly holder?: string;
+}
+
+/**
+ * What an engine sharing its storage does (ENGINE.md clause 26): the
+ * `syncer` holds the lease and runs every sync; a `follower` sees the
+ * syncer's results and asks it to sync. An engine without `shared` is
+ * always the `syncer`.
+ */
+export type EngineRole = "syncer" | "follower";
 
 /** Options of {@linkcode SyncEngine.sync}. */
 export interface SyncOptions {

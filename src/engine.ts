@@ -17,9 +17,12 @@ import {
 import { observeWrites, OpCounts } from "./_op_counts.ts";
 import { StatusKeeper, type SyncStatus } from "./_status.ts";
 import { executeRun } from "./_sync_run.ts";
+import { SharedCoordinator } from "./_shared.ts";
+import { resolveShared } from "./_shared_options.ts";
 import type {
   AutoSyncOptions,
   Clock,
+  EngineRole,
   SyncEngineOptions,
   SyncOptions,
   SyncResult,
@@ -121,13 +124,15 @@ export class SyncEngine implements AsyncDisposable {
   #autoSync: AutoSync;
   #outcomes = new OutcomeRegistry();
   #live: LiveSync;
+  #shared: SharedCoordinator | null = null;
 
   /**
    * Constructs a new instance.
    *
    * @param options Storage, transport, strategy and injectable clock, ids,
    * timers.
-   * @throws {RangeError} When a numeric option is not a positive integer.
+   * @throws {RangeError} When a numeric option is not a positive integer,
+   * or a `shared` option is out of its range.
    * @throws {TypeError} When the strategy is unknown.
    */
   constructor(options: SyncEngineOptions) {
@@ -161,6 +166,9 @@ export class SyncEngine implements AsyncDisposable {
       setTimeout: (callback, ms) => setTimeout(callback, ms),
       clearTimeout: (handle) => clearTimeout(handle as number),
     };
+    const shared = options.shared === undefined
+      ? null
+      : resolveShared(options.shared);
     this.#autoSync = new AutoSync({
       hub: this.#hub,
       clock,
@@ -170,6 +178,7 @@ export class SyncEngine implements AsyncDisposable {
       status: () => this.#status.current,
       running: () => this.#run?.promise ?? null,
       sync: () => this.sync(),
+      standby: () => this.#shared?.role === "follower",
     });
     this.#live = new LiveSync({
       hub: this.#hub,
@@ -186,6 +195,21 @@ export class SyncEngine implements AsyncDisposable {
     this.#limits = resolveLimits(options);
     this.#defaults = resolveDefaults(options);
     this.#ctx = this.#createContext();
+    if (shared !== null) {
+      this.#shared = new SharedCoordinator({
+        storage: this.#storage,
+        hub: this.#hub,
+        clock,
+        timers,
+        writeRetries: this.#limits.writeRetries,
+        run: (mode, runOptions) =>
+          mode === "sync"
+            ? this.#start("sync", runOptions)
+            : this.#fullResync(runOptions),
+        running: () => this.#run?.promise ?? null,
+        wake: () => this.#autoSync.wake(),
+      }, shared);
+    }
     const guard = (action: string): void => assertOpen(this.#closed, action);
     this.outbox = new Outbox(this.#ctx, guard);
     this.conflicts = new ConflictInbox(this.#ctx, guard);
@@ -243,6 +267,16 @@ export class SyncEngine implements AsyncDisposable {
    */
   get live(): LiveState {
     return this.#live.state;
+  }
+
+  /**
+   * Whether this engine runs the syncs of its storage (ENGINE.md clause
+   * 26): an engine with the `shared` option is the `syncer` while it holds
+   * the store's lease and a `follower` otherwise (a `role` event tells each
+   * change); one without it is always the `syncer`.
+   */
+  get role(): EngineRole {
+    return this.#shared?.role ?? "syncer";
   }
 
   /**
@@ -330,14 +364,21 @@ export class SyncEngine implements AsyncDisposable {
 
   /**
    * Pushes the outbox, then pulls every table's changes. One run at a time
-   * (clause 18): a call during a run shares that run's result.
+   * (clause 18): a call during a run shares that run's result. On a
+   * follower of a shared storage (the `shared` option), asks the syncer to
+   * sync and resolves with its run's result.
    *
    * @param options Which tables to push and pull; a signal.
    * @returns The run's stats.
    * @throws {SyncError} A typed error when the run fails; nothing applied
    * is lost and the outbox is kept.
+   * @throws {SyncRequestTimeoutError} On a follower, when the syncer did
+   * not answer within `shared.requestTimeoutMs`.
    */
   sync(options: SyncOptions = {}): Promise<SyncResult> {
+    if (this.#shared !== null && !this.#closed) {
+      return this.#shared.run("sync", options);
+    }
     return this.#start("sync", options);
   }
 
@@ -350,7 +391,14 @@ export class SyncEngine implements AsyncDisposable {
    * @returns The run's stats.
    * @throws {SyncError} A typed error when the run fails.
    */
-  async fullResync(options: SyncOptions = {}): Promise<SyncResult> {
+  fullResync(options: SyncOptions = {}): Promise<SyncResult> {
+    if (this.#shared !== null && !this.#closed) {
+      return this.#shared.run("fullResync", options);
+    }
+    return this.#fullResync(options);
+  }
+
+  async #fullResync(options: SyncOptions): Promise<SyncResult> {
     while (this.#run !== null) {
       if (this.#run.mode === "fullResync") return await this.#run.promise;
       await this.#run.promise.catch(() => {});
@@ -457,6 +505,9 @@ export class SyncEngine implements AsyncDisposable {
     this.#closing = (async () => {
       await running?.catch(() => {});
       await live;
+      await this.#shared?.close(
+        new ClosedError("Cannot sync as the engine is closed"),
+      );
       await this.#counts.settled();
       this.#status.patch({ phase: "closed", progress: null });
       this.#hub.clear();

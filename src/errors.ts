@@ -316,6 +316,22 @@ export class ClosedError extends SyncError {
 }
 
 /**
+ * A follower's `sync()` got no answer from the store's syncer in time
+ * (ENGINE.md clause 26). The syncer may still run the sync; retryable.
+ */
+export class SyncRequestTimeoutError extends SyncError {
+  /**
+   * Constructs a new instance.
+   *
+   * @param message What was waited for.
+   */
+  constructor(message: string) {
+    super(message, { category: "network", retryable: true });
+    this.name = "SyncRequestTimeoutError";
+  }
+}
+
+/**
  * Wraps anything thrown into a {@linkcode SyncError}, keeping SyncErrors as
  * they are.
  *

@@ -56,9 +56,11 @@ export type RecordProblem =
  * - `local`: a write of this app (or a quarantined op edited or dropped);
  * - `pushed`: the server's answer to this client's own push (its stored
  *   version after an acknowledged write, or what a conflict resolved to);
- * - `pulled`: a pull brought another client's change.
+ * - `pulled`: a pull brought another client's change;
+ * - `remote`: another engine sharing this storage wrote it locally
+ *   (ENGINE.md clause 26; its pushes and pulls keep their own origin).
  */
-export type ChangeOrigin = "local" | "pushed" | "pulled";
+export type ChangeOrigin = "local" | "pushed" | "pulled" | "remote";
 
 /** A change to a record as the app sees it. */
 export interface RecordChange {
@@ -210,6 +212,20 @@ export type SyncEvent =
     /** Live mode changed state. */
     readonly type: "live";
     readonly state: LiveState;
+  }
+  | {
+    /**
+     * Changes made by another engine sharing this storage were missed
+     * (its change feed moved on too far, or named too many records): the
+     * app should re-read these tables. `kinds` is `null` for every table.
+     */
+    readonly type: "changesMissed";
+    readonly kinds: readonly string[] | null;
+  }
+  | {
+    /** This engine became the store's syncer, or a follower (clause 26). */
+    readonly type: "role";
+    readonly role: "syncer" | "follower";
   }
   | {
     readonly type: "error";

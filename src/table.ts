@@ -537,6 +537,14 @@ export class Table<T = JsonObject> {
       }
       wake?.();
     }, { signal });
+    // Another engine on this storage changed records this one cannot name
+    // (clause 26): the reader re-reads, as after its own overflow.
+    const offMissed = this.#ctx.hub.on("changesMissed", (event) => {
+      if (event.kinds !== null && !event.kinds.includes(this.kind)) return;
+      buffer.length = 0;
+      buffer.push({ type: "overflow" });
+      wake?.();
+    }, { signal });
     signal.addEventListener("abort", () => wake?.(), { once: true });
     const iterator: AsyncIterableIterator<WatchItem<T>> = {
       async next(): Promise<IteratorResult<WatchItem<T>>> {
@@ -550,6 +558,7 @@ export class Table<T = JsonObject> {
       },
       return(): Promise<IteratorResult<WatchItem<T>>> {
         off();
+        offMissed();
         buffer.length = 0;
         return Promise.resolve({ done: true, value: undefined });
       },
