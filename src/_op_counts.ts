@@ -78,6 +78,7 @@ export class OpCounts {
   /** Quarantined and parked ops by id; every other op is pending. */
   #held = new Map<string, "quarantined" | "parked">();
   #pending = 0;
+  #quarantined = 0;
   #active = false;
   #known = false;
   /** Bumped as each write starts and ends, so a count knows it raced one. */
@@ -188,6 +189,8 @@ export class OpCounts {
       const was = before.get(opId) ?? null;
       if (was === "pending") this.#pending--;
       if (state === "pending") this.#pending++;
+      if (was === "quarantined") this.#quarantined--;
+      if (state === "quarantined") this.#quarantined++;
       if (state === "quarantined" || state === "parked") {
         this.#held.set(opId, state);
       } else this.#held.delete(opId);
@@ -196,14 +199,10 @@ export class OpCounts {
   }
 
   #report(): void {
-    let quarantined = 0;
-    for (const state of this.#held.values()) {
-      if (state === "quarantined") quarantined++;
-    }
     this.#changed({
       pending: Math.max(0, this.#pending),
-      quarantined,
-      deferred: this.#held.size - quarantined,
+      quarantined: this.#quarantined,
+      deferred: this.#held.size - this.#quarantined,
     });
   }
 
@@ -233,6 +232,10 @@ export class OpCounts {
       if (epoch !== this.#epoch || this.#writing !== 0) continue;
       this.#pending = pending;
       this.#held = held;
+      this.#quarantined = 0;
+      for (const state of held.values()) {
+        if (state === "quarantined") this.#quarantined++;
+      }
       this.#known = true;
       this.#report();
       return;

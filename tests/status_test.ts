@@ -19,6 +19,7 @@ import {
   type SyncStatus,
   type Timers,
 } from "../mod.ts";
+import { observeWrites, OpCounts } from "../src/_op_counts.ts";
 import { StatusKeeper } from "../src/_status.ts";
 import type { Storage } from "../src/storage.ts";
 import type {
@@ -31,6 +32,7 @@ import type {
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { createClient, startServer } from "./_harness.ts";
+import { pendingOp } from "./_fixtures.ts";
 import { json, startScriptedServer } from "./_scripted_server.ts";
 
 const T0 = Date.parse("2025-03-01T10:00:00.000Z");
@@ -398,6 +400,38 @@ Deno.test("status: once counted, local writes keep the counts without reading th
   for (let i = 0; i < 20; i++) await todos.put({ id: `r${i % 7}`, n: i });
   assert.equal(client.engine.status.pending, 8);
   assert.equal(storage.lists - before, 0);
+});
+
+Deno.test("status: a commit the counts cannot read (an op written without expect) is counted again", async () => {
+  await using storage = createMemoryStorage();
+  const seen: number[] = [];
+  let waiting: ((pending: number) => void) | null = null;
+  const counts = new OpCounts(storage, {
+    changed: ({ pending }) => {
+      seen.push(pending);
+      waiting?.(pending);
+    },
+    failed: (error) => {
+      throw error;
+    },
+  });
+  const next = () =>
+    new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no count")), 5_000);
+      waiting = (pending) => {
+        clearTimeout(timer);
+        resolve(pending);
+      };
+    });
+  const observed = observeWrites(storage, counts);
+  await observed.write([{ type: "putOp", op: pendingOp("01A"), expect: null }]);
+  const first = next();
+  counts.start();
+  assert.equal(await first, 1);
+  const recounted = next();
+  await observed.write([{ type: "putOp", op: pendingOp("01B") }]);
+  assert.equal(await recounted, 2);
+  await counts.settled();
 });
 
 /** Five records served by a keyset on ids, with a page `total` by `told`. */
