@@ -25,6 +25,7 @@ import {
   type JsonValue,
   setOwn,
 } from "./json.ts";
+import type { FeedOutcome } from "./_shared_outcomes.ts";
 import type { Storage, Versioned } from "./storage.ts";
 
 /** The meta key of the feed's head. */
@@ -65,6 +66,8 @@ export type FeedBody =
       readonly pullKinds?: string[];
     };
   }
+  /** Ops settled by this engine (clause 24 across engines). */
+  | { readonly outcomes: readonly FeedOutcome[] }
   /** The syncer answers requests. */
   | {
     readonly reply: {
@@ -196,6 +199,8 @@ function readEntry(
     if (typeof request["id"] !== "string") return null;
   } else if (isJsonObject(reply)) {
     if (!Array.isArray(reply["ids"])) return null;
+  } else if (Array.isArray(value["outcomes"])) {
+    // Each item is checked where it is used (readFeedOutcomes).
   } else {
     return null;
   }

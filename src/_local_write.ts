@@ -378,7 +378,10 @@ function settleLocal(
       reason: "cancelled",
       record: null,
     };
-    ctx.outcomes.settle(plan.opId, outcome);
+    ctx.outcomes.settle(plan.opId, outcome, {
+      kind: plan.change.kind,
+      id: plan.change.id,
+    });
     return { opId: plan.opId, synced: Promise.resolve(outcome) };
   }
   return { opId: plan.opId, synced: ctx.outcomes.wait(plan.opId).promise };

@@ -20,6 +20,19 @@ interface Waiter {
   readonly reject: (error: unknown) => void;
 }
 
+/** The record an op writes, as settlements tell observers. */
+export interface OpWhere {
+  readonly kind: string;
+  readonly id: string;
+}
+
+/** Hears a settlement: the op, its outcome, and its record when known. */
+export type SettleObserver = (
+  opId: string,
+  outcome: WriteOutcome,
+  where: OpWhere | undefined,
+) => void;
+
 /** A registered wait, and the means to withdraw it. */
 export interface WaitHandle {
   /** Resolves with the op's next outcome. */
@@ -37,6 +50,7 @@ export interface WaitHandle {
  */
 export class OutcomeRegistry {
   #waiters = new Map<string, Set<Waiter>>();
+  #observers = new Set<SettleObserver>();
   #closed: unknown = undefined;
   #isClosed = false;
   #busy = 0;
@@ -91,12 +105,36 @@ export class OutcomeRegistry {
    *
    * @param opId The op.
    * @param outcome What became of it.
+   * @param where The op's record, for observers in other engines.
    */
-  settle(opId: string, outcome: WriteOutcome): void {
+  settle(opId: string, outcome: WriteOutcome, where?: OpWhere): void {
+    for (const observer of this.#observers) observer(opId, outcome, where);
     const set = this.#waiters.get(opId);
     if (set === undefined) return;
     this.#waiters.delete(opId);
     for (const waiter of set) waiter.resolve(outcome);
+  }
+
+  /**
+   * Whether an op has waits.
+   *
+   * @param opId The op.
+   * @returns Whether a settlement of it would resolve something.
+   */
+  has(opId: string): boolean {
+    return this.#waiters.has(opId);
+  }
+
+  /**
+   * Hears every settlement, waited for or not (cross-process coordination
+   * tells the engines sharing the store). An observer must not throw.
+   *
+   * @param observer Called with each settlement.
+   * @returns A function that stops it.
+   */
+  observe(observer: SettleObserver): () => void {
+    this.#observers.add(observer);
+    return () => this.#observers.delete(observer);
   }
 
   /**

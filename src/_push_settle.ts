@@ -88,7 +88,9 @@ async function settleAll(
         }
         done++;
         // From the commit itself: the writes that carried this op end here.
-        if (settled !== undefined) ctx.outcomes.settle(op.value.opId, settled);
+        if (settled !== undefined) {
+          ctx.outcomes.settle(op.value.opId, settled, op.value);
+        }
         if (plan.change !== null) {
           events.push({ type: "change", ...plan.change });
         }

@@ -32,7 +32,16 @@ import {
   readError,
 } from "./_feed.ts";
 import type { ResolvedShared } from "./_shared_options.ts";
-import { isJsonObject, type JsonObject } from "./json.ts";
+import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
+import type { OutcomeRegistry } from "./_outcomes.ts";
+import type { WriteOutcome } from "./outcome.ts";
+import {
+  type FeedOutcome,
+  MAX_FEED_OUTCOMES,
+  readFeedOutcomes,
+  rebuildOutcome,
+  toFeedOutcome,
+} from "./_shared_outcomes.ts";
 import { Lease, LEASE_KEY, readLease } from "./_lease.ts";
 import type { Storage } from "./storage.ts";
 
@@ -50,6 +59,10 @@ export interface SharedHost {
   running(): Promise<SyncResult> | null;
   /** Brings auto sync's next run forward (a new syncer catches up). */
   wake(): void;
+  /** The engine's per-write outcomes: told to, and from, the others. */
+  readonly outcomes: OutcomeRegistry;
+  /** Another engine changed the store: counts kept locally are stale. */
+  foreign(): void;
 }
 
 /** A follower's sync request that waits for its answer. */
@@ -88,6 +101,8 @@ export class SharedCoordinator {
   /** Set while replaying another engine's changes, so they are not sent back. */
   #replaying = false;
   #offChange: () => void;
+  #offOutcome: () => void;
+  #outgoingOutcomes: FeedOutcome[] = [];
 
   /**
    * Constructs a new instance and starts polling: the first poll runs now.
@@ -117,6 +132,13 @@ export class SharedCoordinator {
         byKind.set(event.kind, ids);
       }
       ids.add(event.id);
+      this.#schedulePublish();
+    });
+    this.#offOutcome = host.outcomes.observe((opId, outcome, where) => {
+      if (this.#replaying) return;
+      const item = toFeedOutcome(opId, outcome, where);
+      if (item === null) return;
+      this.#outgoingOutcomes.push(item);
       this.#schedulePublish();
     });
     this.#ticking = this.#tick();
@@ -158,6 +180,7 @@ export class SharedCoordinator {
     this.#stopped = true;
     this.#host.timers.clearTimeout(this.#timer);
     this.#offChange();
+    this.#offOutcome();
     await this.#ticking;
     await this.#publishing;
     for (const pending of [...this.#pending.values()]) {
@@ -243,9 +266,13 @@ export class SharedCoordinator {
     this.#seen = head;
     if (missed) this.#emitMissed(null);
     const requests: Pending[] = [];
+    let foreign = false;
     for (const entry of entries) {
       if (entry.from === this.#options.holder) continue;
-      if ("changes" in entry) {
+      foreign = true;
+      if ("outcomes" in entry) {
+        await this.#replayOutcomes(entry.outcomes);
+      } else if ("changes" in entry) {
         try {
           await this.#replay(entry.changes);
         } catch (error) {
@@ -274,7 +301,34 @@ export class SharedCoordinator {
         });
       }
     }
+    if (foreign) this.#host.foreign();
     if (requests.length > 0) void this.#serve(requests);
+  }
+
+  /**
+   * Settles this engine's waits on ops another engine settled, each
+   * outcome rebuilt from the store; a failed read leaves the wait for the
+   * op's next settlement (or the engine's close).
+   */
+  async #replayOutcomes(list: unknown): Promise<void> {
+    const outcomes = this.#host.outcomes;
+    for (const item of readFeedOutcomes(list as JsonValue)) {
+      if (!outcomes.has(item.opId)) continue;
+      let outcome: WriteOutcome | null;
+      try {
+        outcome = await rebuildOutcome(this.#host.storage, item);
+      } catch (error) {
+        this.#report(error);
+        continue;
+      }
+      if (outcome === null) continue;
+      this.#replaying = true;
+      try {
+        outcomes.settle(item.opId, outcome);
+      } finally {
+        this.#replaying = false;
+      }
+    }
   }
 
   /** Emits another engine's changes as `change` events, read from the store. */
@@ -478,8 +532,17 @@ export class SharedCoordinator {
       this.#publishQueued = false;
       const outgoing = this.#outgoing;
       this.#outgoing = new Map();
+      const settled = this.#outgoingOutcomes;
+      this.#outgoingOutcomes = [];
       for (const [origin, byKind] of outgoing) {
         await this.#append({ changes: { origin, kinds: feedKinds(byKind) } });
+      }
+      // After the changes: a follower that reads the outcome finds the
+      // record's change announced already.
+      for (let at = 0; at < settled.length; at += MAX_FEED_OUTCOMES) {
+        await this.#append({
+          outcomes: settled.slice(at, at + MAX_FEED_OUTCOMES),
+        });
       }
     });
   }

@@ -8,7 +8,9 @@
  * @module
  */
 
+import type { EngineRole } from "./_engine_options.ts";
 import type { SyncError } from "./errors.ts";
+import type { LiveState } from "./events.ts";
 
 /**
  * Where the engine stands, as one immutable snapshot: `engine.status`, and
@@ -55,6 +57,18 @@ export interface SyncStatus {
     readonly done: number;
     readonly total: number | null;
   } | null;
+  /**
+   * Live hints (`startAuto({ live })`, clause 27): `off`, `connecting`,
+   * `open`, or `unsupported` when the backend has none (interval polling
+   * only), as `engine.live` tells it.
+   */
+  readonly live: LiveState;
+  /**
+   * Whether this engine runs its storage's syncs (clause 26): always
+   * `syncer` without the `shared` option; with it, `syncer` while it holds
+   * the store's lease and `follower` otherwise.
+   */
+  readonly role: EngineRole;
 }
 
 /** The fields a patch may change. */
@@ -78,6 +92,8 @@ export class StatusKeeper {
     lastSyncedAt: null,
     lastError: null,
     progress: null,
+    live: "off",
+    role: "syncer",
   };
   #reach: Reach = "offline";
   #paused = false;

@@ -208,8 +208,16 @@ export class SyncEngine implements AsyncDisposable {
             : this.#fullResync(runOptions),
         running: () => this.#run?.promise ?? null,
         wake: () => this.#autoSync.wake(),
+        outcomes: this.#outcomes,
+        // Another engine settled or queued ops in the shared store: this
+        // one's counts were kept from its own writes only.
+        foreign: () => this.#counts.recount(),
       }, shared);
     }
+    // The snapshot also tells live mode's state and the role (clause 23).
+    this.#hub.on("live", ({ state }) => this.#status.patch({ live: state }));
+    this.#hub.on("role", ({ role }) => this.#status.patch({ role }));
+    this.#status.patch({ role: this.role });
     const guard = (action: string): void => assertOpen(this.#closed, action);
     this.outbox = new Outbox(this.#ctx, guard);
     this.conflicts = new ConflictInbox(this.#ctx, guard);
@@ -221,8 +229,8 @@ export class SyncEngine implements AsyncDisposable {
    * every change, each also sent as a `status` event. The op counts are
    * counted once, in the background, when the status is first read or
    * listened to (a `status` event follows), then kept current from the
-   * engine's own writes; ops written by another engine sharing the store
-   * show after this engine's next run.
+   * engine's own writes, and counted again when another engine sharing
+   * the store (the `shared` option) announces changes.
    *
    * @example Binding a UI to the status
    * ```ts

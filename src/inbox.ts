@@ -138,7 +138,7 @@ export class ConflictInbox {
             opId,
             reason: decision.type,
             record: baseOf(table, server)?.data ?? null,
-          });
+          }, op.value);
         }
         if (plan.change !== null) {
           ctx.hub.emit({ type: "change", ...plan.change });

@@ -236,7 +236,7 @@ export class Outbox {
           opId,
           reason: "removed",
           record: null,
-        });
+        }, { kind, id });
         if (plan.change !== null) {
           ctx.hub.emit({ type: "change", ...plan.change });
         }

@@ -150,6 +150,7 @@ async function started(t: ReturnType<typeof setup>): Promise<void> {
   t.time.advance(0); // the interval's first run
   await until(() => t.completed() === 1, "the first run ended");
   await until(() => t.engine.live === "open", "the stream opened");
+  assert.equal(t.engine.status.live, "open", "the status tells it too");
   t.time.advance(100); // the catch-up run after the stream opened
   await until(() => t.completed() === 2, "the catch-up run ended");
   t.pulls.length = 0;
@@ -309,8 +310,10 @@ Deno.test("live sync: a transport without live() leaves auto sync polling", asyn
   });
   engine.startAuto({ live: true });
   assert.equal(engine.live, "unsupported");
+  assert.equal(engine.status.live, "unsupported");
   engine.stopAuto();
   assert.equal(engine.live, "off");
+  assert.equal(engine.status.live, "off");
 });
 
 Deno.test("live sync: after an AuthError it waits for a successful run before reconnecting", async () => {

@@ -566,3 +566,36 @@ Deno.test("shared: a follower's sync() rejects with the syncer's error, rebuilt"
     'Cannot pull as the kind is not registered: current value is "nope"',
   );
 });
+
+Deno.test("shared: a follower's write learns its outcome from the syncer, and its status counts follow", async () => {
+  const time = new VirtualTime();
+  await using g = group(time);
+  const a = g.add("a");
+  const b = g.add("b");
+  for (const node of [a, b]) {
+    node.engine.startAuto({ intervalMs: 60_000, afterWriteMs: 100 });
+  }
+  await time.advance(POLL_MS * 2);
+  assert.equal(a.engine.status.role, "syncer");
+  assert.equal(b.engine.status.role, "follower");
+  const todos = b.engine.table("todos");
+  const write = todos.put({ id: "o1", title: "settled elsewhere" });
+  await write;
+  const opId = await write.opId;
+  assert.equal(typeof opId, "string");
+  let outcome: unknown = null;
+  write.synced.then((value) => outcome = value);
+  await time.until(() => b.engine.status.pending === 1, 1000);
+  await time.until(() => outcome !== null, 1000);
+  const accepted = outcome as {
+    status: string;
+    opId: string;
+    record: { title: string; updated_at?: string };
+  };
+  assert.equal(accepted.status, "accepted");
+  assert.equal(accepted.opId, opId);
+  assert.equal(accepted.record.title, "settled elsewhere");
+  assert.equal(typeof accepted.record.updated_at, "string");
+  await time.until(() => b.engine.status.pending === 0, 1000);
+  assert.equal(runs(b), 0, "the follower never ran a sync");
+});

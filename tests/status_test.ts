@@ -169,6 +169,8 @@ Deno.test("status: a run that reaches the server is online, with lastSyncedAt fr
     lastSyncedAt: null,
     lastError: null,
     progress: null,
+    live: "off",
+    role: "syncer",
   });
   await engine.table("todos").put({ id: "1", title: "x" });
   clock.at = T0 + 5_000;
