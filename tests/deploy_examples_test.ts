@@ -12,7 +12,7 @@ import { SyncEngine } from "../mod.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { withTimeout } from "./_timeout.ts";
-import { eventually, startScript } from "./_process.ts";
+import { eventually, type Running, startScript } from "./_process.ts";
 
 const SERVER = new URL("../examples/deploy/server.ts", import.meta.url);
 const ALICE = "alice-token-0123456789";
@@ -146,9 +146,54 @@ Deno.test(
 
 const REPLICA = new URL("../examples/deploy/edge_replica.ts", import.meta.url);
 
+async function startReplica(
+  upstream: string,
+  kvPath: string,
+): Promise<Running> {
+  return await startScript(REPLICA, {
+    denoArgs: ["--unstable-kv", "--unstable-cron"],
+    env: {
+      PORT: "0",
+      KV_PATH: kvPath,
+      UPSTREAM_URL: upstream,
+      UPSTREAM_TOKEN: ALICE,
+      REPLICA_KINDS: "todos,notes",
+      REPLICA_LEASE_MS: "1000",
+    },
+  });
+}
+
+/** The record the replica serves, once it has it. */
+async function served(
+  replica: Running,
+  id: string,
+  title: string,
+  timeoutMs: number,
+): Promise<number> {
+  const started = Date.now();
+  await eventually(
+    async () => {
+      const response = await fetch(`${replica.url}/todos/${id}`);
+      if (response.status !== 200) {
+        await response.body?.cancel();
+        return undefined;
+      }
+      return (await response.json()).title === title ? true : undefined;
+    },
+    timeoutMs,
+    `the replica to serve ${id} as ${JSON.stringify(title)}`,
+  );
+  return Date.now() - started;
+}
+
+async function health(replica: Running) {
+  const response = await fetch(`${replica.url}/health`);
+  return (await response.json()).sync as { role: string; live: string };
+}
+
 Deno.test(
-  "edge replica: serves the upstream's records from its own KV file",
-  withTimeout(60_000, async () => {
+  "edge replica: serves the upstream's records from KV, gets changes by live hints, one of two processes syncs, and the other takes over",
+  withTimeout(90_000, async () => {
     const dir = await Deno.makeTempDir();
     try {
       await using upstream = await startServer(`${dir}/server.kv`);
@@ -156,42 +201,61 @@ Deno.test(
       await a.todos.put({ id: "t1", title: "before the replica" });
       await a.engine.sync();
 
-      await using replica = await startScript(REPLICA, {
-        denoArgs: ["--unstable-kv", "--unstable-cron"],
-        env: {
-          PORT: "0",
-          KV_PATH: `${dir}/replica.kv`,
-          UPSTREAM_URL: upstream.url,
-          UPSTREAM_TOKEN: ALICE,
-          REPLICA_KINDS: "todos,notes",
-        },
-      });
-      const first = await eventually(
-        async () => {
-          const response = await fetch(`${replica.url}/todos/t1`);
-          if (response.status !== 200) {
-            await response.body?.cancel();
-            return undefined;
-          }
-          return await response.json();
-        },
-        10_000,
-        "the replica to serve t1",
-      );
-      assert.equal(first.title, "before the replica");
-      const list = await (await fetch(`${replica.url}/todos`)).json();
+      const kvPath = `${dir}/replica.kv`;
+      const one = await startReplica(upstream.url, kvPath);
+      await using _one = one;
+      await served(one, "t1", "before the replica", 15_000);
+      const list = await (await fetch(`${one.url}/todos`)).json();
       assert.deepEqual(list.items.map((item: { id: string }) => item.id), [
         "t1",
       ]);
-      const missing = await fetch(`${replica.url}/nope`);
-      await missing.body?.cancel();
-      assert.equal(missing.status, 404);
-      const write = await fetch(`${replica.url}/todos/t2`, {
-        method: "PUT",
-        body: "{}",
-      });
-      await write.body?.cancel();
-      assert.equal(write.status, 405);
+      for (
+        const [path, method, status] of [
+          ["/nope", "GET", 404],
+          ["/todos/t2", "PUT", 405],
+          ["/todos/a/b", "GET", 404],
+        ] as const
+      ) {
+        const response = await fetch(`${one.url}${path}`, { method });
+        await response.body?.cancel();
+        assert.equal(response.status, status, `${method} ${path}`);
+      }
+      await eventually(
+        async () => (await health(one)).live === "open" ? true : undefined,
+        10_000,
+        "the live stream to open",
+      );
+      assert.equal((await health(one)).role, "syncer");
+
+      // A write upstream reaches the replica by a live hint, well before
+      // the one-minute interval or cron.
+      await a.todos.put({ id: "t2", title: "after the replica" });
+      await a.engine.sync();
+      const hinted = await served(one, "t2", "after the replica", 10_000);
+      console.log(`edge replica: an upstream write served after ${hinted} ms`);
+
+      // A second process on the same KV file (a second isolate) follows.
+      const two = await startReplica(upstream.url, kvPath);
+      await using _two = two;
+      await served(two, "t2", "after the replica", 10_000);
+      assert.equal((await health(two)).role, "follower");
+
+      // The syncer dies: the follower takes the lease and keeps syncing.
+      await one.stop("SIGKILL");
+      const killedAt = Date.now();
+      await eventually(
+        async () => (await health(two)).role === "syncer" ? true : undefined,
+        15_000,
+        "the follower to take over",
+      );
+      console.log(
+        `edge replica: takeover ${
+          Date.now() - killedAt
+        } ms after SIGKILL (lease 1000 ms)`,
+      );
+      await a.todos.put({ id: "t3", title: "after the takeover" });
+      await a.engine.sync();
+      await served(two, "t3", "after the takeover", 15_000);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -4,10 +4,11 @@
  * copy in a millisecond instead of crossing the world to the upstream.
  *
  * The replica is an ordinary sync client whose local store is KV. It pulls
- * on start, on `Deno.cron` (a safety net that survives idle isolates), and
- * whenever the upstream's live hints say something changed. Many isolates
+ * on start, whenever the upstream's live hints say something changed, and
+ * on `Deno.cron` (a safety net that survives idle isolates). Many isolates
  * share one KV database, so they elect one syncer with a lease in the store
- * and the others only read.
+ * (`shared`); the others serve reads, and a cron run on one of them asks the
+ * syncer to sync.
  *
  * ```sh
  * UPSTREAM_URL=https://sync.example.com UPSTREAM_TOKEN=... KV_PATH=./replica.kv \
@@ -23,10 +24,13 @@
  *   `todos`).
  * - `KV_PATH`: the KV file (unset: the default KV, Deploy's database).
  * - `PORT`: the port to listen on locally (default 8000; Deploy ignores it).
+ * - `REPLICA_LEASE_MS`: how long the syncing isolate's lease lasts without
+ *   renewal, so how soon another takes over when it dies (default 10000).
  * - `SYNC_CRON`: the cron schedule of the safety-net sync (default every
  *   minute).
  *
- * Routes: `GET /health` (the engine's status), `GET /{kind}` (every record
+ * Routes: `GET /health` (the engine's status: connection, live hints,
+ * role), `GET /{kind}` (every record
  * of a replicated table, from KV), `GET /{kind}/{id}` (one record, or 404).
  *
  * @module
@@ -61,6 +65,15 @@ if (!Number.isInteger(port) || port < 0 || port > 65_535) {
   );
 }
 
+const leaseMs = Number(Deno.env.get("REPLICA_LEASE_MS") ?? "10000");
+if (!Number.isInteger(leaseMs) || leaseMs < 100 || leaseMs > 600_000) {
+  fail(
+    `Cannot start replica as REPLICA_LEASE_MS is not an integer from 100 to 600000: current value is ${
+      JSON.stringify(Deno.env.get("REPLICA_LEASE_MS"))
+    }`,
+  );
+}
+
 const storage = await openKvStorage(Deno.env.get("KV_PATH") || undefined, {
   prefix: ["edge-replica"],
 });
@@ -73,6 +86,9 @@ const engine = new SyncEngine({
   transport,
   // A replica only reads: the upstream is the truth.
   strategy: "serverWins",
+  // Every isolate on this KV database runs this file: one of them syncs
+  // (the lease holder), the others serve reads and take over when it goes.
+  shared: { leaseMs, pollMs: Math.min(1_000, Math.floor(leaseMs / 3)) },
 });
 const tables = new Map(kinds.map((kind) => [kind, engine.table(kind)]));
 engine.on("error", (event) => {
@@ -89,7 +105,9 @@ Deno.cron(
     });
   },
 );
-engine.startAuto({ intervalMs: 60_000 });
+// Live hints from the upstream pull each change about when it happens; the
+// interval and the cron job are the safety net for lost hints.
+engine.startAuto({ intervalMs: 60_000, live: true });
 
 const http = Deno.serve({
   port,
@@ -105,7 +123,11 @@ const http = Deno.serve({
     part !== ""
   ).map(decodeURIComponent);
   if (segments.length === 1 && segments[0] === "health") {
-    return Response.json({ status: "ok", engine: engine.status });
+    const { connection, phase, live, role, lastSyncedAt } = engine.status;
+    return Response.json({
+      status: "ok",
+      sync: { connection, phase, live, role, lastSyncedAt },
+    });
   }
   const table = segments[0] === undefined ? undefined : tables.get(segments[0]);
   if (table === undefined || segments.length > 2) {
