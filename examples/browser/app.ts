@@ -59,27 +59,10 @@ const view = {
   conflicts: $("conflicts"),
 };
 
-let syncing = false;
-let lastError: string | null = null;
-let lastSyncedAt: number | null = null;
-
-engine.on("syncStarted", () => {
-  syncing = true;
-  void render();
-});
-engine.on("syncCompleted", () => {
-  syncing = false;
-  lastError = null;
-  lastSyncedAt = Date.now();
-  void render();
-});
-engine.on("error", (event) => {
-  syncing = false;
-  lastError = event.error.category;
-  void render();
-});
+// The status snapshot (connection, phase, counts, last sync) drives the
+// badges; record changes, local or pulled, redraw the list.
+engine.on("status", () => void render());
 engine.on("change", () => void render());
-engine.on("conflictDeferred", () => void render());
 
 view.offline.checked = offline;
 view.offline.addEventListener("change", () => {
@@ -141,19 +124,21 @@ function render(): Promise<void> {
 }
 
 async function draw(): Promise<void> {
-  const [items, pending, conflicts] = await Promise.all([
+  const [items, conflicts] = await Promise.all([
     todos.list(),
-    engine.outbox.count(),
     engine.conflicts.list(),
   ]);
-  const state = offline || lastError === "network"
+  const status = engine.status;
+  const { pending, lastSyncedAt, lastError } = status;
+  const state = offline || status.connection === "offline"
     ? "offline"
-    : syncing
+    : status.phase === "push" || status.phase === "pull"
     ? "syncing"
     : "online";
   view.connection.dataset.state = state;
-  view.connection.textContent = lastError !== null && lastError !== "network"
-    ? `error: ${lastError}`
+  view.connection.textContent = lastError !== null &&
+      lastError.category !== "network"
+    ? `error: ${lastError.category}`
     : state;
   view.pending.textContent = `${pending} pending`;
   view.pending.dataset.warn = String(pending > 0);
@@ -232,7 +217,9 @@ function card(conflict: ConflictEntry): HTMLElement {
   return div;
 }
 
-engine.startAuto({ intervalMs: 2_000, afterWriteMs: 100 });
+// Writes are pushed 100 ms after they happen; other tabs' and browsers'
+// writes arrive by the server's live hints, with a slow poll as safety net.
+engine.startAuto({ intervalMs: 30_000, afterWriteMs: 100, live: true });
 await render();
 // For tests and the curious: the engine and the table, from the console.
 Object.assign(globalThis, { engine, todos });
