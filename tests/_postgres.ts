@@ -1,7 +1,8 @@
 /**
  * What the Postgres tests share: the database URL (`DATABASE_URL`, default
- * the machine's service), whether a server answers there (probed once at
- * module load), a fresh schema per store, and dropping it after.
+ * the machine's service), whether a server answers there (probed by each
+ * Postgres test module at load), a fresh schema per store, and dropping it
+ * after.
  *
  * Where no Postgres answers (a laptop without one), the Postgres tests are
  * registered as ignored and the reason is printed; with
@@ -36,17 +37,23 @@ async function probe(): Promise<string | null> {
   }
 }
 
-const reason = await probe();
-if (reason !== null) {
+/**
+ * Whether to register the Postgres tests as ignored: no Postgres answers
+ * and `CI_REQUIRE_POSTGRES` is not `1`. Prints why when none answers. Call
+ * it with top-level `await`, so `ignore` is known while tests register.
+ *
+ * @returns Whether to ignore them.
+ */
+export async function ignorePostgres(): Promise<boolean> {
+  const reason = await probe();
+  if (reason === null) return false;
   console.log(
     REQUIRE_POSTGRES
       ? `Postgres at DATABASE_URL does not answer (${reason}); CI_REQUIRE_POSTGRES=1, so its tests run and fail`
-      : `Skipping the Postgres tests: no Postgres answers at DATABASE_URL (${reason}); set DATABASE_URL, or CI_REQUIRE_POSTGRES=1 to fail instead`,
+      : `Skipping the Postgres tests: no Postgres answers at DATABASE_URL (${reason}); set DATABASE_URL to one, or CI_REQUIRE_POSTGRES=1 to fail instead`,
   );
+  return !REQUIRE_POSTGRES;
 }
-
-/** Whether to register the Postgres tests as ignored. */
-export const IGNORE_POSTGRES = reason !== null && !REQUIRE_POSTGRES;
 
 /** A schema name no other run uses. */
 export function freshSchema(): string {

@@ -11,9 +11,11 @@ import {
   DATABASE_URL,
   dropSchema,
   freshSchema,
-  IGNORE_POSTGRES,
+  ignorePostgres,
 } from "./_postgres.ts";
 import { withTimeout } from "./_timeout.ts";
+
+const IGNORE_POSTGRES = await ignorePostgres();
 
 if (IGNORE_POSTGRES) {
   Deno.test({
