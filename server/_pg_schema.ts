@@ -90,7 +90,7 @@ export const MIGRATIONS: readonly Migration[] = [
 ];
 
 /** The schema version this code writes. */
-export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;
+export const SCHEMA_VERSION: number = MIGRATIONS.at(-1)!.version;
 
 /**
  * Checks a schema name and quotes it as an identifier. Names are kept to

@@ -16,12 +16,73 @@ import type {
   ServerRecord,
 } from "./store.ts";
 
-/** A postgres.js pool (or transaction: they share the query API). */
-export type PgSql = postgres.Sql<Record<string, never>>;
-/** A postgres.js transaction. */
-export type PgTransaction = postgres.TransactionSql<Record<string, never>>;
+/** A parameter of a query. */
+export type PgParameter = Uint8Array | string | number | null;
+
 /** One row as postgres.js returns it. */
-export type PgRow = postgres.Row;
+export type PgRow = Record<string, unknown>;
+
+/** The rows of a query, and how many rows it changed. */
+export interface PgRows extends Array<PgRow> {
+  /** The rows a `DELETE`, `UPDATE` or `INSERT` changed. */
+  readonly count: number;
+}
+
+/** What runs a query: a pool or a transaction (postgres.js's `unsafe`). */
+export interface PgQueryable {
+  /**
+   * Runs one statement with `$1`-style parameters.
+   *
+   * @param query The statement.
+   * @param parameters Its parameters.
+   * @returns Its rows.
+   */
+  unsafe(query: string, parameters?: PgParameter[]): Promise<PgRows>;
+}
+
+/** A postgres.js transaction, as the store uses it. */
+export type PgTransaction = PgQueryable;
+
+/** A postgres.js pool, as the store uses it. */
+export interface PgSql extends PgQueryable {
+  /**
+   * Runs `work` in a transaction: committed when it resolves, rolled back
+   * when it rejects.
+   *
+   * @param options What follows `BEGIN` (e.g. an isolation level).
+   * @param work The transaction's work.
+   * @returns What `work` resolved to.
+   */
+  begin<T>(
+    options: string,
+    work: (tx: PgTransaction) => Promise<T>,
+  ): Promise<T>;
+  /**
+   * Runs `work` in a transaction.
+   *
+   * @param work The transaction's work.
+   * @returns What `work` resolved to.
+   */
+  begin<T>(work: (tx: PgTransaction) => Promise<T>): Promise<T>;
+  /**
+   * `LISTEN`s on a channel, on a connection of its own.
+   *
+   * @param channel The channel.
+   * @param onNotify Called with each payload.
+   * @returns When listening; `unlisten()` stops.
+   */
+  listen(
+    channel: string,
+    onNotify: (payload: string) => void,
+  ): Promise<{ unlisten(): Promise<void> }>;
+  /**
+   * Ends the pool.
+   *
+   * @param options How long to wait for running queries, in seconds.
+   * @returns When every connection is closed.
+   */
+  end(options?: { timeout?: number }): Promise<void>;
+}
 
 /** What {@linkcode openPool} needs. */
 export interface PoolOptions {
