@@ -85,9 +85,31 @@ export const MIGRATIONS: readonly Migration[] = [
         id bytea,
         version bigint NOT NULL
       )`,
+      // A commit's first statement per namespace: creates the clock row
+      // (version 0: no commit yet) if needed and locks it until COMMIT; a
+      // guarded commit whose clock moved raises OFS01 and aborts the
+      // transaction. Unguarded, `expected` is ignored.
+      `CREATE FUNCTION ${s}.lock_clock(target bytea, guarded boolean, expected bigint)
+      RETURNS void LANGUAGE plpgsql AS $fn$
+      DECLARE
+        current bigint;
+      BEGIN
+        INSERT INTO ${s}.clocks (ns, updated_at, id, version)
+          VALUES (target, NULL, NULL, 0) ON CONFLICT (ns) DO NOTHING;
+        SELECT version INTO current FROM ${s}.clocks WHERE ns = target
+          FOR UPDATE;
+        IF guarded AND current IS DISTINCT FROM coalesce(expected, 0) THEN
+          RAISE EXCEPTION 'the clock of the namespace moved: current version is %',
+            current USING ERRCODE = '${STALE_CLOCK_SQLSTATE}';
+        END IF;
+      END
+      $fn$`,
     ],
   },
 ];
+
+/** The SQLSTATE `lock_clock()` raises when a guarded commit's clock moved. */
+export const STALE_CLOCK_SQLSTATE = "OFS01";
 
 /** The schema version this code writes. */
 export const SCHEMA_VERSION: number = MIGRATIONS.at(-1)!.version;

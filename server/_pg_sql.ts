@@ -17,7 +17,7 @@ import type {
 } from "./store.ts";
 
 /** A parameter of a query. */
-export type PgParameter = Uint8Array | string | number | null;
+export type PgParameter = Uint8Array | string | number | boolean | null;
 
 /** One row as postgres.js returns it. */
 export type PgRow = Record<string, unknown>;
@@ -42,6 +42,12 @@ export interface PgQueryable {
 
 /** A postgres.js transaction, as the store uses it. */
 export type PgTransaction = PgQueryable;
+
+/** A connection reserved from the pool. */
+export interface PgReserved extends PgQueryable {
+  /** Gives the connection back to the pool. */
+  release(): void;
+}
 
 /** A postgres.js pool, as the store uses it. */
 export interface PgSql extends PgQueryable {
@@ -75,6 +81,13 @@ export interface PgSql extends PgQueryable {
     channel: string,
     onNotify: (payload: string) => void,
   ): Promise<{ unlisten(): Promise<void> }>;
+  /**
+   * Takes one connection out of the pool for the caller alone, until
+   * `release()`: its queries are pipelined on it, in order.
+   *
+   * @returns The connection.
+   */
+  reserve(): Promise<PgReserved>;
   /**
    * Ends the pool.
    *

@@ -45,11 +45,12 @@ import { encodeUtf16 } from "../src/utf16.ts";
 import { assertServerWrite } from "./_server_write.ts";
 import { assertInGuard } from "./_sqlite_rows.ts";
 import { utf8Length } from "./_limits.ts";
-import { migrate, quoteSchema } from "./_pg_schema.ts";
+import { migrate, quoteSchema, STALE_CLOCK_SQLSTATE } from "./_pg_schema.ts";
 import { changePayload, channelOf, listenChanges } from "./_pg_changes.ts";
 import {
   int,
   openPool,
+  type PgQueryable,
   type PgSql,
   type PgTransaction,
   toClock,
@@ -277,77 +278,88 @@ class PostgresServerStore implements ServerStore {
     // deadlock.
     const namespaces = [...new Set(writes.map((write) => write.namespace))]
       .sort();
-    await this.#sql.begin(async (tx) => {
-      const clocks = new Map<string, NamespaceClock>();
+    const s = this.#s;
+    // The whole transaction is sent at once, pipelined on one connection,
+    // so a commit costs one round trip and holds the clock row's lock for
+    // no longer than that and the COMMIT. A statement that fails aborts the
+    // transaction: the statements after it fail too, and COMMIT rolls back.
+    const tx = await this.#sql.reserve();
+    try {
+      const queries: Promise<unknown>[] = [tx.unsafe("BEGIN")];
       for (const namespace of namespaces) {
-        clocks.set(namespace, await this.#lockClock(tx, namespace));
-      }
-      // Checked under the row lock: no other writer can move the clock
-      // between this check and the COMMIT below, which moves it.
-      if (guard !== undefined) {
-        const current = clocks.get(guard.namespace)!.version;
-        if (current !== guard.expect.version) {
-          throw new StaleClockError(guard.namespace, guard.expect.version);
-        }
-      }
-      await Promise.all(writes.map((write) => this.#write(tx, write)));
-      const queries = [];
-      for (const namespace of namespaces) {
-        const next = newestOf(clocks.get(namespace)!.last, writes, namespace);
+        // Creates the clock row if needed, locks it (FOR UPDATE) until
+        // COMMIT, and raises OFS01 when it is guarded and its version moved
+        // since the guard's clock was read: no other writer can move it
+        // between this check and the COMMIT below, which moves it.
+        const expect = guard?.namespace === namespace ? guard.expect : null;
         queries.push(tx.unsafe(
-          `UPDATE ${this.#s}.clocks SET version = version + 1,
-             updated_at = $2::bigint, id = $3::bytea
-           WHERE ns = $1`,
-          [
-            encodeUtf16(namespace),
-            next?.updatedAt ?? null,
-            next?.id === null || next === null ? null : encodeUtf16(next.id),
-          ],
+          `SELECT ${s}.lock_clock($1, $2::boolean, $3::bigint)`,
+          [encodeUtf16(namespace), expect !== null, expect?.version ?? null],
         ));
-        const kinds = new Set<string>();
-        for (const write of writes) {
-          if (write.type === "record" && write.namespace === namespace) {
-            kinds.add(write.record.kind);
-          }
-        }
+      }
+      for (const write of writes) queries.push(this.#write(tx, write));
+      for (const namespace of namespaces) {
+        queries.push(this.#moveClock(tx, namespace, writes));
         // Delivered by Postgres at COMMIT, and only then.
-        const payload = changePayload(namespace, [...kinds], this.#origin);
+        const payload = changePayload(
+          namespace,
+          kindsOf(writes, namespace),
+          this.#origin,
+        );
         if (payload !== null) {
           queries.push(
             tx.unsafe("SELECT pg_notify($1, $2)", [this.#channel, payload]),
           );
         }
       }
-      await Promise.all(queries);
-    });
+      queries.push(tx.unsafe("COMMIT"));
+      const results = await Promise.allSettled(queries);
+      // The first failure is the cause; the later ones are its echo.
+      const failed = results.find((result) => result.status === "rejected");
+      if (failed !== undefined) {
+        // COMMIT already rolled the aborted transaction back; this covers a
+        // pipeline cut before it ran.
+        await tx.unsafe("ROLLBACK").catch(() => {});
+        const error = (failed as PromiseRejectedResult).reason;
+        if (guard !== undefined && isStale(error)) {
+          throw new StaleClockError(guard.namespace, guard.expect.version);
+        }
+        throw error;
+      }
+    } finally {
+      tx.release();
+    }
   }
 
   /**
-   * Locks a namespace's clock row for the rest of the transaction, creating
-   * it (at version 0, "no commit yet") if needed.
+   * Raises a namespace's clock to the newest record of a commit (when
+   * greater; an unknown id stays unknown at its instant) and moves its
+   * version, under the lock taken by `lock_clock`.
    */
-  async #lockClock(
-    tx: PgTransaction,
+  #moveClock(
+    tx: PgQueryable,
     namespace: string,
-  ): Promise<NamespaceClock> {
-    const ns = encodeUtf16(namespace);
-    const [, rows] = await Promise.all([
-      tx.unsafe(
-        `INSERT INTO ${this.#s}.clocks (ns, updated_at, id, version)
-         VALUES ($1, NULL, NULL, 0) ON CONFLICT (ns) DO NOTHING`,
-        [ns],
-      ),
-      tx.unsafe(
-        `SELECT updated_at, id, version FROM ${this.#s}.clocks
-         WHERE ns = $1 FOR UPDATE`,
-        [ns],
-      ),
-    ]);
-    return toClock(rows[0]);
+    writes: readonly ServerWrite[],
+  ): Promise<unknown> {
+    const next = newestOf(writes, namespace);
+    const raise = `$2::bigint IS NOT NULL AND (updated_at IS NULL
+      OR $2::bigint > updated_at
+      OR ($2::bigint = updated_at AND id IS NOT NULL AND $3::bytea > id))`;
+    return tx.unsafe(
+      `UPDATE ${this.#s}.clocks SET version = version + 1,
+         updated_at = CASE WHEN ${raise} THEN $2::bigint ELSE updated_at END,
+         id = CASE WHEN ${raise} THEN $3::bytea ELSE id END
+       WHERE ns = $1`,
+      [
+        encodeUtf16(namespace),
+        next?.updatedAt ?? null,
+        next === null ? null : encodeUtf16(next.id),
+      ],
+    );
   }
 
   /** One write of a commit, inside its transaction. */
-  #write(tx: PgTransaction, write: ServerWrite): Promise<unknown> {
+  #write(tx: PgQueryable, write: ServerWrite): Promise<unknown> {
     const ns = encodeUtf16(write.namespace);
     if (write.type === "record") {
       const { record } = write;
@@ -520,28 +532,40 @@ class PostgresServerStore implements ServerStore {
   }
 }
 
-/**
- * The namespace's clock after a commit: the greatest `(updatedAt, id)` of
- * the clock and the commit's records. An unknown id (`null`) stays unknown
- * at its instant.
- */
+/** The greatest `(updatedAt, id)` of a commit's records in a namespace. */
 function newestOf(
-  last: LastWrite | null,
   writes: readonly ServerWrite[],
   namespace: string,
-): LastWrite | null {
-  let newest = last;
+): { updatedAt: number; id: string } | null {
+  let newest: { updatedAt: number; id: string } | null = null;
   for (const write of writes) {
     if (write.type !== "record" || write.namespace !== namespace) continue;
     const { updatedAt, id } = write.record;
     if (
       newest === null || updatedAt > newest.updatedAt ||
-      (updatedAt === newest.updatedAt && newest.id !== null && id > newest.id)
+      (updatedAt === newest.updatedAt && id > newest.id)
     ) {
       newest = { updatedAt, id };
     }
   }
   return newest;
+}
+
+/** The kinds of a commit's records in a namespace, without repeats. */
+function kindsOf(writes: readonly ServerWrite[], namespace: string): string[] {
+  const kinds = new Set<string>();
+  for (const write of writes) {
+    if (write.type === "record" && write.namespace === namespace) {
+      kinds.add(write.record.kind);
+    }
+  }
+  return [...kinds];
+}
+
+/** Whether a driver error is `lock_clock`'s "the clock moved". */
+function isStale(error: unknown): boolean {
+  return typeof error === "object" && error !== null &&
+    (error as { code?: unknown }).code === STALE_CLOCK_SQLSTATE;
 }
 
 /** A bound as a `bigint` parameter: infinities and fractions made whole. */
