@@ -4,7 +4,11 @@ import { testServerStore } from "../server/conformance.ts";
 import { openPostgresServerStore } from "../server/postgres.ts";
 import { migrate, MIGRATIONS } from "../server/_pg_schema.ts";
 import type { PgSql } from "../server/_pg_sql.ts";
-import { createSyncServer, type StoreChange } from "../server/mod.ts";
+import {
+  createSyncServer,
+  StaleClockError,
+  type StoreChange,
+} from "../server/mod.ts";
 import { serverRecord } from "../server/_conformance_kit.ts";
 import { ClosedError, StorageError } from "../src/errors.ts";
 import {
@@ -229,6 +233,45 @@ pgTest(
       assert.match(text, /event: change\ndata: .*"todo"/);
     } finally {
       await reader.cancel();
+    }
+  },
+);
+
+pgTest(
+  "of eight commits guarded by one clock, through two stores at once, exactly one applies",
+  async (schema) => {
+    const a = await openPostgresServerStore(DATABASE_URL, { schema });
+    const b = await openPostgresServerStore(DATABASE_URL, { schema });
+    try {
+      for (let round = 0; round < 5; round++) {
+        const clock = await a.readClock!("alice");
+        const results = await Promise.allSettled(
+          Array.from({ length: 8 }, (_, n) =>
+            (n % 2 === 0 ? a : b).commit([{
+              type: "record",
+              namespace: "alice",
+              record: serverRecord("todo", `${round}-${n}`, round + 1),
+            }], { namespace: "alice", expect: clock })),
+        );
+        assert.equal(
+          results.filter((result) => result.status === "fulfilled").length,
+          1,
+          `round ${round}`,
+        );
+        for (const result of results) {
+          if (result.status === "rejected") {
+            assert.ok(
+              result.reason instanceof StaleClockError,
+              String(result.reason),
+            );
+          }
+        }
+        const page = await b.listRecords("alice", "todo", { limit: 100 });
+        assert.equal(page.records.length, round + 1);
+      }
+    } finally {
+      await a.close();
+      await b.close();
     }
   },
 );
