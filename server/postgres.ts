@@ -218,39 +218,56 @@ class PostgresServerStore implements ServerStore {
        ORDER BY updated_at, id LIMIT ${limitAt}`;
     // One snapshot: the sizes, the page and its horizon are read together,
     // so neither a purge nor another instance's commit slips between them.
-    return await this.#sql.begin(
-      "isolation level repeatable read read only",
-      async (tx) => {
-        let limit = options.limit;
-        let truncated = false;
-        if (maxBytes !== undefined) {
-          // From the keyset index alone (`size` is in it).
-          const sizes = await tx.unsafe(select("size"), [...params, limit]);
-          let bytes = 0;
-          for (let index = 0; index < sizes.length; index++) {
-            bytes += int(sizes[index]!.size);
-            if (index > 0 && bytes > maxBytes) {
-              limit = index;
-              truncated = true;
-              break;
-            }
+    // Pipelined on one connection: two round trips with maxBytes, else one.
+    // (A postgres.js query is sent when first awaited: each Promise.all
+    // below awaits its queries in the order they run.)
+    const tx = await this.#sql.reserve();
+    let open = false;
+    try {
+      const begin = tx.unsafe(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+      );
+      open = true;
+      let limit = options.limit;
+      let truncated = false;
+      if (maxBytes !== undefined) {
+        // From the keyset index alone (`size` is in it).
+        const [, sizes] = await Promise.all([
+          begin,
+          tx.unsafe(select("size"), [...params, limit]),
+        ]);
+        let bytes = 0;
+        for (let index = 0; index < sizes.length; index++) {
+          bytes += int(sizes[index]!.size);
+          if (index > 0 && bytes > maxBytes) {
+            limit = index;
+            truncated = true;
+            break;
           }
         }
-        const [rows, horizons] = await Promise.all([
-          tx.unsafe(select(RECORD_COLUMNS), [...params, limit]),
-          tx.unsafe(
-            `SELECT horizon FROM ${this.#s}.horizons WHERE ns = $1 AND kind = $2`,
-            [params[0]!, params[1]!],
-          ),
-        ]);
-        const horizon = horizons[0];
-        return {
-          records: rows.map(toRecord),
-          horizon: horizon === undefined ? null : int(horizon.horizon),
-          truncated,
-        };
-      },
-    );
+      }
+      const [, rows, horizons] = await Promise.all([
+        begin,
+        tx.unsafe(select(RECORD_COLUMNS), [...params, limit]),
+        tx.unsafe(
+          `SELECT horizon FROM ${this.#s}.horizons WHERE ns = $1 AND kind = $2`,
+          [params[0]!, params[1]!],
+        ),
+        tx.unsafe("COMMIT"),
+      ]);
+      open = false;
+      const horizon = horizons[0];
+      return {
+        records: rows.map(toRecord),
+        horizon: horizon === undefined ? null : int(horizon.horizon),
+        truncated,
+      };
+    } finally {
+      // A failed read leaves the transaction open: end it before the
+      // connection goes back to the pool.
+      if (open) await tx.unsafe("ROLLBACK").catch(() => {});
+      tx.release();
+    }
   }
 
   async getIdempotency(
