@@ -29,6 +29,7 @@ async function probe(): Promise<string | null> {
   });
   try {
     await sql`SELECT 1`;
+    await dropStaleSchemas(sql);
     return null;
   } catch (error) {
     return error instanceof Error ? error.message : String(error);
@@ -53,6 +54,22 @@ export async function ignorePostgres(): Promise<boolean> {
       : `Skipping the Postgres tests: no Postgres answers at DATABASE_URL (${reason}); set DATABASE_URL to one, or CI_REQUIRE_POSTGRES=1 to fail instead`,
   );
   return !REQUIRE_POSTGRES;
+}
+
+/** A test schema older than this was left by a run that died: dropped. */
+const STALE_SCHEMA_MS = 60 * 60 * 1000;
+
+/** Drops the schemas of {@linkcode freshSchema} older than an hour. */
+async function dropStaleSchemas(sql: postgres.Sql): Promise<void> {
+  const rows = await sql<{ name: string }[]>`
+    SELECT nspname AS name FROM pg_namespace WHERE nspname LIKE 't\_%'`;
+  for (const { name } of rows) {
+    const match = /^t_([0-9a-z]+)_[0-9a-f]{12}$/.exec(name);
+    if (match === null) continue;
+    if (Date.now() - parseInt(match[1]!, 36) < STALE_SCHEMA_MS) continue;
+    // Another module may drop it at the same moment.
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${name}" CASCADE`).catch(() => {});
+  }
 }
 
 /** A schema name no other run uses. */
