@@ -63,19 +63,23 @@ Deno.test({
     const reader = stream.body!.pipeThrough(new TextDecoderStream())
       .getReader();
     let buffer = "";
+    /** A read that outlived its deadline: the next wait takes it over. */
+    let pending: Promise<ReadableStreamReadResult<string>> | null = null;
     /** The next SSE block, or `null` past the deadline. */
     const block = async (until: number): Promise<string | null> => {
       while (!buffer.includes("\n\n")) {
         const left = until - performance.now();
         if (left <= 0) return null;
         let timer: ReturnType<typeof setTimeout> | undefined;
+        pending ??= reader.read();
         const read = await Promise.race([
-          reader.read(),
+          pending,
           new Promise<null>((resolve) => {
             timer = setTimeout(() => resolve(null), left);
           }),
         ]).finally(() => clearTimeout(timer));
         if (read === null) return null;
+        pending = null;
         if (read.done) throw new Error("live stream ended");
         buffer += read.value;
       }
