@@ -8,8 +8,10 @@
  * Flags: `--port` (default 8787; 0 picks a free port), `--hostname` (default
  * 127.0.0.1), `--db` (default `./sync-server.sqlite`; `:memory:` keeps
  * nothing), `--kv PATH` (serve on a Deno KV file instead, which several
- * server processes may share), `--token TOKEN=principal` (repeatable; also `SYNC_TOKENS`, comma
- * separated) and `--insecure`.
+ * server processes may share), `--postgres URL` (serve on Postgres instead,
+ * which any number of server processes may share; also `DATABASE_URL`,
+ * with `--postgres-schema NAME`), `--token TOKEN=principal` (repeatable; also
+ * `SYNC_TOKENS`, comma separated) and `--insecure`.
  *
  * With tokens, every request but `GET /health` needs `Authorization: Bearer
  * TOKEN` and lives in its principal's namespace; without, every request is
@@ -26,9 +28,10 @@ import { parseArgs } from "node:util";
 import { createSyncServer } from "./handler.ts";
 import { openSqliteServerStore } from "./sqlite.ts";
 import { openKvServerStore } from "./kv.ts";
+import type { ServerStore } from "./store.ts";
 
-const USAGE =
-  `Usage: deno task serve [--port 8787] [--hostname 127.0.0.1] [--db ./sync-server.sqlite | --kv PATH]
+const USAGE = `Usage: deno task serve [--port 8787] [--hostname 127.0.0.1]
+                        [--db ./sync-server.sqlite | --kv PATH | --postgres URL [--postgres-schema NAME]]
                         [--token TOKEN=principal ...] [--insecure]
 
   --port      TCP port, 0 for any free port (default 8787)
@@ -36,6 +39,13 @@ const USAGE =
   --db        SQLite file, or :memory: (default ./sync-server.sqlite)
   --kv        Deno KV file instead of SQLite; several server processes may
               serve one KV file at once
+  --postgres  a postgres:// URL to serve on instead of SQLite; any number of
+              server processes may serve one database at once (prefer
+              DATABASE_URL for a URL with a password: flags show in the
+              process list; --postgres "" takes it from there)
+  --postgres-schema
+              the schema that holds the tables, created on first start
+              (default offline_first_sync)
   --token     a bearer token and the principal it stands for; repeatable.
               SYNC_TOKENS="TOKEN=principal,TOKEN=principal" adds more
               (prefer it: flags show in the process list)
@@ -49,6 +59,10 @@ interface ServeFlags {
   readonly db: string;
   /** The KV file to serve on instead of `db`, if any. */
   readonly kv: string | undefined;
+  /** The Postgres URL to serve on instead of `db`, if any. */
+  readonly postgres: string | undefined;
+  /** The Postgres schema. */
+  readonly postgresSchema: string | undefined;
   /** Principals by the SHA-256 of their token. */
   readonly tokens: ReadonlyMap<string, string>;
   readonly insecure: boolean;
@@ -62,7 +76,11 @@ const WEAK_TOKEN_LENGTH = 16;
  * Parses the flags and `SYNC_TOKENS`; throws a `TypeError` with a message
  * for the user.
  */
-function parseFlags(args: string[], envTokens: string): ServeFlags {
+function parseFlags(
+  args: string[],
+  envTokens: string,
+  envDatabaseUrl: string,
+): ServeFlags {
   const { values, positionals } = parseArgs({
     args,
     strict: true,
@@ -72,6 +90,8 @@ function parseFlags(args: string[], envTokens: string): ServeFlags {
       hostname: { type: "string", default: "127.0.0.1" },
       db: { type: "string", default: "./sync-server.sqlite" },
       kv: { type: "string" },
+      postgres: { type: "string" },
+      "postgres-schema": { type: "string" },
       token: { type: "string", multiple: true, default: [] },
       insecure: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -100,6 +120,24 @@ function parseFlags(args: string[], envTokens: string): ServeFlags {
   if (values.kv === "") {
     throw new TypeError(
       "Cannot start server as '--kv' is empty: current value is \"\"",
+    );
+  }
+  let postgres = values.postgres;
+  if (postgres === "") postgres = envDatabaseUrl;
+  if (postgres === "") {
+    throw new TypeError(
+      "Cannot start server as '--postgres' is empty and DATABASE_URL is unset: current value is \"\"",
+    );
+  }
+  if (postgres !== undefined && values.kv !== undefined) {
+    throw new TypeError(
+      "Cannot start server as '--kv' and '--postgres' are both given: current value is both",
+    );
+  }
+  if (values["postgres-schema"] !== undefined && postgres === undefined) {
+    throw new TypeError(
+      "Cannot start server as '--postgres-schema' is given without '--postgres': current value is " +
+        JSON.stringify(values["postgres-schema"]),
     );
   }
   if (values.db === "") {
@@ -138,6 +176,8 @@ function parseFlags(args: string[], envTokens: string): ServeFlags {
     hostname: values.hostname,
     db: values.db,
     kv: values.kv,
+    postgres,
+    postgresSchema: values["postgres-schema"],
     tokens,
     insecure: values.insecure,
     help: values.help,
@@ -192,18 +232,31 @@ function bearerAuth(
   };
 }
 
-function envTokens(): string {
-  const state = Deno.permissions.querySync({
-    name: "env",
-    variable: "SYNC_TOKENS",
-  }).state;
-  return state === "granted" ? Deno.env.get("SYNC_TOKENS") ?? "" : "";
+function env(variable: string): string {
+  const state = Deno.permissions.querySync({ name: "env", variable }).state;
+  return state === "granted" ? Deno.env.get(variable) ?? "" : "";
+}
+
+/** Opens the store the flags name; the Postgres driver only when asked. */
+async function openStore(flags: ServeFlags): Promise<ServerStore> {
+  if (flags.postgres !== undefined) {
+    const { openPostgresServerStore } = await import("./postgres.ts");
+    return await openPostgresServerStore(
+      flags.postgres,
+      flags.postgresSchema === undefined
+        ? {}
+        : { schema: flags.postgresSchema },
+    );
+  }
+  return flags.kv === undefined
+    ? await openSqliteServerStore(flags.db)
+    : await openKvServerStore(flags.kv);
 }
 
 async function main(args: string[]): Promise<number> {
   let flags: ServeFlags;
   try {
-    flags = parseFlags(args, envTokens());
+    flags = parseFlags(args, env("SYNC_TOKENS"), env("DATABASE_URL"));
   } catch (error) {
     console.error(error instanceof Error ? error.message : String(error));
     console.error(USAGE);
@@ -222,10 +275,15 @@ async function main(args: string[]): Promise<number> {
     );
     return 2;
   }
+  let store: ServerStore;
+  try {
+    store = await openStore(flags);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : String(error));
+    return 1;
+  }
   const server = createSyncServer({
-    store: flags.kv === undefined
-      ? await openSqliteServerStore(flags.db)
-      : await openKvServerStore(flags.kv),
+    store,
     ...(auth ? { auth: bearerAuth(flags.tokens) } : {}),
   });
   const http = Deno.serve({

@@ -1,11 +1,12 @@
 /**
  * One server process of the two-process cursor test
- * (`server_kv_processes_test.ts`): the reference server over a KV file or an
- * SQLite file, on `127.0.0.1:0`. It prints its port, answers
+ * (`server_kv_processes_test.ts`): the reference server over a KV file, an
+ * SQLite file or a Postgres schema, on `127.0.0.1:0`. It prints its port, answers
  * `GET /__stats` with how often a commit lost the race, and stops on stdin's
  * end.
  *
- * Usage: `deno run -A tests/_two_server_child.ts kv|sqlite PATH`
+ * Usage: `deno run -A tests/_two_server_child.ts kv|sqlite PATH` or
+ * `… postgres URL#SCHEMA`
  *
  * @module
  */
@@ -17,11 +18,18 @@ import {
 } from "../server/mod.ts";
 import { openKvServerStore } from "../server/kv.ts";
 import { openSqliteServerStore } from "../server/sqlite.ts";
+import { openPostgresServerStore } from "../server/postgres.ts";
 
 const [type, path] = Deno.args;
-if (path === undefined) throw new TypeError("Usage: kv|sqlite PATH");
+if (path === undefined) {
+  throw new TypeError("Usage: kv|sqlite PATH, or postgres URL#SCHEMA");
+}
 const inner = type === "kv"
   ? await openKvServerStore(path)
+  : type === "postgres"
+  ? await openPostgresServerStore(path.slice(0, path.lastIndexOf("#")), {
+    schema: path.slice(path.lastIndexOf("#") + 1),
+  })
   : await openSqliteServerStore(path);
 let stale = 0;
 const store: ServerStore = {

@@ -1,13 +1,18 @@
 /**
- * The two-process cursor check: two server processes over one store file,
+ * The two-process cursor check: two server processes over one store file
+ * (or one Postgres schema),
  * writers putting new records through both while readers pull through both
  * with keyset cursors; afterwards each reader's collected ids are compared
  * with the final table. A record committed behind a reader's cursor is a
  * miss. Used by `server_kv_processes_test.ts` and
- * `server_sqlite_processes_test.ts`; run directly to measure a store: `deno run -A tests/_two_servers.ts kv|sqlite [SECONDS]`.
+ * `server_sqlite_processes_test.ts` and `server_postgres_processes_test.ts`;
+ * run directly to measure a store:
+ * `deno run -A tests/_two_servers.ts kv|sqlite|postgres [SECONDS]`.
  *
  * @module
  */
+
+import { DATABASE_URL, dropSchema, freshSchema } from "./_postgres.ts";
 
 /** What one run measured. */
 export interface TwoServersResult {
@@ -25,7 +30,7 @@ export interface TwoServersResult {
 
 /** Options of {@linkcode runTwoServers}. */
 export interface TwoServersOptions {
-  readonly store: "kv" | "sqlite";
+  readonly store: "kv" | "sqlite" | "postgres";
   readonly ms: number;
   readonly writers: number;
   readonly readers: number;
@@ -37,7 +42,10 @@ export interface Child {
   readonly base: string;
 }
 
-/** Starts a server process over a store file; resolves once it listens. */
+/**
+ * Starts a server process over a store file (for `postgres`: `URL#SCHEMA`);
+ * resolves once it listens.
+ */
 export async function start(store: string, path: string): Promise<Child> {
   const process = new Deno.Command(Deno.execPath(), {
     args: [
@@ -116,9 +124,15 @@ export async function runTwoServers(
   options: TwoServersOptions,
 ): Promise<TwoServersResult> {
   const dir = await Deno.makeTempDir({ prefix: "two-servers-" });
-  const path = `${dir}/store.${options.store}`;
-  const first = await start(options.store, path);
-  const second = await start(options.store, path);
+  const schema = options.store === "postgres" ? freshSchema() : null;
+  const path = schema !== null
+    ? `${DATABASE_URL}#${schema}`
+    : `${dir}/store.${options.store}`;
+  // Both start at once: on Postgres they race to create the schema.
+  const [first, second] = await Promise.all([
+    start(options.store, path),
+    start(options.store, path),
+  ]);
   const bases = [first.base, second.base];
   try {
     let stop = false;
@@ -183,11 +197,16 @@ export async function runTwoServers(
     await stop(first);
     await stop(second);
     await Deno.remove(dir, { recursive: true });
+    if (schema !== null) await dropSchema(schema);
   }
 }
 
 if (import.meta.main) {
-  const store = Deno.args[0] === "sqlite" ? "sqlite" : "kv";
+  const store = Deno.args[0] === "sqlite"
+    ? "sqlite"
+    : Deno.args[0] === "postgres"
+    ? "postgres"
+    : "kv";
   const seconds = Number(Deno.args[1] ?? 5);
   console.log(
     store,
