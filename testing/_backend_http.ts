@@ -315,7 +315,7 @@ export async function pullAll(
   options: PullAllOptions = {},
 ): Promise<PullResult> {
   const limit = options.limit ?? 100;
-  const maxPages = options.maxPages ?? 1000;
+  const maxPages = options.maxPages ?? 200;
   const items: Record<string, unknown>[] = [];
   let since = options.since;
   let afterId = options.afterId;
@@ -358,6 +358,13 @@ export async function pullAll(
       items.push(item);
     }
     token = typeof body.nextPageToken === "string" ? body.nextPageToken : null;
+    // A token on an empty page moves no cursor: a client would loop.
+    expect(
+      page.length > 0 || token === null,
+      `Cannot ${what} as a page that carries nextPageToken holds at least one item: current value is ${
+        show(answer)
+      }`,
+    );
     const last = items[items.length - 1];
     if (page.length < limit && token === null) return { items, pages };
     if (last !== undefined) {
