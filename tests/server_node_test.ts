@@ -12,6 +12,7 @@ import { bearerAuth, createSyncServer } from "../server/mod.ts";
 import { serveNode, toNodeListener } from "../server/node.ts";
 import { testBackend } from "../testing/backend.ts";
 import { withTimeout } from "./_timeout.ts";
+import { Hono } from "hono";
 
 Deno.test(
   "node adapter: the backend kit passes on the reference server served by node:http",
@@ -151,5 +152,26 @@ Deno.test(
     // The stream ends (or errors) instead of hanging.
     await reader.read().then(() => {}, () => {});
     await reader.cancel().catch(() => {});
+  }),
+);
+
+Deno.test(
+  "node adapter: a Hono app mounts the sync server under /sync and serveNode serves it; the kit passes there",
+  withTimeout(60_000, async () => {
+    await using sync = createSyncServer({ basePath: "/sync" });
+    const app = new Hono();
+    app.get("/", (c) => c.text("my app"));
+    app.all("/sync/*", (c) => sync.fetch(c.req.raw));
+    await using http = await serveNode(app.fetch, { port: 0 });
+    const base = `http://127.0.0.1:${http.port}`;
+    assert.equal(await (await fetch(base)).text(), "my app");
+    const result = await testBackend(`${base}/sync`);
+    assert.equal(
+      result.ok,
+      true,
+      result.checks.map((c) => `${c.status} ${c.name}: ${c.message}`).join(
+        "\n",
+      ),
+    );
   }),
 );
