@@ -89,12 +89,19 @@ export interface CheckContext {
 
 /** What {@linkcode createContext} needs. */
 export interface ContextOptions {
+  /** The base URL, without a trailing slash. */
   readonly base: string;
+  /** One header set per principal. */
   readonly credentials: readonly Readonly<Record<string, string>>[];
+  /** The `fetch` every request goes through. */
   readonly fetch: typeof fetch;
+  /** What `/health` said. */
   readonly health: HealthInfo;
+  /** Aborts when the check's time is up. */
   readonly signal: AbortSignal;
+  /** The random part of this check's kinds and keys. */
   readonly suffix: string;
+  /** Removes tombstones on the server, when the options give a hook. */
   readonly purgeTombstones?: () => Promise<void>;
 }
 
