@@ -152,11 +152,17 @@ function suffix(): string {
 async function readHealth(
   base: string,
   fetcher: typeof fetch,
-  signal: AbortSignal | undefined,
+  bound: { signal: AbortSignal | undefined; timeoutMs: number },
 ): Promise<HealthInfo> {
+  // Bounded like a check: a server that never answers must not hang the run.
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), bound.timeoutMs);
+  const abort = () => controller.abort();
+  bound.signal?.addEventListener("abort", abort, { once: true });
   try {
-    const init: RequestInit = signal === undefined ? {} : { signal };
-    const answer = await readAnswer(await fetcher(`${base}/health`, init));
+    const answer = await readAnswer(
+      await fetcher(`${base}/health`, { signal: controller.signal }),
+    );
     const body = isObject(answer.json) ? answer.json : {};
     const limits: Record<string, number> = {};
     if (isObject(body.limits)) {
@@ -168,6 +174,9 @@ async function readHealth(
   } catch {
     // The health check reports it; the others run on the contract's defaults.
     return { batch: false, live: false, limits: {} };
+  } finally {
+    clearTimeout(timer);
+    bound.signal?.removeEventListener("abort", abort);
   }
 }
 
@@ -281,7 +290,10 @@ export async function testBackend(
   const { timeoutMs, only } = resolveOptions(options);
   const base = String(url).replace(/\/+$/, "");
   const fetcher = options.fetch ?? globalThis.fetch;
-  const health = await readHealth(base, fetcher, options.signal);
+  const health = await readHealth(base, fetcher, {
+    signal: options.signal,
+    timeoutMs,
+  });
   const results: BackendCheckResult[] = [];
   for (const check of CHECKS) {
     const skipped = !only.has(check.name)

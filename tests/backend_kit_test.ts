@@ -388,6 +388,28 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "backend kit: a server that never answers fails each check at its time bound",
+  withTimeout(30_000, async () => {
+    const pending: Array<() => void> = [];
+    await using http = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      (request) =>
+        new Promise<Response>((resolve) => {
+          const answer = () => resolve(new Response(null, { status: 503 }));
+          pending.push(answer);
+          request.signal.addEventListener("abort", answer);
+        }),
+    );
+    const result = await testBackend(`http://127.0.0.1:${http.addr.port}`, {
+      timeoutMs: 300,
+      checks: ["health", "paging"],
+    });
+    assert.deepEqual(failing(result), ["health", "paging"], explain(result));
+    for (const answer of pending) answer();
+  }),
+);
+
 Deno.test("backend kit: no server fails every check with a message", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
