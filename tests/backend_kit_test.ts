@@ -27,11 +27,20 @@ import {
 import { createMemoryServerStore } from "../server/memory.ts";
 import { openSqliteServerStore } from "../server/sqlite.ts";
 import { openKvServerStore } from "../server/kv.ts";
+import { openPostgresServerStore } from "../server/postgres.ts";
+import {
+  DATABASE_URL,
+  dropSchema,
+  freshSchema,
+  ignorePostgres,
+} from "./_postgres.ts";
 import { withTimeout } from "./_timeout.ts";
 
 /** A server store for one run, and how to remove what it left. */
 interface StoreFactory {
   readonly name: string;
+  /** Whether to register its test as ignored (no Postgres answers). */
+  readonly ignore?: boolean;
   open(): Promise<{ store: ServerStore; teardown(): Promise<void> }>;
 }
 
@@ -65,6 +74,17 @@ const STORES: readonly StoreFactory[] = [
     async open() {
       const { dir, teardown } = await tempDir();
       return { store: await openKvServerStore(`${dir}/server.kv`), teardown };
+    },
+  },
+  {
+    name: "postgres",
+    ignore: await ignorePostgres(),
+    async open() {
+      const schema = freshSchema();
+      return {
+        store: await openPostgresServerStore(DATABASE_URL, { schema }),
+        teardown: () => dropSchema(schema),
+      };
     },
   },
 ];
@@ -142,9 +162,11 @@ function explain(result: TestBackendResult): string {
 }
 
 for (const factory of STORES) {
-  Deno.test(
-    `backend kit: every check passes on the reference server over ${factory.name}`,
-    withTimeout(60_000, async () => {
+  Deno.test({
+    name:
+      `backend kit: every check passes on the reference server over ${factory.name}`,
+    ignore: factory.ignore ?? false,
+    fn: withTimeout(60_000, async () => {
       await using running = await serve(factory);
       const started = performance.now();
       const result = await runKit(running);
@@ -159,7 +181,7 @@ for (const factory of STORES) {
         explain(result),
       );
     }),
-  );
+  });
 }
 
 /** Reads a request's body, and gives a fresh request with it. */
