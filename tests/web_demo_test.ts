@@ -42,16 +42,31 @@ const SCREENSHOTS = [
 /** Waits until the page's todo titles are exactly `titles` (any order). */
 async function waitForTitles(page: Page, titles: string[]): Promise<void> {
   const want = JSON.stringify([...titles].sort());
-  await page.waitForFunction(
-    (want) =>
+  const read = () =>
+    page.evaluate(() =>
       JSON.stringify(
         [...document.querySelectorAll("li.todo .title")].map((node) =>
           node.textContent
         ).sort(),
-      ) === want,
-    want,
-    { timeout: 15_000, polling: 50 },
-  );
+      )
+    );
+  try {
+    await page.waitForFunction(
+      (want) =>
+        JSON.stringify(
+          [...document.querySelectorAll("li.todo .title")].map((node) =>
+            node.textContent
+          ).sort(),
+        ) === want,
+      want,
+      { timeout: 15_000, polling: 50 },
+    );
+  } catch (error) {
+    throw new Error(
+      `Cannot see the titles ${want}: current value is ${await read()}`,
+      { cause: error },
+    );
+  }
 }
 
 async function add(page: Page, title: string): Promise<void> {
@@ -128,8 +143,11 @@ Deno.test(
       // A conflict: one todo renamed in two places while apart.
       await tab1.check("#offline");
       await other.check("#offline");
+      // The todo "Buy milk" (the list is in id order, and ids are random).
       const id = await tab1.evaluate(() =>
-        document.querySelector("li.todo")!.dataset.id!
+        [...document.querySelectorAll("li.todo")].find((node) =>
+          node.textContent?.includes("Buy milk")
+        )!.dataset.id!
       );
       type Todos = { update(id: string, patch: object): Promise<unknown> };
       await tab1.evaluate(
