@@ -91,6 +91,11 @@ export class SharedCoordinator {
   #stopped = false;
   #timer: unknown = undefined;
   #ticking: Promise<void>;
+  /** Whether a poll runs now, and whether the store asked for another. */
+  #inTick = false;
+  #tickAgain = false;
+  /** Ends the store's change hints (`watchMeta`) on close. */
+  #watchStop = new AbortController();
   #ready: Promise<void>;
   /** Aborted when this engine stops being the syncer: its runs stop. */
   #term = new AbortController();
@@ -143,6 +148,7 @@ export class SharedCoordinator {
     });
     this.#ticking = this.#tick();
     this.#ready = this.#ticking;
+    if (host.storage.watchMeta !== undefined) void this.#watch();
   }
 
   /** Whether this engine is the store's syncer now. */
@@ -179,6 +185,7 @@ export class SharedCoordinator {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#host.timers.clearTimeout(this.#timer);
+    this.#watchStop.abort();
     this.#offChange();
     this.#offOutcome();
     await this.#ticking;
@@ -194,8 +201,38 @@ export class SharedCoordinator {
     }
   }
 
+  /**
+   * The fast path where the store has one (Deno KV's `watch` inside one
+   * process and on Deploy): a poll as soon as the lease or the feed's head
+   * moved, not at the next `pollMs`. The poll stays: hints may never come.
+   */
+  async #watch(): Promise<void> {
+    try {
+      const hints = this.#host.storage.watchMeta!([LEASE_KEY, HEAD_KEY], {
+        signal: this.#watchStop.signal,
+      });
+      for await (const _ of hints) this.#pollSoon();
+    } catch (error) {
+      // Polling alone from here on.
+      this.#report(error);
+    }
+  }
+
+  /** Polls now, or right after the poll that runs. */
+  #pollSoon(): void {
+    if (this.#stopped) return;
+    if (this.#inTick) {
+      this.#tickAgain = true;
+      return;
+    }
+    this.#host.timers.clearTimeout(this.#timer);
+    this.#ticking = this.#tick();
+  }
+
   /** One poll: the lease, then the feed. Never rejects. */
   async #tick(): Promise<void> {
+    this.#inTick = true;
+    this.#tickAgain = false;
     try {
       const [lease, head] = await this.#host.storage.getMeta([
         LEASE_KEY,
@@ -212,6 +249,7 @@ export class SharedCoordinator {
     } catch (error) {
       this.#report(error);
     } finally {
+      this.#inTick = false;
       this.#arm();
     }
   }
@@ -219,7 +257,9 @@ export class SharedCoordinator {
   #arm(): void {
     if (this.#stopped) return;
     const { pollMs, leaseMs } = this.#options;
-    const ms = this.#role === "syncer"
+    const ms = this.#tickAgain
+      ? 0
+      : this.#role === "syncer"
       ? Math.min(pollMs, Math.floor(leaseMs / 3))
       : pollMs;
     this.#timer = this.#host.timers.setTimeout(() => {

@@ -433,6 +433,25 @@ export interface Storage extends AsyncDisposable {
     options?: StorageCallOptions,
   ): Promise<WriteResult>;
 
+  /**
+   * Optional: tells when meta entries may have changed, written through any
+   * handle on the store (in other processes too, where the store can tell),
+   * until `signal` aborts or the store closes. A hint, not data: it may
+   * come late, coalesce several changes, or never come at all (a local
+   * Deno KV file delivers changes only inside one process; Deno Deploy
+   * across isolates), so a caller keeps polling and reads the entries
+   * itself. Engines sharing a store use it to hear each other sooner than
+   * their poll (ENGINE.md clause 26).
+   *
+   * @param keys The meta keys to watch.
+   * @param options The signal that ends the iteration.
+   * @returns One item per hint.
+   */
+  watchMeta?(
+    keys: readonly string[],
+    options: { readonly signal: AbortSignal },
+  ): AsyncIterable<void>;
+
   /** Releases the store. Idempotent. */
   close(): Promise<void>;
 }

@@ -29,6 +29,8 @@ export interface Profile {
   readonly capabilities: StorageCapabilities;
   /** Whether `setup()` gives a `reopen()`. */
   readonly reopen: boolean;
+  /** Whether the storage has the optional `watchMeta()`. */
+  readonly watchMeta: boolean;
 }
 
 /** The handles one case works with. */

@@ -56,6 +56,7 @@ import { LIMIT_CASES } from "./_conformance_limits.ts";
 import { LIST_CASES } from "./_conformance_lists.ts";
 import { REOPEN_CASES } from "./_conformance_reopen.ts";
 import { VALUE_CASES } from "./_conformance_values.ts";
+import { WATCH_CASES } from "./_conformance_watch.ts";
 import { WRITE_CASES } from "./_conformance_writes.ts";
 
 /** What `setup()` returns: a fresh store and how to reach it again. */
@@ -160,6 +161,7 @@ async function probe(
     return {
       capabilities: { ...storage.capabilities },
       reopen: reopen !== undefined,
+      watchMeta: typeof storage.watchMeta === "function",
     };
   } finally {
     try {
@@ -261,4 +263,5 @@ const CASES: readonly Case[] = [
   ...LIMIT_CASES,
   ...REOPEN_CASES,
   ...CONCURRENCY_CASES,
+  ...WATCH_CASES,
 ];

@@ -332,6 +332,8 @@ class DenoKvStorage implements KvStorage {
   readonly #closeKv: boolean;
   #closing: Promise<void> | undefined;
   readonly #inFlight = new Set<Promise<unknown>>();
+  /** Ends the open `watchMeta` iterations on close. */
+  readonly #watches = new AbortController();
 
   constructor(space: KvKeyspace, opened: ResolvedKvOptions) {
     this.#space = space;
@@ -486,7 +488,53 @@ class DenoKvStorage implements KvStorage {
     });
   }
 
+  /**
+   * Tells when meta entries may have changed: Deno KV's `watch` on their
+   * keys. It delivers other handles' writes in this process, and on Deno
+   * Deploy other isolates' writes; a local KV file opened by another
+   * process is not watched (poll it).
+   *
+   * @param keys The meta keys.
+   * @param options The signal that ends the iteration.
+   * @returns One item per change seen.
+   * @throws {ClosedError} When the storage is closed.
+   * @throws {TypeError} When a key is not a string.
+   */
+  async *watchMeta(
+    keys: readonly string[],
+    options: { readonly signal: AbortSignal },
+  ): AsyncIterableIterator<void> {
+    if (this.#closing !== undefined) {
+      throw new ClosedError("Cannot watch meta as the storage is closed");
+    }
+    checkStrings("watch meta", "keys", keys);
+    const kvKeys = keys.map((key) => this.#space.readKey("m", key))
+      .filter((key): key is Deno.KvKey => key !== undefined);
+    const signal = AbortSignal.any([options.signal, this.#watches.signal]);
+    if (kvKeys.length === 0 || signal.aborted) return;
+    const reader = this.#space.kv.watch(kvKeys).getReader();
+    const stop = () => void reader.cancel().catch(() => {});
+    signal.addEventListener("abort", stop, { once: true });
+    try {
+      // The first read is the entries as they are now: no change yet.
+      let first = true;
+      while (!signal.aborted) {
+        const { done } = await reader.read();
+        if (done || signal.aborted) return;
+        if (first) first = false;
+        else yield;
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      throw kvFailure("watch meta", error);
+    } finally {
+      signal.removeEventListener("abort", stop);
+      stop();
+    }
+  }
+
   close(): Promise<void> {
+    this.#watches.abort();
     this.#closing ??= (async () => {
       // Calls in flight finish first, so none fails on a closed KV.
       await Promise.allSettled([...this.#inFlight]);
