@@ -312,6 +312,11 @@ interface IdbStorageInit {
   readonly source: IdbSource;
 }
 
+/** The `BroadcastChannel` of a database's meta writes. */
+function channelName(name: string): string {
+  return `offline-first-sync/meta/${name}`;
+}
+
 class IdbStorage implements IndexedDbStorage {
   readonly name: string;
   readonly capabilities: StorageCapabilities;
@@ -321,6 +326,12 @@ class IdbStorage implements IndexedDbStorage {
   /** Why the connection was lost, when another page took it away. */
   #lost: string | undefined;
   readonly #inFlight = new Set<Promise<unknown>>();
+  /** Ends the open `watchMeta` iterations on close. */
+  readonly #watches = new AbortController();
+  /** This handle's own meta writes, told to its own watchers. */
+  readonly #local = new EventTarget();
+  /** Where meta writes are told to other handles and pages, if anywhere. */
+  #channel: BroadcastChannel | null | undefined;
 
   constructor(init: IdbStorageInit) {
     this.name = init.name;
@@ -418,11 +429,96 @@ class IdbStorage implements IndexedDbStorage {
         signal: options?.signal,
         durability: this.#durability,
       };
-      return () => commitWrite(this.#source.database, plan);
+      const metaKeys = mutations.flatMap((mutation) =>
+        mutation.type === "putMeta" || mutation.type === "deleteMeta"
+          ? [mutation.key]
+          : []
+      );
+      return async () => {
+        const result = await commitWrite(this.#source.database, plan);
+        if (result.ok && metaKeys.length > 0) this.#tell(metaKeys);
+        return result;
+      };
     });
   }
 
+  /**
+   * Tells when meta entries may have changed: this handle's writes, and
+   * through a `BroadcastChannel` named after the database, the writes of
+   * every other handle on it in this page and in the origin's other pages
+   * and workers (where the browser has `BroadcastChannel`).
+   *
+   * @param keys The meta keys.
+   * @param options The signal that ends the iteration.
+   * @returns One item per change told.
+   * @throws {ClosedError} When the storage is closed.
+   * @throws {TypeError} When a key is not a string.
+   */
+  async *watchMeta(
+    keys: readonly string[],
+    options: { readonly signal: AbortSignal },
+  ): AsyncIterableIterator<void> {
+    if (this.#closing !== undefined) {
+      throw new ClosedError("Cannot watch meta as the storage is closed");
+    }
+    checkStrings("watch meta", "keys", keys);
+    const signal = AbortSignal.any([options.signal, this.#watches.signal]);
+    if (signal.aborted) return;
+    const wanted = new Set(keys);
+    let hints = 0;
+    let wake: (() => void) | null = null;
+    const hear = (told: unknown) => {
+      if (!Array.isArray(told) || !told.some((key) => wanted.has(key))) return;
+      hints++;
+      wake?.();
+    };
+    const onLocal = (event: Event) => hear((event as CustomEvent).detail);
+    this.#local.addEventListener("meta", onLocal);
+    const channel = typeof BroadcastChannel === "function"
+      ? new BroadcastChannel(channelName(this.name))
+      : null;
+    if (channel !== null) {
+      channel.onmessage = (event) =>
+        hear((event.data as { meta?: unknown })?.meta);
+    }
+    const stop = () => wake?.();
+    signal.addEventListener("abort", stop, { once: true });
+    try {
+      while (!signal.aborted) {
+        if (hints === 0) {
+          await new Promise<void>((resolve) => wake = resolve);
+          wake = null;
+          continue;
+        }
+        hints = 0;
+        yield;
+      }
+    } finally {
+      signal.removeEventListener("abort", stop);
+      this.#local.removeEventListener("meta", onLocal);
+      channel?.close();
+    }
+  }
+
+  /** Tells watchers here and elsewhere that meta entries changed. */
+  #tell(keys: readonly string[]): void {
+    this.#local.dispatchEvent(new CustomEvent("meta", { detail: keys }));
+    if (this.#channel === undefined) {
+      this.#channel = typeof BroadcastChannel === "function"
+        ? new BroadcastChannel(channelName(this.name))
+        : null;
+    }
+    try {
+      this.#channel?.postMessage({ meta: keys });
+    } catch {
+      // A hint only: watchers keep polling.
+    }
+  }
+
   close(): Promise<void> {
+    this.#watches.abort();
+    this.#channel?.close();
+    this.#channel = null;
     this.#closing ??= (async () => {
       // Calls in flight finish first; IndexedDB would let their
       // transactions finish anyway, but not start their next batch.

@@ -78,6 +78,13 @@ async function text(page: Page, selector: string): Promise<string> {
   return (await page.textContent(selector)) ?? "";
 }
 
+/** The page's engine's role: `syncer` or `follower`. */
+function role(page: Page): Promise<string> {
+  return page.evaluate(() =>
+    (globalThis as unknown as { engine: { role: string } }).engine.role
+  );
+}
+
 async function open(context: BrowserContext, url: string): Promise<Page> {
   const page = await context.newPage();
   await page.goto(url, { timeout: 20_000 });
@@ -120,6 +127,11 @@ Deno.test(
       for (const page of [tab1, tab2, other]) {
         await waitForTitles(page, ["Buy milk", "Walk the dog"]);
       }
+      // One syncer per origin: of the two tabs of one browser, one syncs.
+      assert.deepEqual(
+        (await Promise.all([tab1, tab2].map(role))).sort(),
+        ["follower", "syncer"],
+      );
 
       // Offline edits survive a reload and sync after.
       await other.check("#offline");
@@ -134,6 +146,14 @@ Deno.test(
       await other.waitForSelector("li.todo .title:text('Written offline')", {
         timeout: 15_000,
       });
+      // Still offline after the reload (the switch is kept), still queued.
+      assert.equal(await other.isChecked("#offline"), true);
+      await other.waitForFunction(
+        () => document.querySelector("#pending")?.textContent === "1 pending",
+        undefined,
+        { timeout: 10_000 },
+      );
+      await other.uncheck("#offline");
       await waitForTitles(tab1, [
         "Buy milk",
         "Walk the dog",
@@ -192,6 +212,32 @@ Deno.test(
       await Deno.mkdir(new URL(".", SCREENSHOTS[0]), { recursive: true });
       for (const path of SCREENSHOTS) await Deno.writeFile(path, png);
       assert.ok(png.byteLength > 10_000);
+
+      // Closing the syncing tab hands over to the other tab.
+      const [leader, rest] = await role(tab1) === "syncer"
+        ? [tab1, tab2]
+        : [tab2, tab1];
+      const closedAt = Date.now();
+      await leader.close({ runBeforeUnload: true });
+      await rest.waitForFunction(
+        () =>
+          (globalThis as unknown as { engine: { role: string } }).engine
+            .role === "syncer",
+        undefined,
+        { timeout: 15_000, polling: 50 },
+      );
+      console.log(
+        `web demo: the other tab syncs ${
+          Date.now() - closedAt
+        } ms after the syncing tab closed`,
+      );
+      await add(other, "After the handover");
+      await waitForTitles(rest, [
+        "Mine",
+        "Walk the dog",
+        "Written offline",
+        "After the handover",
+      ]);
     } finally {
       for (const context of contexts) await context.close().catch(() => {});
       await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -31,7 +31,11 @@ interface Todo {
 
 const params = new URLSearchParams(location.search);
 const dbName = params.get("db") ?? "offline-first-todos";
-let offline = params.get("offline") === "1";
+// The "offline" switch stands for the network: every tab of this browser
+// shares it (localStorage), as they would share a lost connection.
+const OFFLINE_KEY = "offline-first-demo:offline";
+if (params.get("offline") === "1") localStorage.setItem(OFFLINE_KEY, "1");
+let offline = localStorage.getItem(OFFLINE_KEY) === "1";
 
 const storage = await openIndexedDbStorage(dbName);
 const transport = createRestTransport({
@@ -42,7 +46,11 @@ const transport = createRestTransport({
       : fetch(input, init),
   retry: { attempts: 1 },
 });
-const engine = new SyncEngine({ storage, transport });
+// The tabs of this origin share one IndexedDB database: one of them syncs
+// (it holds the store's lease), the others hear its results through the
+// store and a BroadcastChannel, and take over when it closes.
+const engine = new SyncEngine({ storage, transport, shared: {} });
+addEventListener("pagehide", () => void engine.close());
 const todos = engine.table<Todo>("todos", { strategy: "manual" });
 
 const $ = <E extends HTMLElement>(id: string) =>
@@ -52,6 +60,7 @@ const view = {
   pending: $("pending"),
   conflictCount: $("conflict-count"),
   synced: $("synced"),
+  role: $("role"),
   offline: $<HTMLInputElement>("offline"),
   form: $<HTMLFormElement>("add"),
   title: $<HTMLInputElement>("title"),
@@ -67,6 +76,15 @@ engine.on("change", () => void render());
 view.offline.checked = offline;
 view.offline.addEventListener("change", () => {
   offline = view.offline.checked;
+  localStorage.setItem(OFFLINE_KEY, offline ? "1" : "0");
+  if (!offline) void engine.sync().catch(() => {});
+  void render();
+});
+// Another tab flipped the switch.
+addEventListener("storage", (event) => {
+  if (event.key !== OFFLINE_KEY) return;
+  offline = event.newValue === "1";
+  view.offline.checked = offline;
   if (!offline) void engine.sync().catch(() => {});
   void render();
 });
@@ -146,6 +164,9 @@ async function draw(): Promise<void> {
     conflicts.length === 1 ? "" : "s"
   }`;
   view.conflictCount.dataset.warn = String(conflicts.length > 0);
+  view.role.textContent = status.role === "syncer"
+    ? "this tab syncs"
+    : "another tab syncs";
   view.synced.textContent = lastSyncedAt === null
     ? "never synced"
     : `synced ${new Date(lastSyncedAt).toLocaleTimeString()}`;
