@@ -17,6 +17,7 @@ import type { JsonObject } from "../src/json.ts";
 import type { Storage } from "../src/storage.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { createSyncServer } from "../server/mod.ts";
+import { withTimeout } from "./_timeout.ts";
 
 const KILLS = Number(
   Deno.args.find((arg) => arg.startsWith("--kills="))?.slice(
@@ -301,99 +302,108 @@ const KINDS = (Deno.env.get("CRASH_STORAGES") ?? "sqlite,kv").split(
 ) as Kind[];
 
 for (const kind of KINDS) {
-  Deno.test(`crash: ${kind} loses no committed write across ${KILLS} SIGKILLs`, async () => {
-    const random = prng(SEED ^ (kind === "kv" ? 0x5bd1e995 : 0));
-    const dir = await Deno.makeTempDir({ prefix: `crash-${kind}-` });
-    const path = `${dir}/store.${kind === "kv" ? "kv" : "sqlite"}`;
-    await using server = startLoggingServer();
-    const committed = new Map<string, Committed>();
-    const uncertain = new Set<string>();
-    const history: string[] = [];
-    try {
-      for (let generation = 1; generation <= KILLS; generation++) {
-        const context = `${kind} kill ${generation} (seed ${SEED})`;
-        const run = spawnChild([
-          kind,
-          path,
-          server.url,
-          `g${generation}`,
-          String(Math.floor(random() * 2 ** 31)),
-        ]);
-        await Promise.race([
-          run.isReady,
-          run.child.status.then(async () => {
-            throw new Error(
-              `${context}: the child exited early: ${await run.stderr}`,
-            );
-          }),
-        ]);
-        // Kill at a random moment: mid-write, mid-sync, between the two.
-        await new Promise((resolve) => setTimeout(resolve, 5 + random() * 250));
-        run.child.kill("SIGKILL");
-        await run.child.status;
-        await run.reading;
-        await run.stderr;
-        let open_: string | null = null;
-        for (const line of run.lines) {
-          history.push(`g${generation} ${JSON.stringify(line)}`);
-          if (line.type === "intent") open_ = String(line.id);
-          if (line.type === "committed" || line.type === "skipped") {
-            open_ = null;
-            uncertain.delete(String(line.id));
+  // Each kill starts a Deno process (0.5 to 1 s on a loaded 2-core
+  // machine): the default 30 s is too tight for 30 of them.
+  Deno.test(
+    `crash: ${kind} loses no committed write across ${KILLS} SIGKILLs`,
+    withTimeout(90_000, async () => {
+      const random = prng(SEED ^ (kind === "kv" ? 0x5bd1e995 : 0));
+      const dir = await Deno.makeTempDir({ prefix: `crash-${kind}-` });
+      const path = `${dir}/store.${kind === "kv" ? "kv" : "sqlite"}`;
+      await using server = startLoggingServer();
+      const committed = new Map<string, Committed>();
+      const uncertain = new Set<string>();
+      const history: string[] = [];
+      try {
+        for (let generation = 1; generation <= KILLS; generation++) {
+          const context = `${kind} kill ${generation} (seed ${SEED})`;
+          const run = spawnChild([
+            kind,
+            path,
+            server.url,
+            `g${generation}`,
+            String(Math.floor(random() * 2 ** 31)),
+          ]);
+          await Promise.race([
+            run.isReady,
+            run.child.status.then(async () => {
+              throw new Error(
+                `${context}: the child exited early: ${await run.stderr}`,
+              );
+            }),
+          ]);
+          // Kill at a random moment: mid-write, mid-sync, between the two.
+          await new Promise((resolve) =>
+            setTimeout(resolve, 5 + random() * 250)
+          );
+          run.child.kill("SIGKILL");
+          await run.child.status;
+          await run.reading;
+          await run.stderr;
+          let open_: string | null = null;
+          for (const line of run.lines) {
+            history.push(`g${generation} ${JSON.stringify(line)}`);
+            if (line.type === "intent") open_ = String(line.id);
+            if (line.type === "committed" || line.type === "skipped") {
+              open_ = null;
+              uncertain.delete(String(line.id));
+            }
+            if (line.type === "committed" && line.existed !== false) {
+              committed.set(String(line.id), {
+                id: String(line.id),
+                v: String(line.v),
+                deleted: line.deleted === true,
+              });
+            }
           }
-          if (line.type === "committed" && line.existed !== false) {
-            committed.set(String(line.id), {
-              id: String(line.id),
-              v: String(line.v),
-              deleted: line.deleted === true,
+          if (open_ !== null) uncertain.add(open_);
+          const storage = await open(kind, path);
+          try {
+            await verify(
+              storage,
+              committed,
+              uncertain,
+              await server.records(),
+              context,
+            ).catch((error) => {
+              const id = /: (\S+) holds/.exec(String(error))?.[1];
+              throw new Error(
+                `${error}\nserver log of ${id}:\n${
+                  server.log.filter((line) => line.includes(` ${id} `)).slice(
+                    -30,
+                  )
+                    .join("\n")
+                }\nhistory of ${id}:\n${
+                  history.filter((line) =>
+                    line.includes(`"${id}"`) || line.includes("synced") ||
+                    line.includes("syncFailed")
+                  ).slice(-60).join("\n")
+                }`,
+              );
             });
+          } finally {
+            await storage.close();
           }
+          assertAppliedOnce(server.applied, context);
         }
-        if (open_ !== null) uncertain.add(open_);
         const storage = await open(kind, path);
         try {
-          await verify(
-            storage,
-            committed,
-            uncertain,
-            await server.records(),
-            context,
-          ).catch((error) => {
-            const id = /: (\S+) holds/.exec(String(error))?.[1];
-            throw new Error(
-              `${error}\nserver log of ${id}:\n${
-                server.log.filter((line) => line.includes(` ${id} `)).slice(-30)
-                  .join("\n")
-              }\nhistory of ${id}:\n${
-                history.filter((line) =>
-                  line.includes(`"${id}"`) || line.includes("synced") ||
-                  line.includes("syncFailed")
-                ).slice(-60).join("\n")
-              }`,
-            );
-          });
+          await drain(storage, server.url);
+          await assertConverged(storage, server);
+          assertAppliedOnce(server.applied, `${kind} final`);
+          console.log(
+            `${kind}: ${committed.size} records written, ${server.applied.size} writes applied, ${uncertain.size} uncertain`,
+          );
+          assert.ok(committed.size > 0, "the children committed writes");
+          assert.ok(server.applied.size > 0, "the children pushed writes");
         } finally {
           await storage.close();
         }
-        assertAppliedOnce(server.applied, context);
-      }
-      const storage = await open(kind, path);
-      try {
-        await drain(storage, server.url);
-        await assertConverged(storage, server);
-        assertAppliedOnce(server.applied, `${kind} final`);
-        console.log(
-          `${kind}: ${committed.size} records written, ${server.applied.size} writes applied, ${uncertain.size} uncertain`,
-        );
-        assert.ok(committed.size > 0, "the children committed writes");
-        assert.ok(server.applied.size > 0, "the children pushed writes");
       } finally {
-        await storage.close();
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    }
-  });
+    }),
+  );
 
   Deno.test(`crash: two processes on one ${kind} store write and sync concurrently, nothing lost or doubled`, async () => {
     const dir = await Deno.makeTempDir({ prefix: `multi-${kind}-` });
