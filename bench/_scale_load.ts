@@ -22,6 +22,8 @@ export interface PhaseResult {
   readonly requests: number;
   /** Wall time of the phase in milliseconds. */
   readonly elapsedMs: number;
+  /** Requests answered busy (503 or 429), retried after a wait. */
+  readonly busy: number;
   /** Request latencies in milliseconds, sorted ascending. */
   readonly latencies: readonly number[];
 }
@@ -43,6 +45,19 @@ function headers(token: string): Record<string, string> {
   };
 }
 
+/**
+ * How many requests the servers answered 503 or 429 (busy: retry later)
+ * since {@linkcode takeBusy} last read it.
+ */
+const busy = { count: 0 };
+
+/** Returns the busy answers counted so far and resets the count. */
+export function takeBusy(): number {
+  const count = busy.count;
+  busy.count = 0;
+  return count;
+}
+
 /** A unique prefix for the op ids of this process. */
 const RUN = crypto.randomUUID().slice(0, 8);
 let batchSeq = 0;
@@ -50,8 +65,10 @@ let batchSeq = 0;
 /**
  * Pushes one batch of `count` upserts of new records to `kind`.
  *
- * @returns How many ops the server applied.
- * @throws {Error} On a status other than 200 or an op not applied.
+ * @returns How many ops the server applied: 0 when it answered busy
+ * (counted for {@linkcode takeBusy}).
+ * @throws {Error} On another status than 200, 429 or 503, or an op not
+ * applied.
  */
 export async function pushBatch(
   client: Client,
@@ -76,6 +93,16 @@ export async function pushBatch(
     body: JSON.stringify({ ops }),
   });
   const text = await response.text();
+  if (response.status === 503 || response.status === 429) {
+    // The server's "busy, retry later": a client waits Retry-After (capped
+    // here at 1 s) and sends the same batch again; counted, not fatal.
+    const wait = Number(response.headers.get("retry-after") ?? "1");
+    await new Promise((resolve) =>
+      setTimeout(resolve, Math.min(1, wait > 0 ? wait : 1) * 1000)
+    );
+    busy.count++;
+    return 0;
+  }
   if (response.status !== 200) {
     throw new Error(
       `Cannot push a batch as the server answered ${response.status}: current value is ${
@@ -157,6 +184,7 @@ async function loop(
   const latencies: number[] = [];
   let items = 0;
   let requests = 0;
+  takeBusy();
   const started = performance.now();
   const deadline = started + durationMs;
   await Promise.all(clients.map(async (client) => {
@@ -168,7 +196,7 @@ async function loop(
   }));
   const elapsedMs = performance.now() - started;
   latencies.sort((a, b) => a - b);
-  return { items, requests, elapsedMs, latencies };
+  return { items, requests, elapsedMs, busy: takeBusy(), latencies };
 }
 
 /** Every client pushes batches of `batch` new records for `durationMs`. */
@@ -181,6 +209,7 @@ export function pushPhase(
   return loop(clients, durationMs, async (client, latencies) => {
     const started = performance.now();
     const items = await pushBatch(client, "push", batch, idPrefix);
+    if (items === 0) return { items, requests: 0 };
     latencies.push(performance.now() - started);
     return { items, requests: 1 };
   });
@@ -215,7 +244,13 @@ export async function fillPull(
   for (const client of clients) {
     for (let done = 0; done < records; done += 1000) {
       const count = Math.min(1000, records - done);
-      jobs.push(() => pushBatch(client, "pull", count, `fill${done}`));
+      jobs.push(async () => {
+        let applied = 0;
+        while (applied === 0) {
+          applied = await pushBatch(client, "pull", count, `fill${done}`);
+        }
+        return applied;
+      });
     }
   }
   const workers = Array.from({ length: 8 }, async () => {

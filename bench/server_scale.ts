@@ -225,6 +225,7 @@ function phaseTable(which: "push" | "pull"): string {
     unit,
     "÷ SQLite",
     "requests/s",
+    "busy",
     "p50 ms",
     "p95 ms",
     "p99 ms",
@@ -242,6 +243,7 @@ function phaseTable(which: "push" | "pull"): string {
       rate(phase).toFixed(0),
       ratio,
       (phase.requests / (phase.elapsedMs / 1000)).toFixed(0),
+      String(phase.busy),
       ms(quantile(phase.latencies, 0.5)),
       ms(quantile(phase.latencies, 0.95)),
       ms(quantile(phase.latencies, 0.99)),
@@ -261,7 +263,7 @@ console.log(
       startedAt.toISOString().slice(0, 10)
     }, Deno ${Deno.version.deno}, ${cores} cores shared by the client (this process) and the servers`,
     `Reproduce: ${command}`,
-    `Each row: ${durationMs} ms of push (POST /batch of ${batch} new records per request), then ${durationMs} ms of pull (paging GET /pull?limit=${limit} through ${records} records to the end, again and again); "1 each" = a principal per client, "1 shared" = all clients in one principal; ÷ SQLite = this row's rate over the SQLite-file 1-process row of the same load in this run.`,
+    `Each row: ${durationMs} ms of push (POST /batch of ${batch} new records per request), then ${durationMs} ms of pull (paging GET /pull?limit=${limit} through ${records} records to the end, again and again); "1 each" = a principal per client, "1 shared" = all clients in one principal; ÷ SQLite = this row's rate over the SQLite-file 1-process row of the same load in this run; busy = requests answered 503/429 (retry later), each retried after its Retry-After (at most 1 s), its latency not counted.`,
     "",
     "Push",
     "",
@@ -285,6 +287,7 @@ if (values.json !== undefined) {
         pullRecordsPerSecond: rate(row.pull),
         pushRequests: row.push.requests,
         pullRequests: row.pull.requests,
+        pushBusy: row.push.busy,
       })),
     ),
   );
