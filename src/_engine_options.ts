@@ -190,6 +190,16 @@ export interface SharedOptions {
    * @default {a random UUID}
    */
   readonly holder?: string;
+  /**
+   * In a browser: elect the syncer among the origin's tabs and workers
+   * with the Web Lock of this name (use the IndexedDB database's name).
+   * The lock goes to one engine at a time and passes on the moment its
+   * page closes or crashes; the holder takes the store's lease at once.
+   * Every engine on the store must give the same name.
+   *
+   * @default {undefined: the store's lease alone}
+   */
+  readonly webLock?: string;
 }
 
 /**

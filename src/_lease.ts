@@ -57,6 +57,11 @@ export interface LeaseOptions {
   readonly holder: string;
   /** How long a lease lasts without renewal, in ms. */
   readonly leaseMs: number;
+  /**
+   * The Web Lock election, if any: the lease is taken only while it is
+   * held, and then at once, whoever held the lease before.
+   */
+  readonly gate?: { readonly held: boolean };
 }
 
 /** One engine's side of the lease: take it, renew it, give it back. */
@@ -93,8 +98,18 @@ export class Lease {
    * @throws {StorageError} When the store fails; a held lease keeps aging.
    */
   async step(entry: Versioned<JsonValue> | undefined): Promise<boolean> {
-    const { clock, leaseMs, holder } = this.#options;
+    const { clock, leaseMs, holder, gate } = this.#options;
     const now = clock.now();
+    if (gate !== undefined && !gate.held) {
+      // Not elected: watch the lease, never take it.
+      this.#rev = null;
+      return false;
+    }
+    if (gate !== undefined && this.#rev === null) {
+      // Elected by the Web Lock: its last holder is gone (the browser
+      // passes the lock on only then), so its lease is taken at once.
+      return await this.#take(entry?.rev ?? null, now);
+    }
     if (this.#rev !== null) {
       if (entry?.rev !== this.#rev || now - this.#renewedAt >= leaseMs * 0.8) {
         // Taken over, released by hand, or not renewed for too long: a

@@ -43,6 +43,7 @@ import {
   toFeedOutcome,
 } from "./_shared_outcomes.ts";
 import { Lease, LEASE_KEY, readLease } from "./_lease.ts";
+import { WebLockGate, webLocks } from "./_web_lock.ts";
 import type { Storage } from "./storage.ts";
 
 /** What the coordinator needs from its engine. */
@@ -83,6 +84,8 @@ export class SharedCoordinator {
   #host: SharedHost;
   #options: ResolvedShared;
   #lease: Lease;
+  /** The Web Lock election (`webLock`), if any. */
+  #gate: WebLockGate | null;
   #role: EngineRole = "follower";
   /** The lease's holder as last read. */
   #holderNow: string | null = null;
@@ -118,11 +121,16 @@ export class SharedCoordinator {
   constructor(host: SharedHost, options: ResolvedShared) {
     this.#host = host;
     this.#options = options;
+    const locks = webLocks();
+    this.#gate = options.webLock === undefined || locks === undefined
+      ? null
+      : new WebLockGate(locks, options.webLock, () => this.#pollSoon());
     this.#lease = new Lease({
       storage: host.storage,
       clock: host.clock,
       holder: options.holder,
       leaseMs: options.leaseMs,
+      ...(this.#gate === null ? {} : { gate: this.#gate }),
     });
     this.#offChange = host.hub.on("change", (event) => {
       if (this.#replaying || event.origin === "remote") return;
@@ -199,6 +207,8 @@ export class SharedCoordinator {
     } catch {
       // The lease lapses on its own within leaseMs.
     }
+    // After the release: the next engine takes the lock and the lease.
+    this.#gate?.close();
   }
 
   /**

@@ -7,6 +7,7 @@
 
 import { MAX_TIMER_MS } from "./backoff.ts";
 import type { SharedOptions } from "./_engine_options.ts";
+import { webLocks } from "./_web_lock.ts";
 
 /** {@linkcode SharedOptions} with every default filled in. */
 export interface ResolvedShared {
@@ -14,6 +15,8 @@ export interface ResolvedShared {
   readonly pollMs: number;
   readonly requestTimeoutMs: number;
   readonly holder: string;
+  /** The Web Lock that elects the syncer, if any. */
+  readonly webLock?: string;
 }
 
 /**
@@ -43,7 +46,30 @@ export function resolveShared(options: SharedOptions): ResolvedShared {
       `Cannot share storage as holder is not 1 to 128 characters long: current value is ${holder.length}`,
     );
   }
-  return { leaseMs, pollMs, requestTimeoutMs, holder };
+  const webLock = options.webLock;
+  if (webLock !== undefined) {
+    if (typeof webLock !== "string" || webLock.length < 1) {
+      throw new TypeError(
+        `Cannot share storage as webLock is not a non-empty string: current value is ${
+          JSON.stringify(webLock)
+        }`,
+      );
+    }
+    if (webLocks() === undefined) {
+      throw new TypeError(
+        `Cannot share storage as this runtime has no Web Locks (navigator.locks): current value is ${
+          JSON.stringify(webLock)
+        }`,
+      );
+    }
+  }
+  return {
+    leaseMs,
+    pollMs,
+    requestTimeoutMs,
+    holder,
+    ...(webLock === undefined ? {} : { webLock }),
+  };
 }
 
 function checkMs(

@@ -49,7 +49,12 @@ const transport = createRestTransport({
 // The tabs of this origin share one IndexedDB database: one of them syncs
 // (it holds the store's lease), the others hear its results through the
 // store and a BroadcastChannel, and take over when it closes.
-const engine = new SyncEngine({ storage, transport, shared: {} });
+const engine = new SyncEngine({
+  storage,
+  transport,
+  // The Web Lock elects the syncing tab, and passes on the moment it closes.
+  shared: { webLock: dbName },
+});
 addEventListener("pagehide", () => void engine.close());
 const todos = engine.table<Todo>("todos", { strategy: "manual" });
 
