@@ -63,7 +63,8 @@ export function parseBearerTokens(
       const pair = raw.trim();
       if (pair === "") continue;
       const at = pair.lastIndexOf("=");
-      pairs.push(at < 0 ? ["", pair] : [pair.slice(0, at), pair.slice(at + 1)]);
+      // Without `=` nothing is shown back: the text may be a pasted token.
+      pairs.push(at < 0 ? ["", ""] : [pair.slice(0, at), pair.slice(at + 1)]);
     }
   } else if (Symbol.iterator in Object(tokens)) {
     for (const [token, principal] of tokens as Iterable<[string, string]>) {

@@ -23,8 +23,8 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
+import { bearerAuth, parseBearerTokens } from "./auth.ts";
 import { createSyncServer } from "./handler.ts";
 import { openSqliteServerStore } from "./sqlite.ts";
 import { openKvServerStore } from "./kv.ts";
@@ -63,8 +63,8 @@ interface ServeFlags {
   readonly postgres: string | undefined;
   /** The Postgres schema. */
   readonly postgresSchema: string | undefined;
-  /** Principals by the SHA-256 of their token. */
-  readonly tokens: ReadonlyMap<string, string>;
+  /** The tokens and the principals they stand for. */
+  readonly tokens: readonly [token: string, principal: string][];
   readonly insecure: boolean;
   readonly help: boolean;
 }
@@ -146,22 +146,21 @@ function parseFlags(
     );
   }
   const pairs = [
-    ...values.token.map((pair) => ["--token", pair] as const),
-    ...envTokens.split(",").filter((pair) => pair.trim() !== "").map((
-      pair,
-    ) => ["SYNC_TOKENS", pair.trim()] as const),
+    ...values.token,
+    ...envTokens.split(",").map((pair) => pair.trim()).filter((pair) =>
+      pair !== ""
+    ),
   ];
-  const tokens = new Map<string, string>();
-  for (const [source, pair] of pairs) {
-    const [token, principal] = parseToken(source, pair);
-    const digest = sha256(token);
-    if (tokens.has(digest)) {
-      throw new TypeError(
-        `Cannot start server as a token is given twice: current value is the one for ${
-          JSON.stringify(principal)
-        }`,
-      );
-    }
+  // Split at the last `=` (a token may end in `=`); bearerAuth's table
+  // checks every pair and refuses a token given twice.
+  const tokens = parseBearerTokens(pairs.map((pair) => {
+    const at = pair.lastIndexOf("=");
+    // Without `=` nothing is shown back: the text may be a pasted token.
+    return at < 0
+      ? ["", ""] as const
+      : [pair.slice(0, at), pair.slice(at + 1)] as const;
+  }));
+  for (const [token, principal] of tokens) {
     if (token.length < WEAK_TOKEN_LENGTH) {
       console.error(
         `Warning: the token for ${
@@ -169,7 +168,6 @@ function parseFlags(
         } is shorter than ${WEAK_TOKEN_LENGTH} characters`,
       );
     }
-    tokens.set(digest, principal);
   }
   return {
     port,
@@ -184,52 +182,11 @@ function parseFlags(
   };
 }
 
-/** Splits `TOKEN=principal` at its last `=` (tokens may end in `=`). */
-function parseToken(source: string, pair: string): [string, string] {
-  const at = pair.lastIndexOf("=");
-  const token = at < 0 ? "" : pair.slice(0, at);
-  const principal = at < 0 ? "" : pair.slice(at + 1);
-  // A bearer token is visible ASCII (RFC 6750 allows less; this is enough
-  // to refuse a pasted space or newline).
-  if (
-    !/^[\x21-\x7e]+$/.test(token) || !/^[\x21-\x7e]{1,256}$/.test(principal)
-  ) {
-    throw new TypeError(
-      `Cannot start server as '${source}' needs TOKEN=principal, both visible ASCII without spaces: current value is ${
-        JSON.stringify(at < 0 ? pair.slice(0, 8) : `…=${principal}`)
-      }`,
-    );
-  }
-  return [token, principal];
-}
-
-function sha256(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
-}
-
 /** Whether a hostname only reaches this machine. */
 function isLoopback(hostname: string): boolean {
   const host = hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1");
   return host === "localhost" || host === "::1" ||
     host === "0:0:0:0:0:0:0:1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
-
-/**
- * The auth hook for a token table: the principal of `Authorization: Bearer
- * TOKEN`, or `null`. Tokens are looked up by their SHA-256, so the lookup
- * takes no time that depends on how much of a guess is right.
- */
-function bearerAuth(
-  tokens: ReadonlyMap<string, string>,
-): (request: Request) => string | null {
-  return (request) => {
-    const match = request.headers.get("authorization")?.match(
-      /^Bearer ([\x21-\x7e]+)$/i,
-    );
-    return match === null || match === undefined
-      ? null
-      : tokens.get(sha256(match[1]!)) ?? null;
-  };
 }
 
 function env(variable: string): string {
@@ -266,7 +223,7 @@ async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const auth = flags.tokens.size > 0;
+  const auth = flags.tokens.length > 0;
   if (!auth && !isLoopback(flags.hostname) && !flags.insecure) {
     console.error(
       `Cannot start server as '--hostname' is not a loopback address and no token is given, pass --token TOKEN=principal (or SYNC_TOKENS), or --insecure to serve without auth: current value is ${
@@ -295,7 +252,9 @@ async function main(args: string[]): Promise<number> {
       console.log(
         auth
           ? `Auth: bearer tokens for ${
-            [...new Set(flags.tokens.values())].join(", ")
+            [...new Set(flags.tokens.map(([, principal]) => principal))].join(
+              ", ",
+            )
           }`
           : 'Auth: none, every request is the principal "public"',
       );

@@ -43,6 +43,11 @@ Deno.test("parseBearerTokens: malformed pairs and repeated tokens are refused", 
     /given twice/,
   );
   assert.throws(() => bearerAuth(""), /empty/);
+  // A pair without `=` may be a pasted token: the error never shows it.
+  assert.throws(
+    () => parseBearerTokens("secret-token-value"),
+    (error: Error) => !error.message.includes("secret-token-value"),
+  );
 });
 
 Deno.test("bearerAuth: each token reaches its principal's namespace, others get 401", async () => {
