@@ -4,7 +4,9 @@
  * baseline, measured in the same run: "ours ÷ baseline" of the mean time
  * per iteration (below 1 is faster), and the same as a share of the
  * baseline's rate. The group and row names are the labels
- * `docs/benchmarks.md` uses. `BENCH_SCALE` passes through (see `_scale.ts`).
+ * `docs/benchmarks.md` uses. It ends with the goals table of that page, each
+ * goal read off this run's rows (`_goals.ts`). `BENCH_SCALE` passes through
+ * (see `_scale.ts`).
  *
  * @module
  */
@@ -25,6 +27,8 @@ interface Bench {
     readonly failed?: unknown;
   }[];
 }
+
+import { measureGoals, type RowTime } from "./_goals.ts";
 
 const files = Deno.args.length > 0 ? Deno.args : ["bench/"];
 const output = await new Deno.Command(Deno.execPath(), {
@@ -75,6 +79,30 @@ for (const [group, rows] of groups) {
       `  ${row.name}: ours ÷ baseline = ${ratio.toFixed(2)} (${
         (100 / ratio).toFixed(0)
       } % of the baseline's rate; ${time(stats.avg)} vs ${time(baseline.avg)})`,
+    );
+  }
+}
+// The goals table of docs/benchmarks.md, read off this run's rows.
+const rows: RowTime[] = [];
+for (const bench of benches) {
+  const stats = bench.results[0]?.ok;
+  if (stats === undefined) continue;
+  rows.push({
+    file: bench.origin.split("/").pop()!,
+    group: bench.group ?? bench.name,
+    name: bench.name.replace(/^baseline: /, ""),
+    baseline: bench.baseline,
+    avg: stats.avg,
+  });
+}
+const goals = measureGoals(rows);
+if (goals.length > 0) {
+  console.log("\ngoals (docs/benchmarks.md), this run");
+  for (const { goal, measured, target, met } of goals) {
+    console.log(
+      `  ${goal.label}: ${measured} (goal ${target}) ${
+        met ? "met" : "NOT met"
+      }`,
     );
   }
 }

@@ -1,0 +1,282 @@
+/**
+ * The performance goals `docs/benchmarks.md` states, each read off the rows
+ * of one `deno bench` run by `bench/_report.ts`: a goal names its file, its
+ * group and row (by the start of their names) and what it asks of the row
+ * against a baseline of the same group, so every figure in the table is a
+ * ratio of one run (or a rate whose item count the bench fixes).
+ *
+ * @module
+ */
+
+/** The mean time of one bench row, as `deno bench --json` reports it. */
+export interface RowTime {
+  /** The file's name, e.g. `outbox_bench.ts`. */
+  readonly file: string;
+  /** The group's name, or the row's when it has no group. */
+  readonly group: string;
+  /** The row's name. */
+  readonly name: string;
+  /** Whether the row is its group's baseline. */
+  readonly baseline: boolean;
+  /** Mean ns per iteration. */
+  readonly avg: number;
+}
+
+/** What a goal asks of its row. */
+export type Measure =
+  /** The row's rate is at least `target` % of the baseline's. */
+  | { readonly type: "share"; readonly target: number }
+  /** The row is faster than the baseline (ours ÷ baseline below 1). */
+  | { readonly type: "faster" }
+  /**
+   * The row's time per item grows at most `target`× from the baseline's:
+   * `(row / rowItems) / (baseline / baselineItems)`.
+   */
+  | {
+    readonly type: "growth";
+    readonly target: number;
+    readonly rowItems: number;
+    readonly baselineItems: number;
+  }
+  /** The row handles at least `target` items/s, `items` per iteration. */
+  | { readonly type: "rate"; readonly target: number; readonly items: number };
+
+/** One line of the goals table. */
+export interface Goal {
+  /** The label `docs/benchmarks.md` uses. */
+  readonly label: string;
+  /** The bench file's name. */
+  readonly file: string;
+  /** The start of the group's name. */
+  readonly group: string;
+  /** The start of the row's name. */
+  readonly row: string;
+  /** The start of the baseline row's name; the group's baseline if absent. */
+  readonly baseline?: string;
+  /** What the goal asks. */
+  readonly measure: Measure;
+}
+
+/** The goals of issue 14, in the order of `docs/benchmarks.md`. */
+export const GOALS: readonly Goal[] = [
+  {
+    label: "drain 10k, batch, SQLite outbox ÷ bare batch POSTs",
+    file: "outbox_bench.ts",
+    group: "drain 10k ops, batch",
+    row: "engine, SQLite outbox",
+    measure: { type: "share", target: 50 },
+  },
+  {
+    label: "drain 10k, batch, SQLite outbox, end to end",
+    file: "outbox_bench.ts",
+    group: "drain 10k ops, batch",
+    row: "engine, SQLite outbox",
+    measure: { type: "rate", target: 50_000, items: 10_000 },
+  },
+  {
+    label: "drain 10k, batch, memory outbox ÷ bare batch POSTs",
+    file: "outbox_bench.ts",
+    group: "drain 10k ops, batch",
+    row: "engine, memory outbox",
+    measure: { type: "share", target: 75 },
+  },
+  {
+    label: "drain 10k, per-op ×8 ÷ bare fetch ×8",
+    file: "outbox_bench.ts",
+    group: "drain 10k ops, per-op ×8",
+    row: "engine, SQLite outbox",
+    measure: { type: "share", target: 80 },
+  },
+  {
+    label: "drain 10k, per-op ×1 ÷ bare fetch ×1",
+    file: "outbox_bench.ts",
+    group: "drain 10k ops, per-op ×1",
+    row: "engine, SQLite outbox",
+    measure: { type: "share", target: 80 },
+  },
+  {
+    label: "enqueue, SQLite file ÷ raw atomic write",
+    file: "enqueue_bench.ts",
+    group: "enqueue, SQLite file",
+    row: "table.put()",
+    measure: { type: "share", target: 85 },
+  },
+  {
+    label: "enqueue, KV file ÷ raw atomic write",
+    file: "enqueue_bench.ts",
+    group: "enqueue, KV file",
+    row: "table.put()",
+    measure: { type: "share", target: 75 },
+  },
+  {
+    label: "write 10k docs locally: putMany ÷ RxDB bulkInsert",
+    file: "peer_bench.ts",
+    group: "write 10k docs locally",
+    row: "ours: putMany",
+    measure: { type: "faster" },
+  },
+  {
+    label: "write 10k docs locally: put × N ÷ RxDB insert × N",
+    file: "peer_bench.ts",
+    group: "write 10k docs locally",
+    row: "ours: put × N",
+    baseline: "rxdb: insert × N",
+    measure: { type: "faster" },
+  },
+  {
+    label: "push 10k docs, local writes included ÷ RxDB",
+    file: "peer_bench.ts",
+    group: "push 10k docs",
+    row: "ours",
+    measure: { type: "faster" },
+  },
+  {
+    label: "push 10k docs, push only ÷ RxDB",
+    file: "peer_bench.ts",
+    group: "push 10k docs, push only",
+    row: "ours",
+    measure: { type: "faster" },
+  },
+  {
+    label: "pull 10k docs ÷ RxDB",
+    file: "peer_bench.ts",
+    group: "pull 10k docs",
+    row: "ours",
+    measure: { type: "faster" },
+  },
+  {
+    label: "pull 100k into SQLite (in-process pages) ÷ raw INSERTs",
+    file: "pull_bench.ts",
+    group: "pull 100k records in pages of 1k, SQLite",
+    row: "engine.sync(), in-process",
+    measure: { type: "share", target: 60 },
+  },
+  {
+    label: "pull 100k into KV file (over HTTP) ÷ raw atomics",
+    file: "pull_bench.ts",
+    group: "pull 100k records in pages of 1k, KV",
+    row: "engine.sync() over HTTP",
+    measure: { type: "share", target: 50 },
+  },
+  {
+    label: "pull 100k over HTTP into SQLite, end to end",
+    file: "pull_bench.ts",
+    group: "pull 100k records in pages of 1k, SQLite",
+    row: "engine.sync() over HTTP",
+    measure: { type: "rate", target: 150_000, items: 100_000 },
+  },
+  {
+    label: "enqueue per op, 100k pending ÷ 1k pending (SQLite)",
+    file: "enqueue_bench.ts",
+    group: "enqueue at N pending ops, SQLite file",
+    row: "100k pending ops",
+    measure: { type: "growth", target: 1.2, rowItems: 1, baselineItems: 1 },
+  },
+  {
+    label: "drain per op, 100k pending ÷ 1k pending (SQLite)",
+    file: "outbox_bench.ts",
+    group: "scale: batch drain, SQLite outbox",
+    row: "100k ops",
+    measure: {
+      type: "growth",
+      target: 1.2,
+      rowItems: 100_000,
+      baselineItems: 1_000,
+    },
+  },
+];
+
+/** A goal as measured in one run. */
+export interface GoalResult {
+  /** The goal. */
+  readonly goal: Goal;
+  /** The figure, as the table prints it. */
+  readonly measured: string;
+  /** The goal, as the table prints it. */
+  readonly target: string;
+  /** Whether the figure meets the goal. */
+  readonly met: boolean;
+}
+
+/**
+ * Reads each goal off a run's rows; goals whose rows the run does not hold
+ * (another file, a failed row) are left out.
+ *
+ * @param rows The run's rows.
+ * @param goals The goals, {@linkcode GOALS} by default.
+ * @returns The goals measured, in order.
+ */
+export function measureGoals(
+  rows: readonly RowTime[],
+  goals: readonly Goal[] = GOALS,
+): GoalResult[] {
+  const results: GoalResult[] = [];
+  for (const goal of goals) {
+    const inGroup = rows.filter((row) =>
+      row.file === goal.file && row.group.startsWith(goal.group)
+    );
+    const row = inGroup.find((row) =>
+      !row.baseline && row.name.startsWith(goal.row)
+    );
+    const base = goal.baseline === undefined
+      ? inGroup.find((row) => row.baseline)
+      : inGroup.find((row) => row.name.startsWith(goal.baseline!));
+    if (row === undefined) continue;
+    const result = measureOne(goal, row.avg, base?.avg);
+    if (result !== null) results.push(result);
+  }
+  return results;
+}
+
+function measureOne(
+  goal: Goal,
+  avg: number,
+  baseline: number | undefined,
+): GoalResult | null {
+  const { measure } = goal;
+  if (measure.type === "rate") {
+    const rate = measure.items / (avg / 1e9);
+    return {
+      goal,
+      measured: `${count(rate)}/s`,
+      target: `≥ ${count(measure.target)}/s`,
+      met: rate >= measure.target,
+    };
+  }
+  if (baseline === undefined) return null;
+  if (measure.type === "share") {
+    const share = 100 * baseline / avg;
+    return {
+      goal,
+      measured: `${share.toFixed(0)} %`,
+      target: `≥ ${measure.target} %`,
+      met: share >= measure.target,
+    };
+  }
+  if (measure.type === "faster") {
+    const ratio = avg / baseline;
+    return {
+      goal,
+      measured: ratio <= 1
+        ? `${(1 / ratio).toFixed(2)}× faster`
+        : `${ratio.toFixed(2)}× slower`,
+      target: "faster",
+      met: ratio < 1,
+    };
+  }
+  const growth = (avg / measure.rowItems) /
+    (baseline / measure.baselineItems);
+  return {
+    goal,
+    measured: `${growth.toFixed(2)}×`,
+    target: `≤ ${measure.target}×`,
+    met: growth <= measure.target,
+  };
+}
+
+/** A rate for people: `16.8k`, `150k`, `1.2M`. */
+function count(value: number): string {
+  if (value >= 1e6) return `${(value / 1e6).toFixed(2)}M`;
+  if (value >= 1e3) return `${(value / 1e3).toFixed(1)}k`;
+  return value.toFixed(0);
+}
