@@ -32,16 +32,14 @@ import {
   readError,
 } from "./_feed.ts";
 import type { ResolvedShared } from "./_shared_options.ts";
-import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
+import { isJsonObject, type JsonObject } from "./json.ts";
 import type { OutcomeRegistry } from "./_outcomes.ts";
-import type { WriteOutcome } from "./outcome.ts";
 import {
   type FeedOutcome,
   MAX_FEED_OUTCOMES,
-  readFeedOutcomes,
-  rebuildOutcome,
   toFeedOutcome,
 } from "./_shared_outcomes.ts";
+import { FeedReplay, strings } from "./_shared_replay.ts";
 import { Lease, LEASE_KEY, readLease } from "./_lease.ts";
 import { WebLockGate, webLocks } from "./_web_lock.ts";
 import type { Storage } from "./storage.ts";
@@ -106,8 +104,8 @@ export class SharedCoordinator {
   #outgoing = new Map<Origin, Map<string, Set<string>>>();
   #publishing: Promise<void> = Promise.resolve();
   #publishQueued = false;
-  /** Set while replaying another engine's changes, so they are not sent back. */
-  #replaying = false;
+  /** Replays other engines' entries here (`_shared_replay.ts`). */
+  #replay: FeedReplay;
   #offChange: () => void;
   #offOutcome: () => void;
   #outgoingOutcomes: FeedOutcome[] = [];
@@ -121,6 +119,7 @@ export class SharedCoordinator {
   constructor(host: SharedHost, options: ResolvedShared) {
     this.#host = host;
     this.#options = options;
+    this.#replay = new FeedReplay(host, (error) => this.#report(error));
     const locks = webLocks();
     this.#gate = options.webLock === undefined || locks === undefined
       ? null
@@ -133,7 +132,7 @@ export class SharedCoordinator {
       ...(this.#gate === null ? {} : { gate: this.#gate }),
     });
     this.#offChange = host.hub.on("change", (event) => {
-      if (this.#replaying || event.origin === "remote") return;
+      if (this.#replay.replaying || event.origin === "remote") return;
       let byKind = this.#outgoing.get(event.origin);
       if (byKind === undefined) {
         byKind = new Map();
@@ -148,7 +147,7 @@ export class SharedCoordinator {
       this.#schedulePublish();
     });
     this.#offOutcome = host.outcomes.observe((opId, outcome, where) => {
-      if (this.#replaying) return;
+      if (this.#replay.replaying) return;
       const item = toFeedOutcome(opId, outcome, where);
       if (item === null) return;
       this.#outgoingOutcomes.push(item);
@@ -304,7 +303,7 @@ export class SharedCoordinator {
     if (after === null || head <= after) {
       // The first poll starts at the head; a head that went back means the
       // feed was reset (the store emptied by hand): start over from it.
-      if (after !== null && head < after) this.#emitMissed(null);
+      if (after !== null && head < after) this.#replay.missed(null);
       this.#seen = head;
       return;
     }
@@ -314,21 +313,21 @@ export class SharedCoordinator {
       head,
     });
     this.#seen = head;
-    if (missed) this.#emitMissed(null);
+    if (missed) this.#replay.missed(null);
     const requests: Pending[] = [];
     let foreign = false;
     for (const entry of entries) {
       if (entry.from === this.#options.holder) continue;
       foreign = true;
       if ("outcomes" in entry) {
-        await this.#replayOutcomes(entry.outcomes);
+        await this.#replay.outcomes(entry.outcomes);
       } else if ("changes" in entry) {
         try {
-          await this.#replay(entry.changes);
+          await this.#replay.changes(entry.changes);
         } catch (error) {
           // The records could not be read: watchers re-read instead.
           this.#report(error);
-          this.#emitMissed(Object.keys(entry.changes.kinds));
+          this.#replay.missed(Object.keys(entry.changes.kinds));
         }
       } else if ("reply" in entry) this.#answer(entry.reply);
       else if ("request" in entry && this.#role === "syncer") {
@@ -353,70 +352,6 @@ export class SharedCoordinator {
     }
     if (foreign) this.#host.foreign();
     if (requests.length > 0) void this.#serve(requests);
-  }
-
-  /**
-   * Settles this engine's waits on ops another engine settled, each
-   * outcome rebuilt from the store; a failed read leaves the wait for the
-   * op's next settlement (or the engine's close).
-   */
-  async #replayOutcomes(list: unknown): Promise<void> {
-    const outcomes = this.#host.outcomes;
-    for (const item of readFeedOutcomes(list as JsonValue)) {
-      if (!outcomes.has(item.opId)) continue;
-      let outcome: WriteOutcome | null;
-      try {
-        outcome = await rebuildOutcome(this.#host.storage, item);
-      } catch (error) {
-        this.#report(error);
-        continue;
-      }
-      if (outcome === null) continue;
-      this.#replaying = true;
-      try {
-        outcomes.settle(item.opId, outcome);
-      } finally {
-        this.#replaying = false;
-      }
-    }
-  }
-
-  /** Emits another engine's changes as `change` events, read from the store. */
-  async #replay(
-    changes: Extract<FeedBody, { changes: unknown }>["changes"],
-  ): Promise<void> {
-    const { origin, kinds } = changes;
-    for (const [kind, ids] of Object.entries(kinds)) {
-      if (ids === "*" || !Array.isArray(ids)) {
-        this.#emitMissed([kind]);
-        continue;
-      }
-      const names = strings(ids);
-      for (let start = 0; start < names.length; start += 100) {
-        const chunk = names.slice(start, start + 100);
-        const records = await this.#host.storage.getRecords(kind, chunk);
-        this.#replaying = true;
-        try {
-          records.forEach((record, index) => {
-            const gone = record === undefined || record.value.deleted;
-            this.#host.hub.emit({
-              type: "change",
-              kind,
-              id: chunk[index]!,
-              data: gone ? null : record.value.data,
-              deleted: gone,
-              origin: origin === "local" ? "remote" : origin,
-            });
-          });
-        } finally {
-          this.#replaying = false;
-        }
-      }
-    }
-  }
-
-  #emitMissed(kinds: string[] | null): void {
-    this.#host.hub.emit({ type: "changesMissed", kinds });
   }
 
   /**
@@ -620,11 +555,6 @@ export class SharedCoordinator {
       retryable: typed.retryable,
     });
   }
-}
-
-/** The strings of a list read from the store. */
-function strings(list: readonly unknown[]): string[] {
-  return list.filter((item): item is string => typeof item === "string");
 }
 
 function union(

@@ -313,6 +313,38 @@ Deno.test("shared: watch() in a follower sees what the syncer pulled", async () 
   await watch.return!();
 });
 
+Deno.test("shared: a replayed change is not announced back to the feed", async () => {
+  const time = new VirtualTime();
+  await using g = group(time);
+  const a = g.add("a");
+  const b = g.add("b");
+  await time.advance(POLL_MS);
+  const seen = b.events.length;
+  // A pulled change keeps its origin when replayed (a local one becomes
+  // "remote", which is never announced anyway).
+  await serverPut(g.server, "r1", "pulled by a");
+  const synced = a.engine.sync();
+  await time.advance(10);
+  await synced;
+  // b replays a's entry, then publishes whatever it announces.
+  await time.advance(3 * POLL_MS);
+  assert.ok(
+    b.events.slice(seen).some((event) =>
+      event.type === "change" && event.id === "r1"
+    ),
+    "b replayed a's change",
+  );
+  const [head] = await g.storage.getMeta([HEAD_KEY]);
+  const { entries } = await readEntries(g.storage, {
+    after: 0,
+    head: headSeq(head),
+  });
+  const announced = entries.filter((entry) =>
+    "changes" in entry && JSON.stringify(entry.changes).includes("r1")
+  );
+  assert.deepEqual(announced.map((entry) => entry.from), ["a"]);
+});
+
 Deno.test("shared: a follower's write is pushed by the syncer soon (push on write)", async () => {
   const time = new VirtualTime();
   await using g = group(time);
