@@ -123,6 +123,9 @@ export async function batchRequest(
         // Re-run from scratch when a shared store's commit lost a race.
         done = [];
         spent = spentBefore;
+        const writes: WriteCall[] = [];
+        for (const { call } of slice) if ("method" in call) writes.push(call);
+        await scope.prefetch(namespace, writes);
         for (const { opId, call, fingerprint } of slice) {
           if (spent > budget) {
             done.push({ opId, status: 503, error: answerFull(budget) });

@@ -47,6 +47,7 @@ import { assertInGuard } from "./_sqlite_rows.ts";
 import { utf8Length } from "./_limits.ts";
 import { migrate, quoteSchema, STALE_CLOCK_SQLSTATE } from "./_pg_schema.ts";
 import { changePayload, channelOf, listenChanges } from "./_pg_changes.ts";
+import { readEntries, readRecords } from "./_pg_read.ts";
 import {
   int,
   openPool,
@@ -192,6 +193,14 @@ class PostgresServerStore implements ServerStore {
     return row === undefined ? null : toRecord(row);
   }
 
+  async getRecords(
+    namespace: string,
+    refs: readonly { readonly kind: string; readonly id: string }[],
+  ): Promise<(ServerRecord | null)[]> {
+    this.#assertOpen("read records");
+    return await readRecords(this.#sql, this.#s, namespace, refs);
+  }
+
   async listRecords(
     namespace: string,
     kind: string,
@@ -281,6 +290,14 @@ class PostgresServerStore implements ServerStore {
       [encodeUtf16(namespace), encodeUtf16(key)],
     );
     return row === undefined ? null : toEntry(row);
+  }
+
+  async getIdempotencies(
+    namespace: string,
+    keys: readonly string[],
+  ): Promise<(IdempotencyEntry | null)[]> {
+    this.#assertOpen("read idempotency entries");
+    return await readEntries(this.#sql, this.#s, namespace, keys);
   }
 
   async commit(
