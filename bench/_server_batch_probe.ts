@@ -45,6 +45,11 @@ const ROUNDS = Number(values.rounds);
 // deno-lint-ignore no-explicit-any
 type Any = any;
 
+const DATABASE_URL = Deno.env.get("DATABASE_URL") ??
+  "postgres://root@127.0.0.1:5432/test";
+/** The Postgres schemas the probe created, dropped at the end. */
+const schemas: string[] = [];
+
 interface Server {
   fetch(request: Request): Promise<Response>;
   close(): Promise<void>;
@@ -60,6 +65,8 @@ async function loadRoot(url: URL): Promise<Root> {
   const mod = await import(new URL("server/mod.ts", url).href);
   const memory = await import(new URL("server/memory.ts", url).href);
   const sqlite = await import(new URL("server/sqlite.ts", url).href);
+  const kv = await import(new URL("server/kv.ts", url).href);
+  const pg = await import(new URL("server/postgres.ts", url).href);
   return {
     name: url.pathname,
     createSyncServer: mod.createSyncServer,
@@ -68,6 +75,15 @@ async function loadRoot(url: URL): Promise<Root> {
       if (kind === "sqlite") {
         const dir = await Deno.makeTempDir({ prefix: "batch_probe_" });
         return await sqlite.openSqliteServerStore(`${dir}/s.sqlite`);
+      }
+      if (kind === "kv") {
+        const dir = await Deno.makeTempDir({ prefix: "batch_probe_" });
+        return await kv.openKvServerStore(`${dir}/s.kv`);
+      }
+      if (kind === "postgres") {
+        const schema = `probe_${crypto.randomUUID().replaceAll("-", "")}`;
+        schemas.push(schema);
+        return await pg.openPostgresServerStore(DATABASE_URL, { schema });
       }
       throw new TypeError(`Cannot open store as it is unknown: ${kind}`);
     },
@@ -307,5 +323,13 @@ if (values.stages) {
       time(() => answers.forEach((a) => JSON.stringify(a))).toFixed(2)
     } µs/op`,
   );
+}
+if (schemas.length > 0) {
+  const { default: postgres } = await import("postgres");
+  const sql = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+  for (const schema of schemas) {
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  }
+  await sql.end({ timeout: 5 });
 }
 Deno.exit(0);

@@ -105,6 +105,52 @@ export const MANY_CASES: readonly ServerStoreCase[] = [
   },
   {
     title:
+      "commit() keeps the last write of a key, one record per namespace, and a record's data apart from its key's body",
+    async run(store) {
+      const record = serverRecord("todo", "a", 5, { fields: { v: 1 } });
+      const later = serverRecord("todo", "a", 6, { fields: { v: 2 } });
+      await store.commit([
+        put("ns", record),
+        // The server stores the record itself as its key's response.
+        {
+          type: "idempotency",
+          namespace: "ns",
+          entry: { ...entry("k", 100), body: record.data },
+        },
+        put("other", later),
+        put("ns", later),
+        { type: "idempotency", namespace: "ns", entry: entry("k", 200, 200) },
+        { type: "idempotency", namespace: "other", entry: entry("k", 300) },
+      ]);
+      assert.deepEqual(await store.getRecord("ns", "todo", "a"), later);
+      assert.deepEqual(await store.getRecord("other", "todo", "a"), later);
+      assert.deepEqual(
+        await store.getIdempotency("ns", "k"),
+        entry("k", 200, 200),
+      );
+      assert.deepEqual(
+        await store.getIdempotency("other", "k"),
+        entry("k", 300),
+      );
+      // One object as a record's data and a key's body, stored as both.
+      const shared = serverRecord("todo", "b", 7, { fields: { v: 3 } });
+      await store.commit([
+        put("ns", shared),
+        {
+          type: "idempotency",
+          namespace: "ns",
+          entry: { ...entry("j", 100), body: shared.data },
+        },
+      ]);
+      assert.deepEqual(await store.getRecord("ns", "todo", "b"), shared);
+      assert.deepEqual(
+        (await store.getIdempotency("ns", "j"))!.body,
+        shared.data,
+      );
+    },
+  },
+  {
+    title:
       "getRecords() and getIdempotencies(), when present, reject after close",
     async run(store) {
       await store.close();

@@ -16,6 +16,7 @@ import {
   toRecord,
 } from "./_pg_sql.ts";
 import type { IdempotencyEntry, ServerRecord } from "./store.ts";
+import { utf16Hex } from "./_pg_write.ts";
 
 /**
  * Reads many records of one namespace: the refs go as two arrays of hex
@@ -81,15 +82,6 @@ export async function readEntries(
     const row = found.get(hex);
     return row === undefined ? null : toEntry(row);
   });
-}
-
-/** A string's UTF-16BE code units in hex: its `bytea` key, as text. */
-function utf16Hex(text: string): string {
-  let out = "";
-  for (let index = 0; index < text.length; index++) {
-    out += text.charCodeAt(index).toString(16).padStart(4, "0");
-  }
-  return out;
 }
 
 /** A `bytea` column (a Uint8Array from postgres.js) in hex. */
