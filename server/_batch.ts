@@ -107,7 +107,9 @@ export async function batchRequest(
   // answer a GiB. Past the budget, ops are answered 503 unapplied (never
   // stored), which the client re-sends with the same keys.
   const budget = 2 * maxBatchBytes;
-  const results: JsonObject[] = [];
+  // Each result as JSON text, in order: a record's text is the one its
+  // write staged (the store writes the same text), never made twice.
+  const results: string[] = [];
   let spent = 0;
   for (const slice of slices(calls)) {
     // Each slice is one store commit; between two, other principals'
@@ -116,7 +118,7 @@ export async function batchRequest(
     if (results.length > 0) await turns.next();
     // The slice's results count once it committed: a failure before
     // leaves its ops unapplied.
-    let done: JsonObject[] = [];
+    let done: string[] = [];
     const spentBefore = spent;
     try {
       await core.inScope(namespace, async (scope) => {
@@ -128,21 +130,17 @@ export async function batchRequest(
         await scope.prefetch(namespace, writes);
         for (const { opId, call, fingerprint } of slice) {
           if (spent > budget) {
-            done.push({ opId, status: 503, error: answerFull(budget) });
+            done.push(
+              resultText(opId, 503, JSON.stringify(answerFull(budget))),
+            );
             continue;
           }
           const outcome = "method" in call
             ? await applyWrite(core, { namespace, scope, call, fingerprint })
             : { ...call, replayed: false };
-          const result: JsonObject = { opId, status: outcome.status };
-          if (outcome.status >= 200 && outcome.status < 300) {
-            result.record = outcome.body;
-          } else {
-            result.error = outcome.body;
-          }
-          if (outcome.replayed) result.replayed = true;
-          spent += JSON.stringify(outcome.body)?.length ?? 0;
-          done.push(result);
+          const body = scope.textOf(outcome.body);
+          spent += body?.length ?? 0;
+          done.push(resultText(opId, outcome.status, body, outcome.replayed));
         }
       });
       results.push(...done);
@@ -153,13 +151,37 @@ export async function batchRequest(
       // client under the same keys).
       if (results.length === 0) throw error;
       const { status, body } = core.failureReply(error);
+      const text = JSON.stringify(body);
       for (const { opId } of calls.slice(results.length)) {
-        results.push({ opId, status, error: body });
+        results.push(resultText(opId, status, text));
       }
       break;
     }
   }
-  return { status: 200, body: { results } };
+  return {
+    status: 200,
+    body: null,
+    text: `{"results":[${results.join(",")}]}`,
+  };
+}
+
+/**
+ * One op's result as JSON text: `{"opId", "status", "record" | "error",
+ * "replayed"?}` (a `2xx` carries `record`, any other status `error`).
+ */
+function resultText(
+  opId: string,
+  status: number,
+  body: string | undefined,
+  replayed = false,
+): string {
+  let text = `{"opId":${JSON.stringify(opId)},"status":${status}`;
+  if (body !== undefined) {
+    text += status >= 200 && status < 300
+      ? `,"record":${body}`
+      : `,"error":${body}`;
+  }
+  return replayed ? `${text},"replayed":true}` : `${text}}`;
 }
 
 /** The most ops, and about the most payload bytes, of one batch slice. */

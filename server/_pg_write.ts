@@ -31,7 +31,10 @@ export function writeRows(
   schema: string,
   writes: readonly ServerWrite[],
 ): Promise<unknown>[] {
-  const records = new Map<string, { ns: string; record: ServerRecord }>();
+  const records = new Map<
+    string,
+    { ns: string; record: ServerRecord; text: string | undefined }
+  >();
   const entries = new Map<string, { ns: string; entry: IdempotencyEntry }>();
   for (const write of writes) {
     const ns = utf16Hex(write.namespace);
@@ -40,7 +43,7 @@ export function writeRows(
       const key = `${ns}/${utf16Hex(record.kind)}/${utf16Hex(record.id)}`;
       // Deleted first: the map keeps the order of the last writes.
       records.delete(key);
-      records.set(key, { ns, record });
+      records.set(key, { ns, record, text: write.text });
     } else {
       const key = `${ns}/${utf16Hex(write.entry.key)}`;
       entries.delete(key);
@@ -76,6 +79,7 @@ export function writeRows(
     const data: string[] = [];
     for (const write of records.values()) {
       const { record } = write;
+      if (write.text !== undefined) texts.set(record.data, write.text);
       const text = json(record.data, "record data");
       ns.push(write.ns);
       kinds.push(utf16Hex(record.kind));

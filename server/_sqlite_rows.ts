@@ -140,7 +140,7 @@ export function writeRows(s: Statements, writes: readonly ServerWrite[]): void {
           }`,
         );
       }
-      const data = JSON.stringify(record.data);
+      const data = write.text ?? JSON.stringify(record.data);
       texts.set(record.data, data);
       s.putRecord.run(
         ns,

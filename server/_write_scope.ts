@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { JsonValue } from "../src/json.ts";
 import type { Tenant } from "./_tenants.ts";
 import { inner } from "./_util.ts";
 import type { WriteCall } from "./_wire.ts";
@@ -31,6 +32,8 @@ export class WriteScope {
   readonly #records = new Map<string, Map<string, Map<string, ServerRecord>>>();
   /** Pending entries by namespace and key. */
   readonly #entries = new Map<string, Map<string, IdempotencyEntry>>();
+  /** The JSON text of each record's data staged here, by the data. */
+  readonly #texts = new Map<JsonValue, string>();
   /** Stored records read ahead by `prefetch()`, by namespace, kind and id. */
   readonly #storedRecords = new Map<
     string,
@@ -144,7 +147,24 @@ export class WriteScope {
    */
   putRecord(namespace: string, record: ServerRecord): void {
     inner(inner(this.#records, namespace), record.kind).set(record.id, record);
-    this.writes.push({ type: "record", namespace, record });
+    // Serialised once: the store writes this text, and the answer and the
+    // response stored under the write's key (the same object) reuse it.
+    const text = JSON.stringify(record.data);
+    this.#texts.set(record.data, text);
+    this.writes.push({ type: "record", namespace, record, text });
+  }
+
+  /**
+   * The JSON text of a value, reusing the text of a record's data staged
+   * in this scope (the body a write answers with).
+   *
+   * @param value A reply's body.
+   * @returns `JSON.stringify(value)`.
+   */
+  textOf(value: JsonValue): string | undefined {
+    return (typeof value === "object" && value !== null
+      ? this.#texts.get(value)
+      : undefined) ?? JSON.stringify(value) as string | undefined;
   }
 
   /**

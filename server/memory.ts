@@ -393,7 +393,8 @@ function serialize(writes: readonly ServerWrite[]): string[] {
     const value = write.type === "record"
       ? write.record.data
       : write.entry.body;
-    let text = seen.get(value);
+    let text = seen.get(value) ??
+      (write.type === "record" ? write.text : undefined);
     if (text === undefined) {
       text = JSON.stringify(value) as string | undefined;
       if (text === undefined) {

@@ -63,6 +63,13 @@ export type ServerWrite =
     readonly namespace: string;
     /** The record. */
     readonly record: ServerRecord;
+    /**
+     * `JSON.stringify(record.data)`, when the server already made it (it
+     * also answers with it): a store may write it instead of serialising
+     * the data again. A store that keeps data as JSON text MUST then
+     * return data equal to `record.data`, as without it.
+     */
+    readonly text?: string;
   }
   /** Inserts or replaces an idempotency entry. */
   | {
