@@ -69,18 +69,18 @@ Deno.test("batch reads: each slice reads its records and keys in one call each, 
   const { store, calls } = countingStore();
   await using server = createSyncServer(options({ store }));
   const { status, body } = await send<BatchBody>(server, "POST", "/batch", {
-    json: { ops: upserts(250) },
+    json: { ops: upserts(600) },
   });
   assert.equal(status, 200);
   assert.ok(body.results.every((result) => result.status === 201));
-  // Slices of 100, 100 and 50 ops.
+  // Slices of 250, 250 and 100 ops.
   assert.equal(calls.get("getRecords"), 3);
   assert.equal(calls.get("getIdempotencies"), 3);
   assert.equal(calls.get("getRecord"), undefined);
   assert.equal(calls.get("getIdempotency"), undefined);
   // Replayed from what the batch reads found.
   const again = await send<BatchBody>(server, "POST", "/batch", {
-    json: { ops: upserts(250) },
+    json: { ops: upserts(600) },
   });
   assert.ok(again.body.results.every((result) => result.replayed === true));
   assert.equal(calls.get("getIdempotency"), undefined);
