@@ -154,3 +154,44 @@ Deno.test("batch reads: a batch read of another length than asked fails the batc
   assert.match(String(errors[0]), /another length than 3: current value is 1/);
   assert.equal(await store.getRecord("public", "todo", "r0"), null);
 });
+
+Deno.test("batch writes: each record write carries its data's JSON text, which the answer holds as is", async () => {
+  const store = new SpyStore();
+  await using server = createSyncServer(options({ store }));
+  const response = await server.fetch(
+    new Request("http://sync.test/batch", {
+      method: "POST",
+      body: JSON.stringify({
+        ops: [
+          ...upserts(3),
+          { opId: "d", kind: "todo", id: "r0", type: "delete" },
+          { opId: "bad", kind: "todo", id: "r9", type: "upsert", payload: 1 },
+        ],
+      }),
+    }),
+  );
+  const text = await response.text();
+  // The answer is plain JSON, as JSON.stringify would write it.
+  assert.equal(text, JSON.stringify(JSON.parse(text)));
+  const records = store.commits.flat().filter((write) =>
+    write.type === "record"
+  );
+  assert.equal(records.length, 4);
+  for (const write of records) {
+    assert.equal(write.text, JSON.stringify(write.record.data));
+    assert.ok(text.includes(`"record":${write.text}`), write.text);
+  }
+});
+
+Deno.test("batch writes: the memory store writes a record write's text, not its data again", async () => {
+  await using store = createMemoryServerStore();
+  const data = { id: "a", updated_at: "2025-03-01T10:00:00.000Z" };
+  await store.commit([{
+    type: "record",
+    namespace: "ns",
+    record: { kind: "todo", id: "a", updatedAt: 1, deletedAt: null, data },
+    // Not the data's text: only the server makes `text`, and it never lies.
+    text: JSON.stringify({ ...data, marker: 1 }),
+  }]);
+  assert.equal((await store.getRecord("ns", "todo", "a"))!.data.marker, 1);
+});
