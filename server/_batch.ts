@@ -10,7 +10,7 @@ import { describe } from "../src/describe.ts";
 
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import type { ServerCore } from "./_core.ts";
-import { fingerprintOf } from "./_fingerprint.ts";
+import { canonicalBody, fingerprintOf } from "./_fingerprint.ts";
 import { idRefusal, keyRefusal, kindRefusal, utf8Length } from "./_limits.ts";
 import { failure, invalidBase, refusal, type Reply } from "./_reply.ts";
 import {
@@ -98,9 +98,9 @@ export async function batchRequest(
     }
     const badKey = keyRefusal(opId, `apply batch op ${index}`);
     if (badKey !== null) return refusal(badKey);
-    const call = batchCall(op, opId, core.options.maxBodyBytes);
+    const { call, canonical } = batchCall(op, opId, core.options.maxBodyBytes);
     // Hashed before the write lock, as for a single write.
-    const fingerprint = "method" in call ? fingerprintOf(call) : "";
+    const fingerprint = "method" in call ? fingerprintOf(call, canonical) : "";
     calls.push({ opId, call, fingerprint });
   }
   // The answer echoes records: 1,000 deletes of 1 MiB records would
@@ -270,66 +270,93 @@ function answerFull(budget: number): JsonObject {
 
 /**
  * Turns one batch op into the single request it stands for, or the `400`
- * that op gets on its own (not stored: it names no request).
+ * that op gets on its own (not stored: it names no request), with the
+ * canonical JSON of a JSON PUT body (`canonicalBody()`), which measured it.
  */
 function batchCall(
   op: JsonObject,
   opId: string,
   maxRecordBytes: number,
-): WriteCall | Reply {
+): { call: WriteCall | Reply; canonical?: string } {
   const { kind, id, type, payload, baseUpdatedAt, force } = op;
   if (
     typeof kind !== "string" || typeof id !== "string" ||
     (type !== "upsert" && type !== "delete") ||
     (force !== undefined && typeof force !== "boolean")
   ) {
-    return failure(
-      400,
-      "invalid_op",
-      `Cannot apply op as it needs a string kind and id, a type of "upsert" or "delete" and a boolean force: current value is ${
-        describe(op)
-      }`,
-    );
+    return {
+      call: failure(
+        400,
+        "invalid_op",
+        `Cannot apply op as it needs a string kind and id, a type of "upsert" or "delete" and a boolean force: current value is ${
+          describe(op)
+        }`,
+      ),
+    };
   }
   const action = type === "upsert" ? "store record" : "delete record";
   const refused = kindRefusal(kind, action) ?? idRefusal(id, action);
-  if (refused !== null) return refusal(refused);
+  if (refused !== null) return { call: refusal(refused) };
   const base = baseUpdatedAt ?? null;
   if (type === "delete") {
     // A single DELETE carries its base in the query: a string or nothing.
-    if (base !== null && typeof base !== "string") return invalidBase(base);
+    if (base !== null && typeof base !== "string") {
+      return { call: invalidBase(base) };
+    }
     return {
-      method: "DELETE",
-      kind,
-      id,
-      key: opId,
-      force: force === true,
-      base,
-      extra: [],
+      call: {
+        method: "DELETE",
+        kind,
+        id,
+        key: opId,
+        force: force === true,
+        base,
+        extra: [],
+      },
     };
   }
   // The body a single PUT would carry: the payload plus its base.
   const value = isJsonObject(payload) && base !== null
     ? { ...payload, _baseUpdatedAt: base }
     : payload ?? null;
+  const { body, canonical } = withinLimits(value, maxRecordBytes);
   return {
-    method: "PUT",
-    kind,
-    id,
-    key: opId,
-    force: force === true,
-    body: withinLimits(value, maxRecordBytes),
-    extra: [],
+    call: {
+      method: "PUT",
+      kind,
+      id,
+      key: opId,
+      force: force === true,
+      body,
+      extra: [],
+    },
+    ...(canonical === undefined ? {} : { canonical }),
   };
 }
 
-/** A batch op's body as a single PUT of it would read: limits first. */
-function withinLimits(value: JsonValue, maxBytes: number): BodyInput {
+/**
+ * A batch op's body as a single PUT of it would read: limits first. Its
+ * size is `JSON.stringify(value)`'s, counted from its canonical JSON (the
+ * same text but for key order and a top-level `_baseUpdatedAt`), which the
+ * fingerprint then reuses.
+ */
+function withinLimits(
+  value: JsonValue,
+  maxBytes: number,
+): { body: BodyInput; canonical?: string } {
   const body = withinDepth({ type: "json", value });
-  if (body.type !== "json") return body;
-  const text = JSON.stringify(value);
+  if (body.type !== "json") return { body };
+  const canonical = canonicalBody(value);
+  // The member the canonical text leaves out: `"_baseUpdatedAt":…`.
+  const base = isJsonObject(value) && Object.hasOwn(value, "_baseUpdatedAt")
+    ? `${canonical === "{}" ? "" : ","}"_baseUpdatedAt":${
+      JSON.stringify(value._baseUpdatedAt)
+    }`
+    : "";
+  const length = canonical.length + base.length;
   // Every UTF-16 unit is at most 3 UTF-8 bytes: most bodies skip the count.
-  return text.length * 3 > maxBytes && utf8Length(text) > maxBytes
-    ? { type: "too_large" }
-    : { type: "json", value, size: text.length };
+  return length * 3 > maxBytes &&
+      utf8Length(canonical) + utf8Length(base) > maxBytes
+    ? { body: { type: "too_large" } }
+    : { body: { type: "json", value, size: length }, canonical };
 }
