@@ -29,8 +29,89 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     mode: { type: "string", default: "inproc,http" },
     stages: { type: "boolean", default: false },
+    attribute: { type: "string" },
   },
 });
+
+if (values.attribute !== undefined) {
+  attribute(values.attribute);
+  Deno.exit(0);
+}
+
+/**
+ * Attributes a `--cpu-prof` profile of this probe to the stages of
+ * `POST /batch`: each sample goes to the innermost stage function on its
+ * stack (`deno run -A --cpu-prof --cpu-prof-dir=DIR
+ * bench/_server_batch_probe.ts --mode inproc --stores memory`, then
+ * `--attribute DIR/x.cpuprofile`).
+ */
+function attribute(path: string): void {
+  const STAGES: [RegExp, string][] = [
+    [/^readBody$/, "body read + UTF-8 decode + JSON.parse"],
+    [
+      /^(canonicalBody|fingerprintOf)$/,
+      "fingerprint (canonical JSON + SHA-256)",
+    ],
+    [/^(batchCall|withinLimits|withinDepth|keyRefusal)$/, "per-op checks"],
+    [
+      /^(prefetch|getRecords|getIdempotencies|getRecord|getIdempotency)$/,
+      "store reads",
+    ],
+    [/^commit$/, "store commit"],
+    [/^putRecord$|^textOf$/, "staging (record copy, timestamp, JSON text)"],
+    [
+      /^(applyWrite|nextTimestamp|deleteRecord|putIdempotency)$/,
+      "write logic (key check, version, entry)",
+    ],
+    [/^(resultText|#respond)$/, "answer serialisation"],
+    [
+      /^(inScope|exclusive|batchRequest|#answer|#route|fetch)$/,
+      "server plumbing (routing, lock, scope)",
+    ],
+    [/^(inproc|bodies|timedStore)$/, "probe (client side)"],
+  ];
+  const profile = JSON.parse(Deno.readTextFileSync(path)) as {
+    nodes: {
+      id: number;
+      callFrame: { functionName: string; url: string };
+      children?: number[];
+    }[];
+    samples: number[];
+    timeDeltas: number[];
+  };
+  const parent = new Map<number, number>();
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  for (const node of profile.nodes) {
+    for (const child of node.children ?? []) parent.set(child, node.id);
+  }
+  const totals = new Map<string, number>();
+  let all = 0;
+  profile.samples.forEach((id, index) => {
+    const delta = profile.timeDeltas[index] ?? 0;
+    all += delta;
+    let stage: string | undefined;
+    const leaf = byId.get(id)!.callFrame.functionName;
+    if (leaf === "(garbage collector)") stage = "garbage collector";
+    if (leaf === "(idle)") stage = "idle";
+    for (
+      let at: number | undefined = id;
+      stage === undefined && at !== undefined;
+      at = parent.get(at)
+    ) {
+      const name = byId.get(at)!.callFrame.functionName;
+      stage = STAGES.find(([pattern]) => pattern.test(name))?.[1];
+    }
+    stage ??= "other (runtime, Request/Response, microtasks)";
+    totals.set(stage, (totals.get(stage) ?? 0) + delta);
+  });
+  for (const [stage, us] of [...totals].sort((a, b) => b[1] - a[1])) {
+    console.log(
+      `${(us / 1000).toFixed(0).padStart(6)} ms ${
+        ((us / all) * 100).toFixed(1).padStart(5)
+      } %  ${stage}`,
+    );
+  }
+}
 
 const roots = (values.root ?? [new URL("..", import.meta.url).pathname]).map(
   (root) =>
