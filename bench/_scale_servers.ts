@@ -14,8 +14,17 @@ import postgres from "postgres";
 export const DATABASE_URL: string = Deno.env.get("DATABASE_URL") ??
   "postgres://root@127.0.0.1:5432/test";
 
-/** Which store a setup serves on. */
-export type StoreKind = "memory" | "sqlite" | "kv" | "postgres";
+/**
+ * Which store a setup serves on: `memory` is SQLite `:memory:` through
+ * `server/serve.ts`, `memory-store` the reference server's own memory store
+ * (`createMemoryServerStore()`, through `_scale_memory_serve.ts`).
+ */
+export type StoreKind =
+  | "memory"
+  | "memory-store"
+  | "sqlite"
+  | "kv"
+  | "postgres";
 
 /** One setup of the benchmark. */
 export interface SetupSpec {
@@ -24,6 +33,11 @@ export interface SetupSpec {
   readonly store: StoreKind;
   /** How many server processes share the store. */
   readonly processes: number;
+  /**
+   * The checkout whose server runs (a directory URL ending in `/`); this
+   * one when absent. `--base` runs an older checkout beside it.
+   */
+  readonly root?: URL;
 }
 
 /** The running servers of one setup. */
@@ -39,6 +53,11 @@ export const SETUPS: readonly SetupSpec[] = [
   {
     label: "memory (SQLite :memory:), 1 process",
     store: "memory",
+    processes: 1,
+  },
+  {
+    label: "memory store, 1 process",
+    store: "memory-store",
     processes: 1,
   },
   { label: "KV file, 1 process", store: "kv", processes: 1 },
@@ -76,7 +95,8 @@ async function dropSchema(schema: string): Promise<void> {
   }
 }
 
-const SERVE = new URL("../server/serve.ts", import.meta.url);
+const HERE = new URL("../", import.meta.url);
+const SERVE_MEMORY = new URL("./_scale_memory_serve.ts", import.meta.url);
 
 /** Every `serve.ts` process running, for {@linkcode killAll}. */
 const running = new Set<Deno.ChildProcess>();
@@ -98,9 +118,12 @@ interface Proc {
 }
 
 /** Starts one `serve.ts` and waits (bounded) for its `Listening on` line. */
-async function startServe(args: readonly string[]): Promise<Proc> {
+async function startServe(
+  args: readonly string[],
+  script: URL,
+): Promise<Proc> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SERVE.pathname, "--port", "0", ...args],
+    args: ["run", "-A", script.pathname, "--port", "0", ...args],
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -192,6 +215,9 @@ export async function startSetup(
     case "memory":
       storeArgs = ["--db", ":memory:"];
       break;
+    case "memory-store":
+      storeArgs = ["--root", (spec.root ?? HERE).href];
+      break;
     case "sqlite":
       storeArgs = ["--db", `${dir}/sync.sqlite`];
       break;
@@ -210,11 +236,14 @@ export async function startSetup(
   };
   try {
     // The first process creates the schema; the others start on it.
-    procs.push(await startServe([...storeArgs, ...tokenArgs]));
+    const script = spec.store === "memory-store"
+      ? SERVE_MEMORY
+      : new URL("server/serve.ts", spec.root ?? HERE);
+    procs.push(await startServe([...storeArgs, ...tokenArgs], script));
     const rest = await Promise.all(
       Array.from(
         { length: spec.processes - 1 },
-        () => startServe([...storeArgs, ...tokenArgs]),
+        () => startServe([...storeArgs, ...tokenArgs], script),
       ),
     );
     procs.push(...rest);

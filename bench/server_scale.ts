@@ -1,15 +1,19 @@
 /**
  * The server-side scale benchmark: push and pull throughput and request
  * latency of the reference server (`server/serve.ts`, real processes) per
- * store, with 1, 8 and 64 concurrent clients, and with 1, 2 and 4 server
+ * store (SQLite file, SQLite `:memory:`, the memory store, a KV file,
+ * Postgres), with 1, 8 and 64 concurrent clients, and with 1, 2 and 4 server
  * processes on one Postgres database. Every row is also given as a ratio to
- * the single-process SQLite-file row of the same run and load.
+ * the single-process SQLite-file row of the same run and load. `--base DIR`
+ * runs each setup a second time on another checkout's server (e.g. a
+ * `git worktree` of main), right after this one's: a same-run before/after.
  *
  * ```sh
  * deno run -A bench/server_scale.ts                      # everything, about 4 minutes
  * BENCH_SCALE=tiny deno run -A bench/server_scale.ts     # a second per row, few rows
  * deno run -A bench/server_scale.ts --duration 5000 --clients 1,8,64 --batch 50 --records 2000
  * deno run -A bench/server_scale.ts --setups sqlite,postgres --no-postgres
+ * deno run -A bench/server_scale.ts --setups memory-store,sqlite --base /tmp/main
  * ```
  *
  * Clients are `fetch` loops in this process (kept-alive connections), each
@@ -40,6 +44,8 @@ import {
 } from "./_scale_load.ts";
 
 const TINY = Deno.env.get("BENCH_SCALE") === "tiny";
+/** The mark of a row served by the `--base` checkout. */
+const BASE = "[base]";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -53,6 +59,7 @@ const { values } = parseArgs({
     "no-postgres": { type: "boolean", default: false },
     "require-postgres": { type: "boolean", default: false },
     json: { type: "string" },
+    base: { type: "string" },
   },
 });
 
@@ -149,6 +156,17 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
+// With --base, each setup runs on the older checkout right after this one,
+// so that the two share the machine's state; their rows say "[base]".
+if (values.base !== undefined) {
+  const dir = values.base.endsWith("/") ? values.base : `${values.base}/`;
+  const root = new URL(dir, `file://${Deno.cwd()}/`);
+  setups = setups.flatMap((spec) => [
+    spec,
+    { ...spec, label: `${spec.label} ${BASE}`, root },
+  ]);
+}
+
 const rows: Row[] = [];
 const startedAt = new Date();
 for (const spec of setups) {
@@ -187,8 +205,11 @@ function rate(phase: PhaseResult): number {
 }
 
 function baselineOf(row: Row): Row | undefined {
+  const label = row.setup.endsWith(BASE)
+    ? `${SETUPS[0]!.label} ${BASE}`
+    : SETUPS[0]!.label;
   return rows.find((r) =>
-    r.setup === SETUPS[0]!.label && r.load.clients === row.load.clients &&
+    r.setup === label && r.load.clients === row.load.clients &&
     r.load.shared === row.load.shared
   );
 }

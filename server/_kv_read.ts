@@ -92,18 +92,106 @@ export function readEntry(
   );
   return retried(async () => {
     const stored = await readSettled<StoredEntry>(context, ns, kvKey);
-    if (stored === null) return null;
-    const body = stored.blob === null
-      ? stored.body!
-      : await readBlob(context, stored.blob);
-    return {
-      key: stored.key,
-      fingerprint: stored.fingerprint,
-      status: stored.status,
-      body: JSON.parse(new TextDecoder().decode(body)) as JsonValue,
-      expiresAt: stored.expiresAt,
-    };
+    return stored === null ? null : await toEntry(context, stored);
   });
+}
+
+/** A stored entry as the contract returns it: a fresh copy. */
+async function toEntry(
+  context: KvContext,
+  stored: StoredEntry,
+): Promise<IdempotencyEntry> {
+  const body = stored.blob === null
+    ? stored.body!
+    : await readBlob(context, stored.blob);
+  return {
+    key: stored.key,
+    fingerprint: stored.fingerprint,
+    status: stored.status,
+    body: JSON.parse(new TextDecoder().decode(body)) as JsonValue,
+    expiresAt: stored.expiresAt,
+  };
+}
+
+/**
+ * Reads many keys of one namespace, nine to a `getMany()` with the clock,
+ * each nine settled as `readSettled()` settles one.
+ */
+async function readSettledMany<T>(
+  context: KvContext,
+  ns: Uint8Array,
+  keys: readonly Deno.KvKey[],
+): Promise<(T | null)[]> {
+  const out: (T | null)[] = [];
+  for (let start = 0; start < keys.length; start += 9) {
+    const chunk = keys.slice(start, start + 9);
+    for (;;) {
+      const [clock, ...entries] = await context.kv.getMany<unknown[]>([
+        context.keys.clock(ns),
+        ...chunk,
+      ]);
+      const settled = clock as Deno.KvEntryMaybe<StoredClock>;
+      if ((settled.value?.intent ?? null) === null) {
+        for (const entry of entries) out.push(entry.value as T | null);
+        break;
+      }
+      await rollForward(context, ns, settled);
+    }
+  }
+  return out;
+}
+
+/**
+ * Reads many records of one namespace (`getRecords()`): ten keys to a KV
+ * call instead of one. A record whose blob went away meanwhile is read
+ * again on its own.
+ */
+export async function readRecords(
+  context: KvContext,
+  namespace: string,
+  refs: readonly { readonly kind: string; readonly id: string }[],
+): Promise<(ServerRecord | null)[]> {
+  const ns = namespacePart(namespace);
+  const keys = refs.map(({ kind, id }) =>
+    context.keys.record(ns, orderedPart(kind), orderedPart(id))
+  );
+  const stored = await readSettledMany<StoredRecord>(context, ns, keys);
+  return await Promise.all(stored.map(async (record, index) => {
+    if (record === null) return null;
+    try {
+      return await toRecord(context, record);
+    } catch (error) {
+      if (!(error instanceof BlobGoneError)) throw error;
+      const { kind, id } = refs[index]!;
+      return await readRecord(context, namespace, kind, id);
+    }
+  }));
+}
+
+/**
+ * Reads many idempotency entries of one namespace (`getIdempotencies()`),
+ * ten keys to a KV call. An entry whose blob went away meanwhile is read
+ * again on its own.
+ */
+export async function readEntries(
+  context: KvContext,
+  namespace: string,
+  keys: readonly string[],
+): Promise<(IdempotencyEntry | null)[]> {
+  const ns = namespacePart(namespace);
+  const kvKeys = keys.map((key) =>
+    context.keys.entry(ns, boundedPart(key, ID_BUDGET, "idempotency key"))
+  );
+  const stored = await readSettledMany<StoredEntry>(context, ns, kvKeys);
+  return await Promise.all(stored.map(async (entry, index) => {
+    if (entry === null) return null;
+    try {
+      return await toEntry(context, entry);
+    } catch (error) {
+      if (!(error instanceof BlobGoneError)) throw error;
+      return await readEntry(context, namespace, keys[index]!);
+    }
+  }));
 }
 
 /**

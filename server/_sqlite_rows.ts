@@ -5,10 +5,13 @@
  * @module
  */
 
-import { decodeUtf16 } from "../src/utf16.ts";
-import type { JsonObject } from "../src/json.ts";
+import { decodeUtf16, encodeUtf16 } from "../src/utf16.ts";
+import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
+import { utf8Length } from "./_limits.ts";
+import type { Statements } from "./_sqlite_schema.ts";
 import type {
   CommitGuard,
+  IdempotencyEntry,
   ServerRecord,
   ServerWrite,
   TrimIdempotencyResult,
@@ -73,6 +76,25 @@ export function toRecord(row: unknown): ServerRecord {
   };
 }
 
+/** Reads an idempotency row, or its absence. */
+export function toEntry(row: unknown): IdempotencyEntry | null {
+  if (row === undefined || row === null) return null;
+  const { key, fingerprint, status, body, expires_at } = row as {
+    key: Uint8Array;
+    fingerprint: Uint8Array;
+    status: number | bigint;
+    body: string;
+    expires_at: number | bigint;
+  };
+  return {
+    key: decodeUtf16(key),
+    fingerprint: decodeUtf16(fingerprint),
+    status: Number(status),
+    body: JSON.parse(body) as JsonValue,
+    expiresAt: Number(expires_at),
+  };
+}
+
 /** Checks that a number binds as an SQLite integer. */
 export function integer(value: number): number {
   if (!Number.isSafeInteger(value)) {
@@ -81,4 +103,86 @@ export function integer(value: number): number {
     );
   }
   return value;
+}
+
+/**
+ * Writes a commit's rows inside its write transaction, then raises each
+ * namespace's clock to its newest record once and moves its version once.
+ * A namespace or kind is encoded once per commit, and a record's data and
+ * the response stored under its key, usually one object (the stored record
+ * is the `2xx` body), are stringified once.
+ *
+ * @param s The connection's statements.
+ * @param writes The writes, in order.
+ * @throws {TypeError} For a record whose data is not a JSON object, or a
+ * write of unknown type: the caller rolls back what was written.
+ */
+export function writeRows(s: Statements, writes: readonly ServerWrite[]): void {
+  const newest = new Map<string, { updatedAt: number; id: string }>();
+  const encoded = new Map<string, Uint8Array>();
+  const utf16 = (text: string): Uint8Array => {
+    let bytes = encoded.get(text);
+    if (bytes === undefined) {
+      bytes = encodeUtf16(text);
+      encoded.set(text, bytes);
+    }
+    return bytes;
+  };
+  const texts = new Map<JsonValue, string>();
+  for (const write of writes) {
+    const ns = utf16(write.namespace);
+    if (write.type === "record") {
+      const { record } = write;
+      if (!isJsonObject(record.data)) {
+        throw new TypeError(
+          `Cannot commit record as its data is not a JSON object: current value is ${
+            JSON.stringify(record.data)
+          }`,
+        );
+      }
+      const data = write.text ?? JSON.stringify(record.data);
+      texts.set(record.data, data);
+      s.putRecord.run(
+        ns,
+        utf16(record.kind),
+        encodeUtf16(record.id),
+        integer(record.updatedAt),
+        record.deletedAt === null ? null : integer(record.deletedAt),
+        utf8Length(data),
+        data,
+      );
+      const last = newest.get(write.namespace);
+      if (
+        last === undefined || record.updatedAt > last.updatedAt ||
+        (record.updatedAt === last.updatedAt && record.id > last.id)
+      ) {
+        newest.set(write.namespace, {
+          updatedAt: record.updatedAt,
+          id: record.id,
+        });
+      }
+    } else if (write.type === "idempotency") {
+      const { entry } = write;
+      s.putIdempotency.run(
+        ns,
+        encodeUtf16(entry.key),
+        encodeUtf16(entry.fingerprint),
+        integer(entry.status),
+        texts.get(entry.body) ?? JSON.stringify(entry.body),
+        integer(entry.expiresAt),
+      );
+    } else {
+      throw new TypeError(
+        `Cannot commit write as its type is unknown: current value is ${
+          JSON.stringify((write as { type: unknown }).type)
+        }`,
+      );
+    }
+  }
+  for (const [namespace, { updatedAt, id }] of newest) {
+    s.raiseClock.run(utf16(namespace), updatedAt, encodeUtf16(id));
+  }
+  for (const namespace of new Set(writes.map((write) => write.namespace))) {
+    s.bumpVersion.run(utf16(namespace));
+  }
 }

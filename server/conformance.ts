@@ -38,6 +38,7 @@ import { RECORD_CASES } from "./_conformance_records.ts";
 import { SERVER_CASES } from "./_conformance_server.ts";
 import { UPKEEP_CASES } from "./_conformance_upkeep.ts";
 import { SHARED_CASES } from "./_conformance_shared.ts";
+import { MANY_CASES } from "./_conformance_many.ts";
 import type { ServerStoreSetup } from "./_conformance_kit.ts";
 export type { ServerStoreSetup } from "./_conformance_kit.ts";
 
@@ -61,6 +62,7 @@ export interface TestServerStoreOptions {
 /** Every case, in the order they are registered. */
 const CASES: readonly ServerStoreCase[] = [
   ...RECORD_CASES,
+  ...MANY_CASES,
   ...UPKEEP_CASES,
   ...SERVER_CASES,
   ...SHARED_CASES,

@@ -47,7 +47,13 @@ import {
   readSettledClock,
 } from "./_kv_commit.ts";
 import { readChanges } from "./_kv_changes.ts";
-import { listPage, readEntry, readRecord } from "./_kv_read.ts";
+import {
+  listPage,
+  readEntries,
+  readEntry,
+  readRecord,
+  readRecords,
+} from "./_kv_read.ts";
 import { purge, trimEntries } from "./_kv_upkeep.ts";
 import type {
   CommitGuard,
@@ -239,6 +245,14 @@ class KvServerStore implements ServerStore {
     return await readRecord(this.#context, namespace, kind, id);
   }
 
+  async getRecords(
+    namespace: string,
+    refs: readonly { readonly kind: string; readonly id: string }[],
+  ): Promise<(ServerRecord | null)[]> {
+    this.#assertOpen("read records");
+    return await readRecords(this.#context, namespace, refs);
+  }
+
   async listRecords(
     namespace: string,
     kind: string,
@@ -254,6 +268,14 @@ class KvServerStore implements ServerStore {
   ): Promise<IdempotencyEntry | null> {
     this.#assertOpen("read idempotency entry");
     return await readEntry(this.#context, namespace, key);
+  }
+
+  async getIdempotencies(
+    namespace: string,
+    keys: readonly string[],
+  ): Promise<(IdempotencyEntry | null)[]> {
+    this.#assertOpen("read idempotency entries");
+    return await readEntries(this.#context, namespace, keys);
   }
 
   async commit(

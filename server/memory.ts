@@ -119,6 +119,20 @@ class MemoryServerStore implements ServerStore {
     });
   }
 
+  getRecords(
+    namespace: string,
+    refs: readonly { readonly kind: string; readonly id: string }[],
+  ): Promise<(ServerRecord | null)[]> {
+    return settle(() => {
+      this.#assertOpen("read records");
+      const tables = this.#tables.get(namespace);
+      return refs.map(({ kind, id }) => {
+        const record = tables?.get(kind)?.records.get(id);
+        return record === undefined ? null : toServerRecord(record);
+      });
+    });
+  }
+
   listRecords(
     namespace: string,
     kind: string,
@@ -164,13 +178,21 @@ class MemoryServerStore implements ServerStore {
     return settle(() => {
       this.#assertOpen("read idempotency entry");
       const entry = this.#entries.get(namespace)?.get(key);
-      return entry === undefined ? null : {
-        key: entry.key,
-        fingerprint: entry.fingerprint,
-        status: entry.status,
-        body: JSON.parse(entry.body) as JsonValue,
-        expiresAt: entry.expiresAt,
-      };
+      return entry === undefined ? null : toEntry(entry);
+    });
+  }
+
+  getIdempotencies(
+    namespace: string,
+    keys: readonly string[],
+  ): Promise<(IdempotencyEntry | null)[]> {
+    return settle(() => {
+      this.#assertOpen("read idempotency entries");
+      const entries = this.#entries.get(namespace);
+      return keys.map((key) => {
+        const entry = entries?.get(key);
+        return entry === undefined ? null : toEntry(entry);
+      });
     });
   }
 
@@ -346,6 +368,17 @@ function toServerRecord(record: MemoryRecord): ServerRecord {
   };
 }
 
+/** An entry as the store returns it: a copy, its body parsed again. */
+function toEntry(entry: MemoryEntry): IdempotencyEntry {
+  return {
+    key: entry.key,
+    fingerprint: entry.fingerprint,
+    status: entry.status,
+    body: JSON.parse(entry.body) as JsonValue,
+    expiresAt: entry.expiresAt,
+  };
+}
+
 /**
  * The JSON text of each write's data or body. A write's record and the
  * response stored under its key are usually one object (the stored record
@@ -360,7 +393,8 @@ function serialize(writes: readonly ServerWrite[]): string[] {
     const value = write.type === "record"
       ? write.record.data
       : write.entry.body;
-    let text = seen.get(value);
+    let text = seen.get(value) ??
+      (write.type === "record" ? write.text : undefined);
     if (text === undefined) {
       text = JSON.stringify(value) as string | undefined;
       if (text === undefined) {

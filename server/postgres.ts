@@ -44,9 +44,10 @@ import { ClosedError } from "../src/errors.ts";
 import { encodeUtf16 } from "../src/utf16.ts";
 import { assertServerWrite } from "./_server_write.ts";
 import { assertInGuard } from "./_sqlite_rows.ts";
-import { utf8Length } from "./_limits.ts";
 import { migrate, quoteSchema, STALE_CLOCK_SQLSTATE } from "./_pg_schema.ts";
 import { changePayload, channelOf, listenChanges } from "./_pg_changes.ts";
+import { readEntries, readRecords } from "./_pg_read.ts";
+import { clampInt, writeRows } from "./_pg_write.ts";
 import {
   int,
   openPool,
@@ -192,6 +193,14 @@ class PostgresServerStore implements ServerStore {
     return row === undefined ? null : toRecord(row);
   }
 
+  async getRecords(
+    namespace: string,
+    refs: readonly { readonly kind: string; readonly id: string }[],
+  ): Promise<(ServerRecord | null)[]> {
+    this.#assertOpen("read records");
+    return await readRecords(this.#sql, this.#s, namespace, refs);
+  }
+
   async listRecords(
     namespace: string,
     kind: string,
@@ -283,6 +292,14 @@ class PostgresServerStore implements ServerStore {
     return row === undefined ? null : toEntry(row);
   }
 
+  async getIdempotencies(
+    namespace: string,
+    keys: readonly string[],
+  ): Promise<(IdempotencyEntry | null)[]> {
+    this.#assertOpen("read idempotency entries");
+    return await readEntries(this.#sql, this.#s, namespace, keys);
+  }
+
   async commit(
     writes: readonly ServerWrite[],
     guard?: CommitGuard,
@@ -314,7 +331,7 @@ class PostgresServerStore implements ServerStore {
           [encodeUtf16(namespace), expect !== null, expect?.version ?? null],
         ));
       }
-      for (const write of writes) queries.push(this.#write(tx, write));
+      queries.push(...writeRows(tx, s, writes));
       for (const namespace of namespaces) {
         queries.push(this.#moveClock(tx, namespace, writes));
         // Delivered by Postgres at COMMIT, and only then.
@@ -371,49 +388,6 @@ class PostgresServerStore implements ServerStore {
         encodeUtf16(namespace),
         next?.updatedAt ?? null,
         next === null ? null : encodeUtf16(next.id),
-      ],
-    );
-  }
-
-  /** One write of a commit, inside its transaction. */
-  #write(tx: PgQueryable, write: ServerWrite): Promise<unknown> {
-    const ns = encodeUtf16(write.namespace);
-    if (write.type === "record") {
-      const { record } = write;
-      const data = JSON.stringify(record.data);
-      return tx.unsafe(
-        `INSERT INTO ${this.#s}.records
-           (ns, kind, id, updated_at, deleted_at, size, data)
-         VALUES ($1, $2, $3, $4::bigint, $5::bigint, $6, $7)
-         ON CONFLICT (ns, kind, id) DO UPDATE SET
-           updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
-           size = excluded.size, data = excluded.data`,
-        [
-          ns,
-          encodeUtf16(record.kind),
-          encodeUtf16(record.id),
-          record.updatedAt,
-          record.deletedAt,
-          utf8Length(data),
-          data,
-        ],
-      );
-    }
-    const { entry } = write as Extract<ServerWrite, { type: "idempotency" }>;
-    return tx.unsafe(
-      `INSERT INTO ${this.#s}.idempotency
-         (ns, key, fingerprint, status, body, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6::bigint)
-       ON CONFLICT (ns, key) DO UPDATE SET fingerprint = excluded.fingerprint,
-         status = excluded.status, body = excluded.body,
-         expires_at = excluded.expires_at`,
-      [
-        ns,
-        encodeUtf16(entry.key),
-        encodeUtf16(entry.fingerprint),
-        entry.status,
-        JSON.stringify(entry.body),
-        clampInt(entry.expiresAt),
       ],
     );
   }
@@ -583,11 +557,4 @@ function kindsOf(writes: readonly ServerWrite[], namespace: string): string[] {
 function isStale(error: unknown): boolean {
   return typeof error === "object" && error !== null &&
     (error as { code?: unknown }).code === STALE_CLOCK_SQLSTATE;
-}
-
-/** A bound as a `bigint` parameter: infinities and fractions made whole. */
-function clampInt(value: number): number {
-  if (!(value < Number.MAX_SAFE_INTEGER)) return Number.MAX_SAFE_INTEGER;
-  if (!(value > Number.MIN_SAFE_INTEGER)) return Number.MIN_SAFE_INTEGER;
-  return Math.floor(value);
 }

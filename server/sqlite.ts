@@ -38,7 +38,6 @@
 
 import { ClosedError, StorageError } from "../src/errors.ts";
 import { decodeUtf16, encodeUtf16 } from "../src/utf16.ts";
-import { isJsonObject, type JsonValue } from "../src/json.ts";
 import type { SqliteDatabaseLike, SqliteValue } from "../src/sqlite_like.ts";
 import {
   type CommitGuard,
@@ -56,13 +55,14 @@ import {
   type TrimIdempotencyOptions,
   type TrimIdempotencyResult,
 } from "./store.ts";
-import { utf8Length } from "./_limits.ts";
 import {
   assertInGuard,
   integer,
   isBusy,
   readCount,
+  toEntry,
   toRecord,
+  writeRows,
 } from "./_sqlite_rows.ts";
 import {
   MIGRATE_1_TO_2,
@@ -237,6 +237,28 @@ class SqliteServerStore implements ServerStore {
     });
   }
 
+  getRecords(
+    namespace: string,
+    refs: readonly { readonly kind: string; readonly id: string }[],
+  ): Promise<(ServerRecord | null)[]> {
+    return this.#run("read records", () => {
+      const statement = this.#statements.getRecord;
+      const ns = encodeUtf16(namespace);
+      const kinds = new Map<string, Uint8Array>();
+      // One read transaction: one snapshot, as one call should be.
+      return this.#transaction("BEGIN", () =>
+        refs.map(({ kind, id }) => {
+          let encoded = kinds.get(kind);
+          if (encoded === undefined) {
+            encoded = encodeUtf16(kind);
+            kinds.set(kind, encoded);
+          }
+          const row = statement.get(ns, encoded, encodeUtf16(id));
+          return row === undefined ? null : toRecord(row);
+        }));
+    });
+  }
+
   listRecords(
     namespace: string,
     kind: string,
@@ -295,26 +317,26 @@ class SqliteServerStore implements ServerStore {
     key: string,
   ): Promise<IdempotencyEntry | null> {
     return this.#run("read idempotency entry", () => {
-      const row = this.#statements.getIdempotency.get(
-        encodeUtf16(namespace),
-        encodeUtf16(key),
-      ) as
-        | {
-          key: Uint8Array;
-          fingerprint: Uint8Array;
-          status: number | bigint;
-          body: string;
-          expires_at: number | bigint;
-        }
-        | undefined;
-      if (row === undefined) return null;
-      return {
-        key: decodeUtf16(row.key),
-        fingerprint: decodeUtf16(row.fingerprint),
-        status: Number(row.status),
-        body: JSON.parse(row.body) as JsonValue,
-        expiresAt: Number(row.expires_at),
-      };
+      return toEntry(
+        this.#statements.getIdempotency.get(
+          encodeUtf16(namespace),
+          encodeUtf16(key),
+        ),
+      );
+    });
+  }
+
+  getIdempotencies(
+    namespace: string,
+    keys: readonly string[],
+  ): Promise<(IdempotencyEntry | null)[]> {
+    return this.#run("read idempotency entries", () => {
+      const statement = this.#statements.getIdempotency;
+      const ns = encodeUtf16(namespace);
+      return this.#transaction(
+        "BEGIN",
+        () => keys.map((key) => toEntry(statement.get(ns, encodeUtf16(key)))),
+      );
     });
   }
 
@@ -332,66 +354,7 @@ class SqliteServerStore implements ServerStore {
             throw new StaleClockError(guard.namespace, guard.expect.version);
           }
         }
-        // The newest record of each namespace raises its clock once; every
-        // namespace written moves its version once.
-        const newest = new Map<string, { updatedAt: number; id: string }>();
-        const touched = new Set<string>();
-        for (const write of writes) {
-          touched.add(write.namespace);
-          if (write.type === "record") {
-            const { record } = write;
-            if (!isJsonObject(record.data)) {
-              throw new TypeError(
-                `Cannot commit record as its data is not a JSON object: current value is ${
-                  JSON.stringify(record.data)
-                }`,
-              );
-            }
-            const data = JSON.stringify(record.data);
-            s.putRecord.run(
-              encodeUtf16(write.namespace),
-              encodeUtf16(record.kind),
-              encodeUtf16(record.id),
-              integer(record.updatedAt),
-              record.deletedAt === null ? null : integer(record.deletedAt),
-              utf8Length(data),
-              data,
-            );
-            const last = newest.get(write.namespace);
-            if (
-              last === undefined || record.updatedAt > last.updatedAt ||
-              (record.updatedAt === last.updatedAt && record.id > last.id)
-            ) {
-              newest.set(write.namespace, {
-                updatedAt: record.updatedAt,
-                id: record.id,
-              });
-            }
-          } else if (write.type === "idempotency") {
-            const { entry } = write;
-            s.putIdempotency.run(
-              encodeUtf16(write.namespace),
-              encodeUtf16(entry.key),
-              encodeUtf16(entry.fingerprint),
-              integer(entry.status),
-              JSON.stringify(entry.body),
-              integer(entry.expiresAt),
-            );
-          } else {
-            // A throw here rolls back what this commit already wrote.
-            throw new TypeError(
-              `Cannot commit write as its type is unknown: current value is ${
-                JSON.stringify((write as { type: unknown }).type)
-              }`,
-            );
-          }
-        }
-        for (const [namespace, { updatedAt, id }] of newest) {
-          s.raiseClock.run(encodeUtf16(namespace), updatedAt, encodeUtf16(id));
-        }
-        for (const namespace of touched) {
-          s.bumpVersion.run(encodeUtf16(namespace));
-        }
+        writeRows(s, writes);
       });
     });
   }

@@ -63,6 +63,13 @@ export type ServerWrite =
     readonly namespace: string;
     /** The record. */
     readonly record: ServerRecord;
+    /**
+     * `JSON.stringify(record.data)`, when the server already made it (it
+     * also answers with it): a store may write it instead of serialising
+     * the data again. A store that keeps data as JSON text MUST then
+     * return data equal to `record.data`, as without it.
+     */
+    readonly text?: string;
   }
   /** Inserts or replaces an idempotency entry. */
   | {
@@ -365,6 +372,24 @@ export interface ServerStore extends AsyncDisposable {
   ): Promise<ListServerRecordsResult>;
 
   /**
+   * The batch-read capability: reads many records of one namespace at once,
+   * each exactly as {@linkcode ServerStore.getRecord} would (tombstones
+   * included, copies). The server reads a batch slice's records with it,
+   * which on a networked store is one round trip instead of one per op;
+   * without it, it calls `getRecord` per op.
+   *
+   * @param namespace The principal.
+   * @param refs The records to read, by kind and id; may be empty and may
+   * repeat.
+   * @returns One entry per ref, in order: the record, or `null` when absent.
+   * @throws {ClosedError} After close.
+   */
+  getRecords?(
+    namespace: string,
+    refs: readonly { readonly kind: string; readonly id: string }[],
+  ): Promise<(ServerRecord | null)[]>;
+
+  /**
    * Reads an idempotency entry. It MAY return an expired entry: the server
    * checks `expiresAt` itself.
    *
@@ -377,6 +402,22 @@ export interface ServerStore extends AsyncDisposable {
     namespace: string,
     key: string,
   ): Promise<IdempotencyEntry | null>;
+
+  /**
+   * The batch-read capability for keys: reads many idempotency entries of
+   * one namespace at once, each exactly as
+   * {@linkcode ServerStore.getIdempotency} would (expired ones MAY be
+   * returned). Without it, the server calls `getIdempotency` per op.
+   *
+   * @param namespace The principal.
+   * @param keys The idempotency keys; may be empty and may repeat.
+   * @returns One entry per key, in order: the entry, or `null` when absent.
+   * @throws {ClosedError} After close.
+   */
+  getIdempotencies?(
+    namespace: string,
+    keys: readonly string[],
+  ): Promise<(IdempotencyEntry | null)[]>;
 
   /**
    * Applies writes atomically, in order (a later write of the same record or

@@ -303,7 +303,7 @@ Deno.test("server: a store failure after a batch's first slice answers the unapp
   });
   // Every commit after the first (slice) fails.
   store.failWhen = () => store.commits.length > 1;
-  const ops = Array.from({ length: 150 }, (_, index) => ({
+  const ops = Array.from({ length: 400 }, (_, index) => ({
     opId: `o${index}`,
     kind: "todo",
     id: `r${String(index).padStart(3, "0")}`,
@@ -315,9 +315,9 @@ Deno.test("server: a store failure after a batch's first slice answers the unapp
   });
   assert.equal(status, 200);
   const statuses = body.results.map((result) => result.status);
-  assert.deepEqual(statuses.slice(0, 100), ops.slice(0, 100).map(() => 201));
-  assert.deepEqual(statuses.slice(100), ops.slice(100).map(() => 500));
-  assert.equal((body.results[120]?.error as ErrorBody).error, "internal");
+  assert.deepEqual(statuses.slice(0, 250), ops.slice(0, 250).map(() => 201));
+  assert.deepEqual(statuses.slice(250), ops.slice(250).map(() => 500));
+  assert.equal((body.results[320]?.error as ErrorBody).error, "internal");
   assert.deepEqual(
     body.results.map((result) => result.opId),
     ops.map((op) => op.opId),
@@ -325,7 +325,7 @@ Deno.test("server: a store failure after a batch's first slice answers the unapp
   assert.equal(errors.length, 1);
   store.failWhen = () => false;
   const items = (await pull(server, "todo", { limit: "1000" })).body.items;
-  assert.equal(items.length, 100);
+  assert.equal(items.length, 250);
   // Sent again, the applied ops replay and the others apply.
   const again = await send<BatchBody>(server, "POST", "/batch", {
     json: { ops },
@@ -334,7 +334,7 @@ Deno.test("server: a store failure after a batch's first slice answers the unapp
     again.body.results.map((
       result,
     ) => [result.status, result.replayed ?? false]),
-    ops.map((_, index) => index < 100 ? [201, true] : [201, false]),
+    ops.map((_, index) => index < 250 ? [201, true] : [201, false]),
   );
 });
 

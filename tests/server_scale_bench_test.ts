@@ -50,7 +50,7 @@ Deno.test(
         pullRecordsPerSecond: number;
       }[];
       const setups = new Set(rows.map((row) => row.setup));
-      assert.equal(setups.size, noPostgres ? 3 : 6, [...setups].join(", "));
+      assert.equal(setups.size, noPostgres ? 4 : 7, [...setups].join(", "));
       assert.equal(rows.filter((row) => row.shared).length, setups.size);
       for (const row of rows) {
         assert.ok(row.pushOpsPerSecond > 0, `${row.setup} pushed`);
