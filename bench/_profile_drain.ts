@@ -71,7 +71,7 @@ function timedStorage(storage: Storage): Storage {
       const value = Reflect.get(target, property, receiver);
       if (typeof value !== "function" || !TIMED.has(property)) return value;
       return (...args: unknown[]) =>
-        timed(`storage.${property}`, () => value.apply(target, args));
+        timed(`storage.${String(property)}`, () => value.apply(target, args));
     },
   });
 }
