@@ -88,6 +88,49 @@ function timedTransport(transport: Transport): Transport {
   });
 }
 
+/**
+ * With `REMOTE=1`, the server runs in another process (`server/serve.ts`,
+ * memory store), one per drain: the client's work then overlaps with the
+ * server's for real.
+ */
+interface Remote extends AsyncDisposable {
+  readonly url: string;
+}
+async function startRemote(): Promise<Remote> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../server/serve.ts", import.meta.url).pathname,
+      "--port",
+      "0",
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  let match: RegExpMatchArray | null = null;
+  while (match === null) {
+    const { value, done } = await reader.read();
+    if (done) {
+      throw new Error(`Cannot start the server: current value is ${text}`);
+    }
+    text += value;
+    match = text.match(/http:\/\/[\w.]+:(\d+)/);
+  }
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  return {
+    url: `http://127.0.0.1:${match[1]}`,
+    async [Symbol.asyncDispose]() {
+      child.kill();
+      await child.status;
+    },
+  };
+}
+let remote: Remote | undefined;
+
 const dir = await Deno.makeTempDir({ prefix: "profile_drain_" });
 try {
   for (let round = 0; round < rounds; round++) {
@@ -109,11 +152,12 @@ try {
     const ops: WireOp[] = (await raw.listOps({ states: ["pending"] })).map((
       { value },
     ) => ({ key: value.opId, id: value.id, payload: value.payload! }));
+    if (Deno.env.get("REMOTE") === "1") remote = await startRemote();
     let engineMs: number;
     let pushed: number;
     let written: number;
     {
-      await using server = new DrainServer();
+      await using server = remote ?? new DrainServer();
       const transport = createRestTransport({
         baseUrl: server.url,
         batch,
@@ -130,14 +174,16 @@ try {
       const { stats } = await engine.sync({ pullKinds: [] });
       engineMs = performance.now() - started;
       pushed = stats.pushed;
-      written = server.written;
+      written = remote === undefined ? server.written : NaN;
       await engine.close();
       await transport.close();
     }
     await raw.close();
     let bareMs: number;
     {
-      await using server = new DrainServer();
+      await using server = remote === undefined
+        ? new DrainServer()
+        : await startRemote();
       const started = performance.now();
       if (batch) await bareBatch(server.url, ops, ROUND);
       else await barePerOp(server.url, ops, concurrency);
