@@ -174,7 +174,7 @@ try {
       const { stats } = await engine.sync({ pullKinds: [] });
       engineMs = performance.now() - started;
       pushed = stats.pushed;
-      written = remote === undefined ? server.written : NaN;
+      written = server instanceof DrainServer ? server.written : NaN;
       await engine.close();
       await transport.close();
     }
