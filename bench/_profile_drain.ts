@@ -64,6 +64,17 @@ const TIMED = new Set<string | symbol>([
   "write",
 ]);
 
+/**
+ * A storage call's stage: its method, and for a write whether it claims
+ * (only op puts) or settles (op deletes, record puts).
+ */
+function stageOf(method: string, args: unknown[]): string {
+  if (method !== "write") return `storage.${method}`;
+  const mutations = args[0] as readonly { readonly type: string }[];
+  const claim = mutations.every((mutation) => mutation.type === "putOp");
+  return claim ? "storage.write (claim)" : "storage.write (settle)";
+}
+
 /** The storage, every read and write timed by method name. */
 function timedStorage(storage: Storage): Storage {
   return new Proxy(storage, {
@@ -71,7 +82,7 @@ function timedStorage(storage: Storage): Storage {
       const value = Reflect.get(target, property, receiver);
       if (typeof value !== "function" || !TIMED.has(property)) return value;
       return (...args: unknown[]) =>
-        timed(`storage.${String(property)}`, () => value.apply(target, args));
+        timed(stageOf(String(property), args), () => value.apply(target, args));
     },
   });
 }
