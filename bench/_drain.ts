@@ -137,12 +137,16 @@ function countingStore(
   };
 }
 
-/** A filled outbox in an SQLite file, copied for each iteration. */
+/**
+ * A filled outbox in an SQLite file, copied for each iteration. It holds no
+ * op in memory: a 100k-op outbox read back would stay on the heap through
+ * every later drain of the run, and its garbage collection would be
+ * charged to them ({@linkcode readWireOps} reads them when a baseline
+ * needs them).
+ */
 export interface OutboxTemplate {
   /** The SQLite file (closed, WAL checkpointed). */
   readonly path: string;
-  /** The pending ops in outbox order, as the wire carries them. */
-  readonly ops: readonly WireOp[];
 }
 
 /** Options of {@linkcode fillOutbox}. */
@@ -179,8 +183,7 @@ export async function fillOutbox(
 }
 
 /**
- * Fills an SQLite outbox once, then reads its pending ops back: the bare
- * clients send exactly these keys and bodies.
+ * Fills an SQLite outbox once.
  *
  * @param path Where to create the file.
  * @param options Records, edits, coalescing.
@@ -193,18 +196,43 @@ export async function createTemplate(
   const storage = await openSqliteStorage(path);
   try {
     await fillOutbox(storage, options);
+    return { path };
+  } finally {
+    // Closing the last connection checkpoints the WAL into the file, so a
+    // plain copy of the file is the whole outbox.
+    await storage.close();
+  }
+}
+
+/**
+ * Reads a template's pending ops back, as the wire carries them: the bare
+ * clients send exactly these keys and bodies. The template is read through
+ * a copy, so that it stays as filled.
+ *
+ * @param template The filled outbox.
+ * @param path Where to put the copy (removed before returning).
+ * @returns The ops, in outbox order.
+ */
+export async function readWireOps(
+  template: OutboxTemplate,
+  path: string,
+): Promise<WireOp[]> {
+  const storage = await copyOutbox(template, path);
+  try {
     const entries = await storage.listOps({ states: ["pending"] });
-    const ops = entries.map(({ value }) => {
+    return entries.map(({ value }) => {
       if (value.type !== "upsert" || value.payload === null) {
         throw new TypeError(`Cannot use op ${value.opId} as it is no upsert`);
       }
       return { key: value.opId, id: value.id, payload: value.payload };
     });
-    return { path, ops };
   } finally {
-    // Closing the last connection checkpoints the WAL into the file, so a
-    // plain copy of the file is the whole outbox.
     await storage.close();
+    for (const suffix of ["", "-wal", "-shm"]) {
+      await Deno.remove(`${path}${suffix}`).catch((error) => {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      });
+    }
   }
 }
 

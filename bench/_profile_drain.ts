@@ -1,10 +1,17 @@
 /**
- * A profiling harness for the batch drain (issue 14): fills an SQLite
- * outbox with `N` ops through `putMany`, then drains it to the reference
- * server in the same process over loopback HTTP, timing each stage. Run
- * with `--cpu-prof` to see where the time goes:
+ * A profiling harness for the batch drain (issue 14): fills an outbox with
+ * `N` ops through `putMany`, then drains it push-only
+ * (`engine.sync({ pullKinds: [] })`) to the reference server in the same
+ * process over loopback HTTP, timing each stage: every storage call and
+ * the transport's `push` (request, server and response). A bare
+ * `POST /batch` client then sends the same ops to a fresh server in the
+ * same process, the floor of the transport stage. Run with `--cpu-prof` to
+ * see where the time goes:
  *
  * ```sh
+ * deno run -A bench/_profile_drain.ts 10000 sqlite
+ * deno run -A bench/_profile_drain.ts 10000 memory
+ * deno run -A bench/_profile_drain.ts 10000 sqlite 3 8   # per-op, 8 in flight
  * deno run -A --cpu-prof --cpu-prof-dir=.demo/prof bench/_profile_drain.ts 10000
  * deno run -A bench/_profile_summary.ts .demo/prof/*.cpuprofile
  * ```
@@ -13,39 +20,213 @@
  */
 
 import { SyncEngine } from "../mod.ts";
+import type { Storage } from "../src/storage.ts";
+import type { Transport } from "../src/transport.ts";
 import { openSqliteStorage } from "../storage/sqlite.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
-import { DrainServer, KIND, makeRecord } from "./_drain.ts";
+import {
+  bareBatch,
+  barePerOp,
+  DrainServer,
+  KIND,
+  makeRecord,
+  type WireOp,
+} from "./_drain.ts";
 
 const n = Number(Deno.args[0] ?? "10000");
 const which = Deno.args[1] ?? "sqlite";
+const rounds = Number(Deno.args[2] ?? "3");
+/** `batch`, or per-op with this many requests in flight. */
+const concurrency = Number(Deno.args[3] ?? "0");
+const batch = concurrency === 0;
+const ROUND = 1000;
+
+/** Milliseconds and calls per stage. */
+const stages = new Map<string, { ms: number; calls: number }>();
+function timed<T>(name: string, run: () => Promise<T>): Promise<T> {
+  // Started before the call: an SQLite store works synchronously inside it.
+  const started = performance.now();
+  return Promise.resolve().then(run).finally(() => {
+    const stage = stages.get(name) ?? { ms: 0, calls: 0 };
+    stage.ms += performance.now() - started;
+    stage.calls++;
+    stages.set(name, stage);
+  });
+}
+
+const TIMED = new Set<string | symbol>([
+  "getRecords",
+  "listRecords",
+  "getOps",
+  "listOps",
+  "getMeta",
+  "write",
+]);
+
+/**
+ * A storage call's stage: its method, and for a write whether it claims
+ * (only op puts) or settles (op deletes, record puts).
+ */
+function stageOf(method: string, args: unknown[]): string {
+  if (method !== "write") return `storage.${method}`;
+  const mutations = args[0] as readonly { readonly type: string }[];
+  const claim = mutations.every((mutation) => mutation.type === "putOp");
+  return claim ? "storage.write (claim)" : "storage.write (settle)";
+}
+
+/** The storage, every read and write timed by method name. */
+function timedStorage(storage: Storage): Storage {
+  return new Proxy(storage, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (typeof value !== "function" || !TIMED.has(property)) return value;
+      return (...args: unknown[]) =>
+        timed(stageOf(String(property), args), () => value.apply(target, args));
+    },
+  });
+}
+
+/** The transport, `push` timed. */
+function timedTransport(transport: Transport): Transport {
+  return new Proxy(transport, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (property !== "push" || typeof value !== "function") return value;
+      return (...args: unknown[]) =>
+        timed("transport.push", () => value.apply(target, args));
+    },
+  });
+}
+
+/**
+ * With `REMOTE=1`, the server runs in another process (`server/serve.ts`,
+ * memory store), one per drain: the client's work then overlaps with the
+ * server's for real.
+ */
+interface Remote extends AsyncDisposable {
+  readonly url: string;
+}
+async function startRemote(): Promise<Remote> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../server/serve.ts", import.meta.url).pathname,
+      "--port",
+      "0",
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  let match: RegExpMatchArray | null = null;
+  while (match === null) {
+    const { value, done } = await reader.read();
+    if (done) {
+      throw new Error(`Cannot start the server: current value is ${text}`);
+    }
+    text += value;
+    match = text.match(/http:\/\/[\w.]+:(\d+)/);
+  }
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  return {
+    url: `http://127.0.0.1:${match[1]}`,
+    async [Symbol.asyncDispose]() {
+      child.kill();
+      await child.status;
+    },
+  };
+}
+let remote: Remote | undefined;
+
 const dir = await Deno.makeTempDir({ prefix: "profile_drain_" });
 try {
-  await using server = new DrainServer();
-  const storage = which === "memory"
-    ? createMemoryStorage()
-    : await openSqliteStorage(`${dir}/outbox.sqlite`);
-  const transport = createRestTransport({ baseUrl: server.url });
-  const engine = new SyncEngine({ storage, transport });
-  const table = engine.table(KIND);
-  const records = Array.from({ length: n }, (_, i) => makeRecord(i));
-  let started = performance.now();
-  await table.putMany(records);
-  const fillMs = performance.now() - started;
-  started = performance.now();
-  const { stats } = await engine.sync();
-  const drainMs = performance.now() - started;
-  console.log(
-    `${which}: putMany ${n}: ${fillMs.toFixed(0)} ms; drain: ${
-      drainMs.toFixed(0)
-    } ms (${
-      Math.round(n / (drainMs / 1000))
-    } ops/s), pushed ${stats.pushed}, server wrote ${server.written}`,
-  );
-  await engine.close();
-  await transport.close();
-  await storage.close();
+  for (let round = 0; round < rounds; round++) {
+    stages.clear();
+    const raw = which === "memory"
+      ? createMemoryStorage()
+      : await openSqliteStorage(`${dir}/outbox-${round}.sqlite`);
+    const records = Array.from({ length: n }, (_, i) => makeRecord(i));
+    {
+      await using fillTransport = createRestTransport({
+        baseUrl: "http://127.0.0.1:9",
+      });
+      await using filler = new SyncEngine({
+        storage: raw,
+        transport: fillTransport,
+      });
+      await filler.table(KIND).putMany(records);
+    }
+    const ops: WireOp[] = (await raw.listOps({ states: ["pending"] })).map((
+      { value },
+    ) => ({ key: value.opId, id: value.id, payload: value.payload! }));
+    if (Deno.env.get("REMOTE") === "1") remote = await startRemote();
+    let engineMs: number;
+    let pushed: number;
+    let written: number;
+    {
+      await using server = remote ?? new DrainServer();
+      const transport = createRestTransport({
+        baseUrl: server.url,
+        batch,
+        batchSize: ROUND,
+        concurrency: Math.max(1, concurrency),
+      });
+      const engine = new SyncEngine({
+        storage: timedStorage(raw),
+        transport: timedTransport(transport),
+        pushBatchSize: ROUND,
+      });
+      engine.table(KIND);
+      const started = performance.now();
+      const { stats } = await engine.sync({ pullKinds: [] });
+      engineMs = performance.now() - started;
+      pushed = stats.pushed;
+      written = server instanceof DrainServer ? server.written : NaN;
+      await engine.close();
+      await transport.close();
+    }
+    await raw.close();
+    let bareMs: number;
+    {
+      await using server = remote === undefined
+        ? new DrainServer()
+        : await startRemote();
+      const started = performance.now();
+      if (batch) await bareBatch(server.url, ops, ROUND);
+      else await barePerOp(server.url, ops, concurrency);
+      bareMs = performance.now() - started;
+    }
+    const perOp = (ms: number) => `${(ms * 1000 / n).toFixed(1)} µs/op`;
+    console.log(
+      `${which} ${
+        batch ? "batch" : `per-op ×${concurrency}`
+      } ${n} (round ${round}): engine ${engineMs.toFixed(0)} ms (${
+        perOp(engineMs)
+      }, ${Math.round(n / (engineMs / 1000))} ops/s), bare ${
+        bareMs.toFixed(0)
+      } ms (${perOp(bareMs)}) = ${
+        (100 * bareMs / engineMs).toFixed(0)
+      } % of bare; pushed ${pushed}, server wrote ${written}`,
+    );
+    let staged = 0;
+    for (const [name, stage] of [...stages].sort((a, b) => b[1].ms - a[1].ms)) {
+      staged += stage.ms;
+      console.log(
+        `  ${name.padEnd(22)} ${stage.ms.toFixed(1).padStart(8)} ms ${
+          perOp(stage.ms).padStart(14)
+        } ${String(stage.calls).padStart(6)} calls`,
+      );
+    }
+    console.log(
+      `  ${"(engine's own code)".padEnd(22)} ${
+        (engineMs - staged).toFixed(1).padStart(8)
+      } ms ${perOp(engineMs - staged).padStart(14)}`,
+    );
+  }
 } finally {
   await Deno.remove(dir, { recursive: true });
 }

@@ -66,6 +66,8 @@ export function planOutcome(input: OutcomePlanInput): PlannedOutcome | null {
   const { kind, id, opId } = op.value;
   switch (outcome.type) {
     case "ack": {
+      // Read once: the record's meta walks the whole record.
+      const returned = baseOf(table, outcome.record);
       if (record === undefined) {
         // The record is gone locally (never expected): the server has the
         // write, so the op is done; a pull brings the record back.
@@ -75,18 +77,12 @@ export function planOutcome(input: OutcomePlanInput): PlannedOutcome | null {
             change: null,
           },
           events: [],
-          settled: acceptedOutcome(
-            op.value,
-            baseOf(table, outcome.record)?.data ?? null,
-          ),
+          settled: acceptedOutcome(op.value, returned?.data ?? null),
         };
       }
       return {
-        settled: acceptedOutcome(
-          op.value,
-          baseOf(table, outcome.record)?.data ?? null,
-        ),
-        plan: planAck(table, record, op, later, outcome.record),
+        settled: acceptedOutcome(op.value, returned?.data ?? null),
+        plan: planAck(table, record, op, later, returned),
         events: [{
           type: "opPushed",
           kind,

@@ -150,7 +150,8 @@ function settle(input: SettleInput): OpPlan {
  * @param record The record, freshly read.
  * @param op The op, freshly read.
  * @param later The record's ops queued behind `op`, in order.
- * @param server The stored record the server returned, if any.
+ * @param returned The base of the stored record the server returned
+ * ({@linkcode baseOf}), `null` when it returned none.
  * @returns The plan.
  */
 export function planAck(
@@ -158,9 +159,8 @@ export function planAck(
   record: Versioned<StoredRecord>,
   op: Versioned<StoredOp>,
   later: readonly Versioned<StoredOp>[],
-  server: JsonObject | null,
+  returned: RecordBase | null,
 ): OpPlan {
-  const returned = baseOf(table, server);
   let base = returned;
   if (base === null) {
     // 204 or 404 on a delete: the record is gone, at a version we were not

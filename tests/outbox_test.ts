@@ -5,7 +5,7 @@ import {
   type LocalWritePlanInput,
   planLocalWrite,
 } from "../src/_local_write.ts";
-import { planAck } from "../src/_settle.ts";
+import { baseOf, planAck } from "../src/_settle.ts";
 import type { StoredOp, StoredRecord, Versioned } from "../src/storage.ts";
 import { createUlid } from "../src/ulid.ts";
 import { pendingOp } from "./_fixtures.ts";
@@ -246,7 +246,7 @@ Deno.test("clause 7: on success the queued ops' baseUpdatedAt moves to the retur
     record({ lastOpId: later.value.opId }),
     first,
     [later],
-    server,
+    baseOf(table, server),
   );
   const rebased = (plan.follow ?? []).find((m) =>
     m.type === "putOp" && m.op.opId === later.value.opId
@@ -283,7 +283,7 @@ Deno.test("clause 7: an op queued before its predecessor was re-formed by a conf
     record({ lastOpId: later.value.opId }),
     first,
     [later],
-    server,
+    baseOf(table, server),
   );
   assert.ok(
     ![...plan.mutations, ...plan.follow ?? []].some((m) => m.type === "putOp"),
@@ -304,7 +304,7 @@ Deno.test("planAck() takes the server's record as local data when nothing else i
     record({ lastOpId: only.value.opId }),
     only,
     [],
-    server,
+    baseOf(table, server),
   );
   const put = plan.mutations.find((m) => m.type === "putRecord");
   assert.ok(put?.type === "putRecord");
