@@ -126,7 +126,14 @@ async function pullTable(
   // and so does one that listed nothing: an empty listing is no evidence
   // against what we pushed (a server that lists nothing, e.g. a write-only
   // endpoint, must not empty the table).
-  const firstPull = !options.resync && entry === undefined;
+  //
+  // A first pull into a table that holds nothing yet has nothing to sweep:
+  // a record that appears during it is either pulled (listed) or written
+  // locally since (never evidence of a purge), so it keeps no set of ids,
+  // which would grow with the table (1M ids are tens of MB), and lists
+  // nothing back at the end.
+  const firstPull = !options.resync && entry === undefined &&
+    await holdsRecords(ctx, kind);
   if (firstPull) seen ??= new Set();
   let done = 0;
   // Items after the pages applied, when the server tells (`total`).
@@ -197,6 +204,18 @@ async function pullTable(
   if (seen !== null && !interrupted && (!firstPull || seen.size > 0)) {
     await sweep(ctx, table, seen, stats);
   }
+}
+
+/** Whether a table holds any record, tombstones included. */
+async function holdsRecords(
+  ctx: EngineContext,
+  kind: string,
+): Promise<boolean> {
+  const [any] = await ctx.storage.listRecords(kind, {
+    includeDeleted: true,
+    limit: 1,
+  });
+  return any !== undefined;
 }
 
 /**

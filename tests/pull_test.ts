@@ -10,6 +10,7 @@ import type { PullPage, PullRequest, Transport } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { createClient, eventsOf, startServer } from "./_harness.ts";
+import { withTimeout } from "./_timeout.ts";
 
 /** Wraps a storage so a chosen write throws, as a crash or a full disk would. */
 function failingWrites(
@@ -461,3 +462,71 @@ for (
     assert.ok(seen.length <= 6, `requests: ${seen.length}`);
   });
 }
+
+/** Wraps a storage to record the `limit` of every `listRecords` call. */
+function listings(
+  inner: Storage,
+): Storage & { limits: (number | undefined)[] } {
+  const limits: (number | undefined)[] = [];
+  return {
+    limits,
+    get capabilities() {
+      return inner.capabilities;
+    },
+    getRecords: (kind, ids, options) => inner.getRecords(kind, ids, options),
+    listRecords(kind, options) {
+      limits.push(options?.limit);
+      return inner.listRecords(kind, options);
+    },
+    getOps: (ids, options) => inner.getOps(ids, options),
+    listOps: (options) => inner.listOps(options),
+    getMeta: (keys, options) => inner.getMeta(keys, options),
+    write: (mutations, options) => inner.write(mutations, options),
+    close: () => inner.close(),
+    [Symbol.asyncDispose]: () => inner.close(),
+  };
+}
+
+Deno.test(
+  "pull: a first pull into an empty table lists nothing back (no sweep, no set of ids growing with the table)",
+  withTimeout(10_000, async () => {
+    await using storage = listings(createMemoryStorage());
+    const transport = horizonTransport(20, { marks: true });
+    await using engine = new SyncEngine({ storage, transport, pageSize: 5 });
+    const items = engine.table("items");
+    const { stats } = await engine.sync();
+    assert.equal(stats.pulled, 20);
+    // The one listing is the emptiness check.
+    assert.deepEqual(storage.limits, [1]);
+    assert.equal((await items.list()).length, 20);
+  }),
+);
+
+Deno.test(
+  "pull: a first pull into a table holding a synced record the listing lacks still sweeps it",
+  withTimeout(10_000, async () => {
+    await using storage = listings(createMemoryStorage());
+    const data = { id: "gone", updated_at: new Date(T0 - 1000).toISOString() };
+    await storage.write([{
+      type: "putRecord",
+      record: {
+        kind: "items",
+        id: "gone",
+        data,
+        deleted: false,
+        base: { data, updatedAt: data.updated_at, deleted: false },
+        lastOpId: null,
+        localUpdatedAt: null,
+      },
+      expect: null,
+    }]);
+    const transport = horizonTransport(20, { marks: true });
+    await using engine = new SyncEngine({ storage, transport, pageSize: 5 });
+    const items = engine.table("items");
+    const { stats } = await engine.sync();
+    assert.equal(stats.pulled, 20);
+    assert.equal(stats.removed, 1);
+    assert.equal(await items.get("gone"), undefined);
+    assert.equal((await items.list()).length, 20);
+  }),
+);
