@@ -18,7 +18,10 @@ import {
 } from "./_context.ts";
 import { commitWithRetry } from "./_commit.ts";
 import { cursorKey, type PullFrom } from "./_cursor.ts";
-import type { RecordChange, SyncStats } from "./events.ts";
+import type { SyncEvent, SyncStats } from "./events.ts";
+
+/** The `change` event of a pulled record. */
+type ChangeEvent = Extract<SyncEvent, { type: "change" }>;
 import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
 import { byteLength } from "./_write.ts";
 import type { Mutation, StoredRecord, Versioned } from "./storage.ts";
@@ -142,6 +145,21 @@ interface PagePlan {
   readonly from: PullFrom | null;
   /** The cursor entry as last read. */
   readonly entry: Versioned<JsonValue> | undefined;
+  /**
+   * Whether to write the page's records as new without reading them first
+   * (see {@linkcode applyPage}): what the table's last page found.
+   */
+  readonly guessAbsent: boolean;
+}
+
+/** A page applied: the new cursor entry, and what its records were. */
+export interface AppliedPage {
+  /** The cursor entry once the page landed. */
+  readonly entry: Versioned<JsonValue> | undefined;
+  /** Whether none of the page's records existed locally. */
+  readonly absent: boolean;
+  /** Whether a write of records guessed absent failed. */
+  readonly missed: boolean;
 }
 
 /**
@@ -153,6 +171,15 @@ interface PagePlan {
  * stores its local data and its base), never by an estimate. A page whose
  * items were all skipped writes the cursor alone.
  *
+ * With `guessAbsent` (the table's last page held no local record), a chunk
+ * without tombstones is first written unread, every record as new
+ * (`expect: null`): exactly the plan a read finding them all absent makes,
+ * so when that write commits, the outcome is the same, without the read.
+ * When a record exists after all (a local write since, a page the server
+ * sends again), the write fails whole and the chunk is read and planned as
+ * usual. A tombstone is never guessed: for an absent record it plans no
+ * mutation at all, so nothing would check that the record is absent.
+ *
  * @returns The new cursor entry, or `null` when another writer moved the
  * cursor first.
  */
@@ -160,36 +187,54 @@ export async function applyPage(
   ctx: EngineContext,
   table: TableConfig,
   plan: PagePlan,
-): Promise<Versioned<JsonValue> | undefined | null> {
+): Promise<AppliedPage | null> {
   const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
   // One mutation per item plus the cursor's.
   const perWrite = Math.max(1, maxMutationsPerWrite - 1);
   let entry = plan.entry;
   let start = 0;
+  let guess = plan.guessAbsent;
+  let absent = true;
+  let missed = false;
+  /** Plans and writes the chunk from `start`; whether it committed. */
+  const write = async (
+    stop: number,
+    locals: readonly (Versioned<StoredRecord> | undefined)[],
+  ): Promise<boolean> => {
+    const chunk = planChunk(table, {
+      page: plan,
+      start,
+      stop,
+      locals,
+      expect: entry === undefined ? null : entry.rev,
+      maxWriteBytes,
+    });
+    const result = await ctx.storage.write(chunk.mutations);
+    if (!result.ok) return false;
+    entry = { value: chunk.cursor.value, rev: result.revs.at(-1)! };
+    for (const change of chunk.changes) ctx.hub.emit(change);
+    start = chunk.end;
+    return true;
+  };
   do {
     const moved = await commitWithRetry<boolean>(ctx, {
       what: `apply pulled page of '${table.kind}'`,
       attempt: async () => {
         const stop = Math.min(plan.accepted.length, start + perWrite);
+        if (guess && !hasTombstone(plan.accepted, start, stop)) {
+          if (await write(stop, new Array(stop - start))) {
+            return { ok: true, value: false };
+          }
+          guess = false;
+          missed = true;
+          absent = false;
+        }
         const ids = plan.accepted.slice(start, stop).map((one) => one.meta.id);
         const locals = ids.length === 0
           ? []
           : await ctx.storage.getRecords(table.kind, ids);
-        const chunk = planChunk(table, {
-          page: plan,
-          start,
-          stop,
-          locals,
-          expect: entry === undefined ? null : entry.rev,
-          maxWriteBytes,
-        });
-        const result = await ctx.storage.write(chunk.mutations);
-        if (result.ok) {
-          entry = { value: chunk.cursor.value, rev: result.revs.at(-1)! };
-          for (const change of chunk.changes) {
-            ctx.hub.emit({ type: "change", ...change });
-          }
-          start = chunk.end;
+        if (await write(stop, locals)) {
+          if (locals.some((local) => local !== undefined)) absent = false;
           return { ok: true, value: false };
         }
         const [now] = await ctx.storage.getMeta([cursorKey(table.kind)]);
@@ -200,7 +245,17 @@ export async function applyPage(
     });
     if (moved) return null;
   } while (start < plan.accepted.length);
-  return entry;
+  return { entry, absent, missed };
+}
+
+/** Whether any item from `start` to `stop` is a tombstone. */
+function hasTombstone(
+  accepted: readonly AcceptedItem[],
+  start: number,
+  stop: number,
+): boolean {
+  for (let i = start; i < stop; i++) if (accepted[i]!.meta.deleted) return true;
+  return false;
 }
 
 /** The input of {@linkcode planChunk}. */
@@ -224,7 +279,7 @@ interface Chunk {
   /** The mutations, the cursor's last. */
   readonly mutations: Mutation[];
   /** What the app sees once they commit. */
-  readonly changes: RecordChange[];
+  readonly changes: ChangeEvent[];
   /** The cursor's mutation. */
   readonly cursor: Extract<Mutation, { type: "putMeta" }>;
   /** The index after the chunk's last item. */
@@ -262,12 +317,12 @@ function planChunk(table: TableConfig, input: ChunkInput): Chunk {
     };
   };
   const planned: Mutation[][] = [];
-  const planChanges: RecordChange[][] = [];
+  const planChanges: ChangeEvent[][] = [];
   const sizes: number[] = [];
   let bytes = 2;
   for (let i = start; i < stop; i++) {
     const itemMutations: Mutation[] = [];
-    const itemChanges: RecordChange[] = [];
+    const itemChanges: ChangeEvent[] = [];
     planItem(
       table,
       accepted[i]!,
@@ -309,7 +364,7 @@ function planItem(
   accepted: AcceptedItem,
   local: Versioned<StoredRecord> | undefined,
   mutations: Mutation[],
-  changes: RecordChange[],
+  changes: ChangeEvent[],
 ): void {
   const { item, meta } = accepted;
   const base = { data: item, updatedAt: meta.updatedAt, deleted: meta.deleted };
@@ -330,6 +385,7 @@ function planItem(
       expect: null,
     });
     changes.push({
+      type: "change",
       kind: table.kind,
       id: meta.id,
       data: item,
@@ -359,6 +415,7 @@ function planItem(
     expect: local.rev,
   });
   changes.push({
+    type: "change",
     kind: table.kind,
     id: meta.id,
     data: meta.deleted ? null : item,

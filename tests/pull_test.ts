@@ -530,3 +530,121 @@ Deno.test(
     assert.equal((await items.list()).length, 20);
   }),
 );
+
+/**
+ * A transport serving `rows` in `(updated_at, id)` order after the cursor,
+ * calling `before` with the request's index before answering it.
+ */
+function rowsTransport(
+  rows: readonly { id: string; updated_at: string; deleted_at?: string }[],
+  before: (index: number) => Promise<void> = () => Promise.resolve(),
+): Transport {
+  let index = 0;
+  return {
+    async pull(request): Promise<PullPage> {
+      await before(index++);
+      const since = request.updatedSince;
+      const after = rows.filter((row) =>
+        since === null || row.updated_at > since ||
+        (row.updated_at === since && row.id > request.afterId!)
+      );
+      return { items: after.slice(0, request.limit), nextPageToken: null };
+    },
+    push: () => Promise.resolve([]),
+    close: () => Promise.resolve(),
+    [Symbol.asyncDispose]: () => Promise.resolve(),
+  };
+}
+
+/** `count` rows `r00`, `r01`, … a second apart from T0. */
+function rows(
+  count: number,
+): { id: string; updated_at: string; deleted_at?: string }[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `r${String(i).padStart(2, "0")}`,
+    updated_at: new Date(T0 + i * 1000).toISOString(),
+  }));
+}
+
+/** Wraps a storage to record how many ids each `getRecords` call reads. */
+function countingReads(inner: Storage): Storage & { reads: number[] } {
+  const reads: number[] = [];
+  return Object.assign(listings(inner), {
+    reads,
+    getRecords: ((kind, ids, options) => {
+      reads.push(ids.length);
+      return inner.getRecords(kind, ids, options);
+    }) as Storage["getRecords"],
+  });
+}
+
+Deno.test(
+  "pull: a first pull into an empty table writes its pages unread, as new records",
+  withTimeout(10_000, async () => {
+    await using storage = countingReads(createMemoryStorage());
+    const transport = rowsTransport(rows(20));
+    await using engine = new SyncEngine({ storage, transport, pageSize: 5 });
+    const items = engine.table("items");
+    assert.equal((await engine.sync()).stats.pulled, 20);
+    assert.deepEqual(storage.reads, []);
+    assert.equal((await items.list()).length, 20);
+  }),
+);
+
+Deno.test(
+  "pull: a record written locally during a first pull keeps its pending edit: the unread write fails and the rest of the pull reads first",
+  withTimeout(10_000, async () => {
+    await using storage = countingReads(createMemoryStorage());
+    let engine: SyncEngine | undefined;
+    const transport = rowsTransport(rows(20), async (index) => {
+      // Before page 2 (r05..r09): a local edit of r07, not yet pushed.
+      if (index === 1) {
+        await engine!.table("items").put({ id: "r07", mine: true });
+      }
+    });
+    engine = new SyncEngine({ storage, transport, pageSize: 5 });
+    await using _ = engine;
+    const items = engine.table("items");
+    // The push phase ran before the edit: it stays pending.
+    await engine.sync();
+    assert.deepEqual(await items.get("r07"), { id: "r07", mine: true });
+    const [stored] = await storage.getRecords("items", ["r07"]);
+    assert.equal(stored?.value.base?.updatedAt, rows(20)[7]!.updated_at);
+    assert.equal((await items.list()).length, 20);
+    // Pages 2, 3 and 4 were read before their writes (the put read r07).
+    assert.deepEqual(storage.reads.filter((count) => count > 1), [5, 5, 5]);
+  }),
+);
+
+Deno.test(
+  "pull: a tombstone is never written unread: a synced record that appeared during a first pull is deleted by it",
+  withTimeout(10_000, async () => {
+    await using storage = countingReads(createMemoryStorage());
+    const served = rows(20);
+    const gone = served[7]!;
+    served[7] = { ...gone, deleted_at: gone.updated_at };
+    const transport = rowsTransport(served, async (index) => {
+      // Before page 2: another tab's copy of r07, synced.
+      if (index !== 1) return;
+      const data = { id: "r07", updated_at: new Date(T0 - 1000).toISOString() };
+      await storage.write([{
+        type: "putRecord",
+        record: {
+          kind: "items",
+          id: "r07",
+          data,
+          deleted: false,
+          base: { data, updatedAt: data.updated_at, deleted: false },
+          lastOpId: null,
+          localUpdatedAt: null,
+        },
+        expect: null,
+      }]);
+    });
+    await using engine = new SyncEngine({ storage, transport, pageSize: 5 });
+    const items = engine.table("items");
+    await engine.sync();
+    assert.equal(await items.get("r07"), undefined);
+    assert.equal((await items.list()).length, 19);
+  }),
+);
