@@ -100,14 +100,23 @@ export async function pullRequest(
     );
   }
   // Counted again here, so a store that ignores maxBytes cannot make the
-  // page larger (only the first item may pass the budget alone).
+  // page larger (only the first item may pass the budget alone). A UTF-16
+  // unit takes at most 3 bytes of UTF-8: while that bound fits the budget,
+  // no text is counted byte by byte (counting is a fifth of a page's cost).
+  // Past it, `bytes` becomes the exact count of the page so far.
   const texts: string[] = [];
   let bytes = 0;
+  let exact = false;
   let truncated = page.truncated;
   for (const record of page.records) {
     if (texts.length === limit) break;
     const text = JSON.stringify(record.data);
-    bytes += utf8Length(text) + 1;
+    if (!exact && bytes + 3 * text.length + 1 > budget) {
+      exact = true;
+      bytes = 0;
+      for (const taken of texts) bytes += utf8Length(taken) + 1;
+    }
+    bytes += (exact ? utf8Length(text) : 3 * text.length) + 1;
     if (texts.length > 0 && bytes > budget) {
       truncated = true;
       break;
