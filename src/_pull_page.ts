@@ -88,7 +88,8 @@ export function readPage(
       position = meta.position;
       exact = position !== null && id === position.id;
     } else {
-      position = { updatedAt: meta.updatedAt, time: meta.time, id: meta.id };
+      // A valid item is its own position (a RecordMeta is one).
+      position = meta;
       exact = true;
     }
     if (
@@ -316,46 +317,42 @@ function planChunk(table: TableConfig, input: ChunkInput): Chunk {
       expect: input.expect,
     };
   };
-  const planned: Mutation[][] = [];
-  const planChanges: ChangeEvent[][] = [];
-  const sizes: number[] = [];
+  const mutations: Mutation[] = [];
+  const changes: ChangeEvent[] = [];
+  // Per item planned (when measuring): where its mutations and changes
+  // begin, and its size, so that the chunk can shrink from its end.
+  const marks: { mutations: number; changes: number; size: number }[] = [];
   let bytes = 2;
-  for (let i = start; i < stop; i++) {
-    const itemMutations: Mutation[] = [];
-    const itemChanges: ChangeEvent[] = [];
-    planItem(
-      table,
-      accepted[i]!,
-      locals[i - start],
-      itemMutations,
-      itemChanges,
-    );
-    const size = measure && itemMutations.length > 0
-      ? byteLength(itemMutations) - 1
+  let end = start;
+  for (; end < stop; end++) {
+    const mark = { mutations: mutations.length, changes: changes.length };
+    planItem(table, accepted[end]!, locals[end - start], mutations, changes);
+    if (!measure) continue;
+    const size = mutations.length > mark.mutations
+      ? byteLength(mutations.slice(mark.mutations)) - 1
       : 0;
-    if (measure && planned.length > 0 && bytes + size > maxWriteBytes) {
+    if (marks.length > 0 && bytes + size > maxWriteBytes) {
+      mutations.length = mark.mutations;
+      changes.length = mark.changes;
       break;
     }
-    planned.push(itemMutations);
-    planChanges.push(itemChanges);
-    sizes.push(size);
+    marks.push({ ...mark, size });
     bytes += size;
   }
-  let end = start + planned.length;
   let cursor = cursorAt(end);
   while (
-    measure && planned.length > 1 &&
+    measure && marks.length > 1 &&
     bytes + byteLength([cursor]) - 1 > maxWriteBytes
   ) {
-    planned.pop();
-    planChanges.pop();
-    bytes -= sizes.pop()!;
+    const mark = marks.pop()!;
+    mutations.length = mark.mutations;
+    changes.length = mark.changes;
+    bytes -= mark.size;
     end--;
     cursor = cursorAt(end);
   }
-  const mutations = planned.flat();
   mutations.push(cursor);
-  return { mutations, changes: planChanges.flat(), cursor, end };
+  return { mutations, changes, cursor, end };
 }
 
 /** Plans one pulled item (clauses 11, 12). */
