@@ -9,6 +9,7 @@
 import { cursorIdAfter, WIRE_LIMITS } from "../src/limits.ts";
 import { parseTimestamp } from "../src/timestamp.ts";
 import type { ServerCore } from "./_core.ts";
+import type { ListServerRecordsResult } from "./store.ts";
 import { describe } from "../src/describe.ts";
 import { utf8Length } from "./_limits.ts";
 import { PAGE_ENVELOPE_BYTES, type ResolvedOptions } from "./_options.ts";
@@ -99,17 +100,61 @@ export async function pullRequest(
       }`,
     );
   }
-  // Counted again here, so a store that ignores maxBytes cannot make the
-  // page larger (only the first item may pass the budget alone). A UTF-16
-  // unit takes at most 3 bytes of UTF-8: while that bound fits the budget,
-  // no text is counted byte by byte (counting is a fifth of a page's cost).
-  // Past it, `bytes` becomes the exact count of the page so far.
+  const { items, count, truncated } = pageItems(page, { limit, budget });
+  const last = page.records[count - 1];
+  // The last page carries a token too when its last item is older than
+  // the purge horizon: the client keeps the token with its cursor, and so
+  // keeps the pull's bound. Without it, the next pull's cursor (that item's
+  // `updated_at`) is older than the horizon: `410`, a resync that ends on
+  // the same cursor, `410` again, forever.
+  const next = last !== undefined &&
+      (count === limit || truncated ||
+        (page.horizon !== null && last.updatedAt < page.horizon))
+    ? encodePageToken({
+      since: last.updatedAt,
+      afterId: last.id,
+      mark: bound ?? mark!,
+    })
+    : null;
+  return {
+    status: 200,
+    body: null,
+    text: `{"items":${items},"nextPageToken":${JSON.stringify(next)}${
+      // Advisory (docs/contract.md): only a count the page cannot contradict.
+      page.total !== undefined && Number.isSafeInteger(page.total) &&
+        page.total >= count
+        ? `,"total":${page.total}`
+        : ""}}`,
+  };
+}
+
+/**
+ * The page's items as a JSON array, within `limit` items and `budget`
+ * bytes (each item counted with a comma), counted again here, so a store
+ * that ignores maxBytes cannot make the page larger (only the first item
+ * may pass the budget alone). A UTF-16 unit takes at most 3 bytes of
+ * UTF-8: when the whole array's text within that bound fits the budget,
+ * it is serialised in one call and never counted byte by byte (counting
+ * was a fifth of a page's cost). Otherwise item by item, counting exactly
+ * once that bound no longer fits.
+ */
+function pageItems(
+  page: ListServerRecordsResult,
+  options: { limit: number; budget: number },
+): { items: string; count: number; truncated: boolean } {
+  const { limit, budget } = options;
+  const records = page.records.length > limit
+    ? page.records.slice(0, limit)
+    : page.records;
+  const whole = JSON.stringify(records.map((record) => record.data));
+  if (3 * whole.length <= budget) {
+    return { items: whole, count: records.length, truncated: page.truncated };
+  }
   const texts: string[] = [];
   let bytes = 0;
   let exact = false;
   let truncated = page.truncated;
-  for (const record of page.records) {
-    if (texts.length === limit) break;
+  for (const record of records) {
     const text = JSON.stringify(record.data);
     if (!exact && bytes + 3 * text.length + 1 > budget) {
       exact = true;
@@ -123,33 +168,7 @@ export async function pullRequest(
     }
     texts.push(text);
   }
-  const last = page.records[texts.length - 1];
-  // The last page carries a token too when its last item is older than
-  // the purge horizon: the client keeps the token with its cursor, and so
-  // keeps the pull's bound. Without it, the next pull's cursor (that item's
-  // `updated_at`) is older than the horizon: `410`, a resync that ends on
-  // the same cursor, `410` again, forever.
-  const next = last !== undefined &&
-      (texts.length === limit || truncated ||
-        (page.horizon !== null && last.updatedAt < page.horizon))
-    ? encodePageToken({
-      since: last.updatedAt,
-      afterId: last.id,
-      mark: bound ?? mark!,
-    })
-    : null;
-  return {
-    status: 200,
-    body: null,
-    text: `{"items":[${texts.join(",")}],"nextPageToken":${
-      JSON.stringify(next)
-    }${
-      // Advisory (docs/contract.md): only a count the page cannot contradict.
-      page.total !== undefined && Number.isSafeInteger(page.total) &&
-        page.total >= texts.length
-        ? `,"total":${page.total}`
-        : ""}}`,
-  };
+  return { items: `[${texts.join(",")}]`, count: texts.length, truncated };
 }
 
 /** Reads and checks a pull's query, or the `400` that refuses it. */
