@@ -34,12 +34,15 @@
  * of it).
  *
  * Peak memory: before the first pull bench's timed part, the file pulls
- * {@linkcode SCALE.pullRecordsSmall} and then {@linkcode SCALE.pullRecords}
- * records over HTTP into a fresh SQLite file, each in a child process (this
- * file, run with `deno run`), and prints how much each child's live heap
- * (after a full GC) and RSS grew during its pull: a pull that streams page
- * by page grows about as much for both. `deno run -A bench/pull_bench.ts`
- * prints that check alone.
+ * {@linkcode SCALE.pullRecords} and then 1,000,000 records (1,000 under
+ * `BENCH_SCALE=tiny`) over HTTP into a fresh SQLite file, each in a child
+ * process (this file, run with `deno run`) from a server in another child
+ * (seeded a commit of 10,000 records at a time), and prints each child's
+ * pull time, peak RSS and how much its live heap (after a full GC) and RSS
+ * grew: a pull that streams page by page has about the same peak for both
+ * (the goal: peak RSS at 1M at most 1.5× the peak at 100k). It adds about
+ * 20 s to the file. `deno run -A bench/pull_bench.ts` prints that check
+ * alone.
  *
  * @module
  */
@@ -56,13 +59,15 @@ import { openKvStorage } from "../storage/kv.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createSqliteStorage, openSqliteStorage } from "../storage/sqlite.ts";
 import { createRestTransport } from "../transport/rest.ts";
-import { createSyncServer, type ServerStore } from "../server/mod.ts";
+import {
+  createSyncServer,
+  type ServerStore,
+  type ServerWrite,
+} from "../server/mod.ts";
 import { createMemoryServerStore } from "../server/memory.ts";
-import { SCALE, short } from "./_scale.ts";
+import { SCALE, short, TINY } from "./_scale.ts";
 
 const KIND = "items";
-/** The kind of the smaller pull of the peak-memory check. */
-const SMALL_KIND = "few_items";
 const RECORDS = SCALE.pullRecords;
 const PAGE = SCALE.pageSize;
 /** The first record's `updated_at`; each next one is a second later. */
@@ -131,7 +136,6 @@ function loadFixture(): Promise<Fixture> {
       }
     };
     await seed(KIND, items);
-    await seed(SMALL_KIND, items.slice(0, SCALE.pullRecordsSmall));
     const pages: JsonObject[][] = [];
     for (let start = 0; start < items.length; start += PAGE) {
       pages.push(items.slice(start, start + PAGE));
@@ -397,14 +401,21 @@ for (const backend of BACKENDS) {
 }
 
 // ---------------------------------------------------------------------------
-// Peak memory of a pull, in a child process
+// Peak memory of a pull, in child processes
 
-/** The argument that makes this file the child of the peak-memory check. */
+/** The records of the large pull of the peak-memory check. */
+const LARGE = TINY ? 1_000 : 1_000_000;
+
+/** The argument that makes this file a pulling child of the check. */
 const CHILD = "--peak-memory-child";
+/** The argument that makes this file the check's server. */
+const SERVER_CHILD = "--peak-memory-server";
 
-/** What a child reports. */
+/** What a pulling child reports. */
 interface PeakReport {
   readonly pulled: number;
+  /** How long the pull took, ms. */
+  readonly ms: number;
   /** `heapUsed` after a full GC, just before the pull, bytes. */
   readonly liveBefore: number;
   /** The highest `heapUsed` after a full GC, at 10 points of the pull. */
@@ -418,19 +429,64 @@ interface PeakReport {
 }
 
 /**
- * The child: pulls `kind` over HTTP into a fresh SQLite file and prints a
- * {@linkcode PeakReport} as JSON. The live heap is read after a full GC
- * (`--expose-gc`) at ten evenly spaced pages, whatever the pull's length:
- * what the pull retains, without V8's lazy collection, which lets garbage
- * pile up longer in a longer run. RSS and the heap V8 holds (`heapTotal`,
- * garbage included) are sampled every 5 ms.
+ * The check's server: seeds a memory store with `count` records of `kind`
+ * (a commit per 10,000, the items made as they go, never all at once),
+ * serves it on 127.0.0.1, prints its URL as a line of JSON, and stops when
+ * its stdin closes. A process of its own: a million records in the bench
+ * process would slow every garbage collection of the timed rows, and in the
+ * pulling child they would be counted as the pull's memory.
  */
-async function peakChild(baseUrl: string, kind: string): Promise<void> {
+async function serverChild(kind: string, count: number): Promise<void> {
+  const store = createMemoryServerStore();
+  for (let start = 0; start < count; start += 10_000) {
+    const writes: ServerWrite[] = [];
+    for (let index = start; index < Math.min(count, start + 10_000); index++) {
+      const data = item(index);
+      writes.push({
+        type: "record",
+        namespace: "public",
+        record: {
+          kind,
+          id: data.id as string,
+          updatedAt: Date.parse(data.updated_at as string),
+          deletedAt: null,
+          data,
+        },
+      });
+    }
+    await store.commit(writes);
+  }
+  const server = createSyncServer({ store, maxPageSize: PAGE });
+  const http = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    server.fetch,
+  );
+  console.log(JSON.stringify({ url: `http://127.0.0.1:${http.addr.port}` }));
+  // Until the parent closes stdin.
+  for await (const _ of Deno.stdin.readable) {
+    // Nothing is sent.
+  }
+  await http.shutdown();
+  await server.close();
+}
+
+/**
+ * A pulling child: pulls `count` records of `kind` over HTTP into a fresh
+ * SQLite file and prints a {@linkcode PeakReport} as JSON. The live heap is
+ * read after a full GC (`--expose-gc`) at ten evenly spaced pages, whatever
+ * the pull's length: what the pull retains, without V8's lazy collection,
+ * which lets garbage pile up longer in a longer run. RSS and the heap V8
+ * holds (`heapTotal`, garbage included) are sampled every 5 ms.
+ */
+async function peakChild(
+  baseUrl: string,
+  kind: string,
+  expected: number,
+): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) {
     throw new Error("Cannot measure the live heap without --expose-gc");
   }
-  const expected = kind === KIND ? RECORDS : SCALE.pullRecordsSmall;
   const every = Math.max(1, Math.round(expected / PAGE / 10));
   await using dir = await tempDir();
   await using storage = await openSqliteStorage(`${dir.path}/app.sqlite`);
@@ -455,15 +511,18 @@ async function peakChild(baseUrl: string, kind: string): Promise<void> {
     rssPeak = Math.max(rssPeak, usage.rss);
     heapTotalPeak = Math.max(heapTotalPeak, usage.heapTotal);
   }, 5);
+  const started = performance.now();
   let pulled: number;
   try {
     ({ stats: { pulled } } = await engine.sync());
   } finally {
     clearInterval(timer);
   }
+  const ms = performance.now() - started;
   live();
   const report: PeakReport = {
     pulled,
+    ms,
     liveBefore: before.heapUsed,
     livePeak,
     heapTotalPeak,
@@ -484,45 +543,73 @@ async function peakRss(): Promise<number | undefined> {
   }
 }
 
-async function runChild(url: string, kind: string): Promise<PeakReport> {
-  const { code, stdout } = await new Deno.Command(Deno.execPath(), {
+/** This file run as a child with `args`. */
+function child(args: readonly string[], stdin: "piped" | "null") {
+  return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
       "--v8-flags=--expose-gc",
       import.meta.filename!,
-      CHILD,
-      url,
-      kind,
+      ...args,
     ],
     // The project's deno.json applies to the child as to this file.
     cwd: new URL("..", import.meta.url),
+    stdin,
     stdout: "piped",
     stderr: "inherit",
-  }).output();
-  if (code !== 0) {
-    throw new Error(`Cannot check peak memory as the child exited ${code}`);
-  }
-  return JSON.parse(new TextDecoder().decode(stdout)) as PeakReport;
+  });
 }
 
-/** Runs the small and the large child and prints the comparison. */
-async function printPeakMemory(): Promise<void> {
-  let small: PeakReport;
-  let large: PeakReport;
-  {
-    await using server = await serve();
-    small = await runChild(server.url, SMALL_KIND);
-    large = await runChild(server.url, KIND);
+/**
+ * Serves `count` records from a server child, pulls them in a pulling
+ * child, and stops the server.
+ */
+async function measure(count: number): Promise<PeakReport> {
+  const kind = `items_${count}`;
+  const server = child([SERVER_CHILD, kind, String(count)], "piped").spawn();
+  const lines = server.stdout.pipeThrough(new TextDecoderStream())
+    .getReader();
+  try {
+    let text = "";
+    while (!text.includes("\n")) {
+      const { done, value } = await lines.read();
+      if (done) {
+        throw new Error("Cannot check peak memory as the server child exited");
+      }
+      text += value;
+    }
+    const { url } = JSON.parse(text) as { url: string };
+    const { code, stdout } = await child(
+      [CHILD, url, kind, String(count)],
+      "null",
+    )
+      .output();
+    if (code !== 0) {
+      throw new Error(`Cannot check peak memory as the child exited ${code}`);
+    }
+    return JSON.parse(new TextDecoder().decode(stdout)) as PeakReport;
+  } finally {
+    await server.stdin.close();
+    await lines.cancel();
+    await server.status;
   }
-  if (small.pulled !== SCALE.pullRecordsSmall || large.pulled !== RECORDS) {
+}
+
+/** Measures the 100k and the 1M pull and prints the comparison. */
+async function printPeakMemory(): Promise<void> {
+  const small = await measure(RECORDS);
+  const large = await measure(LARGE);
+  if (small.pulled !== RECORDS || large.pulled !== LARGE) {
     throw new Error(
       `Cannot trust the peak-memory check as the children pulled ${small.pulled} and ${large.pulled} records`,
     );
   }
   const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
   const line = (count: number, report: PeakReport) =>
-    `  ${`${short(count)} records:`.padEnd(14)} live heap ${
+    `  ${`${short(count)} records:`.padEnd(14)} ${
+      (report.ms / 1000).toFixed(1)
+    } s (${Math.round(count / report.ms * 1000)} records/s), live heap ${
       mb(report.liveBefore)
     } → peak ${mb(report.livePeak)}, V8 heap peak ${
       mb(report.heapTotalPeak)
@@ -534,18 +621,16 @@ async function printPeakMemory(): Promise<void> {
     [
       `peak memory of a pull over HTTP into a SQLite file, in a child process (pages of ${
         short(PAGE)
-      }):`,
-      line(SCALE.pullRecordsSmall, small),
-      line(RECORDS, large),
-      `  ${short(RECORDS)} vs ${
-        short(SCALE.pullRecordsSmall)
-      }: growth during the pull ×${
-        growth("liveBefore", "livePeak")
-      } (live heap), ×${growth("rssBefore", "rssPeak")} (RSS); peak RSS ×${
+      }; the server in another):`,
+      line(RECORDS, small),
+      line(LARGE, large),
+      `  ${short(LARGE)} vs ${short(RECORDS)}: peak RSS ×${
         (large.rssPeak / small.rssPeak).toFixed(2)
-      }. A pull that kept its records would grow ×${
-        RECORDS / SCALE.pullRecordsSmall
-      }.`,
+      } (goal ≤ 1.5); growth during the pull ×${
+        growth("liveBefore", "livePeak")
+      } (live heap), ×${
+        growth("rssBefore", "rssPeak")
+      } (RSS). A pull that kept its records would grow ×${LARGE / RECORDS}.`,
     ].join("\n"),
   );
 }
@@ -564,7 +649,9 @@ function checkPeakMemoryOnce(): Promise<void> {
 }
 
 if (Deno.args[0] === CHILD) {
-  await peakChild(Deno.args[1]!, Deno.args[2]!);
+  await peakChild(Deno.args[1]!, Deno.args[2]!, Number(Deno.args[3]));
+} else if (Deno.args[0] === SERVER_CHILD) {
+  await serverChild(Deno.args[1]!, Number(Deno.args[2]));
 } else if (import.meta.main) {
   // `deno run -A bench/pull_bench.ts`: the check alone.
   await printPeakMemory();

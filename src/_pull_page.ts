@@ -18,7 +18,10 @@ import {
 } from "./_context.ts";
 import { commitWithRetry } from "./_commit.ts";
 import { cursorKey, type PullFrom } from "./_cursor.ts";
-import type { RecordChange, SyncStats } from "./events.ts";
+import type { SyncEvent, SyncStats } from "./events.ts";
+
+/** The `change` event of a pulled record. */
+type ChangeEvent = Extract<SyncEvent, { type: "change" }>;
 import { isJsonObject, type JsonObject, type JsonValue } from "./json.ts";
 import { byteLength } from "./_write.ts";
 import type { Mutation, StoredRecord, Versioned } from "./storage.ts";
@@ -85,7 +88,8 @@ export function readPage(
       position = meta.position;
       exact = position !== null && id === position.id;
     } else {
-      position = { updatedAt: meta.updatedAt, time: meta.time, id: meta.id };
+      // A valid item is its own position (a RecordMeta is one).
+      position = meta;
       exact = true;
     }
     if (
@@ -142,6 +146,21 @@ interface PagePlan {
   readonly from: PullFrom | null;
   /** The cursor entry as last read. */
   readonly entry: Versioned<JsonValue> | undefined;
+  /**
+   * Whether to write the page's records as new without reading them first
+   * (see {@linkcode applyPage}): what the table's last page found.
+   */
+  readonly guessAbsent: boolean;
+}
+
+/** A page applied: the new cursor entry, and what its records were. */
+export interface AppliedPage {
+  /** The cursor entry once the page landed. */
+  readonly entry: Versioned<JsonValue> | undefined;
+  /** Whether none of the page's records existed locally. */
+  readonly absent: boolean;
+  /** Whether a write of records guessed absent failed. */
+  readonly missed: boolean;
 }
 
 /**
@@ -153,6 +172,15 @@ interface PagePlan {
  * stores its local data and its base), never by an estimate. A page whose
  * items were all skipped writes the cursor alone.
  *
+ * With `guessAbsent` (the table's last page held no local record), a chunk
+ * without tombstones is first written unread, every record as new
+ * (`expect: null`): exactly the plan a read finding them all absent makes,
+ * so when that write commits, the outcome is the same, without the read.
+ * When a record exists after all (a local write since, a page the server
+ * sends again), the write fails whole and the chunk is read and planned as
+ * usual. A tombstone is never guessed: for an absent record it plans no
+ * mutation at all, so nothing would check that the record is absent.
+ *
  * @returns The new cursor entry, or `null` when another writer moved the
  * cursor first.
  */
@@ -160,36 +188,54 @@ export async function applyPage(
   ctx: EngineContext,
   table: TableConfig,
   plan: PagePlan,
-): Promise<Versioned<JsonValue> | undefined | null> {
+): Promise<AppliedPage | null> {
   const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
   // One mutation per item plus the cursor's.
   const perWrite = Math.max(1, maxMutationsPerWrite - 1);
   let entry = plan.entry;
   let start = 0;
+  let guess = plan.guessAbsent;
+  let absent = true;
+  let missed = false;
+  /** Plans and writes the chunk from `start`; whether it committed. */
+  const write = async (
+    stop: number,
+    locals: readonly (Versioned<StoredRecord> | undefined)[],
+  ): Promise<boolean> => {
+    const chunk = planChunk(table, {
+      page: plan,
+      start,
+      stop,
+      locals,
+      expect: entry === undefined ? null : entry.rev,
+      maxWriteBytes,
+    });
+    const result = await ctx.storage.write(chunk.mutations);
+    if (!result.ok) return false;
+    entry = { value: chunk.cursor.value, rev: result.revs.at(-1)! };
+    for (const change of chunk.changes) ctx.hub.emit(change);
+    start = chunk.end;
+    return true;
+  };
   do {
     const moved = await commitWithRetry<boolean>(ctx, {
       what: `apply pulled page of '${table.kind}'`,
       attempt: async () => {
         const stop = Math.min(plan.accepted.length, start + perWrite);
+        if (guess && !hasTombstone(plan.accepted, start, stop)) {
+          if (await write(stop, new Array(stop - start))) {
+            return { ok: true, value: false };
+          }
+          guess = false;
+          missed = true;
+          absent = false;
+        }
         const ids = plan.accepted.slice(start, stop).map((one) => one.meta.id);
         const locals = ids.length === 0
           ? []
           : await ctx.storage.getRecords(table.kind, ids);
-        const chunk = planChunk(table, {
-          page: plan,
-          start,
-          stop,
-          locals,
-          expect: entry === undefined ? null : entry.rev,
-          maxWriteBytes,
-        });
-        const result = await ctx.storage.write(chunk.mutations);
-        if (result.ok) {
-          entry = { value: chunk.cursor.value, rev: result.revs.at(-1)! };
-          for (const change of chunk.changes) {
-            ctx.hub.emit({ type: "change", ...change });
-          }
-          start = chunk.end;
+        if (await write(stop, locals)) {
+          if (locals.some((local) => local !== undefined)) absent = false;
           return { ok: true, value: false };
         }
         const [now] = await ctx.storage.getMeta([cursorKey(table.kind)]);
@@ -200,7 +246,17 @@ export async function applyPage(
     });
     if (moved) return null;
   } while (start < plan.accepted.length);
-  return entry;
+  return { entry, absent, missed };
+}
+
+/** Whether any item from `start` to `stop` is a tombstone. */
+function hasTombstone(
+  accepted: readonly AcceptedItem[],
+  start: number,
+  stop: number,
+): boolean {
+  for (let i = start; i < stop; i++) if (accepted[i]!.meta.deleted) return true;
+  return false;
 }
 
 /** The input of {@linkcode planChunk}. */
@@ -224,7 +280,7 @@ interface Chunk {
   /** The mutations, the cursor's last. */
   readonly mutations: Mutation[];
   /** What the app sees once they commit. */
-  readonly changes: RecordChange[];
+  readonly changes: ChangeEvent[];
   /** The cursor's mutation. */
   readonly cursor: Extract<Mutation, { type: "putMeta" }>;
   /** The index after the chunk's last item. */
@@ -261,46 +317,56 @@ function planChunk(table: TableConfig, input: ChunkInput): Chunk {
       expect: input.expect,
     };
   };
-  const planned: Mutation[][] = [];
-  const planChanges: RecordChange[][] = [];
-  const sizes: number[] = [];
+  const mutations: Mutation[] = [];
+  const changes: ChangeEvent[] = [];
+  if (measure) {
+    // Counting each item's JSON costs what serialising it costs (a fifth
+    // of a KV pull): first the whole chunk, against a bound of its size.
+    for (let i = start; i < stop; i++) {
+      planItem(table, accepted[i]!, locals[i - start], mutations, changes);
+    }
+    const cursor = cursorAt(stop);
+    mutations.push(cursor);
+    if (jsonBound(mutations, maxWriteBytes) <= maxWriteBytes) {
+      return { mutations, changes, cursor, end: stop };
+    }
+    mutations.length = 0;
+    changes.length = 0;
+  }
+  // Per item planned (when measuring): where its mutations and changes
+  // begin, and its size, so that the chunk can shrink from its end.
+  const marks: { mutations: number; changes: number; size: number }[] = [];
   let bytes = 2;
-  for (let i = start; i < stop; i++) {
-    const itemMutations: Mutation[] = [];
-    const itemChanges: RecordChange[] = [];
-    planItem(
-      table,
-      accepted[i]!,
-      locals[i - start],
-      itemMutations,
-      itemChanges,
-    );
-    const size = measure && itemMutations.length > 0
-      ? byteLength(itemMutations) - 1
+  let end = start;
+  for (; end < stop; end++) {
+    const mark = { mutations: mutations.length, changes: changes.length };
+    planItem(table, accepted[end]!, locals[end - start], mutations, changes);
+    if (!measure) continue;
+    const size = mutations.length > mark.mutations
+      ? byteLength(mutations.slice(mark.mutations)) - 1
       : 0;
-    if (measure && planned.length > 0 && bytes + size > maxWriteBytes) {
+    if (marks.length > 0 && bytes + size > maxWriteBytes) {
+      mutations.length = mark.mutations;
+      changes.length = mark.changes;
       break;
     }
-    planned.push(itemMutations);
-    planChanges.push(itemChanges);
-    sizes.push(size);
+    marks.push({ ...mark, size });
     bytes += size;
   }
-  let end = start + planned.length;
   let cursor = cursorAt(end);
   while (
-    measure && planned.length > 1 &&
+    measure && marks.length > 1 &&
     bytes + byteLength([cursor]) - 1 > maxWriteBytes
   ) {
-    planned.pop();
-    planChanges.pop();
-    bytes -= sizes.pop()!;
+    const mark = marks.pop()!;
+    mutations.length = mark.mutations;
+    changes.length = mark.changes;
+    bytes -= mark.size;
     end--;
     cursor = cursorAt(end);
   }
-  const mutations = planned.flat();
   mutations.push(cursor);
-  return { mutations, changes: planChanges.flat(), cursor, end };
+  return { mutations, changes, cursor, end };
 }
 
 /** Plans one pulled item (clauses 11, 12). */
@@ -309,7 +375,7 @@ function planItem(
   accepted: AcceptedItem,
   local: Versioned<StoredRecord> | undefined,
   mutations: Mutation[],
-  changes: RecordChange[],
+  changes: ChangeEvent[],
 ): void {
   const { item, meta } = accepted;
   const base = { data: item, updatedAt: meta.updatedAt, deleted: meta.deleted };
@@ -330,6 +396,7 @@ function planItem(
       expect: null,
     });
     changes.push({
+      type: "change",
       kind: table.kind,
       id: meta.id,
       data: item,
@@ -359,10 +426,48 @@ function planItem(
     expect: local.rev,
   });
   changes.push({
+    type: "change",
     kind: table.kind,
     id: meta.id,
     data: meta.deleted ? null : item,
     deleted: meta.deleted,
     origin: "pulled",
   });
+}
+
+/**
+ * An upper bound of the UTF-8 length of `JSON.stringify(value)` for JSON
+ * data, without serialising it: a UTF-16 unit takes at most 6 bytes (a
+ * `\uXXXX` escape; UTF-8 itself takes at most 3 a unit), a number at most
+ * 32 characters, `false` 5. Stops walking once past `limit`. What is no
+ * JSON (`undefined`, a function) counts as the `null` it may become.
+ *
+ * @returns The bound, or a number above `limit` once it passes it.
+ */
+export function jsonBound(value: unknown, limit: number): number {
+  switch (typeof value) {
+    case "string":
+      return 2 + 6 * value.length;
+    case "number":
+      return 32;
+    case "object":
+      break;
+    default:
+      return 5;
+  }
+  if (value === null) return 4;
+  let bytes = 2;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length && bytes <= limit; i++) {
+      bytes += jsonBound(value[i], limit - bytes) + 1;
+    }
+    return bytes;
+  }
+  for (const key in value) {
+    if (bytes > limit) break;
+    if (!Object.hasOwn(value, key)) continue;
+    bytes += 4 + 6 * key.length +
+      jsonBound((value as Record<string, unknown>)[key], limit - bytes);
+  }
+  return bytes;
 }

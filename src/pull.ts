@@ -126,8 +126,22 @@ async function pullTable(
   // and so does one that listed nothing: an empty listing is no evidence
   // against what we pushed (a server that lists nothing, e.g. a write-only
   // endpoint, must not empty the table).
-  const firstPull = !options.resync && entry === undefined;
+  //
+  // A first pull into a table that holds nothing yet has nothing to sweep:
+  // a record that appears during it is either pulled (listed) or written
+  // locally since (never evidence of a purge), so it keeps no set of ids,
+  // which would grow with the table (1M ids are tens of MB), and lists
+  // nothing back at the end.
+  const holds = options.resync || entry !== undefined ||
+    await holdsRecords(ctx, kind);
+  const firstPull = !options.resync && entry === undefined && holds;
   if (firstPull) seen ??= new Set();
+  // Whether the last page held no local record: the next page's records
+  // are then written unread, as new (see applyPage). Once such a write
+  // fails, this pull reads every page first: a failed write costs as much
+  // as one that lands.
+  let guessAbsent = !holds;
+  let missed = false;
   let done = 0;
   // Items after the pages applied, when the server tells (`total`).
   let remaining: number | null = null;
@@ -165,6 +179,7 @@ async function pullTable(
       token: read.endsAtLast ? page.nextPageToken : null,
       from,
       entry,
+      guessAbsent,
     });
     if (applied === null) {
       // Another engine moved the cursor: continue from where it stands.
@@ -174,7 +189,9 @@ async function pullTable(
       [entry] = await ctx.storage.getMeta([key]);
       continue;
     }
-    entry = applied;
+    entry = applied.entry;
+    missed ||= applied.missed;
+    guessAbsent = applied.absent && !missed;
     done += read.accepted.length;
     stats.pulled += read.accepted.length;
     stats.pages++;
@@ -197,6 +214,18 @@ async function pullTable(
   if (seen !== null && !interrupted && (!firstPull || seen.size > 0)) {
     await sweep(ctx, table, seen, stats);
   }
+}
+
+/** Whether a table holds any record, tombstones included. */
+async function holdsRecords(
+  ctx: EngineContext,
+  kind: string,
+): Promise<boolean> {
+  const [any] = await ctx.storage.listRecords(kind, {
+    includeDeleted: true,
+    limit: 1,
+  });
+  return any !== undefined;
 }
 
 /**

@@ -22,6 +22,9 @@ import {
   T2,
   upsert,
 } from "./_rest_fixtures.ts";
+import { withTimeout } from "./_timeout.ts";
+import { createSyncServer, type ServerStore } from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
 
 Deno.test("rest: pull() sends the cursor as query parameters and omits absent ones", async () => {
   await using server = startScriptedServer(() => json({ items: [] }));
@@ -210,3 +213,79 @@ Deno.test("rest: the injected fetch sends every request", async () => {
     `GET ${server.url}/todos?limit=50&includeDeleted=true`,
   ]);
 });
+
+Deno.test(
+  "rest: the reference server fills a page up to maxPageBytes counted in UTF-8 bytes, also where a store ignores maxBytes",
+  withTimeout(10_000, async () => {
+    const inner = createMemoryServerStore();
+    // Ignoring maxBytes, the store leaves the count to the handler alone.
+    const store: ServerStore = {
+      getRecord: (ns, kind, id) => inner.getRecord(ns, kind, id),
+      listRecords(ns, kind, options) {
+        const { maxBytes: _ignored, ...rest } = options;
+        return inner.listRecords(ns, kind, rest);
+      },
+      getIdempotency: (ns, key) => inner.getIdempotency(ns, key),
+      commit: (writes) => inner.commit(writes),
+      purge: (options) => inner.purge(options),
+      trimIdempotency: (ns, options) => inner.trimIdempotency(ns, options),
+      lastWrite: (ns) => inner.lastWrite(ns),
+      close: () => inner.close(),
+      [Symbol.asyncDispose]: () => inner.close(),
+    };
+    const maxPageBytes = 8192;
+    await using server = createSyncServer({ store, maxPageBytes });
+    const t0 = Date.parse(T1);
+    // ASCII (1 byte a unit), é (2), € (3), 😀 (4 bytes for 2 units); the
+    // last page fits whole even at 3 bytes a unit: serialised at once.
+    const cases = [
+      ["a", "x", 700],
+      ["b", "é", 700],
+      ["c", "€", 700],
+      ["d", "😀", 700],
+      ["e", "€", 150],
+      ["f", "x", 100],
+    ] as const;
+    for (const [kind, char, length] of cases) {
+      const data = Array.from({ length: 12 }, (_, i) => ({
+        id: `r${i}`,
+        updated_at: new Date(t0 + i).toISOString(),
+        text: char.repeat(length),
+      }));
+      await store.commit(data.map((item, i) => ({
+        type: "record",
+        namespace: "public",
+        record: {
+          kind,
+          id: item.id,
+          updatedAt: t0 + i,
+          deletedAt: null,
+          data: item,
+        },
+      })));
+      // What fits: each item's UTF-8 bytes and a comma, within the page less
+      // its envelope (2,048 bytes).
+      let bytes = 0;
+      let fits = 0;
+      for (const item of data) {
+        bytes += new TextEncoder().encode(JSON.stringify(item)).length + 1;
+        if (fits > 0 && bytes > maxPageBytes - 2048) break;
+        fits++;
+      }
+      const response = await server.fetch(
+        new Request(`http://server/${kind}?limit=100`),
+      );
+      const text = await response.text();
+      const page = JSON.parse(text) as {
+        items: unknown[];
+        nextPageToken: unknown;
+      };
+      assert.equal(page.items.length, fits, `${kind}: ${char}`);
+      assert.equal(
+        typeof page.nextPageToken,
+        fits < data.length ? "string" : "object",
+      );
+      assert.ok(new TextEncoder().encode(text).length <= maxPageBytes);
+    }
+  }),
+);
