@@ -116,6 +116,31 @@ export function entry(
 }
 
 /**
+ * Listed records as plain records, to compare with what was committed: a
+ * record's optional `text` must be exactly `JSON.stringify(data)` (a pull
+ * sends it as it is), and is left out of the result.
+ *
+ * @param records Records from `listRecords`.
+ * @returns The same records without `text`.
+ * @throws {Error} When a record's `text` is not its data's JSON.
+ */
+export function plain(records: readonly ServerRecord[]): ServerRecord[] {
+  return records.map((record) => {
+    const { kind, id, updatedAt, deletedAt, data } = record;
+    if (record.text !== undefined && record.text !== JSON.stringify(data)) {
+      throw new Error(
+        `Cannot accept listed record ${
+          JSON.stringify(id)
+        } as its text is not its data's JSON: current value is ${
+          JSON.stringify(record.text)
+        }`,
+      );
+    }
+    return { kind, id, updatedAt, deletedAt, data };
+  });
+}
+
+/**
  * The ids of records, in order.
  *
  * @param records The records.

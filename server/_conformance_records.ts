@@ -13,6 +13,7 @@ import {
   entry,
   ids,
   keysetSort,
+  plain,
   put,
   selects,
   serverRecord,
@@ -49,7 +50,7 @@ export const RECORD_CASES: readonly ServerStoreCase[] = [
       await store.commit([put("ns", second), put("ns", third)]);
       assert.deepEqual(await store.getRecord("ns", "todo", "1"), third);
       const page = await store.listRecords("ns", "todo", { limit: 10 });
-      assert.deepEqual(page.records, [third]);
+      assert.deepEqual(plain(page.records), [third]);
     },
   },
   {
@@ -407,7 +408,7 @@ export const RECORD_CASES: readonly ServerStoreCase[] = [
             : expected.slice(0, page.records.length);
           assert.ok(page.records.length > 0, JSON.stringify(shape));
           assert.deepEqual(
-            page.records,
+            plain(page.records),
             got,
             `${owner} ${JSON.stringify(shape)}`,
           );
@@ -423,7 +424,7 @@ export const RECORD_CASES: readonly ServerStoreCase[] = [
           if (records.length < 3 || last === undefined) break;
           cursor = { since: last.updatedAt, afterId: last.id };
         }
-        assert.deepEqual(seen, mine);
+        assert.deepEqual(plain(seen), mine);
         assert.ok(seen.every((record) => record.data.owner === owner));
       }
     },

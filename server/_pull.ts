@@ -146,7 +146,9 @@ function pageItems(
   const records = page.records.length > limit
     ? page.records.slice(0, limit)
     : page.records;
-  const whole = JSON.stringify(records.map((record) => record.data));
+  const whole = records.every((record) => typeof record.text === "string")
+    ? `[${records.map((record) => record.text).join(",")}]`
+    : JSON.stringify(records.map((record) => record.data));
   if (3 * whole.length <= budget) {
     return { items: whole, count: records.length, truncated: page.truncated };
   }
@@ -155,7 +157,9 @@ function pageItems(
   let exact = false;
   let truncated = page.truncated;
   for (const record of records) {
-    const text = JSON.stringify(record.data);
+    const text = typeof record.text === "string"
+      ? record.text
+      : JSON.stringify(record.data);
     if (!exact && bytes + 3 * text.length + 1 > budget) {
       exact = true;
       bytes = 0;

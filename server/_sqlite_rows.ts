@@ -9,6 +9,7 @@ import { decodeUtf16, encodeUtf16 } from "../src/utf16.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "../src/json.ts";
 import { utf8Length } from "./_limits.ts";
 import type { Statements } from "./_sqlite_schema.ts";
+import { listedRecord } from "./_util.ts";
 import type {
   CommitGuard,
   IdempotencyEntry,
@@ -74,6 +75,23 @@ export function toRecord(row: unknown): ServerRecord {
     deletedAt: deleted_at === null ? null : Number(deleted_at),
     data: JSON.parse(data) as JsonObject,
   };
+}
+
+/** Reads a listed record row: its text kept, its data parsed when read. */
+export function toListedRecord(row: unknown): ServerRecord {
+  const { kind, id, updated_at, deleted_at, data } = row as {
+    kind: Uint8Array;
+    id: Uint8Array;
+    updated_at: number | bigint;
+    deleted_at: number | bigint | null;
+    data: string;
+  };
+  return listedRecord({
+    kind: decodeUtf16(kind),
+    id: decodeUtf16(id),
+    updatedAt: Number(updated_at),
+    deletedAt: deleted_at === null ? null : Number(deleted_at),
+  }, data);
 }
 
 /** Reads an idempotency row, or its absence. */

@@ -23,7 +23,7 @@ import type { JsonObject, JsonValue } from "../src/json.ts";
 import { assertServerWrite } from "./_server_write.ts";
 import { utf8Length } from "./_limits.ts";
 import { describe } from "../src/describe.ts";
-import { inner } from "./_util.ts";
+import { inner, listedRecord } from "./_util.ts";
 import type {
   IdempotencyEntry,
   LastWrite,
@@ -165,7 +165,7 @@ class MemoryServerStore implements ServerStore {
         if (records.length > 0 && bytes > maxBytes) {
           return { records, horizon: table.horizon, truncated: true, ...total };
         }
-        records.push(toServerRecord(record));
+        records.push(listedRecord(record, record.data));
       }
       return { records, horizon: table.horizon, truncated: false, ...total };
     });

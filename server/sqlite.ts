@@ -61,6 +61,7 @@ import {
   isBusy,
   readCount,
   toEntry,
+  toListedRecord,
   toRecord,
   writeRows,
 } from "./_sqlite_rows.ts";
@@ -304,7 +305,7 @@ class SqliteServerStore implements ServerStore {
           | { horizon: number | bigint }
           | undefined;
         return {
-          records: rows.map(toRecord),
+          records: rows.map(toListedRecord),
           horizon: horizon === undefined ? null : Number(horizon.horizon),
           truncated,
         };

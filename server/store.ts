@@ -38,6 +38,12 @@ export interface ServerRecord {
    * for a tombstone, `deleted_at`.
    */
   readonly data: JsonObject;
+  /**
+   * `JSON.stringify(data)`, when a store's `listRecords` holds the record
+   * as JSON text: a pull sends it as it is, without parsing and serialising
+   * it again. It MUST be exactly that text, as the page is built from it.
+   */
+  readonly text?: string;
 }
 
 /** A stored response to a write, found again by its idempotency key. */
