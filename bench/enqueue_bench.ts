@@ -13,7 +13,7 @@
  *
  * Groups `enqueue, <storage>` (memory, SQLite file, KV `:memory:`, KV file)
  * time a batch of {@linkcode SCALE.enqueueBatch} writes per iteration (a
- * tenth of that on a KV file, which syncs the file at every commit) into a
+ * quarter of that on a KV file, which syncs the file at every commit) into a
  * fresh store, opened, warmed by one write and closed outside the timed
  * part, so every row writes into the same almost empty store:
  *
@@ -427,9 +427,10 @@ const BACKENDS: readonly Backend[] = [
   },
   {
     name: "KV file",
-    // KV syncs its file at every commit (about 1-2 ms here), so a batch of
-    // 200 would take half a second per iteration.
-    batch: Math.max(1, BATCH / 10),
+    // KV syncs its file at every commit (about 0.5-2 ms here), so a batch
+    // of 200 would take up to half a second per iteration; 20 left the
+    // ratio to the noise of a few fsyncs.
+    batch: Math.max(1, BATCH / 4),
     open: (dir) => openKvStorage(`${dir}/app.kv`),
     raw: {
       name: "kv.atomic() with 2 sets",
