@@ -430,7 +430,7 @@ const BACKENDS: readonly Backend[] = [
     // KV syncs its file at every commit (about 0.5-2 ms here), so a batch
     // of 200 would take up to half a second per iteration; 20 left the
     // ratio to the noise of a few fsyncs.
-    batch: Math.max(1, BATCH / 4),
+    batch: Math.max(1, Math.ceil(BATCH / 4)),
     open: (dir) => openKvStorage(`${dir}/app.kv`),
     raw: {
       name: "kv.atomic() with 2 sets",
