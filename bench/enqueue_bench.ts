@@ -13,7 +13,7 @@
  *
  * Groups `enqueue, <storage>` (memory, SQLite file, KV `:memory:`, KV file)
  * time a batch of {@linkcode SCALE.enqueueBatch} writes per iteration (a
- * tenth of that on a KV file, which syncs the file at every commit) into a
+ * quarter of that on a KV file, which syncs the file at every commit) into a
  * fresh store, opened, warmed by one write and closed outside the timed
  * part, so every row writes into the same almost empty store:
  *
@@ -45,6 +45,14 @@
  * here (a file's fsync per commit would hide what grows) and stops at 10k
  * unless `BENCH_SCALE=full`: filling it with 100k ops takes about 20 s, as
  * Deno KV itself slows down while it grows.
+ *
+ * Group `raw writes at N rows, SQLite file` times the same batch of raw
+ * writes in the adapter's layout (its tables, indexes and statements, as
+ * the `raw, the adapter's tables and statements` row above) into a file
+ * that already holds N records and N pending ops, baseline the smallest N:
+ * how much SQLite itself slows down as its B-trees grow, measured in the
+ * same run as the engine's growth above. (Its WAL checkpoints then copy
+ * pages spread over a larger file: the commit is what grows.)
  *
  * @module
  */
@@ -221,8 +229,25 @@ function utf16be(text: string): Uint8Array {
 async function openLayoutSqlite(path: string): Promise<RawStore> {
   const db = new DatabaseSync(path);
   await createSqliteStorage(db).close();
+  return layoutWriter(db);
+}
+
+/** Raw writes in the adapter's layout, and the means to fill and undo. */
+interface LayoutStore extends RawStore {
+  /** The write's two INSERTs, outside any transaction of its own. */
+  insert(pair: Pair): void;
+  /** Deletes the pairs' rows, in one transaction. */
+  remove(pairs: readonly Pair[]): void;
+}
+
+/** Raw writes in the adapter's layout on `db`, whose tables exist. */
+function layoutWriter(db: DatabaseSync): LayoutStore {
   const begin = db.prepare("BEGIN IMMEDIATE");
   const commit = db.prepare("COMMIT");
+  const deleteRecord = db.prepare(
+    "DELETE FROM records WHERE kind = ? AND id = ?",
+  );
+  const deleteOp = db.prepare("DELETE FROM ops WHERE op_id = ?");
   const insertRecord = db.prepare(
     "INSERT INTO records (kind, id, deleted, value, rev) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
   );
@@ -230,25 +255,37 @@ async function openLayoutSqlite(path: string): Promise<RawStore> {
     "INSERT INTO ops (op_id, state, kind, id, value, rev) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
   );
   let rev = 0;
+  const insert = ({ record, op }: Pair) => {
+    rev++;
+    insertRecord.run(
+      utf16be(record.kind),
+      utf16be(record.id),
+      0,
+      JSON.stringify(record),
+      rev,
+    );
+    insertOp.run(
+      utf16be(op.opId),
+      op.state,
+      utf16be(op.kind),
+      utf16be(op.id),
+      JSON.stringify(op),
+      rev,
+    );
+  };
   return {
-    write({ record, op }) {
-      rev++;
+    insert,
+    write(pair) {
       begin.run();
-      insertRecord.run(
-        utf16be(record.kind),
-        utf16be(record.id),
-        0,
-        JSON.stringify(record),
-        rev,
-      );
-      insertOp.run(
-        utf16be(op.opId),
-        op.state,
-        utf16be(op.kind),
-        utf16be(op.id),
-        JSON.stringify(op),
-        rev,
-      );
+      insert(pair);
+      commit.run();
+    },
+    remove(pairs) {
+      begin.run();
+      for (const { record, op } of pairs) {
+        deleteRecord.run(utf16be(record.kind), utf16be(record.id));
+        deleteOp.run(utf16be(op.opId));
+      }
       commit.run();
     },
     [Symbol.asyncDispose]() {
@@ -390,9 +427,10 @@ const BACKENDS: readonly Backend[] = [
   },
   {
     name: "KV file",
-    // KV syncs its file at every commit (about 1-2 ms here), so a batch of
-    // 200 would take half a second per iteration.
-    batch: Math.max(1, BATCH / 10),
+    // KV syncs its file at every commit (about 0.5-2 ms here), so a batch
+    // of 200 would take up to half a second per iteration; 20 left the
+    // ratio to the noise of a few fsyncs.
+    batch: Math.max(1, Math.ceil(BATCH / 4)),
     open: (dir) => openKvStorage(`${dir}/app.kv`),
     raw: {
       name: "kv.atomic() with 2 sets",
@@ -495,6 +533,60 @@ async function assertPending(storage: Storage, expected: number) {
       `Cannot trust the bench as the outbox holds ${ops.length} pending ops: expected ${expected}`,
     );
   }
+}
+
+// ---------------------------------------------------------------------------
+// Group "raw writes at N rows, SQLite file": SQLite's own growth
+
+/**
+ * A file per N in the adapter's layout, filled with N pairs by the raw
+ * statements (in transactions of 1,000, untimed) and kept for the run.
+ */
+const rawScaleStores = new Map<number, Promise<LayoutStore>>();
+
+function rawScaleStore(rows: number): Promise<LayoutStore> {
+  let store = rawScaleStores.get(rows);
+  if (store === undefined) {
+    store = (async () => {
+      scaleDir ??= Deno.makeTempDirSync({ prefix: "enqueue_bench_" });
+      const db = new DatabaseSync(`${scaleDir}/raw-${rows}.sqlite`);
+      await createSqliteStorage(db).close();
+      cleanups.push(() => db.close());
+      const writer = layoutWriter(db);
+      const dayAgo = createUlid({ now: () => Date.now() - 86_400_000 });
+      for (let start = 0; start < rows; start += 1000) {
+        db.exec("SAVEPOINT fill");
+        for (const pair of pairs(Math.min(1000, rows - start), dayAgo)) {
+          writer.insert(pair);
+        }
+        db.exec("RELEASE fill");
+      }
+      return writer;
+    })();
+    rawScaleStores.set(rows, store);
+  }
+  return store;
+}
+
+{
+  const group =
+    `raw writes at N rows, SQLite file, the adapter's layout (${BATCH} writes per iteration)`;
+  SCALE.pendingOps.forEach((rows, index) => {
+    Deno.bench({
+      name: `${short(rows)} records and pending ops`,
+      group,
+      baseline: index === 0,
+      ...ITERATIONS,
+      async fn(b) {
+        const raw = await rawScaleStore(rows);
+        const batch = pairs(BATCH);
+        b.start();
+        for (const pair of batch) raw.write(pair);
+        b.end();
+        raw.remove(batch);
+      },
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------

@@ -258,7 +258,9 @@ export interface LocalWriteRequest {
    * Builds the intent from the current record (run on every retry, so an
    * update patches the freshest data).
    */
-  readonly build: (current: StoredRecord | undefined) => Promise<LocalIntent>;
+  readonly build: (
+    current: StoredRecord | undefined,
+  ) => LocalIntent | Promise<LocalIntent>;
   /**
    * Try the write as a create first, without reading: the record is read
    * only if the create is refused.
@@ -318,7 +320,8 @@ async function attemptLocalWrite(
   current: Versioned<StoredRecord> | undefined,
 ): Promise<Attempt<LocalWriteResult>> {
   const { table, id } = request;
-  const intent = await request.build(current?.value);
+  const built = request.build(current?.value);
+  const intent = built instanceof Promise ? await built : built;
   const lastOpId = current?.value.lastOpId ?? null;
   const [latest] = lastOpId === null
     ? [undefined]
@@ -464,8 +467,10 @@ export async function writeLocalMany(
         out[index] = await writeLocal(ctx, {
           table,
           id: slice[i]!,
-          build: (current) =>
-            Promise.resolve({ type: "upsert", data: build(current, index) }),
+          build: (current) => ({
+            type: "upsert",
+            data: build(current, index),
+          }),
         });
         continue;
       }

@@ -297,13 +297,25 @@ export class Table<T = JsonObject> {
   put(record: T, options: PutOptions = {}): WritePromise<Synced<T>> {
     return writePromise((async () => {
       this.#assertOpen("put a record");
-      return await this.#putValid(await this.#withId(record), options);
+      const valid = this.#withId(record);
+      return await this.#putValid(
+        valid instanceof Promise ? await valid : valid,
+        options,
+      );
     })()) as WritePromise<Synced<T>>;
   }
 
-  /** Validates a record and checks its id against the wire limits. */
-  async #withId(record: T): Promise<JsonObject> {
-    const valid = await this.#validate(record);
+  /**
+   * Validates a record and checks its id against the wire limits; at once
+   * (no promise to wait for) when the table has no schema.
+   */
+  #withId(record: T): JsonObject | Promise<JsonObject> {
+    const valid = this.#validate(record);
+    if (valid instanceof Promise) return valid.then((v) => this.#idChecked(v));
+    return this.#idChecked(valid);
+  }
+
+  #idChecked(valid: JsonObject): JsonObject {
     assertWireId(this.kind, this.#config.idField, valid[this.#config.idField]);
     return valid;
   }
@@ -317,12 +329,11 @@ export class Table<T = JsonObject> {
     const stored = await writeLocal(this.#ctx, {
       table: config,
       id,
-      build: (current) =>
-        Promise.resolve({
-          type: "upsert",
-          data: settleSystemFields(config, id, valid, current),
-          changedFields: options.changedFields,
-        }),
+      build: (current) => ({
+        type: "upsert",
+        data: settleSystemFields(config, id, valid, current),
+        changedFields: options.changedFields,
+      }),
       assumeAbsent: this.#guessNew >= 0,
       onGuess: (held) => {
         this.#guessNew = Math.max(
@@ -381,7 +392,10 @@ export class Table<T = JsonObject> {
     }
     const config = this.#config;
     const valid: JsonObject[] = [];
-    for (const record of records) valid.push(await this.#withId(record));
+    for (const record of records) {
+      const checked = this.#withId(record);
+      valid.push(checked instanceof Promise ? await checked : checked);
+    }
     const ids = valid.map((record) => record[config.idField] as string);
     if (new Set(ids).size !== ids.length) {
       // Repeats fold into one another in order: keep the simple path.
@@ -493,7 +507,7 @@ export class Table<T = JsonObject> {
       id,
       build: (current) => {
         existed = current !== undefined && !current.deleted;
-        return Promise.resolve({ type: "delete" });
+        return { type: "delete" };
       },
     });
     return { ...stored, value: existed };
@@ -569,15 +583,23 @@ export class Table<T = JsonObject> {
     return iterator;
   }
 
-  async #validate(record: T): Promise<JsonObject> {
+  /** Validates a record: at once when the table has no schema. */
+  #validate(record: T): JsonObject | Promise<JsonObject> {
     const schema = this.#config.schema;
     // Before the schema and the copy, which both recurse: a record nested
     // thousands of levels deep must fail here, not overflow the stack.
     assertDepth(this.kind, record);
-    const value = schema === undefined
-      ? record
-      : await validateWith(schema, record, `record of '${this.kind}'`);
-    if (value !== record) assertDepth(this.kind, value);
+    if (schema === undefined) return this.#owned(record);
+    return validateWith(schema, record, `record of '${this.kind}'`).then(
+      (value) => {
+        if (value !== record) assertDepth(this.kind, value);
+        return this.#owned(value);
+      },
+    );
+  }
+
+  /** The engine's own copy of a validated record. */
+  #owned(value: unknown): JsonObject {
     if (!isJsonObject(value)) {
       throw new ValidationError(
         `Cannot write record into '${this.kind}' as it is not an object: current value is ${

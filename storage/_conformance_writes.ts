@@ -292,4 +292,25 @@ export const WRITE_CASES: readonly Case[] = [
       }]);
     },
   },
+  {
+    clause:
+      "write() of two mutations of one item returns its revision after both",
+    async run({ storage }): Promise<void> {
+      const removed = await storage.write([
+        putMeta("pair", 1),
+        { type: "deleteMeta", key: "pair" },
+      ]);
+      assert.deepEqual(removed, { ok: true, revs: [null, null] });
+      const put = await storage.write([
+        putRecord(record(KIND, "pair")),
+        putRecord(record(KIND, "pair", { data: { n: 2 } })),
+      ]);
+      assert.ok(
+        put.ok,
+        "write() resolved { ok: false } where it should commit",
+      );
+      const [entry] = await storage.getRecords(KIND, ["pair"]);
+      assert.deepEqual(put.revs, [entry?.rev, entry?.rev]);
+    },
+  },
 ];

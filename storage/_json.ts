@@ -208,12 +208,96 @@ export function copyJson(
   value: unknown,
   options: CopyJsonOptions = {},
 ): JsonValue {
+  // Most values are clean JSON: copied first without tracking the path or
+  // the ancestors; anything else (a failure to explain, a cycle, a value
+  // too deep) is walked again the careful way, which throws where it fails.
+  const fast = copyClean(value, 0, options.copies);
+  if (fast !== UNCLEAN) return fast;
   return copyAt(value, {
     action: options.action ?? "copy value",
     path: options.path ?? [],
     ancestors: new Set(),
     copies: options.copies,
   });
+}
+
+/** What {@linkcode copyClean} returns for a value it leaves to `copyAt`. */
+const UNCLEAN: unique symbol = Symbol("unclean");
+
+/**
+ * How deep {@linkcode copyClean} looks up and records shared copies: the
+ * engine shares objects near the root only (a record's data with its op's
+ * payload and its base's data), and deeper a lookup costs what it saves.
+ */
+const SHARED_DEPTH = 2;
+
+/**
+ * A deep copy of clean JSON, or {@linkcode UNCLEAN} for anything
+ * {@linkcode copyAt} might refuse: a value that is not JSON, a cycle, or
+ * nesting at {@linkcode MAX_DEPTH}. Objects are copied by spread (data
+ * properties only, so an own `__proto__` key stays an own key), then their
+ * members are checked and their objects replaced by copies; an object with
+ * symbol keys is left to `copyAt`, which drops them.
+ */
+function copyClean(
+  value: unknown,
+  depth: number,
+  copies: Map<object, JsonValue> | undefined,
+): JsonValue | typeof UNCLEAN {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return value;
+    case "number":
+      return Number.isFinite(value) ? value : UNCLEAN;
+    case "object": {
+      if (value === null) return null;
+      if (depth >= MAX_DEPTH) return UNCLEAN;
+      const shared = depth <= SHARED_DEPTH ? copies : undefined;
+      const known = shared?.get(value);
+      if (known !== undefined) return known;
+      let copy: JsonValue[] | JsonObject;
+      if (Array.isArray(value)) {
+        const items: JsonValue[] = new Array(value.length);
+        for (let index = 0; index < value.length; index++) {
+          const item = copyClean(value[index], depth + 1, copies);
+          if (item === UNCLEAN) return UNCLEAN;
+          items[index] = item;
+        }
+        copy = items;
+      } else {
+        if (!isPlain(value)) return UNCLEAN;
+        const members: Record<string, unknown> = { ...value };
+        for (const key of Object.keys(members)) {
+          const item = members[key];
+          if (typeof item === "object" && item !== null) {
+            const inner = copyClean(item, depth + 1, copies);
+            if (inner === UNCLEAN) return UNCLEAN;
+            members[key] = inner;
+          } else if (!isCleanScalar(item)) return UNCLEAN;
+        }
+        if (Object.getOwnPropertySymbols(members).length > 0) return UNCLEAN;
+        copy = members as JsonObject;
+      }
+      shared?.set(value, copy);
+      return copy;
+    }
+    default:
+      return UNCLEAN;
+  }
+}
+
+/** Whether a value that is not an object is JSON as `copyAt` means it. */
+function isCleanScalar(value: unknown): boolean {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return true;
+    case "number":
+      return Number.isFinite(value);
+    default:
+      return value === null;
+  }
 }
 
 function copyAt(value: unknown, walk: Walk): JsonValue {

@@ -182,7 +182,11 @@ class MemoryStorage implements Storage {
    */
   #opIdsByState = newStateIndex();
   /** Op ids by record id, so per-record listing needs no scan of the outbox. */
-  #opsByRecord = new Map<string, Set<string>>();
+  /**
+   * Op ids by record id: the one op id of a record with one op (most
+   * records), a set once it has more, so a record does not cost a set.
+   */
+  #opsByRecord = new Map<string, string | Set<string>>();
   #meta = new Map<string, Entry<JsonValue>>();
 
   constructor(capabilities: StorageCapabilities) {
@@ -249,7 +253,7 @@ class MemoryStorage implements Storage {
             this.#opIdsByState.get(state)?.after(after) ?? []
           ),
         )
-        : [...this.#opsByRecord.get(id) ?? []]
+        : siblingsOf(this.#opsByRecord.get(id))
           .filter((opId) => after === undefined || opId > after)
           .sort(compareKeys);
       for (const opId of candidates) {
@@ -291,11 +295,19 @@ class MemoryStorage implements Storage {
           return { ok: false };
         }
       }
-      for (const planned of plan) this.#apply(planned);
-      return {
-        ok: true,
-        revs: plan.map((planned) => this.#currentRev(planned) ?? null),
-      };
+      const revs = plan.map((planned) => this.#apply(planned));
+      // A mutation's revision is its item's after the whole write: another
+      // mutation of the same item may have replaced it. Items of distinct
+      // spaces are distinct (a put's record and op): nothing to look up.
+      if (
+        plan.length > 2 ||
+        plan.length === 2 && plan[0]!.space === plan[1]!.space
+      ) {
+        plan.forEach((planned, index) => {
+          revs[index] = this.#currentRev(planned) ?? null;
+        });
+      }
+      return { ok: true, revs };
     });
   }
 
@@ -346,22 +358,22 @@ class MemoryStorage implements Storage {
     }
   }
 
-  #apply(planned: CheckedMutation): void {
+  /** Applies a mutation; the revision it left, `null` when it deleted. */
+  #apply(planned: CheckedMutation): string | null {
     switch (planned.space) {
       case "record":
         return this.#applyRecord(planned.kind, planned.id, planned.value);
       case "op":
         return this.#applyOp(planned.opId, planned.value);
-      case "meta":
+      case "meta": {
         if (planned.value === undefined) {
           this.#meta.delete(planned.key);
-        } else {
-          this.#meta.set(planned.key, {
-            value: planned.value,
-            rev: this.#nextRev(),
-          });
+          return null;
         }
-        return;
+        const rev = this.#nextRev();
+        this.#meta.set(planned.key, { value: planned.value, rev });
+        return rev;
+      }
     }
   }
 
@@ -369,31 +381,33 @@ class MemoryStorage implements Storage {
     kind: string,
     id: string,
     value: StoredRecord | undefined,
-  ): void {
+  ): string | null {
     let table = this.#tables.get(kind);
     if (value === undefined) {
       if (table?.entries.delete(id)) {
         table.ids.delete(id);
         if (table.entries.size === 0) this.#tables.delete(kind);
       }
-      return;
+      return null;
     }
     if (table === undefined) {
       table = { entries: new Map(), ids: new SortedKeys() };
       this.#tables.set(kind, table);
     }
-    if (!table.entries.has(id)) table.ids.add(id);
-    table.entries.set(id, { value, rev: this.#nextRev() });
+    const rev = this.#nextRev();
+    const entries = table.entries;
+    const size = entries.size;
+    entries.set(id, { value, rev });
+    if (entries.size !== size) table.ids.add(id);
+    return rev;
   }
 
-  #applyOp(opId: string, value: StoredOp | undefined): void {
+  #applyOp(opId: string, value: StoredOp | undefined): string | null {
     const previous = this.#ops.get(opId)?.value;
-    if (previous === undefined && value === undefined) return;
+    if (previous === undefined && value === undefined) return null;
     if (previous !== undefined) {
       if (value === undefined || previous.id !== value.id) {
-        const siblings = this.#opsByRecord.get(previous.id)!;
-        siblings.delete(opId);
-        if (siblings.size === 0) this.#opsByRecord.delete(previous.id);
+        this.#removeSibling(previous.id, opId);
       }
       if (value === undefined || previous.state !== value.state) {
         this.#opIdsByState.get(previous.state)!.delete(opId);
@@ -401,20 +415,34 @@ class MemoryStorage implements Storage {
     }
     if (value === undefined) {
       this.#ops.delete(opId);
-      return;
+      return null;
     }
     if (previous === undefined || previous.id !== value.id) {
-      let siblings = this.#opsByRecord.get(value.id);
-      if (siblings === undefined) {
-        siblings = new Set();
-        this.#opsByRecord.set(value.id, siblings);
-      }
-      siblings.add(opId);
+      this.#addSibling(value.id, opId);
     }
     if (previous === undefined || previous.state !== value.state) {
       this.#opIdsByState.get(value.state)!.add(opId);
     }
-    this.#ops.set(opId, { value, rev: this.#nextRev() });
+    const rev = this.#nextRev();
+    this.#ops.set(opId, { value, rev });
+    return rev;
+  }
+
+  #addSibling(id: string, opId: string): void {
+    const siblings = this.#opsByRecord.get(id);
+    if (siblings === undefined) this.#opsByRecord.set(id, opId);
+    else if (typeof siblings === "string") {
+      this.#opsByRecord.set(id, new Set([siblings, opId]));
+    } else siblings.add(opId);
+  }
+
+  #removeSibling(id: string, opId: string): void {
+    const siblings = this.#opsByRecord.get(id);
+    if (siblings === opId) this.#opsByRecord.delete(id);
+    else if (typeof siblings === "object") {
+      siblings.delete(opId);
+      if (siblings.size === 0) this.#opsByRecord.delete(id);
+    }
   }
 
   /** One counter for every key: a revision can never repeat. */
@@ -422,6 +450,12 @@ class MemoryStorage implements Storage {
     this.#revision += 1;
     return this.#revision.toString(36);
   }
+}
+
+/** A record's op ids, as `#opsByRecord` holds them, in a new array. */
+function siblingsOf(siblings: string | Set<string> | undefined): string[] {
+  if (siblings === undefined) return [];
+  return typeof siblings === "string" ? [siblings] : [...siblings];
 }
 
 function newStateIndex(): Map<string, SortedKeys> {

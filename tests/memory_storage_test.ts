@@ -5,6 +5,7 @@ import { ClosedError, StorageError } from "../src/errors.ts";
 import type { JsonValue } from "../src/json.ts";
 import type { Mutation, StoredOp } from "../src/storage.ts";
 import { pendingOp } from "./_fixtures.ts";
+import { withTimeout } from "./_timeout.ts";
 
 await testStorage("memory", () => ({ storage: createMemoryStorage() }));
 
@@ -321,3 +322,86 @@ Deno.test("memory storage a value nested deeper than 256 levels is refused with 
   }
   assert.deepEqual(await storage.getMeta(["before"]), [undefined]);
 });
+
+/** `value` nested in `levels` objects: `levels` levels of JSON. */
+function nested(levels: number): JsonValue {
+  let value: JsonValue = 1;
+  for (let level = 0; level < levels; level++) value = { value };
+  return value;
+}
+
+Deno.test(
+  "memory storage holds 256 levels and refuses 257, whichever way it copies",
+  withTimeout(10_000, async () => {
+    await using storage = createMemoryStorage();
+    assert.ok((await storage.write([putMeta("deepest", nested(256))])).ok);
+    const [read] = await storage.getMeta(["deepest"]);
+    assert.deepEqual(read?.value, nested(256));
+    await assert.rejects(storage.write([putMeta("deeper", nested(257))]), {
+      name: "StorageError",
+      message:
+        "Cannot write mutation 0 as 'value' nests more than 256 levels deep: current value is at least 257 levels",
+    });
+  }),
+);
+
+Deno.test(
+  "memory storage copies what JSON keeps: symbol keys are dropped, __proto__ stays data",
+  withTimeout(10_000, async () => {
+    await using storage = createMemoryStorage();
+    const hidden = Symbol("hidden");
+    const value = {
+      list: [{ [hidden]: 1, kept: true }],
+      [hidden]: "gone",
+    } as unknown as JsonValue;
+    const proto = JSON.parse('{"__proto__":{"polluted":true},"n":1}');
+    assert.ok(
+      (await storage.write([
+        putMeta("symbols", value),
+        putMeta("proto", proto),
+      ]))
+        .ok,
+    );
+    const [symbols, stored] = await storage.getMeta(["symbols", "proto"]);
+    assert.deepEqual(symbols?.value, { list: [{ kept: true }] });
+    assert.deepEqual(
+      Object.getOwnPropertySymbols(
+        (symbols?.value as { list: object[] }).list[0],
+      ),
+      [],
+    );
+    assert.ok(Object.hasOwn(stored?.value as object, "__proto__"));
+    assert.equal(Object.getPrototypeOf(stored?.value), Object.prototype);
+    assert.equal(({} as { polluted?: boolean }).polluted, undefined);
+  }),
+);
+
+Deno.test(
+  "memory storage refuses a cycle and a hole with the path, committing nothing",
+  withTimeout(10_000, async () => {
+    await using storage = createMemoryStorage();
+    const cycle: Record<string, unknown> = { n: 1 };
+    cycle["self"] = { back: cycle };
+    await assert.rejects(
+      storage.write([
+        putMeta("before", 1),
+        putMeta("cycle", cycle as JsonValue),
+      ]),
+      { name: "TypeError", message: /'value\.self\.back' is not a JSON value/ },
+    );
+    // deno-lint-ignore no-sparse-arrays
+    const holes = [1, , 3] as JsonValue;
+    await assert.rejects(storage.write([putMeta("holes", { holes })]), {
+      name: "TypeError",
+      message: /'value\.holes\.1' is not a JSON value/,
+    });
+    assert.deepEqual(await storage.getMeta(["before", "cycle"]), [
+      undefined,
+      undefined,
+    ]);
+  }),
+);
+
+function putMeta(key: string, value: JsonValue): Mutation {
+  return { type: "putMeta", key, value };
+}
