@@ -7,8 +7,10 @@
  *
  * A commit that writes records adds, in the same atomic operation (or the
  * last part of a large commit), one change-log entry per 32 kinds under
- * `P, "l", at, uid, n` (`at` the writer's `Date.now()`, `uid` random per
- * commit, `n` the entry's place in it) holding
+ * `P, "l", at, uid, n` (`at` the writer's `Date.now()`, never going back
+ * within one process; `uid` unique per commit, beginning with a per-process
+ * sequence so that commits of one process in the same millisecond list in
+ * commit order; `n` the entry's place in it) holding
  * `{ namespace, kinds, origin }`, with `expireIn` of a minute, and sets the
  * one head key `P, "lh"`. A blind set never conflicts, so commits of
  * different namespaces do not contend on the head.
@@ -45,6 +47,25 @@ const MAX_NAMESPACE_LENGTH = 8 * 1024;
 /** The most entries one look lists; the rest waits for the next look. */
 export const MAX_ENTRIES_PER_LOOK = 500;
 
+/** The last `at` and sequence this process logged; see {@linkcode logClock}. */
+let lastAt = 0;
+let sequence = 0;
+
+/**
+ * The `at` and `uid` of one commit's change-log entries: `at` never below
+ * the last one this process logged, `uid` a fixed-width base-36 sequence
+ * (so same-millisecond commits of this process sort in commit order) and a
+ * random part (so two processes never collide).
+ */
+function logClock(): { at: number; uid: string } {
+  lastAt = Math.max(lastAt, Date.now());
+  sequence = (sequence + 1) % 36 ** 8;
+  const uid = `${
+    sequence.toString(36).padStart(8, "0")
+  }-${crypto.randomUUID()}`;
+  return { at: lastAt, uid };
+}
+
 /** A change-log entry as kept under `P, "l", at, uid, n`. */
 interface StoredChange {
   readonly namespace: string;
@@ -77,8 +98,7 @@ export function changeMutations(
   }
   if (kinds.size === 0) return [];
   const all = [...kinds];
-  const at = Date.now();
-  const uid = crypto.randomUUID();
+  const { at, uid } = logClock();
   const mutations: Mutation[] = [];
   for (let start = 0; start < all.length; start += KINDS_PER_ENTRY) {
     const value: StoredChange = {

@@ -13,7 +13,11 @@ import type { ServerStore, StoreChange } from "../server/mod.ts";
 import { serverRecord } from "../server/_conformance_kit.ts";
 import { KvKeys } from "../server/_kv_keys.ts";
 import { commitNamespace } from "../server/_kv_commit.ts";
-import { MAX_LOGGED_KINDS, readChanges } from "../server/_kv_changes.ts";
+import {
+  changeMutations,
+  MAX_LOGGED_KINDS,
+  readChanges,
+} from "../server/_kv_changes.ts";
 import { withTimeout } from "./_timeout.ts";
 
 /** A feed read one change at a time. */
@@ -186,5 +190,41 @@ Deno.test(
     );
     stop.abort();
     assert.equal((await iterator.next()).done, true);
+  }),
+);
+
+Deno.test(
+  "kv changes: one process's commits in the same millisecond, or with the clock set back, log in commit order",
+  withTimeout(5_000, async () => {
+    await using kv = await Deno.openKv(":memory:");
+    const context = { kv, keys: new KvKeys(["sync-server"]), origin: "w" };
+    const now = Date.now;
+    // A frozen clock, then one that goes back a second.
+    const clocks = [1_000_000, 1_000_000, 1_000_000, 999_000, 999_000];
+    const keys: Deno.KvKey[] = [];
+    try {
+      for (let round = 0; round < 8; round++) {
+        for (const at of clocks) {
+          Date.now = () => at;
+          const [entry] = changeMutations(context, "w", "alice", [{
+            type: "record",
+            namespace: "alice",
+            record: serverRecord("todo", "1", 1),
+          }]);
+          keys.push(entry!.key);
+        }
+      }
+    } finally {
+      Date.now = now;
+    }
+    // KV lists keys in this order; the log must list them as committed.
+    for (const [index, key] of keys.entries()) {
+      await kv.set(["order", ...key.slice(-3)], index);
+    }
+    const listed: number[] = [];
+    for await (const entry of kv.list<number>({ prefix: ["order"] })) {
+      listed.push(entry.value);
+    }
+    assert.deepEqual(listed, keys.map((_, index) => index));
   }),
 );
