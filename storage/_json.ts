@@ -138,7 +138,7 @@ interface Walk {
   readonly action: string;
   readonly path: (string | number)[];
   readonly ancestors: Set<object>;
-  readonly copies: Map<object, JsonValue> | undefined;
+  readonly copies: CopyCache | undefined;
 }
 
 /** Walks a value as {@linkcode checkJson} does, throwing where it fails. */
@@ -171,6 +171,18 @@ function explainJson(value: unknown, walk: Walk): void {
   throw notJson(value, walk);
 }
 
+/**
+ * Copies already made, by source object: a `Map` does, or anything cheaper
+ * that forgets some (a forgotten source is copied again, which is only
+ * slower).
+ */
+export interface CopyCache {
+  /** The copy made of `source`, if remembered. */
+  get(source: object): JsonValue | undefined;
+  /** Remembers the copy of `source`. */
+  set(source: object, copy: JsonValue): void;
+}
+
 /** Options for {@linkcode copyJson}. */
 export interface CopyJsonOptions {
   /**
@@ -189,7 +201,7 @@ export interface CopyJsonOptions {
    * Copies already made, by source object: a source met again returns its
    * copy (copies are shared, never with the value's objects).
    */
-  readonly copies?: Map<object, JsonValue> | undefined;
+  readonly copies?: CopyCache | undefined;
 }
 
 /**
@@ -221,6 +233,23 @@ export function copyJson(
   });
 }
 
+/**
+ * {@linkcode copyJson} of clean JSON only, for the hot path of a write:
+ * nothing is allocated for messages. `undefined` (never JSON) when the
+ * value needs the careful walk, which {@linkcode copyJson} then makes.
+ *
+ * @param value The value to copy.
+ * @param copies The copies already made in this write.
+ * @returns The copy, or `undefined`.
+ */
+export function copyCleanJson(
+  value: unknown,
+  copies: CopyCache | undefined,
+): JsonValue | undefined {
+  const fast = copyClean(value, 0, copies);
+  return fast === UNCLEAN ? undefined : fast;
+}
+
 /** What {@linkcode copyClean} returns for a value it leaves to `copyAt`. */
 const UNCLEAN: unique symbol = Symbol("unclean");
 
@@ -234,57 +263,83 @@ const SHARED_DEPTH = 2;
 /**
  * A deep copy of clean JSON, or {@linkcode UNCLEAN} for anything
  * {@linkcode copyAt} might refuse: a value that is not JSON, a cycle, or
- * nesting at {@linkcode MAX_DEPTH}. Objects are copied by spread (data
- * properties only, so an own `__proto__` key stays an own key), then their
- * members are checked and their objects replaced by copies; an object with
- * symbol keys is left to `copyAt`, which drops them.
+ * nesting at {@linkcode MAX_DEPTH}.
  */
 function copyClean(
   value: unknown,
   depth: number,
-  copies: Map<object, JsonValue> | undefined,
+  copies: CopyCache | undefined,
 ): JsonValue | typeof UNCLEAN {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return value;
-    case "number":
-      return Number.isFinite(value) ? value : UNCLEAN;
-    case "object": {
-      if (value === null) return null;
-      if (depth >= MAX_DEPTH) return UNCLEAN;
-      const shared = depth <= SHARED_DEPTH ? copies : undefined;
-      const known = shared?.get(value);
-      if (known !== undefined) return known;
-      let copy: JsonValue[] | JsonObject;
-      if (Array.isArray(value)) {
-        const items: JsonValue[] = new Array(value.length);
-        for (let index = 0; index < value.length; index++) {
-          const item = copyClean(value[index], depth + 1, copies);
-          if (item === UNCLEAN) return UNCLEAN;
-          items[index] = item;
-        }
-        copy = items;
-      } else {
-        if (!isPlain(value)) return UNCLEAN;
-        const members: Record<string, unknown> = { ...value };
-        for (const key of Object.keys(members)) {
-          const item = members[key];
-          if (typeof item === "object" && item !== null) {
-            const inner = copyClean(item, depth + 1, copies);
-            if (inner === UNCLEAN) return UNCLEAN;
-            members[key] = inner;
-          } else if (!isCleanScalar(item)) return UNCLEAN;
-        }
-        if (Object.getOwnPropertySymbols(members).length > 0) return UNCLEAN;
-        copy = members as JsonObject;
-      }
-      shared?.set(value, copy);
-      return copy;
-    }
-    default:
-      return UNCLEAN;
+  if (typeof value === "object") {
+    return value === null ? null : copyObject(value, depth, copies);
   }
+  return isCleanScalar(value) ? value as JsonValue : UNCLEAN;
+}
+
+/**
+ * {@linkcode copyClean} of an object or an array. Objects are copied by
+ * spread (data properties only, so an own `__proto__` key stays an own
+ * key), then their members are checked in place and their objects replaced
+ * by copies: the members of a plain object are walked with `for...in`,
+ * which allocates nothing. Anything unusual is left to `copyAt`: an
+ * inherited enumerable member (a polluted prototype), an object under a
+ * `__proto__` key, symbol keys (which `copyAt` drops).
+ */
+function copyObject(
+  value: object,
+  depth: number,
+  copies: CopyCache | undefined,
+): JsonValue | typeof UNCLEAN {
+  if (depth >= MAX_DEPTH) return UNCLEAN;
+  const shared = depth <= SHARED_DEPTH ? copies : undefined;
+  if (shared !== undefined) {
+    const known = shared.get(value);
+    if (known !== undefined) return known;
+  }
+  let copy: JsonValue[] | JsonObject;
+  if (Array.isArray(value)) {
+    const length = value.length;
+    const items: JsonValue[] = new Array(length);
+    for (let index = 0; index < length; index++) {
+      const item: unknown = value[index];
+      if (typeof item === "object") {
+        if (item === null) {
+          items[index] = null;
+          continue;
+        }
+        const inner = copyObject(item, depth + 1, copies);
+        if (inner === UNCLEAN) return UNCLEAN;
+        items[index] = inner;
+      } else if (isCleanScalar(item)) items[index] = item as JsonValue;
+      else return UNCLEAN;
+    }
+    copy = items;
+  } else {
+    if (!isPlain(value)) return UNCLEAN;
+    const members: Record<string, unknown> = { ...value };
+    for (const key in members) {
+      const item = members[key];
+      if (typeof item === "object") {
+        if (item === null) continue;
+        if (key === "__proto__" || !Object.hasOwn(members, key)) {
+          return UNCLEAN;
+        }
+        const inner = copyObject(item, depth + 1, copies);
+        if (inner === UNCLEAN) return UNCLEAN;
+        members[key] = inner;
+      } else if (typeof item !== "string" && typeof item !== "boolean") {
+        // An inherited member that is not an object is JSON or not: either
+        // way `copyAt`, which reads own keys only, decides.
+        if (!isCleanScalar(item) || !Object.hasOwn(members, key)) {
+          return UNCLEAN;
+        }
+      }
+    }
+    if (Object.getOwnPropertySymbols(value).length > 0) return UNCLEAN;
+    copy = members as JsonObject;
+  }
+  shared?.set(value, copy);
+  return copy;
 }
 
 /** Whether a value that is not an object is JSON as `copyAt` means it. */

@@ -22,7 +22,7 @@ import type {
   StoredRecord,
   WritePrecondition,
 } from "../src/storage.ts";
-import { checkJson, copyJson } from "./_json.ts";
+import { checkJson, type CopyCache, copyCleanJson, copyJson } from "./_json.ts";
 import { describe } from "../src/describe.ts";
 import { utf8Length } from "./_text.ts";
 
@@ -42,17 +42,25 @@ export type CheckedMutation =
     readonly space: "record";
     readonly kind: string;
     readonly id: string;
+    readonly opId: undefined;
+    readonly key: undefined;
     readonly value: StoredRecord | undefined;
     readonly expect: WritePrecondition;
   }
   | {
     readonly space: "op";
+    readonly kind: undefined;
+    readonly id: undefined;
     readonly opId: string;
+    readonly key: undefined;
     readonly value: StoredOp | undefined;
     readonly expect: WritePrecondition;
   }
   | {
     readonly space: "meta";
+    readonly kind: undefined;
+    readonly id: undefined;
+    readonly opId: undefined;
     readonly key: string;
     readonly value: JsonValue | undefined;
     readonly expect: WritePrecondition;
@@ -124,9 +132,10 @@ export function checkMutations(
     // copy.
     copies: copy ? new Map<object, JsonValue>() : undefined,
   };
-  const checked = mutations.map((mutation, index) =>
-    checkMutation(mutation, { action: `write mutation ${index}`, values })
-  );
+  const checked: CheckedMutation[] = new Array(mutations.length);
+  for (let index = 0; index < mutations.length; index++) {
+    checked[index] = checkMutation(mutations[index], index, values);
+  }
   if (maxKeyLength !== Infinity) {
     for (const mutation of checked) {
       const key = limitedKey(mutation);
@@ -238,78 +247,150 @@ interface WriteValues {
   /** Objects already found to be JSON, when only checking. */
   readonly seen: Set<object> | undefined;
   /** Copies already made, by source, when copying. */
-  readonly copies: Map<object, JsonValue> | undefined;
+  readonly copies: CopyCache | undefined;
 }
 
-/** Where a mutation is checked: its action, and the write's values. */
-interface MutationContext {
-  /** `write mutation <index>`, for messages. */
-  readonly action: string;
-  readonly values: WriteValues;
+/** `write mutation <index>`: built only for a message. */
+function actionOf(index: number): string {
+  return `write mutation ${index}`;
 }
 
 function checkMutation(
   mutation: Mutation,
-  context: MutationContext,
+  index: number,
+  values: WriteValues,
 ): CheckedMutation {
-  const { action } = context;
   if (typeof mutation !== "object" || mutation === null) {
     throw new TypeError(
-      `Cannot ${action} as it is not an object: current value is ${
+      `Cannot ${actionOf(index)} as it is not an object: current value is ${
         describe(mutation)
       }`,
     );
   }
-  const expect = checkExpect(action, mutation.expect);
+  const expect = mutation.expect;
+  if (expect !== undefined && expect !== null && typeof expect !== "string") {
+    checkExpect(actionOf(index), expect);
+  }
   switch (mutation.type) {
     case "putRecord": {
-      const record = checkRoot(mutation.record, { ...context, name: "record" });
-      checkString(action, "record.kind", record["kind"]);
-      checkString(action, "record.id", record["id"]);
-      checkObject(action, "record.data", record["data"]);
-      checkBoolean(action, "record.deleted", record["deleted"]);
-      const value = record as unknown as StoredRecord;
-      return { space: "record", kind: value.kind, id: value.id, value, expect };
-    }
-    case "deleteRecord":
-      checkString(action, "kind", mutation.kind);
-      checkString(action, "id", mutation.id);
+      const record = checkRoot(mutation.record, index, "record", values);
+      const { kind, id, data, deleted } = record;
+      if (
+        typeof kind !== "string" || typeof id !== "string" ||
+        typeof data !== "object" || data === null || Array.isArray(data) ||
+        typeof deleted !== "boolean"
+      ) {
+        const action = actionOf(index);
+        checkString(action, "record.kind", kind);
+        checkString(action, "record.id", id);
+        checkObject(action, "record.data", data);
+        checkBoolean(action, "record.deleted", deleted);
+      }
+      // Every checked mutation has the same members in the same order, so
+      // the adapters' loops over them read one shape.
       return {
         space: "record",
-        kind: mutation.kind,
-        id: mutation.id,
+        kind: kind as string,
+        id: id as string,
+        opId: undefined,
+        key: undefined,
+        value: record as unknown as StoredRecord,
+        expect,
+      };
+    }
+    case "deleteRecord": {
+      const { kind, id } = mutation;
+      if (typeof kind !== "string" || typeof id !== "string") {
+        checkString(actionOf(index), "kind", kind);
+        checkString(actionOf(index), "id", id);
+      }
+      return {
+        space: "record",
+        kind,
+        id,
+        opId: undefined,
+        key: undefined,
         value: undefined,
         expect,
       };
+    }
     case "putOp": {
-      const op = checkRoot(mutation.op, { ...context, name: "op" });
-      checkString(action, "op.opId", op["opId"]);
-      checkString(action, "op.kind", op["kind"]);
-      checkString(action, "op.id", op["id"]);
-      if (typeof op["state"] !== "string" || !OP_STATES.has(op["state"])) {
+      const op = checkRoot(mutation.op, index, "op", values);
+      const { opId, kind, id, state } = op;
+      if (
+        typeof opId !== "string" || typeof kind !== "string" ||
+        typeof id !== "string"
+      ) {
+        const action = actionOf(index);
+        checkString(action, "op.opId", opId);
+        checkString(action, "op.kind", kind);
+        checkString(action, "op.id", id);
+      }
+      if (typeof state !== "string" || !OP_STATES.has(state)) {
         throw new TypeError(
-          `Cannot ${action} as 'op.state' is not an op state: current value is ${
-            describe(op["state"])
+          `Cannot ${
+            actionOf(index)
+          } as 'op.state' is not an op state: current value is ${
+            describe(state)
           }`,
         );
       }
-      const value = op as unknown as StoredOp;
-      return { space: "op", opId: value.opId, value, expect };
+      return {
+        space: "op",
+        kind: undefined,
+        id: undefined,
+        opId: opId as string,
+        key: undefined,
+        value: op as unknown as StoredOp,
+        expect,
+      };
     }
     case "deleteOp":
-      checkString(action, "opId", mutation.opId);
-      return { space: "op", opId: mutation.opId, value: undefined, expect };
+      if (typeof mutation.opId !== "string") {
+        checkString(actionOf(index), "opId", mutation.opId);
+      }
+      return {
+        space: "op",
+        kind: undefined,
+        id: undefined,
+        opId: mutation.opId,
+        key: undefined,
+        value: undefined,
+        expect,
+      };
     case "putMeta": {
-      checkString(action, "key", mutation.key);
-      const value = checkValue(mutation.value, { ...context, name: "value" });
-      return { space: "meta", key: mutation.key, value, expect };
+      if (typeof mutation.key !== "string") {
+        checkString(actionOf(index), "key", mutation.key);
+      }
+      const value = checkValue(mutation.value, index, "value", values);
+      return {
+        space: "meta",
+        kind: undefined,
+        id: undefined,
+        opId: undefined,
+        key: mutation.key,
+        value,
+        expect,
+      };
     }
     case "deleteMeta":
-      checkString(action, "key", mutation.key);
-      return { space: "meta", key: mutation.key, value: undefined, expect };
+      if (typeof mutation.key !== "string") {
+        checkString(actionOf(index), "key", mutation.key);
+      }
+      return {
+        space: "meta",
+        kind: undefined,
+        id: undefined,
+        opId: undefined,
+        key: mutation.key,
+        value: undefined,
+        expect,
+      };
     default:
       throw new TypeError(
-        `Cannot ${action} as 'type' is not a mutation type: current value is ${
+        `Cannot ${
+          actionOf(index)
+        } as 'type' is not a mutation type: current value is ${
           describe((mutation as { type: unknown }).type)
         }`,
       );
@@ -319,22 +400,37 @@ function checkMutation(
 /** Checks the object at the root of a mutation, copying it when asked. */
 function checkRoot(
   value: unknown,
-  where: MutationContext & { readonly name: string },
+  index: number,
+  name: string,
+  values: WriteValues,
 ): JsonObject {
-  checkObject(where.action, where.name, value);
-  return checkValue(value, where) as JsonObject;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    checkObject(actionOf(index), name, value);
+  }
+  return checkValue(value, index, name, values) as JsonObject;
 }
 
 /** Checks a mutation's value as JSON, copying it when asked. */
 function checkValue(
   value: unknown,
-  where: MutationContext & { readonly name: string },
+  index: number,
+  name: string,
+  values: WriteValues,
 ): JsonValue {
-  const { action, name, values } = where;
   if (values.copy) {
-    return copyJson(value, { action, path: [name], copies: values.copies });
+    const copy = copyCleanJson(value, values.copies);
+    if (copy !== undefined) return copy;
+    return copyJson(value, {
+      action: actionOf(index),
+      path: [name],
+      copies: values.copies,
+    });
   }
-  checkJson(value, { action, path: [name], seen: values.seen });
+  checkJson(value, {
+    action: actionOf(index),
+    path: [name],
+    seen: values.seen,
+  });
   return value as JsonValue;
 }
 

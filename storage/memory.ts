@@ -162,6 +162,8 @@ function resolveLimit(name: string, value: number | undefined): number {
 interface Entry<T> {
   readonly value: T;
   readonly rev: string;
+  /** The revision counter that made `rev`. */
+  readonly seq: number;
 }
 
 interface Table {
@@ -188,6 +190,13 @@ class MemoryStorage implements Storage {
    */
   #opsByRecord = new Map<string, string | Set<string>>();
   #meta = new Map<string, Entry<JsonValue>>();
+  /** The revision counter before the write being applied. */
+  #writeStart = 0;
+  /**
+   * Whether the write being applied met an item it had written already, or
+   * removed one: its earlier revisions may then be stale.
+   */
+  #metTwice = false;
 
   constructor(capabilities: StorageCapabilities) {
     this.capabilities = capabilities;
@@ -295,17 +304,20 @@ class MemoryStorage implements Storage {
           return { ok: false };
         }
       }
-      const revs = plan.map((planned) => this.#apply(planned));
       // A mutation's revision is its item's after the whole write: another
-      // mutation of the same item may have replaced it. Items of distinct
-      // spaces are distinct (a put's record and op): nothing to look up.
-      if (
-        plan.length > 2 ||
-        plan.length === 2 && plan[0]!.space === plan[1]!.space
-      ) {
-        plan.forEach((planned, index) => {
-          revs[index] = this.#currentRev(planned) ?? null;
-        });
+      // mutation of the same item may have replaced or removed it. Applying
+      // tells whether any item was met twice (or removed, which a later put
+      // may undo); only then are the revisions looked up again.
+      this.#writeStart = this.#revision;
+      this.#metTwice = false;
+      const revs: (string | null)[] = new Array(plan.length);
+      for (let index = 0; index < plan.length; index++) {
+        revs[index] = this.#apply(plan[index]!);
+      }
+      if (this.#metTwice && plan.length > 1) {
+        for (let index = 0; index < plan.length; index++) {
+          revs[index] = this.#currentRev(plan[index]!) ?? null;
+        }
       }
       return { ok: true, revs };
     });
@@ -367,11 +379,17 @@ class MemoryStorage implements Storage {
         return this.#applyOp(planned.opId, planned.value);
       case "meta": {
         if (planned.value === undefined) {
+          this.#metTwice = true;
           this.#meta.delete(planned.key);
           return null;
         }
+        this.#met(this.#meta.get(planned.key));
         const rev = this.#nextRev();
-        this.#meta.set(planned.key, { value: planned.value, rev });
+        this.#meta.set(planned.key, {
+          value: planned.value,
+          rev,
+          seq: this.#revision,
+        });
         return rev;
       }
     }
@@ -384,6 +402,7 @@ class MemoryStorage implements Storage {
   ): string | null {
     let table = this.#tables.get(kind);
     if (value === undefined) {
+      this.#metTwice = true;
       if (table?.entries.delete(id)) {
         table.ids.delete(id);
         if (table.entries.size === 0) this.#tables.delete(kind);
@@ -394,16 +413,20 @@ class MemoryStorage implements Storage {
       table = { entries: new Map(), ids: new SortedKeys() };
       this.#tables.set(kind, table);
     }
-    const rev = this.#nextRev();
     const entries = table.entries;
-    const size = entries.size;
-    entries.set(id, { value, rev });
-    if (entries.size !== size) table.ids.add(id);
+    const previous = entries.get(id);
+    this.#met(previous);
+    const rev = this.#nextRev();
+    entries.set(id, { value, rev, seq: this.#revision });
+    if (previous === undefined) table.ids.add(id);
     return rev;
   }
 
   #applyOp(opId: string, value: StoredOp | undefined): string | null {
-    const previous = this.#ops.get(opId)?.value;
+    const entry = this.#ops.get(opId);
+    if (value === undefined) this.#metTwice = true;
+    else this.#met(entry);
+    const previous = entry?.value;
     if (previous === undefined && value === undefined) return null;
     if (previous !== undefined) {
       if (value === undefined || previous.id !== value.id) {
@@ -424,8 +447,15 @@ class MemoryStorage implements Storage {
       this.#opIdsByState.get(value.state)!.add(opId);
     }
     const rev = this.#nextRev();
-    this.#ops.set(opId, { value, rev });
+    this.#ops.set(opId, { value, rev, seq: this.#revision });
     return rev;
+  }
+
+  /** Notes an item the write being applied had written already. */
+  #met(entry: Entry<unknown> | undefined): void {
+    if (entry !== undefined && entry.seq > this.#writeStart) {
+      this.#metTwice = true;
+    }
   }
 
   #addSibling(id: string, opId: string): void {
