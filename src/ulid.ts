@@ -8,7 +8,24 @@
 const ENCODING = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const TIME_LENGTH = 10;
 const RANDOM_LENGTH = 16;
+const ULID_LENGTH = TIME_LENGTH + RANDOM_LENGTH;
 const MAX_TIME = 2 ** 48 - 1;
+
+/** The character codes of {@linkcode ENCODING}, by digit. */
+const CODES: readonly number[] = Array.from(
+  ENCODING,
+  (char) => char.charCodeAt(0),
+);
+
+/**
+ * Digits by character code (the first 128): -1 for a character that is no
+ * digit, -2 for a digit a ULID may not start with (above 7).
+ */
+const DIGITS: Int8Array = (() => {
+  const digits = new Int8Array(128).fill(-1);
+  CODES.forEach((code, digit) => digits[code] = digit);
+  return digits;
+})();
 
 /** Options for {@linkcode createUlid}. */
 export interface UlidOptions {
@@ -99,7 +116,15 @@ function increment(text: string): string | null {
  * ```
  */
 export function isUlid(value: string): boolean {
-  return /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/.test(value);
+  // A table lookup per character: the engine checks every op id it makes.
+  if (typeof value !== "string" || value.length !== ULID_LENGTH) return false;
+  const first = value.charCodeAt(0);
+  if (first < 48 || first > 55) return false;
+  for (let i = 1; i < ULID_LENGTH; i++) {
+    const code = value.charCodeAt(i);
+    if (code >= 128 || DIGITS[code]! < 0) return false;
+  }
+  return true;
 }
 
 /**
@@ -156,9 +181,20 @@ export function createUlid(options: UlidOptions = {}): UlidFactory {
   const random = options.random ??
     ((bytes: Uint8Array) => crypto.getRandomValues(bytes));
   let last = "";
+  // The last id's character codes and the clock reading that made it: the
+  // next id of the same millisecond is the last one plus one, built as one
+  // flat string (concatenation would leave a rope that every map lookup of
+  // the id flattens again).
+  const codes: number[] = new Array(ULID_LENGTH).fill(CODES[0]!);
+  let lastTime = NaN;
   return function ulid(after?: string): string {
     const floor = after !== undefined && after > last ? after : last;
-    const time = encodeTime(now());
+    const now_ = now();
+    if (now_ === lastTime && floor === last && incrementCodes(codes)) {
+      last = String.fromCharCode.apply(null, codes);
+      return last;
+    }
+    const time = encodeTime(now_);
     let next: string;
     if (floor !== "" && time <= floor.slice(0, TIME_LENGTH)) {
       // Past our own last id, +1 keeps this factory's ids apart. Past an id
@@ -178,7 +214,31 @@ export function createUlid(options: UlidOptions = {}): UlidFactory {
     } else {
       next = time + encodeRandom(random(new Uint8Array(RANDOM_LENGTH)));
     }
-    last = next;
-    return next;
+    if (next.length === ULID_LENGTH) {
+      for (let i = 0; i < ULID_LENGTH; i++) codes[i] = next.charCodeAt(i);
+      last = String.fromCharCode.apply(null, codes);
+      lastTime = now_;
+    } else {
+      last = next;
+      lastTime = NaN;
+    }
+    return last;
   };
+}
+
+/**
+ * Adds one to a ULID held as character codes, in place, as
+ * {@linkcode increment} does to its text; `false` (and nothing changed)
+ * when it would overflow, which the slow path then reports.
+ */
+function incrementCodes(codes: number[]): boolean {
+  for (let i = ULID_LENGTH - 1; i >= 0; i--) {
+    const digit = DIGITS[codes[i]!]!;
+    if (digit < 31) {
+      codes[i] = CODES[digit + 1]!;
+      for (let j = i + 1; j < ULID_LENGTH; j++) codes[j] = CODES[0]!;
+      return true;
+    }
+  }
+  return false;
 }
