@@ -12,7 +12,7 @@ import { deepEqual, diffFields, getOwn } from "./_diff.ts";
 import type { RecordChange } from "./events.ts";
 import { type JsonObject, setOwn } from "./json.ts";
 import { writeChunked } from "./_write.ts";
-import { ticketOf } from "./_outcomes.ts";
+import { endUnchanged, type WriteEnds } from "./_outcomes.ts";
 import type { WriteOutcome } from "./outcome.ts";
 import type { Mutation, StoredOp, StoredRecord, Versioned } from "./storage.ts";
 
@@ -50,6 +50,8 @@ export interface LocalWritePlanInput {
   readonly now: number;
   /** Makes a new op id greater than `after`. */
   readonly newOpId: (after?: string) => string;
+  /** Remembers the fields of the last create, for the next of its shape. */
+  readonly fields?: FieldsMemo | undefined;
 }
 
 /** The plan of a local write. */
@@ -146,6 +148,8 @@ export function planLocalWrite(
   }
   const system = table.policy.systemFields;
   let changed: string[];
+  // Whether `changed` is sorted already, as an op keeps it.
+  let sorted = false;
   if (intent.changedFields !== undefined) {
     changed = [...intent.changedFields];
   } else if (intent.patchKeys !== undefined && live !== undefined) {
@@ -159,9 +163,17 @@ export function planLocalWrite(
     const lineage = latest !== undefined
       ? latest.value.base
       : record?.base?.data ?? null;
-    changed = diffFields(lineage, data);
+    if (lineage === null && input.fields !== undefined) {
+      // Every field of a create: the memo has them when the last create
+      // had the same keys (a batch of one shape), system fields left out.
+      changed = input.fields.of(data, system);
+    } else {
+      changed = diffFields(lineage, data);
+      changed = changed.filter((field) => !system.includes(field));
+    }
+    sorted = true;
   }
-  changed = changed.filter((field) => !system.includes(field));
+  if (!sorted) changed = changed.filter((field) => !system.includes(field));
 
   let op: StoredOp;
   if (foldable && latest.value.type === "upsert") {
@@ -184,7 +196,7 @@ export function planLocalWrite(
       editedAt: now,
     };
   } else {
-    op = newOp(input, "upsert", data, changed);
+    op = newOp(input, "upsert", data, sorted ? changed : changed.sort());
   }
   const saved: StoredRecord = {
     kind: table.kind,
@@ -216,6 +228,7 @@ function newOp(
   payload: JsonObject | null,
   changedFields: readonly string[] | null,
 ): StoredOp {
+  // `changedFields`: sorted, and never changed in place afterwards.
   const record = input.current?.value;
   // Per-record FIFO: a record's ops must sort after its newest op, even when
   // another process created that op within the same millisecond.
@@ -235,7 +248,9 @@ function newOp(
       ? record?.base?.updatedAt ?? null
       : latest.baseUpdatedAt,
     base: latest === undefined ? record?.base?.data ?? null : latest.base,
-    changedFields: changedFields === null ? null : [...changedFields].sort(),
+    // Sorted by the caller; shared by the ops of a batch of one shape, which
+    // nothing changes in place (a fold builds a new list).
+    changedFields: changedFields as string[] | null,
     createdAt: input.now,
     editedAt: input.now,
     attempts: 0,
@@ -246,6 +261,55 @@ function newOp(
     error: null,
     conflict: null,
   };
+}
+
+/**
+ * The fields a create changes, remembered for the next create of the same
+ * shape: a batch's records mostly have the same keys in the same order, and
+ * then share one sorted list instead of sorting their keys each. One memo
+ * per table: the list leaves the table's system fields out.
+ */
+export class FieldsMemo {
+  /** The keys of the data last asked about; `null` when they cannot share. */
+  #keys: string[] | null = null;
+  #fields: string[] = [];
+
+  /**
+   * Every field of `data` that has a value, system fields left out, sorted:
+   * what `diffFields(null, data)` gives, without them.
+   *
+   * @param data The record's data.
+   * @param system The table's system fields.
+   * @returns The fields; the same list for data of the same keys. Never
+   * change it in place.
+   */
+  of(data: JsonObject, system: readonly string[]): string[] {
+    const keys = Object.keys(data);
+    const known = this.#keys;
+    let same = known !== null && keys.length === known.length;
+    for (let i = 0; same && i < keys.length; i++) {
+      same = keys[i] === known![i] && data[keys[i]!] !== undefined;
+    }
+    if (same) return this.#fields;
+    const fields: string[] = [];
+    for (const key of keys) {
+      if (data[key] !== undefined && !system.includes(key)) fields.push(key);
+    }
+    fields.sort();
+    // Only data whose every key has a value can share: the check above
+    // then only compares keys and looks for `undefined`.
+    const complete = fields.length + countSystem(keys, system) === keys.length;
+    this.#keys = complete ? keys : null;
+    this.#fields = fields;
+    return fields;
+  }
+}
+
+/** How many of `keys` are system fields. */
+function countSystem(keys: readonly string[], system: readonly string[]) {
+  let count = 0;
+  for (const key of keys) if (system.includes(key)) count++;
+  return count;
 }
 
 /** What {@linkcode writeLocal} writes. */
@@ -261,6 +325,14 @@ export interface LocalWriteRequest {
   readonly build: (
     current: StoredRecord | undefined,
   ) => LocalIntent | Promise<LocalIntent>;
+  /** Where the write's end (clause 24) goes, at `index`. */
+  readonly ends: WriteEnds;
+  /**
+   * The write's place in its call.
+   *
+   * @default {0}
+   */
+  readonly index?: number;
   /**
    * Try the write as a create first, without reading: the record is read
    * only if the create is refused.
@@ -268,6 +340,8 @@ export interface LocalWriteRequest {
   readonly assumeAbsent?: boolean;
   /** Told whether the create-first guess held. */
   readonly onGuess?: (held: boolean) => void;
+  /** Remembers the fields of the table's last create. */
+  readonly fields?: FieldsMemo;
 }
 
 /** What {@linkcode writeLocal} did. */
@@ -279,17 +353,16 @@ export interface LocalWriteResult {
   readonly record: StoredRecord | null | undefined;
   /** The op carrying the write, or `null` when none does. */
   readonly opId: string | null;
-  /** The write's end (clause 24), waited on from the commit. */
-  readonly synced: Promise<WriteOutcome>;
 }
 
 /**
- * Writes a record locally and queues its op, atomically.
+ * Writes a record locally and queues its op, atomically; its end goes to
+ * the request's `ends`.
  *
  * @param ctx The engine context.
  * @param request The table, the id, the intent's builder, and whether to
  * try the write as a create first.
- * @returns The record, the op carrying the write, and its outcome.
+ * @returns The record and the op carrying the write.
  */
 export async function writeLocal(
   ctx: EngineContext,
@@ -320,6 +393,7 @@ async function attemptLocalWrite(
   current: Versioned<StoredRecord> | undefined,
 ): Promise<Attempt<LocalWriteResult>> {
   const { table, id } = request;
+  const index = request.index ?? 0;
   const built = request.build(current?.value);
   const intent = built instanceof Promise ? await built : built;
   const lastOpId = current?.value.lastOpId ?? null;
@@ -347,33 +421,31 @@ async function attemptLocalWrite(
     intent,
     now: ctx.now(),
     newOpId: (after) => ctx.newOpId(after),
+    fields: request.fields,
   });
   if (plan === null) {
-    return {
-      ok: true,
-      value: {
-        record: current?.value,
-        ...ticketOf(ctx.outcomes, latest?.value),
-      },
-    };
+    const opId = endUnchanged(request.ends, index, latest?.value);
+    return { ok: true, value: { record: current?.value, opId } };
   }
   const result = await ctx.storage.write(plan.mutations);
   if (!result.ok) return { ok: false };
-  // Waited on in the commit's own continuation: no settlement of this op
-  // can have committed yet.
-  const ticket = settleLocal(ctx, plan);
-  ctx.hub.emit({ type: "change", ...plan.change });
-  return { ok: true, value: { record: plan.record, ...ticket } };
+  // In the commit's own continuation: no settlement of this op can have
+  // committed yet.
+  settleLocal(ctx, plan, request.ends, index);
+  if (ctx.hub.has("change")) ctx.hub.emit({ type: "change", ...plan.change });
+  return { ok: true, value: { record: plan.record, opId: plan.opId } };
 }
 
 /**
- * The outcome of a committed local write: a wait on its op, or, when it
+ * The end of a committed local write: a wait on its op, or, when it
  * cancelled its op, that op settled as dropped (its earlier writes too).
  */
 function settleLocal(
   ctx: EngineContext,
   plan: LocalWritePlan,
-): { opId: string; synced: Promise<WriteOutcome> } {
+  ends: WriteEnds,
+  index: number,
+): void {
   if (plan.cancelled === true) {
     const outcome: WriteOutcome = {
       status: "dropped",
@@ -385,9 +457,10 @@ function settleLocal(
       kind: plan.change.kind,
       id: plan.change.id,
     });
-    return { opId: plan.opId, synced: Promise.resolve(outcome) };
+    ends.end(index, outcome);
+    return;
   }
-  return { opId: plan.opId, synced: ctx.outcomes.wait(plan.opId).promise };
+  ends.wait(index, plan.opId);
 }
 
 /** What {@linkcode writeLocalMany} writes. */
@@ -401,13 +474,22 @@ export interface LocalWriteManyRequest {
     current: StoredRecord | undefined,
     index: number,
   ) => JsonObject;
+  /** Where each record's end goes, at its index. */
+  readonly ends: WriteEnds;
+  /** Remembers the fields of the table's last create. */
+  readonly fields?: FieldsMemo;
 }
+
+/** How many records {@linkcode writeLocalMany} reads and plans at once. */
+const MANY_CHUNK = 500;
 
 /**
  * Writes many records locally and queues their ops: one read of the current
  * records and their newest ops, then every record's write in as few storage
  * writes as the limits allow. Each record commits with its op atomically; a
- * record whose write lost a race is written again on its own.
+ * record whose write lost a race is written again on its own. The work that
+ * does not depend on the record is done once per chunk of records: one
+ * clock reading, and a `change` event built only when someone listens.
  *
  * @param ctx The engine context.
  * @param request The table, the ids, and the records' builder.
@@ -417,11 +499,11 @@ export async function writeLocalMany(
   ctx: EngineContext,
   request: LocalWriteManyRequest,
 ): Promise<LocalWriteResult[]> {
-  const { table, ids, build } = request;
+  const { table, ids, build, ends } = request;
   const out: LocalWriteResult[] = new Array(ids.length);
-  const CHUNK = 500;
-  for (let start = 0; start < ids.length; start += CHUNK) {
-    const slice = ids.slice(start, start + CHUNK);
+  const newOpId = (after?: string) => ctx.newOpId(after);
+  for (let start = 0; start < ids.length; start += MANY_CHUNK) {
+    const slice = ids.slice(start, start + MANY_CHUNK);
     const currents = await ctx.storage.getRecords(table.kind, slice);
     const lastOpIds = currents.map((entry) => entry?.value.lastOpId ?? null);
     const wanted = lastOpIds.filter((id): id is string => id !== null);
@@ -432,38 +514,42 @@ export async function writeLocalMany(
         if (entry !== undefined) latestById.set(entry.value.opId, entry);
       });
     }
-    const plans: (LocalWritePlan | null)[] = slice.map((id, i) => {
+    const now = ctx.now();
+    const plans: (LocalWritePlan | null)[] = new Array(slice.length);
+    const groups: Mutation[][] = new Array(slice.length);
+    for (let i = 0; i < slice.length; i++) {
       const current = currents[i];
       const lastOpId = lastOpIds[i] ?? null;
-      return planLocalWrite({
+      const plan = planLocalWrite({
         table,
-        id,
+        id: slice[i]!,
         current,
         latest: lastOpId === null ? undefined : latestById.get(lastOpId),
         latestIsOnly: false,
         intent: { type: "upsert", data: build(current?.value, start + i) },
-        now: ctx.now(),
-        newOpId: (after) => ctx.newOpId(after),
+        now,
+        newOpId,
+        fields: request.fields,
       });
-    });
-    const groups = plans.map((plan) => plan?.mutations ?? []);
-    const tickets = new Map<number, ReturnType<typeof settleLocal>>();
+      plans[i] = plan;
+      groups[i] = plan === null ? [] : plan.mutations;
+    }
     const { failed } = await writeChunked(ctx, groups, (committed) => {
       // Announced as each write lands: if a later one fails, the records
       // already written are known.
+      const announce = ctx.hub.has("change");
       for (const i of committed) {
         const plan = plans[i];
-        if (plan !== null && plan !== undefined) {
-          tickets.set(i, settleLocal(ctx, plan));
-          ctx.hub.emit({ type: "change", ...plan.change });
-        }
+        if (plan === null || plan === undefined) continue;
+        settleLocal(ctx, plan, ends, start + i);
+        if (announce) ctx.hub.emit({ type: "change", ...plan.change });
       }
     });
     for (let i = 0; i < slice.length; i++) {
       const plan = plans[i]!;
+      const index = start + i;
       if (failed.has(i)) {
         // Another writer changed this record in between: write it alone.
-        const index = start + i;
         out[index] = await writeLocal(ctx, {
           table,
           id: slice[i]!,
@@ -471,20 +557,22 @@ export async function writeLocalMany(
             type: "upsert",
             data: build(current, index),
           }),
+          ends,
+          index,
         });
         continue;
       }
       if (plan === null) {
         const lastOpId = lastOpIds[i] ?? null;
-        out[start + i] = {
+        const latest = lastOpId === null
+          ? undefined
+          : latestById.get(lastOpId)?.value;
+        out[index] = {
           record: currents[i]?.value,
-          ...ticketOf(
-            ctx.outcomes,
-            lastOpId === null ? undefined : latestById.get(lastOpId)?.value,
-          ),
+          opId: endUnchanged(ends, index, latest),
         };
       } else {
-        out[start + i] = { record: plan.record, ...tickets.get(i)! };
+        out[index] = { record: plan.record, opId: plan.opId };
       }
     }
   }
@@ -513,11 +601,24 @@ export function settleSystemFields(
       setOwn(data, field, kept);
     }
   }
-  setOwn(data, table.idField, id);
+  if (getOwn(data, table.idField) !== id) setOwn(data, table.idField, id);
   return data;
 }
 
-function serverOwnedFields(table: TableConfig): string[] {
+/** The server-owned fields of a table with the default field names. */
+const DEFAULT_SERVER_OWNED: readonly string[] = Object.freeze([
+  "updated_at",
+  "updatedAt",
+  "deleted_at",
+  "deletedAt",
+]);
+
+function serverOwnedFields(table: TableConfig): readonly string[] {
+  if (
+    table.updatedAtField === undefined && table.deletedAtField === undefined
+  ) {
+    return DEFAULT_SERVER_OWNED;
+  }
   return [
     ...(table.updatedAtField === undefined
       ? ["updated_at", "updatedAt"]

@@ -15,9 +15,12 @@ import type {
 } from "./outcome.ts";
 import type { StoredOp } from "./storage.ts";
 
-interface Waiter {
-  readonly resolve: (outcome: WriteOutcome) => void;
-  readonly reject: (error: unknown) => void;
+/** Told an op's next outcome, or the registry's close. */
+export interface Waiter {
+  /** The op settled. */
+  resolve(outcome: WriteOutcome): void;
+  /** The registry closed. */
+  reject(error: unknown): void;
 }
 
 /** The record an op writes, as settlements tell observers. */
@@ -49,7 +52,8 @@ export interface WaitHandle {
  * `close` rejects every wait left.
  */
 export class OutcomeRegistry {
-  #waiters = new Map<string, Set<Waiter>>();
+  /** Per op: its one wait (most ops), or a set once it has more. */
+  #waiters = new Map<string, Waiter | Set<Waiter>>();
   #observers = new Set<SettleObserver>();
   #closed: unknown = undefined;
   #isClosed = false;
@@ -85,18 +89,30 @@ export class OutcomeRegistry {
     // A wait nobody reads must not turn `close()` into an unhandled
     // rejection; a reader still sees it.
     promise.catch(() => {});
-    if (this.#isClosed) {
-      waiter.reject(this.#closed);
-    } else {
-      const set = this.#waiters.get(opId) ?? new Set();
-      set.add(waiter);
-      this.#waiters.set(opId, set);
-    }
+    this.add(opId, waiter);
     return {
       promise,
       ended: () => ended,
       cancel: () => this.#remove(opId, waiter),
     };
+  }
+
+  /**
+   * Registers a wait without a promise of its own (a slot of
+   * {@linkcode WriteEnds}); rejected at once when the registry is closed.
+   *
+   * @param opId The op.
+   * @param waiter Told the op's next outcome, or the close's error.
+   */
+  add(opId: string, waiter: Waiter): void {
+    if (this.#isClosed) {
+      waiter.reject(this.#closed);
+      return;
+    }
+    const held = this.#waiters.get(opId);
+    if (held === undefined) this.#waiters.set(opId, waiter);
+    else if (held instanceof Set) held.add(waiter);
+    else this.#waiters.set(opId, new Set([held, waiter]));
   }
 
   /**
@@ -109,10 +125,12 @@ export class OutcomeRegistry {
    */
   settle(opId: string, outcome: WriteOutcome, where?: OpWhere): void {
     for (const observer of this.#observers) observer(opId, outcome, where);
-    const set = this.#waiters.get(opId);
-    if (set === undefined) return;
+    const held = this.#waiters.get(opId);
+    if (held === undefined) return;
     this.#waiters.delete(opId);
-    for (const waiter of set) waiter.resolve(outcome);
+    if (held instanceof Set) {
+      for (const waiter of held) waiter.resolve(outcome);
+    } else held.resolve(outcome);
   }
 
   /**
@@ -149,12 +167,12 @@ export class OutcomeRegistry {
    */
   follow(fromOpId: string, toOpId: string): void {
     if (fromOpId === toOpId) return;
-    const set = this.#waiters.get(fromOpId);
-    if (set === undefined) return;
+    const held = this.#waiters.get(fromOpId);
+    if (held === undefined) return;
     this.#waiters.delete(fromOpId);
-    const target = this.#waiters.get(toOpId) ?? new Set();
-    for (const waiter of set) target.add(waiter);
-    this.#waiters.set(toOpId, target);
+    if (held instanceof Set) {
+      for (const waiter of held) this.add(toOpId, waiter);
+    } else this.add(toOpId, held);
   }
 
   /**
@@ -198,49 +216,53 @@ export class OutcomeRegistry {
     this.#closed = error;
     const all = [...this.#waiters.values()];
     this.#waiters.clear();
-    for (const set of all) for (const waiter of set) waiter.reject(error);
+    for (const held of all) {
+      if (held instanceof Set) {
+        for (const waiter of held) waiter.reject(error);
+      } else held.reject(error);
+    }
     this.#idle?.resolve();
     this.#idle = null;
   }
 
   #remove(opId: string, waiter: Waiter): void {
-    const set = this.#waiters.get(opId);
-    if (set === undefined) return;
-    set.delete(waiter);
-    if (set.size === 0) this.#waiters.delete(opId);
+    const held = this.#waiters.get(opId);
+    if (held === waiter) this.#waiters.delete(opId);
+    else if (held instanceof Set) {
+      held.delete(waiter);
+      if (held.size === 0) this.#waiters.delete(opId);
+    }
   }
 }
 
 /**
- * The outcome a write that changed nothing shares: the record's newest op
- * when one is queued (it carries the record's state), else `unchanged`.
+ * Ends a write that changed nothing: it shares the record's newest op when
+ * one is queued (that op carries the record's state), else it is
+ * `unchanged`.
  *
- * @param registry The registry.
+ * @param ends The call's ends.
+ * @param index The write's place in the call.
  * @param latest The record's newest op, if any.
- * @returns The op id and the outcome.
+ * @returns The op id the write shares, `null` when none.
  */
-export function ticketOf(
-  registry: OutcomeRegistry,
+export function endUnchanged(
+  ends: WriteEnds,
+  index: number,
   latest: StoredOp | undefined,
-): { opId: string | null; synced: Promise<WriteOutcome> } {
+): string | null {
   if (latest === undefined) {
-    return {
+    ends.end(index, {
+      status: "dropped",
       opId: null,
-      synced: Promise.resolve({
-        status: "dropped",
-        opId: null,
-        reason: "unchanged",
-        record: null,
-      }),
-    };
+      reason: "unchanged",
+      record: null,
+    });
+    return null;
   }
   const stored = storedOutcome(latest);
-  return {
-    opId: latest.opId,
-    synced: stored === null
-      ? registry.wait(latest.opId).promise
-      : Promise.resolve(stored),
-  };
+  if (stored === null) ends.wait(index, latest.opId);
+  else ends.end(index, stored);
+  return latest.opId;
 }
 
 /**
@@ -319,54 +341,184 @@ export function acceptedOutcome(
   };
 }
 
-/** A local write's result with its end, as the table builds it. */
+/** A wait of {@linkcode WriteEnds} on one op: no promise, no closure. */
+class EndSlot implements Waiter {
+  readonly #ends: WriteEnds;
+  readonly #index: number;
+
+  constructor(ends: WriteEnds, index: number) {
+    this.#ends = ends;
+    this.#index = index;
+  }
+
+  resolve(outcome: WriteOutcome): void {
+    this.#ends.end(this.#index, outcome);
+  }
+
+  reject(error: unknown): void {
+    this.#ends.fail(error);
+  }
+}
+
+/**
+ * The ends (clause 24) of the writes of one call (`put` is one write,
+ * `putMany` one per record), kept without a promise per write: each write
+ * whose end is its op's settlement registers a small slot with the
+ * registry as it commits, and the promise the app awaits is made only when
+ * it asks for it (`synced`). An app that never asks pays for no promise;
+ * one that asks late still gets every outcome, kept here as it arrived.
+ */
+export class WriteEnds {
+  readonly #registry: OutcomeRegistry;
+  readonly #outcomes: (WriteOutcome | undefined)[];
+  #left: number;
+  #failed = false;
+  #error: unknown = undefined;
+  #all: PromiseWithResolvers<WriteOutcome[]> | null = null;
+
+  /**
+   * Constructs the ends of `count` writes.
+   *
+   * @param registry Where the writes wait on their ops.
+   * @param count How many writes the call makes.
+   */
+  constructor(registry: OutcomeRegistry, count: number) {
+    this.#registry = registry;
+    this.#outcomes = new Array(count);
+    this.#left = count;
+  }
+
+  /**
+   * The write at `index` ended, with `outcome`.
+   *
+   * @param index The write's place in the call.
+   * @param outcome Its outcome.
+   */
+  end(index: number, outcome: WriteOutcome): void {
+    if (this.#outcomes[index] !== undefined) return;
+    this.#outcomes[index] = outcome;
+    this.#left--;
+    if (this.#left === 0 && !this.#failed) {
+      this.#all?.resolve(this.#outcomes as WriteOutcome[]);
+    }
+  }
+
+  /**
+   * The write at `index` ends when `opId` settles: waits on it from now on.
+   * Call in the commit's own continuation, before any settlement can run.
+   *
+   * @param index The write's place in the call.
+   * @param opId The op carrying it.
+   */
+  wait(index: number, opId: string): void {
+    this.#registry.add(opId, new EndSlot(this, index));
+  }
+
+  /**
+   * Every end rejects with `error`: the call failed, or the engine closed.
+   *
+   * @param error The rejection.
+   */
+  fail(error: unknown): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#error = error;
+    this.#all?.reject(error);
+  }
+
+  /**
+   * Resolves with every write's outcome, in call order, once all ended.
+   *
+   * @returns The promise, the same one on every call. It is handled from
+   * the start: no unhandled rejection if the app drops it.
+   */
+  all(): Promise<WriteOutcome[]> {
+    if (this.#all === null) {
+      this.#all = Promise.withResolvers();
+      this.#all.promise.catch(() => {});
+      if (this.#failed) this.#all.reject(this.#error);
+      else if (this.#left === 0) {
+        this.#all.resolve(this.#outcomes as WriteOutcome[]);
+      }
+    }
+    return this.#all.promise;
+  }
+}
+
+/** A local write's result, as the table builds it. */
 export interface WriteDone<R> {
   /** What the write method resolves to. */
   readonly value: R;
-  /** The op carrying the write. */
+  /** The op carrying the write (`null` when none does). */
   readonly opId: string | null;
-  /** The write's end. */
-  readonly synced: Promise<WriteOutcome>;
 }
 
 /**
  * Wraps a local write into a {@linkcode WritePromise}. `synced` and `opId`
- * are handled from the start (an app that never reads them sees no
- * unhandled rejection); they reject with the write's error when it fails.
+ * are made when first read, and handled from the start (an app that never
+ * reads them sees no unhandled rejection); they reject with the write's
+ * error when it fails.
  *
  * @param work The write.
+ * @param ends Its end (a call of one write).
  * @returns The write promise.
  */
 export function writePromise<R>(
   work: Promise<WriteDone<R>>,
+  ends: WriteEnds,
 ): WritePromise<R> {
-  const synced = work.then((done) => done.synced);
-  const opId = work.then((done) => done.opId);
-  synced.catch(() => {});
-  opId.catch(() => {});
-  return Object.defineProperties(work.then((done) => done.value), {
-    synced: { value: synced, enumerable: true },
-    opId: { value: opId, enumerable: true },
+  const value = work.then(
+    (done) => done.value,
+    (error) => {
+      ends.fail(error);
+      throw error;
+    },
+  );
+  let synced: Promise<WriteOutcome> | undefined;
+  let opId: Promise<string | null> | undefined;
+  return Object.defineProperties(value, {
+    synced: {
+      get: () => synced ??= handled(ends.all().then((all) => all[0]!)),
+      enumerable: true,
+    },
+    opId: {
+      get: () => opId ??= handled(work.then((done) => done.opId)),
+      enumerable: true,
+    },
   }) as WritePromise<R>;
 }
 
 /**
- * Wraps a many-record local write into a {@linkcode WriteManyPromise}.
+ * Wraps a many-record local write into a {@linkcode WriteManyPromise}, as
+ * {@linkcode writePromise} does.
  *
- * @param work The write: the result and one end per record.
+ * @param work The write: the result and the op of each record.
+ * @param ends The records' ends.
  * @returns The write promise.
  */
 export function writeManyPromise<R>(
-  work: Promise<{ value: R; writes: readonly WriteDone<unknown>[] }>,
+  work: Promise<{ value: R; opIds: readonly (string | null)[] }>,
+  ends: WriteEnds,
 ): WriteManyPromise<R> {
-  const synced = work.then((done) =>
-    Promise.all(done.writes.map((write) => write.synced))
+  const value = work.then(
+    (done) => done.value,
+    (error) => {
+      ends.fail(error);
+      throw error;
+    },
   );
-  const opIds = work.then((done) => done.writes.map((write) => write.opId));
-  synced.catch(() => {});
-  opIds.catch(() => {});
-  return Object.defineProperties(work.then((done) => done.value), {
-    synced: { value: synced, enumerable: true },
-    opIds: { value: opIds, enumerable: true },
+  let opIds: Promise<(string | null)[]> | undefined;
+  return Object.defineProperties(value, {
+    synced: { get: () => ends.all(), enumerable: true },
+    opIds: {
+      get: () => opIds ??= handled(work.then((done) => [...done.opIds])),
+      enumerable: true,
+    },
   }) as WriteManyPromise<R>;
+}
+
+/** A promise with a rejection handler: dropping it is no unhandled rejection. */
+function handled<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => {});
+  return promise;
 }

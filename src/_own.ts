@@ -6,6 +6,7 @@
  */
 
 import { ValidationError } from "./errors.ts";
+import { WIRE_LIMITS } from "./limits.ts";
 import { type JsonObject, type JsonValue, setOwn } from "./json.ts";
 
 /**
@@ -22,51 +23,99 @@ import { type JsonObject, type JsonValue, setOwn } from "./json.ts";
  * @throws {ValidationError} When `value` is not such JSON.
  */
 export function ownedRecord(kind: string, value: JsonObject): JsonObject {
-  // Most records are clean JSON: check, then copy without the bookkeeping
+  // Most records are clean JSON: copied in one walk without the bookkeeping
   // of the general path (error paths, undefined handling).
-  if (isCleanJson(value, 0)) return copyClean(value) as JsonObject;
-  return toJson(kind, value, []) as JsonObject;
-}
-
-/** Copies a value `isCleanJson` accepted. */
-function copyClean(value: JsonValue): JsonValue {
-  if (typeof value !== "object" || value === null) return value;
-  if (Array.isArray(value)) return value.map(copyClean);
-  const out: JsonObject = {};
-  for (const key of Object.keys(value)) {
-    setOwn(out, key, copyClean(value[key]!));
-  }
-  return out;
+  // Deeper than the wire allows goes the general path too, so that a cycle
+  // is never walked forever here (the callers check the depth first).
+  return ownedCleanRecord(value, WIRE_LIMITS.maxDepth + 1) ??
+    toJson(kind, value, []) as JsonObject;
 }
 
 /**
- * Whether a value is JSON exactly as `JSON.stringify` would carry it: plain
- * objects and arrays, finite numbers, no `undefined` anywhere. Nesting
- * deeper than 64 levels goes the slow way, which also catches cycles.
+ * {@linkcode ownedRecord} of a clean record only: `undefined` when the
+ * record needs the general path (a value JSON would drop or change, a
+ * prototype other than a plain object's, symbol keys, an object under a
+ * `__proto__` key), or when it nests `maxDepth` levels or more, a cycle
+ * included. A record it copies is therefore shallower than `maxDepth`.
+ *
+ * @param value A plain object.
+ * @param maxDepth The nesting at which to give up (the record is level 1).
+ * @returns The copy, or `undefined`.
  */
-function isCleanJson(value: unknown, depth: number): boolean {
-  if (
-    value === null || typeof value === "string" || typeof value === "boolean"
-  ) {
-    return true;
-  }
-  if (typeof value === "number") return Number.isFinite(value);
-  if (typeof value !== "object" || depth > 64) return false;
+export function ownedCleanRecord(
+  value: JsonObject,
+  maxDepth: number,
+): JsonObject | undefined {
+  const copy = copyClean(value, maxDepth - 1);
+  return copy === UNCLEAN ? undefined : copy as JsonObject;
+}
+
+/** What {@linkcode copyClean} returns for a value the general path takes. */
+const UNCLEAN: unique symbol = Symbol("unclean");
+
+/**
+ * Copies an object or an array of clean JSON, `remaining` more levels deep
+ * at most. Objects are copied by spread (data properties only, so an own
+ * `__proto__` key stays an own key), then their members are checked in
+ * place and their objects replaced by copies, walked with `for...in`, which
+ * allocates nothing.
+ */
+function copyClean(
+  value: object,
+  remaining: number,
+): JsonValue | typeof UNCLEAN {
+  if (remaining <= 0) return UNCLEAN;
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      if (!isCleanJson(value[i], depth + 1)) return false;
+    const length = value.length;
+    const items: JsonValue[] = new Array(length);
+    for (let i = 0; i < length; i++) {
+      const item: unknown = value[i];
+      if (typeof item === "object") {
+        if (item === null) {
+          items[i] = null;
+          continue;
+        }
+        const inner = copyClean(item, remaining - 1);
+        if (inner === UNCLEAN) return UNCLEAN;
+        items[i] = inner;
+      } else if (isCleanScalar(item)) items[i] = item as JsonValue;
+      else return UNCLEAN;
     }
-    return true;
+    return items;
   }
   const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) return false;
-  for (const key in value) {
-    if (!Object.hasOwn(value, key)) continue;
-    if (!isCleanJson((value as Record<string, unknown>)[key], depth + 1)) {
-      return false;
+  if (proto !== Object.prototype && proto !== null) return UNCLEAN;
+  const members: Record<string, unknown> = { ...value };
+  for (const key in members) {
+    const item = members[key];
+    if (typeof item === "object") {
+      if (item === null) continue;
+      // An inherited member (a polluted prototype) or an object under a
+      // `__proto__` key: the general path reads own keys and defines them.
+      if (key === "__proto__" || !Object.hasOwn(members, key)) return UNCLEAN;
+      const inner = copyClean(item, remaining - 1);
+      if (inner === UNCLEAN) return UNCLEAN;
+      members[key] = inner;
+    } else if (typeof item !== "string" && typeof item !== "boolean") {
+      if (!isCleanScalar(item) || !Object.hasOwn(members, key)) return UNCLEAN;
     }
   }
-  return true;
+  // Spread copies symbol keys, which JSON (and the general path) drops.
+  if (Object.getOwnPropertySymbols(value).length > 0) return UNCLEAN;
+  return members as JsonObject;
+}
+
+/** Whether a value that is not an object is JSON, as JSON would carry it. */
+function isCleanScalar(value: unknown): boolean {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return true;
+    case "number":
+      return Number.isFinite(value);
+    default:
+      return value === null;
+  }
 }
 
 /**

@@ -17,15 +17,21 @@ import { SyncError, ValidationError } from "./errors.ts";
 import type { RecordChange } from "./events.ts";
 import { isJsonObject, type JsonObject, setOwn } from "./json.ts";
 import { exceedsDepth, idProblem, WIRE_LIMITS } from "./limits.ts";
-import { ownedRecord } from "./_own.ts";
+import { ownedCleanRecord, ownedRecord } from "./_own.ts";
 import {
+  FieldsMemo,
   settleSystemFields,
   writeLocal,
   writeLocalMany,
 } from "./_local_write.ts";
 import { type StandardSchemaV1, validateWith } from "./schema.ts";
 import type { WriteManyPromise, WritePromise } from "./outcome.ts";
-import { type WriteDone, writeManyPromise, writePromise } from "./_outcomes.ts";
+import {
+  type WriteDone,
+  WriteEnds,
+  writeManyPromise,
+  writePromise,
+} from "./_outcomes.ts";
 
 /** Field names of a table's records, when the backend spells them its way. */
 export interface FieldNames {
@@ -195,6 +201,8 @@ export class Table<T = JsonObject> {
    * lower it twice as fast.
    */
   #guessNew = 0;
+  /** The fields of this table's last create, for the next of its shape. */
+  #fields = new FieldsMemo();
 
   /**
    * Constructs a new instance. Apps get one from `engine.table()`.
@@ -295,14 +303,23 @@ export class Table<T = JsonObject> {
    * ```
    */
   put(record: T, options: PutOptions = {}): WritePromise<Synced<T>> {
-    return writePromise((async () => {
-      this.#assertOpen("put a record");
-      const valid = this.#withId(record);
-      return await this.#putValid(
-        valid instanceof Promise ? await valid : valid,
-        options,
-      );
-    })()) as WritePromise<Synced<T>>;
+    const ends = new WriteEnds(this.#ctx.outcomes, 1);
+    return writePromise(this.#put(record, options, ends), ends) as WritePromise<
+      Synced<T>
+    >;
+  }
+
+  async #put(
+    record: T,
+    options: PutOptions,
+    ends: WriteEnds,
+  ): Promise<WriteDone<JsonObject>> {
+    this.#assertOpen("put a record");
+    const valid = this.#withId(record);
+    return await this.#putValid(
+      valid instanceof Promise ? await valid : valid,
+      { options, ends, index: 0 },
+    );
   }
 
   /**
@@ -322,7 +339,11 @@ export class Table<T = JsonObject> {
 
   async #putValid(
     valid: JsonObject,
-    options: PutOptions,
+    { options, ends, index }: {
+      options: PutOptions;
+      ends: WriteEnds;
+      index: number;
+    },
   ): Promise<WriteDone<JsonObject>> {
     const config = this.#config;
     const id = valid[config.idField] as string;
@@ -334,6 +355,9 @@ export class Table<T = JsonObject> {
         data: settleSystemFields(config, id, valid, current),
         changedFields: options.changedFields,
       }),
+      ends,
+      index,
+      fields: this.#fields,
       assumeAbsent: this.#guessNew >= 0,
       onGuess: (held) => {
         this.#guessNew = Math.max(
@@ -342,7 +366,7 @@ export class Table<T = JsonObject> {
         );
       },
     });
-    return { ...stored, value: stored.record?.data ?? valid };
+    return { opId: stored.opId, value: stored.record?.data ?? valid };
   }
 
   /**
@@ -378,12 +402,17 @@ export class Table<T = JsonObject> {
    * ```
    */
   putMany(records: readonly T[]): WriteManyPromise<Synced<T>[]> {
-    return writeManyPromise(this.#putMany(records));
+    const ends = new WriteEnds(
+      this.#ctx.outcomes,
+      Array.isArray(records) ? records.length : 0,
+    );
+    return writeManyPromise(this.#putMany(records, ends), ends);
   }
 
   async #putMany(
     records: readonly T[],
-  ): Promise<{ value: Synced<T>[]; writes: WriteDone<unknown>[] }> {
+    ends: WriteEnds,
+  ): Promise<{ value: Synced<T>[]; opIds: (string | null)[] }> {
     this.#assertOpen("put records");
     if (!Array.isArray(records)) {
       throw new TypeError(
@@ -399,22 +428,35 @@ export class Table<T = JsonObject> {
     const ids = valid.map((record) => record[config.idField] as string);
     if (new Set(ids).size !== ids.length) {
       // Repeats fold into one another in order: keep the simple path.
-      const writes: WriteDone<JsonObject>[] = [];
-      for (const record of valid) writes.push(await this.#putValid(record, {}));
-      return { value: writes.map((w) => w.value as Synced<T>), writes };
+      const value: Synced<T>[] = [];
+      const opIds: (string | null)[] = [];
+      for (const [index, record] of valid.entries()) {
+        const write = await this.#putValid(record, {
+          options: {},
+          ends,
+          index,
+        });
+        value.push(write.value as Synced<T>);
+        opIds.push(write.opId);
+      }
+      return { value, opIds };
     }
     const stored = await writeLocalMany(this.#ctx, {
       table: config,
       ids,
       build: (current, i) =>
         settleSystemFields(config, ids[i]!, valid[i]!, current),
+      ends,
+      fields: this.#fields,
     });
-    return {
-      value: stored.map((write, i) =>
-        (write.record?.data ?? valid[i]) as Synced<T>
-      ),
-      writes: stored.map((write) => ({ ...write, value: undefined })),
-    };
+    const value: Synced<T>[] = new Array(stored.length);
+    const opIds: (string | null)[] = new Array(stored.length);
+    for (let i = 0; i < stored.length; i++) {
+      const write = stored[i]!;
+      value[i] = (write.record?.data ?? valid[i]) as Synced<T>;
+      opIds[i] = write.opId;
+    }
+    return { value, opIds };
   }
 
   /**
@@ -433,12 +475,14 @@ export class Table<T = JsonObject> {
    * patched record fails the schema or nests deeper than 64 levels.
    */
   update(id: string, patch: Partial<T>): WritePromise<Synced<T>> {
-    return writePromise(this.#update(id, patch));
+    const ends = new WriteEnds(this.#ctx.outcomes, 1);
+    return writePromise(this.#update(id, patch, ends), ends);
   }
 
   async #update(
     id: string,
     patch: Partial<T>,
+    ends: WriteEnds,
   ): Promise<WriteDone<Synced<T>>> {
     this.#assertOpen("update a record");
     assertId(this.kind, id);
@@ -478,8 +522,9 @@ export class Table<T = JsonObject> {
           patchKeys,
         };
       },
+      ends,
     });
-    return { ...stored, value: stored.record!.data as Synced<T> };
+    return { opId: stored.opId, value: stored.record!.data as Synced<T> };
   }
 
   /**
@@ -494,10 +539,11 @@ export class Table<T = JsonObject> {
    * @throws {ValidationError} When `id` breaks the wire limits.
    */
   delete(id: string): WritePromise<boolean> {
-    return writePromise(this.#delete(id));
+    const ends = new WriteEnds(this.#ctx.outcomes, 1);
+    return writePromise(this.#delete(id, ends), ends);
   }
 
-  async #delete(id: string): Promise<WriteDone<boolean>> {
+  async #delete(id: string, ends: WriteEnds): Promise<WriteDone<boolean>> {
     this.#assertOpen("delete a record");
     assertId(this.kind, id);
     assertWireId(this.kind, this.#config.idField, id);
@@ -509,8 +555,9 @@ export class Table<T = JsonObject> {
         existed = current !== undefined && !current.deleted;
         return { type: "delete" };
       },
+      ends,
     });
-    return { ...stored, value: existed };
+    return { opId: stored.opId, value: existed };
   }
 
   /**
@@ -586,6 +633,12 @@ export class Table<T = JsonObject> {
   /** Validates a record: at once when the table has no schema. */
   #validate(record: T): JsonObject | Promise<JsonObject> {
     const schema = this.#config.schema;
+    if (schema === undefined && isJsonObject(record)) {
+      // One walk checks and copies a clean record, and gives up at the
+      // depth limit: a record it copied is within it.
+      const owned = ownedCleanRecord(record, WIRE_LIMITS.maxDepth + 1);
+      if (owned !== undefined) return owned;
+    }
     // Before the schema and the copy, which both recurse: a record nested
     // thousands of levels deep must fail here, not overflow the stack.
     assertDepth(this.kind, record);
