@@ -257,8 +257,39 @@ const UNCLEAN: unique symbol = Symbol("unclean");
  * How deep {@linkcode copyClean} looks up and records shared copies: the
  * engine shares objects near the root only (a record's data with its op's
  * payload and its base's data), and deeper a lookup costs what it saves.
+ * The roots themselves (a mutation's record, op or value) are not looked
+ * up: the engine never passes one twice.
  */
 const SHARED_DEPTH = 2;
+
+/**
+ * A {@linkcode CopyCache} that remembers the last few copies only, by
+ * identity: what the engine shares sits in neighbouring mutations (a
+ * record's data and its op's payload, its base's data and its op's base).
+ * A `Map` would give every object it meets an identity hash, which V8 makes
+ * in a runtime call, costing more than the copy it may save.
+ */
+export class RecentCopies implements CopyCache {
+  static readonly #SIZE = 8;
+  readonly #sources: (object | undefined)[] = new Array(RecentCopies.#SIZE);
+  readonly #copies: (JsonValue | undefined)[] = new Array(RecentCopies.#SIZE);
+  #next = 0;
+
+  get(source: object): JsonValue | undefined {
+    const sources = this.#sources;
+    for (let i = 0; i < sources.length; i++) {
+      if (sources[i] === source) return this.#copies[i];
+    }
+    return undefined;
+  }
+
+  set(source: object, copy: JsonValue): void {
+    const slot = this.#next;
+    this.#sources[slot] = source;
+    this.#copies[slot] = copy;
+    this.#next = (slot + 1) % RecentCopies.#SIZE;
+  }
+}
 
 /**
  * A deep copy of clean JSON, or {@linkcode UNCLEAN} for anything
@@ -291,7 +322,7 @@ function copyObject(
   copies: CopyCache | undefined,
 ): JsonValue | typeof UNCLEAN {
   if (depth >= MAX_DEPTH) return UNCLEAN;
-  const shared = depth <= SHARED_DEPTH ? copies : undefined;
+  const shared = depth > 0 && depth <= SHARED_DEPTH ? copies : undefined;
   if (shared !== undefined) {
     const known = shared.get(value);
     if (known !== undefined) return known;

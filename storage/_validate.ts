@@ -22,7 +22,13 @@ import type {
   StoredRecord,
   WritePrecondition,
 } from "../src/storage.ts";
-import { checkJson, type CopyCache, copyCleanJson, copyJson } from "./_json.ts";
+import {
+  checkJson,
+  type CopyCache,
+  copyCleanJson,
+  copyJson,
+  RecentCopies,
+} from "./_json.ts";
 import { describe } from "../src/describe.ts";
 import { utf8Length } from "./_text.ts";
 
@@ -130,7 +136,7 @@ export function checkMutations(
     // Copies made in this write, by source: the same object copies once, so
     // a record's data and its op's payload share one stored (immutable)
     // copy.
-    copies: copy ? new Map<object, JsonValue>() : undefined,
+    copies: copy ? new RecentCopies() : undefined,
   };
   const checked: CheckedMutation[] = new Array(mutations.length);
   for (let index = 0; index < mutations.length; index++) {
