@@ -13,6 +13,7 @@ import { WIRE_LIMITS } from "../src/limits.ts";
 import type { Transport } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createClient, startServer } from "./_harness.ts";
+import { withTimeout } from "./_timeout.ts";
 
 /** A transport nothing is sent to: these tests never sync. */
 const offline: Transport = {
@@ -268,3 +269,89 @@ Deno.test("table: a typed table's records carry the server's updated_at in their
   assert.equal(typeof after, "string");
   assert.equal(read?.deleted_at, undefined);
 });
+
+Deno.test(
+  "table: put() and putMany() store what JSON keeps of a record, sharing nothing with it",
+  withTimeout(10_000, async () => {
+    await using client = open();
+    const items = client.engine.table("items");
+    const hidden = Symbol("hidden");
+    const proto = JSON.parse('{"__proto__":{"polluted":true}}').__proto__;
+    // Each with one unusual part only, so that none hides another (a record
+    // with an `undefined` member is copied the careful way as a whole).
+    const make = (id: string, part: number) =>
+      ({
+        id,
+        list: [part === 0 ? { [hidden]: 1, kept: true } : { kept: true }],
+        ...(part === 1 ? { [hidden]: "dropped" } : {}),
+        ...(part === 2 ? { gone: undefined } : {}),
+        nested: part === 3
+          ? JSON.parse(`{"__proto__":{"n":1},"m":2}`)
+          : JSON.parse(`{"m":2}`),
+        proto,
+      }) as unknown as JsonObject;
+    const singles = [0, 1, 2, 3, 4].map((part) => make(`a${part}`, part));
+    const many = [0, 1, 2, 3, 4].map((part) => make(`b${part}`, part));
+    const written = [];
+    for (const single of singles) written.push(await items.put(single));
+    written.push(...await items.putMany(many));
+    // The caller changes its objects afterwards: nothing written changes.
+    for (const input of [...singles, ...many]) {
+      (input["list"] as JsonObject[])[0]!["kept"] = false;
+      (input["nested"] as JsonObject)["m"] = 3;
+    }
+    const stored = await items.list();
+    assert.equal(stored.length, 10);
+    for (const record of [...written, ...stored]) {
+      const data = record as unknown as JsonObject;
+      assert.deepEqual(Object.keys(data), ["id", "list", "nested", "proto"]);
+      assert.deepEqual(Object.getOwnPropertySymbols(data), []);
+      const list = data["list"] as JsonObject[];
+      assert.deepEqual(Object.getOwnPropertySymbols(list[0]), []);
+      assert.equal(list[0]!["kept"], true);
+      const nested = data["nested"] as JsonObject;
+      if (String(data["id"]).endsWith("3")) {
+        assert.ok(Object.hasOwn(nested, "__proto__"), "__proto__ stays a key");
+        assert.deepEqual(nested["__proto__"], { n: 1 });
+      }
+      assert.equal(Object.getPrototypeOf(nested), Object.prototype);
+      assert.equal(nested["m"], 2);
+      assert.deepEqual(data["proto"], { polluted: true });
+    }
+    assert.equal(({} as { polluted?: boolean }).polluted, undefined);
+  }),
+);
+
+Deno.test(
+  "table: putMany() gives each create the changed fields of its own keys, whatever the records around it",
+  withTimeout(10_000, async () => {
+    await using client = open();
+    const items = client.engine.table("items");
+    await items.putMany([
+      { id: "a", y: 1, x: 1 },
+      { id: "b", y: 1, x: 1 },
+      { id: "c", x: 1, y: 1 },
+      { id: "d", x: 1 },
+      { id: "e", x: 1, y: undefined } as unknown as JsonObject,
+      { id: "f", x: 1, y: 1, updated_at: "2025-01-01T00:00:00.000Z" },
+      { id: "g", x: 1, z: 1 },
+    ]);
+    await items.put({ id: "h", x: 1, z: 1 });
+    await items.put({ id: "i", x: 1, w: 1 });
+    const ops = await client.engine.outbox.list();
+    assert.deepEqual(
+      Object.fromEntries(ops.map((op) => [op.id, op.changedFields])),
+      {
+        a: ["x", "y"],
+        b: ["x", "y"],
+        c: ["x", "y"],
+        d: ["x"],
+        e: ["x"],
+        f: ["x", "y"],
+        g: ["x", "z"],
+        h: ["x", "z"],
+        i: ["w", "x"],
+      },
+    );
+  }),
+);
