@@ -405,3 +405,49 @@ Deno.test(
 function putMeta(key: string, value: JsonValue): Mutation {
   return { type: "putMeta", key, value };
 }
+
+Deno.test(
+  "memory storage returns each item's revision after the write, when an item is removed and written again in it",
+  withTimeout(10_000, async () => {
+    await using storage = createMemoryStorage();
+    const record = (id: string, n: number) => ({
+      kind: "k",
+      id,
+      data: { n },
+      deleted: false,
+      base: null,
+      lastOpId: null,
+      localUpdatedAt: null,
+    });
+    const first = await storage.write([
+      { type: "putRecord", record: record("a", 1) },
+      { type: "putOp", op: op(1) },
+      { type: "putMeta", key: "m", value: 1 },
+    ]);
+    assert.ok(first.ok);
+    // One space per write: each must notice its own removal.
+    const records = await storage.write([
+      { type: "deleteRecord", kind: "k", id: "a" },
+      { type: "putRecord", record: record("a", 2) },
+      { type: "putRecord", record: record("b", 3) },
+    ]);
+    const ops = await storage.write([
+      { type: "deleteOp", opId: op(1).opId },
+      { type: "putOp", op: op(1, { payload: { n: 2 } }) },
+      { type: "putOp", op: op(2) },
+    ]);
+    const meta = await storage.write([
+      { type: "deleteMeta", key: "m" },
+      { type: "putMeta", key: "m", value: 2 },
+      { type: "putMeta", key: "n", value: 3 },
+    ]);
+    assert.ok(records.ok && ops.ok && meta.ok);
+    const [a, b] = await storage.getRecords("k", ["a", "b"]);
+    const [o1, o2] = await storage.getOps([op(1).opId, op(2).opId]);
+    const [m, n] = await storage.getMeta(["m", "n"]);
+    assert.deepEqual(records.revs, [a?.rev, a?.rev, b?.rev]);
+    assert.deepEqual(ops.revs, [o1?.rev, o1?.rev, o2?.rev]);
+    assert.deepEqual(meta.revs, [m?.rev, m?.rev, n?.rev]);
+    assert.notEqual(first.revs[0], a?.rev);
+  }),
+);

@@ -520,3 +520,51 @@ Deno.test("OutcomeRegistry: follow moves waits onto the op that carries the chan
   cancelled.cancel();
   assert.equal(registry.size, 0);
 });
+
+Deno.test(
+  "outcome: synced first read after the ops settled still resolves, for put and putMany",
+  withTimeout(T, async () => {
+    await using server = startServer();
+    await using a = createClient(server.url);
+    const notes = a.engine.table("notes");
+    const one = notes.put({ id: "n0", title: "zero" });
+    const many = notes.putMany([
+      { id: "n1", title: "one" },
+      { id: "n2", title: "two" },
+    ]);
+    await one;
+    await many;
+    await a.engine.sync();
+    // Nothing read `synced` before the sync settled the ops.
+    const outcome = await one.synced;
+    assertStatus(outcome, "accepted");
+    assert.equal(outcome.record?.title, "zero");
+    const outcomes = await many.synced;
+    assert.deepEqual(outcomes.map((o) => o.status), ["accepted", "accepted"]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status === "accepted" ? o.record?.title : null),
+      ["one", "two"],
+    );
+    assert.equal(many.synced, many.synced, "one promise, read twice");
+    assert.deepEqual(await many.opIds, outcomes.map((o) => o.opId));
+  }),
+);
+
+Deno.test(
+  "outcome: a putMany's synced waits for its last op, and a failed putMany rejects it",
+  withTimeout(T, async () => {
+    await using server = startServer();
+    await using a = createClient(server.url);
+    const notes = a.engine.table("notes");
+    const many = notes.putMany([{ id: "m1", t: 1 }, { id: "m2", t: 2 }]);
+    const synced = many.synced;
+    await many;
+    assert.equal(await settledYet(synced), false, "not before a sync");
+    await a.engine.sync();
+    assert.equal((await synced).length, 2);
+    const bad = notes.putMany([{ id: "ok" }, { id: "" }]);
+    await assert.rejects(bad, ValidationError);
+    await assert.rejects(bad.synced, ValidationError);
+    await assert.rejects(bad.opIds, ValidationError);
+  }),
+);

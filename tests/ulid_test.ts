@@ -73,3 +73,26 @@ Deno.test("isUlid() rejects malformed ids", () => {
   assert.equal(isUlid("01ARZ3NDEKTSV4RRFFQ69G5FAU"), false);
   assert.throws(() => decodeUlidTime("nope"), TypeError);
 });
+
+Deno.test("createUlid() honours a floor given within the same millisecond", () => {
+  const ulid = createUlid({ now: () => 1000 });
+  const first = ulid();
+  const second = ulid();
+  assert.ok(second > first);
+  // Another factory's id, above ours in the same millisecond.
+  const floor = first.slice(0, 10) + "Z".repeat(16);
+  const third = ulid(floor);
+  assert.ok(third > floor, `${third} after ${floor}`);
+  assert.ok(isUlid(third));
+  const fourth = ulid();
+  assert.ok(fourth > third, "later ids stay above the floor");
+  assert.ok(ulid(first) > fourth, "a floor below the last id changes nothing");
+});
+
+Deno.test("isUlid() takes the Crockford alphabet only", () => {
+  assert.equal(isUlid("7ZZZZZZZZZZZZZZZZZZZZZZZZZ"), true);
+  for (const bad of ["I", "L", "O", "U", "a", "z", "-", "é", "\u{1F600}"]) {
+    assert.equal(isUlid(`01ARZ3NDEKTSV4RRFFQ69G5FA${bad}`), false, bad);
+  }
+  assert.equal(isUlid(42 as unknown as string), false);
+});
