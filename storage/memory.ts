@@ -560,6 +560,13 @@ class SortedKeys {
       chunks.push([key]);
       return;
     }
+    // Op ids are ULIDs and mostly arrive in order: append without a search.
+    const last = chunks[chunks.length - 1]!;
+    if (key > last[last.length - 1]!) {
+      last.push(key);
+      if (last.length > 2 * CHUNK) chunks.push(last.splice(CHUNK));
+      return;
+    }
     // The first chunk whose last key is greater, else the last chunk.
     let chunkIndex = this.#chunkAfter(key);
     if (chunkIndex === chunks.length) chunkIndex--;
