@@ -451,3 +451,29 @@ Deno.test(
     assert.notEqual(first.revs[0], a?.rev);
   }),
 );
+
+Deno.test(
+  "memory storage keeps ops in id order whether they arrive in order or not",
+  withTimeout(10_000, async () => {
+    await using storage = createMemoryStorage();
+    const ascending = Array.from({ length: 2100 }, (_, i) => op(2 * i + 10));
+    assert.ok(
+      (await storage.write(ascending.map((o) => ({
+        type: "putOp" as const,
+        op: o,
+      })))).ok,
+    );
+    // Below the last, between two, and below all.
+    for (const n of [4001, 2001, 11, 3, 4300]) {
+      assert.ok((await storage.write([{ type: "putOp", op: op(n) }])).ok);
+    }
+    const ids = (await storage.listOps()).map((entry) => entry.value.opId);
+    assert.equal(ids.length, 2105);
+    assert.deepEqual(ids, [...ids].sort());
+    const after = await storage.listOps({ after: op(2001).opId, limit: 2 });
+    assert.deepEqual(after.map((entry) => entry.value.opId), [
+      op(2002).opId,
+      op(2004).opId,
+    ]);
+  }),
+);
