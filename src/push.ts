@@ -115,9 +115,11 @@ async function scanBlocked(
 ): Promise<Set<string>> {
   const blocked = new Set<string>();
   for await (
-    const entry of scanOps(ctx, { states: ["quarantined", "parked"], kinds })
+    const page of scanOps(ctx, { states: ["quarantined", "parked"], kinds })
   ) {
-    blocked.add(recordKey(entry.value.kind, entry.value.id));
+    for (const entry of page) {
+      blocked.add(recordKey(entry.value.kind, entry.value.id));
+    }
   }
   return blocked;
 }
@@ -128,12 +130,14 @@ async function scanQueues(
 ): Promise<Map<string, Versioned<StoredOp>[]>> {
   const queues = new Map<string, Versioned<StoredOp>[]>();
   const filter = { states: ["pending" as const], kinds: run.options.kinds };
-  for await (const entry of scanOps(run.ctx, filter)) {
-    const key = recordKey(entry.value.kind, entry.value.id);
-    if (run.blocked.has(key)) continue;
-    let queue = queues.get(key);
-    if (queue === undefined) queues.set(key, queue = []);
-    queue.push(entry);
+  for await (const page of scanOps(run.ctx, filter)) {
+    for (const entry of page) {
+      const key = recordKey(entry.value.kind, entry.value.id);
+      if (run.blocked.has(key)) continue;
+      let queue = queues.get(key);
+      if (queue === undefined) queues.set(key, queue = []);
+      queue.push(entry);
+    }
   }
   return queues;
 }
