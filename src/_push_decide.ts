@@ -83,9 +83,12 @@ export interface DecideInput {
  * conflicts (clause 17).
  *
  * @param input The op, the answer, the strategy's settings.
- * @returns The outcome.
+ * @returns The outcome; a promise only for a conflict, whose strategy may be
+ * asynchronous (the common answers cost no promise and no microtask).
  */
-export async function decideOutcome(input: DecideInput): Promise<Outcome> {
+export function decideOutcome(
+  input: DecideInput,
+): Outcome | Promise<Outcome> {
   const { table, op, result } = input;
   if (result.type === "ok" || result.type === "conflict") {
     const wrong = answerError(table, op, result);
@@ -104,30 +107,38 @@ export async function decideOutcome(input: DecideInput): Promise<Outcome> {
           ? null
           : clampDelay(result.retryAfterMs, MAX_RETRY_AFTER_MS),
       };
-    case "conflict": {
-      const conflict = buildConflict(table, op, result);
-      if (
-        op.type === "upsert" && conflict.serverDeleted &&
-        op.baseUpdatedAt !== null &&
-        conflict.serverUpdatedAt !== null &&
-        compareInstants(conflict.serverUpdatedAt, op.baseUpdatedAt) === 0
-      ) {
-        // The server refuses a based write onto a tombstone, but this
-        // tombstone is the very version the op builds on: the app deleted
-        // and re-created the record knowingly. Not a conflict: re-send it
-        // unconditionally (the contract resurrects), with a fresh key.
-        return { type: "recreate", server: result.current };
-      }
-      input.onConflict(conflict);
-      return {
-        type: "conflict",
-        conflict,
-        decision: await decideStrategy(input, conflict),
-        server: result.current,
-        serverUpdatedAt: result.serverTimestamp ?? conflict.serverUpdatedAt,
-      };
-    }
+    case "conflict":
+      return decideConflictOutcome(input, result);
   }
+}
+
+/** A `409`'s outcome: a known re-creation, or what the strategy decides. */
+async function decideConflictOutcome(
+  input: DecideInput,
+  result: Extract<PushResult, { type: "conflict" }>,
+): Promise<Outcome> {
+  const { table, op } = input;
+  const conflict = buildConflict(table, op, result);
+  if (
+    op.type === "upsert" && conflict.serverDeleted &&
+    op.baseUpdatedAt !== null &&
+    conflict.serverUpdatedAt !== null &&
+    compareInstants(conflict.serverUpdatedAt, op.baseUpdatedAt) === 0
+  ) {
+    // The server refuses a based write onto a tombstone, but this
+    // tombstone is the very version the op builds on: the app deleted
+    // and re-created the record knowingly. Not a conflict: re-send it
+    // unconditionally (the contract resurrects), with a fresh key.
+    return { type: "recreate", server: result.current };
+  }
+  input.onConflict(conflict);
+  return {
+    type: "conflict",
+    conflict,
+    decision: await decideStrategy(input, conflict),
+    server: result.current,
+    serverUpdatedAt: result.serverTimestamp ?? conflict.serverUpdatedAt,
+  };
 }
 
 /** Runs the table's strategy, or defers once the op met too many. */

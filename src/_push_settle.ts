@@ -112,49 +112,60 @@ async function settleAll(
 /**
  * Decides every result, in order: the answer's `Date` corrects the clock
  * skew first, and a conflict is reported (and counted) before its strategy
- * runs.
+ * runs. One server date counts once per batch: the results of one
+ * `POST /batch` share their response's `Date`, and so do most answers of
+ * the same second; one sample per answer keeps the smoothing of the skew
+ * from being swamped by the batch's size.
  */
 async function decideAll(
   ctx: EngineContext,
   batch: PushedBatch,
 ): Promise<Map<string, Outcome>> {
   const outcomes = new Map<string, Outcome>();
+  const seen = new Set<number>();
+  const maxConflictRetries = ctx.limits.maxConflictRetries;
   for (let i = 0; i < batch.claimed.length; i++) {
     const op = batch.claimed[i]!.value;
     const result = batch.results[i]!;
-    if (result.type === "ok" || result.type === "conflict") {
+    if (
+      (result.type === "ok" || result.type === "conflict") &&
+      result.serverDate !== undefined && !seen.has(result.serverDate)
+    ) {
+      seen.add(result.serverDate);
       ctx.observeServerDate(result.serverDate, batch.sentAt);
     }
     const table = ctx.table(op.kind);
+    const outcome = decideOutcome({
+      table,
+      op,
+      result,
+      clockSkewMs: ctx.clockSkewMs(),
+      maxConflictRetries,
+      onConflict(conflict) {
+        batch.stats.conflicts++;
+        ctx.hub.emit({
+          type: "conflictDetected",
+          kind: op.kind,
+          id: op.id,
+          opId: op.opId,
+          local: conflict.local,
+          server: conflict.server,
+          strategy: table.policy.strategy,
+        });
+      },
+      onStrategyError(error) {
+        ctx.hub.emit({
+          type: "error",
+          error,
+          category: error.category,
+          retryable: false,
+        });
+      },
+    });
+    // Only a conflict's strategy may wait: the others cost no microtask.
     outcomes.set(
       op.opId,
-      await decideOutcome({
-        table,
-        op,
-        result,
-        clockSkewMs: ctx.clockSkewMs(),
-        maxConflictRetries: ctx.limits.maxConflictRetries,
-        onConflict(conflict) {
-          batch.stats.conflicts++;
-          ctx.hub.emit({
-            type: "conflictDetected",
-            kind: op.kind,
-            id: op.id,
-            opId: op.opId,
-            local: conflict.local,
-            server: conflict.server,
-            strategy: table.policy.strategy,
-          });
-        },
-        onStrategyError(error) {
-          ctx.hub.emit({
-            type: "error",
-            error,
-            category: error.category,
-            retryable: false,
-          });
-        },
-      }),
+      outcome instanceof Promise ? await outcome : outcome,
     );
   }
   return outcomes;

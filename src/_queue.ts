@@ -40,11 +40,15 @@ export async function listLater(
   }
 }
 
-/** Iterates ops in outbox order, a page at a time. */
+/**
+ * Iterates ops in outbox order, a page at a time: one resumption of the
+ * generator per page, not per op (an async generator's `yield` costs a
+ * promise and a microtask each, a few µs per op of a 10k-op drain).
+ */
 export async function* scanOps(
   ctx: EngineContext,
   filter: { states: StoredOp["state"][]; kinds: readonly string[] },
-): AsyncGenerator<Versioned<StoredOp>> {
+): AsyncGenerator<Versioned<StoredOp>[]> {
   let after: string | undefined;
   for (;;) {
     const page = await ctx.storage.listOps({
@@ -52,7 +56,7 @@ export async function* scanOps(
       ...(after === undefined ? {} : { after }),
       limit: SCAN_PAGE,
     });
-    yield* page;
+    if (page.length > 0) yield page;
     if (page.length < SCAN_PAGE) return;
     after = page[page.length - 1]!.value.opId;
   }
@@ -70,7 +74,9 @@ export async function countPending(
   kinds: readonly string[],
 ): Promise<number> {
   let count = 0;
-  for await (const _ of scanOps(ctx, { states: ["pending"], kinds })) count++;
+  for await (const page of scanOps(ctx, { states: ["pending"], kinds })) {
+    count += page.length;
+  }
   return count;
 }
 

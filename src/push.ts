@@ -115,9 +115,11 @@ async function scanBlocked(
 ): Promise<Set<string>> {
   const blocked = new Set<string>();
   for await (
-    const entry of scanOps(ctx, { states: ["quarantined", "parked"], kinds })
+    const page of scanOps(ctx, { states: ["quarantined", "parked"], kinds })
   ) {
-    blocked.add(recordKey(entry.value.kind, entry.value.id));
+    for (const entry of page) {
+      blocked.add(recordKey(entry.value.kind, entry.value.id));
+    }
   }
   return blocked;
 }
@@ -128,12 +130,14 @@ async function scanQueues(
 ): Promise<Map<string, Versioned<StoredOp>[]>> {
   const queues = new Map<string, Versioned<StoredOp>[]>();
   const filter = { states: ["pending" as const], kinds: run.options.kinds };
-  for await (const entry of scanOps(run.ctx, filter)) {
-    const key = recordKey(entry.value.kind, entry.value.id);
-    if (run.blocked.has(key)) continue;
-    let queue = queues.get(key);
-    if (queue === undefined) queues.set(key, queue = []);
-    queue.push(entry);
+  for await (const page of scanOps(run.ctx, filter)) {
+    for (const entry of page) {
+      const key = recordKey(entry.value.kind, entry.value.id);
+      if (run.blocked.has(key)) continue;
+      let queue = queues.get(key);
+      if (queue === undefined) queues.set(key, queue = []);
+      queue.push(entry);
+    }
   }
   return queues;
 }
@@ -147,19 +151,23 @@ async function drain(
   const stale = new Set<string>();
   while (queues.size > 0) {
     run.options.signal.throwIfAborted();
-    const heads = pickHeads(run, queues);
+    const { heads, keys } = pickHeads(run, queues);
     if (heads.length === 0) break;
     const fates = await pushRound(run, heads, stale);
-    advance(run, { queues, heads, fates, stale });
+    advance(run, { queues, heads, keys, fates, stale });
   }
 }
 
-/** The heads of up to `pushBatchSize` queues, in scan order. */
+/**
+ * The heads of up to `pushBatchSize` queues, in scan order, with their
+ * queues' keys (so that moving on needs no key built again).
+ */
 function pickHeads(
   run: PushRun,
   queues: Map<string, Versioned<StoredOp>[]>,
-): Versioned<StoredOp>[] {
+): { heads: Versioned<StoredOp>[]; keys: string[] } {
   const heads: Versioned<StoredOp>[] = [];
+  const keys: string[] = [];
   for (const [key, queue] of queues) {
     const head = queue[0]!;
     if ((run.tries.get(head.value.opId) ?? 0) >= run.maxTries) {
@@ -169,9 +177,10 @@ function pickHeads(
       continue;
     }
     heads.push(head);
+    keys.push(key);
     if (heads.length >= run.ctx.limits.pushBatchSize) break;
   }
-  return heads;
+  return { heads, keys };
 }
 
 /**
@@ -233,6 +242,8 @@ async function pushRound(
 interface RoundEnd {
   readonly queues: Map<string, Versioned<StoredOp>[]>;
   readonly heads: readonly Versioned<StoredOp>[];
+  /** Each head's queue key, in the same order. */
+  readonly keys: readonly string[];
   readonly fates: ReadonlyMap<string, Fate>;
   readonly stale: Set<string>;
 }
@@ -243,9 +254,10 @@ interface RoundEnd {
  * next op, which the settle may have rebased or rebuilt.
  */
 function advance(run: PushRun, round: RoundEnd): void {
-  const { queues, fates, stale } = round;
-  for (const head of round.heads) {
-    const key = recordKey(head.value.kind, head.value.id);
+  const { queues, heads, keys, fates, stale } = round;
+  for (let i = 0; i < heads.length; i++) {
+    const head = heads[i]!;
+    const key = keys[i]!;
     const queue = queues.get(key)!;
     // A head that vanished before its claim was settled elsewhere.
     const fate = fates.get(head.value.opId) ?? "done";

@@ -158,7 +158,11 @@ async function pushChunk(call: Call, work: PushWork): Promise<void> {
     }
     const value = result instanceof ParseError
       ? result
-      : toPushResult(actionOf(op), op, { ...result, serverDate });
+      : toPushResult(actionOf(op), op, {
+        status: result.status,
+        body: result.body,
+        serverDate,
+      });
     // One damaged result is that op's alone: the others were answered.
     results[indices[position]!] = value instanceof ParseError
       ? { type: "retry", error: value, retryAfterMs: null }

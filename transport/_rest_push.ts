@@ -183,6 +183,9 @@ function serializeUpsert(op: PushOp): string | undefined {
  */
 const OP_STRING_FIELDS = ["opId", "key"] as const;
 
+/** What a header value may hold: visible ASCII, one or more characters. */
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+
 function checkPushOps(ops: readonly PushOp[]): void {
   function fail(index: number, problem: string, value: unknown): never {
     throw new TypeError(
@@ -210,7 +213,7 @@ function checkPushOps(ops: readonly PushOp[]): void {
     }
     // The key travels as a header, which only carries visible ASCII (a
     // ULID, or a ULID with a suffix, always does).
-    if (!/^[\x21-\x7e]+$/.test(op.key)) {
+    if (!VISIBLE_ASCII.test(op.key)) {
       fail(index, "'key' is not visible ASCII", op.key);
     }
     if (op.type !== "upsert" && op.type !== "delete") {
@@ -239,24 +242,27 @@ function checkPushOps(ops: readonly PushOp[]): void {
  * they travel in a batch, and only a single request refuses them.
  */
 function opProblem(op: PushOp): ValidationError | null {
-  const action = actionOf(op);
   const kind = kindProblem(op.kind);
   if (kind !== null) {
-    return invalid(action, { field: "kind", problem: kind, value: op.kind });
+    return invalid(actionOf(op), {
+      field: "kind",
+      problem: kind,
+      value: op.kind,
+    });
   }
   const id = isDotSegment(op.id) ? null : idProblem(op.id);
   if (id !== null) {
-    return invalid(action, { field: "id", problem: id, value: op.id });
+    return invalid(actionOf(op), { field: "id", problem: id, value: op.id });
   }
   if (op.baseUpdatedAt !== null && !op.baseUpdatedAt.isWellFormed()) {
-    return invalid(action, {
+    return invalid(actionOf(op), {
       field: "baseUpdatedAt",
       problem: "it has a lone surrogate",
       value: op.baseUpdatedAt,
     });
   }
   if (op.type === "upsert" && exceedsDepth(op.payload, WIRE_LIMITS.maxDepth)) {
-    return invalid(action, {
+    return invalid(actionOf(op), {
       field: "payload",
       problem: `it nests deeper than ${WIRE_LIMITS.maxDepth} levels`,
       value: op.payload,

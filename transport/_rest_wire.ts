@@ -70,7 +70,6 @@ export function toPushResult(
   answer: WriteAnswer,
 ): PushResult | ParseError {
   const { status, body, serverDate } = answer;
-  const date = serverDate === undefined ? {} : { serverDate };
   if (isSuccess(status)) {
     if (body !== null && !isJsonObject(body)) {
       return damaged(action, {
@@ -79,10 +78,10 @@ export function toPushResult(
         value: body,
       });
     }
-    return { type: "ok", status, record: body, ...date };
+    return acknowledged(status, body, serverDate);
   }
   if (status === 404 && op.type === "delete") {
-    return { type: "ok", status, record: null, ...date };
+    return acknowledged(status, null, serverDate);
   }
   if (status === 409) return toConflict(action, answer);
   if (isRetryableStatus(status)) {
@@ -97,6 +96,20 @@ export function toPushResult(
     };
   }
   return { type: "rejected", error: rejection(action, { status, body }), body };
+}
+
+/**
+ * An acknowledgement, built without an object spread (one per op of a
+ * 1,000-op batch): `serverDate` only when the answer had one.
+ */
+function acknowledged(
+  status: number,
+  record: JsonObject | null,
+  serverDate: number | undefined,
+): PushResult {
+  return serverDate === undefined
+    ? { type: "ok", status, record }
+    : { type: "ok", status, record, serverDate };
 }
 
 /**
