@@ -179,6 +179,7 @@ export function listOpRows(
   const kindList = kinds === undefined ? undefined : [...kinds];
   const statement = s.listOps({
     states: stateList?.length,
+    held: stateList !== undefined && !stateList.includes("pending"),
     kinds: kindList?.length,
     id: id !== undefined,
     after: after !== undefined,

@@ -12,6 +12,7 @@ import type {
   SqliteDatabaseLike,
   SqliteStatementLike,
 } from "../src/sqlite_like.ts";
+import { HELD_STATES } from "./_sqlite_schema.ts";
 
 /** The record space, as an index into {@linkcode SqliteStatements.spaces}. */
 export const RECORD = 0;
@@ -82,6 +83,11 @@ export interface SpaceStatements {
 export interface OpsShape {
   /** How many states it lists; `undefined` for every state. */
   readonly states: number | undefined;
+  /**
+   * Whether the states it lists are all held ones (not `pending`): then
+   * the partial index `ops_by_state` serves it.
+   */
+  readonly held: boolean;
   /** How many kinds; `undefined` for every kind. */
   readonly kinds: number | undefined;
   /** Whether it filters by record id. */
@@ -194,8 +200,8 @@ export class SqliteStatements {
    * @throws {StorageError} When the driver fails.
    */
   listOps(shape: OpsShape): SqliteStatementLike {
-    const { states, kinds, id, after } = shape;
-    const name = `${states ?? "-"}/${kinds ?? "-"}/${id}/${after}`;
+    const { states, held, kinds, id, after } = shape;
+    const name = `${states ?? "-"}/${held}/${kinds ?? "-"}/${id}/${after}`;
     let statement = this.#listOps.get(name);
     if (statement !== undefined) {
       // Most recently used last, so the oldest shape is evicted first.
@@ -206,6 +212,7 @@ export class SqliteStatements {
     const where: string[] = [];
     if (states !== undefined) {
       where.push(states === 1 ? "state = ?" : `state IN (${marks(states)})`);
+      if (held) where.push(HELD_STATES);
     }
     if (kinds !== undefined) {
       where.push(kinds === 1 ? "kind = ?" : `kind IN (${marks(kinds)})`);
