@@ -402,11 +402,15 @@ export class Table<T = JsonObject> {
    * ```
    */
   putMany(records: readonly T[]): WriteManyPromise<Synced<T>[]> {
+    // The records as they are now: a caller changing its array while a
+    // schema runs must change neither what is written nor how many
+    // outcomes `synced` waits for.
+    const list = Array.isArray(records) ? records.slice() : records;
     const ends = new WriteEnds(
       this.#ctx.outcomes,
-      Array.isArray(records) ? records.length : 0,
+      Array.isArray(list) ? list.length : 0,
     );
-    return writeManyPromise(this.#putMany(records, ends), ends);
+    return writeManyPromise(this.#putMany(list, ends), ends);
   }
 
   async #putMany(
