@@ -36,12 +36,14 @@ export interface CheckJsonOptions {
    */
   readonly path?: (string | number)[];
   /**
-   * Objects of the same write already found to be such JSON, skipped when
-   * met again (the engine passes one object as a record's data and its
-   * base's data); objects near the root are added once checked. The checks
-   * of a write run synchronously, so nothing changes them meanwhile.
+   * Objects of the same write already found to be such JSON, by the depth
+   * they were found at, skipped when met again no deeper (the engine passes
+   * one object as a record's data and its base's data; met deeper, its
+   * nesting could pass the limit); objects near the root are added once
+   * checked. The checks of a write run synchronously, so nothing changes
+   * them meanwhile.
    */
-  readonly seen?: Set<object> | undefined;
+  readonly seen?: Map<object, number> | undefined;
 }
 
 /**
@@ -72,7 +74,7 @@ export function checkJson(value: unknown, options: CheckJsonOptions): void {
 interface Scan {
   /** How many objects and arrays hold the value. */
   depth: number;
-  readonly seen: Set<object> | undefined;
+  readonly seen: Map<object, number> | undefined;
 }
 
 /**
@@ -92,13 +94,16 @@ function isJson(value: unknown, scan: Scan): boolean {
       if (scan.depth >= MAX_DEPTH) return false;
       // Only near the root: deeper, a lookup would cost what it saves.
       const seen = scan.depth <= 2 ? scan.seen : undefined;
-      if (seen?.has(value)) return true;
+      const found = seen?.get(value);
+      if (found !== undefined && found >= scan.depth) return true;
       scan.depth++;
       const json = Array.isArray(value)
         ? itemsAreJson(value, scan)
         : isPlain(value) && membersAreJson(value, scan);
       scan.depth--;
-      if (json) seen?.add(value);
+      if (json && (found === undefined || found < scan.depth)) {
+        seen?.set(value, scan.depth);
+      }
       return json;
     }
     default:
@@ -177,10 +182,13 @@ function explainJson(value: unknown, walk: Walk): void {
  * slower).
  */
 export interface CopyCache {
-  /** The copy made of `source`, if remembered. */
-  get(source: object): JsonValue | undefined;
-  /** Remembers the copy of `source`. */
-  set(source: object, copy: JsonValue): void;
+  /**
+   * The copy made of `source` at `depth` or deeper, if remembered: a copy
+   * made nearer the root could nest past the limit at `depth`.
+   */
+  get(source: object, depth: number): JsonValue | undefined;
+  /** Remembers the copy of `source`, made at `depth`. */
+  set(source: object, copy: JsonValue, depth: number): void;
 }
 
 /** Options for {@linkcode copyJson}. */
@@ -273,20 +281,24 @@ export class RecentCopies implements CopyCache {
   static readonly #SIZE = 8;
   readonly #sources: (object | undefined)[] = new Array(RecentCopies.#SIZE);
   readonly #copies: (JsonValue | undefined)[] = new Array(RecentCopies.#SIZE);
+  readonly #depths: number[] = new Array(RecentCopies.#SIZE).fill(0);
   #next = 0;
 
-  get(source: object): JsonValue | undefined {
+  get(source: object, depth: number): JsonValue | undefined {
     const sources = this.#sources;
     for (let i = 0; i < sources.length; i++) {
-      if (sources[i] === source) return this.#copies[i];
+      if (sources[i] === source && this.#depths[i]! >= depth) {
+        return this.#copies[i];
+      }
     }
     return undefined;
   }
 
-  set(source: object, copy: JsonValue): void {
+  set(source: object, copy: JsonValue, depth: number): void {
     const slot = this.#next;
     this.#sources[slot] = source;
     this.#copies[slot] = copy;
+    this.#depths[slot] = depth;
     this.#next = (slot + 1) % RecentCopies.#SIZE;
   }
 }
@@ -324,7 +336,7 @@ function copyObject(
   if (depth >= MAX_DEPTH) return UNCLEAN;
   const shared = depth > 0 && depth <= SHARED_DEPTH ? copies : undefined;
   if (shared !== undefined) {
-    const known = shared.get(value);
+    const known = shared.get(value, depth);
     if (known !== undefined) return known;
   }
   let copy: JsonValue[] | JsonObject;
@@ -369,7 +381,7 @@ function copyObject(
     if (Object.getOwnPropertySymbols(value).length > 0) return UNCLEAN;
     copy = members as JsonObject;
   }
-  shared?.set(value, copy);
+  shared?.set(value, copy, depth);
   return copy;
 }
 
@@ -398,7 +410,7 @@ function copyAt(value: unknown, walk: Walk): JsonValue {
       if (value === null) return null;
       const { ancestors, copies, path } = walk;
       if (ancestors.has(value)) break;
-      const known = copies?.get(value);
+      const known = copies?.get(value, ancestors.size);
       if (known !== undefined) return known;
       // The ancestors hold the value: their count is its depth.
       if (ancestors.size >= MAX_DEPTH) throw tooDeep(walk);
@@ -411,14 +423,14 @@ function copyAt(value: unknown, walk: Walk): JsonValue {
           path.pop();
         }
         ancestors.delete(value);
-        copies?.set(value, copy);
+        copies?.set(value, copy, ancestors.size);
         return copy;
       }
       if (!isPlain(value)) break;
       ancestors.add(value);
       const copy = copyMembers(value as Record<string, unknown>, walk);
       ancestors.delete(value);
-      copies?.set(value, copy);
+      copies?.set(value, copy, ancestors.size);
       return copy;
     }
   }

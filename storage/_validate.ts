@@ -132,7 +132,7 @@ export function checkMutations(
     copy,
     // Objects already checked in this write: the engine passes one object
     // for a record's data and its base's data, or its op's payload.
-    seen: copy ? undefined : new Set<object>(),
+    seen: copy ? undefined : new Map<object, number>(),
     // Copies made in this write, by source: the same object copies once, so
     // a record's data and its op's payload share one stored (immutable)
     // copy.
@@ -251,7 +251,7 @@ interface WriteValues {
   /** Whether the values are copied, or only checked. */
   readonly copy: boolean;
   /** Objects already found to be JSON, when only checking. */
-  readonly seen: Set<object> | undefined;
+  readonly seen: Map<object, number> | undefined;
   /** Copies already made, by source, when copying. */
   readonly copies: CopyCache | undefined;
 }
