@@ -1,7 +1,7 @@
 /**
  * Copies of JSON values made of plain objects and arrays, without a JSON
  * round-trip; present-`undefined` properties are dropped. Private to the
- * merge modules.
+ * merge modules and the local write path.
  *
  * @module
  */

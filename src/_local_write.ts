@@ -11,6 +11,7 @@ import { type Attempt, commitWithRetry } from "./_commit.ts";
 import { deepEqual, diffFields, getOwn } from "./_diff.ts";
 import type { RecordChange } from "./events.ts";
 import { type JsonObject, setOwn } from "./json.ts";
+import { cloneValue } from "./_clone.ts";
 import { writeChunked } from "./_write.ts";
 import { endUnchanged, type WriteEnds } from "./_outcomes.ts";
 import type { WriteOutcome } from "./outcome.ts";
@@ -220,6 +221,18 @@ export function planLocalWrite(
     change: { kind: table.kind, id, data, deleted: false, origin: "local" },
     opId: op.opId,
   };
+}
+
+/**
+ * Tells the `change` listeners of a local write, with data of their own:
+ * the caller holds the record `put()` returned, and changing it must not
+ * change what a watcher is told.
+ */
+function announce(ctx: EngineContext, change: RecordChange): void {
+  const data = change.data === null
+    ? null
+    : cloneValue(change.data) as JsonObject;
+  ctx.hub.emit({ type: "change", ...change, data });
 }
 
 function newOp(
@@ -432,7 +445,7 @@ async function attemptLocalWrite(
   // In the commit's own continuation: no settlement of this op can have
   // committed yet.
   settleLocal(ctx, plan, request.ends, index);
-  if (ctx.hub.has("change")) ctx.hub.emit({ type: "change", ...plan.change });
+  if (ctx.hub.has("change")) announce(ctx, plan.change);
   return { ok: true, value: { record: plan.record, opId: plan.opId } };
 }
 
@@ -537,12 +550,12 @@ export async function writeLocalMany(
     const { failed } = await writeChunked(ctx, groups, (committed) => {
       // Announced as each write lands: if a later one fails, the records
       // already written are known.
-      const announce = ctx.hub.has("change");
+      const listened = ctx.hub.has("change");
       for (const i of committed) {
         const plan = plans[i];
         if (plan === null || plan === undefined) continue;
         settleLocal(ctx, plan, ends, start + i);
-        if (announce) ctx.hub.emit({ type: "change", ...plan.change });
+        if (listened) announce(ctx, plan.change);
       }
     });
     for (let i = 0; i < slice.length; i++) {
