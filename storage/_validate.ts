@@ -23,10 +23,12 @@ import type {
   WritePrecondition,
 } from "../src/storage.ts";
 import {
+  type CheckCache,
   checkJson,
   type CopyCache,
   copyCleanJson,
   copyJson,
+  RecentChecks,
   RecentCopies,
 } from "./_json.ts";
 import { describe } from "../src/describe.ts";
@@ -132,7 +134,7 @@ export function checkMutations(
     copy,
     // Objects already checked in this write: the engine passes one object
     // for a record's data and its base's data, or its op's payload.
-    seen: copy ? undefined : new Map<object, number>(),
+    seen: copy ? undefined : new RecentChecks(),
     // Copies made in this write, by source: the same object copies once, so
     // a record's data and its op's payload share one stored (immutable)
     // copy.
@@ -251,7 +253,7 @@ interface WriteValues {
   /** Whether the values are copied, or only checked. */
   readonly copy: boolean;
   /** Objects already found to be JSON, when only checking. */
-  readonly seen: Map<object, number> | undefined;
+  readonly seen: CheckCache | undefined;
   /** Copies already made, by source, when copying. */
   readonly copies: CopyCache | undefined;
 }
