@@ -55,6 +55,27 @@ export interface Goal {
   readonly baseline?: string;
   /** What the goal asks. */
   readonly measure: Measure;
+  /**
+   * A row of the same run that does only what the goal's row cannot skip
+   * (no engine, no adapter: statements or requests by hand), measured the
+   * same way: when it misses the goal too, the gap is outside this code.
+   */
+  readonly floor?: Floor;
+}
+
+/** Where a goal's floor is measured. */
+export interface Floor {
+  /** What the floor row does, for the table. */
+  readonly what: string;
+  /** The start of the floor row's name. */
+  readonly row: string;
+  /** The start of its group's name; the goal's group if absent. */
+  readonly group?: string;
+  /**
+   * The start of the baseline row's name in that group; the goal's
+   * baseline (or the group's) if absent.
+   */
+  readonly baseline?: string;
 }
 
 /** The goals of issue 14, in the order of `docs/benchmarks.md`. */
@@ -100,6 +121,10 @@ export const GOALS: readonly Goal[] = [
     group: "enqueue, SQLite file",
     row: "table.put()",
     measure: { type: "share", target: 85 },
+    floor: {
+      what: "the record's read and the adapter's statements, by hand",
+      row: "floor:",
+    },
   },
   {
     label: "enqueue, KV file ÷ raw atomic write",
@@ -107,6 +132,10 @@ export const GOALS: readonly Goal[] = [
     group: "enqueue, KV file",
     row: "table.put()",
     measure: { type: "share", target: 75 },
+    floor: {
+      what: "the record's get and the adapter's atomic, by hand",
+      row: "floor:",
+    },
   },
   {
     label: "write 10k docs locally: putMany ÷ RxDB bulkInsert",
@@ -171,6 +200,11 @@ export const GOALS: readonly Goal[] = [
     group: "enqueue at N pending ops, SQLite file",
     row: "100k pending ops",
     measure: { type: "growth", target: 1.2, rowItems: 1, baselineItems: 1 },
+    floor: {
+      what: "SQLite's own statements in the adapter's layout",
+      group: "raw writes at N rows, SQLite file",
+      row: "100k",
+    },
   },
   {
     label: "drain per op, 100k pending ÷ 1k pending (SQLite)",
@@ -196,6 +230,12 @@ export interface GoalResult {
   readonly target: string;
   /** Whether the figure meets the goal. */
   readonly met: boolean;
+  /** The floor, when the goal names one and the run measured it. */
+  readonly floor?: {
+    readonly what: string;
+    readonly measured: string;
+    readonly met: boolean;
+  };
 }
 
 /**
@@ -212,20 +252,57 @@ export function measureGoals(
 ): GoalResult[] {
   const results: GoalResult[] = [];
   for (const goal of goals) {
-    const inGroup = rows.filter((row) =>
-      row.file === goal.file && row.group.startsWith(goal.group)
+    const found = findRows(rows, goal.file, {
+      group: goal.group,
+      row: goal.row,
+      baseline: goal.baseline,
+    });
+    if (found === undefined) continue;
+    const result = measureOne(goal, found.row, found.baseline);
+    if (result === null) continue;
+    const { floor } = goal;
+    const atFloor = floor === undefined
+      ? undefined
+      : findRows(rows, goal.file, {
+        group: floor.group ?? goal.group,
+        row: floor.row,
+        baseline: floor.baseline ??
+          (floor.group === undefined ? goal.baseline : undefined),
+      });
+    const measured = atFloor === undefined
+      ? null
+      : measureOne(goal, atFloor.row, atFloor.baseline);
+    results.push(
+      measured === null ? result : {
+        ...result,
+        floor: {
+          what: floor!.what,
+          measured: measured.measured,
+          met: measured.met,
+        },
+      },
     );
-    const row = inGroup.find((row) =>
-      !row.baseline && row.name.startsWith(goal.row)
-    );
-    const base = goal.baseline === undefined
-      ? inGroup.find((row) => row.baseline)
-      : inGroup.find((row) => row.name.startsWith(goal.baseline!));
-    if (row === undefined) continue;
-    const result = measureOne(goal, row.avg, base?.avg);
-    if (result !== null) results.push(result);
   }
   return results;
+}
+
+/** A row's and its baseline's mean times, when the run has the row. */
+function findRows(
+  rows: readonly RowTime[],
+  file: string,
+  where: { group: string; row: string; baseline: string | undefined },
+): { row: number; baseline: number | undefined } | undefined {
+  const inGroup = rows.filter((row) =>
+    row.file === file && row.group.startsWith(where.group)
+  );
+  const row = inGroup.find((row) =>
+    !row.baseline && row.name.startsWith(where.row)
+  );
+  if (row === undefined) return undefined;
+  const base = where.baseline === undefined
+    ? inGroup.find((row) => row.baseline)
+    : inGroup.find((row) => row.name.startsWith(where.baseline!));
+  return { row: row.avg, baseline: base?.avg };
 }
 
 function measureOne(

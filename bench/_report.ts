@@ -98,11 +98,16 @@ for (const bench of benches) {
 const goals = measureGoals(rows);
 if (goals.length > 0) {
   console.log("\ngoals (docs/benchmarks.md), this run");
-  for (const { goal, measured, target, met } of goals) {
+  for (const { goal, measured, target, met, floor } of goals) {
+    const below = floor === undefined
+      ? ""
+      : `; floor ${floor.measured} (${floor.what})${
+        floor.met ? "" : ", short of the goal too"
+      }`;
     console.log(
       `  ${goal.label}: ${measured} (goal ${target}) ${
         met ? "met" : "NOT met"
-      }`,
+      }${below}`,
     );
   }
 }

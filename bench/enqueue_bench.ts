@@ -27,9 +27,13 @@
  * - raw, in the adapter's layout (SQLite and KV): the statements or the
  *   atomic the adapter itself issues for this write, without its JS. SQLite:
  *   its own tables (UTF-16BE BLOB keys, a revision column, the ops table's
- *   two indexes); KV: two checks and four sets (record header, op header, and
- *   the op's by-state and by-record index entries). The gap to the baseline
- *   is the cost of the layout; the gap to the next row is the adapter's JS.
+ *   two indexes); KV: two checks and three sets (record header, op header
+ *   and the op's by-record index entry; a pending op has no by-state entry).
+ *   The gap to the baseline is the cost of the layout.
+ * - floor (SQLite and KV): the same, after a read of the record, as
+ *   `table.put()` reads it before it plans (its base and newest op decide
+ *   the op: ENGINE.md clauses 1-3). Nothing that reads first can beat it;
+ *   the gap from it to `table.put()` is the engine's and the adapter's JS.
  * - `storage.write()` of the two mutations `table.put()` commits: the
  *   adapter alone.
  * - `table.put()`: the enqueue. Target: at least 50 % of the baseline's rate
@@ -226,10 +230,25 @@ function utf16be(text: string): Uint8Array {
  * (created by the adapter, then used directly): `BEGIN IMMEDIATE`, two
  * `INSERT … ON CONFLICT DO NOTHING` with a revision, `COMMIT`.
  */
-async function openLayoutSqlite(path: string): Promise<RawStore> {
+async function openLayoutSqlite(
+  path: string,
+  options: { readFirst?: boolean } = {},
+): Promise<RawStore> {
   const db = new DatabaseSync(path);
   await createSqliteStorage(db).close();
-  return layoutWriter(db);
+  const writer = layoutWriter(db);
+  if (options.readFirst !== true) return writer;
+  // What `table.put()` reads before it plans: the record (absent here).
+  const read = db.prepare(
+    "SELECT deleted, value, rev, base_is_data FROM records WHERE kind = ? AND id = ?",
+  );
+  return {
+    write(pair) {
+      read.get(utf16be(pair.record.kind), utf16be(pair.record.id));
+      writer.write(pair);
+    },
+    [Symbol.asyncDispose]: () => writer[Symbol.asyncDispose](),
+  };
 }
 
 /** Raw writes in the adapter's layout, and the means to fill and undo. */
@@ -317,26 +336,32 @@ async function openRawKv(path: string): Promise<RawStore> {
 /**
  * The atomic the KV adapter commits for this write (its documented key
  * layout, string key parts instead of its byte encoding): the headers must
- * be absent; the record's header, the op's header, the op's copy in the
- * by-state index and its by-record index entry are set.
+ * be absent; the record's header, the op's header and its by-record index
+ * entry are set (a pending op has no by-state entry). With `readFirst`, the
+ * record's header is read before, as `table.put()` reads the record before
+ * it plans.
  */
-async function openLayoutKv(path: string): Promise<RawStore> {
+async function openLayoutKv(
+  path: string,
+  options: { readFirst?: boolean } = {},
+): Promise<RawStore> {
   const kv = await Deno.openKv(path);
   const prefix = "offline-first-sync";
+  const readFirst = options.readFirst === true;
   return {
-    write({ record, op }) {
+    async write({ record, op }) {
       const recordKey = [prefix, "r", record.kind, record.id];
+      if (readFirst) await kv.getMany([recordKey]);
       const opKey = [prefix, "o", op.opId];
       const slot = Math.floor(Math.random() * 2 ** 53);
       const opHeader = encoder.encode(
         `{"s":${slot},"v":${JSON.stringify(op)}}`,
       );
-      return kv.atomic()
+      return await kv.atomic()
         .check({ key: recordKey, versionstamp: null })
         .check({ key: opKey, versionstamp: null })
         .set(recordKey, encoder.encode(`{"v":${JSON.stringify(record)}}`))
         .set(opKey, opHeader)
-        .set([prefix, "s", op.state, op.opId], opHeader)
         .set(
           [prefix, "i", Math.floor(Math.random() * 2 ** 53), slot],
           encoder.encode(JSON.stringify([op.opId, op.kind, op.id, op.state])),
@@ -382,6 +407,8 @@ interface Backend {
   open(dir: string): Promise<Storage>;
   readonly raw: RawVariant;
   readonly layout?: RawVariant;
+  /** The layout's write after a read of the record: a put's floor. */
+  readonly floor?: RawVariant;
 }
 
 const BACKENDS: readonly Backend[] = [
@@ -411,6 +438,11 @@ const BACKENDS: readonly Backend[] = [
       name: "raw, the adapter's tables and statements",
       open: (dir) => openLayoutSqlite(`${dir}/layout.sqlite`),
     },
+    floor: {
+      name: "floor: the record's SELECT, then the adapter's statements",
+      open: (dir) =>
+        openLayoutSqlite(`${dir}/floor.sqlite`, { readFirst: true }),
+    },
   },
   {
     name: "KV :memory:",
@@ -421,8 +453,12 @@ const BACKENDS: readonly Backend[] = [
       open: () => openRawKv(":memory:"),
     },
     layout: {
-      name: "raw, the adapter's atomic (2 checks, 4 sets)",
+      name: "raw, the adapter's atomic (2 checks, 3 sets)",
       open: () => openLayoutKv(":memory:"),
+    },
+    floor: {
+      name: "floor: the record's get, then the adapter's atomic",
+      open: () => openLayoutKv(":memory:", { readFirst: true }),
     },
   },
   {
@@ -437,8 +473,12 @@ const BACKENDS: readonly Backend[] = [
       open: (dir) => openRawKv(`${dir}/raw.kv`),
     },
     layout: {
-      name: "raw, the adapter's atomic (2 checks, 4 sets)",
+      name: "raw, the adapter's atomic (2 checks, 3 sets)",
       open: (dir) => openLayoutKv(`${dir}/layout.kv`),
+    },
+    floor: {
+      name: "floor: the record's get, then the adapter's atomic",
+      open: (dir) => openLayoutKv(`${dir}/floor.kv`, { readFirst: true }),
     },
   },
 ];
@@ -483,6 +523,9 @@ for (const backend of BACKENDS) {
   benchRaw(group, size, backend.raw, true);
   if (backend.layout !== undefined) {
     benchRaw(group, size, backend.layout, false);
+  }
+  if (backend.floor !== undefined) {
+    benchRaw(group, size, backend.floor, false);
   }
 
   Deno.bench({

@@ -101,3 +101,50 @@ Deno.test("goals: rows the run does not hold are left out", () => {
     [],
   );
 });
+
+Deno.test("goals: a floor row is measured like its goal, in its own group", () => {
+  const share: Goal = {
+    ...base,
+    label: "share",
+    row: "ours",
+    measure: { type: "share", target: 50 },
+    floor: { what: "by hand", row: "floor:" },
+  };
+  const rows = [
+    row("g", "bare", 100, true),
+    row("g", "ours", 400),
+    row("g", "floor: by hand", 250),
+  ];
+  const [result] = measureGoals(rows, [share]);
+  assert.equal(result?.measured, "25 %");
+  assert.deepEqual(result?.floor, {
+    what: "by hand",
+    measured: "40 %",
+    met: false,
+  });
+  // A floor that meets the goal says so: the gap is then ours.
+  const [ours] = measureGoals(
+    [rows[0]!, rows[1]!, row("g", "floor: by hand", 150)],
+    [share],
+  );
+  assert.equal(ours?.floor?.met, true);
+  // No floor row in the run: no floor.
+  const [none] = measureGoals(rows.slice(0, 2), [share]);
+  assert.equal(none?.floor, undefined);
+  // A growth goal's floor in another group, with that group's baseline.
+  const growth: Goal = {
+    ...base,
+    label: "growth",
+    row: "100k",
+    measure: { type: "growth", target: 1.2, rowItems: 1, baselineItems: 1 },
+    floor: { what: "raw", group: "raw", row: "100k" },
+  };
+  const [grew] = measureGoals([
+    row("g", "1k", 10, true),
+    row("g", "100k", 20),
+    row("raw at N", "1k", 10, true),
+    row("raw at N", "100k", 30),
+  ], [growth]);
+  assert.equal(grew?.measured, "2.00×");
+  assert.deepEqual(grew?.floor, { what: "raw", measured: "3.00×", met: false });
+});
