@@ -86,6 +86,10 @@ export const GOALS: readonly Goal[] = [
     group: "drain 10k ops, batch",
     row: "engine, SQLite outbox",
     measure: { type: "share", target: 50 },
+    floor: {
+      what: "bare POSTs, then the adapter's statements by hand",
+      row: "floor: bare requests + this layout",
+    },
   },
   {
     label: "drain 10k, batch, SQLite outbox, end to end",
@@ -93,6 +97,10 @@ export const GOALS: readonly Goal[] = [
     group: "drain 10k ops, batch",
     row: "engine, SQLite outbox",
     measure: { type: "rate", target: 50_000, items: 10_000 },
+    floor: {
+      what: "bare POSTs, then the least a durable SQLite outbox does",
+      row: "floor: bare requests + the least",
+    },
   },
   {
     label: "drain 10k, batch, memory outbox ÷ bare batch POSTs",
@@ -107,6 +115,10 @@ export const GOALS: readonly Goal[] = [
     group: "drain 10k ops, per-op ×8",
     row: "engine, SQLite outbox",
     measure: { type: "share", target: 80 },
+    floor: {
+      what: "bare fetches, then the adapter's statements by hand",
+      row: "floor: bare requests + this layout",
+    },
   },
   {
     label: "drain 10k, per-op ×1 ÷ bare fetch ×1",
@@ -114,6 +126,10 @@ export const GOALS: readonly Goal[] = [
     group: "drain 10k ops, per-op ×1",
     row: "engine, SQLite outbox",
     measure: { type: "share", target: 80 },
+    floor: {
+      what: "bare fetches, then the adapter's statements by hand",
+      row: "floor: bare requests + this layout",
+    },
   },
   {
     label: "enqueue, SQLite file ÷ raw atomic write",
@@ -143,6 +159,10 @@ export const GOALS: readonly Goal[] = [
     group: "write 10k docs locally",
     row: "ours: putMany",
     measure: { type: "faster" },
+    floor: {
+      what: "a deep copy, a ULID and two Map.set() per doc, by hand",
+      row: "floor:",
+    },
   },
   {
     label: "write 10k docs locally: put × N ÷ RxDB insert × N",

@@ -38,7 +38,13 @@
  * Groups:
  *
  * - `drain 10k ops, …`: batch, per-op with 8 in flight, per-op one at a
- *   time; the engine on SQLite, and on memory in batch mode.
+ *   time; the engine on SQLite, and on memory in batch mode. Floor rows
+ *   time the bare requests followed by the SQLite outbox's storage work
+ *   written by hand on a copy of the same outbox (`bench/_drain_floor.ts`):
+ *   the adapter's own statements ("this layout by hand") and, in batch mode,
+ *   the least a durable outbox does (one ranged `UPDATE` to claim a round,
+ *   one to mark it sent). No engine on this storage can beat the first; no
+ *   durable outbox on SQLite can beat the second.
  * - `coalesce`: 10,000 edits of 100 records. The bench throws if the server
  *   is sent more than 100 ops. The baseline is a bare `POST /batch` of the
  *   100 final records: the floor of the coalesced drain. The other natural
@@ -75,6 +81,7 @@ import {
   readWireOps,
   type WireOp,
 } from "./_drain.ts";
+import { FLOORS, openOutboxFile } from "./_drain_floor.ts";
 
 const TINY = Deno.env.get("BENCH_SCALE") === "tiny";
 
@@ -258,6 +265,46 @@ function engineMemory(
   });
 }
 
+/**
+ * Registers a floor row: the bare requests of the baseline, then the
+ * storage's work for the same ops written by hand on a copy of the outbox
+ * (`bench/_drain_floor.ts`), both timed, one after the other as the engine
+ * does them on its one thread. What no client of this storage work can beat.
+ */
+function floor(
+  group: string,
+  name: keyof typeof FLOORS,
+  fill: FillOptions,
+  mode: DrainMode,
+  options: { n: number },
+): void {
+  Deno.bench({
+    name: `floor: bare requests + ${name}`,
+    group,
+    ...options,
+    async fn(b) {
+      const ops = await opsOf(fill);
+      const source = await template(fill);
+      const path = freshPath();
+      await Deno.copyFile(source.path, path);
+      await using server = new DrainServer();
+      const db = openOutboxFile(path);
+      try {
+        b.start();
+        const accepted = mode.batch
+          ? await bareBatch(server.url, ops, mode.batchSize)
+          : await barePerOp(server.url, ops, mode.concurrency);
+        FLOORS[name](db, ROUND);
+        b.end();
+        exactly(ops.length)(accepted, server.written);
+      } finally {
+        db.close();
+      }
+      await removeDatabase(path);
+    },
+  });
+}
+
 /** Registers the bare-fetch baseline sending the ops of `fill`'s outbox. */
 function bare(
   group: string,
@@ -301,6 +348,10 @@ for (
   bare(group, "baseline: bare fetch, same requests", fill, mode, ONCE);
   const verify = exactly(DRAIN_OPS);
   engineSqlite(group, "engine, SQLite outbox", fill, mode, verify, ONCE);
+  floor(group, "this layout by hand", fill, mode, ONCE);
+  if (mode.batch) {
+    floor(group, "the least a durable outbox does", fill, mode, ONCE);
+  }
   // A memory outbox only where it is cheap: in per-op modes the requests
   // dominate and it adds 20 s to the run for little news.
   if (memory) {
