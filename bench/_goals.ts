@@ -206,6 +206,7 @@ export const GOALS: readonly Goal[] = [
     group: "pull 100k records in pages of 1k, KV",
     row: "engine.sync() over HTTP",
     measure: { type: "share", target: 50 },
+    floor: { what: "bare GETs, then the raw atomics", row: "floor:" },
   },
   {
     label: "pull 100k over HTTP into SQLite, end to end",
@@ -213,6 +214,7 @@ export const GOALS: readonly Goal[] = [
     group: "pull 100k records in pages of 1k, SQLite",
     row: "engine.sync() over HTTP",
     measure: { type: "rate", target: 150_000, items: 100_000 },
+    floor: { what: "bare GETs, then the raw INSERTs", row: "floor:" },
   },
   {
     label: "enqueue per op, 100k pending ÷ 1k pending (SQLite)",

@@ -25,6 +25,10 @@
  *   served by `Deno.serve` on 127.0.0.1, the REST transport; SQLite, KV):
  *   the whole pull. Serving, serialising and parsing the pages adds about
  *   the same time whatever the storage (the SQLite group shows how much).
+ * - floor (SQLite, KV): a bare client `GET`s the same pages from the same
+ *   server and parses them, then the baseline's raw inserts write their
+ *   items, both timed: the least any client pulling over HTTP into that
+ *   storage does.
  *
  * Every pull iteration takes from half a second to several seconds, and
  * Deno runs each row at least four times, so not every group has both pull
@@ -387,6 +391,27 @@ for (const backend of BACKENDS) {
 
   if (backend.pulls.includes("http")) {
     Deno.bench({
+      name: "floor: bare GETs of the pages, then the raw inserts",
+      group,
+      ...ITERATIONS,
+      async fn(b) {
+        await checkPeakMemoryOnce();
+        await using server = await serve();
+        await using dir = await tempDir();
+        const untimed = { start() {}, end() {} } as Deno.BenchContext;
+        b.start();
+        const items = await barePages(server.url);
+        await backend.raw.run(untimed, dir.path, items);
+        b.end();
+        if (items.length !== RECORDS) {
+          throw new Error(
+            `Cannot trust the bench as the bare pull read ${items.length} records: expected ${RECORDS}`,
+          );
+        }
+      },
+    });
+
+    Deno.bench({
       name: "engine.sync() over HTTP (reference server)",
       group,
       ...ITERATIONS,
@@ -397,6 +422,43 @@ for (const backend of BACKENDS) {
         await timedPull(b, backend, transport);
       },
     });
+  }
+}
+
+/**
+ * Every record of the seeded kind, paged as the REST transport pages them:
+ * a `GET` per page after the last item's `updated_at` and id, with the
+ * last page's `nextPageToken`, its JSON parsed, nothing checked or kept
+ * but the items.
+ */
+async function barePages(url: string): Promise<JsonObject[]> {
+  const items: JsonObject[] = [];
+  let query = "";
+  for (;;) {
+    const response = await fetch(
+      `${url}/${KIND}?${query}limit=${PAGE}&includeDeleted=true`,
+      { headers: { accept: "application/json" } },
+    );
+    const page = await response.json() as {
+      items: JsonObject[];
+      nextPageToken: string | null;
+    };
+    if (!Array.isArray(page.items)) {
+      throw new Error(
+        `Cannot pull bare as the server answered ${response.status}: current value is ${
+          JSON.stringify(page).slice(0, 200)
+        }`,
+      );
+    }
+    for (const item of page.items) items.push(item);
+    const last = page.items.at(-1);
+    if (page.nextPageToken === null || last === undefined) return items;
+    // The keyset is what the server pages by; its token goes along.
+    query = `updatedSince=${
+      encodeURIComponent(String(last.updated_at))
+    }&afterId=${encodeURIComponent(String(last.id))}&pageToken=${
+      encodeURIComponent(page.nextPageToken)
+    }&`;
   }
 }
 
