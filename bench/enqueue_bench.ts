@@ -12,10 +12,10 @@
  * not a validator's.
  *
  * Groups `enqueue, <storage>` (memory, SQLite file, KV `:memory:`, KV file)
- * time a batch of {@linkcode SCALE.enqueueBatch} writes per iteration (a
- * quarter of that on a KV file, which syncs the file at every commit) into a
- * fresh store, opened, warmed by one write and closed outside the timed
- * part, so every row writes into the same almost empty store:
+ * time a batch of {@linkcode SCALE.enqueueBatch} writes per iteration (on a
+ * KV file too, though it syncs the file at every commit) into a fresh
+ * store, opened, warmed by one write and closed outside the timed part, so
+ * every row writes into the same almost empty store:
  *
  * - baseline: the raw atomic write, with the JSON the engine stores. SQLite:
  *   two prepared INSERTs (a record row and an op row) in one transaction, on
@@ -463,10 +463,10 @@ const BACKENDS: readonly Backend[] = [
   },
   {
     name: "KV file",
-    // KV syncs its file at every commit (about 0.5-2 ms here), so a batch
-    // of 200 would take up to half a second per iteration; 20 left the
-    // ratio to the noise of a few fsyncs.
-    batch: Math.max(1, Math.ceil(BATCH / 4)),
+    // KV syncs its file at every commit (0.3-0.6 ms here): 200 writes take
+    // about 100 ms per iteration, and fewer (50 before) left the ratio to
+    // the noise of a few slow fsyncs (60-100 % from run to run).
+    batch: BATCH,
     open: (dir) => openKvStorage(`${dir}/app.kv`),
     raw: {
       name: "kv.atomic() with 2 sets",
