@@ -159,40 +159,24 @@ export function byHand(db: DatabaseSync, step: number): Stages {
 
 /** The prototype: an attempts column, set-based claim and settle. */
 export function setBased(db: DatabaseSync, step: number): Stages {
-  const stages: Stages = { list: 0, claim: 0, settle: 0 };
-  db.exec("ALTER TABLE ops ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0");
   db.exec("ALTER TABLE records ADD COLUMN base_updated_at TEXT");
   db.exec("ALTER TABLE records ADD COLUMN pending INTEGER NOT NULL DEFAULT 1");
-  const list = db.prepare(
-    "SELECT op_id, kind, id, value, attempts FROM ops WHERE op_id > ? AND state = 'pending' ORDER BY op_id LIMIT ?",
-  );
-  const claim = db.prepare(
-    "UPDATE ops SET attempts = attempts + 1 WHERE op_id >= ? AND op_id <= ? AND state = 'pending'",
-  );
   const remove = db.prepare(
     "DELETE FROM ops WHERE op_id >= ? AND op_id <= ? AND state = 'pending'",
   );
   const settle = db.prepare(
     "UPDATE records SET base_is_data = 1, base_updated_at = ?, pending = 0 WHERE kind = ? AND id = ?",
   );
-  let after: Uint8Array = new Uint8Array(0);
-  for (;;) {
-    const rows = timed(stages, "list", () => listed(list, after, step));
-    if (rows.length === 0) return stages;
-    const first = rows[0]!.row["op_id"] as Uint8Array;
-    after = rows.at(-1)!.row["op_id"] as Uint8Array;
-    timed(stages, "claim", () => claim.run(first, after), db);
-    timed(stages, "settle", () => {
-      remove.run(first, after);
-      for (const { row } of rows) {
-        settle.run(
-          "2026-12-06T00:00:00.000Z",
-          row["kind"] as Uint8Array,
-          row["id"] as Uint8Array,
-        );
-      }
-    }, db);
-  }
+  return rangedRounds(db, step, (first, last, rows) => {
+    remove.run(first, last);
+    for (const { row } of rows) {
+      settle.run(
+        "2026-12-06T00:00:00.000Z",
+        row["kind"] as Uint8Array,
+        row["id"] as Uint8Array,
+      );
+    }
+  });
 }
 
 /**
@@ -201,30 +185,54 @@ export function setBased(db: DatabaseSync, step: number): Stages {
  * (nothing per record: the base would be read off the sent op later).
  */
 export function leastDurable(db: DatabaseSync, step: number): Stages {
+  const settle = db.prepare(
+    "UPDATE ops SET state = 'sent' WHERE op_id >= ? AND op_id <= ? AND state = 'pending'",
+  );
+  return rangedRounds(db, step, (first, last) => settle.run(first, last));
+}
+
+/**
+ * Drains in rounds of `step` ops with an `attempts` column: list a round,
+ * claim it with one ranged `UPDATE`, then `settle` it, each step in a
+ * transaction of its own.
+ */
+function rangedRounds(
+  db: DatabaseSync,
+  step: number,
+  settle: (first: Uint8Array, last: Uint8Array, rows: Listed[]) => void,
+): Stages {
   const stages: Stages = { list: 0, claim: 0, settle: 0 };
   db.exec("ALTER TABLE ops ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0");
   const list = db.prepare(
-    "SELECT op_id, value, attempts FROM ops WHERE op_id > ? AND state = 'pending' ORDER BY op_id LIMIT ?",
+    "SELECT op_id, kind, id, value, attempts FROM ops WHERE op_id > ? AND state = 'pending' ORDER BY op_id LIMIT ?",
   );
   const claim = db.prepare(
     "UPDATE ops SET attempts = attempts + 1 WHERE op_id >= ? AND op_id <= ? AND state = 'pending'",
-  );
-  const settle = db.prepare(
-    "UPDATE ops SET state = 'sent' WHERE op_id >= ? AND op_id <= ? AND state = 'pending'",
   );
   let after: Uint8Array = new Uint8Array(0);
   for (;;) {
     const rows = timed(stages, "list", () => listed(list, after, step));
     if (rows.length === 0) return stages;
     const first = rows[0]!.row["op_id"] as Uint8Array;
-    after = rows.at(-1)!.row["op_id"] as Uint8Array;
-    timed(stages, "claim", () => claim.run(first, after), db);
-    timed(stages, "settle", () => settle.run(first, after), db);
+    const last = rows.at(-1)!.row["op_id"] as Uint8Array;
+    after = last;
+    timed(stages, "claim", () => claim.run(first, last), db);
+    timed(stages, "settle", () => settle(first, last, rows), db);
   }
 }
 
+/** An op row listed, and its value parsed. */
+interface Listed {
+  readonly row: Row;
+  readonly op: Row;
+}
+
 /** A page of pending ops after `after`, parsed. */
-function listed(list: StatementSync, after: Uint8Array, step: number) {
+function listed(
+  list: StatementSync,
+  after: Uint8Array,
+  step: number,
+): Listed[] {
   return (list.all(after, step) as Row[]).map((row) => ({
     row,
     op: JSON.parse(row["value"] as string) as Row,
