@@ -40,8 +40,11 @@ export interface CheckJsonOptions {
    * they were found at, skipped when met again no deeper (met deeper, their
    * nesting could pass the limit). Only the members of a root are looked up
    * and added: the engine passes one object as a record's data and as its
-   * op's payload. The checks of a write run synchronously, so nothing
-   * changes them meanwhile. A `Map` does, or {@linkcode RecentChecks}.
+   * op's payload. The checks of a write run synchronously, so no other code
+   * changes the objects meanwhile; an accessor property may still answer
+   * differently each time it is read, here and when the adapter serialises
+   * the value (the engine only ever passes plain data it copied itself). A
+   * `Map` does, or {@linkcode RecentChecks}.
    */
   readonly seen?: CheckCache | undefined;
 }
@@ -93,9 +96,11 @@ export class RecentChecks implements CheckCache {
 
 /**
  * Checks that a value is JSON that `JSON.stringify` writes faithfully: no
- * `undefined`, functions, symbols, bigints, non-finite numbers, cycles, or
+ * `undefined`, functions, symbols, bigints, non-finite numbers, cycles,
  * objects other than plain ones and arrays (a `Date` or `Map` would be
- * written as something else and read back different). Copies nothing.
+ * written as something else and read back different), or objects and
+ * arrays with a `toJSON` method, which `JSON.stringify` would write in their
+ * place. Copies nothing.
  *
  * @param value The value to check.
  * @param options What the caller was doing, where the value is, and the
@@ -136,7 +141,7 @@ function isJson(value: unknown, scan: Scan): boolean {
       return Number.isFinite(value);
     case "object": {
       if (value === null) return true;
-      if (scan.depth >= MAX_DEPTH) return false;
+      if (scan.depth >= MAX_DEPTH || hasToJson(value)) return false;
       // Only a root's members: deeper, a lookup costs more than it saves (a
       // base's data, at depth 2, is the record's data found at depth 1,
       // which is no deeper, so the walk is due anyway).
@@ -175,6 +180,16 @@ function membersAreJson(value: object, scan: Scan): boolean {
   return true;
 }
 
+/**
+ * Whether `JSON.stringify` would write something else than an object's
+ * members: it calls a `toJSON` method, own or inherited, enumerable or not
+ * (an array subclass's, one defined on the object out of sight of its
+ * keys). A `toJSON` member that is not a function is data like any other.
+ */
+function hasToJson(value: object): boolean {
+  return typeof (value as { toJSON?: unknown }).toJSON === "function";
+}
+
 /** Whether an object is a plain one (or has no prototype). */
 function isPlain(value: object): boolean {
   const prototype = Object.getPrototypeOf(value);
@@ -206,6 +221,7 @@ function explainJson(value: unknown, walk: Walk): void {
       if (value === null) return;
       if (walk.ancestors.has(value)) break;
       if (walk.ancestors.size >= MAX_DEPTH) throw tooDeep(walk);
+      if (hasToJson(value)) throw toJsonMethod(value, walk);
       if (!Array.isArray(value) && !isPlain(value)) break;
       walk.ancestors.add(value);
       const source = value as Record<string, unknown>;
@@ -380,7 +396,7 @@ function copyObject(
   depth: number,
   copies: CopyCache | undefined,
 ): JsonValue | typeof UNCLEAN {
-  if (depth >= MAX_DEPTH) return UNCLEAN;
+  if (depth >= MAX_DEPTH || hasToJson(value)) return UNCLEAN;
   const shared = depth > 0 && depth <= SHARED_DEPTH ? copies : undefined;
   if (shared !== undefined) {
     const known = shared.get(value, depth);
@@ -461,6 +477,7 @@ function copyAt(value: unknown, walk: Walk): JsonValue {
       if (known !== undefined) return known;
       // The ancestors hold the value: their count is its depth.
       if (ancestors.size >= MAX_DEPTH) throw tooDeep(walk);
+      if (hasToJson(value)) throw toJsonMethod(value, walk);
       if (Array.isArray(value)) {
         ancestors.add(value);
         const copy: JsonValue[] = new Array(value.length);
@@ -506,6 +523,17 @@ function tooDeep({ action, path }: Walk): StorageError {
     `Cannot ${action} as '${root}' nests more than ${MAX_DEPTH} levels deep: current value is at least ${
       MAX_DEPTH + 1
     } levels`,
+  );
+}
+
+/** The error for an object or array that has a `toJSON` method. */
+function toJsonMethod(value: unknown, { action, path }: Walk): TypeError {
+  return new TypeError(
+    `Cannot ${action} as '${
+      path.join(".")
+    }' has a toJSON method, which JSON.stringify would write instead: current value is ${
+      describe(value)
+    }`,
   );
 }
 
