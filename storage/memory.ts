@@ -66,7 +66,7 @@ import {
   resolveListOpsOptions,
   resolveListRecordsOptions,
 } from "./_validate.ts";
-import { copyJson } from "./_json.ts";
+import { copyStoredJson } from "./_json.ts";
 
 /** Options for {@linkcode createMemoryStorage}. */
 export interface MemoryStorageOptions {
@@ -534,7 +534,10 @@ function readEntry<T extends JsonValue | StoredRecord | StoredOp>(
   entry: Entry<T> | undefined,
 ): Versioned<T> | undefined {
   if (entry === undefined) return undefined;
-  return { value: copyJson(entry.value as JsonValue) as T, rev: entry.rev };
+  return {
+    value: copyStoredJson(entry.value as JsonValue) as T,
+    rev: entry.rev,
+  };
 }
 
 function compareKeys(a: string, b: string): number {
