@@ -11,26 +11,9 @@
  */
 
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
-import { createMemoryStorage } from "../storage/memory.ts";
-import { createSqliteStorage } from "../storage/sqlite.ts";
-import { openKvStorage } from "../storage/kv.ts";
-import type { Mutation, Storage } from "../src/storage.ts";
+import type { Mutation } from "../src/storage.ts";
+import { BACKENDS } from "./_harness.ts";
 import { withTimeout } from "./_timeout.ts";
-
-const storages: [string, () => Promise<Storage>][] = [
-  ["memory", () => Promise.resolve(createMemoryStorage())],
-  [
-    "SQLite",
-    () =>
-      Promise.resolve(
-        createSqliteStorage(new DatabaseSync(":memory:"), {
-          closeDatabase: true,
-        }),
-      ),
-  ],
-  ["KV", () => openKvStorage(":memory:")],
-];
 
 class Listed extends Array<number> {
   toJSON(): string {
@@ -69,7 +52,7 @@ const record = {
   localUpdatedAt: null,
 };
 
-for (const [name, open] of storages) {
+for (const { name, open } of BACKENDS) {
   Deno.test(
     `${name}: write() refuses a value with a toJSON method and commits nothing`,
     withTimeout(10_000, async () => {
@@ -119,7 +102,7 @@ Deno.test(
   "every storage refuses a toJSON method with the same message",
   withTimeout(10_000, async () => {
     const messages: string[][] = [];
-    for (const [, open] of storages) {
+    for (const { open } of BACKENDS) {
       await using storage = await open();
       const seen: string[] = [];
       for (const [, value] of sneaky()) {
