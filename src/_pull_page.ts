@@ -249,6 +249,24 @@ export async function applyPage(
   return { entry, absent, missed };
 }
 
+/**
+ * The cursor a page leaves once every write of it landed: what
+ * {@linkcode applyPage} stores last, so the next page can be requested
+ * before this one is applied.
+ *
+ * @param page The page's furthest position and its token.
+ * @returns The cursor's value.
+ */
+export function pageEndCursor(
+  page: { readonly end: Position; readonly token: string | null },
+): JsonObject {
+  return {
+    updatedAt: page.end.updatedAt,
+    id: page.end.id,
+    pageToken: page.token,
+  };
+}
+
 /** Whether any item from `start` to `stop` is a tombstone. */
 function hasTombstone(
   accepted: readonly AcceptedItem[],
@@ -298,18 +316,12 @@ function planChunk(table: TableConfig, input: ChunkInput): Chunk {
   const { accepted } = page;
   const measure = Number.isFinite(maxWriteBytes);
   const cursorAt = (end: number): Extract<Mutation, { type: "putMeta" }> => {
-    const value: JsonObject = end === accepted.length
-      ? {
-        updatedAt: page.end.updatedAt,
-        id: page.end.id,
-        pageToken: page.token,
-      }
-      : {
-        updatedAt: accepted[end - 1]!.after.updatedAt,
-        id: accepted[end - 1]!.after.id,
-        pageToken: null,
-        pageStart: page.from === null ? null : { ...page.from },
-      };
+    const value: JsonObject = end === accepted.length ? pageEndCursor(page) : {
+      updatedAt: accepted[end - 1]!.after.updatedAt,
+      id: accepted[end - 1]!.after.id,
+      pageToken: null,
+      pageStart: page.from === null ? null : { ...page.from },
+    };
     return {
       type: "putMeta",
       key: cursorKey(table.kind),

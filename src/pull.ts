@@ -15,7 +15,12 @@ import {
   type PullCursor,
   type PullFrom,
 } from "./_cursor.ts";
-import { applyPage, readPage, reportSkipped } from "./_pull_page.ts";
+import {
+  applyPage,
+  pageEndCursor,
+  readPage,
+  reportSkipped,
+} from "./_pull_page.ts";
 import { resyncKey, sweep } from "./_resync.ts";
 import { describe } from "./describe.ts";
 import {
@@ -26,6 +31,7 @@ import {
   ValidationError,
 } from "./errors.ts";
 import type { SyncStats } from "./events.ts";
+import type { JsonValue } from "./json.ts";
 import type { PullPage } from "./transport.ts";
 
 /** Options of {@linkcode pullPhase}. */
@@ -146,70 +152,90 @@ async function pullTable(
   // Items after the pages applied, when the server tells (`total`).
   let remaining: number | null = null;
   let interrupted = false;
-  for (;;) {
-    signal.throwIfAborted();
-    const limit = ctx.limits.pageSize;
-    const { page, from } = await fetchPage(ctx, table, {
-      cursor: parseCursor(entry?.value),
-      limit,
-      signal,
-    });
-    const read = readPage(table, page.items, positionOf(from));
-    reportSkipped(ctx, table, read.skipped, stats);
-    for (const { meta } of read.accepted) seen?.add(meta.id);
-    // The server still has a record it sent broken: a resync keeps the
-    // local copy rather than sweep it away.
-    for (const { id } of read.skipped) if (id !== null) seen?.add(id);
-    const caughtUp = page.items.length < limit && page.nextPageToken === null;
-    if (read.end === null) {
-      if (caughtUp) break;
-      // Clause 9: the same request would bring the same page again.
-      throw new ParseError(
-        `Cannot pull '${kind}' as the server's page brings no progress past the cursor: current value is ${page.items.length} items and token ${
-          describe(page.nextPageToken)
-        }`,
-        { code: "no_progress" },
-      );
-    }
-    const applied = await applyPage(ctx, table, {
-      accepted: read.accepted,
-      end: read.end,
+  // The next page, requested while this one is applied: the request needs
+  // only the cursor this page leaves, and the two overlap (the storage
+  // commits while the server answers). It is used only if the cursor then
+  // stands where it was asked from; otherwise it is dropped.
+  let ahead: Ahead | undefined;
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      const limit = ctx.limits.pageSize;
+      const { page, from } = await takeAhead(ahead, entry?.value, limit) ??
+        await fetchPage(ctx, table, {
+          cursor: parseCursor(entry?.value),
+          limit,
+          signal,
+        });
+      ahead = undefined;
+      const read = readPage(table, page.items, positionOf(from));
+      reportSkipped(ctx, table, read.skipped, stats);
+      for (const { meta } of read.accepted) seen?.add(meta.id);
+      // The server still has a record it sent broken: a resync keeps the
+      // local copy rather than sweep it away.
+      for (const { id } of read.skipped) if (id !== null) seen?.add(id);
+      const caughtUp = page.items.length < limit && page.nextPageToken === null;
+      if (read.end === null) {
+        if (caughtUp) break;
+        // Clause 9: the same request would bring the same page again.
+        throw new ParseError(
+          `Cannot pull '${kind}' as the server's page brings no progress past the cursor: current value is ${page.items.length} items and token ${
+            describe(page.nextPageToken)
+          }`,
+          { code: "no_progress" },
+        );
+      }
       // The server refuses a token that does not name the cursor sent with
       // it: only a cursor at the page's last item, as served, carries it.
-      token: read.endsAtLast ? page.nextPageToken : null,
-      from,
-      entry,
-      guessAbsent,
-    });
-    if (applied === null) {
-      // Another engine moved the cursor: continue from where it stands.
-      // During a resync its pages escape `seen`, so no sweep this time;
-      // the marker stays and the next run resyncs again.
-      interrupted = true;
-      [entry] = await ctx.storage.getMeta([key]);
-      continue;
+      const token = read.endsAtLast ? page.nextPageToken : null;
+      if (!caughtUp) {
+        ahead = fetchAhead(ctx, table, {
+          cursor: pageEndCursor({ end: read.end, token }),
+          limit,
+          signal,
+        });
+      }
+      const applied = await applyPage(ctx, table, {
+        accepted: read.accepted,
+        end: read.end,
+        token,
+        from,
+        entry,
+        guessAbsent,
+      });
+      if (applied === null) {
+        // Another engine moved the cursor: continue from where it stands.
+        // During a resync its pages escape `seen`, so no sweep this time;
+        // the marker stays and the next run resyncs again.
+        interrupted = true;
+        [entry] = await ctx.storage.getMeta([key]);
+        continue;
+      }
+      entry = applied.entry;
+      missed ||= applied.missed;
+      guessAbsent = applied.absent && !missed;
+      done += read.accepted.length;
+      stats.pulled += read.accepted.length;
+      stats.pages++;
+      ctx.hub.emit({
+        type: "pullPageApplied",
+        kind,
+        count: read.accepted.length,
+        cursor: { updatedAt: read.end.updatedAt, id: read.end.id },
+      });
+      remaining = remainingAfter(page, remaining, caughtUp);
+      ctx.hub.emit({
+        type: "progress",
+        phase: "pull",
+        kind,
+        done,
+        total: remaining === null ? null : done + remaining,
+      });
+      if (caughtUp) break;
     }
-    entry = applied.entry;
-    missed ||= applied.missed;
-    guessAbsent = applied.absent && !missed;
-    done += read.accepted.length;
-    stats.pulled += read.accepted.length;
-    stats.pages++;
-    ctx.hub.emit({
-      type: "pullPageApplied",
-      kind,
-      count: read.accepted.length,
-      cursor: { updatedAt: read.end.updatedAt, id: read.end.id },
-    });
-    remaining = remainingAfter(page, remaining, caughtUp);
-    ctx.hub.emit({
-      type: "progress",
-      phase: "pull",
-      kind,
-      done,
-      total: remaining === null ? null : done + remaining,
-    });
-    if (caughtUp) break;
+  } finally {
+    // No request of this run outlives it.
+    if (ahead !== undefined) await dropAhead(ahead);
   }
   if (seen !== null && !interrupted && (!firstPull || seen.size > 0)) {
     await sweep(ctx, table, seen, stats);
@@ -250,6 +276,77 @@ function remainingAfter(
     : before - page.items.length;
   if (estimate === null) return null;
   return caughtUp ? 0 : Math.max(0, estimate);
+}
+
+/** A page requested before the cursor it was asked from was stored. */
+interface Ahead {
+  /** The cursor's value it was asked from, as JSON, and the limit. */
+  readonly key: string;
+  /** The page, or why it could not be had; never rejects. */
+  readonly result: Promise<
+    | { readonly ok: true; readonly fetched: Fetched }
+    | { readonly ok: false; readonly error: unknown }
+  >;
+  /** Cancels the request. */
+  readonly controller: AbortController;
+}
+
+/** A page, and the position it was requested from. */
+interface Fetched {
+  readonly page: PullPage;
+  readonly from: PullFrom | null;
+}
+
+/** Requests the page after a cursor not stored yet (see {@linkcode Ahead}). */
+function fetchAhead(
+  ctx: EngineContext,
+  table: TableConfig,
+  request: { cursor: JsonValue; limit: number; signal: AbortSignal },
+): Ahead {
+  const { cursor, limit } = request;
+  const controller = new AbortController();
+  const signal = AbortSignal.any([request.signal, controller.signal]);
+  const result = fetchPage(ctx, table, {
+    cursor: parseCursor(cursor),
+    limit,
+    signal,
+  }).then(
+    (fetched) => ({ ok: true as const, fetched }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+  return { key: aheadKey(cursor, limit), result, controller };
+}
+
+/**
+ * The page requested ahead, when it was asked from the cursor that stands
+ * now with the same limit; `undefined` (and the request cancelled) when not.
+ *
+ * @throws What the request failed with.
+ */
+async function takeAhead(
+  ahead: Ahead | undefined,
+  cursor: JsonValue | undefined,
+  limit: number,
+): Promise<Fetched | undefined> {
+  if (ahead === undefined) return undefined;
+  if (cursor === undefined || ahead.key !== aheadKey(cursor, limit)) {
+    await dropAhead(ahead);
+    return undefined;
+  }
+  const result = await ahead.result;
+  if (!result.ok) throw result.error;
+  return result.fetched;
+}
+
+/** Cancels a request made ahead and waits for it to end. */
+async function dropAhead(ahead: Ahead): Promise<void> {
+  ahead.controller.abort();
+  await ahead.result;
+}
+
+/** What a page requested ahead is matched by. */
+function aheadKey(cursor: JsonValue, limit: number): string {
+  return `${limit} ${JSON.stringify(cursor)}`;
 }
 
 /**

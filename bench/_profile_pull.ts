@@ -1,0 +1,158 @@
+/**
+ * A profiling harness for the pull (issue 14): seeds a memory server store
+ * with `N` records (the pull bench's), serves it in this process, and pulls
+ * them over loopback HTTP into a fresh store, timing each stage: every
+ * storage call and the transport's `pull` (request, server, response and
+ * parse). The rest of `engine.sync()` is the engine's own work. Run with
+ * `--cpu-prof` to see where the time goes:
+ *
+ * ```sh
+ * deno run -A bench/_profile_pull.ts 100000 kv
+ * deno run -A bench/_profile_pull.ts 100000 sqlite 3
+ * deno run -A --cpu-prof --cpu-prof-dir=.demo/prof bench/_profile_pull.ts 100000 kv 1
+ * deno run -A bench/_profile_summary.ts .demo/prof/*.cpuprofile
+ * ```
+ *
+ * @module
+ */
+
+import { type JsonObject, SyncEngine } from "../mod.ts";
+import type { Storage } from "../src/storage.ts";
+import type { Transport } from "../src/transport.ts";
+import { openKvStorage } from "../storage/kv.ts";
+import { openSqliteStorage } from "../storage/sqlite.ts";
+import { createMemoryStorage } from "../storage/memory.ts";
+import { createRestTransport } from "../transport/rest.ts";
+import { createSyncServer } from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
+
+const n = Number(Deno.args[0] ?? "100000");
+const which = Deno.args[1] ?? "kv";
+const rounds = Number(Deno.args[2] ?? "3");
+const PAGE = 1000;
+const KIND = "items";
+const T0 = Date.UTC(2025, 0, 1);
+
+/** The pull bench's record (about 200 bytes of JSON). */
+function item(index: number): JsonObject {
+  return {
+    id: `item-${String(index).padStart(7, "0")}`,
+    updated_at: new Date(T0 + index * 1000).toISOString(),
+    title: `Task number ${index}`,
+    done: index % 3 === 0,
+    priority: index % 5,
+    tags: ["work", "home"],
+    notes: "Lorem ipsum dolor sit amet, consectetur adipiscing elit.",
+  };
+}
+
+/** Milliseconds and calls per stage. */
+const stages = new Map<string, { ms: number; calls: number }>();
+function timed<T>(name: string, run: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  return Promise.resolve().then(run).finally(() => {
+    const stage = stages.get(name) ?? { ms: 0, calls: 0 };
+    stage.ms += performance.now() - started;
+    stage.calls++;
+    stages.set(name, stage);
+  });
+}
+
+const TIMED = new Set<string | symbol>([
+  "getRecords",
+  "listRecords",
+  "getOps",
+  "listOps",
+  "getMeta",
+  "write",
+]);
+
+/** The storage, every read and write timed by method name. */
+function timedStorage(storage: Storage): Storage {
+  return new Proxy(storage, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (typeof value !== "function" || !TIMED.has(property)) return value;
+      return (...args: unknown[]) =>
+        timed(`storage.${String(property)}`, () => value.apply(target, args));
+    },
+  });
+}
+
+/** The transport, `pull` timed. */
+function timedTransport(transport: Transport): Transport {
+  return new Proxy(transport, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (property !== "pull" || typeof value !== "function") return value;
+      return (...args: unknown[]) =>
+        timed("transport.pull", () => value.apply(target, args));
+    },
+  });
+}
+
+const store = createMemoryServerStore();
+const items = Array.from({ length: n }, (_, index) => item(index));
+for (let start = 0; start < n; start += 10_000) {
+  await store.commit(
+    items.slice(start, start + 10_000).map((data) => ({
+      type: "record",
+      namespace: "public",
+      record: {
+        kind: KIND,
+        id: data.id as string,
+        updatedAt: Date.parse(data.updated_at as string),
+        deletedAt: null,
+        data,
+      },
+    })),
+  );
+}
+const server = createSyncServer({ store, maxPageSize: PAGE });
+const http = Deno.serve(
+  { port: 0, hostname: "127.0.0.1", onListen() {} },
+  server.fetch,
+);
+const url = `http://127.0.0.1:${http.addr.port}`;
+
+const dir = await Deno.makeTempDir({ prefix: "profile_pull_" });
+try {
+  for (let round = 0; round < rounds; round++) {
+    stages.clear();
+    const storage = which === "memory"
+      ? createMemoryStorage()
+      : which === "sqlite"
+      ? await openSqliteStorage(`${dir}/app-${round}.sqlite`)
+      : await openKvStorage(`${dir}/app-${round}.kv`);
+    await using transport = createRestTransport({ baseUrl: url });
+    await using engine = new SyncEngine({
+      storage: timedStorage(storage),
+      transport: timedTransport(transport),
+      pageSize: PAGE,
+    });
+    engine.table(KIND);
+    const started = performance.now();
+    const { stats } = await engine.sync();
+    const total = performance.now() - started;
+    await engine.close();
+    await storage.close();
+    let counted = 0;
+    const lines = [...stages].map(([name, { ms, calls }]) => {
+      counted += ms;
+      return `  ${name.padEnd(22)} ${ms.toFixed(0).padStart(6)} ms ${
+        String(calls).padStart(5)
+      } calls`;
+    });
+    console.log(
+      `round ${round}: ${stats.pulled} pulled in ${total.toFixed(0)} ms (${
+        (stats.pulled / total * 1000).toFixed(0)
+      }/s)\n${lines.join("\n")}\n  ${"engine (the rest)".padEnd(22)} ${
+        (total - counted).toFixed(0).padStart(6)
+      } ms`,
+    );
+  }
+} finally {
+  await http.shutdown();
+  await server.close();
+  await Deno.remove(dir, { recursive: true });
+}
