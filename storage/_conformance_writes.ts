@@ -199,6 +199,33 @@ export const WRITE_CASES: readonly Case[] = [
         await holds(storage, { space: meta, key: "w", version: 0 }),
         w,
       );
+      // Mutations of one item that expect different states cannot all
+      // hold, whichever of them names the state before the write.
+      const now = await holds(storage, {
+        space: records,
+        key: "x",
+        version: 2,
+      });
+      await refused(storage, [
+        records.put("x", 3, x),
+        records.put("x", 4, now),
+      ]);
+      await refused(storage, [
+        records.put("x", 3, now),
+        records.put("x", 4, x),
+      ]);
+      await refused(storage, [
+        records.put("x", 3, null),
+        records.put("x", 4, now),
+      ]);
+      await refused(storage, [
+        records.put("x", 3, now),
+        records.remove("x", null),
+      ]);
+      assert.equal(
+        await holds(storage, { space: records, key: "x", version: 2 }),
+        now,
+      );
     },
   },
   {

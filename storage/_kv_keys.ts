@@ -74,21 +74,41 @@ export function encodeText(
   units: number = text.length,
   room = 0,
 ): Uint8Array {
-  const out = new Uint8Array(units * 3 + room);
   let length = 0;
   for (let index = 0; index < units; index++) {
-    const unit = text.charCodeAt(index);
-    // Most keys are ASCII: one byte each, without the general case's calls.
-    if (unit < 0x7f) {
-      out[length++] = unit + 1;
-      continue;
-    }
-    const size = unitBytes(unit);
-    for (let byte = 0; byte < size; byte++) {
-      out[length++] = unitByte(unit, byte);
-    }
+    length += unitBytes(text.charCodeAt(index));
   }
-  return out.slice(0, length + room);
+  return fill(text, { units, length, room });
+}
+
+/**
+ * `K` of the first `units` code units of `text`, `length` bytes long (as
+ * counted), in a buffer with `room` zero bytes after them.
+ */
+function fill(
+  text: string,
+  size: {
+    readonly units: number;
+    readonly length: number;
+    readonly room: number;
+  },
+): Uint8Array {
+  const { units, length, room } = size;
+  const out = new Uint8Array(length + room);
+  // Most keys are ASCII: one byte each, without the general case's calls.
+  if (length === units) {
+    for (let index = 0; index < units; index++) {
+      out[index] = text.charCodeAt(index) + 1;
+    }
+    return out;
+  }
+  let at = 0;
+  for (let index = 0; index < units; index++) {
+    const unit = text.charCodeAt(index);
+    const bytes = unitBytes(unit);
+    for (let byte = 0; byte < bytes; byte++) out[at++] = unitByte(unit, byte);
+  }
+  return out;
 }
 
 /** Byte `n` of `K`'s encoding of a code unit (see the module documentation). */
@@ -147,8 +167,10 @@ export function keyPart(text: string, budget: number): Uint8Array {
     if (bytes + size > budget) break;
     bytes += size;
   }
-  if (units === text.length) return encodeText(text);
-  const part = encodeText(text, units, 1 + HASH_BYTES);
+  if (units === text.length) {
+    return fill(text, { units, length: bytes, room: 0 });
+  }
+  const part = fill(text, { units, length: bytes, room: 1 + HASH_BYTES });
   part[bytes] = HASHED;
   // The hash covers the code units, low byte first.
   const digest = sha256(encodeUtf16(text, { littleEndian: true }));

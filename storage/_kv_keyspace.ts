@@ -140,7 +140,19 @@ export class KvKeyspace {
    * @returns The key.
    */
   recordKey(kind: string, id: string): Deno.KvKey {
-    return this.key("r", keyPart(kind, KIND_BUDGET), keyPart(id, ID_BUDGET));
+    return this.key("r", this.#kindPart(kind), keyPart(id, ID_BUDGET));
+  }
+
+  /** The last kind's key part, kept: a write's records share one kind. */
+  #lastKind: { readonly kind: string; readonly part: Uint8Array } | undefined;
+
+  /** A kind's key part, encoded once while the kind stays the same. */
+  #kindPart(kind: string): Uint8Array {
+    const last = this.#lastKind;
+    if (last !== undefined && last.kind === kind) return last.part;
+    const part = keyPart(kind, KIND_BUDGET);
+    this.#lastKind = { kind, part };
+    return part;
   }
 
   /**
@@ -151,7 +163,7 @@ export class KvKeyspace {
    * @returns The keys, in order.
    */
   recordKeys(kind: string, ids: readonly string[]): Deno.KvKey[] {
-    const kindPart = keyPart(kind, KIND_BUDGET);
+    const kindPart = this.#kindPart(kind);
     return ids.map((id) => this.key("r", kindPart, keyPart(id, ID_BUDGET)));
   }
 
@@ -395,8 +407,12 @@ export function decodeUtf8(bytes: Uint8Array): string {
   return decoder.decode(bytes);
 }
 
-const RECORD_HEAD = encoder.encode('{"v":');
-const SHARED_HEAD = encoder.encode('{"a":1,"v":');
+/** The start of an inline header. */
+export const RECORD_HEAD = '{"v":';
+/** The start of the inline header of a record stored without its base's data. */
+export const SHARED_HEAD = '{"a":1,"v":';
+const RECORD_HEAD_BYTES = encoder.encode(RECORD_HEAD);
+const SHARED_HEAD_BYTES = encoder.encode(SHARED_HEAD);
 
 /**
  * An inline header: `{"v": value}`, with an op's slot or a record's
@@ -413,8 +429,8 @@ export function envelopeOf(
   const start = head.slot !== undefined
     ? encoder.encode(`{"s":${head.slot},"v":`)
     : head.shared === true
-    ? SHARED_HEAD
-    : RECORD_HEAD;
+    ? SHARED_HEAD_BYTES
+    : RECORD_HEAD_BYTES;
   const out = new Uint8Array(start.length + json.length + 1);
   out.set(start);
   out.set(json, start.length);

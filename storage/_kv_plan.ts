@@ -31,6 +31,8 @@ import {
   encodeJson,
   type Envelope,
   type KvKeyspace,
+  RECORD_HEAD,
+  SHARED_HEAD,
   UNINDEXED_STATE,
 } from "./_kv_keyspace.ts";
 import { utf8Length } from "./_text.ts";
@@ -38,7 +40,10 @@ import {
   type CheckedMutation,
   checkMutations,
   checkWriteBytes,
+  writeBytes,
 } from "./_validate.ts";
+
+const encoder = new TextEncoder();
 
 /** A versionstamp as KV issues it: 20 lowercase hex digits. */
 const VERSIONSTAMP = /^[0-9a-f]{20}$/;
@@ -48,9 +53,18 @@ type Planned = CheckedMutation & {
   readonly identity: string;
   /** The value's UTF-8 JSON as stored; `undefined` for a delete. */
   readonly bytes: Uint8Array | undefined;
+  /**
+   * A record's or meta entry's inline header (see `envelopeOf()`),
+   * around `bytes`; `undefined` for an op or a delete.
+   */
+  readonly envelope: Uint8Array | undefined;
   /** Whether a record's base was left out of `bytes` (`"a": 1`). */
   readonly shared: boolean;
-  /** The UTF-8 length of `JSON.stringify()` of the value, for the limit. */
+  /**
+   * The UTF-8 length of `JSON.stringify()` of the value, for the limit;
+   * `undefined` when it takes serialising again (a record stored without
+   * its base's data) or for a delete.
+   */
   readonly jsonBytes: number | undefined;
 };
 
@@ -64,6 +78,8 @@ export interface Item {
   readonly value: StoredRecord | StoredOp | JsonValue | undefined;
   /** The final value's UTF-8 JSON, as stored. */
   readonly bytes: Uint8Array | undefined;
+  /** A record's or meta entry's inline header, around `bytes`. */
+  readonly envelope: Uint8Array | undefined;
   /** Whether a record's base was left out of `bytes` (`"a": 1`). */
   readonly shared: boolean;
   /** The expect of its mutations (they agree). */
@@ -111,12 +127,18 @@ export function planWrite(
   const plan = checkMutations(mutations, capabilities, { checkBytes: false })
     .map(planOf);
   // Measured from the JSON just encoded rather than by serialising the
-  // whole write again.
-  checkWriteBytes(
-    mutations,
-    capabilities.maxWriteBytes,
-    (index) => plan[index]!.jsonBytes,
-  );
+  // whole write again: first against a bound, which needs no more
+  // serialising (a record stored without its base's data has whole JSON at
+  // most twice its stored JSON), then exactly when the bound is too big.
+  const { maxWriteBytes } = capabilities;
+  const bound = writeBytes(mutations, (index) => jsonBound(plan[index]!));
+  if (bound > maxWriteBytes) {
+    checkWriteBytes(
+      mutations,
+      maxWriteBytes,
+      (index) => exactJsonBytes(plan[index]!),
+    );
+  }
   if (plan.length === 0) return { ok: true, revs: [] };
   const grouped = group(space, plan);
   // Expects that contradict each other, or a revision KV never issued,
@@ -126,60 +148,64 @@ export function planWrite(
   return grouped;
 }
 
-/** The combined expect of each item; `undefined` when they cannot hold. */
-function expectsOf(
-  plan: readonly Planned[],
-): Map<string, WritePrecondition> | undefined {
-  const expects = new Map<string, WritePrecondition>();
-  for (const planned of plan) {
-    if (planned.expect === undefined) continue;
-    if (
-      typeof planned.expect === "string" && !VERSIONSTAMP.test(planned.expect)
-    ) {
-      return undefined;
-    }
-    const seen = expects.get(planned.identity);
-    if (expects.has(planned.identity) && seen !== planned.expect) {
-      return undefined;
-    }
-    expects.set(planned.identity, planned.expect);
-  }
-  return expects;
+/** One item while a write is grouped: its last mutation, its expect. */
+interface Grouping {
+  last: Planned;
+  /** The expect of its mutations; `undefined` while none gave one. */
+  expect: WritePrecondition;
+  item: Item | undefined;
 }
 
 /**
  * Groups mutations by item: the last mutation of an item wins, and its
- * expects must agree. `undefined` when they cannot all hold.
+ * expects must agree. `undefined` when they cannot all hold: expects that
+ * contradict each other, or a revision KV never issued.
  */
 function group(
   space: KvKeyspace,
   plan: readonly Planned[],
 ): WritePlan | undefined {
-  const expects = expectsOf(plan);
-  if (expects === undefined) return undefined;
-  const last = new Map<string, Planned>();
-  for (const planned of plan) last.set(planned.identity, planned);
+  const byIdentity = new Map<string, Grouping>();
+  const groupingOf: Grouping[] = new Array(plan.length);
+  for (let index = 0; index < plan.length; index++) {
+    const planned = plan[index]!;
+    const { expect } = planned;
+    if (typeof expect === "string" && !VERSIONSTAMP.test(expect)) {
+      return undefined;
+    }
+    let grouping = byIdentity.get(planned.identity);
+    if (grouping === undefined) {
+      grouping = { last: planned, expect, item: undefined };
+      byIdentity.set(planned.identity, grouping);
+    } else {
+      if (expect !== undefined) {
+        if (grouping.expect !== undefined && grouping.expect !== expect) {
+          return undefined;
+        }
+        grouping.expect = expect;
+      }
+      grouping.last = planned;
+    }
+    groupingOf[index] = grouping;
+  }
   const items: Item[] = [];
-  const byIdentity = new Map<string, Item>();
-  for (const [identity, planned] of last) {
-    const item: Item = {
-      space: planned.space,
-      headerKey: headerKey(space, planned),
-      value: planned.value,
-      bytes: planned.bytes,
-      shared: planned.shared,
-      expect: expects.get(identity),
+  for (const grouping of byIdentity.values()) {
+    const { last } = grouping;
+    grouping.item = {
+      space: last.space,
+      headerKey: headerKey(space, last),
+      value: last.value,
+      bytes: last.bytes,
+      envelope: last.envelope,
+      shared: last.shared,
+      expect: grouping.expect,
       large: false,
-      freshSlot: planned.space === "op" ? randomSlot() : 0,
+      freshSlot: last.space === "op" ? randomSlot() : 0,
       read: undefined,
     };
-    items.push(item);
-    byIdentity.set(identity, item);
+    items.push(grouping.item);
   }
-  return {
-    items,
-    itemOf: plan.map((planned) => byIdentity.get(planned.identity)!),
-  };
+  return { items, itemOf: groupingOf.map((grouping) => grouping.item!) };
 }
 
 /** The key of a mutation's item's header. */
@@ -250,52 +276,99 @@ function planOf(mutation: CheckedMutation): Planned {
     case "record":
       return {
         ...mutation,
-        identity: identity("r", mutation.kind, mutation.id),
+        // The kind's length ends it: the id is the rest.
+        identity: `r${mutation.kind.length}:${mutation.kind}${mutation.id}`,
         ...recordBytes(mutation.value),
       };
-    case "op":
-    case "meta": {
+    case "op": {
       const bytes = mutation.value === undefined
         ? undefined
         : encodeJson(mutation.value);
       return {
         ...mutation,
-        identity: mutation.space === "op"
-          ? identity("o", mutation.opId)
-          : identity("m", mutation.key),
+        identity: "o" + mutation.opId,
         bytes,
+        envelope: undefined,
         shared: false,
         jsonBytes: bytes?.length,
+      };
+    }
+    case "meta": {
+      const inline = mutation.value === undefined
+        ? undefined
+        : inlineJson(mutation.value, false);
+      return {
+        ...mutation,
+        identity: "m" + mutation.key,
+        bytes: inline?.bytes,
+        envelope: inline?.envelope,
+        shared: false,
+        jsonBytes: inline?.bytes.length,
       };
     }
   }
 }
 
-/** A record's JSON as stored, and the length of its whole JSON. */
+/** A record's JSON as stored, and the length of its whole JSON if known. */
 function recordBytes(
   record: StoredRecord | undefined,
-): Pick<Planned, "bytes" | "shared" | "jsonBytes"> {
+): Pick<Planned, "bytes" | "envelope" | "shared" | "jsonBytes"> {
   if (record === undefined) {
-    return { bytes: undefined, shared: false, jsonBytes: undefined };
+    return {
+      bytes: undefined,
+      envelope: undefined,
+      shared: false,
+      jsonBytes: undefined,
+    };
   }
   const base = record.base as StoredRecord["base"] | undefined;
   if (typeof base !== "object" || base === null || base.data !== record.data) {
-    const bytes = encodeJson(record);
-    return { bytes, shared: false, jsonBytes: bytes.length };
+    const { bytes, envelope } = inlineJson(record, false);
+    return { bytes, envelope, shared: false, jsonBytes: bytes.length };
   }
   // The engine passes one object for a pulled record's data and its base's
   // data: stored once, it halves the value.
   const { data: _, ...rest } = base;
-  const bytes = encodeJson({ ...record, base: rest });
-  // The whole JSON holds `"data":<data>` in the base, and a comma unless
-  // the base has no other key.
-  const jsonBytes = bytes.length + '"data":'.length +
-    utf8Length(JSON.stringify(record.data)) +
-    (Object.keys(rest).length > 0 ? 1 : 0);
-  return { bytes, shared: true, jsonBytes };
+  const { bytes, envelope } = inlineJson({ ...record, base: rest }, true);
+  return { bytes, envelope, shared: true, jsonBytes: undefined };
 }
 
-/** An item's identity: the space, then length-prefixed parts. */
-function identity(space: string, ...parts: string[]): string {
-  return space + parts.map((part) => `${part.length}:${part}`).join("");
+/**
+ * A value's UTF-8 JSON and its inline header around it, encoded at once
+ * (the same bytes as `envelopeOf()` of the JSON).
+ */
+function inlineJson(
+  value: unknown,
+  shared: boolean,
+): { bytes: Uint8Array; envelope: Uint8Array } {
+  const head = shared ? SHARED_HEAD : RECORD_HEAD;
+  const envelope = encoder.encode(`${head}${JSON.stringify(value)}}`);
+  return {
+    bytes: envelope.subarray(head.length, envelope.length - 1),
+    envelope,
+  };
+}
+
+/** The UTF-8 length of the whole JSON of a mutation's value, or a bound. */
+function jsonBound(planned: Planned): number | undefined {
+  if (planned.jsonBytes !== undefined || !planned.shared) {
+    return planned.jsonBytes;
+  }
+  // The stored JSON holds the data's JSON once, so the data's JSON is no
+  // longer: the whole JSON adds `"data":`, it, and maybe a comma.
+  return 2 * planned.bytes!.length + '"data":'.length + 1;
+}
+
+/** The UTF-8 length of the whole JSON of a mutation's value, exactly. */
+function exactJsonBytes(planned: Planned): number | undefined {
+  if (planned.jsonBytes !== undefined || !planned.shared) {
+    return planned.jsonBytes;
+  }
+  const record = planned.value as StoredRecord;
+  const { data: _, ...rest } = record.base!;
+  // The whole JSON holds `"data":<data>` in the base, and a comma unless
+  // the base has no other key.
+  return planned.bytes!.length + '"data":'.length +
+    utf8Length(JSON.stringify(record.data)) +
+    (Object.keys(rest).length > 0 ? 1 : 0);
 }

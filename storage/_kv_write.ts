@@ -284,7 +284,10 @@ function addValue(
   if (item.value === undefined) {
     tally.delete(item.headerKey);
   } else if (blob === undefined) {
-    tally.set(item.headerKey, envelopeOf(item.bytes!, { shared: item.shared }));
+    tally.set(
+      item.headerKey,
+      item.envelope ?? envelopeOf(item.bytes!, { shared: item.shared }),
+    );
   } else {
     const record = item.space === "record"
       ? item.value as StoredRecord

@@ -178,19 +178,38 @@ export function checkWriteBytes(
   maxWriteBytes: number,
   valueBytes: (index: number) => number | undefined = () => undefined,
 ): void {
-  let bytes = 2 + Math.max(0, mutations.length - 1);
-  if (typeof (mutations as { toJSON?: unknown }).toJSON === "function") {
-    bytes = utf8Length(JSON.stringify(mutations));
-  } else {
-    for (let index = 0; index < mutations.length; index++) {
-      bytes += mutationBytes(mutations[index]!, valueBytes(index));
-    }
-  }
+  const bytes = writeBytes(mutations, valueBytes);
   if (bytes > maxWriteBytes) {
     throw new StorageError(
       `Cannot write ${bytes} bytes as the storage accepts at most ${maxWriteBytes} per write: current value is ${bytes}`,
     );
   }
+}
+
+/**
+ * A write's size as {@linkcode checkWriteBytes} measures it: the UTF-8
+ * length of `JSON.stringify(mutations)`, from the lengths of the values'
+ * JSON where `valueBytes` gives them. Given upper bounds of those lengths,
+ * it is an upper bound of the write's size.
+ *
+ * @param mutations The mutations, already checked by
+ * {@linkcode checkMutations}.
+ * @param valueBytes The UTF-8 length (or a bound of it) of the JSON of
+ * mutation `index`'s value; `undefined` to serialise the value.
+ * @returns The size in bytes.
+ */
+export function writeBytes(
+  mutations: readonly Mutation[],
+  valueBytes: (index: number) => number | undefined,
+): number {
+  if (typeof (mutations as { toJSON?: unknown }).toJSON === "function") {
+    return utf8Length(JSON.stringify(mutations));
+  }
+  let bytes = 2 + Math.max(0, mutations.length - 1);
+  for (let index = 0; index < mutations.length; index++) {
+    bytes += mutationBytes(mutations[index]!, valueBytes(index));
+  }
+  return bytes;
 }
 
 /** The key of a mutation's value, which adapters serialise anyway. */
