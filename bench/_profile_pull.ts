@@ -9,6 +9,7 @@
  * ```sh
  * deno run -A bench/_profile_pull.ts 100000 kv
  * deno run -A bench/_profile_pull.ts 100000 sqlite 3
+ * deno run -A bench/_profile_pull.ts 100000 sqlite 3 pages  # no HTTP
  * deno run -A --cpu-prof --cpu-prof-dir=.demo/prof bench/_profile_pull.ts 100000 kv 1
  * deno run -A bench/_profile_summary.ts .demo/prof/*.cpuprofile
  * ```
@@ -29,6 +30,8 @@ import { createMemoryServerStore } from "../server/memory.ts";
 const n = Number(Deno.args[0] ?? "100000");
 const which = Deno.args[1] ?? "kv";
 const rounds = Number(Deno.args[2] ?? "3");
+/** `http` (the reference server in this process) or `pages` (pre-built). */
+const via = Deno.args[3] ?? "http";
 const PAGE = 1000;
 const KIND = "items";
 const T0 = Date.UTC(2025, 0, 1);
@@ -115,6 +118,27 @@ const http = Deno.serve(
 );
 const url = `http://127.0.0.1:${http.addr.port}`;
 
+/** Answers each page request with the next page of `items`, pre-built. */
+function pagesTransport(): Transport {
+  const pages = new Map<string | null, JsonObject[]>();
+  for (let start = 0; start < n; start += PAGE) {
+    pages.set(
+      start === 0 ? null : items[start - 1]!.id as string,
+      items.slice(start, start + PAGE),
+    );
+  }
+  return {
+    pull: (request) =>
+      Promise.resolve({
+        items: pages.get(request.afterId) ?? [],
+        nextPageToken: null,
+      }),
+    push: () => Promise.reject(new Error("Cannot push as this only pulls")),
+    close: () => Promise.resolve(),
+    [Symbol.asyncDispose]: () => Promise.resolve(),
+  };
+}
+
 const dir = await Deno.makeTempDir({ prefix: "profile_pull_" });
 try {
   for (let round = 0; round < rounds; round++) {
@@ -124,7 +148,9 @@ try {
       : which === "sqlite"
       ? await openSqliteStorage(`${dir}/app-${round}.sqlite`)
       : await openKvStorage(`${dir}/app-${round}.kv`);
-    await using transport = createRestTransport({ baseUrl: url });
+    await using transport = via === "pages"
+      ? pagesTransport()
+      : createRestTransport({ baseUrl: url });
     await using engine = new SyncEngine({
       storage: timedStorage(storage),
       transport: timedTransport(transport),

@@ -1,0 +1,51 @@
+/**
+ * A record a server store lists keeps its data as the stored JSON text and
+ * parses it only when read, once; `data` still behaves as a plain member:
+ * spreading, serialising or listing the keys of the record reads it.
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import type { ServerStore } from "../server/mod.ts";
+import { createMemoryServerStore } from "../server/memory.ts";
+import { createSqliteServerStore } from "../server/sqlite.ts";
+import { withTimeout } from "./_timeout.ts";
+
+const STORES: readonly {
+  readonly name: string;
+  readonly open: () => ServerStore;
+}[] = [
+  { name: "memory", open: createMemoryServerStore },
+  {
+    name: "SQLite",
+    open: () =>
+      createSqliteServerStore(new DatabaseSync(":memory:"), {
+        closeDatabase: true,
+      }),
+  },
+];
+
+for (const { name, open } of STORES) {
+  Deno.test(
+    `server store (${name}): a listed record's data is read like a member, and parsed once`,
+    withTimeout(10_000, async () => {
+      await using store = open();
+      const data = { id: "a", updated_at: "x", tags: ["t"] };
+      await store.commit([{
+        type: "record",
+        namespace: "ns",
+        record: { kind: "todo", id: "a", updatedAt: 1, deletedAt: null, data },
+      }]);
+      const { records: [listed] } = await store.listRecords("ns", "todo", {
+        limit: 10,
+      });
+      assert.ok(listed !== undefined);
+      assert.ok(Object.keys(listed).includes("data"));
+      assert.deepEqual({ ...listed }.data, data);
+      assert.deepEqual(JSON.parse(JSON.stringify(listed)).data, data);
+      assert.equal(listed.data, listed.data);
+      const got = await store.getRecord("ns", "todo", "a");
+      assert.deepEqual(got?.data, data);
+    }),
+  );
+}
