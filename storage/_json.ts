@@ -36,11 +36,11 @@ export interface CheckJsonOptions {
    */
   readonly path?: (string | number)[];
   /**
-   * Objects of the same write already found to be such JSON, by the depth
-   * they were found at, skipped when met again no deeper (met deeper, their
-   * nesting could pass the limit). Only the members of a root are looked up
-   * and added: the engine passes one object as a record's data and as its
-   * op's payload. The checks of a write run synchronously, so no other code
+   * Objects of the same write already found to be such JSON, by how many
+   * levels they nest, skipped when met again where that many more levels
+   * fit the limit. Only objects at the first two levels are looked up and
+   * added: the engine passes one object as a record's data (level 1), its
+   * base's data (level 2) and its op's payload (level 1). The checks of a write run synchronously, so no other code
    * changes the objects meanwhile; an accessor property may still answer
    * differently each time it is read, here and when the adapter serialises
    * the value (the engine only ever passes plain data it copied itself). A
@@ -50,47 +50,46 @@ export interface CheckJsonOptions {
 }
 
 /**
- * Objects already found to be JSON, by the depth they were found at: a
- * `Map` does, or anything cheaper that forgets some (a forgotten object is
- * checked again, which is only slower).
+ * Objects already found to be JSON, by their height (how many levels of
+ * objects and arrays they nest, themselves included): a `Map` does, or
+ * anything cheaper that forgets some (a forgotten object is checked again,
+ * which is only slower).
  */
 export interface CheckCache {
-  /** The depth `source` was found to be JSON at, if remembered. */
+  /** The height of `source`, if remembered. */
   get(source: object): number | undefined;
-  /** Remembers that `source` is JSON when met at `depth`. */
-  set(source: object, depth: number): void;
+  /** Remembers that `source` is JSON of that height. */
+  set(source: object, height: number): void;
 }
 
 /**
  * A {@linkcode CheckCache} of the last few objects checked. The objects a
- * write shares sit side by side: a record's data and its op's payload,
- * written next to each other. A `Map` of every object of a write cost more
- * than it saved: checking a pull's 100,000 records (about 200 bytes of JSON
- * each) took 63 ms with one, 49 ms with this (`.demo`-style micro bench,
- * same run; 45 ms with no cache at all, which walks shared data twice).
+ * write shares sit side by side: a record's data and its base's data, or
+ * its op's payload, written next to each other. A `Map` of every object of
+ * a write cost more than it saved: checking a pull's 100,000 records (about
+ * 200 bytes of JSON each) took 63 ms with one, 49 ms with this when only
+ * depths were kept (45 ms with no cache at all, which walks shared data
+ * twice), and 43-44 ms (against 52-61, same runs) since heights are kept
+ * and a base's data, one level deeper than the record's, is found too.
  */
 export class RecentChecks implements CheckCache {
   static readonly #SIZE = 8;
   readonly #sources: (object | undefined)[] = new Array(RecentChecks.#SIZE);
-  readonly #depths: number[] = new Array(RecentChecks.#SIZE).fill(0);
+  readonly #heights: number[] = new Array(RecentChecks.#SIZE).fill(0);
   #next = 0;
 
   get(source: object): number | undefined {
     const sources = this.#sources;
-    let found: number | undefined;
     for (let i = 0; i < sources.length; i++) {
-      if (sources[i] !== source) continue;
-      const depth = this.#depths[i]!;
-      // The same object may sit in two slots: the deepest one counts.
-      if (found === undefined || depth > found) found = depth;
+      if (sources[i] === source) return this.#heights[i]!;
     }
-    return found;
+    return undefined;
   }
 
-  set(source: object, depth: number): void {
+  set(source: object, height: number): void {
     const slot = this.#next;
     this.#sources[slot] = source;
-    this.#depths[slot] = depth;
+    this.#heights[slot] = height;
     this.#next = (slot + 1) % RecentChecks.#SIZE;
   }
 }
@@ -112,7 +111,7 @@ export class RecentChecks implements CheckCache {
 export function checkJson(value: unknown, options: CheckJsonOptions): void {
   // The common case, valid JSON, is checked without tracking the path or
   // the ancestors; only a failure walks again to say where and why.
-  if (isJson(value, { depth: 0, seen: options.seen })) return;
+  if (jsonHeight(value, { depth: 0, seen: options.seen }) >= 0) return;
   explainJson(value, {
     action: options.action,
     path: options.path ?? [],
@@ -128,57 +127,71 @@ interface Scan {
   readonly seen: CheckCache | undefined;
 }
 
+/** Below this depth, objects are looked up in and added to the cache. */
+const CACHED_DEPTH = 3;
+
 /**
- * Whether a value is JSON as {@linkcode checkJson} means it, at most
- * {@linkcode MAX_DEPTH} levels deep. A cycle makes a value infinitely deep,
- * so it fails here too; {@linkcode explainJson} then tells which it is.
+ * The height of a value that is JSON as {@linkcode checkJson} means it, at
+ * most {@linkcode MAX_DEPTH} levels deep where it is: how many levels of
+ * objects and arrays it nests, itself included (0 for a primitive); `-1`
+ * when it is not such JSON. A cycle makes a value infinitely deep, so it
+ * fails here too; {@linkcode explainJson} then tells which it is.
  */
-function isJson(value: unknown, scan: Scan): boolean {
+function jsonHeight(value: unknown, scan: Scan): number {
   switch (typeof value) {
     case "string":
     case "boolean":
-      return true;
+      return 0;
     case "number":
-      return Number.isFinite(value);
+      return Number.isFinite(value) ? 0 : -1;
     case "object": {
-      if (value === null) return true;
-      if (scan.depth >= MAX_DEPTH || hasToJson(value)) return false;
-      // Only a root's members: deeper, a lookup costs more than it saves (a
-      // base's data, at depth 2, is the record's data found at depth 1,
-      // which is no deeper, so the walk is due anyway).
-      const seen = scan.depth === 1 ? scan.seen : undefined;
+      if (value === null) return 0;
+      if (scan.depth >= MAX_DEPTH || hasToJson(value)) return -1;
+      // Only near the root: deeper, a lookup costs more than it saves.
+      const seen = scan.depth > 0 && scan.depth < CACHED_DEPTH
+        ? scan.seen
+        : undefined;
       const found = seen?.get(value);
-      if (found !== undefined && found >= scan.depth) return true;
-      scan.depth++;
-      const json = Array.isArray(value)
-        ? itemsAreJson(value, scan)
-        : isPlain(value) && membersAreJson(value, scan);
-      scan.depth--;
-      if (json && (found === undefined || found < scan.depth)) {
-        seen?.set(value, scan.depth);
+      if (found !== undefined) {
+        return scan.depth + found <= MAX_DEPTH ? found : -1;
       }
-      return json;
+      scan.depth++;
+      const below = Array.isArray(value)
+        ? itemsHeight(value, scan)
+        : isPlain(value)
+        ? membersHeight(value, scan)
+        : -1;
+      scan.depth--;
+      if (below < 0) return -1;
+      seen?.set(value, below + 1);
+      return below + 1;
     }
     default:
-      return false;
+      return -1;
   }
 }
 
-/** Whether every item of an array is JSON, holes included (not JSON). */
-function itemsAreJson(value: readonly unknown[], scan: Scan): boolean {
+/** The greatest height of an array's items; `-1` if one is no JSON. */
+function itemsHeight(value: readonly unknown[], scan: Scan): number {
+  let height = 0;
   for (let index = 0; index < value.length; index++) {
-    if (!isJson(value[index], scan)) return false;
+    const item = jsonHeight(value[index], scan);
+    if (item < 0) return -1;
+    if (item > height) height = item;
   }
-  return true;
+  return height;
 }
 
-/** Whether every member of an object is JSON. */
-function membersAreJson(value: object, scan: Scan): boolean {
+/** The greatest height of an object's members; `-1` if one is no JSON. */
+function membersHeight(value: object, scan: Scan): number {
   const source = value as Record<string, unknown>;
+  let height = 0;
   for (const key of Object.keys(source)) {
-    if (!isJson(source[key], scan)) return false;
+    const member = jsonHeight(source[key], scan);
+    if (member < 0) return -1;
+    if (member > height) height = member;
   }
-  return true;
+  return height;
 }
 
 /**

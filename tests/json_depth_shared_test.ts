@@ -1,10 +1,11 @@
 /**
  * The nesting limit of the storages' JSON walk (`storage/_json.ts`,
  * `MAX_DEPTH`) holds for an object a write passes twice: the walk remembers
- * objects it already checked or copied, and one met again deeper than it
- * was first met is walked again, not taken as checked (a value one level
- * past the limit was once accepted that way). Memory storage copies
- * (`copyJson`); SQLite and KV check in place (`checkJson`).
+ * objects it already checked (with how many levels they nest) or copied,
+ * and one met again deeper than it was first met is held to the limit
+ * there, not taken as checked (a value one level past the limit was once
+ * accepted that way). Memory storage copies (`copyJson`); SQLite and KV
+ * check in place (`checkJson`).
  *
  * @module
  */
@@ -82,6 +83,46 @@ for (const [name, open] of storages) {
         { type: "putMeta", key: "m", value: { a: deep } },
       ]);
       assert.equal(ok.ok, true);
+    }),
+  );
+}
+
+for (const [name, open] of storages) {
+  Deno.test(
+    `json depth (${name}): a record's data shared with its base's data is held to the limit at the base's level, and accepted right at it`,
+    withTimeout(10_000, async () => {
+      await using storage = await open();
+      // The record is level 1, its data and its base level 2, the base's
+      // data level 3: `data` reaches the limit exactly there.
+      const record = (data: JsonValue) => ({
+        type: "putRecord",
+        record: {
+          kind: "k",
+          id: "a",
+          data,
+          deleted: false,
+          base: { data, updatedAt: "2025-01-01T00:00:00.000Z", deleted: false },
+          lastOpId: null,
+          localUpdatedAt: null,
+        },
+      } as unknown as Mutation);
+      // Objects only, and the levels passing through an array.
+      const shapes: ((levels: number) => JsonValue)[] = [
+        nest,
+        (levels) => ({ list: [nest(levels - 2)] }),
+      ];
+      for (const shape of shapes) {
+        const fits = shape(MAX_DEPTH - 2);
+        assert.equal((await storage.write([record(fits)])).ok, true);
+        // One level more still fits as the data, not as the base's data.
+        await assert.rejects(
+          () => storage.write([record(shape(MAX_DEPTH - 1))]),
+          (error: unknown) =>
+            error instanceof StorageError && /deep/.test(error.message),
+        );
+        const [stored] = await storage.getRecords("k", ["a"]);
+        assert.deepEqual(stored?.value.data, fits);
+      }
     }),
   );
 }
