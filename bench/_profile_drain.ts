@@ -115,6 +115,8 @@ async function startRemote(): Promise<Remote> {
       new URL("../server/serve.ts", import.meta.url).pathname,
       "--port",
       "0",
+      "--db",
+      ":memory:",
     ],
     stdout: "piped",
     stderr: "inherit",
