@@ -247,6 +247,19 @@ export const WRITE_CASES: readonly Case[] = [
       assert.deepEqual(parked.map((entry) => entry.value.opId), [opId(2)]);
       const pending = await storage.listOps({ states: ["pending"] });
       assert.deepEqual(pending.map((entry) => entry.value.opId), [opId(1)]);
+      // One id in two kinds, and one name in each space, are distinct items.
+      await succeeds(storage, [
+        putRecord(record(KIND, "same", { data: { v: 1 } }), null),
+        putRecord(record("other", "same", { data: { v: 2 } }), null),
+        putMeta("same", 3, null),
+      ]);
+      assert.deepEqual((await getRecord(storage, KIND, "same"))?.value.data, {
+        v: 1,
+      });
+      assert.deepEqual(
+        (await getRecord(storage, "other", "same"))?.value.data,
+        { v: 2 },
+      );
     },
   },
   {

@@ -48,9 +48,8 @@ const encoder = new TextEncoder();
 /** A versionstamp as KV issues it: 20 lowercase hex digits. */
 const VERSIONSTAMP = /^[0-9a-f]{20}$/;
 
-/** A checked mutation with its item's identity within the write. */
+/** A checked mutation with its value's JSON. */
 type Planned = CheckedMutation & {
-  readonly identity: string;
   /** The value's UTF-8 JSON as stored; `undefined` for a delete. */
   readonly bytes: Uint8Array | undefined;
   /**
@@ -165,7 +164,8 @@ function group(
   space: KvKeyspace,
   plan: readonly Planned[],
 ): WritePlan | undefined {
-  const byIdentity = new Map<string, Grouping>();
+  const items = new ItemMaps<Grouping>();
+  const order: Grouping[] = [];
   const groupingOf: Grouping[] = new Array(plan.length);
   for (let index = 0; index < plan.length; index++) {
     const planned = plan[index]!;
@@ -173,10 +173,13 @@ function group(
     if (typeof expect === "string" && !VERSIONSTAMP.test(expect)) {
       return undefined;
     }
-    let grouping = byIdentity.get(planned.identity);
+    const byName = items.of(planned);
+    const name = nameOf(planned);
+    let grouping = byName.get(name);
     if (grouping === undefined) {
       grouping = { last: planned, expect, item: undefined };
-      byIdentity.set(planned.identity, grouping);
+      byName.set(name, grouping);
+      order.push(grouping);
     } else {
       if (expect !== undefined) {
         if (grouping.expect !== undefined && grouping.expect !== expect) {
@@ -188,8 +191,8 @@ function group(
     }
     groupingOf[index] = grouping;
   }
-  const items: Item[] = [];
-  for (const grouping of byIdentity.values()) {
+  const planned: Item[] = [];
+  for (const grouping of order) {
     const { last } = grouping;
     grouping.item = {
       space: last.space,
@@ -203,9 +206,53 @@ function group(
       freshSlot: last.space === "op" ? randomSlot() : 0,
       read: undefined,
     };
-    items.push(grouping.item);
+    planned.push(grouping.item);
   }
-  return { items, itemOf: groupingOf.map((grouping) => grouping.item!) };
+  return {
+    items: planned,
+    itemOf: groupingOf.map((grouping) => grouping.item!),
+  };
+}
+
+/**
+ * Maps of a write's items by name: records by kind, then id; ops by op id;
+ * meta entries by key. The names are the mutations' own strings, so no key
+ * is built (a fresh string costs its hash, about half a µs, on every item
+ * of a write).
+ */
+class ItemMaps<T> {
+  readonly #records = new Map<string, Map<string, T>>();
+  readonly #ops = new Map<string, T>();
+  readonly #meta = new Map<string, T>();
+
+  /** The map of a mutation's space (and kind). */
+  of(mutation: CheckedMutation): Map<string, T> {
+    switch (mutation.space) {
+      case "record": {
+        let byId = this.#records.get(mutation.kind);
+        if (byId === undefined) {
+          this.#records.set(mutation.kind, byId = new Map());
+        }
+        return byId;
+      }
+      case "op":
+        return this.#ops;
+      case "meta":
+        return this.#meta;
+    }
+  }
+}
+
+/** A mutation's item's name within its map (see {@linkcode ItemMaps}). */
+function nameOf(mutation: CheckedMutation): string {
+  switch (mutation.space) {
+    case "record":
+      return mutation.id;
+    case "op":
+      return mutation.opId;
+    case "meta":
+      return mutation.key;
+  }
 }
 
 /** The key of a mutation's item's header. */
@@ -270,14 +317,12 @@ function worstKeyBytes(space: KvKeyspace, item: Item): number {
   return 2 * header + 2 * stateKey + 2 * recordIndexKey;
 }
 
-/** A checked mutation with its identity and its value's JSON. */
+/** A checked mutation with its value's JSON. */
 function planOf(mutation: CheckedMutation): Planned {
   switch (mutation.space) {
     case "record":
       return {
         ...mutation,
-        // The kind's length ends it: the id is the rest.
-        identity: `r${mutation.kind.length}:${mutation.kind}${mutation.id}`,
         ...recordBytes(mutation.value),
       };
     case "op": {
@@ -286,7 +331,6 @@ function planOf(mutation: CheckedMutation): Planned {
         : encodeJson(mutation.value);
       return {
         ...mutation,
-        identity: "o" + mutation.opId,
         bytes,
         envelope: undefined,
         shared: false,
@@ -299,7 +343,6 @@ function planOf(mutation: CheckedMutation): Planned {
         : inlineJson(mutation.value, false);
       return {
         ...mutation,
-        identity: "m" + mutation.key,
         bytes: inline?.bytes,
         envelope: inline?.envelope,
         shared: false,
