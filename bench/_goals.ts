@@ -108,6 +108,10 @@ export const GOALS: readonly Goal[] = [
     group: "drain 10k ops, batch",
     row: "engine, memory outbox",
     measure: { type: "share", target: 75 },
+    floor: {
+      what: "bare POSTs, then a memory outbox's maps and copies by hand",
+      row: "floor: bare requests + a memory outbox by hand",
+    },
   },
   {
     label: "drain 10k, per-op ×8 ÷ bare fetch ×8",

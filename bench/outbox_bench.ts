@@ -44,7 +44,10 @@
  *   the adapter's own statements ("this layout by hand") and, in batch mode,
  *   the least a durable outbox does (one ranged `UPDATE` to claim a round,
  *   one to mark it sent). No engine on this storage can beat the first; no
- *   durable outbox on SQLite can beat the second.
+ *   durable outbox on SQLite can beat the second. In batch mode a third
+ *   floor row times the bare requests followed by the memory outbox's work
+ *   by hand (`bench/_memory_floor.ts`: maps and the deep copies the storage
+ *   contract asks for), the floor of the memory drain.
  * - `coalesce`: 10,000 edits of 100 records. The bench throws if the server
  *   is sent more than 100 ops. The baseline is a bare `POST /batch` of the
  *   100 final records: the floor of the coalesced drain. The other natural
@@ -82,6 +85,7 @@ import {
   type WireOp,
 } from "./_drain.ts";
 import { FLOORS, openOutboxFile } from "./_drain_floor.ts";
+import { memoryByHand, memoryOutboxOf } from "./_memory_floor.ts";
 
 const TINY = Deno.env.get("BENCH_SCALE") === "tiny";
 
@@ -305,6 +309,37 @@ function floor(
   });
 }
 
+/**
+ * Registers the memory floor row: the bare requests of the baseline, then
+ * the memory outbox's drain work for the same ops by hand
+ * (`bench/_memory_floor.ts`), both timed.
+ */
+function memoryFloor(
+  group: string,
+  fill: FillOptions,
+  mode: DrainMode,
+  options: { n: number },
+): void {
+  Deno.bench({
+    name: "floor: bare requests + a memory outbox by hand",
+    group,
+    ...options,
+    async fn(b) {
+      const ops = await opsOf(fill);
+      const outbox = memoryOutboxOf(ops);
+      await using server = new DrainServer();
+      b.start();
+      const accepted = mode.batch
+        ? await bareBatch(server.url, ops, mode.batchSize)
+        : await barePerOp(server.url, ops, mode.concurrency);
+      const settled = memoryByHand(outbox, ROUND);
+      b.end();
+      exactly(ops.length)(accepted, server.written);
+      exactly(ops.length)(settled, server.written);
+    },
+  });
+}
+
 /** Registers the bare-fetch baseline sending the ops of `fill`'s outbox. */
 function bare(
   group: string,
@@ -356,6 +391,7 @@ for (
   // dominate and it adds 20 s to the run for little news.
   if (memory) {
     engineMemory(group, "engine, memory outbox", fill, mode, verify, ONCE);
+    memoryFloor(group, fill, mode, ONCE);
   }
 }
 
