@@ -20,8 +20,6 @@
  */
 
 import { SyncEngine } from "../mod.ts";
-import type { Storage } from "../src/storage.ts";
-import type { Transport } from "../src/transport.ts";
 import { openSqliteStorage } from "../storage/sqlite.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
@@ -33,6 +31,7 @@ import {
   makeRecord,
   type WireOp,
 } from "./_drain.ts";
+import { Stages } from "./_stages.ts";
 
 const n = Number(Deno.args[0] ?? "10000");
 const which = Deno.args[1] ?? "sqlite";
@@ -42,27 +41,7 @@ const concurrency = Number(Deno.args[3] ?? "0");
 const batch = concurrency === 0;
 const ROUND = 1000;
 
-/** Milliseconds and calls per stage. */
-const stages = new Map<string, { ms: number; calls: number }>();
-function timed<T>(name: string, run: () => Promise<T>): Promise<T> {
-  // Started before the call: an SQLite store works synchronously inside it.
-  const started = performance.now();
-  return Promise.resolve().then(run).finally(() => {
-    const stage = stages.get(name) ?? { ms: 0, calls: 0 };
-    stage.ms += performance.now() - started;
-    stage.calls++;
-    stages.set(name, stage);
-  });
-}
-
-const TIMED = new Set<string | symbol>([
-  "getRecords",
-  "listRecords",
-  "getOps",
-  "listOps",
-  "getMeta",
-  "write",
-]);
+const stages = new Stages();
 
 /**
  * A storage call's stage: its method, and for a write whether it claims
@@ -73,30 +52,6 @@ function stageOf(method: string, args: unknown[]): string {
   const mutations = args[0] as readonly { readonly type: string }[];
   const claim = mutations.every((mutation) => mutation.type === "putOp");
   return claim ? "storage.write (claim)" : "storage.write (settle)";
-}
-
-/** The storage, every read and write timed by method name. */
-function timedStorage(storage: Storage): Storage {
-  return new Proxy(storage, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver);
-      if (typeof value !== "function" || !TIMED.has(property)) return value;
-      return (...args: unknown[]) =>
-        timed(stageOf(String(property), args), () => value.apply(target, args));
-    },
-  });
-}
-
-/** The transport, `push` timed. */
-function timedTransport(transport: Transport): Transport {
-  return new Proxy(transport, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver);
-      if (property !== "push" || typeof value !== "function") return value;
-      return (...args: unknown[]) =>
-        timed("transport.push", () => value.apply(target, args));
-    },
-  });
 }
 
 /**
@@ -147,7 +102,7 @@ let remote: Remote | undefined;
 const dir = await Deno.makeTempDir({ prefix: "profile_drain_" });
 try {
   for (let round = 0; round < rounds; round++) {
-    stages.clear();
+    stages.all.clear();
     const raw = which === "memory"
       ? createMemoryStorage()
       : await openSqliteStorage(`${dir}/outbox-${round}.sqlite`);
@@ -178,8 +133,8 @@ try {
         concurrency: Math.max(1, concurrency),
       });
       const engine = new SyncEngine({
-        storage: timedStorage(raw),
-        transport: timedTransport(transport),
+        storage: stages.storage(raw, stageOf),
+        transport: stages.transport(transport, "push"),
         pushBatchSize: ROUND,
       });
       engine.table(KIND);
@@ -215,7 +170,9 @@ try {
       } % of bare; pushed ${pushed}, server wrote ${written}`,
     );
     let staged = 0;
-    for (const [name, stage] of [...stages].sort((a, b) => b[1].ms - a[1].ms)) {
+    for (
+      const [name, stage] of [...stages.all].sort((a, b) => b[1].ms - a[1].ms)
+    ) {
       staged += stage.ms;
       console.log(
         `  ${name.padEnd(22)} ${stage.ms.toFixed(1).padStart(8)} ms ${

@@ -18,7 +18,6 @@
  */
 
 import { type JsonObject, SyncEngine } from "../mod.ts";
-import type { Storage } from "../src/storage.ts";
 import type { Transport } from "../src/transport.ts";
 import { openKvStorage } from "../storage/kv.ts";
 import { openSqliteStorage } from "../storage/sqlite.ts";
@@ -26,6 +25,8 @@ import { createMemoryStorage } from "../storage/memory.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { createSyncServer } from "../server/mod.ts";
 import { createMemoryServerStore } from "../server/memory.ts";
+import { pullRecord } from "./_pull_record.ts";
+import { Stages } from "./_stages.ts";
 
 const n = Number(Deno.args[0] ?? "100000");
 const which = Deno.args[1] ?? "kv";
@@ -34,68 +35,10 @@ const rounds = Number(Deno.args[2] ?? "3");
 const via = Deno.args[3] ?? "http";
 const PAGE = 1000;
 const KIND = "items";
-const T0 = Date.UTC(2025, 0, 1);
-
-/** The pull bench's record (about 200 bytes of JSON). */
-function item(index: number): JsonObject {
-  return {
-    id: `item-${String(index).padStart(7, "0")}`,
-    updated_at: new Date(T0 + index * 1000).toISOString(),
-    title: `Task number ${index}`,
-    done: index % 3 === 0,
-    priority: index % 5,
-    tags: ["work", "home"],
-    notes: "Lorem ipsum dolor sit amet, consectetur adipiscing elit.",
-  };
-}
-
-/** Milliseconds and calls per stage. */
-const stages = new Map<string, { ms: number; calls: number }>();
-function timed<T>(name: string, run: () => Promise<T>): Promise<T> {
-  const started = performance.now();
-  return Promise.resolve().then(run).finally(() => {
-    const stage = stages.get(name) ?? { ms: 0, calls: 0 };
-    stage.ms += performance.now() - started;
-    stage.calls++;
-    stages.set(name, stage);
-  });
-}
-
-const TIMED = new Set<string | symbol>([
-  "getRecords",
-  "listRecords",
-  "getOps",
-  "listOps",
-  "getMeta",
-  "write",
-]);
-
-/** The storage, every read and write timed by method name. */
-function timedStorage(storage: Storage): Storage {
-  return new Proxy(storage, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver);
-      if (typeof value !== "function" || !TIMED.has(property)) return value;
-      return (...args: unknown[]) =>
-        timed(`storage.${String(property)}`, () => value.apply(target, args));
-    },
-  });
-}
-
-/** The transport, `pull` timed. */
-function timedTransport(transport: Transport): Transport {
-  return new Proxy(transport, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver);
-      if (property !== "pull" || typeof value !== "function") return value;
-      return (...args: unknown[]) =>
-        timed("transport.pull", () => value.apply(target, args));
-    },
-  });
-}
+const stages = new Stages();
 
 const store = createMemoryServerStore();
-const items = Array.from({ length: n }, (_, index) => item(index));
+const items = Array.from({ length: n }, (_, index) => pullRecord(index));
 for (let start = 0; start < n; start += 10_000) {
   await store.commit(
     items.slice(start, start + 10_000).map((data) => ({
@@ -142,7 +85,7 @@ function pagesTransport(): Transport {
 const dir = await Deno.makeTempDir({ prefix: "profile_pull_" });
 try {
   for (let round = 0; round < rounds; round++) {
-    stages.clear();
+    stages.all.clear();
     const storage = which === "memory"
       ? createMemoryStorage()
       : which === "sqlite"
@@ -152,8 +95,8 @@ try {
       ? pagesTransport()
       : createRestTransport({ baseUrl: url });
     await using engine = new SyncEngine({
-      storage: timedStorage(storage),
-      transport: timedTransport(transport),
+      storage: stages.storage(storage),
+      transport: stages.transport(transport, "pull"),
       pageSize: PAGE,
     });
     engine.table(KIND);
@@ -163,7 +106,7 @@ try {
     await engine.close();
     await storage.close();
     let counted = 0;
-    const lines = [...stages].map(([name, { ms, calls }]) => {
+    const lines = [...stages.all].map(([name, { ms, calls }]) => {
       counted += ms;
       return `  ${name.padEnd(22)} ${ms.toFixed(0).padStart(6)} ms ${
         String(calls).padStart(5)

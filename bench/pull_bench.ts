@@ -69,27 +69,13 @@ import {
   type ServerWrite,
 } from "../server/mod.ts";
 import { createMemoryServerStore } from "../server/memory.ts";
+import { pullRecord } from "./_pull_record.ts";
 import { SCALE, short, TINY } from "./_scale.ts";
 
 const KIND = "items";
 const RECORDS = SCALE.pullRecords;
 const PAGE = SCALE.pageSize;
-/** The first record's `updated_at`; each next one is a second later. */
-const T0 = Date.UTC(2025, 0, 1);
 const encoder = new TextEncoder();
-
-/** A realistic server record (about 200 bytes of JSON). */
-function item(index: number): JsonObject {
-  return {
-    id: `item-${String(index).padStart(7, "0")}`,
-    updated_at: new Date(T0 + index * 1000).toISOString(),
-    title: `Task number ${index}`,
-    done: index % 3 === 0,
-    priority: index % 5,
-    tags: ["work", "home"],
-    notes: "Lorem ipsum dolor sit amet, consectetur adipiscing elit.",
-  };
-}
 
 /** A temporary directory, removed with everything in it on dispose. */
 async function tempDir(): Promise<AsyncDisposable & { path: string }> {
@@ -119,7 +105,10 @@ let fixture: Promise<Fixture> | undefined;
 /** Seeds the server once per module, on first use. */
 function loadFixture(): Promise<Fixture> {
   fixture ??= (async () => {
-    const items = Array.from({ length: RECORDS }, (_, index) => item(index));
+    const items = Array.from(
+      { length: RECORDS },
+      (_, index) => pullRecord(index),
+    );
     const store = createMemoryServerStore();
     const seed = async (kind: string, records: readonly JsonObject[]) => {
       for (let start = 0; start < records.length; start += 10_000) {
@@ -503,7 +492,7 @@ async function serverChild(kind: string, count: number): Promise<void> {
   for (let start = 0; start < count; start += 10_000) {
     const writes: ServerWrite[] = [];
     for (let index = start; index < Math.min(count, start + 10_000); index++) {
-      const data = item(index);
+      const data = pullRecord(index);
       writes.push({
         type: "record",
         namespace: "public",

@@ -4,7 +4,9 @@
  * @module
  */
 
+import type { JsonObject } from "../src/json.ts";
 import type { StoredOp } from "../src/storage.ts";
+import type { PullPage, PullRequest } from "../src/transport.ts";
 
 /**
  * A pending upsert op of record `1` in table `todo` that was never sent;
@@ -38,4 +40,24 @@ export function pendingOp(
     conflict: null,
     ...fields,
   };
+}
+
+/**
+ * The page a keyset server answers: the rows after the request's cursor in
+ * `(updated_at, id)` order (the rows' own order), at most `limit` of them.
+ *
+ * @param rows Every row, in `(updated_at, id)` order.
+ * @param request The cursor and the limit.
+ * @returns The page, with no token.
+ */
+export function keysetPage(
+  rows: readonly JsonObject[],
+  request: Pick<PullRequest, "updatedSince" | "afterId" | "limit">,
+): PullPage {
+  const since = request.updatedSince;
+  const after = rows.filter(({ id, updated_at: at }) =>
+    since === null || (at as string) > since ||
+    (at === since && (id as string) > request.afterId!)
+  );
+  return { items: after.slice(0, request.limit), nextPageToken: null };
 }

@@ -19,6 +19,7 @@ import type {
   TransportCallOptions,
 } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
+import { keysetPage } from "./_fixtures.ts";
 import { withTimeout } from "./_timeout.ts";
 
 const T0 = Date.parse("2025-03-01T10:00:00.000Z");
@@ -63,12 +64,7 @@ function rowsTransport(
       } finally {
         this.open--;
       }
-      const since = request.updatedSince;
-      const after = all.filter(({ id, updated_at: at }) =>
-        since === null || (at as string) > since ||
-        (at === since && (id as string) > request.afterId!)
-      );
-      return { items: after.slice(0, request.limit), nextPageToken: null };
+      return keysetPage(all, request);
     },
     push: () => Promise.resolve([]),
     close: () => Promise.resolve(),

@@ -12,6 +12,7 @@ import type { JsonObject } from "../src/json.ts";
 import type { Storage } from "../src/storage.ts";
 import type { PullPage, Transport } from "../src/transport.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
+import { keysetPage } from "./_fixtures.ts";
 import { withTimeout } from "./_timeout.ts";
 
 const T0 = Date.parse("2025-03-01T10:00:00.000Z");
@@ -96,12 +97,7 @@ function rowsTransport(
   return {
     async pull(request): Promise<PullPage> {
       await before(index++);
-      const since = request.updatedSince;
-      const after = rows.filter(({ id, updated_at: at }) =>
-        since === null || (at as string) > since ||
-        (at === since && (id as string) > request.afterId!)
-      );
-      return { items: after.slice(0, request.limit), nextPageToken: null };
+      return keysetPage(rows, request);
     },
     push: () => Promise.resolve([]),
     close: () => Promise.resolve(),
