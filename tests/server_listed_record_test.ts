@@ -40,10 +40,30 @@ for (const { name, open } of STORES) {
         limit: 10,
       });
       assert.ok(listed !== undefined);
-      assert.ok(Object.keys(listed).includes("data"));
+      // A plain object whose members come in the literal's order.
+      assert.equal(Object.getPrototypeOf(listed), Object.prototype);
+      assert.deepEqual(Object.keys(listed), [
+        "kind",
+        "id",
+        "updatedAt",
+        "deletedAt",
+        "data",
+        "text",
+      ]);
       assert.deepEqual({ ...listed }.data, data);
       assert.deepEqual(JSON.parse(JSON.stringify(listed)).data, data);
+      assert.deepEqual(structuredClone(listed).data, data);
       assert.equal(listed.data, listed.data);
+      // Copies of its members, and objects made from it, read it too.
+      const copy = Object.defineProperties(
+        {},
+        Object.getOwnPropertyDescriptors(listed),
+      ) as typeof listed;
+      assert.deepEqual(copy.data, data);
+      assert.deepEqual((Object.create(listed) as typeof listed).data, data);
+      // It can be removed, as a literal's member can.
+      assert.equal(delete (listed as { data?: unknown }).data, true);
+      assert.equal("data" in listed, false);
       const got = await store.getRecord("ns", "todo", "a");
       assert.deepEqual(got?.data, data);
     }),
