@@ -155,7 +155,7 @@ async function pullTable(
   // The next page, requested while this one is applied: the request needs
   // only the cursor this page leaves, and the two overlap (the storage
   // commits while the server answers). It is used only if the cursor then
-  // stands where it was asked from; otherwise it is dropped.
+  // stands where it was asked from; otherwise it is cancelled.
   let ahead: Ahead | undefined;
   try {
     for (;;) {
@@ -234,8 +234,9 @@ async function pullTable(
       if (caughtUp) break;
     }
   } finally {
-    // No request of this run outlives it.
-    if (ahead !== undefined) await dropAhead(ahead);
+    // Cancelled, not waited for: a transport that ignored the signal would
+    // hold a failed or closed run until the server answered.
+    if (ahead !== undefined) dropAhead(ahead);
   }
   if (seen !== null && !interrupted && (!firstPull || seen.size > 0)) {
     await sweep(ctx, table, seen, stats);
@@ -330,7 +331,7 @@ async function takeAhead(
 ): Promise<Fetched | undefined> {
   if (ahead === undefined) return undefined;
   if (cursor === undefined || ahead.key !== aheadKey(cursor, limit)) {
-    await dropAhead(ahead);
+    dropAhead(ahead);
     return undefined;
   }
   const result = await ahead.result;
@@ -338,10 +339,12 @@ async function takeAhead(
   return result.fetched;
 }
 
-/** Cancels a request made ahead and waits for it to end. */
-async function dropAhead(ahead: Ahead): Promise<void> {
+/**
+ * Cancels a request made ahead. Its outcome is dropped: `result` never
+ * rejects, so nothing goes unhandled.
+ */
+function dropAhead(ahead: Ahead): void {
   ahead.controller.abort();
-  await ahead.result;
 }
 
 /** What a page requested ahead is matched by. */

@@ -1,9 +1,10 @@
 /**
  * The pull requests the next page while it writes the current one (the
  * server answers while the storage commits), and uses that page only when
- * the cursor then stands where it was asked from: a moved cursor drops it,
- * a failed write cancels it, and its own failure fails the run only after
- * the page before it landed.
+ * the cursor then stands where it was asked from: a moved cursor, a failed
+ * write or the run's end cancels it (not waiting for a transport that
+ * ignores the signal), and its own failure fails the run only after the page
+ * before it landed.
  */
 
 import assert from "node:assert/strict";
@@ -182,17 +183,11 @@ Deno.test(
 );
 
 Deno.test(
-  "pull ahead: a write that fails cancels the request made ahead, and the run fails with the write's error once that request ended",
+  "pull ahead: a write that fails cancels the request made ahead, and the run fails with the write's error at once",
   withTimeout(10_000, async () => {
     const transport = rowsTransport(rows(12), async (index, _, options) => {
-      // The request ahead hangs until it is cancelled, then takes a while
-      // to end.
-      if (index === 1) {
-        await aborted(options?.signal).catch(async (error) => {
-          await new Promise((resolve) => setTimeout(resolve, 20));
-          throw error;
-        });
-      }
+      // The request ahead ends when it is cancelled.
+      if (index === 1) await aborted(options?.signal);
     });
     await using storage = hooked(createMemoryStorage(), (index) => {
       if (index === 0) {
@@ -208,9 +203,53 @@ Deno.test(
     });
     assert.equal(transport.seen.length, 2);
     assert.equal(transport.seen[1]!.signal?.aborted, true);
-    // No request of the run outlives it.
-    assert.equal(transport.open, 0);
     assert.deepEqual(await ids(storage), []);
+  }),
+);
+
+Deno.test(
+  "pull ahead: a transport that ignores the signal holds neither a failed run nor close()",
+  withTimeout(10_000, async () => {
+    // Every request ahead takes 3 s, cancelled or not.
+    const slow = (index: number) =>
+      index === 1
+        ? new Promise<void>((resolve) => setTimeout(resolve, 3_000))
+        : Promise.resolve();
+    {
+      const transport = rowsTransport(rows(12), slow);
+      await using storage = hooked(
+        createMemoryStorage(),
+        (index) =>
+          index === 0
+            ? Promise.reject(new StorageError("Cannot write: disk full"))
+            : Promise.resolve(),
+      );
+      await using engine = new SyncEngine({ storage, transport, pageSize: 5 });
+      engine.table("items");
+      const started = performance.now();
+      await assert.rejects(engine.sync(), { name: "StorageError" });
+      const waited = performance.now() - started;
+      assert.ok(waited < 1_000, `the failed run waited ${waited} ms`);
+    }
+    {
+      const transport = rowsTransport(rows(12), slow);
+      let closing!: Promise<void>;
+      let engine!: SyncEngine;
+      await using storage = hooked(createMemoryStorage(), (index) => {
+        // Closed while the first page is written, its next page asked for.
+        if (index === 0) closing = engine.close();
+        return Promise.resolve();
+      });
+      engine = new SyncEngine({ storage, transport, pageSize: 5 });
+      engine.table("items");
+      const started = performance.now();
+      await engine.sync().catch(() => {});
+      await closing;
+      const waited = performance.now() - started;
+      assert.ok(waited < 1_000, `close() waited ${waited} ms`);
+    }
+    // The two requests left behind end before the test does.
+    await new Promise((resolve) => setTimeout(resolve, 3_100));
   }),
 );
 
