@@ -234,13 +234,14 @@ Deno.test(
     {
       const transport = rowsTransport(rows(12), slow);
       let closing!: Promise<void>;
-      let engine!: SyncEngine;
+      const held: { engine?: SyncEngine } = {};
       await using storage = hooked(createMemoryStorage(), (index) => {
         // Closed while the first page is written, its next page asked for.
-        if (index === 0) closing = engine.close();
+        if (index === 0) closing = held.engine!.close();
         return Promise.resolve();
       });
-      engine = new SyncEngine({ storage, transport, pageSize: 5 });
+      await using engine = new SyncEngine({ storage, transport, pageSize: 5 });
+      held.engine = engine;
       engine.table("items");
       const started = performance.now();
       await engine.sync().catch(() => {});
