@@ -40,11 +40,13 @@ export interface CheckJsonOptions {
    * levels they nest, skipped when met again where that many more levels
    * fit the limit. Only objects at the first two levels are looked up and
    * added: the engine passes one object as a record's data (level 1), its
-   * base's data (level 2) and its op's payload (level 1). The checks of a write run synchronously, so no other code
-   * changes the objects meanwhile; an accessor property may still answer
-   * differently each time it is read, here and when the adapter serialises
-   * the value (the engine only ever passes plain data it copied itself). A
-   * `Map` does, or {@linkcode RecentChecks}.
+   * base's data (level 2) and its op's payload (level 1). The checks of a
+   * write run synchronously, so no other code changes the objects
+   * meanwhile; an accessor property may still answer differently each time
+   * it is read, here and when the adapter serialises the value, and a
+   * getter met later in the walk may deepen an object already checked (the
+   * engine only ever passes plain data it copied itself). A `Map` does, or
+   * {@linkcode RecentChecks}.
    */
   readonly seen?: CheckCache | undefined;
 }
