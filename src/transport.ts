@@ -169,7 +169,10 @@ export interface LiveCallOptions {
  */
 export interface Transport extends AsyncDisposable {
   /**
-   * Fetches one page of a table's changes.
+   * Fetches one page of a table's changes. The engine asks for the next
+   * page while it writes the current one, and cancels that request through
+   * the signal when the page is no longer wanted (the write failed, another
+   * engine moved the cursor, the run ended): it does not wait for it.
    *
    * @param request The table, cursor, page size and token.
    * @param options Abort signal.
