@@ -14,7 +14,12 @@
 import assert from "node:assert/strict";
 import { SyncEngine } from "../mod.ts";
 import type { JsonObject } from "../src/json.ts";
-import type { Storage } from "../src/storage.ts";
+import type {
+  Storage,
+  StoredOp,
+  StoredRecord,
+  Versioned,
+} from "../src/storage.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { createSyncServer } from "../server/mod.ts";
 import { withTimeout } from "./_timeout.ts";
@@ -168,6 +173,31 @@ function spawnChild(args: string[]) {
   return { child, lines, isReady, reading, stderr };
 }
 
+/** A record, its ops and the server's copy, for a failure's message. */
+function describeLocal(
+  record: StoredRecord,
+  ops: readonly Versioned<StoredOp>[],
+  server: JsonObject | undefined,
+): string {
+  return `record: ${
+    JSON.stringify({
+      ...record,
+      data: record.data.v,
+      base: record.base && {
+        v: record.base.data.v,
+        at: record.base.updatedAt,
+        deleted: record.base.deleted,
+      },
+    })
+  }\nops: ${
+    JSON.stringify(ops.map((o) => ({
+      ...o.value,
+      payload: o.value.payload?.v,
+      base: o.value.base?.v,
+    })))
+  }\nserver: ${JSON.stringify(server)}`;
+}
+
 /** Checks the invariants of a store after its writer died. */
 async function verify(
   storage: Storage,
@@ -193,10 +223,13 @@ async function verify(
       // Its last write may or may not have landed: only the outbox/server
       // invariant below holds for sure.
     } else if (record.deleted) {
-      assert.ok(
-        last.deleted || atLeast(record.data.v, last.v),
-        `${context}: ${id} is deleted but its last committed write ${last.v} was not a delete`,
-      );
+      if (!(last.deleted || atLeast(record.data.v, last.v))) {
+        const ops = await storage.listOps({ kinds: ["items"], id });
+        assert.fail(
+          `${context}: ${id} is deleted but its last committed write ${last.v} was not a delete\n` +
+            describeLocal(record, ops, serverRecords.get(id)),
+        );
+      }
     } else {
       if (
         !atLeast(record.data.v, last.v) ||
@@ -205,23 +238,7 @@ async function verify(
         const ops = await storage.listOps({ kinds: ["items"], id });
         assert.fail(
           `${context}: ${id} holds ${record.data.v}, older than committed ${last.v}\n` +
-            `record: ${
-              JSON.stringify({
-                ...record,
-                data: record.data.v,
-                base: record.base && {
-                  v: record.base.data.v,
-                  at: record.base.updatedAt,
-                  deleted: record.base.deleted,
-                },
-              })
-            }\nops: ${
-              JSON.stringify(ops.map((o) => ({
-                ...o.value,
-                payload: o.value.payload?.v,
-                base: o.value.base?.v,
-              })))
-            }\nserver: ${JSON.stringify(serverRecords.get(id))}`,
+            describeLocal(record, ops, serverRecords.get(id)),
         );
       }
     }
@@ -366,7 +383,10 @@ for (const kind of KINDS) {
               await server.records(),
               context,
             ).catch((error) => {
-              const id = /: (\S+) holds/.exec(String(error))?.[1];
+              // The record every one of verify()'s messages names.
+              const id =
+                /: ([^\s']+)(?: holds| is deleted| is neither| differs| deletion|'s op)|write \S+ of (\S+) is lost/
+                  .exec(String(error))?.slice(1).find((found) => found);
               throw new Error(
                 `${error}\nserver log of ${id}:\n${
                   server.log.filter((line) => line.includes(` ${id} `)).slice(
@@ -374,10 +394,12 @@ for (const kind of KINDS) {
                   )
                     .join("\n")
                 }\nhistory of ${id}:\n${
+                  history.filter((line) => line.includes(`"${id}"`)).slice(-40)
+                    .join("\n")
+                }\nlast syncs:\n${
                   history.filter((line) =>
-                    line.includes(`"${id}"`) || line.includes("synced") ||
-                    line.includes("syncFailed")
-                  ).slice(-60).join("\n")
+                    line.includes("synced") || line.includes("syncFailed")
+                  ).slice(-5).join("\n")
                 }`,
               );
             });
