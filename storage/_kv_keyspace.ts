@@ -407,30 +407,39 @@ export function decodeUtf8(bytes: Uint8Array): string {
   return decoder.decode(bytes);
 }
 
-/** The start of an inline header. */
-export const RECORD_HEAD = '{"v":';
+/** The start of a record's or meta entry's inline header. */
+const VALUE_HEAD = '{"v":';
 /** The start of the inline header of a record stored without its base's data. */
-export const SHARED_HEAD = '{"a":1,"v":';
-const RECORD_HEAD_BYTES = encoder.encode(RECORD_HEAD);
-const SHARED_HEAD_BYTES = encoder.encode(SHARED_HEAD);
+const SHARED_HEAD = '{"a":1,"v":';
 
 /**
- * An inline header: `{"v": value}`, with an op's slot or a record's
- * shared-base flag first.
+ * A record's or meta entry's inline header, `{"v": value}` (`{"a":1,"v":
+ * value}` for a record stored without its base's data), encoded with the
+ * value's JSON in one go.
  *
- * @param json The value's JSON.
- * @param head An op's slot, or whether a record's base was left out.
+ * @param value The value as stored.
+ * @param shared Whether a record's base was left out of it.
+ * @returns The header's bytes, and the value's JSON within them.
+ */
+export function inlineHeader(
+  value: unknown,
+  shared: boolean,
+): { readonly header: Uint8Array; readonly json: Uint8Array } {
+  const head = shared ? SHARED_HEAD : VALUE_HEAD;
+  const header = encoder.encode(`${head}${JSON.stringify(value)}}`);
+  // The heads are ASCII: as many bytes as characters.
+  return { header, json: header.subarray(head.length, header.length - 1) };
+}
+
+/**
+ * An op's inline header: `{"s": slot, "v": op}`.
+ *
+ * @param json The op's JSON.
+ * @param slot The op's slot.
  * @returns The header's bytes.
  */
-export function envelopeOf(
-  json: Uint8Array,
-  head: { readonly slot?: number; readonly shared?: boolean },
-): Uint8Array {
-  const start = head.slot !== undefined
-    ? encoder.encode(`{"s":${head.slot},"v":`)
-    : head.shared === true
-    ? SHARED_HEAD_BYTES
-    : RECORD_HEAD_BYTES;
+export function opHeaderOf(json: Uint8Array, slot: number): Uint8Array {
+  const start = encoder.encode(`{"s":${slot},"v":`);
   const out = new Uint8Array(start.length + json.length + 1);
   out.set(start);
   out.set(json, start.length);

@@ -30,9 +30,8 @@ import {
 import {
   encodeJson,
   type Envelope,
+  inlineHeader,
   type KvKeyspace,
-  RECORD_HEAD,
-  SHARED_HEAD,
   UNINDEXED_STATE,
 } from "./_kv_keyspace.ts";
 import { utf8Length } from "./_text.ts";
@@ -43,8 +42,6 @@ import {
   writeBytes,
 } from "./_validate.ts";
 
-const encoder = new TextEncoder();
-
 /** A versionstamp as KV issues it: 20 lowercase hex digits. */
 const VERSIONSTAMP = /^[0-9a-f]{20}$/;
 
@@ -53,10 +50,10 @@ type Planned = CheckedMutation & {
   /** The value's UTF-8 JSON as stored; `undefined` for a delete. */
   readonly bytes: Uint8Array | undefined;
   /**
-   * A record's or meta entry's inline header (see `envelopeOf()`),
-   * around `bytes`; `undefined` for an op or a delete.
+   * A record's or meta entry's inline header, around `bytes`; `undefined`
+   * for an op (its header holds its slot) or a delete.
    */
-  readonly envelope: Uint8Array | undefined;
+  readonly header: Uint8Array | undefined;
   /** Whether a record's base was left out of `bytes` (`"a": 1`). */
   readonly shared: boolean;
   /**
@@ -78,7 +75,7 @@ export interface Item {
   /** The final value's UTF-8 JSON, as stored. */
   readonly bytes: Uint8Array | undefined;
   /** A record's or meta entry's inline header, around `bytes`. */
-  readonly envelope: Uint8Array | undefined;
+  readonly header: Uint8Array | undefined;
   /** Whether a record's base was left out of `bytes` (`"a": 1`). */
   readonly shared: boolean;
   /** The expect of its mutations (they agree). */
@@ -199,7 +196,7 @@ function group(
       headerKey: headerKey(space, last),
       value: last.value,
       bytes: last.bytes,
-      envelope: last.envelope,
+      header: last.header,
       shared: last.shared,
       expect: grouping.expect,
       large: false,
@@ -332,7 +329,7 @@ function planOf(mutation: CheckedMutation): Planned {
       return {
         ...mutation,
         bytes,
-        envelope: undefined,
+        header: undefined,
         shared: false,
         jsonBytes: bytes?.length,
       };
@@ -340,13 +337,13 @@ function planOf(mutation: CheckedMutation): Planned {
     case "meta": {
       const inline = mutation.value === undefined
         ? undefined
-        : inlineJson(mutation.value, false);
+        : inlineHeader(mutation.value, false);
       return {
         ...mutation,
-        bytes: inline?.bytes,
-        envelope: inline?.envelope,
+        bytes: inline?.json,
+        header: inline?.header,
         shared: false,
-        jsonBytes: inline?.bytes.length,
+        jsonBytes: inline?.json.length,
       };
     }
   }
@@ -355,41 +352,25 @@ function planOf(mutation: CheckedMutation): Planned {
 /** A record's JSON as stored, and the length of its whole JSON if known. */
 function recordBytes(
   record: StoredRecord | undefined,
-): Pick<Planned, "bytes" | "envelope" | "shared" | "jsonBytes"> {
+): Pick<Planned, "bytes" | "header" | "shared" | "jsonBytes"> {
   if (record === undefined) {
     return {
       bytes: undefined,
-      envelope: undefined,
+      header: undefined,
       shared: false,
       jsonBytes: undefined,
     };
   }
   const base = record.base as StoredRecord["base"] | undefined;
   if (typeof base !== "object" || base === null || base.data !== record.data) {
-    const { bytes, envelope } = inlineJson(record, false);
-    return { bytes, envelope, shared: false, jsonBytes: bytes.length };
+    const { json, header } = inlineHeader(record, false);
+    return { bytes: json, header, shared: false, jsonBytes: json.length };
   }
   // The engine passes one object for a pulled record's data and its base's
   // data: stored once, it halves the value.
   const { data: _, ...rest } = base;
-  const { bytes, envelope } = inlineJson({ ...record, base: rest }, true);
-  return { bytes, envelope, shared: true, jsonBytes: undefined };
-}
-
-/**
- * A value's UTF-8 JSON and its inline header around it, encoded at once
- * (the same bytes as `envelopeOf()` of the JSON).
- */
-function inlineJson(
-  value: unknown,
-  shared: boolean,
-): { bytes: Uint8Array; envelope: Uint8Array } {
-  const head = shared ? SHARED_HEAD : RECORD_HEAD;
-  const envelope = encoder.encode(`${head}${JSON.stringify(value)}}`);
-  return {
-    bytes: envelope.subarray(head.length, envelope.length - 1),
-    envelope,
-  };
+  const { json, header } = inlineHeader({ ...record, base: rest }, true);
+  return { bytes: json, header, shared: true, jsonBytes: undefined };
 }
 
 /** The UTF-8 length of the whole JSON of a mutation's value, or a bound. */

@@ -24,9 +24,9 @@ import {
   commitRetrying,
   delay,
   encodeJson,
-  envelopeOf,
   isOpState,
   type KvKeyspace,
+  opHeaderOf,
   UNINDEXED_STATE,
 } from "./_kv_keyspace.ts";
 import type { Item, WritePlan } from "./_kv_plan.ts";
@@ -284,10 +284,7 @@ function addValue(
   if (item.value === undefined) {
     tally.delete(item.headerKey);
   } else if (blob === undefined) {
-    tally.set(
-      item.headerKey,
-      item.envelope ?? envelopeOf(item.bytes!, { shared: item.shared }),
-    );
+    tally.set(item.headerKey, item.header!);
   } else {
     const record = item.space === "record"
       ? item.value as StoredRecord
@@ -406,7 +403,7 @@ function opHeader(
   },
 ): Uint8Array {
   const { item, op, slot, blob } = header;
-  if (blob === undefined) return envelopeOf(item.bytes!, { slot });
+  if (blob === undefined) return opHeaderOf(item.bytes!, slot);
   return encodeJson({
     s: slot,
     b: blob.id,
