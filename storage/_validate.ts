@@ -133,7 +133,7 @@ export function checkMutations(
   const values: WriteValues = {
     copy,
     // Objects already checked in this write: the engine passes one object
-    // as a record's data and as its op's payload.
+    // as a record's data and as its base's data, or as its op's payload.
     seen: copy ? undefined : new RecentChecks(),
     // Copies made in this write, by source: the same object copies once, so
     // a record's data and its op's payload share one stored (immutable)
