@@ -131,6 +131,83 @@ export const WRITE_CASES: readonly Case[] = [
     },
   },
   {
+    clause:
+      "a write of many items, each expecting its revision, fails whole when any one expect fails",
+    async run({ storage }): Promise<void> {
+      // Sizes past an adapter's batching (a push claims and settles up to a
+      // thousand ops in one write): the stale expect sits first, last, and
+      // at the edges of a batch of 32.
+      const { maxMutationsPerWrite: max } = storage.capabilities;
+      const count = Math.min(70, Math.floor(max / 2));
+      const stalePositions = [0, 31, 32, count - 1].filter((at) => at < count);
+      for (const space of SPACES) {
+        const keys = Array.from(
+          { length: count },
+          (_, i) => `${space.name}-${String(i).padStart(3, "0")}`,
+        );
+        await commit(storage, keys.map((key) => space.put(key, 1)));
+        const stale = await Promise.all(
+          keys.map((key) => holds(storage, { space, key, version: 1 })),
+        );
+        await commit(storage, keys.map((key) => space.put(key, 2)));
+        const revs = await Promise.all(
+          keys.map((key) => holds(storage, { space, key, version: 2 })),
+        );
+        const expectFor = (at: number) => (i: number) =>
+          i === at ? stale[i]! : revs[i]!;
+        for (const at of stalePositions) {
+          const expect = expectFor(at);
+          await refused(
+            storage,
+            keys.map((key, i) => space.put(key, 3, expect(i))),
+            `a put of ${count} ${space.name}s resolved { ok: true } with item ${at}'s expect stale`,
+          );
+          await refused(
+            storage,
+            keys.map((key, i) => space.remove(key, expect(i))),
+            `a delete of ${count} ${space.name}s resolved { ok: true } with item ${at}'s expect stale`,
+          );
+          // Puts and deletes of distinct items interleaved, as a push's
+          // settle writes them.
+          await refused(
+            storage,
+            keys.map((key, i) =>
+              i % 2 === 0
+                ? space.remove(key, expect(i))
+                : space.put(key, 3, expect(i))
+            ),
+            `a mixed write of ${count} ${space.name}s resolved { ok: true } with item ${at}'s expect stale`,
+          );
+        }
+        for (const [i, key] of keys.entries()) {
+          assert.equal(
+            await holds(storage, { space, key, version: 2 }),
+            revs[i],
+            `${space.name} ${key} changed by a refused write`,
+          );
+        }
+        await succeeds(
+          storage,
+          keys.map((key, i) =>
+            i % 2 === 0
+              ? space.remove(key, revs[i])
+              : space.put(key, 3, revs[i])
+          ),
+        );
+        for (const [i, key] of keys.entries()) {
+          if (i % 2 === 0) await absent(storage, space, key);
+          else await holds(storage, { space, key, version: 3 });
+        }
+        // An expect of an item that is gone fails too.
+        await refused(
+          storage,
+          keys.map((key, i) => space.put(key, 4, revs[i])),
+          `a put of ${count} ${space.name}s resolved { ok: true } though half of them are gone`,
+        );
+      }
+    },
+  },
+  {
     clause: "a revision changes on every write of an item",
     async run({ storage }): Promise<void> {
       for (const space of SPACES) {

@@ -51,9 +51,8 @@ export interface Planned {
 /** One step of a write inside its transaction, in the write's order. */
 export type Step =
   /**
-   * Puts of distinct items written once, consecutive in one space, all
-   * expected absent (`insert`) or all without an expect (`upsert`): they
-   * share multi-row statements.
+   * Mutations of distinct items written once, in one space and of one
+   * batch type (see `BatchType`): they share multi-row statements.
    */
   | {
     readonly type: "rows";
@@ -61,9 +60,8 @@ export type Step =
     readonly rows: readonly Planned[];
   }
   /**
-   * A mutation of an item written once: checked and written by one
-   * statement (`INSERT … ON CONFLICT DO NOTHING` for "absent", `UPDATE …
-   * AND rev = ?` for a revision), so the common writes cost no extra read.
+   * A delete of an item written once that expects it absent: a `DELETE`
+   * that must remove nothing.
    */
   | { readonly type: "once"; readonly planned: Planned }
   /**
@@ -117,24 +115,26 @@ export function planWrite(
   return planSteps(plan);
 }
 
-/** Orders a write's mutations into steps (see {@linkcode Step}). */
+/**
+ * Orders a write's mutations into steps (see {@linkcode Step}). Items
+ * written once go into batches by space and type, whatever their place in
+ * the write: each is checked against the state before the write and no
+ * other mutation touches it, so their order cannot change the outcome (a
+ * push's settle alternates an op's delete and its record's put, which
+ * would otherwise leave batches of one). An item written several times
+ * keeps the order of its mutations.
+ */
 function planSteps(plan: readonly Planned[]): WriteSteps {
   const groups = plan.length > 1 && hasRepeatedItem(plan)
     ? groupsOf(plan)
     : undefined;
+  const batches = new Map<string, Planned[]>();
   const steps: Step[] = [];
-  let rows: Planned[] = [];
-  let batch: BatchType = "insert";
-  const flush = (): void => {
-    if (rows.length > 0) steps.push({ type: "rows", batch, rows });
-    rows = [];
-  };
   for (const planned of plan) {
     const item = groups === undefined ? undefined : itemOf(planned);
     const group = item === undefined ? undefined : groups?.get(item);
     const type = batchOf(planned);
     if (group !== undefined && group.count > 1) {
-      flush();
       steps.push({
         type: "again",
         planned,
@@ -142,19 +142,17 @@ function planSteps(plan: readonly Planned[]): WriteSteps {
         checked: group.hasExpect,
       });
     } else if (type === undefined) {
-      flush();
       steps.push({ type: "once", planned });
     } else {
-      if (
-        rows.length > 0 && (rows[0]!.space !== planned.space || batch !== type)
-      ) {
-        flush();
-      }
-      batch = type;
-      rows.push(planned);
+      const name = `${planned.space}/${type}`;
+      const rows = batches.get(name);
+      if (rows === undefined) batches.set(name, [planned]);
+      else rows.push(planned);
     }
   }
-  flush();
+  for (const rows of batches.values()) {
+    steps.push({ type: "rows", batch: batchOf(rows[0]!)!, rows });
+  }
   const puts = plan.map((planned) => {
     const last = groups?.get(itemOf(planned))?.last;
     return (last === undefined ? planned : plan[last]!).columns !== undefined;
@@ -162,11 +160,18 @@ function planSteps(plan: readonly Planned[]): WriteSteps {
   return { steps, puts };
 }
 
-/** The batch a put can join; `undefined` for a delete or an expected rev. */
+/**
+ * The batch a mutation of an item written once can join; `undefined` for a
+ * delete expecting absence (rare: it runs alone).
+ */
 function batchOf(planned: Planned): BatchType | undefined {
-  if (planned.columns === undefined) return undefined;
-  if (planned.expect === undefined) return "upsert";
-  return planned.expect === null ? "insert" : undefined;
+  const { columns, expect } = planned;
+  if (columns === undefined) {
+    if (expect === undefined) return "remove";
+    return expect === null ? undefined : "removeIf";
+  }
+  if (expect === undefined) return "upsert";
+  return expect === null ? "insert" : "update";
 }
 
 /** The mutations of each item of a write that repeats some. */

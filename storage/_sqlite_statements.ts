@@ -58,10 +58,25 @@ const LAYOUTS: readonly [Layout, Layout, Layout] = [
 ];
 
 /**
- * How a batch of puts runs: `insert` for items expected absent (`INSERT …
- * ON CONFLICT DO NOTHING`), `upsert` for items without an expect.
+ * How a batch of mutations of distinct items runs, one multi-row statement
+ * per chunk: puts expected absent (`insert`: `INSERT … ON CONFLICT DO
+ * NOTHING`), puts without an expect (`upsert`), puts expected at a revision
+ * (`update`: `UPDATE … FROM (VALUES …)` joined on key and revision), deletes
+ * without an expect (`remove`) and deletes expected at a revision
+ * (`removeIf`: `DELETE … WHERE (keys, rev) IN (VALUES …)`).
  */
-export type BatchType = "insert" | "upsert";
+export type BatchType = "insert" | "upsert" | "update" | "remove" | "removeIf";
+
+/**
+ * Whether a batch's every row must change one row for its expects to hold
+ * (the others hold whatever they find).
+ *
+ * @param type The batch's type.
+ * @returns Whether to count its changes.
+ */
+export function batchChecks(type: BatchType): boolean {
+  return type === "insert" || type === "update" || type === "removeIf";
+}
 
 /** The statements that read and write one space. */
 export interface SpaceStatements {
@@ -120,8 +135,13 @@ export class SqliteStatements {
   readonly #listOps = new Map<string, SqliteStatementLike>();
   /** `getRecords()` statements by the number of ids they read. */
   readonly #recordsIn = new Map<number, SqliteStatementLike>();
-  /** Multi-row INSERTs by space, type and number of rows. */
-  readonly #inserts = new Map<string, SqliteStatementLike>();
+  /** Multi-row statements by space, batch type and number of rows. */
+  readonly #batches = new Map<string, SqliteStatementLike>();
+  /**
+   * Whether this SQLite runs multi-row updates and deletes (`UPDATE … FROM`
+   * needs 3.33, row values 3.15): otherwise those batches run row by row.
+   */
+  readonly rowBatches: boolean;
 
   /**
    * Prepares a connection's statements.
@@ -157,13 +177,25 @@ export class SqliteStatements {
       listRecords(false, false),
       listRecords(false, true),
     ];
+    this.rowBatches = this.#prepares(batchSql(RECORD, "update", 1)) &&
+      this.#prepares(batchSql(RECORD, "removeIf", 1));
+  }
+
+  /** Whether this connection compiles a statement (an older SQLite may not). */
+  #prepares(sql: string): boolean {
+    try {
+      this.#db.prepare(sql);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Drops the statements prepared on demand. */
   clear(): void {
     this.#listOps.clear();
     this.#recordsIn.clear();
-    this.#inserts.clear();
+    this.#batches.clear();
   }
 
   /**
@@ -235,32 +267,67 @@ export class SqliteStatements {
   }
 
   /**
-   * The multi-row INSERT of `rows` rows into a space.
+   * The multi-row statement of a batch of `rows` rows in a space. Its
+   * parameters, per row in order: `insert` and `upsert` the keys, the value
+   * columns and the revision; `update` the keys, the expected revision and
+   * the value columns, after the write's revision first; `remove` the keys;
+   * `removeIf` the keys and the expected revision.
    *
    * @param space The space.
    * @param shape The batch's type and its number of rows.
    * @returns The statement.
    */
-  insert(
+  batch(
     space: Space,
     shape: { readonly type: BatchType; readonly rows: number },
   ): SqliteStatementLike {
     const { type, rows } = shape;
     const name = `${space}/${type}/${rows}`;
-    let statement = this.#inserts.get(name);
+    let statement = this.#batches.get(name);
     if (statement === undefined) {
-      const { table, keys, columns } = LAYOUTS[space];
-      const all = [...keys, ...columns, "rev"];
-      const row = `(${marks(all.length)})`;
-      const values = Array.from({ length: rows }, () => row).join(", ");
-      statement = this.#db.prepare(
-        `INSERT INTO ${table} (${all.join(", ")}) VALUES ${values} ${
-          type === "insert" ? "ON CONFLICT DO NOTHING" : upsertClause(space)
-        }`,
-      );
-      this.#inserts.set(name, statement);
+      statement = this.#db.prepare(batchSql(space, type, rows));
+      this.#batches.set(name, statement);
     }
     return statement;
+  }
+}
+
+/** The SQL of a multi-row batch (see {@linkcode SqliteStatements.batch}). */
+function batchSql(space: Space, type: BatchType, rows: number): string {
+  const { table, keys, columns } = LAYOUTS[space];
+  const tuples = (width: number): string => {
+    const row = `(${marks(width)})`;
+    return Array.from({ length: rows }, () => row).join(", ");
+  };
+  switch (type) {
+    case "insert":
+    case "upsert": {
+      const all = [...keys, ...columns, "rev"];
+      return `INSERT INTO ${table} (${all.join(", ")}) VALUES ${
+        tuples(all.length)
+      } ${type === "insert" ? "ON CONFLICT DO NOTHING" : upsertClause(space)}`;
+    }
+    case "update": {
+      // VALUES names its columns column1, column2, …: the keys, the
+      // expected revision, then the value columns.
+      const set = columns.map((column, i) =>
+        `${column} = v.column${keys.length + 2 + i}`
+      );
+      const on = keys.map((key, i) => `${table}.${key} = v.column${i + 1}`);
+      return `UPDATE ${table} SET ${set.join(", ")}, rev = ? FROM (VALUES ${
+        tuples(keys.length + 1 + columns.length)
+      }) AS v WHERE ${on.join(" AND ")} AND ${table}.rev = v.column${
+        keys.length + 1
+      }`;
+    }
+    case "remove":
+      return `DELETE FROM ${table} WHERE (${keys.join(", ")}) IN (VALUES ${
+        tuples(keys.length)
+      })`;
+    case "removeIf":
+      return `DELETE FROM ${table} WHERE (${keys.join(", ")}, rev) IN (VALUES ${
+        tuples(keys.length + 1)
+      })`;
   }
 }
 

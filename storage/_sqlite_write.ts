@@ -18,6 +18,7 @@ import type {
 import { revisionOf } from "./_sqlite_rows.ts";
 import { firstRow } from "./_sqlite_schema.ts";
 import {
+  batchChecks,
   type BatchType,
   changes,
   driverError,
@@ -37,10 +38,10 @@ import {
 const REVISION_BLOCK = 1_000_000;
 
 /**
- * The most rows one multi-row INSERT writes. Beyond a few dozen, a longer
- * statement saves nothing more (measured with `node:sqlite`).
+ * The most rows one multi-row statement writes. Beyond a few dozen, a
+ * longer statement saves nothing more (measured with `node:sqlite`).
  */
-const INSERT_ROWS = 32;
+const BATCH_ROWS = 32;
 
 /** The revision a write took, and the block it reserved for it, if any. */
 export interface Taken {
@@ -144,78 +145,87 @@ function revision(run: Run): number {
 function runStep(run: Run, step: Step): boolean {
   switch (step.type) {
     case "rows":
-      return putRows(run, step);
-    case "once":
-      return step.planned.columns === undefined
-        ? deleteOnce(run, step.planned)
-        : putOnce(run, step.planned);
+      return runRows(run, step);
+    case "once": {
+      // A delete expecting absence fails when it removes something.
+      const { space, keys } = step.planned;
+      return changes(run.s.spaces[space].remove.run(...keys)) === 0;
+    }
     case "again":
       return writeAgain(run, step);
   }
 }
 
 /**
- * Puts rows of one space with multi-row statements of 32, 16, …, 1 rows
- * (so at most six shapes per space and type are prepared). An `insert`
- * batch expects every item absent: it fails when fewer rows went in than
- * it holds, and the write rolls back.
+ * Runs a batch of mutations of distinct items with multi-row statements of
+ * 32, 16, …, 1 rows (so at most six shapes per space and type are
+ * prepared). A batch with expects fails when fewer rows changed than it
+ * holds (an item not absent, or not at its expected revision), and the
+ * write rolls back.
  */
-function putRows(
+function runRows(
   run: Run,
   step: { readonly batch: BatchType; readonly rows: readonly Planned[] },
 ): boolean {
   const { batch: type, rows } = step;
-  const rev = revision(run);
-  let inserted = 0;
+  if (!run.s.rowBatches && (type !== "insert" && type !== "upsert")) {
+    return rows.every((planned) => runRow(run, type, planned));
+  }
+  const rev = type === "remove" || type === "removeIf" ? 0 : revision(run);
+  let changed = 0;
   for (let start = 0; start < rows.length;) {
-    let size = INSERT_ROWS;
+    let size = BATCH_ROWS;
     while (size > rows.length - start) size /= 2;
-    const params: SqliteValue[] = [];
+    const params: SqliteValue[] = type === "update" ? [rev] : [];
     for (let index = start; index < start + size; index++) {
-      const { keys, columns } = rows[index]!;
+      const { keys, columns, expect } = rows[index]!;
       for (const key of keys) params.push(key);
-      for (const column of columns!) params.push(column);
-      params.push(rev);
+      switch (type) {
+        case "insert":
+        case "upsert":
+          for (const column of columns!) params.push(column);
+          params.push(rev);
+          break;
+        case "update":
+          params.push(expect as number);
+          for (const column of columns!) params.push(column);
+          break;
+        case "removeIf":
+          params.push(expect as number);
+          break;
+      }
     }
-    const statement = run.s.insert(rows[0]!.space, { type, rows: size });
-    inserted += changes(statement.run(...params));
+    const statement = run.s.batch(rows[0]!.space, { type, rows: size });
+    changed += changes(statement.run(...params));
     start += size;
   }
-  return type === "upsert" || inserted === rows.length;
+  return !batchChecks(type) || changed === rows.length;
 }
 
-/** Deletes an item written once, checking its expect in the statement. */
-function deleteOnce(run: Run, planned: Planned): boolean {
-  const { keys, expect } = planned;
-  const statements = run.s.spaces[planned.space];
-  if (expect === undefined) {
-    statements.remove.run(...keys);
-    return true;
-  }
-  // Expecting absence, a delete that removes something fails.
-  if (expect === null) return changes(statements.remove.run(...keys)) === 0;
-  return changes(statements.removeIf.run(...keys, expect as number)) !== 0;
-}
-
-/** Puts an item written once, checking its expect in the statement. */
-function putOnce(run: Run, planned: Planned): boolean {
+/**
+ * Runs one row of an update or delete batch alone, where the SQLite cannot
+ * run them as multi-row statements.
+ */
+function runRow(run: Run, type: BatchType, planned: Planned): boolean {
   const { keys, columns, expect } = planned;
   const statements = run.s.spaces[planned.space];
-  if (expect === undefined) {
-    statements.upsert.run(...keys, ...columns!, revision(run));
-    return true;
+  switch (type) {
+    case "update":
+      return changes(
+        statements.update.run(
+          ...columns!,
+          revision(run),
+          ...keys,
+          expect as number,
+        ),
+      ) !== 0;
+    case "removeIf":
+      return changes(statements.removeIf.run(...keys, expect as number)) !==
+        0;
+    default:
+      statements.remove.run(...keys);
+      return true;
   }
-  if (expect === null) {
-    const inserted = statements.insert.run(...keys, ...columns!, revision(run));
-    return changes(inserted) !== 0;
-  }
-  const updated = statements.update.run(
-    ...columns!,
-    revision(run),
-    ...keys,
-    expect as number,
-  );
-  return changes(updated) !== 0;
 }
 
 /**

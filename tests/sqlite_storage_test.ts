@@ -73,6 +73,97 @@ async function wrappedSuite(
 await wrappedSuite("sqlite (null-get driver)", bunShaped);
 // better-sqlite3 returns BLOBs as Buffers.
 await wrappedSuite("sqlite (Buffer driver)", betterSqlite3Shaped);
+// An SQLite older than 3.33 compiles no UPDATE … FROM (nor, before 3.15,
+// row values): updates and deletes then run row by row.
+const MULTI_ROW_CHANGE = /UPDATE .* FROM \(VALUES|\) IN \(VALUES/s;
+await wrappedSuite(
+  "sqlite (no multi-row UPDATE or DELETE)",
+  (db) =>
+    wrapDriver(db, {
+      onPrepare(sql) {
+        if (MULTI_ROW_CHANGE.test(sql)) {
+          throw new Error('near "FROM": syntax error');
+        }
+      },
+    }),
+);
+
+Deno.test("sqlite: a push's claim and settle run as multi-row UPDATEs and DELETEs, row by row where SQLite cannot", async () => {
+  for (const capable of [true, false]) {
+    const { path, teardown } = await tempFile();
+    const prepared: string[] = [];
+    const storage = createSqliteStorage(
+      wrapDriver(new DatabaseSync(path), {
+        onPrepare(sql) {
+          if (!capable && MULTI_ROW_CHANGE.test(sql)) {
+            throw new Error('near "FROM": syntax error');
+          }
+          prepared.push(sql);
+        },
+      }),
+      { closeDatabase: true },
+    );
+    try {
+      const ops = Array.from(
+        { length: 40 },
+        (_, i) =>
+          pendingOp(`01JB${String(i).padStart(22, "0")}`, { id: `r${i}` }),
+      );
+      const records = ops.map((op) => ({
+        kind: op.kind,
+        id: op.id,
+        data: { title: "x" },
+        deleted: false,
+        base: null,
+        lastOpId: op.opId,
+        localUpdatedAt: 0,
+      }));
+      const put = await storage.write([
+        ...ops.map((op) => ({ type: "putOp" as const, op, expect: null })),
+        ...records.map((record) => ({
+          type: "putRecord" as const,
+          kind: record.kind,
+          id: record.id,
+          record,
+          expect: null,
+        })),
+      ]);
+      assert.ok(put.ok);
+      const batched = (from: number) =>
+        prepared.slice(from).filter((sql) => MULTI_ROW_CHANGE.test(sql));
+      let from = prepared.length;
+      const claim = await storage.write(ops.map((op, i) => ({
+        type: "putOp",
+        op: { ...op, attempts: 1 },
+        expect: put.revs[i]!,
+      })));
+      assert.ok(claim.ok);
+      // 40 rows: one statement of 32 rows and one of 8.
+      assert.equal(batched(from).length, capable ? 2 : 0);
+      from = prepared.length;
+      // A settle alternates an op's delete and its record's put: each kind
+      // of mutation still goes in batches of 32 and 8.
+      const settle = await storage.write(ops.flatMap((op, i) => [
+        { type: "deleteOp" as const, opId: op.opId, expect: claim.revs[i]! },
+        {
+          type: "putRecord" as const,
+          kind: op.kind,
+          id: op.id,
+          record: { ...records[i]!, data: { title: "y" } },
+          expect: put.revs[ops.length + i]!,
+        },
+      ]));
+      assert.ok(settle.ok);
+      assert.equal(batched(from).length, capable ? 4 : 0);
+      assert.deepEqual(await storage.listOps(), []);
+      const [first] = await storage.getRecords("todo", ["r0"]);
+      assert.deepEqual(first?.value.data, { title: "y" });
+    } finally {
+      await storage.close();
+      await teardown();
+    }
+  }
+});
 
 // ---------------------------------------------------------------------------
 // Helpers
