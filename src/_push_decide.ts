@@ -23,14 +23,22 @@ import {
 import { describe } from "./describe.ts";
 import { ParseError, type SyncError, toSyncError } from "./errors.ts";
 import type { JsonObject } from "./json.ts";
-import type { StoredOp } from "./storage.ts";
+import type { RecordBase, StoredOp } from "./storage.ts";
 import { parseTimestamp } from "./timestamp.ts";
 import type { PushResult } from "./transport.ts";
 
 /** The decided fate of one pushed op, computed once per result. */
 export type Outcome =
-  /** Accepted (clause 7). */
-  | { type: "ack"; record: JsonObject | null; status: number }
+  /**
+   * Accepted (clause 7), with the base the server's record gives (read
+   * once, by the answer's check), `null` when it returned none.
+   */
+  | {
+    type: "ack";
+    record: JsonObject | null;
+    base: RecordBase | null;
+    status: number;
+  }
   /** A real conflict, and what its strategy decided (clauses 14-17). */
   | {
     type: "conflict";
@@ -90,13 +98,22 @@ export function decideOutcome(
   input: DecideInput,
 ): Outcome | Promise<Outcome> {
   const { table, op, result } = input;
+  let base: RecordBase | null = null;
   if (result.type === "ok" || result.type === "conflict") {
-    const wrong = answerError(table, op, result);
-    if (wrong !== null) return { type: "rejected", error: wrong };
+    const checked = checkAnswer(table, op, result);
+    if (checked instanceof ParseError) {
+      return { type: "rejected", error: checked };
+    }
+    base = checked;
   }
   switch (result.type) {
     case "ok":
-      return { type: "ack", record: result.record, status: result.status };
+      return {
+        type: "ack",
+        record: result.record,
+        base,
+        status: result.status,
+      };
     case "rejected":
       return { type: "rejected", error: result.error };
     case "retry":
@@ -192,22 +209,24 @@ export function fateOf(outcome: Outcome): Fate {
  * stored answer for the same idempotency key, and nothing of the answer is
  * stored under either id.
  *
- * @returns The error, or `null` when the answer is sound.
+ * @returns The error; else the base the record gives (its meta walks the
+ * whole record, so it is read here once), `null` when there is none.
  */
-function answerError(
+function checkAnswer(
   table: TableConfig,
   op: StoredOp,
   result: Extract<PushResult, { type: "ok" | "conflict" }>,
-): ParseError | null {
+): ParseError | RecordBase | null {
   const record = result.type === "ok" ? result.record : result.current;
-  const action =
+  // Built only for a message.
+  const action = () =>
     `Cannot accept the server's answer to op "${op.opId}" of '${op.kind}'`;
   if (
     result.type === "conflict" && result.serverTimestamp !== null &&
     parseTimestamp(result.serverTimestamp) === null
   ) {
     return new ParseError(
-      `${action} as its 'serverTimestamp' is not a timestamp: current value is ${
+      `${action()} as its 'serverTimestamp' is not a timestamp: current value is ${
         describe(result.serverTimestamp)
       }`,
       { code: "invalid_updated_at" },
@@ -221,19 +240,19 @@ function answerError(
   }
   const meta = readRecordMeta(table, record);
   if (isFault(meta)) {
-    return new ParseError(`${action} as the record ${meta.reason}`, {
+    return new ParseError(`${action()} as the record ${meta.reason}`, {
       code: meta.problem,
     });
   }
   if (meta.id !== op.id) {
     return new ParseError(
-      `${action} as the record's "${table.idField}" is not the op's id ${
+      `${action()} as the record's "${table.idField}" is not the op's id ${
         describe(op.id)
       }: current value is ${describe(meta.id)}`,
       { code: "id_mismatch" },
     );
   }
-  return null;
+  return { data: record, updatedAt: meta.updatedAt, deleted: meta.deleted };
 }
 
 /** Whether a body has a record's id or `updated_at` field. */

@@ -66,8 +66,8 @@ export function planOutcome(input: OutcomePlanInput): PlannedOutcome | null {
   const { kind, id, opId } = op.value;
   switch (outcome.type) {
     case "ack": {
-      // Read once: the record's meta walks the whole record.
-      const returned = baseOf(table, outcome.record);
+      // Read once, by the answer's check: the meta walks the whole record.
+      const returned = outcome.base;
       if (record === undefined) {
         // The record is gone locally (never expected): the server has the
         // write, so the op is done; a pull brings the record back.
