@@ -1,0 +1,113 @@
+/**
+ * Where a drain allocates (issue 14): V8's sampling heap profiler, counting
+ * objects the garbage collector already freed too, over `rounds` fills of a
+ * memory outbox with `N` records (`table.putMany`) and their push-only
+ * drains through a transport that answers at once (as in
+ * `bench/_profile_engine.ts`). Prints the megabytes allocated per function,
+ * and for the built-ins (`set`, `next`, `slice`, …) the two callers above:
+ *
+ * ```sh
+ * deno run -A bench/_profile_alloc.ts 10000 3
+ * ```
+ *
+ * @module
+ */
+
+import { Session } from "node:inspector/promises";
+import { type JsonObject, SyncEngine } from "../mod.ts";
+import type { PushOp, PushResult, Transport } from "../src/transport.ts";
+import { createMemoryStorage } from "../storage/memory.ts";
+import { KIND, makeRecord } from "./_drain.ts";
+
+const n = Number(Deno.args[0] ?? "10000");
+const rounds = Number(Deno.args[1] ?? "3");
+
+/** Answers each op as the reference server does: the record, stamped. */
+function instantTransport(): Transport {
+  let clock = Date.parse("2026-01-01T00:00:00.000Z");
+  return {
+    pull: () => Promise.reject(new Error("not used")),
+    push(ops: readonly PushOp[]): Promise<PushResult[]> {
+      return Promise.resolve(ops.map((op) => {
+        const record: JsonObject = {
+          ...(op.payload ?? {}),
+          id: op.id,
+          updated_at: new Date(++clock).toISOString(),
+        };
+        return { type: "ok", status: 200, record };
+      }));
+    },
+    close: () => Promise.resolve(),
+    [Symbol.asyncDispose]: () => Promise.resolve(),
+  };
+}
+
+interface ProfileNode {
+  readonly callFrame: {
+    readonly functionName: string;
+    readonly url: string;
+  };
+  readonly selfSize: number;
+  readonly children?: readonly ProfileNode[];
+}
+
+const session = new Session();
+session.connect();
+await session.post("HeapProfiler.enable");
+await session.post("HeapProfiler.startSampling", {
+  samplingInterval: 4096,
+  includeObjectsCollectedByMajorGC: true,
+  includeObjectsCollectedByMinorGC: true,
+});
+for (let round = 0; round < rounds; round++) {
+  const storage = createMemoryStorage();
+  const engine = new SyncEngine({
+    storage,
+    transport: instantTransport(),
+    pushBatchSize: 1000,
+  });
+  await engine.table(KIND).putMany(
+    Array.from({ length: n }, (_, i) => makeRecord(i)),
+  );
+  await engine.sync({ pullKinds: [] });
+  await engine.close();
+}
+const { profile } = await session.post("HeapProfiler.stopSampling") as {
+  profile: { head: ProfileNode };
+};
+session.disconnect();
+
+const name = (node: ProfileNode): string =>
+  `${node.callFrame.functionName || "(anonymous)"} ${
+    node.callFrame.url.replace(/^.*\/(bench|src|storage|transport)\//, "$1/")
+  }`;
+const own = new Map<string, number>();
+const builtins = new Map<string, number>();
+let total = 0;
+const walk = (node: ProfileNode, callers: readonly string[]): void => {
+  const here = name(node);
+  total += node.selfSize;
+  own.set(here, (own.get(here) ?? 0) + node.selfSize);
+  if (node.callFrame.url === "" && node.selfSize > 0) {
+    const key = `${here.trim()} <- ${callers.slice(-2).reverse().join(" <- ")}`;
+    builtins.set(key, (builtins.get(key) ?? 0) + node.selfSize);
+  }
+  for (const child of node.children ?? []) walk(child, [...callers, here]);
+};
+walk(profile.head, []);
+const mb = (bytes: number) => (bytes / 1e6).toFixed(1).padStart(7);
+console.log(
+  `${mb(total)} MB allocated over ${rounds} × ${n} records (${
+    (total / (rounds * n)).toFixed(0)
+  } bytes per record: its write and its drain)`,
+);
+console.log("\nby function");
+for (const [key, bytes] of [...own].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
+  console.log(`${mb(bytes)} MB  ${key}`);
+}
+console.log("\nbuilt-ins, by caller");
+for (
+  const [key, bytes] of [...builtins].sort((a, b) => b[1] - a[1]).slice(0, 15)
+) {
+  console.log(`${mb(bytes)} MB  ${key}`);
+}

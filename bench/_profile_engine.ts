@@ -1,0 +1,76 @@
+/**
+ * A profiling harness for the engine's own drain work (issue 14): a memory
+ * or SQLite outbox filled with `N` ops, drained push-only through a
+ * transport that answers every op at once with the record the reference
+ * server would return (no HTTP, no server). What it times is the engine and
+ * the storage alone, with little noise:
+ *
+ * ```sh
+ * deno run -A bench/_profile_engine.ts 10000 memory 8
+ * deno run -A --cpu-prof --cpu-prof-dir=.demo/prof bench/_profile_engine.ts 10000 memory 8
+ * ```
+ *
+ * @module
+ */
+
+import { type JsonObject, SyncEngine } from "../mod.ts";
+import type { PushOp, PushResult, Transport } from "../src/transport.ts";
+import { createMemoryStorage } from "../storage/memory.ts";
+import { openSqliteStorage } from "../storage/sqlite.ts";
+import { KIND, makeRecord } from "./_drain.ts";
+
+const n = Number(Deno.args[0] ?? "10000");
+const which = Deno.args[1] ?? "memory";
+const rounds = Number(Deno.args[2] ?? "5");
+
+/** Answers each op as the reference server does: the record, stamped. */
+function instantTransport(): Transport {
+  let clock = Date.parse("2026-01-01T00:00:00.000Z");
+  return {
+    pull: () => Promise.reject(new Error("not used")),
+    push(ops: readonly PushOp[]): Promise<PushResult[]> {
+      return Promise.resolve(ops.map((op) => {
+        const stamp = new Date(++clock).toISOString();
+        const record: JsonObject = {
+          ...(op.payload ?? {}),
+          id: op.id,
+          updated_at: stamp,
+        };
+        return { type: "ok", status: 200, record };
+      }));
+    },
+    close: () => Promise.resolve(),
+    [Symbol.asyncDispose]: () => Promise.resolve(),
+  };
+}
+
+const dir = await Deno.makeTempDir({ prefix: "profile_engine_" });
+const times: number[] = [];
+try {
+  for (let round = 0; round < rounds; round++) {
+    const storage = which === "memory"
+      ? createMemoryStorage()
+      : await openSqliteStorage(`${dir}/outbox-${round}.sqlite`);
+    const transport = instantTransport();
+    const engine = new SyncEngine({ storage, transport, pushBatchSize: 1000 });
+    await engine.table(KIND).putMany(
+      Array.from({ length: n }, (_, i) => makeRecord(i)),
+    );
+    const started = performance.now();
+    const { stats } = await engine.sync({ pullKinds: [] });
+    const ms = performance.now() - started;
+    times.push(ms);
+    if (stats.pushed !== n) throw new Error(`pushed ${stats.pushed} of ${n}`);
+    await engine.close();
+    await storage.close();
+  }
+} finally {
+  await Deno.remove(dir, { recursive: true });
+}
+const perOp = times.map((ms) => (ms * 1000 / n).toFixed(1));
+const sorted = [...times].sort((a, b) => a - b);
+console.log(
+  `${which} ${n}: µs/op per round ${perOp.join(" ")}; median ${
+    (sorted[Math.floor(sorted.length / 2)]! * 1000 / n).toFixed(1)
+  }`,
+);
