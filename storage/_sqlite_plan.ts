@@ -128,7 +128,9 @@ function planSteps(plan: readonly Planned[]): WriteSteps {
   const groups = plan.length > 1 && hasRepeatedItem(plan)
     ? groupsOf(plan)
     : undefined;
-  const batches = new Map<string, Planned[]>();
+  // By space and batch type (see BATCH_TYPES), in the order first met.
+  const batches: (Planned[] | undefined)[] = [];
+  const order: number[] = [];
   const steps: Step[] = [];
   for (const planned of plan) {
     const item = groups === undefined ? undefined : itemOf(planned);
@@ -144,13 +146,17 @@ function planSteps(plan: readonly Planned[]): WriteSteps {
     } else if (type === undefined) {
       steps.push({ type: "once", planned });
     } else {
-      const name = `${planned.space}/${type}`;
-      const rows = batches.get(name);
-      if (rows === undefined) batches.set(name, [planned]);
-      else rows.push(planned);
+      const slot = planned.space * BATCH_TYPES.length +
+        BATCH_TYPES.indexOf(type);
+      const rows = batches[slot];
+      if (rows === undefined) {
+        batches[slot] = [planned];
+        order.push(slot);
+      } else rows.push(planned);
     }
   }
-  for (const rows of batches.values()) {
+  for (const slot of order) {
+    const rows = batches[slot]!;
     steps.push({ type: "rows", batch: batchOf(rows[0]!)!, rows });
   }
   const puts = plan.map((planned) => {
@@ -159,6 +165,15 @@ function planSteps(plan: readonly Planned[]): WriteSteps {
   });
   return { steps, puts };
 }
+
+/** Every batch type, each with its slot among a space's batches. */
+const BATCH_TYPES: readonly BatchType[] = [
+  "insert",
+  "upsert",
+  "update",
+  "remove",
+  "removeIf",
+];
 
 /**
  * The batch a mutation of an item written once can join; `undefined` for a

@@ -177,22 +177,23 @@ function runRows(
     let size = BATCH_ROWS;
     while (size > rows.length - start) size /= 2;
     const params: SqliteValue[] = type === "update" ? [rev] : [];
-    for (let index = start; index < start + size; index++) {
-      const { keys, columns, expect } = rows[index]!;
-      for (const key of keys) params.push(key);
-      switch (type) {
-        case "insert":
-        case "upsert":
+    const end = start + size;
+    if (type === "insert" || type === "upsert") {
+      for (let index = start; index < end; index++) {
+        const { keys, columns } = rows[index]!;
+        for (const key of keys) params.push(key);
+        for (const column of columns!) params.push(column);
+        params.push(rev);
+      }
+    } else {
+      for (let index = start; index < end; index++) {
+        const { keys, columns, expect } = rows[index]!;
+        for (const key of keys) params.push(key);
+        if (type === "remove") continue;
+        params.push(expect as number);
+        if (type === "update") {
           for (const column of columns!) params.push(column);
-          params.push(rev);
-          break;
-        case "update":
-          params.push(expect as number);
-          for (const column of columns!) params.push(column);
-          break;
-        case "removeIf":
-          params.push(expect as number);
-          break;
+        }
       }
     }
     const statement = run.s.batch(rows[0]!.space, { type, rows: size });
