@@ -8,6 +8,7 @@
  *
  * ```sh
  * deno run -A bench/_profile_alloc.ts 10000 3
+ * deno run -A bench/_profile_alloc.ts 10000 3 drain   # the drains alone
  * ```
  *
  * @module
@@ -21,6 +22,8 @@ import { KIND, makeRecord } from "./_drain.ts";
 
 const n = Number(Deno.args[0] ?? "10000");
 const rounds = Number(Deno.args[1] ?? "3");
+/** `drain`: sample the drains only, not the fills. */
+const drainOnly = Deno.args[2] === "drain";
 
 /** Answers each op as the reference server does: the record, stamped. */
 function instantTransport(): Transport {
@@ -54,11 +57,17 @@ interface ProfileNode {
 const session = new Session();
 session.connect();
 await session.post("HeapProfiler.enable");
-await session.post("HeapProfiler.startSampling", {
+const sampling = {
   samplingInterval: 4096,
   includeObjectsCollectedByMajorGC: true,
   includeObjectsCollectedByMinorGC: true,
-});
+};
+const stop = async (): Promise<ProfileNode> =>
+  ((await session.post("HeapProfiler.stopSampling")) as {
+    profile: { head: ProfileNode };
+  }).profile.head;
+const heads: ProfileNode[] = [];
+if (!drainOnly) await session.post("HeapProfiler.startSampling", sampling);
 for (let round = 0; round < rounds; round++) {
   const storage = createMemoryStorage();
   const engine = new SyncEngine({
@@ -69,12 +78,12 @@ for (let round = 0; round < rounds; round++) {
   await engine.table(KIND).putMany(
     Array.from({ length: n }, (_, i) => makeRecord(i)),
   );
+  if (drainOnly) await session.post("HeapProfiler.startSampling", sampling);
   await engine.sync({ pullKinds: [] });
+  if (drainOnly) heads.push(await stop());
   await engine.close();
 }
-const { profile } = await session.post("HeapProfiler.stopSampling") as {
-  profile: { head: ProfileNode };
-};
+if (!drainOnly) heads.push(await stop());
 session.disconnect();
 
 const name = (node: ProfileNode): string =>
@@ -94,12 +103,12 @@ const walk = (node: ProfileNode, callers: readonly string[]): void => {
   }
   for (const child of node.children ?? []) walk(child, [...callers, here]);
 };
-walk(profile.head, []);
+for (const head of heads) walk(head, []);
 const mb = (bytes: number) => (bytes / 1e6).toFixed(1).padStart(7);
 console.log(
   `${mb(total)} MB allocated over ${rounds} × ${n} records (${
     (total / (rounds * n)).toFixed(0)
-  } bytes per record: its write and its drain)`,
+  } bytes per record: ${drainOnly ? "its drain" : "its write and its drain"})`,
 );
 console.log("\nby function");
 for (const [key, bytes] of [...own].sort((a, b) => b[1] - a[1]).slice(0, 25)) {

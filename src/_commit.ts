@@ -91,7 +91,11 @@ export function planGroups(
   plan: OpPlan,
   maxMutations: number,
 ): { first: Mutation[]; rest: Mutation[][] } {
-  const follow = plan.follow ?? [];
+  const follow = plan.follow;
+  // Most plans have no follow-ups: their own mutations are the one write.
+  if (follow === undefined || follow.length === 0) {
+    return { first: plan.mutations, rest: [] };
+  }
   const room = Math.max(0, maxMutations - plan.mutations.length);
   const first = [...plan.mutations, ...follow.slice(0, room)];
   const rest: Mutation[][] = [];
@@ -142,15 +146,18 @@ export async function commitPlans(
   plans: readonly OpPlan[],
 ): Promise<ReadonlySet<number>> {
   const maxMutations = ctx.storage.capabilities.maxMutationsPerWrite;
-  const groups = plans.map((plan) => planGroups(plan, maxMutations));
-  const { failed } = await writeChunked(
-    ctx,
-    groups.map((group) => group.first),
-  );
-  for (const [index, group] of groups.entries()) {
+  const firsts: Mutation[][] = new Array(plans.length);
+  let rests: { index: number; rest: Mutation[][] }[] | undefined;
+  for (let index = 0; index < plans.length; index++) {
+    const { first, rest } = planGroups(plans[index]!, maxMutations);
+    firsts[index] = first;
+    if (rest.length > 0) (rests ??= []).push({ index, rest });
+  }
+  const { failed } = await writeChunked(ctx, firsts);
+  for (const { index, rest } of rests ?? []) {
     if (failed.has(index)) continue;
-    for (const rest of group.rest) {
-      await writeChunked(ctx, rest.map((m) => [m]));
+    for (const group of rest) {
+      await writeChunked(ctx, group.map((m) => [m]));
     }
   }
   return failed;

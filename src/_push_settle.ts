@@ -7,8 +7,8 @@
  * @module
  */
 
-import { commitPlans, commitWithRetry } from "./_commit.ts";
-import { type EngineContext, recordKey } from "./_context.ts";
+import { commitPlans, commitWithRetry, type OpPlan } from "./_commit.ts";
+import type { EngineContext } from "./_context.ts";
 import {
   decideOutcome,
   type Fate,
@@ -21,6 +21,7 @@ import { NetworkError, type SyncError } from "./errors.ts";
 import type { SyncEvent, SyncStats } from "./events.ts";
 import type { StoredOp, StoredRecord, Versioned } from "./storage.ts";
 import type { PushResult } from "./transport.ts";
+import type { Conflict } from "./conflict.ts";
 
 /** The input of {@linkcode settlePushed}: one transport call's ops. */
 export interface PushedBatch {
@@ -72,38 +73,43 @@ async function settleAll(
   const outcomes = await decideAll(ctx, batch);
   const fates = new Map<string, Fate>();
   let done = 0;
-  let remaining = [...batch.claimed];
+  let remaining: readonly Versioned<StoredOp>[] = batch.claimed;
   await commitWithRetry<undefined>(ctx, {
     what: "settle pushed ops",
     attempt: async (attempt) => {
       // The claim's own entries are current unless a write failed since.
       const fresh = await readFresh(ctx, remaining, { reuse: attempt === 0 });
       const planned = planAll(ctx, fresh, outcomes);
-      const failed = await commitPlans(ctx, planned.map((p) => p.plan));
-      const retry = new Set<string>();
-      planned.forEach(({ op, plan, events, settled }, index) => {
+      const plans: OpPlan[] = new Array(planned.length);
+      for (let i = 0; i < planned.length; i++) {
+        plans[i] = planned[i]!.planned.plan;
+      }
+      const failed = await commitPlans(ctx, plans);
+      let retry: Set<string> | undefined;
+      for (let index = 0; index < planned.length; index++) {
+        const { op, planned: { plan, events, settled } } = planned[index]!;
+        const opId = op.value.opId;
         if (failed.has(index)) {
-          retry.add(op.value.opId);
-          return;
+          (retry ??= new Set()).add(opId);
+          continue;
         }
         done++;
         // From the commit itself: the writes that carried this op end here.
-        if (settled !== undefined) {
-          ctx.outcomes.settle(op.value.opId, settled, op.value);
-        }
+        if (settled !== undefined) ctx.outcomes.settle(opId, settled, op.value);
         if (plan.change !== null) {
           events.push({ type: "change", ...plan.change });
         }
-        fates.set(op.value.opId, fateOf(outcomes.get(op.value.opId)!));
-        for (const event of events) {
+        fates.set(opId, fateOf(outcomes.get(opId)!));
+        for (let e = 0; e < events.length; e++) {
+          const event = events[e]!;
           count(batch.stats, event);
           ctx.hub.emit(event);
         }
-      });
-      remaining = remaining.filter((entry) => retry.has(entry.value.opId));
-      return remaining.length === 0
-        ? { ok: true, value: undefined }
-        : { ok: false };
+      }
+      if (retry === undefined) return { ok: true, value: undefined };
+      const again = retry;
+      remaining = remaining.filter((entry) => again.has(entry.value.opId));
+      return { ok: false };
     },
   });
   return { done, fates, ...summarize(outcomes, batch.claimed.length) };
@@ -124,6 +130,27 @@ async function decideAll(
   const outcomes = new Map<string, Outcome>();
   const seen = new Set<number>();
   const maxConflictRetries = ctx.limits.maxConflictRetries;
+  // Shared by every op: a conflict names its own op and table.
+  const onConflict = (conflict: Conflict): void => {
+    batch.stats.conflicts++;
+    ctx.hub.emit({
+      type: "conflictDetected",
+      kind: conflict.kind,
+      id: conflict.id,
+      opId: conflict.opId,
+      local: conflict.local,
+      server: conflict.server,
+      strategy: ctx.table(conflict.kind).policy.strategy,
+    });
+  };
+  const onStrategyError = (error: SyncError): void => {
+    ctx.hub.emit({
+      type: "error",
+      error,
+      category: error.category,
+      retryable: false,
+    });
+  };
   for (let i = 0; i < batch.claimed.length; i++) {
     const op = batch.claimed[i]!.value;
     const result = batch.results[i]!;
@@ -134,33 +161,14 @@ async function decideAll(
       seen.add(result.serverDate);
       ctx.observeServerDate(result.serverDate, batch.sentAt);
     }
-    const table = ctx.table(op.kind);
     const outcome = decideOutcome({
-      table,
+      table: ctx.table(op.kind),
       op,
       result,
       clockSkewMs: ctx.clockSkewMs(),
       maxConflictRetries,
-      onConflict(conflict) {
-        batch.stats.conflicts++;
-        ctx.hub.emit({
-          type: "conflictDetected",
-          kind: op.kind,
-          id: op.id,
-          opId: op.opId,
-          local: conflict.local,
-          server: conflict.server,
-          strategy: table.policy.strategy,
-        });
-      },
-      onStrategyError(error) {
-        ctx.hub.emit({
-          type: "error",
-          error,
-          category: error.category,
-          retryable: false,
-        });
-      },
+      onConflict,
+      onStrategyError,
     });
     // Only a conflict's strategy may wait: the others cost no microtask.
     outcomes.set(
@@ -171,27 +179,39 @@ async function decideAll(
   return outcomes;
 }
 
+/** A planned outcome, and the op it settles. */
+interface PlannedOp {
+  readonly planned: PlannedOutcome;
+  readonly op: Versioned<StoredOp>;
+}
+
 /** Plans each fresh op's outcome; ops with nothing to write are left out. */
 function planAll(
   ctx: EngineContext,
   fresh: FreshState,
   outcomes: ReadonlyMap<string, Outcome>,
-): (PlannedOutcome & { readonly op: Versioned<StoredOp> })[] {
-  const out: (PlannedOutcome & { readonly op: Versioned<StoredOp> })[] = [];
-  for (const op of fresh.ops) {
+): PlannedOp[] {
+  const out: PlannedOp[] = [];
+  const now = ctx.now();
+  const maxConflictRetries = ctx.limits.maxConflictRetries;
+  for (let i = 0; i < fresh.ops.length; i++) {
+    const op = fresh.ops[i]!;
     const planned = planOutcome({
       table: ctx.table(op.value.kind),
-      record: fresh.records.get(recordKey(op.value.kind, op.value.id)),
+      record: fresh.records[i],
       op,
-      later: fresh.later.get(op.value.opId) ?? [],
+      later: fresh.later.get(op.value.opId) ?? NONE_LATER,
       outcome: outcomes.get(op.value.opId)!,
-      now: ctx.now(),
-      maxConflictRetries: ctx.limits.maxConflictRetries,
+      now,
+      maxConflictRetries,
     });
-    if (planned !== null) out.push({ ...planned, op });
+    if (planned !== null) out.push({ planned, op });
   }
   return out;
 }
+
+/** The ops behind an op that has none. */
+const NONE_LATER: readonly Versioned<StoredOp>[] = [];
 
 /**
  * The longest `Retry-After` of the retryable outcomes, and whether every op
@@ -246,23 +266,27 @@ function count(stats: SyncStats, event: SyncEvent): void {
   }
 }
 
-/** Reads the records of ops, by {@linkcode recordKey}. */
+/** Reads the records of ops (one op per record), in the ops' order. */
 async function readRecords(
   ctx: EngineContext,
-  ops: readonly StoredOp[],
-): Promise<Map<string, Versioned<StoredRecord>>> {
-  const byKind = new Map<string, string[]>();
-  for (const op of ops) {
-    const ids = byKind.get(op.kind) ?? [];
-    ids.push(op.id);
-    byKind.set(op.kind, ids);
+  ops: readonly Versioned<StoredOp>[],
+): Promise<(Versioned<StoredRecord> | undefined)[]> {
+  const out: (Versioned<StoredRecord> | undefined)[] = new Array(ops.length);
+  // The ops' positions by table: most pushes hold one table.
+  const byKind = new Map<string, number[]>();
+  for (let i = 0; i < ops.length; i++) {
+    const kind = ops[i]!.value.kind;
+    const positions = byKind.get(kind);
+    if (positions === undefined) byKind.set(kind, [i]);
+    else positions.push(i);
   }
-  const out = new Map<string, Versioned<StoredRecord>>();
-  for (const [kind, ids] of byKind) {
+  for (const [kind, positions] of byKind) {
+    const ids: string[] = new Array(positions.length);
+    for (let j = 0; j < positions.length; j++) {
+      ids[j] = ops[positions[j]!]!.value.id;
+    }
     const entries = await ctx.storage.getRecords(kind, ids);
-    entries.forEach((entry, i) => {
-      if (entry !== undefined) out.set(recordKey(kind, ids[i]!), entry);
-    });
+    for (let j = 0; j < positions.length; j++) out[positions[j]!] = entries[j];
   }
   return out;
 }
@@ -270,7 +294,8 @@ async function readRecords(
 /** The claimed ops still to settle, with what their plans need. */
 interface FreshState {
   ops: Versioned<StoredOp>[];
-  records: Map<string, Versioned<StoredRecord>>;
+  /** Each op's record, at the op's index. */
+  records: (Versioned<StoredRecord> | undefined)[];
   later: Map<string, Versioned<StoredOp>[]>;
 }
 
@@ -287,14 +312,21 @@ async function readFresh(
   const current = options.reuse ? claimed : await ctx.storage.getOps(
     claimed.map((entry) => entry.value.opId),
   );
-  const ops = current.filter((entry, i): entry is Versioned<StoredOp> =>
-    entry !== undefined && entry.value.state === "pending" &&
-    entry.value.revision === claimed[i]!.value.revision
-  );
-  const records = await readRecords(ctx, ops.map((entry) => entry.value));
+  const ops: Versioned<StoredOp>[] = [];
+  for (let i = 0; i < current.length; i++) {
+    const entry = current[i];
+    if (
+      entry !== undefined && entry.value.state === "pending" &&
+      entry.value.revision === claimed[i]!.value.revision
+    ) {
+      ops.push(entry);
+    }
+  }
+  const records = await readRecords(ctx, ops);
   const later = new Map<string, Versioned<StoredOp>[]>();
-  for (const op of ops) {
-    const record = records.get(recordKey(op.value.kind, op.value.id));
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!;
+    const record = records[i];
     if (record !== undefined && record.value.lastOpId !== op.value.opId) {
       later.set(
         op.value.opId,

@@ -12,8 +12,11 @@ import type { Mutation } from "./storage.ts";
 export interface ChunkedWrite {
   /** The indices of the groups whose write failed an `expect`. */
   readonly failed: Set<number>;
-  /** Per group: the revisions its mutations left (see `WriteResult`). */
-  readonly revs: (readonly (string | null)[] | undefined)[];
+  /**
+   * Per group: the revision its first mutation left (see `WriteResult`),
+   * `undefined` for a group that failed or is empty.
+   */
+  readonly firstRevs: (string | null | undefined)[];
 }
 
 /**
@@ -33,7 +36,7 @@ export async function writeChunked(
   const { maxMutationsPerWrite, maxWriteBytes } = ctx.storage.capabilities;
   const measure = Number.isFinite(maxWriteBytes);
   const failed = new Set<number>();
-  const revs: (readonly (string | null)[] | undefined)[] = [];
+  const firstRevs: (string | null | undefined)[] = new Array(groups.length);
   let chunk: Mutation[] = [];
   let members: number[] = [];
   let bytes = 0;
@@ -41,10 +44,11 @@ export async function writeChunked(
     if (chunk.length === 0) return;
     const result = await ctx.storage.write(chunk);
     let offset = 0;
-    for (const index of members) {
+    for (let m = 0; m < members.length; m++) {
+      const index = members[m]!;
       const size = groups[index]!.length;
-      if (result.ok) revs[index] = result.revs.slice(offset, offset + size);
-      else failed.add(index);
+      if (!result.ok) failed.add(index);
+      else if (size > 0) firstRevs[index] = result.revs[offset];
       offset += size;
     }
     // Tell the caller now: a later chunk may still fail the whole call.
@@ -62,12 +66,13 @@ export async function writeChunked(
     ) {
       await flush();
     }
-    chunk.push(...group);
+    // One by one: a spread would cost an iterator per group.
+    for (let m = 0; m < group.length; m++) chunk.push(group[m]!);
     members.push(index);
     bytes += size;
   }
   await flush();
-  return { failed, revs };
+  return { failed, firstRevs };
 }
 
 const encoder = new TextEncoder();

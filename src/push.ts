@@ -57,7 +57,10 @@ interface PushRun {
    * parked (clause 8), failed retryably, or hit the bound of tries.
    */
   readonly blocked: Set<string>;
-  /** How many times each op was sent in this run. */
+  /**
+   * How many times each op that goes again was sent in this run (an op sent
+   * once and done needs no count).
+   */
   readonly tries: Map<string, number>;
   /** The most sends of one op in one run (clause 9). */
   readonly maxTries: number;
@@ -131,7 +134,8 @@ async function scanQueues(
   const queues = new Map<string, Versioned<StoredOp>[]>();
   const filter = { states: ["pending" as const], kinds: run.options.kinds };
   for await (const page of scanOps(run.ctx, filter)) {
-    for (const entry of page) {
+    for (let i = 0; i < page.length; i++) {
+      const entry = page[i]!;
       const key = recordKey(entry.value.kind, entry.value.id);
       if (run.blocked.has(key)) continue;
       let queue = queues.get(key);
@@ -197,16 +201,12 @@ async function pushRound(
   const { ctx, options } = run;
   const fresh = await refresh(ctx, heads, stale);
   const claimed = await claim(ctx, fresh);
-  for (const op of claimed) {
-    run.tries.set(op.value.opId, (run.tries.get(op.value.opId) ?? 0) + 1);
-  }
   const fates = await fateOfUnclaimed(ctx, heads, claimed);
   if (claimed.length === 0) return fates;
   const sentAt = ctx.now();
-  const results = await ctx.transport.push(
-    claimed.map((entry) => toPushOp(entry.value)),
-    { signal: options.signal },
-  );
+  const ops: PushOp[] = new Array(claimed.length);
+  for (let i = 0; i < claimed.length; i++) ops[i] = toPushOp(claimed[i]!.value);
+  const results = await ctx.transport.push(ops, { signal: options.signal });
   if (results.length !== claimed.length) {
     throw new SyncError(
       `Cannot push ops as the transport returned ${results.length} results for ${claimed.length} ops`,
@@ -234,7 +234,7 @@ async function pushRound(
     // reach, so the rest of the outbox would only fail the same way.
     throw settled.unreachable;
   }
-  for (const [opId, fate] of settled.fates) fates.set(opId, fate);
+  settled.fates.forEach((fate, opId) => fates.set(opId, fate));
   return fates;
 }
 
@@ -262,7 +262,10 @@ function advance(run: PushRun, round: RoundEnd): void {
     // A head that vanished before its claim was settled elsewhere.
     const fate = fates.get(head.value.opId) ?? "done";
     if (fate === "again") {
-      stale.add(head.value.opId);
+      // Sent (or about to be re-read) again: count the sends so far.
+      const opId = head.value.opId;
+      run.tries.set(opId, (run.tries.get(opId) ?? 0) + 1);
+      stale.add(opId);
       continue;
     }
     stale.delete(head.value.opId);
@@ -370,7 +373,7 @@ async function claim(
         ops.map((op, i) => [{ type: "putOp", op, expect: current[i]!.rev }]),
       );
       ops.forEach((op, i) => {
-        const rev = written.revs[i]?.[0];
+        const rev = written.firstRevs[i];
         if (rev !== undefined && rev !== null) claimed.push({ value: op, rev });
       });
       if (written.failed.size === 0) return { ok: true, value: claimed };
