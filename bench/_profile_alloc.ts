@@ -15,35 +15,15 @@
  */
 
 import { Session } from "node:inspector/promises";
-import { type JsonObject, SyncEngine } from "../mod.ts";
-import type { PushOp, PushResult, Transport } from "../src/transport.ts";
+import { SyncEngine } from "../mod.ts";
 import { createMemoryStorage } from "../storage/memory.ts";
 import { KIND, makeRecord } from "./_drain.ts";
+import { instantTransport } from "./_profile_kit.ts";
 
 const n = Number(Deno.args[0] ?? "10000");
 const rounds = Number(Deno.args[1] ?? "3");
 /** `drain`: sample the drains only, not the fills. */
 const drainOnly = Deno.args[2] === "drain";
-
-/** Answers each op as the reference server does: the record, stamped. */
-function instantTransport(): Transport {
-  let clock = Date.parse("2026-01-01T00:00:00.000Z");
-  return {
-    pull: () => Promise.reject(new Error("not used")),
-    push(ops: readonly PushOp[]): Promise<PushResult[]> {
-      return Promise.resolve(ops.map((op) => {
-        const record: JsonObject = {
-          ...(op.payload ?? {}),
-          id: op.id,
-          updated_at: new Date(++clock).toISOString(),
-        };
-        return { type: "ok", status: 200, record };
-      }));
-    },
-    close: () => Promise.resolve(),
-    [Symbol.asyncDispose]: () => Promise.resolve(),
-  };
-}
 
 interface ProfileNode {
   readonly callFrame: {

@@ -13,44 +13,19 @@
  * @module
  */
 
-import { type JsonObject, SyncEngine } from "../mod.ts";
-import type { PushOp, PushResult, Transport } from "../src/transport.ts";
-import { createMemoryStorage } from "../storage/memory.ts";
-import { openSqliteStorage } from "../storage/sqlite.ts";
+import { SyncEngine } from "../mod.ts";
+import { instantTransport, openOutbox, perItem } from "./_profile_kit.ts";
 import { KIND, makeRecord } from "./_drain.ts";
 
 const n = Number(Deno.args[0] ?? "10000");
 const which = Deno.args[1] ?? "memory";
 const rounds = Number(Deno.args[2] ?? "5");
 
-/** Answers each op as the reference server does: the record, stamped. */
-function instantTransport(): Transport {
-  let clock = Date.parse("2026-01-01T00:00:00.000Z");
-  return {
-    pull: () => Promise.reject(new Error("not used")),
-    push(ops: readonly PushOp[]): Promise<PushResult[]> {
-      return Promise.resolve(ops.map((op) => {
-        const stamp = new Date(++clock).toISOString();
-        const record: JsonObject = {
-          ...(op.payload ?? {}),
-          id: op.id,
-          updated_at: stamp,
-        };
-        return { type: "ok", status: 200, record };
-      }));
-    },
-    close: () => Promise.resolve(),
-    [Symbol.asyncDispose]: () => Promise.resolve(),
-  };
-}
-
 const dir = await Deno.makeTempDir({ prefix: "profile_engine_" });
 const times: number[] = [];
 try {
   for (let round = 0; round < rounds; round++) {
-    const storage = which === "memory"
-      ? createMemoryStorage()
-      : await openSqliteStorage(`${dir}/outbox-${round}.sqlite`);
+    const storage = await openOutbox(which, dir, round);
     const transport = instantTransport();
     const engine = new SyncEngine({ storage, transport, pushBatchSize: 1000 });
     await engine.table(KIND).putMany(
@@ -67,10 +42,4 @@ try {
 } finally {
   await Deno.remove(dir, { recursive: true });
 }
-const perOp = times.map((ms) => (ms * 1000 / n).toFixed(1));
-const sorted = [...times].sort((a, b) => a - b);
-console.log(
-  `${which} ${n}: µs/op per round ${perOp.join(" ")}; median ${
-    (sorted[Math.floor(sorted.length / 2)]! * 1000 / n).toFixed(1)
-  }`,
-);
+console.log(`${which} ${n}: µs/op per round ${perItem(times, n)}`);

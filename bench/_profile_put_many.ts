@@ -12,8 +12,7 @@
  */
 
 import { SyncEngine } from "../mod.ts";
-import { createMemoryStorage } from "../storage/memory.ts";
-import { openSqliteStorage } from "../storage/sqlite.ts";
+import { openOutbox, perItem } from "./_profile_kit.ts";
 import { createRestTransport } from "../transport/rest.ts";
 import { KIND, makeRecord } from "./_drain.ts";
 
@@ -25,9 +24,7 @@ const dir = await Deno.makeTempDir({ prefix: "profile_put_many_" });
 const times: number[] = [];
 try {
   for (let round = 0; round < rounds; round++) {
-    const storage = which === "memory"
-      ? createMemoryStorage()
-      : await openSqliteStorage(`${dir}/outbox-${round}.sqlite`);
+    const storage = await openOutbox(which, dir, round);
     // Port 9 (discard) is never contacted: nothing syncs here.
     await using transport = createRestTransport({
       baseUrl: "http://127.0.0.1:9",
@@ -44,9 +41,4 @@ try {
 } finally {
   await Deno.remove(dir, { recursive: true });
 }
-const sorted = [...times].sort((a, b) => a - b);
-console.log(
-  `putMany ${which} ${n}: µs/record per round ${
-    times.map((ms) => (ms * 1000 / n).toFixed(1)).join(" ")
-  }; median ${(sorted[Math.floor(sorted.length / 2)]! * 1000 / n).toFixed(1)}`,
-);
+console.log(`putMany ${which} ${n}: µs/record per round ${perItem(times, n)}`);
