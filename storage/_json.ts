@@ -262,12 +262,16 @@ function explainJson(value: unknown, walk: Walk): void {
  */
 export interface CopyCache {
   /**
-   * The copy made of `source` at `depth` or deeper, if remembered: a copy
-   * made nearer the root could nest past the limit at `depth`.
+   * The copy of `source`, if remembered and it may sit at `depth`: a copy
+   * placed deeper than it was checked for could nest past the limit.
    */
   get(source: object, depth: number): JsonValue | undefined;
-  /** Remembers the copy of `source`, made at `depth`. */
-  set(source: object, copy: JsonValue, depth: number): void;
+  /**
+   * Remembers the copy of `source`, which may sit at any depth down to
+   * `reach`: the depth it was made at, or deeper when its maker knows how
+   * deep the copy nests.
+   */
+  set(source: object, copy: JsonValue, reach: number): void;
 }
 
 /** Options for {@linkcode copyJson}. */
@@ -397,24 +401,24 @@ export class RecentCopies implements CopyCache {
   static readonly #SIZE = 8;
   readonly #sources: (object | undefined)[] = new Array(RecentCopies.#SIZE);
   readonly #copies: (JsonValue | undefined)[] = new Array(RecentCopies.#SIZE);
-  readonly #depths: number[] = new Array(RecentCopies.#SIZE).fill(0);
+  readonly #reaches: number[] = new Array(RecentCopies.#SIZE).fill(0);
   #next = 0;
 
   get(source: object, depth: number): JsonValue | undefined {
     const sources = this.#sources;
     for (let i = 0; i < sources.length; i++) {
-      if (sources[i] === source && this.#depths[i]! >= depth) {
+      if (sources[i] === source && this.#reaches[i]! >= depth) {
         return this.#copies[i];
       }
     }
     return undefined;
   }
 
-  set(source: object, copy: JsonValue, depth: number): void {
+  set(source: object, copy: JsonValue, reach: number): void {
     const slot = this.#next;
     this.#sources[slot] = source;
     this.#copies[slot] = copy;
-    this.#depths[slot] = depth;
+    this.#reaches[slot] = reach;
     this.#next = (slot + 1) % RecentCopies.#SIZE;
   }
 }
@@ -450,11 +454,36 @@ function copyObject(
   copies: CopyCache | undefined,
 ): JsonValue | typeof UNCLEAN {
   if (depth >= MAX_DEPTH || hasToJson(value)) return UNCLEAN;
+  if (depth > deepest) deepest = depth;
   const shared = depth > 0 && depth <= SHARED_DEPTH ? copies : undefined;
-  if (shared !== undefined) {
-    const known = shared.get(value, depth);
-    if (known !== undefined) return known;
+  if (shared === undefined) return copyMembersOf(value, depth, copies);
+  const known = shared.get(value, depth);
+  if (known !== undefined) return known;
+  // How deep this copy nests: it may then be shared at any depth that
+  // keeps its deepest object above the limit (a record's data copied at
+  // depth 1 serves its base's data at depth 2).
+  const outer = deepest;
+  deepest = depth;
+  const copy = copyMembersOf(value, depth, copies);
+  if (copy !== UNCLEAN) {
+    shared.set(value, copy, MAX_DEPTH - 1 - (deepest - depth));
   }
+  if (outer > deepest) deepest = outer;
+  return copy;
+}
+
+/**
+ * The deepest level {@linkcode copyObject} reached since it last reset it:
+ * how deep the copy of a shared object nests.
+ */
+let deepest = 0;
+
+/** {@linkcode copyObject}'s copy of an object's members or an array's items. */
+function copyMembersOf(
+  value: object,
+  depth: number,
+  copies: CopyCache | undefined,
+): JsonValue | typeof UNCLEAN {
   let copy: JsonValue[] | JsonObject;
   if (Array.isArray(value)) {
     const length = value.length;
@@ -497,7 +526,6 @@ function copyObject(
     if (Object.getOwnPropertySymbols(value).length > 0) return UNCLEAN;
     copy = members as JsonObject;
   }
-  shared?.set(value, copy, depth);
   return copy;
 }
 

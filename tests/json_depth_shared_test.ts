@@ -126,3 +126,40 @@ for (const [name, open] of storages) {
     }),
   );
 }
+
+for (const [name, open] of storages) {
+  Deno.test(
+    `json depth (${name}): an object whose deep member comes before a shallow shared one is still held to the limit deeper`,
+    withTimeout(10_000, async () => {
+      await using storage = await open();
+      // As a record's data (level 2), `shared` reaches the limit through
+      // `deep`; its member `flat` after it is an object the walk may share.
+      const shared: JsonValue = { deep: nest(MAX_DEPTH - 2), flat: { n: 0 } };
+      const record = {
+        type: "putRecord",
+        record: {
+          kind: "k",
+          id: "a",
+          data: shared,
+          deleted: false,
+          base: null,
+          lastOpId: null,
+          localUpdatedAt: null,
+        },
+      } as unknown as Mutation;
+      assert.equal((await storage.write([record])).ok, true);
+      // One level further down, in the same write, it nests past it.
+      await assert.rejects(
+        () =>
+          storage.write([record, {
+            type: "putMeta",
+            key: "m",
+            value: { a: { b: shared } },
+          }]),
+        (error: unknown) =>
+          error instanceof StorageError && /deep/.test(error.message),
+      );
+      assert.equal((await storage.getMeta(["m"]))[0], undefined);
+    }),
+  );
+}
