@@ -98,6 +98,17 @@ try {
 }
 const us = (micros: number) => (micros / (rounds * n)).toFixed(2).padStart(6);
 console.log(`${us(total)} µs/op sampled (${which}, ${rounds} × ${n} ops)`);
+const files = new Map<string, number>();
+for (const [key, micros] of self) {
+  const file = key.slice(key.indexOf(" ") + 1).replace(/:\d+$/, "");
+  files.set(file, (files.get(file) ?? 0) + micros);
+}
+for (
+  const [file, micros] of [...files].sort((a, b) => b[1] - a[1]).slice(0, 15)
+) {
+  console.log(`${us(micros)} µs/op  ${file}`);
+}
+console.log();
 for (
   const [key, micros] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 40)
 ) {

@@ -58,6 +58,12 @@ interface PushRun {
    */
   readonly blocked: Set<string>;
   /**
+   * A record's key in {@linkcode PushRun.blocked} and the queues: its id
+   * when the run pushes one kind (no string built per op), else its kind
+   * and id ({@linkcode recordKey}).
+   */
+  readonly keyOf: (kind: string, id: string) => string;
+  /**
    * How many times each op that goes again was sent in this run (an op sent
    * once and done needs no count).
    */
@@ -91,11 +97,13 @@ export async function pushPhase(
 ): Promise<PushPhaseResult> {
   const { kinds } = options;
   if (kinds.length === 0) return { retryAfterMs: null };
+  const keyOf = kinds.length === 1 ? idOnly : recordKey;
   const run: PushRun = {
     ctx,
     options,
     // Their later ops wait (clause 8), the rest of the outbox goes on.
-    blocked: await scanBlocked(ctx, kinds),
+    blocked: await scanBlocked(ctx, kinds, keyOf),
+    keyOf,
     tries: new Map(),
     maxTries: ctx.limits.maxConflictRetries + 2,
     total: ctx.hub.has("progress") ? await countPending(ctx, kinds) : null,
@@ -111,17 +119,23 @@ export async function pushPhase(
   return { retryAfterMs: run.retryAfterMs };
 }
 
+/** A record's key among the records of one kind: its id. */
+function idOnly(_kind: string, id: string): string {
+  return id;
+}
+
 /** The records whose head op is quarantined or parked. */
 async function scanBlocked(
   ctx: EngineContext,
   kinds: readonly string[],
+  keyOf: (kind: string, id: string) => string,
 ): Promise<Set<string>> {
   const blocked = new Set<string>();
   for await (
     const page of scanOps(ctx, { states: ["quarantined", "parked"], kinds })
   ) {
     for (const entry of page) {
-      blocked.add(recordKey(entry.value.kind, entry.value.id));
+      blocked.add(keyOf(entry.value.kind, entry.value.id));
     }
   }
   return blocked;
@@ -136,7 +150,7 @@ async function scanQueues(
   for await (const page of scanOps(run.ctx, filter)) {
     for (let i = 0; i < page.length; i++) {
       const entry = page[i]!;
-      const key = recordKey(entry.value.kind, entry.value.id);
+      const key = run.keyOf(entry.value.kind, entry.value.id);
       if (run.blocked.has(key)) continue;
       let queue = queues.get(key);
       if (queue === undefined) queues.set(key, queue = []);

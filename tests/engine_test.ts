@@ -50,6 +50,29 @@ Deno.test("engine: clause 8, a rejected op is quarantined while other records go
   assert.equal((await a.engine.outbox.list()).length, 0);
 });
 
+Deno.test("engine: clause 8, a quarantined record blocks its own kind only: the same id in another table goes on", async () => {
+  await using server = startServer({
+    schemas: {
+      todos: z.object({ id: z.string(), title: z.string().max(10) }),
+      notes: z.object({ id: z.string(), title: z.string() }),
+    },
+  });
+  await using a = createClient(server.url);
+  const todos = a.engine.table("todos");
+  const notes = a.engine.table("notes");
+  await todos.put({ id: "same", title: "far too long a title" });
+  await a.engine.sync();
+  assert.equal((await a.engine.outbox.quarantined()).length, 1);
+  // A later edit of the quarantined todo waits; the note of the same id,
+  // another record, is pushed in the same run.
+  await todos.update("same", { title: "still far too long" });
+  await notes.put({ id: "same", title: "a note" });
+  const { stats } = await a.engine.sync();
+  assert.equal(stats.pushed, 1);
+  const pending = await a.engine.outbox.list({ states: ["pending"] });
+  assert.deepEqual(pending.map((op) => `${op.kind}/${op.id}`), ["todos/same"]);
+});
+
 Deno.test("engine: a quarantined op can be edited and sent again", async () => {
   await using server = startServer({
     schemas: { todos: z.object({ id: z.string(), title: z.string().max(10) }) },
