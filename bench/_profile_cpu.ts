@@ -7,6 +7,8 @@
  *
  * ```sh
  * deno run -A bench/_profile_cpu.ts 10000 memory 20
+ * deno run -A bench/_profile_cpu.ts 10000 sqlite 5 put        # the fills instead
+ * FOCUS=copyObject deno run -A bench/_profile_cpu.ts 10000 memory  # and its callers
  * ```
  *
  * @module
@@ -20,6 +22,8 @@ import { instantTransport, openOutbox } from "./_profile_kit.ts";
 const n = Number(Deno.args[0] ?? "10000");
 const which = Deno.args[1] ?? "memory";
 const rounds = Number(Deno.args[2] ?? "10");
+/** `drain` (the default) samples the drains, `put` the fills (`putMany`). */
+const phase = Deno.args[3] ?? "drain";
 
 interface ProfileNode {
   readonly id: number;
@@ -54,11 +58,16 @@ try {
       transport: instantTransport(),
       pushBatchSize: 1000,
     });
-    await engine.table(KIND).putMany(
-      Array.from({ length: n }, (_, i) => makeRecord(i)),
-    );
-    await session.post("Profiler.start");
-    await engine.sync({ pullKinds: [] });
+    const records = Array.from({ length: n }, (_, i) => makeRecord(i));
+    const table = engine.table(KIND);
+    if (phase === "put") {
+      await session.post("Profiler.start");
+      await table.putMany(records);
+    } else {
+      await table.putMany(records);
+      await session.post("Profiler.start");
+      await engine.sync({ pullKinds: [] });
+    }
     const { profile } = (await session.post("Profiler.stop")) as {
       profile: Profile;
     };
