@@ -9,6 +9,7 @@
 import type { JsonValue } from "../src/json.ts";
 import { parseTimestamp } from "../src/timestamp.ts";
 import { describe } from "../src/describe.ts";
+import { decodeUtf8 } from "../src/_utf8.ts";
 import { isTooDeep, keyRefusal } from "./_limits.ts";
 import { failure, refusal, type Reply } from "./_reply.ts";
 
@@ -99,8 +100,6 @@ export function sortedParams(
   );
 }
 
-const UTF8 = new TextDecoder("utf-8", { fatal: true });
-
 /**
  * Reads a body up to `max` bytes, trusting neither `Content-Length` nor its
  * absence: the bytes actually read are counted too.
@@ -144,12 +143,8 @@ export async function readBody(
       offset += chunk.byteLength;
     }
   }
-  let text: string;
-  try {
-    text = UTF8.decode(bytes);
-  } catch {
-    return { type: "text", text: "<invalid UTF-8>" };
-  }
+  const { text, malformed } = decodeUtf8(bytes);
+  if (malformed) return { type: "text", text: "<invalid UTF-8>" };
   try {
     return { type: "json", value: JSON.parse(text) as JsonValue };
   } catch {

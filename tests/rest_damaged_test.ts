@@ -64,6 +64,28 @@ Deno.test("rest: pull() passes items through raw: checking each is the engine's 
   assert.equal(server.requests.length, 1);
 });
 
+Deno.test("rest: a valid UTF-8 body carrying U+FFFD itself is taken as it is, a body with bad bytes beside it is not", async () => {
+  // The replacement character is data like any other: only bytes that are
+  // not UTF-8 make an answer damaged, wherever the character also appears.
+  const title = "a\uFFFDb";
+  await using server = startScriptedServer(
+    sequence(
+      () => json({ items: [record(title)], nextPageToken: null }),
+      () => new Response(notUtf8({ items: [record("\uFFFD\xff")] })),
+      () => json({ items: [record("c")], nextPageToken: null }),
+    ),
+  );
+  const sleeps = recordSleeps();
+  await using transport = connect(server, { sleep: sleeps.sleep });
+  const page = await transport.pull(firstPull());
+  assert.deepEqual(page.items, [record(title)]);
+  assert.equal(server.requests.length, 1);
+  const next = await transport.pull(firstPull());
+  assert.deepEqual(next.items, [record("c")]);
+  assert.equal(server.requests.length, 3);
+  assert.equal(sleeps.delays.length, 1);
+});
+
 Deno.test("rest: a body with a UTF-8 BOM is read as JSON", async () => {
   const bom = new Uint8Array([0xef, 0xbb, 0xbf]);
   function withBom(value: unknown, status = 200): Response {

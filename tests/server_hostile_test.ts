@@ -378,3 +378,36 @@ Deno.test("hostile: a reply that cannot be serialised is still a JSON 500, and f
   });
   assert.equal(errors.length, 1);
 });
+
+Deno.test("hostile: a body with bytes that are not UTF-8 is refused, a valid one carrying U+FFFD is stored as it is", async () => {
+  await using server = createSyncServer();
+  const put = (id: string, body: Uint8Array<ArrayBuffer>) =>
+    server.fetch(
+      new Request(`${ORIGIN}/todo/${id}`, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body,
+      }),
+    );
+  const encode = (text: string) => new TextEncoder().encode(text);
+  // `{"title": "x<0xff>"}`: JSON once the byte becomes U+FFFD, never
+  // stored like that.
+  const bad = new Uint8Array([
+    ...encode('{"title": "x'),
+    0xff,
+    ...encode('"}'),
+  ]);
+  const refused = await put("a", bad);
+  assert.equal(refused.status, 400);
+  await refused.body?.cancel();
+  const title = "a\uFFFDb";
+  const taken = await put("b", encode(JSON.stringify({ title })));
+  assert.equal(taken.status, 201);
+  assert.equal((await taken.json()).title, title);
+  const page = await server.fetch(new Request(`${ORIGIN}/todo`));
+  const { items } = await page.json();
+  assert.deepEqual(
+    items.map((item: JsonObject) => [item.id, item.title]),
+    [["b", title]],
+  );
+});

@@ -8,6 +8,7 @@
  */
 
 import { describe } from "../src/describe.ts";
+import { decodeUtf8 } from "../src/_utf8.ts";
 import {
   NetworkError,
   ParseError,
@@ -282,20 +283,4 @@ async function readBody(
     offset += chunk.byteLength;
   }
   return bytes;
-}
-
-const UTF8 = new TextDecoder("utf-8", { fatal: true });
-const UTF8_LENIENT = new TextDecoder("utf-8");
-
-/**
- * Decodes a body as UTF-8 (a leading BOM dropped, as `Response.text()`
- * does). Invalid bytes are flagged, not silently replaced: a record with
- * U+FFFD in place of its text would be stored as if it were the server's.
- */
-function decodeUtf8(bytes: Uint8Array): { text: string; malformed: boolean } {
-  try {
-    return { text: UTF8.decode(bytes), malformed: false };
-  } catch {
-    return { text: UTF8_LENIENT.decode(bytes), malformed: true };
-  }
 }
