@@ -17,28 +17,17 @@
 import { Session } from "node:inspector/promises";
 import { SyncEngine } from "../mod.ts";
 import { KIND, makeRecord } from "./_drain.ts";
-import { instantTransport, openOutbox } from "./_profile_kit.ts";
+import {
+  type CpuProfile as Profile,
+  instantTransport,
+  openOutbox,
+} from "./_profile_kit.ts";
 
 const n = Number(Deno.args[0] ?? "10000");
 const which = Deno.args[1] ?? "memory";
 const rounds = Number(Deno.args[2] ?? "10");
 /** `drain` (the default) samples the drains, `put` the fills (`putMany`). */
 const phase = Deno.args[3] ?? "drain";
-
-interface ProfileNode {
-  readonly id: number;
-  readonly children?: readonly number[];
-  readonly callFrame: {
-    readonly functionName: string;
-    readonly url: string;
-    readonly lineNumber: number;
-  };
-}
-interface Profile {
-  readonly nodes: readonly ProfileNode[];
-  readonly samples: readonly number[];
-  readonly timeDeltas: readonly number[];
-}
 
 const session = new Session();
 session.connect();
@@ -48,6 +37,8 @@ const self = new Map<string, number>();
 /** With `FOCUS=name`, the callers of that function too. */
 const focus = Deno.env.get("FOCUS");
 const callers = new Map<string, number>();
+/** Self time by source file (native code and the VM's own by name). */
+const files = new Map<string, number>();
 let total = 0;
 const dir = await Deno.makeTempDir({ prefix: "profile_cpu_" });
 try {
@@ -79,10 +70,17 @@ try {
     profile.samples.forEach((id, i) => {
       const delta = profile.timeDeltas[i] ?? 0;
       const frame = byId.get(id)!.callFrame;
-      const key = `${frame.functionName || "(anonymous)"} ${
-        frame.url.replace(/^.*\/(bench|src|storage|transport)\//, "$1/")
-      }:${frame.lineNumber + 1}`;
+      const file = frame.url === ""
+        ? `(${frame.functionName})`
+        : frame.url.replace(
+          /^.*\/(bench|src|storage|transport|server)\//,
+          "$1/",
+        );
+      const key = `${frame.functionName || "(anonymous)"} ${file}:${
+        frame.lineNumber + 1
+      }`;
       self.set(key, (self.get(key) ?? 0) + delta);
+      files.set(file, (files.get(file) ?? 0) + delta);
       if (focus !== undefined && frame.functionName === focus) {
         let up = parent.get(id);
         const chain: string[] = [];
@@ -107,11 +105,6 @@ try {
 }
 const us = (micros: number) => (micros / (rounds * n)).toFixed(2).padStart(6);
 console.log(`${us(total)} µs/op sampled (${which}, ${rounds} × ${n} ops)`);
-const files = new Map<string, number>();
-for (const [key, micros] of self) {
-  const file = key.slice(key.indexOf(" ") + 1).replace(/:\d+$/, "");
-  files.set(file, (files.get(file) ?? 0) + micros);
-}
 for (
   const [file, micros] of [...files].sort((a, b) => b[1] - a[1]).slice(0, 15)
 ) {

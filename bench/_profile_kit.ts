@@ -69,3 +69,21 @@ export function perItem(times: readonly number[], items: number): string {
     us(sorted[Math.floor(sorted.length / 2)]!)
   }`;
 }
+
+/** A node of a V8 CPU profile (`.cpuprofile`, `Profiler.stop`). */
+export interface CpuProfileNode {
+  readonly id: number;
+  readonly children?: readonly number[];
+  readonly callFrame: {
+    readonly functionName: string;
+    readonly url: string;
+    readonly lineNumber: number;
+  };
+}
+
+/** A V8 CPU profile: its nodes, and the node and time of each sample. */
+export interface CpuProfile {
+  readonly nodes: readonly CpuProfileNode[];
+  readonly samples: readonly number[];
+  readonly timeDeltas: readonly number[];
+}

@@ -5,19 +5,7 @@
  * @module
  */
 
-interface Node {
-  readonly id: number;
-  readonly callFrame: {
-    readonly functionName: string;
-    readonly url: string;
-    readonly lineNumber: number;
-  };
-}
-interface Profile {
-  readonly nodes: readonly Node[];
-  readonly samples: readonly number[];
-  readonly timeDeltas: readonly number[];
-}
+import type { CpuProfile as Profile } from "./_profile_kit.ts";
 
 for (const path of Deno.args) {
   const profile = JSON.parse(await Deno.readTextFile(path)) as Profile;
